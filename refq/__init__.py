@@ -1,0 +1,23 @@
+"""refq: a pure-NumPy reference implementation of neural-network quantization and compression."""
+from .errors import (FormatError, GraphError, InputError, ParamError, RefqError, ShapeError,
+                     UnsupportedLayerError)
+from .graph import Graph, Node, TensorSpec
+from .model_io import load, save
+from .runtime import run
+from .summary import summarize
+
+__version__ = "0.1.0"
+
+
+def import_keras(path, architecture=None) -> Graph:
+    """Import a Keras HDF5 model (.h5/.hdf5, .keras, or .weights.h5 + `architecture` JSON)."""
+    from .importers import import_keras as _import
+
+    return _import(path, architecture=architecture)
+
+
+__all__ = [
+    "Graph", "Node", "TensorSpec", "load", "save", "run", "import_keras", "summarize",
+    "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
+    "UnsupportedLayerError", "InputError", "__version__",
+]

@@ -1,0 +1,34 @@
+"""The errors refq raises. Every message names the file, node and tensor involved and what to do."""
+
+__all__ = [
+    "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
+    "UnsupportedLayerError", "InputError",
+]
+
+
+class RefqError(Exception):
+    """Base class of every error refq raises on bad input."""
+
+
+class FormatError(RefqError):
+    """A file is missing, truncated, not HDF5, or not in the expected layout."""
+
+
+class GraphError(RefqError):
+    """A graph is malformed: duplicate names, cycles, dangling inputs, unknown ops, bad attributes."""
+
+
+class ShapeError(GraphError):
+    """Tensor or parameter shapes are inconsistent with shape inference."""
+
+
+class ParamError(RefqError):
+    """A parameter (weight) is missing, has the wrong shape, or holds NaN/Inf."""
+
+
+class UnsupportedLayerError(RefqError):
+    """A model file contains layers refq refuses to import (Lambda, custom or unknown layers)."""
+
+
+class InputError(RefqError):
+    """Arrays fed to `run` do not match the graph's declared inputs."""

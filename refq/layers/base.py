@@ -1,0 +1,136 @@
+"""The description of one operator: its attributes, parameters, shape inference, MACs and forward.
+
+An `Op` is the executable form of an operator page. Every op in `refq.layers` is one `Op` value built
+from plain functions, so that a gradient (`backward`) can later sit beside each `forward`.
+
+Conventions shared by every op:
+- shapes are tuples whose first entry is the batch dimension, `None` when unknown;
+- activations are NHWC; axis 0 of every weight is its output channel;
+- `forward(inputs, params, attrs)` receives arrays already cast to the compute dtype and returns one
+  array of that dtype; it never mutates its arguments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import GraphError
+
+Shape = tuple  # (batch or None, d1, d2, ...)
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Attr:
+    """Schema of one attribute.
+
+    kind: "int", "float", "bool", "str", or "ints" (a list of ints, of `length` if given).
+    default: the value when absent; `Attr.REQUIRED` when it must be given.
+    choices: the allowed values of a "str" attribute.
+    """
+
+    kind: str
+    default: Any = _REQUIRED
+    choices: tuple = ()
+    length: int | None = None
+
+    REQUIRED = _REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def check(self, value, where: str):
+        """Return `value` normalised to its kind (tuples to lists, ints to floats); raise GraphError."""
+        kind = self.kind
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise GraphError(f"{where}: expected a bool, got {value!r}")
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise GraphError(f"{where}: expected an int, got {value!r}")
+            return value
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise GraphError(f"{where}: expected a number, got {value!r}")
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise GraphError(f"{where}: expected a string, got {value!r}")
+            if self.choices and value not in self.choices:
+                raise GraphError(f"{where}: {value!r} is not one of {list(self.choices)}")
+            return value
+        if kind == "ints":
+            if not isinstance(value, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, int) for v in value
+            ):
+                raise GraphError(f"{where}: expected a list of ints, got {value!r}")
+            if self.length is not None and len(value) != self.length:
+                raise GraphError(f"{where}: expected {self.length} ints, got {list(value)!r}")
+            return list(value)
+        raise AssertionError(f"unknown attribute kind {kind!r}")
+
+
+def _no_macs(in_shapes, out_shape, attrs, params) -> int:
+    return 0
+
+
+def _no_params(in_shapes, attrs) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operator.
+
+    name: lower snake case op name used in graphs.
+    forward(inputs, params, attrs) -> array.
+    infer_shape(in_shapes, attrs, params) -> output shape; raises ShapeError on inconsistent inputs.
+      `params` maps parameter names to arrays (only their shapes may be used).
+    num_inputs: exact count, or (min, max) with max None for unbounded.
+    attrs: attribute schema.
+    params: parameter names -> True if required, False if optional.
+    param_shapes(in_shapes, attrs) -> {name: expected shape} for the parameters present; checked on
+      validation. Only required for ops with parameters.
+    macs(in_shapes, out_shape, attrs, params) -> multiply-accumulates per batch element.
+    """
+
+    name: str
+    forward: Callable
+    infer_shape: Callable
+    num_inputs: int | tuple = 1
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    param_shapes: Callable = _no_params
+    macs: Callable = _no_macs
+
+    def check_arity(self, n: int, where: str):
+        if isinstance(self.num_inputs, int):
+            ok = n == self.num_inputs
+            want = str(self.num_inputs)
+        else:
+            lo, hi = self.num_inputs
+            ok = n >= lo and (hi is None or n <= hi)
+            want = f"at least {lo}" if hi is None else f"{lo} to {hi}"
+        if not ok:
+            raise GraphError(f"{where}: op '{self.name}' takes {want} inputs, got {n}")
+
+    def normalise_attrs(self, attrs: dict, where: str) -> dict:
+        """Check `attrs` against the schema and return them with defaults filled in."""
+        unknown = sorted(set(attrs) - set(self.attrs))
+        if unknown:
+            raise GraphError(
+                f"{where}: unknown attribute(s) {unknown} for op '{self.name}'; "
+                f"known: {sorted(self.attrs)}"
+            )
+        out = {}
+        for key, spec in self.attrs.items():
+            if key in attrs:
+                out[key] = spec.check(attrs[key], f"{where}: attribute '{key}'")
+            elif spec.required:
+                raise GraphError(f"{where}: op '{self.name}' needs attribute '{key}'")
+            else:
+                out[key] = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        return out

@@ -1,0 +1,69 @@
+"""batch_norm: batch normalisation in inference mode.
+
+Definition
+    y[..., c] = gamma[c] · (x[..., c] − mean[c]) / sqrt(variance[c] + epsilon) + beta[c]
+    on the channel axis `axis` (−1 for NHWC). The moving statistics are used as given; epsilon is
+    added to the variance inside the square root, as Keras, TensorFlow and PyTorch define it.
+Shapes
+    x: any rank >= 2, channels on `axis`; gamma, beta, mean, variance: [C]; y: as x.
+Attributes
+    epsilon (float, 1e-3: the Keras default; PyTorch uses 1e-5), axis (int, −1).
+Errors
+    ShapeError when `axis` is the batch axis or out of range; ParamError when a statistic is not [C]
+    or a variance + epsilon is not positive.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ParamError, ShapeError
+from .base import Attr, Op
+
+PARAMS = ("gamma", "beta", "mean", "variance")
+
+
+def _axis(shape, attrs):
+    rank = len(shape)
+    axis = attrs["axis"]
+    if not -rank <= axis < rank or axis % rank == 0:
+        raise ShapeError(f"batch_norm axis {axis} is not a channel axis of a rank-{rank} tensor")
+    return axis % rank
+
+
+def _infer_shape(in_shapes, attrs, params):
+    _axis(in_shapes[0], attrs)
+    return tuple(in_shapes[0])
+
+
+def _param_shapes(in_shapes, attrs):
+    c = in_shapes[0][_axis(in_shapes[0], attrs)]
+    return {p: (c,) for p in PARAMS}
+
+
+def scale_and_shift(params, epsilon, dtype=np.float64):
+    """(s, t) with batch_norm(x) = s·x + t per channel: s = gamma/sqrt(var+eps), t = beta − s·mean."""
+    var = params["variance"].astype(dtype) + dtype(epsilon)
+    if np.any(var <= 0):
+        c = int(np.argmax(var <= 0))
+        raise ParamError(f"batch_norm: variance[{c}] + epsilon = {var[c]} is not positive")
+    s = params["gamma"].astype(dtype) / np.sqrt(var)
+    return s, params["beta"].astype(dtype) - s * params["mean"].astype(dtype)
+
+
+def _forward(inputs, params, attrs):
+    x = inputs[0]
+    axis = _axis(x.shape, attrs)
+    bshape = [1] * x.ndim
+    bshape[axis] = x.shape[axis]
+    t = x.dtype.type
+    mean = params["mean"].reshape(bshape)
+    inv = 1 / np.sqrt(params["variance"] + t(attrs["epsilon"]))
+    return (x - mean) * (params["gamma"] * inv).reshape(bshape) + params["beta"].reshape(bshape)
+
+
+OPS = [
+    Op("batch_norm", _forward, _infer_shape,
+       attrs={"epsilon": Attr("float", 1e-3), "axis": Attr("int", -1)},
+       params={p: True for p in PARAMS}, param_shapes=_param_shapes,
+       macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0),
+]

@@ -1,0 +1,96 @@
+"""Ops that move values without arithmetic: concat, flatten, reshape, zero_pad2d, identity.
+
+| op         | definition                                                      | attributes                  |
+|------------|-----------------------------------------------------------------|-----------------------------|
+| concat     | y = x_0 ‖ x_1 ‖ ... along `axis` (not the batch axis)           | axis (−1)                   |
+| flatten    | y[n, k] = x[n, i, j, c] with k the row-major (C-order) index    |                             |
+| reshape    | y[n] = x[n] read in C order into `shape` (one entry may be −1)  | shape (without batch)       |
+| zero_pad2d | y[n, i+top, j+left, c] = x[n, i, j, c], zeros elsewhere (NHWC)  | pads [top, bottom, left, right] |
+| identity   | y = x (Dropout, noise and regularisation layers at inference)   |                             |
+
+Flatten and reshape act on NHWC data, so they agree with Keras `Flatten`/`Reshape` with
+channels_last. Errors: ShapeError when sizes do not agree.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from .base import Attr, Op
+
+
+def _concat_axis(in_shapes, attrs):
+    rank = len(in_shapes[0])
+    axis = attrs["axis"]
+    if not -rank <= axis < rank or axis % rank == 0:
+        raise ShapeError(f"concat axis {axis} is not a non-batch axis of a rank-{rank} tensor")
+    return axis % rank
+
+
+def _concat_shape(in_shapes, attrs, params):
+    if len({len(s) for s in in_shapes}) != 1:
+        raise ShapeError(f"concat inputs have different ranks: {[list(s) for s in in_shapes]}")
+    axis = _concat_axis(in_shapes, attrs)
+    out = list(in_shapes[0])
+    for s in in_shapes[1:]:
+        for d, (a, b) in enumerate(zip(out, s)):
+            if d != axis and a is not None and b is not None and a != b:
+                raise ShapeError(f"concat on axis {axis}: shapes {[list(s) for s in in_shapes]} "
+                                 f"differ on axis {d}")
+    sizes = [s[axis] for s in in_shapes]
+    out[axis] = None if None in sizes else sum(sizes)
+    return tuple(out)
+
+
+def _flatten_shape(in_shapes, attrs, params):
+    rest = in_shapes[0][1:]
+    return (in_shapes[0][0], None if None in rest else int(np.prod(rest, dtype=np.int64)))
+
+
+def _reshape_shape(in_shapes, attrs, params):
+    target = list(attrs["shape"])
+    rest = in_shapes[0][1:]
+    if target.count(-1) > 1 or any(d == 0 or d < -1 for d in target):
+        raise ShapeError(f"reshape target {target} may hold positive sizes and at most one -1")
+    if None in rest:
+        return (in_shapes[0][0], *[None if d == -1 else d for d in target])
+    size = int(np.prod(rest, dtype=np.int64))
+    known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+    if -1 in target:
+        if size % known:
+            raise ShapeError(f"cannot reshape {list(rest)} ({size} values) to {target}")
+        target[target.index(-1)] = size // known
+    elif known != size:
+        raise ShapeError(f"cannot reshape {list(rest)} ({size} values) to {target} ({known} values)")
+    return (in_shapes[0][0], *target)
+
+
+def _reshape(inputs, params, attrs):
+    x = inputs[0]
+    return x.reshape((x.shape[0], *attrs["shape"]))
+
+
+def _pad_shape(in_shapes, attrs, params):
+    s = in_shapes[0]
+    if len(s) != 4:
+        raise ShapeError(f"zero_pad2d needs an NHWC input, got shape {list(s)}")
+    top, bottom, left, right = attrs["pads"]
+    if min(attrs["pads"]) < 0:
+        raise ShapeError(f"zero_pad2d pads must be >= 0, got {attrs['pads']}")
+    grow = lambda d, a, b: None if d is None else d + a + b  # noqa: E731
+    return (s[0], grow(s[1], top, bottom), grow(s[2], left, right), s[3])
+
+
+def _pad(inputs, params, attrs):
+    top, bottom, left, right = attrs["pads"]
+    return np.pad(inputs[0], ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+OPS = [
+    Op("concat", lambda xs, p, a: np.concatenate(xs, axis=a["axis"]), _concat_shape,
+       num_inputs=(1, None), attrs={"axis": Attr("int", -1)}),
+    Op("flatten", lambda xs, p, a: xs[0].reshape(xs[0].shape[0], -1), _flatten_shape),
+    Op("reshape", _reshape, _reshape_shape, attrs={"shape": Attr("ints")}),
+    Op("zero_pad2d", _pad, _pad_shape, attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4)}),
+    Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0])),
+]
