@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path, save_npy
 from .errors import FormatError, InputError, RefqError
+from .model_io import escape_name
 
 
 def _load_arrays(path: str) -> dict | np.ndarray:
@@ -28,16 +29,14 @@ def _load_arrays(path: str) -> dict | np.ndarray:
         raise FormatError(f"{path}: no such file")
     try:
         data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise FormatError(f"{path}: not a readable .npy/.npz file ({e})") from None
-    if isinstance(data, np.ndarray):
-        return data
-    with data:
-        return {k: data[k] for k in data.files}
-
-
-def _escape(name: str) -> str:
-    return name.replace("%", "%25").replace("/", "%2F")
+        if isinstance(data, np.ndarray):
+            return data
+        with data:  # the members of an .npz are read (and refused if pickled) only here
+            return {k: data[k] for k in data.files}
+    except Exception as e:  # noqa: BLE001 - a corrupt file can make np.load raise nearly anything
+        # (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError, ...)
+        raise FormatError(f"{path}: not a readable .npy/.npz file "
+                          f"({type(e).__name__}: {e})") from None
 
 
 def cmd_import(args):
@@ -68,8 +67,11 @@ def cmd_run(args):
 
     graph = load(args.model)
     feeds = _load_arrays(args.input)
-    result = run(graph, feeds, trace=bool(args.trace), dtype=np.dtype(args.dtype).type,
-                 batch_size=args.batch_size, quiet=args.quiet)
+    try:
+        result = run(graph, feeds, trace=bool(args.trace), dtype=np.dtype(args.dtype).type,
+                     batch_size=args.batch_size, quiet=args.quiet)
+    except InputError as e:  # name the file the arrays came from
+        raise InputError(f"{args.input}: {e}") from None
     outputs = {k: result[k] for k in graph.outputs}
     if args.output.endswith(".npz"):
         with atomic_path(args.output) as tmp:
@@ -84,7 +86,7 @@ def cmd_run(args):
         os.makedirs(args.trace, exist_ok=True)
         index = {}
         for name, value in result.items():
-            index[name] = _escape(name) + ".npy"
+            index[name] = escape_name(name) + ".npy"
             save_npy(os.path.join(args.trace, index[name]), value)
         with atomic_path(os.path.join(args.trace, "index.json")) as tmp:
             with open(tmp, "w") as f:

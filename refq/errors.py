@@ -2,7 +2,7 @@
 
 __all__ = [
     "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
-    "UnsupportedLayerError", "InputError",
+    "UnsupportedLayerError", "InputError", "QuantError",
 ]
 
 
@@ -32,3 +32,7 @@ class UnsupportedLayerError(RefqError):
 
 class InputError(RefqError):
     """Arrays fed to `run` do not match the graph's declared inputs."""
+
+
+class QuantError(RefqError):
+    """A quantization request is invalid: bad bitwidth or grid, NaN/Inf ranges, no calibration data."""

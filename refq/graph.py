@@ -12,6 +12,7 @@ as NumPy arrays, axis 0 = output channel. A graph is valid when
 from __future__ import annotations
 
 import copy
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,8 +93,9 @@ class Graph:
     def topological_order(self) -> list:
         """Nodes in an order where every tensor is produced before it is read.
 
-        Stable: among ready nodes the original order is kept. Raises GraphError on duplicate
-        names, tensors produced twice, dangling inputs and cycles.
+        Stable: at each step the ready node that comes first in `nodes` is taken, so a graph
+        already in topological order keeps its order. Raises GraphError on duplicate names,
+        tensors produced twice, dangling inputs and cycles.
         """
         names = set()
         produced = {}
@@ -120,22 +122,29 @@ class Graph:
             if t not in produced:
                 raise GraphError(f"graph '{self.name}': output tensor '{t}' is never produced")
 
-        ready = {spec.name for spec in self.inputs}
-        pending = list(self.nodes)
+        # Kahn's algorithm, always taking the ready node that comes first in `self.nodes`
+        waiting = [len({t for t in n.inputs if produced[t] != "<graph input>"}) for n in self.nodes]
+        readers: dict = {}
+        for i, n in enumerate(self.nodes):
+            for t in set(n.inputs):
+                readers.setdefault(t, []).append(i)
+        ready = [i for i, w in enumerate(waiting) if w == 0]
+        heapq.heapify(ready)
         order = []
-        while pending:
-            rest = []
-            for n in pending:
-                if all(t in ready for t in n.inputs):
-                    order.append(n)
-                    ready.update(n.outputs)
-                else:
-                    rest.append(n)
-            if len(rest) == len(pending):
-                cyc = ", ".join(f"'{n.name}'" for n in rest[:8])
-                raise GraphError(f"graph '{self.name}': the nodes {cyc} form a cycle "
-                                 "(each waits for a tensor another one produces)")
-            pending = rest
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(self.nodes[i])
+            for t in self.nodes[i].outputs:
+                for j in readers.get(t, ()):
+                    waiting[j] -= 1
+                    if waiting[j] == 0:
+                        heapq.heappush(ready, j)
+        if len(order) < len(self.nodes):
+            placed = {id(n) for n in order}
+            rest = [n for n in self.nodes if id(n) not in placed]
+            cyc = ", ".join(f"'{n.name}'" for n in rest[:8])
+            raise GraphError(f"graph '{self.name}': the nodes {cyc} form a cycle "
+                             "(each waits for a tensor another one produces)")
         return order
 
     def infer_shapes(self) -> dict:
@@ -145,11 +154,13 @@ class Graph:
         shapes = {spec.name: tuple(spec.shape) for spec in self.inputs}
         for n in self.topological_order():
             op = get_op(n.op, where=f"node '{n.name}'")
+            where = f"node '{n.name}' ({n.op})"
+            attrs = op.normalise_attrs(n.attrs, where)  # defaults filled in; n is not changed
             in_shapes = [shapes[t] for t in n.inputs]
             try:
-                out = op.infer_shape(in_shapes, n.attrs, n.params)
+                out = op.infer_shape(in_shapes, attrs, n.params)
             except ShapeError as e:
-                raise ShapeError(f"node '{n.name}' ({n.op}): {e}") from None
+                raise ShapeError(f"{where} on {_tensors(n.inputs)}: {e}") from None
             shapes[n.outputs[0]] = tuple(out)
         return shapes
 
@@ -182,7 +193,7 @@ class Graph:
             try:
                 out = tuple(op.infer_shape(in_shapes, n.attrs, n.params))
             except ShapeError as e:
-                raise ShapeError(f"{where}: {e}") from None
+                raise ShapeError(f"{where} on {_tensors(n.inputs)}: {e}") from None
             expected = op.param_shapes(in_shapes, n.attrs)
             for pname, want in expected.items():
                 if pname in n.params and tuple(n.params[pname].shape) != tuple(want):
@@ -202,6 +213,10 @@ class Graph:
             "nodes": [n.to_json() for n in self.topological_order()],
             "meta": copy.deepcopy(self.meta),
         }
+
+
+def _tensors(names) -> str:
+    return ("tensor " if len(names) == 1 else "tensors ") + ", ".join(f"'{t}'" for t in names)
 
 
 def _check_params(n: Node, op, where: str, check_values: bool):

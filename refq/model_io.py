@@ -4,9 +4,11 @@ Layout (format version `FORMAT_VERSION`):
 - root attribute `refq_format`: the format version string;
 - root attribute `graph`: the graph as JSON text (name, inputs with shapes and dtypes, outputs,
   nodes in topological order with name, op, inputs, outputs, attrs, and a free `meta` dict);
-- datasets `/params/<node>/<param>`: every parameter array, dtype as stored in the graph. Node
-  names are escaped for HDF5 paths: `%` -> `%25`, `/` -> `%2F`.
-Optional groups added by later stages (`/encodings`, integer parameters) are kept by those stages.
+- datasets `/params/<node>/<param>`: every parameter array, dtype as stored in the graph, with a
+  Fletcher-32 checksum so that damaged bytes fail to load instead of loading silently. Node
+  names are escaped for HDF5 paths: `%` -> `%25`, `/` -> `%2F`, `:` -> `%3A`.
+- optional sections: a group `/<section>` whose attribute `json` holds a JSON document, e.g.
+  `/encodings` (the quantization simulation: quantizer placement, settings and encodings).
 
 Loading checks the version, parses the JSON, reads every parameter and validates the graph; it never
 executes or unpickles anything. Saving writes a temporary file and renames it (atomic), with
@@ -24,17 +26,18 @@ from .atomic import atomic_path
 from .errors import FormatError, RefqError
 from .graph import Graph, Node, TensorSpec
 
-__all__ = ["save", "load", "FORMAT_VERSION", "read_graph_json"]
+__all__ = ["save", "load", "load_section", "FORMAT_VERSION", "read_graph_json"]
 
 FORMAT_VERSION = "1.0"
 
 
-def _escape(name: str) -> str:
-    return name.replace("%", "%25").replace("/", "%2F")
+def escape_name(name: str) -> str:
+    """A tensor or node name made safe as one HDF5 path component or file name."""
+    return name.replace("%", "%25").replace("/", "%2F").replace(":", "%3A")
 
 
-def save(graph: Graph, path) -> None:
-    """Validate `graph` and write it to `path` atomically."""
+def save(graph: Graph, path, sections: dict | None = None) -> None:
+    """Validate `graph` and write it to `path` atomically, with optional JSON `sections`."""
     graph.validate()
     text = json.dumps(graph.to_json(), indent=1, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
@@ -45,9 +48,14 @@ def save(graph: Graph, path) -> None:
             for node in graph.topological_order():
                 if not node.params:
                     continue
-                g = params.create_group(_escape(node.name), track_order=True)
+                g = params.create_group(escape_name(node.name), track_order=True)
                 for pname, arr in node.params.items():
-                    g.create_dataset(pname, data=np.ascontiguousarray(arr), track_times=False)
+                    g.create_dataset(pname, data=np.ascontiguousarray(arr), track_times=False,
+                                     fletcher32=True)
+            for name, doc in (sections or {}).items():
+                if name in ("params",):
+                    raise ValueError(f"section name '{name}' is reserved")
+                f.create_group(name).attrs["json"] = json.dumps(doc, allow_nan=False)
 
 
 def _open(path):
@@ -68,17 +76,21 @@ def read_graph_json(path) -> dict:
 
 
 def _graph_json(f, path) -> dict:
-    version = f.attrs.get("refq_format")
+    try:
+        version = f.attrs.get("refq_format")
+        keras = "model_config" in f.attrs or "model_weights" in f
+        text = f.attrs.get("graph")
+    except (KeyError, OSError) as e:  # h5py's errors for a damaged root object
+        raise FormatError(f"{path}: cannot read the root attributes ({e}); the file is damaged") \
+            from None
     if version is None:
-        hint = " (a Keras file? use `refq import`)" if "model_config" in f.attrs or \
-            "model_weights" in f else ""
+        hint = " (a Keras file? use `refq import`)" if keras else ""
         raise FormatError(f"{path}: not a refq model: no 'refq_format' attribute{hint}")
     if isinstance(version, bytes):
         version = version.decode()
     if str(version).split(".")[0] != FORMAT_VERSION.split(".")[0]:
         raise FormatError(f"{path}: refq format version {version} is not supported by this refq "
                           f"(reads {FORMAT_VERSION}); upgrade refq")
-    text = f.attrs.get("graph")
     if isinstance(text, bytes):
         text = text.decode()
     try:
@@ -89,6 +101,22 @@ def _graph_json(f, path) -> dict:
     return d
 
 
+def load_section(path, name: str):
+    """The JSON document stored in section `name` of a .refq.h5 file, or None if absent."""
+    path = os.fspath(path)
+    with _open(path) as f:
+        _graph_json(f, path)
+        if name not in f:
+            return None
+        text = f[name].attrs.get("json")
+        if isinstance(text, bytes):
+            text = text.decode()
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError):
+            raise FormatError(f"{path}: section '/{name}' does not hold valid JSON") from None
+
+
 def load(path) -> Graph:
     """Read and validate a .refq.h5 file."""
     path = os.fspath(path)
@@ -97,8 +125,11 @@ def load(path) -> Graph:
         try:
             nodes = []
             for nd in d["nodes"]:
+                if not isinstance(nd["name"], str):
+                    raise FormatError(f"{path}: malformed graph JSON (node name {nd['name']!r} "
+                                      "is not a string)")
                 params = {}
-                key = "params/" + _escape(nd["name"])
+                key = "params/" + escape_name(nd["name"])
                 if key in f:
                     for pname, ds in f[key].items():
                         if not isinstance(ds, h5py.Dataset):

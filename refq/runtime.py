@@ -3,7 +3,8 @@
 Nodes run in topological order; each op's `forward` receives its inputs and parameters cast to the
 compute dtype (float64 by default, the reference precision; float32 to compare with float32
 frameworks). Large inputs are split along the batch axis into chunks of `batch_size`; the result
-is the concatenation and does not depend on the chunking. Without a trace, a tensor is released
+is the concatenation. For a given chunking the result is byte-identical from run to run; another
+chunking may change the last bits, because BLAS may choose another kernel for another row count. Without a trace, a tensor is released
 as soon as its last consumer has run, so memory stays bounded by the live activations of one chunk.
 """
 from __future__ import annotations
@@ -52,27 +53,42 @@ def _check_feeds(graph: Graph, feeds) -> dict:
     return out
 
 
-def _forward_chunk(order, last_use, params, feeds, dtype, outputs, trace):
+def _forward_chunk(order, last_use, params, feeds, dtype, outputs, trace, on_tensor, on_input):
     values = {k: v.astype(dtype, copy=False) for k, v in feeds.items()}
+    if on_tensor is not None:
+        values = {k: on_tensor(k, v) for k, v in values.items()}
     for i, node in enumerate(order):
         op = get_op(node.op)
-        y = op.forward([values[t] for t in node.inputs], params[node.name], node.attrs)
+        xs = [values[t] for t in node.inputs]
+        if on_input is not None:
+            xs = [on_input(node.name, k, x) for k, x in enumerate(xs)]
+        y = op.forward(xs, params[node.name], node.attrs)
+        if on_tensor is not None:
+            y = on_tensor(node.outputs[0], y)
         values[node.outputs[0]] = y
         if not trace:
-            for t in node.inputs:
+            for t in set(node.inputs):  # a node may read one tensor twice (add(x, x))
                 if last_use.get(t) == i and t not in outputs:
                     del values[t]
     return values if trace else {t: values[t] for t in outputs}
 
 
 def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: int | None = None,
-        quiet: bool = True) -> dict:
+        quiet: bool = True, params: dict | None = None, on_tensor=None, on_input=None) -> dict:
     """Run `graph` on `feeds` ({input name: array}, or one array for a single-input graph).
 
     Returns {output name: array}; with trace=True, every tensor of the graph by name (inputs,
     intermediates and outputs). dtype: compute dtype (np.float64 or np.float32). batch_size: split
     the batch into chunks of this size (None = all at once). quiet=False shows a progress bar over
     chunks on a terminal.
+
+    Hooks used by the quantization simulator:
+    params: {node name: {param name: array}} replacing the nodes' own parameters (e.g. weights
+      after quantize-dequantize); nodes not listed keep theirs.
+    on_tensor(name, array) -> array: called on every graph input and node output as soon as it is
+      produced; what it returns is what consumers (and the trace) see.
+    on_input(node name, input index, array) -> array: called on each input as one node reads it;
+      what it returns is seen by that node only.
     """
     dtype = np.dtype(dtype).type
     if dtype not in (np.float64, np.float32):
@@ -81,7 +97,9 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
     feeds = _check_feeds(graph, feeds)
     order = graph.topological_order()
     last_use = {t: i for i, n in enumerate(order) for t in n.inputs}
-    params = {n.name: {k: v.astype(dtype) for k, v in n.params.items()} for n in order}
+    override = params or {}
+    params = {n.name: {k: np.asarray(v).astype(dtype)
+                       for k, v in override.get(n.name, n.params).items()} for n in order}
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     if batch_size is not None and batch_size <= 0:
         raise InputError(f"run: batch_size must be positive, got {batch_size}")
@@ -90,7 +108,8 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
     chunks = []
     for s in progress(starts, total=len(starts), desc="run", quiet=quiet):
         part = {k: v[s:s + step] for k, v in feeds.items()}
-        chunks.append(_forward_chunk(order, last_use, params, part, dtype, graph.outputs, trace))
+        chunks.append(_forward_chunk(order, last_use, params, part, dtype, graph.outputs, trace,
+                                     on_tensor, on_input))
     if len(chunks) == 1:
         return chunks[0]
     return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}

@@ -11,6 +11,7 @@ Conventions shared by every op:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -55,6 +56,8 @@ class Attr:
         if kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise GraphError(f"{where}: expected a number, got {value!r}")
+            if not math.isfinite(value):  # NaN/Inf: undefined results, and not storable as JSON
+                raise GraphError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
         if kind == "str":
             if not isinstance(value, str):

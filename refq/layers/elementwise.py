@@ -44,7 +44,9 @@ def _infer(in_shapes, attrs, params):
 
 
 def _macs(in_shapes, out_shape, attrs, params):
-    n = int(np.prod([d for d in out_shape[1:]]))
+    if None in out_shape[1:]:
+        return 0  # a free non-batch axis: unknown per-element count (as batch_norm counts it)
+    n = int(np.prod(out_shape[1:], dtype=np.int64))
     return n * (len(in_shapes) - 1)
 
 

@@ -57,7 +57,11 @@ def _forward(inputs, params, attrs):
     bshape[axis] = x.shape[axis]
     t = x.dtype.type
     mean = params["mean"].reshape(bshape)
-    inv = 1 / np.sqrt(params["variance"] + t(attrs["epsilon"]))
+    var = params["variance"] + t(attrs["epsilon"])
+    if np.any(var <= 0):
+        c = int(np.argmax(var <= 0))
+        raise ParamError(f"batch_norm: variance[{c}] + epsilon = {var[c]} is not positive")
+    inv = 1 / np.sqrt(var)
     return (x - mean) * (params["gamma"] * inv).reshape(bshape) + params["beta"].reshape(bshape)
 
 

@@ -1,4 +1,137 @@
-"""Placeholder while the module is being written; the ops appear shortly."""
-from .base import Attr, Op  # noqa: F401
+"""Spatial pooling on NHWC activations: max_pool2d, avg_pool2d, global_avg_pool2d.
 
-OPS = []
+Definition
+    With x_pad the input padded by (pt, pb, pl, pr) and V(i, j) the set of taps (u, v), u < kh,
+    v < kw, whose position (i·sh + u, j·sw + v) in x_pad lies inside the original input:
+    max_pool2d         y[n, i, j, c] = max_{(u,v) ∈ V(i,j)} x_pad[n, i·sh + u, j·sw + v, c]
+                       (padding never wins: it is −inf, the least value of an integer dtype)
+    avg_pool2d         y[n, i, j, c] = Σ_{(u,v) ∈ V(i,j)} x_pad[n, i·sh + u, j·sw + v, c] / |V(i, j)|
+                       (count_include_pad = False: divide by the number of valid elements, as
+                       Keras/TensorFlow 'same' pooling does)
+    global_avg_pool2d  y[n, c] = Σ_{h<H, w<W} x[n, h, w, c] / (H·W)
+    Padding and output sizes follow conv2d (`refq.layers.conv.window_geometry`) with dilation 1:
+    "same" is TensorFlow's rule (out = ceil(in / stride), the extra pad row/column at the bottom/right).
+Shapes
+    x: [N, H, W, C]; max/avg: y [N, OH, OW, C]; global: y [N, C], or [N, 1, 1, C] with keepdims.
+Attributes
+    max_pool2d, avg_pool2d: pool_size (ints[2], required), strides (ints[2], required: Keras
+    defaults it to pool_size, importers fill it in), padding ("valid" | "same" | "explicit",
+    "valid"), pads (ints[4] [top, bottom, left, right], zeros; read only when padding == "explicit").
+    global_avg_pool2d: keepdims (bool, False).
+MACs (accumulations per batch element)
+    max_pool2d 0 (comparisons only); avg_pool2d OH·OW·C·kh·kw; global_avg_pool2d H·W·C.
+Errors
+    ShapeError when x is not rank 4, a pool size or stride is < 1, an explicit pad is < 0 or not
+    smaller than the pool size on its axis (a window would hold only padding), or the window is
+    larger than the padded input.
+
+Evaluation (not part of the definition): the window is separable, so the reduction runs over the
+kw column taps and then the kh row taps, each a vectorised operation on strided views.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from .base import Attr, Op
+from .conv import PADDINGS, pad_hw, window_geometry
+
+
+def _check_rank4(shape, what):
+    if len(shape) != 4:
+        raise ShapeError(f"{what} expects an NHWC input of rank 4, got shape {list(shape)}")
+
+
+def _geometry(shape, attrs, what):
+    _check_rank4(shape, what)
+    k, s = attrs["pool_size"], attrs["strides"]
+    if min(k) < 1 or min(s) < 1:
+        raise ShapeError(f"{what}: pool_size {list(k)} and strides {list(s)} must be >= 1")
+    if attrs["padding"] == "explicit":
+        p = attrs["pads"]
+        if max(p[0], p[1]) >= k[0] or max(p[2], p[3]) >= k[1]:
+            raise ShapeError(f"{what}: explicit pads {list(p)} must be smaller than the pool size "
+                             f"{list(k)} (a window would hold only padding)")
+    return window_geometry(shape[1:3], k, s, (1, 1), attrs["padding"], attrs["pads"], what)
+
+
+def _infer_pool(what):
+    def infer(in_shapes, attrs, params):
+        shape = tuple(in_shapes[0])
+        _, (oh, ow) = _geometry(shape, attrs, what)
+        return (shape[0], oh, ow, shape[3])
+    return infer
+
+
+def _reduce(xp, k, s, oh, ow, combine):
+    """Separable window reduction: over the kw columns, then over the kh rows of the result."""
+    (kh, kw), (sh, sw) = k, s
+    cols = xp[:, :, 0:(ow - 1) * sw + 1:sw].copy()
+    for v in range(1, kw):
+        combine(cols, xp[:, :, v:v + (ow - 1) * sw + 1:sw], out=cols)
+    y = cols[:, 0:(oh - 1) * sh + 1:sh].copy()
+    for u in range(1, kh):
+        combine(y, cols[:, u:u + (oh - 1) * sh + 1:sh], out=y)
+    return y
+
+
+def _max_pool(inputs, params, attrs):
+    x = inputs[0]
+    pads, (oh, ow) = _geometry(x.shape, attrs, "max_pool2d")
+    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    xp = pad_hw(x, pads, value=low)
+    return _reduce(xp, attrs["pool_size"], attrs["strides"], oh, ow, np.maximum)
+
+
+def valid_counts(size, k, s, before, out):
+    """Per output position along one axis: how many of the k taps fall inside [before, before+size)."""
+    pos = np.arange(out)[:, None] * s + np.arange(k)[None, :]
+    return np.sum((pos >= before) & (pos < before + size), axis=1)
+
+
+def _avg_pool(inputs, params, attrs):
+    x = inputs[0]
+    pads, (oh, ow) = _geometry(x.shape, attrs, "avg_pool2d")
+    (kh, kw), (sh, sw) = attrs["pool_size"], attrs["strides"]
+    y = _reduce(pad_hw(x, pads), (kh, kw), (sh, sw), oh, ow, np.add)
+    count = np.multiply.outer(valid_counts(x.shape[1], kh, sh, pads[0], oh),
+                              valid_counts(x.shape[2], kw, sw, pads[2], ow))
+    y /= count.astype(y.dtype)[None, :, :, None]
+    return y
+
+
+def _pool_macs(in_shapes, out_shape, attrs, params):
+    if out_shape[1] is None or out_shape[2] is None:
+        return 0
+    kh, kw = attrs["pool_size"]
+    return int(out_shape[1] * out_shape[2] * out_shape[3] * kh * kw)
+
+
+def _gap_shape(in_shapes, attrs, params):
+    shape = tuple(in_shapes[0])
+    _check_rank4(shape, "global_avg_pool2d")
+    return (shape[0], 1, 1, shape[3]) if attrs["keepdims"] else (shape[0], shape[3])
+
+
+def _gap(inputs, params, attrs):
+    x = inputs[0]
+    return np.mean(x, axis=(1, 2), keepdims=attrs["keepdims"]).astype(x.dtype, copy=False)
+
+
+def _gap_macs(in_shapes, out_shape, attrs, params):
+    _, h, w, c = in_shapes[0]
+    return 0 if h is None or w is None else int(h * w * c)
+
+
+_POOL_ATTRS = {"pool_size": Attr("ints", length=2),
+               "strides": Attr("ints", length=2),
+               "padding": Attr("str", "valid", choices=PADDINGS),
+               "pads": Attr("ints", (0, 0, 0, 0), length=4)}
+
+OPS = [
+    Op("max_pool2d", _max_pool, _infer_pool("max_pool2d"), attrs=dict(_POOL_ATTRS)),
+    Op("avg_pool2d", _avg_pool, _infer_pool("avg_pool2d"), attrs=dict(_POOL_ATTRS),
+       macs=_pool_macs),
+    Op("global_avg_pool2d", _gap, _gap_shape, attrs={"keepdims": Attr("bool", False)},
+       macs=_gap_macs),
+]

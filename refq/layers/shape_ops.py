@@ -67,7 +67,14 @@ def _reshape_shape(in_shapes, attrs, params):
 
 def _reshape(inputs, params, attrs):
     x = inputs[0]
-    return x.reshape((x.shape[0], *attrs["shape"]))
+    # the -1 is resolved from the per-sample shape so that an empty batch (N = 0) works too
+    target = _reshape_shape([x.shape], attrs, {})[1:]
+    return x.reshape((x.shape[0], *target))
+
+
+def _flatten(inputs, params, attrs):
+    x = inputs[0]
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))  # N = 0 works too
 
 
 def _pad_shape(in_shapes, attrs, params):
@@ -89,7 +96,7 @@ def _pad(inputs, params, attrs):
 OPS = [
     Op("concat", lambda xs, p, a: np.concatenate(xs, axis=a["axis"]), _concat_shape,
        num_inputs=(1, None), attrs={"axis": Attr("int", -1)}),
-    Op("flatten", lambda xs, p, a: xs[0].reshape(xs[0].shape[0], -1), _flatten_shape),
+    Op("flatten", _flatten, _flatten_shape),
     Op("reshape", _reshape, _reshape_shape, attrs={"shape": Attr("ints")}),
     Op("zero_pad2d", _pad, _pad_shape, attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4)}),
     Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0])),

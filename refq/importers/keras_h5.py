@@ -1,0 +1,214 @@
+"""Keras model files: recognise the file dialect, find the model config and each layer's weights.
+
+Four file dialects exist. They are recognised by content (magic bytes, attributes, groups), never by
+the file name:
+
+A. **legacy full-model HDF5** (`model.save("m.h5")` in Keras 2.x and in Keras 3): an HDF5 file whose
+   root has the attribute `model_config` (JSON text) and usually `keras_version`, `backend`. The
+   group `model_weights` has the attribute `layer_names`; each layer group has `weight_names`, the
+   dataset paths relative to that group, in the layer's weight order (Keras 2 writes
+   `conv2d_1_1/kernel:0`, Keras 3 `conv2d_1/kernel` or `<model>/<layer>/kernel`). Long attributes
+   are split by Keras into `layer_names0`, `layer_names1`, ... and are joined back here.
+B. **legacy weights-only HDF5** (Keras 2 `model.save_weights("w.h5")`): like A but without a config,
+   with `layer_names` on the root and the layer groups directly under the root. Needs
+   `architecture=` (the JSON of `model.to_json()`).
+C. **Keras 3 weights HDF5** (`model.save_weights("m.weights.h5")`): groups `layers/<key>/vars/<i>`
+   with datasets `0, 1, ...` in the layer's weight order. `<key>` is not the layer name but the
+   snake_case class name made unique with `_1, _2, ...` in the order of `model.layers` (which for a
+   Sequential model leaves out the InputLayer). Recent Keras 3 versions also store the layer name
+   as the attribute `name` of each `vars` group; it is used when present, else the key is rebuilt
+   from the config. Needs `architecture=`.
+D. **`.keras` zip archive** (Keras 3 `model.save("m.keras")`): `config.json` (the model config),
+   `metadata.json` (`keras_version`) and `model.weights.h5` (layout C).
+
+Weights are taken strictly in the stored order (`weight_names`, or `vars/0, 1, ...`); dataset names
+are never used to guess which weight is which. Every h5py, zip, JSON or OS error is turned into a
+`FormatError` or `ParamError` that names the file, the layer and the dataset.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+from ..errors import FormatError
+from .keras_weights import KerasFile, h5py_module, str_list_attr, as_text
+
+__all__ = ["import_keras", "open_keras_file"]
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def import_keras(path, architecture=None):
+    """Import a Keras model file as a validated `refq.graph.Graph`.
+
+    path: a legacy `.h5`/`.hdf5` model (dialect A), a `.keras` archive (D), or a weights-only file
+      (B or C) together with `architecture`.
+    architecture: path of a JSON file written from `model.to_json()`. Required for weights-only
+      files; when given for a full model it replaces the stored config.
+    Raises FormatError, ParamError, GraphError or UnsupportedLayerError; never executes code.
+    """
+    from .keras_graph import build_graph
+
+    with open_keras_file(path, architecture) as kf:
+        return build_graph(kf)
+
+
+# ---- opening -----------------------------------------------------------------------------------
+def _sniff(path) -> str:
+    """'hdf5', 'zip' or 'other' from the magic bytes (HDF5 may sit after a user block)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head.startswith(_ZIP_MAGIC) or head.startswith(b"PK\x05\x06"):
+                return "zip"
+            offset = 0
+            while True:
+                if head == _HDF5_MAGIC:
+                    return "hdf5"
+                offset = 512 if offset == 0 else offset * 2
+                f.seek(offset)
+                head = f.read(8)
+                if len(head) < 8:
+                    return "other"
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, not a Keras file; pass the .h5, .hdf5 or "
+                          ".keras file (a TensorFlow SavedModel directory is not supported)") from None
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file; check the path") from None
+    except OSError as e:
+        raise FormatError(f"{path}: cannot be read ({e}); check the path and its permissions") from None
+
+
+def _open_h5(source, label):
+    h5py = h5py_module()
+    try:
+        return h5py.File(source, "r")
+    except (OSError, RuntimeError, ValueError) as e:
+        raise FormatError(
+            f"{label}: starts like an HDF5 file but cannot be opened ({e}); it is probably "
+            "truncated or damaged: copy or save it again") from None
+
+
+def _parse_json(text, label, what):
+    try:
+        value = json.loads(as_text(text))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"{label}: {what} is not valid JSON ({e}); save the model again") from None
+    if not isinstance(value, dict) or "class_name" not in value:
+        raise FormatError(f"{label}: {what} is not a Keras model config (a JSON object with "
+                          "'class_name' and 'config'); pass the output of model.to_json()")
+    return value
+
+
+def _read_architecture(architecture):
+    try:
+        with open(architecture, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise FormatError(f"{architecture}: cannot read the architecture JSON ({e}); pass the "
+                          "path of a file holding model.to_json()") from None
+    cfg = _parse_json(text, str(architecture), "the architecture file")
+    # Keras 2's to_json() wraps {"class_name", "config", "keras_version", "backend"}.
+    return cfg, cfg.get("keras_version")
+
+
+def open_keras_file(path, architecture=None) -> KerasFile:
+    """Recognise the dialect of `path` (module docstring) and return an opened KerasFile."""
+    path = os.fspath(path)
+    kind = _sniff(path)
+    arch_cfg, arch_version = (None, None)
+    if architecture is not None:
+        arch_cfg, arch_version = _read_architecture(os.fspath(architecture))
+    if kind == "zip":
+        return _open_zip(path, arch_cfg, architecture)
+    if kind != "hdf5":
+        raise FormatError(
+            f"{path}: is neither an HDF5 file (.h5, .hdf5, .weights.h5) nor a zip archive "
+            "(.keras); pass a file written by Keras model.save() or model.save_weights()")
+    h5 = _open_h5(path, path)
+    try:
+        return _classify_h5(path, h5, arch_cfg, arch_version, architecture)
+    except BaseException:
+        h5.close()
+        raise
+
+
+def _classify_h5(path, h5, arch_cfg, arch_version, architecture):
+    h5py = h5py_module()
+    try:
+        attrs = h5.attrs
+        version = as_text(attrs["keras_version"]) if "keras_version" in attrs else None
+        if "model_config" in attrs:
+            config = arch_cfg or _parse_json(attrs["model_config"], path, "the attribute 'model_config'")
+            if "model_weights" not in h5 or not isinstance(h5["model_weights"], h5py.Group):
+                raise FormatError(
+                    f"{path}: has a model_config but no group 'model_weights'; the weights are "
+                    "missing (saved with include_optimizer only?): save the model again")
+            root = h5["model_weights"]
+            if str_list_attr(root, "layer_names") is None:
+                raise FormatError(f"{path}: the group 'model_weights' has no attribute "
+                                  "'layer_names'; the file is damaged: save the model again")
+            version = version or (as_text(root.attrs["keras_version"])
+                                  if "keras_version" in root.attrs else None)
+            return KerasFile(path, "legacy-model-h5", config, version or arch_version, h5, root,
+                             config_source=architecture or path)
+        if str_list_attr(h5, "layer_names") is not None:
+            dialect = "legacy-weights-h5"
+        elif "layers" in h5 or "vars" in h5:
+            dialect = "keras3-weights-h5"
+            version = version or arch_version or "3"
+        elif "model_weights" in h5:
+            raise FormatError(
+                f"{path}: has a group 'model_weights' but no root attribute 'model_config', so "
+                "the architecture is missing; pass architecture='model.json' (from "
+                "model.to_json()) or save the full model with model.save()")
+        else:
+            raise FormatError(
+                f"{path}: is an HDF5 file but not a Keras model or weights file (no "
+                "'model_config' attribute, no 'layer_names' attribute, no 'layers' group); pass "
+                "a file written by Keras model.save() or model.save_weights()")
+    except (KeyError, OSError, RuntimeError) as e:
+        raise FormatError(f"{path}: cannot read the HDF5 structure ({e}); the file is truncated "
+                          "or damaged: save it again") from None
+    if arch_cfg is None:
+        raise FormatError(
+            f"{path}: holds weights only (no 'model_config'); pass the architecture too: "
+            "import_keras(path, architecture='model.json') with the JSON of model.to_json()")
+    return KerasFile(path, dialect, arch_cfg, version or arch_version, h5, h5,
+                     config_source=architecture)
+
+
+def _open_zip(path, arch_cfg, architecture):
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            config_text = zf.read("config.json") if "config.json" in names else None
+            meta_text = zf.read("metadata.json") if "metadata.json" in names else None
+            weights = zf.read("model.weights.h5") if "model.weights.h5" in names else None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+            NotImplementedError) as e:
+        raise FormatError(f"{path}: is not a readable zip archive ({e}); a .keras file is a zip "
+                          "archive: it is probably truncated or damaged, save it again") from None
+    if weights is None:
+        sharded = "model.weights.json" in names
+        raise FormatError(
+            f"{path}: the .keras archive has no 'model.weights.h5' (members: {sorted(names)}); "
+            + ("sharded weights are not supported: save without max_shard_size" if sharded
+               else "save the model again with model.save('m.keras')"))
+    if arch_cfg is None and config_text is None:
+        raise FormatError(f"{path}: the .keras archive has no 'config.json' (members: "
+                          f"{sorted(names)}); save the model again or pass architecture=")
+    config = arch_cfg or _parse_json(config_text, f"{path}[config.json]", "config.json")
+    version = None
+    if meta_text is not None:
+        try:
+            meta = json.loads(as_text(meta_text))
+            version = str(meta.get("keras_version")) if isinstance(meta, dict) else None
+        except (ValueError, UnicodeDecodeError):
+            version = None  # metadata is informative only
+    h5 = _open_h5(io.BytesIO(weights), f"{path}[model.weights.h5]")
+    return KerasFile(path, "keras-zip", config, version or "3", h5, h5,
+                     zip_member="model.weights.h5", config_source=architecture or path)

@@ -1,0 +1,191 @@
+"""Encoding analyzers: streaming statistics of one quantizer's tensor -> an `Encoding`.
+
+    a = make_analyzer("minmax" | "tf_enhanced" | "percentile" | "sqnr" | "mse", axis=None | 0, **options)
+    for batch in data: a.update(batch)
+    enc = a.compute_encoding(bitwidth, symmetric, numerics=AIMET_V2, strict=False, unsigned_symmetric=False)
+
+Per-tensor (axis=None) statistics reduce over every element; per-channel (axis=k) over every axis but
+k. Data are cast to float32 first: AIMET's statistics are float32 (aimet.md §0.2.2–§0.2.3).
+
+Errors (QuantError): an empty batch; a batch with a channel holding no finite value; a change in the
+number of channels; `compute_encoding` before any data (AIMET raises StatisticsNotFoundError).
+
+Non-finite values: MinMax and the histogram ranges use the finite values only. The histograms drop
+NaN and count ±inf in their end bins (AIMET 2.42). AIMET's MinMax would propagate NaN and clamp ±inf
+to ±float32 max; refq ignores them instead, so that one bad value cannot produce a useless encoding.
+
+AIMET 2.42 mapping (§0.2.1): min_max/tf -> MinMaxAnalyzer; tf_enhanced -> TfEnhancedAnalyzer;
+percentile -> PercentileAnalyzer. SqnrAnalyzer is AIMET's public SqnrEncodingAnalyzer, which no
+QuantScheme selects; "mse" is SqnrAnalyzer(gamma=1), a histogram MSE search (AIMET 2.42 has no MSE
+analyzer, §2.5).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import QuantError
+from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max
+from .histogram import HistogramObserver, finite_extremes
+
+__all__ = ["Analyzer", "MinMaxAnalyzer", "PercentileAnalyzer", "make_analyzer", "ANALYZERS"]
+
+
+class Analyzer:
+    """Base of the streaming analyzers: channel handling and the update / compute_encoding protocol."""
+
+    kind = "?"
+
+    def __init__(self, axis: int | None = None):
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
+            raise QuantError(f"{self.kind}: axis must be None or an integer, got {axis!r}")
+        self.axis = None if axis is None else int(axis)
+        self.num_channels = None
+
+    def rows(self, x) -> np.ndarray:
+        """`x` as a float32 (C, n) array: C = 1 per-tensor, else the channels of `axis`."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.size == 0:
+            raise QuantError(f"{self.kind} analyzer: empty batch of shape {x.shape}")
+        if self.axis is None:
+            rows = x.reshape(1, -1)
+        else:
+            if not -x.ndim <= self.axis < x.ndim:
+                raise QuantError(f"{self.kind} analyzer: axis {self.axis} does not exist in a batch "
+                                 f"of shape {x.shape}")
+            rows = np.moveaxis(x, self.axis, 0).reshape(x.shape[self.axis], -1)
+        if self.num_channels is not None and rows.shape[0] != self.num_channels:
+            raise QuantError(f"{self.kind} analyzer: the batch has {rows.shape[0]} channels on axis "
+                             f"{self.axis}, earlier batches had {self.num_channels}")
+        self.num_channels = rows.shape[0]
+        return rows
+
+    def update(self, x) -> None:
+        """Add one batch to the statistics."""
+        raise NotImplementedError
+
+    def compute_encoding(self, bitwidth, symmetric, *, numerics: EncodingNumerics = AIMET_V2,
+                         strict=False, unsigned_symmetric=False) -> Encoding:
+        """The encoding of everything seen so far (the statistics are kept)."""
+        raise NotImplementedError
+
+    def _require_data(self, seen: bool):
+        if not seen:
+            raise QuantError(f"{self.kind} analyzer: compute_encoding before any update(); "
+                             "calibrate with at least one batch")
+
+    def _out(self, values: np.ndarray) -> np.ndarray:
+        """(C,) per-channel values, or the scalar of a per-tensor analyzer."""
+        return values.reshape(()) if self.axis is None else values
+
+    def _require_v2(self, numerics: EncodingNumerics):
+        if not numerics.is_aimet_v2_range:
+            raise QuantError(f"{self.kind} analyzer implements AIMET 2.42's algorithm only; the 1.x "
+                             "histogram analyzers (aimet.md §2.2, §2.4 v1) are not implemented, so "
+                             "min_range and symmetric_delta must be 'aimet_v2'")
+
+
+class MinMaxAnalyzer(Analyzer):
+    """Running min and max (AIMET 2.42 `MinMaxEncodingAnalyzer`, §0.2.2; 1.x `TfEncodingAnalyzer`).
+
+    compute_encoding = `encoding_from_min_max(min, max, ...)` with the given numerics.
+    """
+
+    kind = "minmax"
+
+    def __init__(self, axis: int | None = None):
+        super().__init__(axis)
+        self.min = self.max = None
+
+    def update(self, x) -> None:
+        mn, mx = finite_extremes(self.rows(x), f"{self.kind} analyzer")
+        if self.min is None:
+            self.min, self.max = mn, mx
+        else:
+            self.min, self.max = np.minimum(self.min, mn), np.maximum(self.max, mx)
+
+    def compute_encoding(self, bitwidth, symmetric, *, numerics=AIMET_V2, strict=False,
+                         unsigned_symmetric=False) -> Encoding:
+        self._require_data(self.min is not None)
+        return encoding_from_min_max(self._out(self.min), self._out(self.max), bitwidth, symmetric,
+                                     axis=self.axis, strict=strict,
+                                     unsigned_symmetric=unsigned_symmetric, numerics=numerics)
+
+
+class PercentileAnalyzer(Analyzer):
+    """AIMET 2.42 `PercentileEncodingAnalyzer` (§2.4 v2): a 2048-bin histogram without growth cap.
+
+    Per channel, with c = cumsum(counts) in float32 and T = c[−1]:
+        p = 100: min = e_0, max = e_B
+        else:    imax = #(c < fl(fl(T·p)/100)), imin = #(c < fl(T·fl(1 − p/100)))   (searchsorted, left)
+                 min = e_imin, max = e_imax   (the left edge of the bin holding the percentile)
+    then `encoding_from_min_max` without the 2-bit rule (AIMET's `adjust_min_max`). p ∈ [50, 100].
+    """
+
+    kind = "percentile"
+
+    def __init__(self, axis: int | None = None, *, percentile: float = 100.0, num_bins: int = 2048):
+        super().__init__(axis)
+        self.set_percentile(percentile)
+        self.histogram = HistogramObserver(num_bins, growth_limit=None)
+
+    def set_percentile(self, percentile: float) -> None:
+        """AIMET's `set_percentile`; takes effect at the next compute_encoding."""
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.number)) \
+                or not 50 <= percentile <= 100:
+            raise QuantError(f"percentile must be a number in [50, 100], got {percentile!r}")
+        self.percentile = float(percentile)
+
+    def update(self, x) -> None:
+        self.histogram.update(self.rows(x))
+
+    def compute_range(self):
+        """The (min, max) of the percentile, per channel, float32 (C,), before `adjust_min_max`."""
+        hist = self.histogram
+        self._require_data(not hist.empty)
+        edges, b = hist.edges, hist.num_bins
+        if self.percentile == 100:
+            return edges[:, 0], edges[:, -1]
+        c = np.cumsum(hist.counts, axis=1, dtype=np.float32)
+        total = c[:, -1:]
+        upper = (total * np.float32(self.percentile)) / np.float32(100)
+        lower = total * np.float32(1 - self.percentile / 100)
+        imax = np.minimum((c < upper).sum(axis=1), b)
+        imin = np.minimum((c < lower).sum(axis=1), b)
+        ch = np.arange(edges.shape[0])
+        return edges[ch, imin], edges[ch, imax]
+
+    def compute_encoding(self, bitwidth, symmetric, *, numerics=AIMET_V2, strict=False,
+                         unsigned_symmetric=False) -> Encoding:
+        self._require_v2(numerics)
+        lo, hi = self.compute_range()
+        return encoding_from_min_max(self._out(lo), self._out(hi), bitwidth, symmetric, axis=self.axis,
+                                     strict=strict, unsigned_symmetric=unsigned_symmetric,
+                                     numerics=numerics, two_bit_rule=False)
+
+
+def _sqnr_classes():
+    from .sqnr import SqnrAnalyzer, TfEnhancedAnalyzer    # sqnr.py builds on Analyzer
+
+    return SqnrAnalyzer, TfEnhancedAnalyzer
+
+
+#: the names `make_analyzer` accepts, with AIMET's QuantScheme aliases "min_max" and "tf".
+ANALYZERS = ("minmax", "min_max", "tf", "tf_enhanced", "percentile", "sqnr", "mse")
+
+
+def make_analyzer(kind: str, axis: int | None = None, **options) -> Analyzer:
+    """A fresh analyzer for one quantizer. Options go to the class (QuantError on unknown ones):
+    percentile: percentile, num_bins; sqnr/mse/tf_enhanced: see `refq.quant.sqnr`."""
+    sqnr, tf_enhanced = _sqnr_classes()
+    classes = {"minmax": MinMaxAnalyzer, "min_max": MinMaxAnalyzer, "tf": MinMaxAnalyzer,
+               "tf_enhanced": tf_enhanced, "percentile": PercentileAnalyzer, "sqnr": sqnr, "mse": sqnr}
+    if kind not in classes:
+        raise QuantError(f"unknown analyzer {kind!r}; known: {', '.join(ANALYZERS)}")
+    if kind == "mse":
+        if "gamma" in options:
+            raise QuantError("the 'mse' analyzer is SqnrAnalyzer(gamma=1); use 'sqnr' to set gamma")
+        options["gamma"] = 1.0
+    try:
+        return classes[kind](axis, **options)
+    except TypeError as e:
+        raise QuantError(f"analyzer {kind!r}: {e}") from None

@@ -1,0 +1,442 @@
+"""Quantization encodings: integer grids, (min, max) -> (scale, zero_point), quantize / dequantize.
+
+Definition (AIMET 2.42 by default; `aimet.md` §0.2.2, §0.2.4):
+    q  = clamp(round(x / scale) + zero_point, qmin, qmax)          quantize
+    x̂  = (q − zero_point) · scale                                   dequantize
+AIMET's offset is o = −zero_point (`aimet_offset`). Grids, with N = 2^b − 1 (§0.2.4, §1.1):
+    signed   [−2^(b−1), 2^(b−1) − 1]    symmetric (AIMET 2.x)
+    unsigned [0, 2^b − 1]               asymmetric; also unsigned-symmetric (1.x, when min ≥ 0, zero_point 0)
+    strict   [−(2^(b−1) − 1), 2^(b−1) − 1]   strict symmetric (1.x)
+Bitwidths are 2..16, or 32 = pass-through: `quantize_dequantize` returns its input (cast to the
+numerics dtype) and `quantize`/`dequantize` refuse it.
+
+(min, max) -> encoding, AIMET 2.42 (`MinMaxEncodingAnalyzer.compute_encodings_from_stats`, then the
+quantizer's `set_range`; float32 throughout, fl = rounding to float32, N' = qmax − qmin):
+    1. m = min(min, 0), M = max(max, 0)
+    2. minimum range: if fl(M − m)/N' < ms, with ms = min(2^−23, 0.01/N') (`_get_minimum_scale`):
+       asymmetric M += N'·ms; symmetric M += qmax·ms, m −= (−qmin)·ms
+    3. symmetric: Δ = max(M/P', −m/Q) with P = qmax, Q = −qmin, P' = P + 1 for the 2-bit signed grid
+       (N' = 3) and P' = P otherwise; the range becomes [−QΔ, PΔ], clamped to ±float32 max
+    4. set_range: s = max(|fl(fl(max − min)/N')|, ms); symmetric zero_point 0; asymmetric
+       zero_point = clamp(round_he(fl(−min/s)) + qmin, qmin, qmax)   (AIMET: o = round(min/s) − qmin)
+Worked example: [−0.8, 3.95] asymmetric 8-bit -> s = fl(4.75/255), zero_point 43, effective range
+[−0.8009804, 3.9490196]; symmetric [−1, 0.5] -> Δ = 1/128, range [−1, 0.9921875].
+
+Every convention is a field of `EncodingNumerics`; `AIMET_V2` is the default everywhere.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import QuantError
+
+__all__ = [
+    "EncodingNumerics", "AIMET_V2", "AIMET_V1", "Encoding", "PASS_THROUGH_BITWIDTH",
+    "check_bitwidth", "integer_grid", "minimum_scale", "adjust_min_max", "encoding_from_range",
+    "encoding_from_min_max", "quantize", "dequantize", "quantize_dequantize", "aimet_offset",
+    "round_half_even", "round_half_away",
+]
+
+PASS_THROUGH_BITWIDTH = 32
+_F32 = np.float32
+_F32_MAX = np.finfo(np.float32).max
+
+
+@dataclass(frozen=True)
+class EncodingNumerics:
+    """The numerical conventions of encoding derivation and fake quantization, each with its source.
+
+    rounding: "half_even" — q = rint(x/s) + zero_point, and the asymmetric zero point is
+        round_he(−min/s) (AIMET 2.x: `torch.fake_quantize_*`, `torch.round`; §0.2.4).
+        "half_away" — 1.x libpymo: the unsigned-grid value u = x/s + zero_point − qmin (non-negative
+        after the float clamp) is rounded half away from zero, q = round_ha(u) + qmin, and the zero
+        point is round_ha(−min/s) (`quantizeValueCpu`, `getComputedEncodings`; §1.2, §1.4).
+    clamp: "integer" — clamp the rounded code to [qmin, qmax] (2.x). "float" — first clamp x to the
+        effective range [s(qmin − zp), s(qmax − zp)] in float, then round (1.x; §1.4).
+    min_range: "aimet_v2" — scale floor ms = min(2^−23, 0.01/N') with the additive widening of
+        §0.2.2 step 2. "aimet_v1" — max ≥ min + 0.01 (`TfEncodingAnalyzer` MIN_RANGE; §1.3).
+    symmetric_delta: "aimet_v2" — Δ = max(M/P', −m/Q) with the 2-bit P' = P + 1 rule, range
+        [−QΔ, PΔ], then s re-derived by set_range (§0.2.2 step 3). "aimet_v1" — Δ = max(|m|, M)/qmax
+        (= absmax/127 at 8 bits) stored as the scale; unsigned-symmetric grids use Δ = M/N (§1.2).
+    fake_quant: "reciprocal_float32" — x·fl(1/s), the `torch.fake_quantize_per_*_affine` CPU fast path
+        that AIMET's calibration and no-grad inference take (bit-exact, §0.2.4). "divide" — x/s, the
+        autograd fallback `QuantDequantFunc` (2.x) and the 1.x kernel.
+    dtype: the dtype of the fake-quant arithmetic (float32 or float64). Inputs are cast to it and
+        results returned in it. Scales and encoding derivation are float32 regardless, as AIMET's
+        min/max parameters are float32 (1.x libpymo kept doubles: its scales can differ by an ulp).
+    """
+
+    rounding: str = "half_even"
+    clamp: str = "integer"
+    min_range: str = "aimet_v2"
+    symmetric_delta: str = "aimet_v2"
+    fake_quant: str = "reciprocal_float32"
+    dtype: np.dtype = np.dtype(np.float32)
+
+    def __post_init__(self):
+        choices = {"rounding": ("half_even", "half_away"), "clamp": ("integer", "float"),
+                   "min_range": ("aimet_v2", "aimet_v1"), "symmetric_delta": ("aimet_v2", "aimet_v1"),
+                   "fake_quant": ("reciprocal_float32", "divide")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise QuantError(f"EncodingNumerics.{name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
+        dtype = np.dtype(self.dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise QuantError(f"EncodingNumerics.dtype must be float32 or float64, got {dtype}")
+        object.__setattr__(self, "dtype", dtype)
+
+    @property
+    def is_aimet_v2_range(self) -> bool:
+        """True when the range rules (min_range, symmetric_delta) are AIMET 2.x's."""
+        return self.min_range == "aimet_v2" and self.symmetric_delta == "aimet_v2"
+
+
+#: AIMET 2.42 (aimet-torch 2.42.0), the default everywhere.
+AIMET_V2 = EncodingNumerics()
+#: AIMET 1.x (libpymo): clamp in float, then round half away; Δ = absmax/127; 0.01 minimum range.
+AIMET_V1 = EncodingNumerics(rounding="half_away", clamp="float", min_range="aimet_v1",
+                            symmetric_delta="aimet_v1", fake_quant="divide")
+
+
+def check_bitwidth(bitwidth) -> int:
+    """Return `bitwidth` as an int; QuantError unless it is in 2..16 or 32 (pass-through)."""
+    if isinstance(bitwidth, (bool, np.bool_)) or not isinstance(bitwidth, (int, np.integer)) \
+            or not (2 <= bitwidth <= 16 or bitwidth == PASS_THROUGH_BITWIDTH):
+        raise QuantError(f"bitwidth must be an integer in 2..16, or 32 for pass-through; "
+                         f"got {bitwidth!r}")
+    return int(bitwidth)
+
+
+def integer_grid(bitwidth, symmetric, *, strict=False, unsigned=False) -> tuple[int, int]:
+    """(qmin, qmax): asymmetric or `unsigned` symmetric [0, 2^b−1]; symmetric [−2^(b−1), 2^(b−1)−1];
+    `strict` symmetric [−(2^(b−1)−1), 2^(b−1)−1]."""
+    b = check_bitwidth(bitwidth)
+    if strict and unsigned:
+        raise QuantError("a grid cannot be both strict symmetric and unsigned symmetric")
+    if not symmetric or unsigned:
+        return 0, 2 ** b - 1
+    half = 2 ** (b - 1)
+    return (-(half - 1) if strict else -half), half - 1
+
+
+def minimum_scale(num_steps: int) -> np.float32:
+    """AIMET 2.42 `_get_minimum_scale(N) = min(2^−23, 0.01/N)` as float32 (1.1920929e-7 up to 16 bits)."""
+    return _F32(min(2.0 ** -23, 0.01 / num_steps))
+
+
+def round_half_even(v):
+    """Round to the nearest integer, ties to even (numpy.rint, torch.round)."""
+    return np.rint(v)
+
+
+def round_half_away(v):
+    """Round to the nearest integer, ties away from zero (C `round`), exact: no `floor(v + 0.5)`."""
+    v = np.asarray(v)
+    t = np.trunc(v)
+    return t + np.sign(v) * (np.abs(v - t) >= 0.5)
+
+
+@dataclass(frozen=True, eq=False)
+class Encoding:
+    """One quantizer's encoding. q = clamp(round(x/scale) + zero_point, qmin, qmax).
+
+    scale: float32, shape () per-tensor or (C,) per-channel; zero_point: int64, same shape;
+    bitwidth: 2..16, or 32 = pass-through; qmin/qmax: one of the grids of `integer_grid`;
+    symmetric: zero_point is 0; axis: None per-tensor, else the channel axis of the tensor.
+    Arrays are read-only copies. Equality compares every field exactly.
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    bitwidth: int
+    qmin: int
+    qmax: int
+    symmetric: bool
+    axis: int | None = None
+
+    def __post_init__(self):
+        scale = np.array(self.scale, dtype=np.float32)
+        zp = np.array(self.zero_point)
+        if zp.dtype.kind == "f" and not np.array_equal(zp, np.round(zp)):
+            raise QuantError(f"Encoding: zero_point must hold integers, got {zp}")
+        zp = zp.astype(np.int64)
+        bitwidth = check_bitwidth(self.bitwidth)
+        where = f"Encoding(bitwidth={bitwidth}, qmin={self.qmin}, qmax={self.qmax})"
+        if scale.ndim > 1 or zp.shape != scale.shape:
+            raise QuantError(f"{where}: scale and zero_point must share shape () or (C,); "
+                             f"got {scale.shape} and {zp.shape}")
+        if (self.axis is None) != (scale.ndim == 0):
+            raise QuantError(f"{where}: axis must be None exactly when the scale is per-tensor; "
+                             f"got axis={self.axis} with scale shape {scale.shape}")
+        grids = {integer_grid(bitwidth, s, strict=t) for s in (False, True) for t in (False, True)
+                 if s or not t}
+        if (int(self.qmin), int(self.qmax)) not in grids:
+            raise QuantError(f"{where}: not a {bitwidth}-bit grid; expected one of {sorted(grids)}")
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise QuantError(f"{where}: scale must be finite and positive, got {scale}")
+        if np.any(zp < self.qmin) or np.any(zp > self.qmax):
+            raise QuantError(f"{where}: zero_point {zp} lies outside [qmin, qmax]")
+        if self.symmetric and np.any(zp != 0):
+            raise QuantError(f"{where}: a symmetric encoding has zero_point 0, got {zp}")
+        scale.setflags(write=False)
+        zp.setflags(write=False)
+        for name, value in (("scale", scale), ("zero_point", zp), ("bitwidth", bitwidth),
+                            ("qmin", int(self.qmin)), ("qmax", int(self.qmax)),
+                            ("symmetric", bool(self.symmetric)),
+                            ("axis", None if self.axis is None else int(self.axis))):
+            object.__setattr__(self, name, value)
+
+    def __eq__(self, other):
+        if not isinstance(other, Encoding):
+            return NotImplemented
+        return (np.array_equal(self.scale, other.scale) and self.scale.shape == other.scale.shape
+                and np.array_equal(self.zero_point, other.zero_point)
+                and (self.bitwidth, self.qmin, self.qmax, self.symmetric, self.axis)
+                == (other.bitwidth, other.qmin, other.qmax, other.symmetric, other.axis))
+
+    __hash__ = None
+
+    @property
+    def is_per_channel(self) -> bool:
+        return self.axis is not None
+
+    @property
+    def is_pass_through(self) -> bool:
+        return self.bitwidth == PASS_THROUGH_BITWIDTH
+
+    @property
+    def min(self) -> np.ndarray:
+        """Effective minimum fl(scale·(qmin − zero_point)) (AIMET `get_min`), float32."""
+        return self.scale * (self.qmin - self.zero_point).astype(np.float32)
+
+    @property
+    def max(self) -> np.ndarray:
+        """Effective maximum fl(scale·(qmax − zero_point)) (AIMET `get_max`), float32."""
+        return self.scale * (self.qmax - self.zero_point).astype(np.float32)
+
+    def broadcast_shape(self, ndim: int) -> tuple:
+        """Shape that broadcasts scale/zero_point against a tensor of `ndim` dims (() per-tensor)."""
+        if self.axis is None:
+            return ()
+        if not -ndim <= self.axis < ndim:
+            raise QuantError(f"per-channel axis {self.axis} does not exist in a {ndim}-d tensor")
+        shape = [1] * ndim
+        shape[self.axis] = self.scale.shape[0]
+        return tuple(shape)
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict of plain Python values; floats round-trip exactly through `from_json`."""
+        return {"scale": self.scale.tolist(), "zero_point": self.zero_point.tolist(),
+                "bitwidth": self.bitwidth, "qmin": self.qmin, "qmax": self.qmax,
+                "symmetric": self.symmetric, "axis": self.axis}
+
+    @classmethod
+    def from_json(cls, data) -> "Encoding":
+        """Inverse of `to_json`; accepts the dict or its JSON text. QuantError on a malformed value."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        keys = {"scale", "zero_point", "bitwidth", "qmin", "qmax", "symmetric", "axis"}
+        if not isinstance(data, dict) or set(data) != keys:
+            raise QuantError(f"an encoding is a JSON object with keys {sorted(keys)}, got {data!r}")
+        return cls(**data)
+
+
+def aimet_offset(enc: Encoding) -> np.ndarray:
+    """AIMET's internal offset o = −zero_point (int64), as in x̂ = (q + o)·s."""
+    return -enc.zero_point
+
+
+# ----------------------------------------------------------------------------- (min, max) -> encoding
+
+def _as_range(min, max, axis="any"):
+    """(min, max) as float32 arrays; QuantError on NaN/Inf, or on a shape that does not fit `axis`."""
+    lo, hi = np.broadcast_arrays(np.asarray(min, dtype=np.float64), np.asarray(max, dtype=np.float64))
+    if lo.ndim > 1 or (axis != "any" and (lo.ndim == 1) != (axis is not None)):
+        raise QuantError(f"min/max must be scalars (per-tensor, axis=None) or 1-d arrays with an axis; "
+                         f"got shape {lo.shape} with axis={axis}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise QuantError(f"min/max must be finite, got min={lo}, max={hi}")
+    with np.errstate(over="ignore"):
+        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    if not (np.all(np.isfinite(lo32)) and np.all(np.isfinite(hi32))):
+        raise QuantError(f"min/max exceed the float32 range: min={lo}, max={hi}")
+    return lo32, hi32
+
+
+def _grid_for(bitwidth, symmetric, strict, unsigned_symmetric, lo):
+    """The grid and whether it is unsigned-symmetric (only when every min ≥ 0, as 1.x decides)."""
+    unsigned = bool(symmetric and unsigned_symmetric and np.all(lo >= 0))
+    return integer_grid(bitwidth, symmetric, strict=strict, unsigned=unsigned), unsigned
+
+
+def _zero_in_range_and_min_range(lo, hi, qmin, qmax, signed_symmetric, numerics):
+    """Steps 1 and 2: (m, M) with m ≤ 0 ≤ M and the minimum range of `numerics.min_range`."""
+    n = qmax - qmin
+    m, big_m = np.minimum(lo, _F32(0)), np.maximum(hi, _F32(0))
+    if numerics.min_range == "aimet_v1":
+        return m, np.maximum(big_m, m + _F32(0.01))
+    ms = float(minimum_scale(n))
+    small = (big_m - m) / _F32(n) < _F32(ms)
+    if signed_symmetric:
+        return np.where(small, m - _F32(-qmin * ms), m), np.where(small, big_m + _F32(qmax * ms), big_m)
+    return m, np.where(small, big_m + _F32(n * ms), big_m)
+
+
+def adjust_min_max(min, max, bitwidth, symmetric, *, strict=False, unsigned_symmetric=False,
+                   numerics=AIMET_V2, two_bit_rule=True):
+    """Steps 1–3 of the module docstring: the float32 (min, max) a quantizer's set_range receives.
+
+    `two_bit_rule=False` drops the 2-bit P' = P + 1 case, as AIMET's `adjust_min_max` (percentile) does.
+    With `numerics.min_range == "aimet_v1"` step 2 is max ≥ min + 0.01 instead. Unsigned-symmetric
+    grids take the asymmetric steps (m = 0). A symmetric `numerics.symmetric_delta == "aimet_v1"` has
+    no range form (its Δ is the scale itself): use `encoding_from_min_max`.
+    """
+    b = check_bitwidth(bitwidth)
+    lo, hi = _as_range(min, max)
+    (qmin, qmax), unsigned = _grid_for(b, symmetric, strict, unsigned_symmetric, lo)
+    signed_sym = symmetric and not unsigned
+    m, big_m = _zero_in_range_and_min_range(lo, hi, qmin, qmax, signed_sym, numerics)
+    if not signed_sym:
+        return m, big_m
+    if numerics.symmetric_delta != "aimet_v2":
+        raise QuantError("adjust_min_max: symmetric_delta='aimet_v1' has no range form; "
+                         "use encoding_from_min_max")
+    p_prime = qmax + 1 if (two_bit_rule and qmax - qmin == 3) else qmax
+    delta = np.maximum(big_m / _F32(p_prime), -m / _F32(-qmin))
+    with np.errstate(over="ignore"):
+        lo, hi = _F32(qmin) * delta, _F32(qmax) * delta
+    return np.clip(lo, -_F32_MAX, _F32_MAX), np.clip(hi, -_F32_MAX, _F32_MAX)
+
+
+def _zero_point(neg_min_over_s, qmin, qmax, rounding):
+    r = round_half_even(neg_min_over_s) if rounding == "half_even" else round_half_away(neg_min_over_s)
+    return np.clip(r + qmin, qmin, qmax).astype(np.int64)
+
+
+def _finish(scale, zp, b, qmin, qmax, symmetric, axis, where):
+    if not np.all(np.isfinite(scale)):
+        raise QuantError(f"{where}: the range is too wide for a float32 scale (scale={scale})")
+    return Encoding(scale, zp, b, qmin, qmax, symmetric, axis)
+
+
+def encoding_from_range(min, max, bitwidth, symmetric, *, axis=None, strict=False,
+                        unsigned_symmetric=False, numerics=AIMET_V2) -> Encoding:
+    """The quantizer's set_range (step 4 only, no range adjustment): AIMET `get_scale`/`_get_offset`.
+
+    s = max(|fl(fl(max − min)/N')|, ms); symmetric zero_point 0; asymmetric zero_point =
+    clamp(round(fl(−min/s)) + qmin, qmin, qmax) with `numerics.rounding`. Used by the analyzers whose
+    search returns the final range (tf_enhanced, sqnr) and by `encoding_from_min_max`.
+    """
+    b = check_bitwidth(bitwidth)
+    lo, hi = _as_range(min, max, axis)
+    (qmin, qmax), unsigned = _grid_for(b, symmetric, strict, unsigned_symmetric, lo)
+    n = qmax - qmin
+    with np.errstate(over="ignore"):
+        scale = np.maximum(np.abs((hi - lo) / _F32(n)), minimum_scale(n))
+    if symmetric:
+        zp = np.zeros(scale.shape, dtype=np.int64)
+    else:
+        zp = _zero_point(-lo / scale, qmin, qmax, numerics.rounding)
+    return _finish(scale, zp, b, qmin, qmax, symmetric, axis, f"range [{min}, {max}]")
+
+
+def encoding_from_min_max(min, max, bitwidth, symmetric, *, axis=None, strict=False,
+                          unsigned_symmetric=False, numerics=AIMET_V2, two_bit_rule=True) -> Encoding:
+    """Encoding of observed (min, max): scalars (per-tensor) or 1-d arrays with `axis` (per-channel).
+
+    AIMET 2.42 by default (module docstring steps 1–4; the MinMax analyzer's path). With
+    `numerics.symmetric_delta == "aimet_v1"` a symmetric encoding is 1.x `getComputedEncodings`:
+    scale Δ = fl(max(|m|, M)/qmax) (unsigned-symmetric: fl(M/N)), zero_point 0. Strict and unsigned
+    symmetric grids, which AIMET 2.42 rejects, follow the same rules with P = qmax, Q = −qmin.
+    Per-channel results equal the per-tensor ones channel by channel, except the unsigned-symmetric
+    grid, which is used only when every channel's min is ≥ 0. Raises QuantError on NaN/Inf.
+    """
+    b = check_bitwidth(bitwidth)
+    lo, hi = _as_range(min, max, axis)
+    if symmetric and numerics.symmetric_delta == "aimet_v1":
+        (qmin, qmax), unsigned = _grid_for(b, symmetric, strict, unsigned_symmetric, lo)
+        m, big_m = _zero_in_range_and_min_range(lo, hi, qmin, qmax, not unsigned, numerics)
+        with np.errstate(over="ignore"):
+            delta = big_m / _F32(qmax) if unsigned else np.maximum(-m, big_m) / _F32(qmax)
+        scale = np.maximum(delta, minimum_scale(qmax - qmin))
+        zp = np.zeros(scale.shape, dtype=np.int64)
+        return _finish(scale, zp, b, qmin, qmax, True, axis, f"range [{min}, {max}]")
+    lo, hi = adjust_min_max(lo, hi, b, symmetric, strict=strict,
+                            unsigned_symmetric=unsigned_symmetric, numerics=numerics,
+                            two_bit_rule=two_bit_rule)
+    return encoding_from_range(lo, hi, b, symmetric, axis=axis, strict=strict,
+                               unsigned_symmetric=unsigned_symmetric, numerics=numerics)
+
+
+# ----------------------------------------------------------------------------- quantize / dequantize
+
+def _broadcast(enc: Encoding, x: np.ndarray, dtype):
+    shape = enc.broadcast_shape(x.ndim)
+    if enc.axis is not None and x.shape[enc.axis] != enc.scale.shape[0]:
+        raise QuantError(f"tensor of shape {x.shape} has {x.shape[enc.axis]} channels on axis "
+                         f"{enc.axis}, the encoding has {enc.scale.shape[0]}")
+    return enc.scale.reshape(shape), enc.zero_point.astype(dtype).reshape(shape)
+
+
+def _codes(x, enc: Encoding, numerics: EncodingNumerics) -> np.ndarray:
+    """Clamped integer codes, held in numerics.dtype (NaN stays NaN)."""
+    dt = numerics.dtype
+    x = np.asarray(x, dtype=dt)
+    scale32, zp = _broadcast(enc, x, dt)
+    scale = scale32.astype(dt)
+    qmin, qmax = dt.type(enc.qmin), dt.type(enc.qmax)
+    if numerics.clamp == "float":
+        x = np.clip(x, scale * (qmin - zp), scale * (qmax - zp))
+    if numerics.fake_quant == "reciprocal_float32":
+        v = x * (_F32(1) / scale32).astype(dt)       # torch.fake_quantize: inv_scale = fl(1/s)
+    else:
+        v = x / scale
+    if numerics.rounding == "half_even":
+        # |rint(v)| < 2^24 − 2^16 makes "+ zp" exact; larger values stay beyond the clamp bounds.
+        q = round_half_even(v) + zp
+    else:
+        q = round_half_away(v + (zp - qmin)) + qmin   # 1.x: round x/Δ − offset on the unsigned grid
+    return np.clip(q, qmin, qmax)
+
+
+def quantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:
+    """Integer codes q = clamp(round(x/s) + zero_point, qmin, qmax) as int64 (see EncodingNumerics).
+
+    ±inf saturate to qmin/qmax; NaN raises QuantError; a pass-through encoding raises QuantError.
+    """
+    if enc.is_pass_through:
+        raise QuantError("quantize: a 32-bit encoding is pass-through and has no integer codes")
+    q = _codes(x, enc, numerics)
+    if np.isnan(q).any():
+        raise QuantError("quantize: the tensor holds NaN, which has no integer code")
+    return q.astype(np.int64)
+
+
+def dequantize(q, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:
+    """x̂ = (q − zero_point)·scale in numerics.dtype (one rounding: the integer difference is exact)."""
+    if enc.is_pass_through:
+        raise QuantError("dequantize: a 32-bit encoding is pass-through and has no integer codes")
+    dt = numerics.dtype
+    q = np.asarray(q)
+    scale, zp = _broadcast(enc, q, np.int64)
+    return (q.astype(np.int64) - zp).astype(dt) * scale.astype(dt)
+
+
+def quantize_dequantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:
+    """Fake quantization x̂ = (clamp(round(x/s) + zp, qmin, qmax) − zp)·s in numerics.dtype.
+
+    AIMET_V2: bit-exact with `(clip(rint(x·fl(1/s)) − o, qmin, qmax) + o)·s` in float32, o = −zp
+    (torch.fake_quantize, §0.2.4). Inputs of any dtype are cast to numerics.dtype first (AIMET keeps
+    fp16 in fp16; refq does not model that). NaN propagates; ±inf saturate. A pass-through (32-bit)
+    encoding returns a copy of x in numerics.dtype.
+    """
+    dt = numerics.dtype
+    if enc.is_pass_through:
+        return np.array(x, dtype=dt)
+    q = _codes(x, enc, numerics)
+    scale, zp = _broadcast(enc, q, dt)
+    return (q - zp) * scale.astype(dt)
