@@ -165,7 +165,7 @@ def test_run_trace(capsys, tmp_path, model, x_npy):
     files = sorted(os.listdir(tdir))
     assert files == sorted(["index.json", *index.values()])
     assert len(set(index.values())) == len(index)
-    assert index["block/bn:0"] == "block%2Fbn:0.npy"
+    assert index["block/bn:0"] == "block%2Fbn%3A0.npy"
     for name, fname in index.items():
         arr = np.load(tdir / fname, allow_pickle=False)
         assert arr.dtype == ref[name].dtype and bits(arr) == bits(ref[name]), name
