@@ -93,7 +93,8 @@ def _entry(layer, dialect, functional):
 
 
 def config(layers, dialect="keras2", kind="Functional", name="tiny", outputs=None):
-    """The model config dict. kind: "Functional" ("Model" in the Keras 2 dialect) or "Sequential"."""
+    """The model config dict. kind: "Functional" ("Model" in the Keras 2 dialect) or
+    "Sequential"."""
     functional = kind != "Sequential"
     entries = [_entry(lay, dialect, functional) for lay in layers]
     if not functional:
@@ -174,7 +175,8 @@ def write_legacy_weights_h5(path, layers, dialect="keras2", keras_version="2.4.0
 
 
 def _keras3_weights(f, layers, kind, name_attrs=True, drop_layers=(), extra=None):
-    listed = [lay for lay in layers if not (kind == "Sequential" and lay.class_name == "InputLayer")]
+    listed = [lay for lay in layers
+              if not (kind == "Sequential" and lay.class_name == "InputLayer")]
     used = {}
     top = f.create_group("layers")
     for lay in listed:

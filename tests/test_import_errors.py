@@ -10,7 +10,7 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refq.errors import FormatError, GraphError, ParamError, RefqError, UnsupportedLayerError
@@ -277,7 +277,7 @@ _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 9), st.floats(allo
                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_damaged_configs_raise_only_refq_errors(tmp_path_factory, data):
     layers = tiny_layers()

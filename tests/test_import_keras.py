@@ -263,7 +263,8 @@ def test_depthwise_multiplier_order(tmp_path):
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     for c in range(4):
         for m in range(2):
-            want = sum(xp[0, i:i + 5, j:j + 5, c] * k[i, j, c, m] for i in range(3) for j in range(3))
+            want = sum(xp[0, i:i + 5, j:j + 5, c] * k[i, j, c, m]
+                       for i in range(3) for j in range(3))
             np.testing.assert_allclose(y[0, :, :, c * 2 + m], want, rtol=1e-12)
 
 

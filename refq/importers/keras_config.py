@@ -14,8 +14,8 @@ Config dialects, recognised per file (`keras3` when any layer shows a Keras 3 fe
 - Keras 3: `InputLayer.config.batch_shape`; each call is `{"args": [...], "kwargs": {...}}` where
   the inputs are `{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}`
   (merge layers pass a list of them as the first argument); a single input or output layer is
-  given as a flat `[name, 0, 0]`; `dtype` is a policy dict; layers may carry `module` and
-  `registered_name`.
+  given as a flat `[name, 0, 0]`; `dtype` is a policy dict (Keras >= 3.4; a string before).
+  Layers carry `module` and `registered_name` (so do tf.keras 2.13+ configs).
 
 Only the topology is read here (names, classes, configs, who reads whom); layer semantics live in
 `keras_layers`. Problems that make a layer unimportable (a layer called more than once, a nested
@@ -33,7 +33,8 @@ MODEL_CLASSES = ("Sequential", "Model", "Functional")
 
 
 def config_layers(model_config: dict) -> list:
-    """The layer list of a Sequential or Functional config (Keras 2.0-2.2 Sequential: a bare list)."""
+    """The layer list of a Sequential or Functional config (Keras 2.0-2.2 Sequential: a bare
+    list)."""
     cfg = model_config.get("config")
     if isinstance(cfg, list):
         return cfg
@@ -74,14 +75,14 @@ class ModelSpec:
     problems: list = field(default_factory=list)  # [(layer, class, reason)]
 
 
-def _is_keras3(model_config: dict, entries: list) -> bool:
-    if "module" in model_config:
-        return True
+def _is_keras3(entries: list) -> bool:
+    """Keras 3 features: `batch_shape`, dict inbound nodes, dtype policy dicts. (`module` and
+    `registered_name` are no signal: tf.keras 2.13+ writes them too.)"""
     for e in entries:
         if not isinstance(e, dict):
             continue
         cfg = e.get("config") if isinstance(e.get("config"), dict) else {}
-        if "batch_shape" in cfg or isinstance(cfg.get("dtype"), dict) or "module" in e:
+        if "batch_shape" in cfg or isinstance(cfg.get("dtype"), dict):
             return True
         calls = e.get("inbound_nodes")
         if isinstance(calls, list) and any(isinstance(call, dict) for call in calls):
@@ -183,7 +184,8 @@ def _entry(e, where, i):
 
 
 def parse_model(model_config: dict, where: str) -> ModelSpec:
-    """Read a model config (either dialect, either kind) into a ModelSpec; `where` names the file."""
+    """Read a model config (either dialect, either kind) into a ModelSpec; `where` names the
+    file."""
     kind = model_config.get("class_name")
     if kind not in MODEL_CLASSES:
         raise FormatError(f"{where}: the model class is {kind!r}; only Sequential and "
@@ -194,7 +196,7 @@ def parse_model(model_config: dict, where: str) -> ModelSpec:
         raise FormatError(f"{where}: the model config has no layers; save the model again")
     cfg = model_config.get("config") if isinstance(model_config.get("config"), dict) else {}
     name = cfg.get("name") or "model"
-    dialect = "keras3" if _is_keras3(model_config, entries) else "keras2"
+    dialect = "keras3" if _is_keras3(entries) else "keras2"
     if kind == "Sequential":
         spec = _parse_sequential(entries, cfg, where, name, dialect)
     else:

@@ -24,6 +24,10 @@ D. **`.keras` zip archive** (Keras 3 `model.save("m.keras")`): `config.json` (th
 Weights are taken strictly in the stored order (`weight_names`, or `vars/0, 1, ...`); dataset names
 are never used to guess which weight is which. Every h5py, zip, JSON or OS error is turned into a
 `FormatError` or `ParamError` that names the file, the layer and the dataset.
+
+This module recognises the dialect and opens the file; `keras_weights` reads each layer's weights,
+`keras_config` reads the topology (the config dialects), `keras_layers` converts layers and
+`keras_graph` assembles and checks the Graph.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 
 from ..errors import FormatError
 from .keras_weights import KerasFile, h5py_module, str_list_attr, as_text
@@ -75,11 +80,13 @@ def _sniff(path) -> str:
                     return "other"
     except IsADirectoryError:
         raise FormatError(f"{path}: is a directory, not a Keras file; pass the .h5, .hdf5 or "
-                          ".keras file (a TensorFlow SavedModel directory is not supported)") from None
+                          ".keras file (a TensorFlow SavedModel directory is not supported)"
+                          ) from None
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file; check the path") from None
     except OSError as e:
-        raise FormatError(f"{path}: cannot be read ({e}); check the path and its permissions") from None
+        raise FormatError(f"{path}: cannot be read ({e}); check the path and its "
+                          "permissions") from None
 
 
 def _open_h5(source, label):
@@ -96,7 +103,8 @@ def _parse_json(text, label, what):
     try:
         value = json.loads(as_text(text))
     except (ValueError, UnicodeDecodeError) as e:
-        raise FormatError(f"{label}: {what} is not valid JSON ({e}); save the model again") from None
+        raise FormatError(f"{label}: {what} is not valid JSON ({e}); save the model "
+                          "again") from None
     if not isinstance(value, dict) or "class_name" not in value:
         raise FormatError(f"{label}: {what} is not a Keras model config (a JSON object with "
                           "'class_name' and 'config'); pass the output of model.to_json()")
@@ -142,11 +150,12 @@ def _classify_h5(path, h5, arch_cfg, arch_version, architecture):
         attrs = h5.attrs
         version = as_text(attrs["keras_version"]) if "keras_version" in attrs else None
         if "model_config" in attrs:
-            config = arch_cfg or _parse_json(attrs["model_config"], path, "the attribute 'model_config'")
+            config = arch_cfg or _parse_json(attrs["model_config"], path,
+                                             "the attribute 'model_config'")
             if "model_weights" not in h5 or not isinstance(h5["model_weights"], h5py.Group):
                 raise FormatError(
                     f"{path}: has a model_config but no group 'model_weights'; the weights are "
-                    "missing (saved with include_optimizer only?): save the model again")
+                    "missing: save the model again with model.save()")
             root = h5["model_weights"]
             if str_list_attr(root, "layer_names") is None:
                 raise FormatError(f"{path}: the group 'model_weights' has no attribute "
@@ -189,7 +198,7 @@ def _open_zip(path, arch_cfg, architecture):
             meta_text = zf.read("metadata.json") if "metadata.json" in names else None
             weights = zf.read("model.weights.h5") if "model.weights.h5" in names else None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            NotImplementedError) as e:
+            NotImplementedError, zlib.error) as e:
         raise FormatError(f"{path}: is not a readable zip archive ({e}); a .keras file is a zip "
                           "archive: it is probably truncated or damaged, save it again") from None
     if weights is None:

@@ -12,8 +12,17 @@ becomes a graph input.
 
 Weights: axis 0 is the output channel. Conv2D kernels go from HWIO `(kh, kw, in/groups, out)` to
 OHWI; DepthwiseConv2D kernels `(kh, kw, in, mult)` to `[in*mult, kh, kw, 1]` with output channel
-`c*mult + m` (Keras' order) and groups = in; Dense kernels `(in, out)` to `[out, in]`. Arrays keep
-the dtype they were stored with.
+`c*mult + m` (Keras' order) and groups = in; Dense kernels `(in, out)` to `[out, in]`.
+BatchNormalization stores gamma (if scale), beta (if center), moving_mean, moving_variance; a
+missing gamma becomes ones and a missing beta zeros. Arrays keep the dtype they were stored with.
+
+Activations (fused `activation=` and the Activation, ReLU, LeakyReLU, Softmax layers): "linear"
+adds no node (an `identity` node for an Activation layer, so that its name still exists);
+hard_sigmoid uses the Keras 2 definition (alpha 0.2, beta 0.5) for files written by Keras < 3 and
+the Keras 3 one (alpha 1/6) otherwise; "hard_silu"/"hard_swish" -> hard_swish. ReLU maps to relu,
+relu6 (max_value 6), clip(0, max_value) (other maxima) or leaky_relu (negative_slope, no maximum,
+threshold 0); other combinations are refused. LeakyReLU reads `negative_slope` (Keras 3) or
+`alpha` (Keras 2), default 0.3.
 
 Each layer's weights are taken in stored order and checked against the count and the shapes its
 config implies. Unsupported layers (Lambda, custom or unknown classes, nested models,
@@ -27,7 +36,7 @@ import numpy as np
 from ..layers.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3
 from .keras_config import MODEL_CLASSES
 
-__all__ = ["CONVERTERS", "Unsupported", "IDENTITY_CLASSES"]
+__all__ = ["CONVERTERS", "IDENTITY_CLASSES", "Unsupported", "activation_op", "static_check"]
 
 IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                     "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization")
@@ -193,7 +202,8 @@ def _separable(ctx, layer, inputs):
     mult = int(cfg.get("depth_multiplier", 1) or 1)
     use_bias = bool(cfg.get("use_bias", True))
     filters = cfg.get("filters")
-    w = ctx.weights(layer, ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if use_bias else []))
+    roles = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if use_bias else [])
+    w = ctx.weights(layer, roles)
     ctx.expect(layer, w, "depthwise_kernel", (kh, kw, None, mult))
     cin = w["depthwise_kernel"].shape[2]
     ctx.expect(layer, w, "pointwise_kernel", (1, 1, cin * mult, filters))
@@ -324,7 +334,8 @@ CONVERTERS = {
     "Concatenate": (_merge("concat"), _concat_axis),
     "Flatten": (_simple("flatten"), None),
     "Reshape": (_simple("reshape", _reshape_attrs), _reshape_attrs),
-    "ZeroPadding2D": (_simple("zero_pad2d", lambda cfg: {"pads": _zero_pads(cfg.get("padding", 1))}),
+    "ZeroPadding2D": (_simple("zero_pad2d",
+                              lambda cfg: {"pads": _zero_pads(cfg.get("padding", 1))}),
                       lambda cfg: _zero_pads(cfg.get("padding", 1))),
 }
 for _cls in IDENTITY_CLASSES:
@@ -354,6 +365,10 @@ def static_check(layer) -> str | None:
             isinstance(registered, str) and ">" in registered):
         return (f"is a custom layer (module {module!r}, registered as {registered!r}); refq "
                 "never executes custom code: replace it with built-in layers")
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict) and "Quantized" in str(dtype.get("class_name", "")):
+        return (f"is a Keras-quantized layer (dtype policy {dtype.get('class_name')}); import the "
+                "float model instead")
     if cls not in CONVERTERS:
         return ("is not a layer class refq can import (unknown or custom); supported: "
                 + ", ".join(sorted(CONVERTERS)))

@@ -80,7 +80,11 @@ def _hard_sigmoid(inputs, params, attrs):
 
 def _hard_swish(inputs, params, attrs):
     x = inputs[0]
-    return x * (np.clip(x + 3, 0, 6) / 6)
+    gate = x + 3
+    np.clip(gate, 0, 6, out=gate)
+    gate /= 6
+    gate *= x
+    return gate
 
 
 def _softmax(inputs, params, attrs):

@@ -253,8 +253,11 @@ def _im2col(xp, w, y, oh, ow, strides, dil, groups):
         for u in range(kh):
             win = _windows(xp, n0, n1, i0 * sh + u * dh, r, sh, ow, sw, kw, dw)
             cols[:, :, :, :, u] = np.moveaxis(win.reshape(b, r, ow, kw, g, cg), 4, 0)
-        prod = np.matmul(cols.reshape(g, b * r * ow, kh * kw * cg), w_g)
-        y[n0:n1, i0:i1] = prod.transpose(1, 0, 2).reshape(b, r, ow, o)
+        a = cols.reshape(g, b * r * ow, kh * kw * cg)
+        if g == 1:
+            np.matmul(a[0], w_g[0], out=y[n0:n1, i0:i1].reshape(b * r * ow, o))
+        else:
+            y[n0:n1, i0:i1] = np.matmul(a, w_g).transpose(1, 0, 2).reshape(b, r, ow, o)
 
 
 def _forward(inputs, params, attrs):

@@ -41,7 +41,9 @@ def _param_shapes(in_shapes, attrs):
 
 
 def scale_and_shift(params, epsilon, dtype=np.float64):
-    """(s, t) with batch_norm(x) = s·x + t per channel: s = gamma/sqrt(var+eps), t = beta − s·mean."""
+    """(s, t) with batch_norm(x) = s·x + t per channel: s = gamma/sqrt(var+eps), t = beta − s·mean.
+
+    Raises ParamError when a variance + epsilon is not positive."""
     var = params["variance"].astype(dtype) + dtype(epsilon)
     if np.any(var <= 0):
         c = int(np.argmax(var <= 0))
@@ -55,14 +57,10 @@ def _forward(inputs, params, attrs):
     axis = _axis(x.shape, attrs)
     bshape = [1] * x.ndim
     bshape[axis] = x.shape[axis]
-    t = x.dtype.type
-    mean = params["mean"].reshape(bshape)
-    var = params["variance"] + t(attrs["epsilon"])
-    if np.any(var <= 0):
-        c = int(np.argmax(var <= 0))
-        raise ParamError(f"batch_norm: variance[{c}] + epsilon = {var[c]} is not positive")
-    inv = 1 / np.sqrt(var)
-    return (x - mean) * (params["gamma"] * inv).reshape(bshape) + params["beta"].reshape(bshape)
+    s, t = scale_and_shift(params, attrs["epsilon"], x.dtype.type)
+    y = x * s.reshape(bshape)   # y = s·x + t: the definition rearranged, two passes over x
+    y += t.reshape(bshape)
+    return y
 
 
 OPS = [
