@@ -186,6 +186,8 @@ def make_analyzer(kind: str, axis: int | None = None, **options) -> Analyzer:
             raise QuantError("the 'mse' analyzer is SqnrAnalyzer(gamma=1); use 'sqnr' to set gamma")
         options["gamma"] = 1.0
     try:
-        return classes[kind](axis, **options)
+        analyzer = classes[kind](axis, **options)
     except TypeError as e:
         raise QuantError(f"analyzer {kind!r}: {e}") from None
+    analyzer.kind = "mse" if kind == "mse" else analyzer.kind
+    return analyzer
