@@ -20,23 +20,8 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path, save_npy
 from .errors import FormatError, InputError, RefqError
+from .data_io import load_arrays
 from .model_io import escape_name
-
-
-def _load_arrays(path: str) -> dict | np.ndarray:
-    """An .npy file (one array) or an .npz file ({name: array}); never unpickles."""
-    if not os.path.exists(path):
-        raise FormatError(f"{path}: no such file")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.ndarray):
-            return data
-        with data:  # the members of an .npz are read (and refused if pickled) only here
-            return {k: data[k] for k in data.files}
-    except Exception as e:  # noqa: BLE001 - a corrupt file can make np.load raise nearly anything
-        # (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError, ...)
-        raise FormatError(f"{path}: not a readable .npy/.npz file "
-                          f"({type(e).__name__}: {e})") from None
 
 
 def cmd_import(args):
@@ -66,7 +51,7 @@ def cmd_run(args):
     from .runtime import run
 
     graph = load(args.model)
-    feeds = _load_arrays(args.input)
+    feeds = load_arrays(args.input)
     try:
         result = run(graph, feeds, trace=bool(args.trace), dtype=np.dtype(args.dtype).type,
                      batch_size=args.batch_size, quiet=args.quiet)

@@ -158,6 +158,7 @@ def test_blocking_does_not_change_the_result(monkeypatch, xs, ws, attrs, block):
     """Row bands and multi-image blocks (BLOCK_ROWS shrunk) agree with the definition."""
     x, w, b = rand(*xs), rand(*ws), rand(ws[0])
     monkeypatch.setattr(conv_mod, "BLOCK_ROWS", block)
+    monkeypatch.setattr(conv_mod, "BLOCK_BYTES", 0)
     close(run(x, w, b, **attrs), naive_conv(x, w, b, **attrs))
 
 

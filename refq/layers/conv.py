@@ -44,7 +44,12 @@ from ..errors import ParamError, ShapeError
 from .base import Attr, Op
 
 BLOCK_ROWS = 4096
-"""Output pixels per block of work (tuning only, no effect on results beyond summation order)."""
+BLOCK_BYTES = 1 << 21
+"""Work is cut into blocks of max(BLOCK_ROWS, BLOCK_BYTES / patch row bytes) output pixels.
+
+Tuning only (bench/forward.py): a block's patch buffer stays in cache, and small-K GEMMs get enough
+rows per BLAS call. Results do not depend on it beyond the order of the kh matmul sums.
+"""
 
 PADDINGS = ("valid", "same", "explicit")
 
@@ -94,10 +99,10 @@ def pad_hw(x, pads, value=0):
     return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
-def blocks(n, oh, ow, target=None):
-    """Yield (n0, n1, i0, i1): whole images when one image is below `target` (default BLOCK_ROWS)
-    pixels, else row bands of one image; each block is a contiguous slice of an [N, OH, OW, ...] array."""
-    target = BLOCK_ROWS if target is None else target
+def blocks(n, oh, ow, row_bytes=0):
+    """Yield (n0, n1, i0, i1): whole images when one image is below the block size, else row bands
+    of one image; each block is a contiguous slice of an [N, OH, OW, ...] array."""
+    target = max(BLOCK_ROWS, BLOCK_BYTES // max(row_bytes, 1))
     if oh * ow >= target:
         r = max(1, target // ow)
         for n0 in range(n):
@@ -222,7 +227,7 @@ def _rowfold(xp, w, y, oh, ow, strides, dil):
     extra = {}
     for p, r0 in taps:
         extra[p] = max(extra.get(p, 0), r0)
-    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow):
+    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, k * xp.itemsize):
         b, r = n1 - n0, i1 - i0
         flat = {}
         for p, e in extra.items():
@@ -247,7 +252,7 @@ def _im2col(xp, w, y, oh, ow, strides, dil, groups):
     g = groups
     (sh, sw), (dh, dw) = strides, dil
     w_g = w.reshape(g, o // g, kh * kw * cg).transpose(0, 2, 1)
-    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow):
+    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, kh * kw * c * xp.itemsize):
         b, r = n1 - n0, i1 - i0
         cols = np.empty((g, b, r, ow, kh, kw, cg), xp.dtype)
         for u in range(kh):
@@ -284,7 +289,7 @@ def _forward(inputs, params, attrs):
 
 
 def _rowfold_wins(xp_shape, w_shape, oh, ow, strides):
-    return w_shape[1] > 1 and oh * ow >= 512
+    return w_shape[1] > 1 and oh * ow >= 512 and w_shape[2] * w_shape[3] >= 32
 
 
 ROWFOLD = _rowfold_wins

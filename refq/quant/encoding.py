@@ -318,14 +318,16 @@ def _broadcast(enc: Encoding, x: np.ndarray, dtype):
 def _codes(x, enc: Encoding, numerics: EncodingNumerics) -> np.ndarray:
     """Clamped integer codes, held in numerics.dtype (NaN stays NaN)."""
     dt = numerics.dtype
-    x = np.asarray(x, dtype=dt)
-    scale32, zp = _broadcast(enc, x, dt)
-    scale = scale32.astype(dt)
-    qmin, qmax = dt.type(enc.qmin), dt.type(enc.qmax)
+    # half_away is 1.x libpymo, whose encoding fields are doubles: its arithmetic runs in float64
+    wt = np.dtype(np.float64) if numerics.rounding == "half_away" else dt
+    x = np.asarray(np.asarray(x, dtype=dt), dtype=wt)
+    scale32, zp = _broadcast(enc, x, wt)
+    scale = scale32.astype(wt)
+    qmin, qmax = wt.type(enc.qmin), wt.type(enc.qmax)
     if numerics.clamp == "float":
         x = np.clip(x, scale * (qmin - zp), scale * (qmax - zp))
     if numerics.fake_quant == "reciprocal_float32":
-        v = x * (_F32(1) / scale32).astype(dt)       # torch.fake_quantize: inv_scale = fl(1/s)
+        v = x * (_F32(1) / scale32).astype(wt)       # torch.fake_quantize: inv_scale = fl(1/s)
     else:
         v = x / scale
     if numerics.rounding == "half_even":
@@ -333,7 +335,7 @@ def _codes(x, enc: Encoding, numerics: EncodingNumerics) -> np.ndarray:
         q = round_half_even(v) + zp
     else:
         q = round_half_away(v + (zp - qmin)) + qmin   # 1.x: round x/Δ − offset on the unsigned grid
-    return np.clip(q, qmin, qmax)
+    return np.clip(q, qmin, qmax).astype(dt)
 
 
 def quantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:

@@ -22,7 +22,9 @@ class EncodingNumerics:
         round_he(−min/s) (AIMET 2.x: `torch.fake_quantize_*`, `torch.round`; §0.2.4).
         "half_away" — 1.x libpymo: the unsigned-grid value u = x/s + zero_point − qmin (non-negative
         after the float clamp) is rounded half away from zero, q = round_ha(u) + qmin, and the zero
-        point is round_ha(−min/s) (`quantizeValueCpu`, `getComputedEncodings`; §1.2, §1.4).
+        point is round_ha(−min/s) (`quantizeValueCpu`, `getComputedEncodings`; §1.2, §1.4). The
+        clamp, division and rounding then run in float64, as libpymo's double encoding fields make
+        them (in float32, x/s + 32768 would lose 8 bits at 16-bit grids).
     clamp: "integer" — clamp the rounded code to [qmin, qmax] (2.x). "float" — first clamp x to the
         effective range [s(qmin − zp), s(qmax − zp)] in float, then round (1.x; §1.4).
     min_range: "aimet_v2" — scale floor ms = min(2^−23, 0.01/N') with the additive widening of

@@ -1,0 +1,69 @@
+"""Reading arrays for `refq run`, calibration and reports: .npy, .npz, or a directory of .npy batches.
+
+Nothing is ever unpickled (`allow_pickle=False`). A single .npy file is memory-mapped, so batches
+are read one at a time and memory stays bounded by one batch.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import FormatError, InputError
+
+__all__ = ["load_arrays", "iter_batches"]
+
+
+def load_arrays(path: str, mmap: bool = False):
+    """An .npy file (one array) or an .npz file ({name: array})."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FormatError(f"{path}: no such file")
+    try:
+        data = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:  # the members of an .npz are read (and refused if pickled) only here
+            return {k: data[k] for k in data.files}
+    except Exception as e:  # noqa: BLE001 - a corrupt file can make np.load raise nearly anything
+        # (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError, ...)
+        raise FormatError(f"{path}: not a readable .npy/.npz file "
+                          f"({type(e).__name__}: {e})") from None
+
+
+def _as_feeds(data, input_names, source):
+    if isinstance(data, dict):
+        if len(input_names) == 1 and len(data) == 1:
+            return {input_names[0]: next(iter(data.values()))}
+        missing = [n for n in input_names if n not in data]
+        if missing:
+            raise InputError(f"{source}: holds arrays {sorted(data)}, the model needs inputs "
+                             f"{input_names}")
+        return {n: data[n] for n in input_names}
+    if len(input_names) != 1:
+        raise InputError(f"{source}: the model has inputs {input_names}; give an .npz keyed by "
+                         "input name")
+    return {input_names[0]: data}
+
+
+def iter_batches(path: str, input_names: list, batch_size: int | None = None):
+    """Yield {input name: array} batches from an .npy/.npz file or a directory of .npy files.
+
+    A directory yields its `*.npy` files in sorted name order, each split into `batch_size` chunks
+    when given; a file is split into chunks of `batch_size` (all at once when None)."""
+    path = os.fspath(path)
+    if batch_size is not None and batch_size <= 0:
+        raise InputError(f"batch size must be positive, got {batch_size}")
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
+        if not files:
+            raise InputError(f"{path}: the directory holds no .npy files")
+        sources = [os.path.join(path, f) for f in files]
+    else:
+        sources = [path]
+    for src in sources:
+        feeds = _as_feeds(load_arrays(src, mmap=src.endswith(".npy")), input_names, src)
+        n = len(next(iter(feeds.values())))
+        step = batch_size or max(n, 1)
+        for s in range(0, n, step):
+            yield {k: np.asarray(v[s:s + step]) for k, v in feeds.items()}
