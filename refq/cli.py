@@ -2,8 +2,12 @@
 
     refq import MODEL.h5 -o MODEL.refq.h5 [--architecture ARCH.json]
     refq info MODEL.refq.h5 [--json]
-    refq run MODEL.refq.h5 --input X.npy --output Y.npy [--trace DIR] [--dtype float64|float32]
-             [--batch-size N] [--quiet]
+    refq run MODEL.refq.h5 --input X.npy --output Y.npy [--mode float|sim] [--trace DIR]
+             [--dtype float64|float32] [--batch-size N] [--quiet]
+    refq quantize MODEL.refq.h5 --calib CALIB.npy -o Q.refq.h5 [--config CFG | --per-channel]
+             [--scheme minmax|tf_enhanced|percentile|sqnr|mse] [--param-bw 8] [--act-bw 8]
+             [--encodings OUT.encodings] [--load-encodings AIMET.encodings] [--batch-size N]
+    refq report Q.refq.h5 --data X.npy [--json REPORT.json] [--top N] [--batch-size N]
     refq demo [--quiet]
 
 Errors in the input (RefqError) are printed as one line `refq: error: ...` and exit with status 1.
@@ -48,13 +52,27 @@ def cmd_info(args):
 
 def cmd_run(args):
     from .model_io import load
-    from .runtime import run
 
-    graph = load(args.model)
     feeds = load_arrays(args.input)
+    if args.mode == "sim":
+        from .quant.quantsim import QuantSim
+
+        if args.dtype is not None:
+            raise InputError("--dtype applies to --mode float; a simulation runs in its numerics' "
+                             "dtype (float32 for AIMET numerics)")
+        sim = QuantSim.load(args.model)
+        graph = sim.graph
+        runner = sim.run
+        kwargs = {}
+    else:
+        from .runtime import run
+
+        graph = load(args.model)
+        runner = lambda f, **kw: run(graph, f, **kw)  # noqa: E731
+        kwargs = {"dtype": np.dtype(args.dtype or "float64").type}
     try:
-        result = run(graph, feeds, trace=bool(args.trace), dtype=np.dtype(args.dtype).type,
-                     batch_size=args.batch_size, quiet=args.quiet)
+        result = runner(feeds, trace=bool(args.trace), batch_size=args.batch_size,
+                        quiet=args.quiet, **kwargs)
     except InputError as e:  # name the file the arrays came from
         raise InputError(f"{args.input}: {e}") from None
     outputs = {k: result[k] for k in graph.outputs}
@@ -79,6 +97,56 @@ def cmd_run(args):
     if not args.quiet:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
         print(f"wrote {shapes} to {args.output}" + (f"; trace in {args.trace}" if args.trace else ""))
+
+
+def cmd_quantize(args):
+    from .data_io import iter_batches
+    from .model_io import load
+    from .quant.quantsim import QuantSim
+
+    if args.config and args.per_channel:
+        raise InputError("give either --config or --per-channel, not both")
+    if args.calib is None and args.load_encodings is None:
+        raise InputError("give calibration data (--calib) or an AIMET encodings file "
+                         "(--load-encodings)")
+    graph = load(args.model)
+    options = {} if args.percentile is None else {"percentile": args.percentile}
+    sim = QuantSim(graph, args.config or ("per_channel" if args.per_channel else "per_tensor"),
+                   param_bw=args.param_bw, act_bw=args.act_bw, scheme=args.scheme,
+                   scheme_options=options)
+    if args.load_encodings:
+        from .exporters.aimet_encodings import load_aimet_encodings
+
+        sim = load_aimet_encodings(sim, args.load_encodings)
+    else:
+        names = [s.name for s in graph.inputs]
+        sim.compute_encodings(iter_batches(args.calib, names, args.batch_size), quiet=args.quiet)
+    if args.encodings:
+        from .exporters.aimet_encodings import export_aimet_encodings
+
+        export_aimet_encodings(sim, args.encodings, version=args.encodings_version)
+    sim.save(args.output)
+    if not args.quiet:
+        p = sim.placement
+        print(f"quantized {args.model}: {p['activation_quantizers']} activation and "
+              f"{p['param_quantizers']} parameter quantizers, {len(p['supergroups'])} supergroups, "
+              f"{len(p['shared'])} shared -> {args.output}"
+              + (f"; AIMET encodings {args.encodings}" if args.encodings else ""))
+
+
+def cmd_report(args):
+    from .data_io import iter_batches
+    from .quant.quantsim import QuantSim
+    from .report import format_report, quant_report
+
+    sim = QuantSim.load(args.model)
+    names = [s.name for s in sim.graph.inputs]
+    report = quant_report(sim, iter_batches(args.data, names, args.batch_size), quiet=args.quiet)
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(report, f, indent=1)
+    print(format_report(report, top=args.top))
 
 
 def cmd_demo(args):
@@ -108,9 +176,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True, help=".npy (single input) or .npz {input name: array}")
     s.add_argument("--output", required=True, help=".npy (single output) or .npz")
     s.add_argument("--trace", metavar="DIR", help="also write every tensor as DIR/<tensor>.npy")
-    s.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    s.add_argument("--mode", choices=["float", "sim"], default="float",
+                   help="float: the definition; sim: the quantization simulation of a quantized model")
+    s.add_argument("--dtype", choices=["float64", "float32"], default=None,
+                   help="float mode compute dtype (default float64)")
     s.add_argument("--batch-size", type=int, default=None)
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("quantize", help="place quantizers, calibrate, store the simulation")
+    s.add_argument("model")
+    s.add_argument("--calib", help="calibration data: .npy, .npz or a directory of .npy batches")
+    s.add_argument("-o", "--output", required=True, help="output .refq.h5 with encodings")
+    s.add_argument("--config", help="AIMET quantsim config JSON, or per_tensor | per_channel "
+                                     "(default per_tensor)")
+    s.add_argument("--per-channel", action="store_true", help="the bundled per-channel config")
+    s.add_argument("--scheme", default="minmax", help="minmax | tf_enhanced | percentile | sqnr | mse")
+    s.add_argument("--percentile", type=float, help="percentile for --scheme percentile")
+    s.add_argument("--param-bw", type=int, default=8)
+    s.add_argument("--act-bw", type=int, default=8)
+    s.add_argument("--encodings", help="also write AIMET encodings JSON here")
+    s.add_argument("--encodings-version", default="1.0.0", choices=["0.6.1", "1.0.0"])
+    s.add_argument("--load-encodings", help="take encodings from an AIMET encodings file")
+    s.add_argument("--batch-size", type=int, default=None)
+    s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("report", help="per-quantizer SQNR report of a quantized model")
+    s.add_argument("model")
+    s.add_argument("--data", required=True, help=".npy, .npz or a directory of .npy batches")
+    s.add_argument("--json", help="also write the report as JSON")
+    s.add_argument("--top", type=int, default=None, help="show only the N worst quantizers")
+    s.add_argument("--batch-size", type=int, default=None)
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("demo", help="the main job on the bundled PP-OCR model and test set")
     s.set_defaults(func=cmd_demo)

@@ -147,18 +147,23 @@ def test_inputs_not_mutated_and_views_accepted(xs, ws, attrs):
 
 
 @pytest.mark.parametrize("xs,ws,attrs", [
-    ((2, 26, 24, 2), (3, 3, 3, 2), {"padding": "same"}),                 # row-fold path
-    ((1, 26, 30, 2), (2, 3, 2, 2), {"dilations": [2, 1], "strides": [1, 2]}),
-    ((3, 6, 5, 3), (2, 3, 3, 3), {"strides": [2, 1], "padding": "same"}),  # im2col path
-    ((3, 7, 6, 2), (4, 3, 3, 1), {"groups": 2, "padding": "same"}),     # depthwise
+    ((2, 7, 6, 3), (2, 3, 3, 3), {"padding": "same"}),
+    ((1, 9, 8, 2), (2, 3, 2, 2), {"dilations": [2, 1], "strides": [1, 2]}),
+    ((3, 7, 6, 3), (2, 3, 3, 3), {"strides": [2, 1], "padding": "same"}),
+    ((1, 11, 9, 2), (2, 4, 3, 2), {"strides": [3, 2], "dilations": [2, 2], "padding": "same"}),
+    ((2, 6, 5, 2), (3, 2, 3, 2), {"padding": "explicit", "pads": [2, 1, 0, 2], "strides": [2, 2]}),
+    ((3, 7, 6, 2), (4, 3, 3, 1), {"groups": 2, "padding": "same"}),                       # depthwise
+    ((1, 9, 9, 2), (2, 3, 3, 1), {"groups": 2, "strides": [2, 3], "dilations": [1, 2]}),
     ((3, 6, 6, 4), (4, 3, 3, 2), {"groups": 2, "strides": [1, 2]}),
 ])
-@pytest.mark.parametrize("block", [1, 7, 40])
-def test_blocking_does_not_change_the_result(monkeypatch, xs, ws, attrs, block):
-    """Row bands and multi-image blocks (BLOCK_ROWS shrunk) agree with the definition."""
+@pytest.mark.parametrize("block", [1, 7, 40, 10**6])
+@pytest.mark.parametrize("rowfold", [True, False])
+def test_every_path_and_blocking_agree_with_the_definition(monkeypatch, xs, ws, attrs, block, rowfold):
+    """Row-fold and im2col (forced), row bands and multi-image blocks (BLOCK_ROWS shrunk)."""
     x, w, b = rand(*xs), rand(*ws), rand(ws[0])
     monkeypatch.setattr(conv_mod, "BLOCK_ROWS", block)
     monkeypatch.setattr(conv_mod, "BLOCK_BYTES", 0)
+    monkeypatch.setattr(conv_mod, "_use_rowfold", lambda *args: rowfold)
     close(run(x, w, b, **attrs), naive_conv(x, w, b, **attrs))
 
 

@@ -152,8 +152,8 @@ def _infer_shape(in_shapes, attrs, params):
 
 
 def _param_shapes(in_shapes, attrs):
-    # The output channels and kernel size live only in the weight, so its expected shape cannot be
-    # derived from (in_shapes, attrs); infer_shape, which sees the parameters, checks them instead.
+    # O, kh and kw live only in the weight, so (in_shapes, attrs) cannot give its expected shape;
+    # infer_shape, which sees the parameters, checks them instead.
     return {}
 
 
@@ -279,7 +279,7 @@ def _forward(inputs, params, attrs):
         y = np.empty((n, oh, ow, o), x.dtype)
         if cg == 1 and groups == c:
             _depthwise(xp, w, y, oh, ow, strides, dil)
-        elif groups == 1 and ROWFOLD(xp.shape, w.shape, oh, ow, strides):
+        elif groups == 1 and _use_rowfold(w.shape, oh, ow):
             _rowfold(xp, w, y, oh, ow, strides, dil)
         else:
             _im2col(xp, w, y, oh, ow, strides, dil, groups)
@@ -288,11 +288,9 @@ def _forward(inputs, params, attrs):
     return y
 
 
-def _rowfold_wins(xp_shape, w_shape, oh, ow, strides):
+def _use_rowfold(w_shape, oh, ow):
+    """Row-fold beat im2col (bench) for large images, kh > 1 and patch rows of >= 32 values."""
     return w_shape[1] > 1 and oh * ow >= 512 and w_shape[2] * w_shape[3] >= 32
-
-
-ROWFOLD = _rowfold_wins
 
 
 OPS = [

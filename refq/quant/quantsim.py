@@ -6,6 +6,8 @@
 
 Placement follows `refq.quant.placement` (AIMET 2.42's rules). Calibration (aimet.md §0.2.6):
 1. parameter encodings are computed from the weights (cast to float32, AIMET's parameter dtype);
+   a symmetric weight that already is integer × scale keeps that scale (AIMET 2.42's pre-quantized
+   weight detection, `refq.quant.prequantized`; `detect_prequantized=False` turns it off);
 2. every batch runs with quantize-dequantized weights and *float* activations, while each activation
    quantizer's analyzer observes its tensors (a shared quantizer observes all of them);
 3. activation encodings are finalised (a config's `encoding_constraints` fix the range with the
@@ -37,6 +39,7 @@ from .config import QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     encoding_from_range, quantize_dequantize
 from .placement import QuantizerSpec, place_quantizers
+from .prequantized import prequantized_encoding
 
 __all__ = ["QuantSim", "iterate_batches"]
 
@@ -83,7 +86,8 @@ class QuantSim:
 
     def __init__(self, graph: Graph, config=None, *, param_bw: int = 8, act_bw: int = 8,
                  scheme: str = "minmax", scheme_options: dict | None = None,
-                 numerics: EncodingNumerics = AIMET_V2, overflow_protection: bool = True):
+                 numerics: EncodingNumerics = AIMET_V2, overflow_protection: bool = True,
+                 detect_prequantized: bool = True):
         graph.validate()
         if scheme not in ANALYZERS:
             raise QuantError(f"unknown scheme {scheme!r}; known: {', '.join(ANALYZERS)}")
@@ -102,6 +106,7 @@ class QuantSim:
         self.scheme, self.scheme_options = scheme, dict(scheme_options or {})
         self.numerics = numerics
         self.overflow_protection = overflow_protection
+        self.detect_prequantized = detect_prequantized
         specs, self.placement = place_quantizers(self.graph, self.config, param_bw, act_bw)
         self.quantizers = {q.name: q for q in specs}
         self.encodings: dict = {}
@@ -129,6 +134,10 @@ class QuantSim:
     # ---- parameters -------------------------------------------------------------------------
     def _param_encoding(self, q: QuantizerSpec) -> Encoding:
         w = self.graph.node(q.node).params[q.param].astype(np.float32)
+        if self.detect_prequantized and q.symmetric and not q.strict:
+            enc = prequantized_encoding(w, q.bitwidth, axis=q.axis, numerics=self.numerics)
+            if enc is not None:
+                return enc
         a = make_analyzer(self.scheme, q.axis, **self.scheme_options)
         a.update(w)
         return a.compute_encoding(q.bitwidth, q.symmetric, numerics=self.numerics, strict=q.strict,
@@ -266,6 +275,7 @@ class QuantSim:
                          "scheme_options": self.scheme_options,
                          "numerics": _numerics_json(self.numerics),
                          "overflow_protection": self.overflow_protection,
+                         "detect_prequantized": self.detect_prequantized,
                          "config_source": self.config.source},
             "placement": self.placement,
             "quantizers": [dict(q.to_json(), enabled=self.enabled[q.name],
@@ -291,6 +301,7 @@ class QuantSim:
             sim.scheme, sim.scheme_options = s["scheme"], dict(s["scheme_options"])
             sim.numerics = EncodingNumerics(**nd)
             sim.overflow_protection = s["overflow_protection"]
+            sim.detect_prequantized = s["detect_prequantized"]
             sim.placement = doc["placement"]
             sim.quantizers, sim.enabled, sim.encodings = {}, {}, {}
             for qd in doc["quantizers"]:

@@ -1,0 +1,222 @@
+"""Float32 forward throughput, and each convolution's speed as a fraction of NumPy matmul speed.
+
+    python bench/forward.py [--native-blas] [--batch 32] [--repeats 3] [--no-models]
+
+For every Keras model file under tests/models/*/ (and refq/data/*/) and for a synthetic 224x224
+MobileNetV1 (conv 3x3/2 32ch, 13 depthwise 3x3 + pointwise 1x1 blocks up to 1024 channels, global
+average pool, dense 1000; random weights from np.random.default_rng(0)) it prints images/s of
+`refq.run(..., dtype=np.float32)` at the given batch, then times every conv2d node's forward on its
+traced input (time.perf_counter, min over repeats) and reports GFLOP/s (FLOP = 2·MACs) as a fraction
+of the GFLOP/s of a float32 2048x2048x2048 matmul measured in the same run. The summary counts the
+conv layers of >= 10 MFLOP per image that reach >= 50 % of matmul throughput. Depthwise
+convolutions are memory bound (2 FLOP per weight and pixel read); they are listed with their GB/s
+and marked, not hidden.
+
+This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which force slower BLAS kernels.
+--native-blas re-executes this script with both removed from its own environment; the header says
+which environment was used.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_WAS_SET = "REFQ_BENCH_REMOVED_BLAS_VARS"
+
+if __name__ == "__main__" and "--native-blas" in sys.argv and any(v in os.environ for v in BLAS_VARS):
+    # OpenBLAS reads these when it is loaded, so they must go before NumPy is imported.
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+    env[_WAS_SET] = " ".join(f"{k}={os.environ[k]}" for k in BLAS_VARS if k in os.environ)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import refq  # noqa: E402
+from refq.graph import Graph, Node, TensorSpec  # noqa: E402
+from refq.layers import conv as conv_mod  # noqa: E402
+from refq.layers import get_op  # noqa: E402
+
+MIN_MFLOP = 10.0   # conv layers below this many MFLOP per image are listed but not counted
+TARGET = 0.5       # fraction of matmul GFLOP/s a counted layer should reach
+
+
+def best_time(fn, repeats):
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_gflops(repeats):
+    a = np.random.default_rng(1).standard_normal((2048, 2048)).astype(np.float32)
+    return 2 * 2048 ** 3 / best_time(lambda: a @ a, max(repeats, 5)) / 1e9
+
+
+def blas_header(native: bool) -> str:
+    removed = os.environ.get(_WAS_SET)
+    present = {k: os.environ[k] for k in BLAS_VARS if k in os.environ}
+    if removed:
+        state = f"native: --native-blas removed {removed} for this process"
+    elif present:
+        state = ("machine settings in force: " + " ".join(f"{k}={v}" for k, v in present.items())
+                 + " (slower kernels; try --native-blas)")
+    else:
+        state = "neither OPENBLAS_CORETYPE nor OPENBLAS_L2_SIZE is set" + \
+                (" (nothing to remove for --native-blas)" if native else "")
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        lib = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # older NumPy without mode="dicts"
+        lib = "unknown"
+    return f"BLAS: {lib}; {state}; {os.cpu_count()} CPUs; NumPy {np.__version__}"
+
+
+def mobilenet_v1(rng) -> Graph:
+    """224x224 MobileNetV1 with folded batch norm (conv + bias + relu), random He weights."""
+    nodes, t = [], "image"
+
+    def add(op, attrs=None, params=None, name=None):
+        nonlocal t
+        name = name or f"{op}_{len(nodes)}"
+        nodes.append(Node(name, op, [t], [name], dict(attrs or {}), dict(params or {})))
+        t = name
+
+    def conv(name, cin, cout, k, stride, depthwise=False):
+        shape = (cin, k, k, 1) if depthwise else (cout, k, k, cin)
+        fan_in = k * k * (1 if depthwise else cin)
+        w = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        attrs = {"strides": [stride, stride], "padding": "same"}
+        if depthwise:
+            attrs["groups"] = cin
+        add("conv2d", attrs, {"weight": w, "bias": np.zeros(shape[0], np.float32)}, name)
+        add("relu")
+
+    conv("conv1", 3, 32, 3, 2)
+    cin = 32
+    blocks = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512)] + [(1, 512)] * 5 + \
+             [(2, 1024), (1, 1024)]
+    for i, (stride, cout) in enumerate(blocks, 1):
+        conv(f"dw{i}", cin, cin, 3, stride, depthwise=True)
+        conv(f"pw{i}", cin, cout, 1, 1)
+        cin = cout
+    add("global_avg_pool2d", name="pool")
+    w = (rng.standard_normal((1000, 1024)) * np.sqrt(1.0 / 1024)).astype(np.float32)
+    add("dense", {}, {"weight": w, "bias": np.zeros(1000, np.float32)}, "fc")
+    add("softmax", name="probs")
+    g = Graph([TensorSpec("image", (None, 224, 224, 3), "float32")], [t], nodes,
+              name="mobilenet_v1_224 (synthetic)")
+    return g.validate()
+
+
+def conv_kind(node, in_shape) -> str:
+    o, kh, kw, cg = node.params["weight"].shape
+    s = "x".join(map(str, node.attrs["strides"]))
+    g = node.attrs["groups"]
+    if cg == 1 and g == in_shape[3]:
+        return f"depthwise {kh}x{kw}/{s}"
+    if kh == kw == 1 and g == 1:
+        return f"1x1/{s} matmul"
+    path = "rowfold" if g == 1 and conv_mod._use_rowfold((o, kh, kw, cg), 1 << 30, 1) else "im2col"
+    return f"{kh}x{kw}/{s} g{g} " + path
+
+
+def bench_graph(graph, batch, repeats, mm, rng, rows):
+    shapes = graph.infer_shapes()
+    feeds = {s.name: rng.standard_normal((batch,) + tuple(s.shape[1:])).astype(np.float32)
+             for s in graph.inputs}
+    t_run = best_time(lambda: refq.run(graph, feeds, dtype=np.float32), repeats)
+    print(f"\n== {graph.name}: {len(graph.nodes)} nodes, batch {batch}: "
+          f"{batch / t_run:.1f} images/s ({t_run * 1e3:.0f} ms per batch)")
+    trace = refq.run(graph, feeds, dtype=np.float32, trace=True)
+    print(f"   {'conv layer':<24}{'kind':<24}{'in -> out':<30}{'MFLOP/img':>10}{'ms':>9}"
+          f"{'GFLOP/s':>9}{'of mm':>7}{'GB/s':>7}  note")
+    t_conv = 0.0
+    for node in graph.topological_order():
+        if node.op != "conv2d":
+            continue
+        op = get_op("conv2d")
+        x = trace[node.inputs[0]]
+        params = {k: v.astype(np.float32) for k, v in node.params.items()}
+        in_shape, out_shape = shapes[node.inputs[0]], shapes[node.outputs[0]]
+        mflop = 2 * op.macs([in_shape], out_shape, node.attrs, node.params) / 1e6
+        t = best_time(lambda: op.forward([x], params, node.attrs), repeats)
+        t_conv += t
+        gflops = mflop * batch / 1e3 / t
+        gbs = (x.nbytes + trace[node.outputs[0]].nbytes) / t / 1e9
+        kind = conv_kind(node, in_shape)
+        counted = mflop >= MIN_MFLOP
+        ratio = gflops / mm
+        note = ("" if ratio >= TARGET else "below 50%") if counted else f"< {MIN_MFLOP:g} MFLOP, not counted"
+        if kind.startswith("depthwise"):
+            note = "memory bound (depthwise)" + (f"; {note}" if note else "")
+        rows.append((graph.name, node.name, kind, mflop, ratio, counted))
+        io = f"{tuple(in_shape[1:])}->{tuple(out_shape[1:])}".replace(" ", "")
+        print(f"   {node.name[:23]:<24}{kind:<24}{io:<30}{mflop:>10.1f}{t * 1e3:>9.2f}"
+              f"{gflops:>9.1f}{ratio:>7.0%}{gbs:>7.1f}  {note}")
+    print(f"   conv layers, timed one by one: {t_conv * 1e3:.0f} ms of the {t_run * 1e3:.0f} ms forward")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--native-blas", action="store_true",
+                    help="re-execute with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-models", action="store_true", help="only the synthetic MobileNetV1")
+    args = ap.parse_args(argv)
+
+    print(blas_header(args.native_blas))
+    mm0 = matmul_gflops(args.repeats)
+    print(f"float32 matmul 2048^3: {mm0:.1f} GFLOP/s")
+    rng = np.random.default_rng(0)
+    graphs = []
+    if not args.no_models:
+        paths = sorted(glob.glob(os.path.join(ROOT, "tests", "models", "*", "*")) +
+                       glob.glob(os.path.join(ROOT, "refq", "data", "*", "*")))
+        for p in paths:
+            if p.endswith((".h5", ".hdf5", ".keras")):
+                try:
+                    g = refq.import_keras(p)
+                except refq.RefqError as e:
+                    print(f"skipped {os.path.relpath(p, ROOT)}: {type(e).__name__}: {e}")
+                    continue
+                g.name = os.path.relpath(p, ROOT)
+                graphs.append(g)
+    graphs.append(mobilenet_v1(np.random.default_rng(0)))
+
+    rows = []
+    for g in graphs:
+        bench_graph(g, args.batch, args.repeats, mm0, rng, rows)
+    mm1 = matmul_gflops(args.repeats)
+    print(f"\nfloat32 matmul 2048^3 again at the end: {mm1:.1f} GFLOP/s "
+          f"(ratios above use the first, {mm0:.1f}; the machine is shared, so timings are noisy)")
+
+    counted = [r for r in rows if r[5]]
+    ok = [r for r in counted if r[4] >= TARGET]
+    dw = [r for r in rows if r[2].startswith("depthwise")]
+    print(f"SUMMARY: {len(ok)}/{len(counted)} conv layers of >= {MIN_MFLOP:g} MFLOP/image reach "
+          f">= {TARGET:.0%} of matmul GFLOP/s"
+          + (f" ({len(ok) / len(counted):.0%}); median {np.median([r[4] for r in counted]):.0%}, "
+             f"min {min(r[4] for r in counted):.0%} ({min(counted, key=lambda r: r[4])[1]})"
+             if counted else ""))
+    for r in counted:
+        if r[4] < TARGET:
+            print(f"   below target: {r[0]} / {r[1]} ({r[2]}, {r[3]:.1f} MFLOP/img): {r[4]:.0%}")
+    if dw:
+        print(f"   depthwise convs ({len(dw)}, {sum(r[5] for r in dw)} of them >= {MIN_MFLOP:g} MFLOP) "
+              f"are memory bound: {min(r[4] for r in dw):.0%} to {max(r[4] for r in dw):.0%} of matmul")
+
+
+if __name__ == "__main__":
+    main()
