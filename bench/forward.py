@@ -48,19 +48,21 @@ MIN_MFLOP = 10.0   # conv layers below this many MFLOP per image are listed but 
 TARGET = 0.5       # fraction of matmul GFLOP/s a counted layer should reach
 
 
-def best_time(fn, repeats):
+def best_time(fn, repeats, min_total=0.25, max_runs=25):
+    """Min of at least `repeats` timed runs, more (up to max_runs) until min_total s were spent."""
     fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
+    best, total, runs = float("inf"), 0.0, 0
+    while runs < repeats or (total < min_total and runs < max_runs):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        best, total, runs = min(best, dt), total + dt, runs + 1
     return best
 
 
 def matmul_gflops(repeats):
     a = np.random.default_rng(1).standard_normal((2048, 2048)).astype(np.float32)
-    return 2 * 2048 ** 3 / best_time(lambda: a @ a, max(repeats, 5)) / 1e9
+    return 2 * 2048 ** 3 / best_time(lambda: a @ a, max(repeats, 8)) / 1e9
 
 
 def blas_header(native: bool) -> str:
@@ -79,7 +81,9 @@ def blas_header(native: bool) -> str:
         lib = f"{blas.get('name')} {blas.get('version')}"
     except Exception:  # older NumPy without mode="dicts"
         lib = "unknown"
-    return f"BLAS: {lib}; {state}; {os.cpu_count()} CPUs; NumPy {np.__version__}"
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    return (f"BLAS: {lib}; {state}; OPENBLAS_NUM_THREADS={threads}; {os.cpu_count()} CPUs; "
+            f"NumPy {np.__version__}")
 
 
 def mobilenet_v1(rng) -> Graph:

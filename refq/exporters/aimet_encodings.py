@@ -98,7 +98,8 @@ def _f(x) -> float:
 
 def _legacy_entries(enc: Encoding) -> list:
     offsets = exported_offset(enc)
-    scales, mins, maxs = (np.atleast_1d(a) for a in (enc.scale, enc.min, enc.max))
+    with np.errstate(over="ignore"):          # an overflow to inf is refused by the JSON writer
+        scales, mins, maxs = (np.atleast_1d(a) for a in (enc.scale, enc.min, enc.max))
     sym = "True" if enc.symmetric else "False"
     return [{"bitwidth": enc.bitwidth, "dtype": "int", "is_symmetric": sym, "max": _f(hi),
              "min": _f(lo), "offset": int(o), "scale": _f(s)}
@@ -243,17 +244,16 @@ def _detect(doc, src) -> str:
     if not isinstance(doc, dict):
         raise QuantError(f"{src}: not an AIMET encodings file (the top level is a "
                          f"{type(doc).__name__}, not an object)")
+    version = doc.get("version")
+    if "version" in doc and version not in SUPPORTED_VERSIONS:
+        raise QuantError(f"{src}: unknown encodings version {version!r}; refq reads "
+                         f"{', '.join(SUPPORTED_VERSIONS)} (and 1.x files without a version "
+                         "in the 0.6.1 layout)")
     sections = [doc[k] for k in ("activation_encodings", "param_encodings") if k in doc]
     if not sections:
         raise QuantError(f"{src}: not an AIMET encodings file (it has neither "
                          "'activation_encodings' nor 'param_encodings')")
-    if "version" in doc:
-        version = doc["version"]
-        if version not in SUPPORTED_VERSIONS:
-            raise QuantError(f"{src}: unknown encodings version {version!r}; refq reads "
-                             f"{', '.join(SUPPORTED_VERSIONS)} (and 1.x files without a version "
-                             "in the 0.6.1 layout)")
-    else:
+    if "version" not in doc:
         if not all(isinstance(s, dict) for s in sections):
             raise QuantError(f"{src}: the file has no 'version' and its sections are not the 0.6.1 "
                              "layout (objects mapping names to lists of entries)")

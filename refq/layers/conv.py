@@ -99,10 +99,10 @@ def pad_hw(x, pads, value=0):
     return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
-def blocks(n, oh, ow, row_bytes=0):
+def blocks(n, oh, ow, row_bytes):
     """Yield (n0, n1, i0, i1): whole images when one image is below the block size, else row bands
     of one image; each block is a contiguous slice of an [N, OH, OW, ...] array."""
-    target = max(BLOCK_ROWS, BLOCK_BYTES // max(row_bytes, 1))
+    target = max(BLOCK_ROWS, BLOCK_BYTES // row_bytes)
     if oh * ow >= target:
         r = max(1, target // ow)
         for n0 in range(n):
@@ -192,7 +192,7 @@ def _depthwise(xp, w, y, oh, ow, strides, dil):
     # weights tiled along a row so that every operand of a tap is contiguous within a row
     w_row = np.ascontiguousarray(np.broadcast_to(w[:, :, :, 0].transpose(1, 2, 0)[:, :, None], (kh, kw, ow, o)))
     tmp = None
-    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow):
+    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, o * xp.itemsize):
         r = i1 - i0
         rows = xp[n0:n1, i0 * sh:(i1 - 1) * sh + (kh - 1) * dh + 1]
         # split the columns into their sw phases so that tap v reads a contiguous run

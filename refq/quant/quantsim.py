@@ -97,6 +97,7 @@ class QuantSim:
             self.config = parse_config(config)
         else:
             self.config = load_config(config)
+        self.config_source = self.config.source
         make_analyzer(scheme, None, **dict(scheme_options or {}))  # reject bad options early
         for what, bw in (("param_bw", param_bw), ("act_bw", act_bw)):
             if isinstance(bw, bool) or not isinstance(bw, int) or not (2 <= bw <= 16 or bw == 32):
@@ -276,7 +277,7 @@ class QuantSim:
                          "numerics": _numerics_json(self.numerics),
                          "overflow_protection": self.overflow_protection,
                          "detect_prequantized": self.detect_prequantized,
-                         "config_source": self.config.source},
+                         "config_source": self.config_source},
             "placement": self.placement,
             "quantizers": [dict(q.to_json(), enabled=self.enabled[q.name],
                                 encoding=(self.encodings[q.name].to_json()
@@ -296,7 +297,8 @@ class QuantSim:
             sim = cls.__new__(cls)
             graph.validate()
             sim.graph = graph.copy()
-            sim.config = None
+            sim.config = None  # the placement below is what the config decided
+            sim.config_source = s.get("config_source", "<unknown>")
             sim.param_bw, sim.act_bw = s["param_bw"], s["act_bw"]
             sim.scheme, sim.scheme_options = s["scheme"], dict(s["scheme_options"])
             sim.numerics = EncodingNumerics(**nd)
@@ -329,7 +331,8 @@ class QuantSim:
                 if enc is not None and enc.axis is not None and \
                         enc.scale.shape[0] != node.params[q.param].shape[enc.axis]:
                     raise QuantError(f"{source}: quantizer '{q.name}' has {enc.scale.shape[0]} "
-                                     f"channels, parameter has {node.params[q.param].shape[0]}")
+                                     f"channels, parameter has "
+                                     f"{node.params[q.param].shape[enc.axis]}")
             else:
                 missing = [t for t in q.tensors if t not in tensors]
                 if missing:
