@@ -123,6 +123,23 @@ def mobilenet_v1(rng) -> Graph:
     return g.validate()
 
 
+def resnet_body(rng) -> Graph:
+    """The 3x3 convolutions of a ResNet-18 body (56x56x64 input; folded BN, relu; no shortcuts):
+    the general (rowfold / im2col) conv paths on the brief's realistic shapes."""
+    nodes, t, cin = [], "x", 64
+    for i, (cout, stride) in enumerate([(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1),
+                                        (512, 2), (512, 1)], 1):
+        w = (rng.standard_normal((cout, 3, 3, cin)) * np.sqrt(2.0 / (9 * cin))).astype(np.float32)
+        nodes.append(Node(f"conv{i}", "conv2d", [t], [f"conv{i}"],
+                          {"strides": [stride, stride], "padding": "same"},
+                          {"weight": w, "bias": np.zeros(cout, np.float32)}))
+        nodes.append(Node(f"relu{i}", "relu", [f"conv{i}"], [f"relu{i}"]))
+        t, cin = f"relu{i}", cout
+    g = Graph([TensorSpec("x", (None, 56, 56, 64), "float32")], [t], nodes,
+              name="resnet18_body_3x3 (synthetic)")
+    return g.validate()
+
+
 def conv_kind(node, in_shape) -> str:
     o, kh, kw, cg = node.params["weight"].shape
     s = "x".join(map(str, node.attrs["strides"]))
@@ -151,7 +168,10 @@ def bench_graph(graph, batch, repeats, rng):
         params = {k: v.astype(np.float32) for k, v in node.params.items()}
         in_shape, out_shape = shapes[node.inputs[0]], shapes[node.outputs[0]]
         mflop = 2 * op.macs([in_shape], out_shape, node.attrs, node.params) / 1e6
-        t = best_time(lambda: op.forward([x], params, node.attrs), repeats)
+        # counted layers get more runs: the min over a longer window is less exposed to the
+        # moments when another process holds the second CPU
+        t = best_time(lambda: op.forward([x], params, node.attrs), repeats,
+                      min_total=1.0 if mflop >= MIN_MFLOP else 0.25)
         layers.append({"graph": graph.name, "name": node.name, "kind": conv_kind(node, in_shape),
                        "io": f"{tuple(in_shape[1:])}->{tuple(out_shape[1:])}".replace(" ", ""),
                        "mflop": mflop, "ms": t * 1e3, "gflops": mflop * batch / 1e3 / t,
@@ -204,6 +224,7 @@ def main(argv=None):
                 g.name = os.path.relpath(p, ROOT)
                 graphs.append(g)
     graphs.append(mobilenet_v1(np.random.default_rng(0)))
+    graphs.append(resnet_body(np.random.default_rng(0)))
 
     # The baseline is sampled before every graph and at the end; the best sample is the reference,
     # so a busy moment on this shared machine can only lower the ratios, never raise them.
@@ -218,11 +239,16 @@ def main(argv=None):
     for res in results:
         print_graph(res, args.batch, mm)
 
+    print()
+    for res in results:
+        c = [r for r in res["layers"] if r["counted"]]
+        if c:
+            print(f"   {res['name']}: {sum(r['ratio'] >= TARGET for r in c)}/{len(c)} counted conv "
+                  f"layers reach {TARGET:.0%}")
     rows = [r for res in results for r in res["layers"]]
     counted = [r for r in rows if r["counted"]]
     ok = [r for r in counted if r["ratio"] >= TARGET]
     dw = [r for r in rows if r["kind"].startswith("depthwise")]
-    print()
     if counted:
         worst = min(counted, key=lambda r: r["ratio"])
         print(f"SUMMARY: {len(ok)}/{len(counted)} conv layers of >= {MIN_MFLOP:g} MFLOP/image reach "

@@ -324,9 +324,6 @@ def test_encoding_constraints_equal_bounds_and_ints_accepted():
     assert c.encoding_constraints("Sigmoid") is None
 
 
-@pytest.mark.xfail(strict=True, reason="config.py parse_config accepts non-finite "
-                   "encoding_constraints (JSON Infinity/NaN pass the min <= max check or fail "
-                   "only later, in compute_encodings, without naming the config)")
 @pytest.mark.parametrize("lo, hi", [(float("-inf"), 1.0), (0.0, float("inf"))])
 def test_non_finite_encoding_constraints_refused(lo, hi):
     refused(with_(full(), "op_type.Relu.encoding_constraints", {"min": lo, "max": hi}),
@@ -429,9 +426,6 @@ def test_op_type_overrides_is_output_quantized():
     assert c.output_quantized("Conv") is True
 
 
-@pytest.mark.xfail(strict=True, reason="config.py QuantsimConfig.output_quantized applies the "
-                   "grid-preserving rule whenever is_output_quantized is absent, even when the "
-                   "config names the op type (aimet.md §0.2.6: 'unless the config names that type')")
 def test_naming_a_grid_preserving_type_lifts_the_implicit_rule():
     d = minimal()
     d["op_type"] = {"MaxPool": {"is_symmetric": "True"}, "Reshape": {}}

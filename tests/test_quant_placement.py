@@ -63,10 +63,6 @@ def graph(inputs, outputs, nodes):
     return Graph(inputs if isinstance(inputs, list) else [inputs], outputs, nodes).validate()
 
 
-def per_tensor_dict():
-    return json.loads(json.dumps(_cfg_dict("per_tensor")))
-
-
 def _cfg_dict(name):
     from importlib import resources
     p = resources.files("refq.quant").joinpath("configs", f"default_{name}.json")

@@ -29,6 +29,7 @@ Conv, ConvTranspose, Gemm, MatMul and PRelu; and `default_per_tensor.json`, equa
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -134,7 +135,7 @@ class QuantsimConfig:
         spec = self.op_type.get(op_type, {})
         if "is_output_quantized" in spec:
             return spec["is_output_quantized"]
-        if op_type in GRID_PRESERVING:
+        if op_type in GRID_PRESERVING and op_type not in self.op_type:
             return False
         return self.defaults.get("ops", {}).get("is_output_quantized", True)
 
@@ -201,8 +202,10 @@ def parse_config(data: dict, source: str = "<config>") -> QuantsimConfig:
         if spec.get("is_input_quantized") is False:
             raise QuantError(f"{source}: op_type.{t}.is_input_quantized may only be \"True\"")
         c = spec.get("encoding_constraints")
-        if c is not None and (set(c) != {"min", "max"} or not c["min"] <= c["max"]):
-            raise QuantError(f"{source}: op_type.{t}.encoding_constraints needs min <= max")
+        if c is not None and (set(c) != {"min", "max"} or not math.isfinite(c["min"])
+                              or not math.isfinite(c["max"]) or not c["min"] <= c["max"]):
+            raise QuantError(f"{source}: op_type.{t}.encoding_constraints needs finite "
+                             "min <= max")
     groups = []
     for i, g in enumerate(d["supergroups"]):
         if not isinstance(g, dict) or set(g) != {"op_list"}:

@@ -21,7 +21,9 @@ quantizer (s_out, offset o_out = −zero_point), in float64:
     s' = max(s_w, |b| / ((2^31 − 2^15)·s_in))            bias must fit int32 (per channel)
     s' = max(s', 2^−23.5 · s_out / s_in)                  requantization underflow
     b_acc = round(b/(s_in s')) + round(o_out·s_out/(s_in s')); s' = max(s', |b_acc·s_in·s'| / ((2^31 − 2^15)·s_in))
-    weight encoding <- set_range(s'·qmin, s'·qmax)        the re-snap, also when nothing overflowed
+    weight encoding <- set_range(s'·(qmin − zp), s'·(qmax − zp))   the re-snap, also when nothing
+                                                          overflowed (zp = 0 for symmetric weights)
+A per-tensor weight uses b = max|b| throughout (AIMET `true_quant.py`).
 Without an output quantizer of its own (e.g. conv inside a Conv+Relu supergroup) nothing changes.
 """
 from __future__ import annotations
@@ -60,6 +62,8 @@ def iterate_batches(data, graph: Graph, batch_size: int | None = None):
 
     if isinstance(data, (np.ndarray, dict)):
         feeds = as_feeds(data)
+        if not feeds:
+            raise QuantError("the data holds no arrays; give at least one non-empty batch")
         n = len(next(iter(feeds.values())))
         step = batch_size or n
         for s in range(0, n, max(step, 1)):
@@ -100,10 +104,11 @@ class QuantSim:
         self.config_source = self.config.source
         make_analyzer(scheme, None, **dict(scheme_options or {}))  # reject bad options early
         for what, bw in (("param_bw", param_bw), ("act_bw", act_bw)):
-            if isinstance(bw, bool) or not isinstance(bw, int) or not (2 <= bw <= 16 or bw == 32):
+            if isinstance(bw, (bool, np.bool_)) or not isinstance(bw, (int, np.integer)) \
+                    or not (2 <= bw <= 16 or bw == 32):
                 raise QuantError(f"{what} must be an integer in 2..16 (or 32), got {bw!r}")
         self.graph = graph.copy()
-        self.param_bw, self.act_bw = param_bw, act_bw
+        self.param_bw, self.act_bw = int(param_bw), int(act_bw)
         self.scheme, self.scheme_options = scheme, dict(scheme_options or {})
         self.numerics = numerics
         self.overflow_protection = overflow_protection
@@ -232,17 +237,18 @@ class QuantSim:
             s = w_enc.scale.astype(np.float64)
             b = node.params.get("bias")
             b = np.zeros(node.params["weight"].shape[0]) if b is None else b.astype(np.float64)
-            b_abs = np.abs(b) if w_enc.axis is not None else np.abs(b).max(initial=0.0)
-            s = np.maximum(s, b_abs / (_BIAS_LIMIT * s_in))
+            if w_enc.axis is None:  # a per-tensor weight protects its largest bias (AIMET)
+                b = np.abs(b).max(initial=0.0)
+            s = np.maximum(s, np.abs(b) / (_BIAS_LIMIT * s_in))
             s = np.maximum(s, _UNDERFLOW * s_out / s_in)
             b_acc = np.round(b / (s_in * s)) + np.round(o_out * s_out / (s_in * s))
-            acc_abs = np.abs(b_acc * s_in * s)
-            acc_abs = acc_abs if w_enc.axis is not None else acc_abs.max(initial=0.0)
-            s = np.maximum(s, acc_abs / (_BIAS_LIMIT * s_in))
+            s = np.maximum(s, np.abs(b_acc * s_in * s) / (_BIAS_LIMIT * s_in))
             s32 = s.astype(np.float32)
+            zp = w_enc.zero_point.astype(np.float32)
             self.encodings[q.name] = encoding_from_range(
-                s32 * np.float32(w_enc.qmin), s32 * np.float32(w_enc.qmax), q.bitwidth, True,
-                axis=w_enc.axis, numerics=self.numerics)
+                s32 * (np.float32(w_enc.qmin) - zp), s32 * (np.float32(w_enc.qmax) - zp),
+                q.bitwidth, w_enc.symmetric, axis=w_enc.axis, numerics=self.numerics,
+                strict=q.strict, unsigned_symmetric=q.unsigned_symmetric)
 
     # ---- simulation -------------------------------------------------------------------------
     def run(self, feeds, *, trace: bool = False, batch_size: int | None = None,
@@ -334,6 +340,12 @@ class QuantSim:
                                      f"channels, parameter has "
                                      f"{node.params[q.param].shape[enc.axis]}")
             else:
+                if q.kind == "input":
+                    node = next((n for n in self.graph.nodes if n.name == q.node), None)
+                    if node is None or not 0 <= (q.input_index or 0) < len(node.inputs):
+                        raise QuantError(f"{source}: input quantizer '{q.name}' refers to input "
+                                         f"{q.input_index} of node '{q.node}', which the graph "
+                                         "lacks")
                 missing = [t for t in q.tensors if t not in tensors]
                 if missing:
                     raise QuantError(f"{source}: quantizer '{q.name}' refers to tensors "
