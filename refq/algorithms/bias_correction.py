@@ -2,8 +2,9 @@
 
 Reference: Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias Correction"
 (ICCV 2019), §4.2 (the biased error and its correction) and §4.2.1 (the data-free expectation from
-batch-norm statistics); AIMET 1.x `bias_correction.correct_bias`, aimet.md §6. AIMET 2.x has no bias
-correction (aimet.md §0.2.11), so there is no 2.42 behaviour to match; refq follows the 1.x algorithm.
+batch-norm statistics); AIMET 1.x `bias_correction.correct_bias`, aimet.md §6. AIMET 2.x has no
+bias correction (aimet.md §0.2.11), so there is no 2.42 behaviour to match; refq follows the 1.x
+algorithm.
 
 Definition
     A conv2d or dense layer computes y = W x + b. With quantized weights W_q it computes
@@ -12,7 +13,8 @@ Definition
         b ← b − E[ỹ − y]                                       per output channel c
     Layers are corrected one by one in topological order, so the input x of a layer already comes
     from the corrected quantized model (earlier corrections affect later layers' inputs). Every
-    conv2d and dense is corrected; a layer without bias gets one.
+    conv2d and dense is corrected; a layer without bias gets one (a layer that is skipped, see
+    Analytical, is left exactly as it was).
 Quantized model
     A QuantSim (`refq.quant.quantsim.QuantSim`) is built on the graph with `config`, `param_bw`,
     `scheme`, `scheme_options`, `numerics` and `detect_prequantized`; only its parameter encodings
@@ -34,7 +36,7 @@ Empirical (mode="empirical"; needs `data`)
     Memory: the calibration set (N samples) is held in float64 together with both paths' live
     activations: peak ≈ 8 bytes · 2 · N · (largest total size of the tensors live at one step of
     the topological order, per sample), plus one op's temporaries; report["peak_live_bytes"]
-    gives the measured value (PP-OCR classifier, N = 64: about 57 MB). `batch_size` evaluates each
+    gives the measured value (PP-OCR classifier, N = 64: 105 MB). `batch_size` evaluates each
     op in chunks of that many samples, which bounds the temporaries but not the live set.
     Bias correction typically uses a few hundred samples.
 Analytical (mode="analytical"; data-free where the rule below holds)
@@ -45,7 +47,9 @@ Analytical (mode="analytical"; data-free where the rule below holds)
     σ = |γ_c|, E[x_c] is the mean of a normal clipped to [lo, hi] (`clipped_normal_mean`):
         no activation   E[x] = β
         relu            E[x] = β(1 − Φ(−β/σ)) + σ φ(−β/σ)
-        relu6, clip(0,b) E[x] = σ(φ(−β/σ) − φ((b−β)/σ)) + β(Φ((b−β)/σ) − Φ(−β/σ)) + b(1 − Φ((b−β)/σ))
+        relu6 (b = 6), clip(0, b)
+                        E[x] = σ(φ(−β/σ) − φ((b−β)/σ)) + β(Φ((b−β)/σ) − Φ(−β/σ))
+                               + b(1 − Φ((b−β)/σ))
     (general clip(lo, hi): lo Φ(α) + hi(1 − Φ(ω)) + β(Φ(ω) − Φ(α)) + σ(φ(α) − φ(ω)), α = (lo−β)/σ,
     ω = (hi−β)/σ; σ = 0 gives clip(β, lo, hi)). ε = Σ_{kh,kw}(W_q − W) as [out, in/groups]
     (dense: W_q − W), e_o = Σ_i ε[o, i] E[x_{g(o)·Cg + i}] (groups == 1: ε·E[x]; depthwise: the
@@ -70,13 +74,17 @@ Output
     A new graph (the input is never mutated) whose corrected biases are float64, the reference
     precision (rounding them to float32 would leave a residual mean error up to half an ulp of the
     bias). graph.meta["folded_bn"] is left unchanged: it describes the float model's statistics,
-    which the corrected quantized model reproduces in expectation. Weight encodings of a QuantSim
-    built later on the corrected graph are the same, except where AIMET's overflow protection
-    (which depends on the bias and the activation encodings) re-snaps a weight scale.
+    which the corrected quantized model reproduces in expectation. The weight encodings used are
+    those of `QuantSim.compute_param_encodings` (no calibration, hence no overflow protection); a
+    QuantSim later calibrated on the corrected graph re-snaps conv/dense weight scales (AIMET's
+    overflow protection, which depends on the bias and the activation encodings, §0.2.5) and may
+    move a scale by a float32 rounding (PP-OCR classifier, per-tensor and per-channel: no scale
+    and no quantized weight differs).
 Errors
-    QuantError: unknown mode; empirical without data, or data with no samples; NaN/Inf in the data;
-    analytical without data when no layer satisfies the rule ("BN statistics missing: ..."); malformed
-    graph.meta["folded_bn"]. InputError: data that does not match the graph's inputs, bad batch_size.
+    QuantError: unknown mode; empirical without data, or data with no samples; NaN/Inf in the
+    data; analytical without data when no layer satisfies the rule ("BN statistics missing: ...");
+    malformed graph.meta["folded_bn"]. InputError: data that does not match the graph's inputs,
+    bad batch_size.
 """
 from __future__ import annotations
 
@@ -116,6 +124,8 @@ def clipped_normal_mean(beta, gamma, lo=-np.inf, hi=np.inf) -> np.ndarray:
     beta = np.asarray(beta, dtype=np.float64)
     sigma = np.abs(np.asarray(gamma, dtype=np.float64))
     beta, sigma = np.broadcast_arrays(beta, sigma)
+    shape = beta.shape
+    beta, sigma = beta.ravel(), sigma.ravel()
     lo, hi = float(lo), float(hi)
     if not lo <= hi:
         raise QuantError(f"clipped_normal_mean: need lo <= hi, got lo={lo} hi={hi}")
@@ -135,7 +145,7 @@ def clipped_normal_mean(beta, gamma, lo=-np.inf, hi=np.inf) -> np.ndarray:
         cdf_w, pdf_w = special.ndtr(w), stats.norm.pdf(w)
         hi_term = hi * (1.0 - cdf_w)
     out[pos] = lo_term + hi_term + mu * (cdf_w - cdf_a) + s * (pdf_a - pdf_w)
-    return out
+    return out.reshape(shape)
 
 
 def _activation_bounds(node) -> tuple:
@@ -183,7 +193,8 @@ def _own_padding(node, shapes) -> bool:
 
 
 def _analytical_source(graph, node, producers, shapes):
-    """(info, None) when `node` satisfies the data-free rule (module docstring), else (None, why)."""
+    """(info, None) when `node` satisfies the data-free rule (module docstring), else (None, why).
+    """
     recorded = graph.meta.get("folded_bn") or {}
     t = node.inputs[0]
     path, act = [], None
@@ -201,8 +212,9 @@ def _analytical_source(graph, node, producers, shapes):
     if p.op in CORRECTED_OPS and p.name in recorded:
         beta, gamma = _stats_of(graph, p)
         lo, hi = _activation_bounds(act)
-        through = ", ".join(n.op for n in reversed(path)) if path else "no activation"
-        reason = f"analytical: input from bn-folded {p.op} '{p.name}' through {through}"
+        through = ("through " + ", ".join(n.op for n in reversed(path))) if path \
+            else "directly (no activation)"
+        reason = f"analytical: input from bn-folded {p.op} '{p.name}' {through}"
         borders = []
         if any(n.op == "zero_pad2d" for n in path):
             borders.append("zero_pad2d")
@@ -216,6 +228,9 @@ def _analytical_source(graph, node, producers, shapes):
     if p.op in CORRECTED_OPS:
         return None, (f"its input comes from {p.op} '{p.name}', which has no recorded BN "
                       "statistics (graph.meta['folded_bn'])")
+    if p.op in _ACTIVATIONS:
+        return None, (f"its input passes through two activations ('{p.name}' and "
+                      f"'{act.name}'); the data-free rule allows one")
     return None, (f"its input comes from '{p.name}' ({p.op}); the data-free rule needs a "
                   "bn-folded conv2d/dense followed only by relu/relu6/clip and "
                   "zero_pad2d/identity")
@@ -247,7 +262,7 @@ def _calibration_feeds(graph: Graph, data) -> dict:
                 raise QuantError(f"bias correction data, batch {k}: input '{name}' holds NaN or "
                                  f"Inf (first at index {bad}); clean the calibration data")
             parts.setdefault(name, []).append(x)
-    feeds = {name: np.concatenate(xs, axis=0).astype(np.float64) for name, xs in parts.items()}
+    feeds = {name: np.concatenate(xs, axis=0, dtype=np.float64) for name, xs in parts.items()}
     if not feeds or next(iter(feeds.values())).shape[0] == 0:
         raise QuantError("bias correction: the calibration data holds no samples; give at least "
                          "one non-empty batch")
@@ -274,8 +289,9 @@ def _live_bytes(*dicts) -> int:
     return sum(seen.values())
 
 
-def _pass(g, order, feeds, float_params, quant_params, corrections, batch_size, quiet):
-    """The node-by-node pass of the module docstring. Sets the biases of `g` (a private copy).
+def _pass(order, feeds, float_params, quant_params, corrections, batch_size, quiet):
+    """The node-by-node pass of the module docstring. Sets the biases of the nodes of `order`
+    (nodes of the private copy).
 
     corrections: {node: analytical e} for the analytically corrected layers; every other
     conv2d/dense is corrected empirically. Returns ({node: (before, applied, after)}, peak bytes).
@@ -283,6 +299,7 @@ def _pass(g, order, feeds, float_params, quant_params, corrections, batch_size, 
     last_use = {t: i for i, n in enumerate(order) for t in n.inputs}
     vf = dict(feeds)
     vq = dict(feeds)  # the same arrays: the paths agree until the first quantized parameter
+    feeds.clear()  # our own float64 copy: let the input go after its last consumer
     peak = _live_bytes(vf, vq)
     out = {}
     for i, node in enumerate(progress(order, total=len(order), desc="bias correction",
@@ -294,14 +311,14 @@ def _pass(g, order, feeds, float_params, quant_params, corrections, batch_size, 
         if node.op in CORRECTED_OPS:
             wq = quant_params[node.name]["weight"]
             acc = _apply(op, xq, {"weight": wq}, node.attrs, batch_size)  # W_q x̃, no bias
-            b_old = g.node(node.name).params["bias"]
+            b_old = node.params["bias"]
             before = _channel_mean((acc + b_old) - yf)
             applied = corrections.get(node.name, before)
             b_new = b_old - applied
             acc += b_new
             yq = acc
             after = _channel_mean(yq - yf)
-            g.node(node.name).params["bias"] = b_new
+            node.params["bias"] = b_new
             out[node.name] = (before, applied, after)
         elif node.name not in quant_params and all(a is b for a, b in zip(xf, xq)):
             yq = yf
@@ -327,7 +344,8 @@ def correct_bias(graph: Graph, data=None, *, mode: str = "empirical", config=Non
                  param_bw: int = 8, scheme: str = "minmax", scheme_options: dict | None = None,
                  numerics: EncodingNumerics = AIMET_V2, detect_prequantized: bool = True,
                  batch_size: int | None = None, quiet: bool = True) -> tuple:
-    """Bias-correct every conv2d/dense of `graph`; return (new graph, report). See the module docstring.
+    """Bias-correct every conv2d/dense of `graph`; return (new graph, report); see the module
+    docstring.
 
     data: calibration inputs — an array (single-input graph), a dict {input: array}, or an
       iterable of either (batches); required for mode="empirical", optional for "analytical".
@@ -345,11 +363,13 @@ def correct_bias(graph: Graph, data=None, *, mode: str = "empirical", config=Non
     "skipped"), "reason", "bias_added", "weight_quantized", "correction" (per output channel, the
     value subtracted from the bias; for empirical layers the mean error before), "mean_error_before"
     and "mean_error_after" (measured on the data, None without it), "max_abs_error_after", and for
-    analytical layers "source", "activation", "bounds" and "expected_input" (E[x] per input channel).
+    analytical layers "source", "activation", "bounds" and "expected_input" (E[x] per input
+    channel).
     """
     if mode not in _MODES:
         raise QuantError(f"correct_bias: mode must be one of {list(_MODES)}, got {mode!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+    if batch_size is not None and (isinstance(batch_size, (bool, np.bool_))
+                                   or not isinstance(batch_size, (int, np.integer))
                                    or batch_size <= 0):
         raise InputError(f"correct_bias: batch_size must be a positive integer or None, "
                          f"got {batch_size!r}")
@@ -414,8 +434,9 @@ def correct_bias(graph: Graph, data=None, *, mode: str = "empirical", config=Non
                                                   info["expected_input"])
 
     measured, peak = {}, 0
-    if feeds is not None:
-        measured, peak = _pass(g, order, feeds, float_params, quant_params, corrections,
+    samples = 0 if feeds is None else int(next(iter(feeds.values())).shape[0])
+    if feeds is not None and layers:
+        measured, peak = _pass(order, feeds, float_params, quant_params, corrections,
                                batch_size, quiet)
     else:
         for name, e in corrections.items():
@@ -450,12 +471,12 @@ def correct_bias(graph: Graph, data=None, *, mode: str = "empirical", config=Non
     report = {
         "algorithm": "bias_correction",
         "mode": mode,
-        "settings": {"config": sim.config_source, "param_bw": param_bw, "scheme": scheme,
+        "settings": {"config": sim.config_source, "param_bw": sim.param_bw, "scheme": scheme,
                      "scheme_options": dict(scheme_options or {}), "numerics": numerics_json,
                      "detect_prequantized": detect_prequantized,
                      "activation_quantization": False, "compute_dtype": "float64",
-                     "batch_size": batch_size},
-        "samples": 0 if feeds is None else int(next(iter(feeds.values())).shape[0]),
+                     "batch_size": None if batch_size is None else int(batch_size)},
+        "samples": samples,
         "peak_live_bytes": int(peak),
         "corrected": [e["node"] for e in entries if e["mode"] != "skipped"],
         "skipped": [e["node"] for e in entries if e["mode"] == "skipped"],
