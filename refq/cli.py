@@ -7,6 +7,10 @@
     refq quantize MODEL.refq.h5 --calib CALIB.npy -o Q.refq.h5 [--config CFG | --per-channel]
              [--scheme minmax|tf_enhanced|percentile|sqnr|mse] [--param-bw 8] [--act-bw 8]
              [--encodings OUT.encodings] [--load-encodings AIMET.encodings] [--batch-size N]
+             [--fold-bn] [--cle [--relu6-to-relu] [--through-se] [--no-high-bias]]
+             [--bias-correction empirical|analytical] [--report DFQ.json]
+    refq equalize MODEL.refq.h5 -o EQ.refq.h5 [--report CLE.json] [--relu6-to-relu]
+             [--through-se] [--no-high-bias]
     refq report Q.refq.h5 --data X.npy [--json REPORT.json] [--top N] [--batch-size N]
     refq demo [--quiet]
 
@@ -109,22 +113,37 @@ def cmd_quantize(args):
     if args.calib is None and args.load_encodings is None:
         raise InputError("give calibration data (--calib) or an AIMET encodings file "
                          "(--load-encodings)")
+    if args.bias_correction == "empirical" and args.calib is None:
+        raise InputError("--bias-correction empirical needs calibration data (--calib)")
     graph = load(args.model)
+    names = [s.name for s in graph.inputs]
     options = {} if args.percentile is None else {"percentile": args.percentile}
-    sim = QuantSim(graph, args.config or ("per_channel" if args.per_channel else "per_tensor"),
-                   param_bw=args.param_bw, act_bw=args.act_bw, scheme=args.scheme,
+    config = args.config or ("per_channel" if args.per_channel else "per_tensor")
+    report = None
+    if args.fold_bn or args.cle or args.bias_correction:
+        from .algorithms import prepare
+
+        data = None if args.calib is None else iter_batches(args.calib, names, args.batch_size)
+        graph, report = prepare(
+            graph, fold_bn=args.fold_bn, cle=args.cle, relu6_to_relu=args.relu6_to_relu,
+            absorb_high_bias=not args.no_high_bias, through_squeeze_excite=args.through_se,
+            bias_correction=args.bias_correction, data=data, config=config,
+            param_bw=args.param_bw, scheme=args.scheme, scheme_options=options,
+            batch_size=args.batch_size, quiet=args.quiet)
+    sim = QuantSim(graph, config, param_bw=args.param_bw, act_bw=args.act_bw, scheme=args.scheme,
                    scheme_options=options)
     if args.load_encodings:
         from .exporters.aimet_encodings import load_aimet_encodings
 
         sim = load_aimet_encodings(sim, args.load_encodings)
     else:
-        names = [s.name for s in graph.inputs]
         sim.compute_encodings(iter_batches(args.calib, names, args.batch_size), quiet=args.quiet)
     if args.encodings:
         from .exporters.aimet_encodings import export_aimet_encodings
 
         export_aimet_encodings(sim, args.encodings, version=args.encodings_version)
+    if args.report is not None:
+        _write_json(args.report, report or {})
     sim.save(args.output)
     if not args.quiet:
         p = sim.placement
@@ -132,6 +151,30 @@ def cmd_quantize(args):
               f"{p['param_quantizers']} parameter quantizers, {len(p['supergroups'])} supergroups, "
               f"{len(p['shared'])} shared -> {args.output}"
               + (f"; AIMET encodings {args.encodings}" if args.encodings else ""))
+
+
+def _write_json(path, doc):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+
+
+def cmd_equalize(args):
+    from .algorithms import prepare
+    from .model_io import load, save
+
+    graph, report = prepare(load(args.model), fold_bn=True, cle=True,
+                            relu6_to_relu=args.relu6_to_relu,
+                            absorb_high_bias=not args.no_high_bias,
+                            through_squeeze_excite=args.through_se)
+    if args.report:
+        _write_json(args.report, report)
+    save(graph, args.output)
+    if not args.quiet:
+        folded = len(report["bn_fold"].get("folded", []))
+        cle = report["cle"]
+        print(f"equalized {args.model}: {folded} batch norms folded, "
+              f"{len(cle.get('sets', []))} equalization sets -> {args.output}")
 
 
 def cmd_report(args):
@@ -143,9 +186,7 @@ def cmd_report(args):
     names = [s.name for s in sim.graph.inputs]
     report = quant_report(sim, iter_batches(args.data, names, args.batch_size), quiet=args.quiet)
     if args.json:
-        with atomic_path(args.json) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(report, f, indent=1)
+        _write_json(args.json, report)
     print(format_report(report, top=args.top))
 
 
@@ -153,6 +194,14 @@ def cmd_demo(args):
     from .demo import main
 
     main(quiet=args.quiet)
+
+
+def _equalize_options(s):
+    s.add_argument("--relu6-to-relu", action="store_true",
+                   help="replace ReLU6 by ReLU so CLE can pass it (AIMET <= 2.3; changes the model)")
+    s.add_argument("--through-se", action="store_true",
+                   help="let CLE pass squeeze-excitation blocks (a refq extension)")
+    s.add_argument("--no-high-bias", action="store_true", help="skip high-bias absorption")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--encodings-version", default="1.0.0", choices=["0.6.1", "1.0.0"])
     s.add_argument("--load-encodings", help="take encodings from an AIMET encodings file")
     s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--fold-bn", action="store_true", help="fold batch norms first")
+    s.add_argument("--cle", action="store_true",
+                   help="cross-layer equalization with high-bias absorption (folds BN first)")
+    s.add_argument("--bias-correction", choices=["empirical", "analytical"],
+                   help="correct the mean output error of weight quantization")
+    s.add_argument("--report", help="write the BN fold / CLE / bias correction report (JSON)")
+    _equalize_options(s)
     s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("equalize", help="fold batch norms and equalize across layers")
+    s.add_argument("model")
+    s.add_argument("-o", "--output", required=True, help="output .refq.h5")
+    s.add_argument("--report", help="write the fold and equalization report (JSON)")
+    _equalize_options(s)
+    s.set_defaults(func=cmd_equalize)
 
     s = sub.add_parser("report", help="per-quantizer SQNR report of a quantized model")
     s.add_argument("model")

@@ -3,8 +3,11 @@
 - `fold_batch_norms` (bn_fold): fold batch_norm into the neighbouring conv2d/dense.
 - `equalize` (cle): cross-layer equalization with high-bias absorption.
 - `correct_bias` (bias_correction): empirical and analytical bias correction.
+- `prepare` (dfq): the three in order, as data-free quantization runs them.
 """
+from .bias_correction import correct_bias
 from .bn_fold import fold_batch_norms
 from .cle import equalize
+from .dfq import prepare
 
-__all__ = ["fold_batch_norms", "equalize"]
+__all__ = ["fold_batch_norms", "equalize", "correct_bias", "prepare"]
