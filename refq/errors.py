@@ -2,7 +2,7 @@
 
 __all__ = [
     "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
-    "UnsupportedLayerError", "InputError", "QuantError",
+    "UnsupportedLayerError", "InputError", "QuantError", "FixedPointError",
 ]
 
 
@@ -36,3 +36,8 @@ class InputError(RefqError):
 
 class QuantError(RefqError):
     """A quantization request is invalid: bad bitwidth or grid, NaN/Inf ranges, no calibration data."""
+
+
+class FixedPointError(RefqError):
+    """An integer (fixed-point) primitive got values outside its stated preconditions, an invalid
+    real multiplier (negative, NaN, infinite, out of a target's range), or an unknown profile/scheme."""
