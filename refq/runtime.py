@@ -53,7 +53,14 @@ def _check_feeds(graph: Graph, feeds) -> dict:
     return out
 
 
-def _forward_chunk(order, last_use, params, feeds, dtype, outputs, trace, on_tensor, on_input):
+def _as_compute(v, dtype):
+    """Floating-point parameters in the compute dtype; integer parameters (integer graphs) as int64."""
+    v = np.asarray(v)
+    return v.astype(dtype) if v.dtype.kind == "f" else v.astype(np.int64)
+
+
+def _forward_chunk(order, last_use, params, feeds, dtype, outputs, trace, on_tensor, on_input,
+                   call):
     values = {k: v.astype(dtype, copy=False) for k, v in feeds.items()}
     if on_tensor is not None:
         values = {k: on_tensor(k, v) for k, v in values.items()}
@@ -62,7 +69,8 @@ def _forward_chunk(order, last_use, params, feeds, dtype, outputs, trace, on_ten
         xs = [values[t] for t in node.inputs]
         if on_input is not None:
             xs = [on_input(node.name, k, x) for k, x in enumerate(xs)]
-        y = op.forward(xs, params[node.name], node.attrs)
+        y = op.forward(xs, params[node.name], node.attrs) if call is None else \
+            call(node, op, xs, params[node.name])
         if on_tensor is not None:
             y = on_tensor(node.outputs[0], y)
         values[node.outputs[0]] = y
@@ -74,7 +82,8 @@ def _forward_chunk(order, last_use, params, feeds, dtype, outputs, trace, on_ten
 
 
 def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: int | None = None,
-        quiet: bool = True, params: dict | None = None, on_tensor=None, on_input=None) -> dict:
+        quiet: bool = True, params: dict | None = None, on_tensor=None, on_input=None,
+        call=None) -> dict:
     """Run `graph` on `feeds` ({input name: array}, or one array for a single-input graph).
 
     Returns {output name: array}; with trace=True, every tensor of the graph by name (inputs,
@@ -89,6 +98,9 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
       produced; what it returns is what consumers (and the trace) see.
     on_input(node name, input index, array) -> array: called on each input as one node reads it;
       what it returns is seen by that node only.
+    call(node, op, inputs, params) -> array: replaces `op.forward(inputs, params, node.attrs)`
+      (the integer runtime uses it to collect accumulator statistics per node).
+Integer parameters (integer graphs) are passed to ops as int64; floating ones in `dtype`.
     """
     dtype = np.dtype(dtype).type
     if dtype not in (np.float64, np.float32):
@@ -98,8 +110,8 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
     order = graph.topological_order()
     last_use = {t: i for i, n in enumerate(order) for t in n.inputs}
     override = params or {}
-    params = {n.name: {k: np.asarray(v).astype(dtype)
-                       for k, v in override.get(n.name, n.params).items()} for n in order}
+    params = {n.name: {k: _as_compute(v, dtype) for k, v in override.get(n.name, n.params).items()}
+              for n in order}
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     if batch_size is not None and batch_size <= 0:
         raise InputError(f"run: batch_size must be positive, got {batch_size}")
@@ -109,7 +121,7 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
     for s in progress(starts, total=len(starts), desc="run", quiet=quiet):
         part = {k: v[s:s + step] for k, v in feeds.items()}
         chunks.append(_forward_chunk(order, last_use, params, part, dtype, graph.outputs, trace,
-                                     on_tensor, on_input))
+                                     on_tensor, on_input, call))
     if len(chunks) == 1:
         return chunks[0]
     return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}

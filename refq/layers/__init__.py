@@ -14,10 +14,21 @@ for _module in (conv, dense, normalization, activations, pooling, elementwise, s
         REGISTRY[_op.name] = _op
 
 
+INTEGER_PREFIX = "int_"
+
+
 def get_op(name: str, where: str = "") -> Op:
-    """The registered op called `name`; GraphError naming `where` if there is none."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
+    """The registered op called `name`; GraphError naming `where` if there is none.
+
+    Float ops live in this package; integer kernels (`int_*`, the integer accelerator model) in
+    `refq.fixedpoint.kernels`, imported on first use."""
+    op = REGISTRY.get(name)
+    if op is None and name.startswith(INTEGER_PREFIX):
+        from ..fixedpoint.kernels import INT_REGISTRY
+
+        op = INT_REGISTRY.get(name)
+    if op is None:
         prefix = f"{where}: " if where else ""
-        raise GraphError(f"{prefix}unknown op '{name}'; known ops: {', '.join(sorted(REGISTRY))}") from None
+        raise GraphError(f"{prefix}unknown op '{name}'; known ops: {', '.join(sorted(REGISTRY))} "
+                         f"and the integer kernels {INTEGER_PREFIX}*")
+    return op

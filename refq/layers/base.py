@@ -98,6 +98,8 @@ class Op:
     param_shapes(in_shapes, attrs) -> {name: expected shape} for the parameters present; checked on
       validation. Only required for ops with parameters.
     macs(in_shapes, out_shape, attrs, params) -> multiply-accumulates per batch element.
+    accumulate(inputs, params, attrs) -> (output, largest |accumulator|): for integer kernels
+      with an accumulator, the forward that also reports it (None elsewhere).
     """
 
     name: str
@@ -108,6 +110,7 @@ class Op:
     params: dict = field(default_factory=dict)
     param_shapes: Callable = _no_params
     macs: Callable = _no_macs
+    accumulate: Callable | None = None
 
     def check_arity(self, n: int, where: str):
         if isinstance(self.num_inputs, int):
