@@ -110,6 +110,11 @@ def cmd_quantize(args):
 
     if args.config and args.per_channel:
         raise InputError("give either --config or --per-channel, not both")
+    if args.calib is not None and args.load_encodings is not None:
+        raise InputError("give either --calib (calibrate) or --load-encodings (take AIMET's "
+                         "encodings), not both")
+    if args.percentile is not None and args.scheme != "percentile":
+        raise InputError("--percentile applies to --scheme percentile only")
     if args.calib is None and args.load_encodings is None:
         raise InputError("give calibration data (--calib) or an AIMET encodings file "
                          "(--load-encodings)")

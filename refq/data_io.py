@@ -66,4 +66,13 @@ def iter_batches(path: str, input_names: list, batch_size: int | None = None):
         n = len(next(iter(feeds.values())))
         step = batch_size or max(n, 1)
         for s in range(0, n, step):
-            yield {k: np.asarray(v[s:s + step]) for k, v in feeds.items()}
+            yield SourcedBatch({k: np.asarray(v[s:s + step]) for k, v in feeds.items()}, src)
+
+
+class SourcedBatch(dict):
+    """A batch {input name: array} that remembers the file it was read from (`source`), so that
+    an error about it can name the file."""
+
+    def __init__(self, feeds: dict, source: str):
+        super().__init__(feeds)
+        self.source = source

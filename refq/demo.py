@@ -107,27 +107,70 @@ def _accuracy(sim, x, y, quiet):
     return float((probs[sim.graph.outputs[0]].argmax(axis=1) == y).mean())
 
 
-def _quantized(graph, x, y, quiet) -> dict:
+def _simulate(graph, config, x, y, calib, quiet, param_bw=8):
     from .quant.quantsim import QuantSim
+
+    sim = QuantSim(graph, config, param_bw=param_bw, act_bw=8)
+    sim.compute_encodings(calib, batch_size=100, quiet=quiet)
+    return sim, _accuracy(sim, x, y, quiet)
+
+
+def _quantized(graph, x, y, quiet) -> dict:
+    from .algorithms import fold_batch_norms
     from .report import format_report, quant_report
 
     calib = load_calibration_set()
-    print(f"\nW8A8 quantization simulation (AIMET 2.42 numerics, minmax, calibrated on "
-          f"{len(calib)} unlabelled lines)")
-    out = {}
+    folded, _ = fold_batch_norms(graph)
+    print(f"\nW8A8 quantization simulation (AIMET 2.42 numerics and placement, minmax, BN folded, "
+          f"calibrated on {len(calib)} unlabelled lines)")
+    out = {"calibration_lines": len(calib)}
     sims = {}
     for config in ("per_tensor", "per_channel"):
         t0 = time.perf_counter()
-        sim = QuantSim(graph, config).compute_encodings(calib, batch_size=100, quiet=quiet)
-        acc = _accuracy(sim, x, y, quiet)
+        sims[config], acc = _simulate(folded, config, x, y, calib, quiet)
         out[f"w8a8_{config}_accuracy"] = acc
-        sims[config] = sim
-        print(f"  {config.replace('_', '-'):12s} accuracy {acc:.1%}   "
-              f"({sim.placement['activation_quantizers']} activation + "
-              f"{sim.placement['param_quantizers']} weight quantizers, "
+        p = sims[config].placement
+        print(f"  {config.replace('_', '-'):12s} accuracy {acc:.1%}   ({p['activation_quantizers']} "
+              f"activation + {p['param_quantizers']} weight quantizers, "
               f"{time.perf_counter() - t0:.1f} s)")
     report = quant_report(sims["per_tensor"], x[:200], batch_size=100)
     out["worst_quantizers"] = [r["quantizer"] for r in report["quantizers"][:5]]
     print("\nfive worst quantizers, per-tensor W8A8 (first 200 test lines):")
     print("\n".join("  " + line for line in format_report(report, top=5).splitlines()))
+    out["data_free"] = _data_free_table(graph, x, y, calib, quiet,
+                                        {8: (out["w8a8_per_tensor_accuracy"],
+                                             out["w8a8_per_channel_accuracy"])})
     return out
+
+
+DFQ_COLUMNS = ("naive", "bn_fold", "cle", "bias_correction", "per_channel")
+
+
+def _data_free_table(graph, x, y, calib, quiet, known: dict) -> dict:
+    """Per-tensor WbA8 accuracy: naive (BN kept as a float op, the simulation AIMET gives an
+    unfolded model), + BN fold, + CLE (through squeeze-excitation), + empirical bias correction,
+    and per-channel (BN folded) for comparison."""
+    from .algorithms import prepare
+
+    print("\ndata-free quantization, per-tensor weights, 8-bit activations (accuracy on "
+          f"{len(y)} lines)")
+    head = f"  {'':6s}" + "".join(f"{c:>17s}" for c in
+                                   ("naive", "+ BN fold", "+ CLE", "+ bias corr.", "per-channel"))
+    print(head)
+    folded, _ = prepare(graph, fold_bn=True)
+    equalized, _ = prepare(graph, cle=True, through_squeeze_excite=True)
+    table = {}
+    for bw in (8, 6, 5):
+        row = {"naive": _simulate(graph, "per_tensor", x, y, calib, quiet, bw)[1]}
+        if bw in known:
+            row["bn_fold"], row["per_channel"] = known[bw]
+        else:
+            row["bn_fold"] = _simulate(folded, "per_tensor", x, y, calib, quiet, bw)[1]
+            row["per_channel"] = _simulate(folded, "per_channel", x, y, calib, quiet, bw)[1]
+        row["cle"] = _simulate(equalized, "per_tensor", x, y, calib, quiet, bw)[1]
+        corrected, _ = prepare(equalized, bias_correction="empirical", data=calib,
+                               config="per_tensor", param_bw=bw)
+        row["bias_correction"] = _simulate(corrected, "per_tensor", x, y, calib, quiet, bw)[1]
+        table[f"W{bw}A8"] = row
+        print(f"  W{bw}A8 " + "".join(f"{100 * row[c]:16.1f}%" for c in DFQ_COLUMNS))
+    return table

@@ -5,13 +5,15 @@ For every quantizer, streamed over the data batch by batch:
   x̂ = qdq(x); parameters: x = the weight, x̂ = qdq(w). SQNR = 10·log10(Σx² / Σ(x − x̂)²) dB.
 - cumulative SQNR: everything on. x̂ = the simulated run's tensor at the same place, against the float
   run's tensor (what the network has accumulated up to there). Model outputs are listed too.
-- rmse/scale: sqrt(mean((x − qdq(x))²)) / scale. Rounding alone gives 1/√12 ≈ 0.289 (uniform error
+- rmse/scale: sqrt(mean((x − qdq(x))²)) / scale (per-channel weights: the error in grid steps,
+  sqrt(mean(((x − qdq(x))/scale_c)²))). Rounding alone gives 1/√12 ≈ 0.289 (uniform error
   over one step); clipping or a grid much coarser than the data's detail pushes it up, a tensor
   whose values sit on few grid points pulls it down.
 - clipped: the fraction of values beyond the grid's ends by more than half a step.
 - per-channel weight SQNR (and its minimum) for per-channel and per-tensor weights alike.
 The float reference runs in the simulation's dtype (float32 for AIMET numerics). Quantizers are
-listed worst first (lowest local SQNR). An exact quantizer (no error) reports SQNR None.
+listed worst first (lowest local SQNR). SQNR is None when there is no error ("exact") or when the
+float tensor is all zero (SQNR undefined); the table tells the two apart.
 """
 from __future__ import annotations
 
@@ -29,10 +31,9 @@ IDEAL_RMSE_OVER_SCALE = 1 / math.sqrt(12)
 
 
 def _sqnr(signal: float, noise: float):
-    if noise == 0:
+    """SQNR in dB; None when there is no noise ("exact") or no signal (undefined)."""
+    if noise == 0 or signal == 0:
         return None
-    if signal == 0:
-        return -math.inf
     return 10 * math.log10(signal / noise)
 
 
@@ -120,7 +121,7 @@ def quant_report(sim, data, batch_size: int | None = None, quiet: bool = True) -
             row.update(tensors=[f"{q.node}/{q.param}"],
                        local_sqnr_db=_sqnr(float(sig_c.sum()), float(noise_c.sum())),
                        cumulative_sqnr_db=None,
-                       rmse_over_scale=float(np.mean(np.sqrt(noise_c / rw.shape[1]) / scales)),
+                       rmse_over_scale=math.sqrt(float(np.sum(noise_c / scales ** 2)) / rw.size),
                        clipped_fraction=clipped / rw.size,
                        channel_sqnr_db=ch, min_channel_sqnr_db=min(finite) if finite else None,
                        scale=float(np.min(enc.scale)))
@@ -131,33 +132,37 @@ def quant_report(sim, data, batch_size: int | None = None, quiet: bool = True) -
                 continue
             sig, loc = sum(x.sig for x in a), sum(x.local for x in a)
             n, clipped = sum(x.n for x in a), sum(x.clipped for x in a)
-            row.update(tensors=list(q.tensors), local_sqnr_db=_sqnr(sig, loc),
+            row.update(tensors=list(q.tensors), zero_signal=sig == 0, local_sqnr_db=_sqnr(sig, loc),
                        cumulative_sqnr_db=_sqnr(sig, sum(x.cum for x in a)),
                        rmse_over_scale=math.sqrt(loc / max(n, 1)) / float(enc.scale),
                        clipped_fraction=clipped / max(n, 1), scale=float(enc.scale))
         rows.append(row)
     rows.sort(key=lambda r: math.inf if r["local_sqnr_db"] is None else r["local_sqnr_db"])
-    out_rows = [{"tensor": t, "cumulative_sqnr_db": _sqnr(a.sig, a.cum)} for t, a in outputs.items()]
+    out_rows = [{"tensor": t, "zero_signal": a.sig == 0, "cumulative_sqnr_db": _sqnr(a.sig, a.cum)}
+                for t, a in outputs.items()]
     return {"batches": batches, "ideal_rmse_over_scale": IDEAL_RMSE_OVER_SCALE,
             "outputs": out_rows,
             "top1_agreement": agree / total if total else None,
             "quantizers": rows}
 
 
-def _db(v):
-    return "exact" if v is None else f"{v:.1f}"
+def _db(v, zero_signal=False):
+    if v is None:
+        return "n/a" if zero_signal else "exact"
+    return f"{v:.1f}"
 
 
 def format_report(report: dict, top: int | None = None) -> str:
     """A readable table of `quant_report` output, worst quantizers first."""
-    rows = report["quantizers"][:top] if top else report["quantizers"]
+    rows = report["quantizers"] if top is None else report["quantizers"][:top]
     head = ["quantizer", "kind", "grid", "local dB", "cumul. dB", "rmse/scale", "clipped",
             "min ch dB"]
     body = []
     for r in rows:
         grid = f"{'s' if r['symmetric'] else 'a'}{r['bitwidth']}{'/ch' if r['per_channel'] else ''}"
-        body.append([r["quantizer"], r["kind"], grid, _db(r["local_sqnr_db"]),
-                     "-" if r["kind"] == "param" else _db(r["cumulative_sqnr_db"]),
+        zero = r.get("zero_signal", False)
+        body.append([r["quantizer"], r["kind"], grid, _db(r["local_sqnr_db"], zero),
+                     "-" if r["kind"] == "param" else _db(r["cumulative_sqnr_db"], zero),
                      f"{r['rmse_over_scale']:.3f}", f"{100 * r['clipped_fraction']:.2f}%",
                      _db(r.get("min_channel_sqnr_db")) if r["kind"] == "param" else "-"])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
@@ -168,10 +173,12 @@ def format_report(report: dict, top: int | None = None) -> str:
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     lines = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
-    outs = ", ".join(f"{o['tensor']} {_db(o['cumulative_sqnr_db'])} dB" for o in report["outputs"])
+    outs = ", ".join(f"{o['tensor']} {_db(o['cumulative_sqnr_db'], o['zero_signal'])} dB"
+                     for o in report["outputs"])
     lines.append(f"outputs: {outs}" + (f"; top-1 agreement with float "
                                        f"{100 * report['top1_agreement']:.1f}%"
                                        if report["top1_agreement"] is not None else ""))
     lines.append(f"rmse/scale is {IDEAL_RMSE_OVER_SCALE:.3f} (1/sqrt(12)) for pure rounding noise; "
-                 "larger values mean clipping or a coarse grid.")
+                 "larger values mean clipping or a coarse grid. SQNR 'exact': no error; "
+                 "'n/a': the float tensor is all zero.")
     return "\n".join(lines)

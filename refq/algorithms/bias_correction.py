@@ -456,7 +456,7 @@ def correct_bias(graph: Graph, data=None, *, mode: str = "empirical", config=Non
                  "max_abs_error_after": None if after is None else float(np.max(np.abs(after)))}
         if info is not None:
             entry.update(source=info["source"], activation=info["activation"],
-                         bounds=[float(b) for b in info["bounds"]],
+                         bounds=[float(b) if np.isfinite(b) else None for b in info["bounds"]],
                          expected_input=_floats(info["expected_input"]))
         if kind == "skipped":  # nothing changed: drop the zero bias added for it
             if n.name in added:

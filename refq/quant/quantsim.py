@@ -191,16 +191,21 @@ class QuantSim:
         seen = 0
         for k, feeds in enumerate(progress(iterate_batches(data, self.graph, batch_size),
                                            desc="calibration", quiet=quiet)):
+            src = getattr(feeds, "source", None)
+            where = f"calibration batch {k}" + (f" (from {src})" if src else "")
             for name, x in feeds.items():
                 x = np.asarray(x)
                 if x.size == 0:
-                    raise QuantError(f"calibration batch {k}: input '{name}' is empty")
+                    raise QuantError(f"{where}: input '{name}' is empty")
                 if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
                     bad = np.argwhere(~np.isfinite(x))[0].tolist()
-                    raise QuantError(f"calibration batch {k}: input '{name}' holds NaN or Inf "
+                    raise QuantError(f"{where}: input '{name}' holds NaN or Inf "
                                      f"(first at index {bad}); clean the calibration data")
-            run_graph(self.graph, feeds, dtype=self.numerics.dtype.type, params=params,
-                      on_tensor=observe, on_input=observe_input)
+            try:
+                run_graph(self.graph, feeds, dtype=self.numerics.dtype.type, params=params,
+                          on_tensor=observe, on_input=observe_input)
+            except InputError as e:
+                raise InputError(f"{where}: {e}") from None
             seen += 1
         if not seen:
             raise QuantError("compute_encodings: the calibration data holds no batch; give at "
