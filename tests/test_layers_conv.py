@@ -162,6 +162,7 @@ def test_every_path_and_blocking_agree_with_the_definition(monkeypatch, xs, ws, 
     """Row-fold and im2col (forced), row bands and multi-image blocks (BLOCK_ROWS shrunk)."""
     x, w, b = rand(*xs), rand(*ws), rand(ws[0])
     monkeypatch.setattr(conv_mod, "BLOCK_ROWS", block)
+    monkeypatch.setattr(conv_mod, "ROWFOLD_ROWS", block)
     monkeypatch.setattr(conv_mod, "BLOCK_BYTES", 0)
     monkeypatch.setattr(conv_mod, "_use_rowfold", lambda *args: rowfold)
     close(run(x, w, b, **attrs), naive_conv(x, w, b, **attrs))

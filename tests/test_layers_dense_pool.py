@@ -95,7 +95,8 @@ def test_dense_shapes_macs_and_errors():
 def test_dense_is_affine(n, i, o, alpha, seed):
     """dense(αx1 + x2) − b = α(dense(x1) − b) + (dense(x2) − b)."""
     r = np.random.default_rng(seed)
-    x1, x2, w, b = r.standard_normal((n, i)), r.standard_normal((n, i)), r.standard_normal((o, i)), r.standard_normal(o)
+    x1, x2 = r.standard_normal((2, n, i))
+    w, b = r.standard_normal((o, i)), r.standard_normal(o)
     p = {"weight": w, "bias": b}
     close(fwd("dense", alpha * x1 + x2, params=p) - b,
           alpha * (fwd("dense", x1, params=p) - b) + fwd("dense", x2, params=p) - b, rtol=1e-10)

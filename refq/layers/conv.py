@@ -29,12 +29,14 @@ Errors
     last axis, groups does not divide C or O, the bias is not [O], a stride or dilation is < 1, an
     explicit pad is < 0, or the effective kernel is larger than the padded input.
 
-Evaluation (not part of the definition; every path computes the same sums): 1x1 group-1 convolution
-is one matmul on a reshape; depthwise is a multiply-accumulate over the kh·kw taps; stride-1 group-1
-convolution copies the kw taps side by side (a [rows, kw·C] patch matrix) and accumulates kh matmuls
-over row-shifted views of it; everything else is im2col + one (batched over groups) matmul. Work is
-cut into blocks of about BLOCK_ROWS output pixels so the patch buffer stays in cache
-(bench/forward.py measured this against plain im2col and against kh·kw accumulated matmuls).
+Evaluation (not part of the definition; the paths differ only in the order of the sums): a 1x1
+group-1 convolution is one matmul on a reshape; depthwise is a vectorised multiply-accumulate per
+kernel tap; a group-1 convolution with kh > 1, kw·C >= 128 and a tall output ("row-fold") copies
+the kw taps of each output pixel side by side, [pixels, kw·C], and accumulates kh matmuls on
+row-shifted views of that matrix; the rest is im2col with one matmul batched over the groups. Work
+is cut into blocks of a few thousand output pixels (BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES) so that
+a block stays in cache. `python bench/forward.py --formulations` times row-fold, im2col and kh·kw
+accumulated matmuls.
 """
 from __future__ import annotations
 
@@ -43,13 +45,7 @@ import numpy as np
 from ..errors import ParamError, ShapeError
 from .base import Attr, Op
 
-BLOCK_ROWS = 4096
-BLOCK_BYTES = 1 << 21
-"""Work is cut into blocks of max(BLOCK_ROWS, BLOCK_BYTES / patch row bytes) output pixels.
-
-Tuning only (bench/forward.py): a block's patch buffer stays in cache, and small-K GEMMs get enough
-rows per BLAS call. Results do not depend on it beyond the order of the kh matmul sums.
-"""
+BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES = 4096, 16384, 1 << 21  # block sizes (speed only)
 
 PADDINGS = ("valid", "same", "explicit")
 
@@ -99,10 +95,9 @@ def pad_hw(x, pads, value=0):
     return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
-def blocks(n, oh, ow, row_bytes):
-    """Yield (n0, n1, i0, i1): whole images when one image is below the block size, else row bands
+def blocks(n, oh, ow, target):
+    """Yield (n0, n1, i0, i1): whole images when one image is below `target` pixels, else row bands
     of one image; each block is a contiguous slice of an [N, OH, OW, ...] array."""
-    target = max(BLOCK_ROWS, BLOCK_BYTES // row_bytes)
     if oh * ow >= target:
         r = max(1, target // ow)
         for n0 in range(n):
@@ -164,13 +159,8 @@ def _macs(in_shapes, out_shape, attrs, params):
     return int(out_shape[1] * out_shape[2] * o * kh * kw * cg)
 
 
-def _tap(xp, n0, n1, h0, rows, sh, w0, cols, sw):
-    """View of x_pad[n0:n1, h0 + i·sh, w0 + j·sw, :] for i < rows, j < cols."""
-    return xp[n0:n1, h0:h0 + (rows - 1) * sh + 1:sh, w0:w0 + (cols - 1) * sw + 1:sw, :]
-
-
 def _windows(xp, n0, n1, h0, rows, sh, ow, sw, kw, dw):
-    """View [b, rows, ow, kw, C] of C-contiguous xp: out[.., i, j, v, c] = xp[n, h0 + i·sh, j·sw + v·dw, c].
+    """View [b, rows, ow, kw, C] of C-contiguous xp: [.., i, j, v, c] = xp[n, h0 + i·sh, j·sw + v·dw, c].
 
     The kw taps of one output column are adjacent in memory (a contiguous run of kw·C values when
     dw = 1), so copying this view moves long runs instead of C-sized pieces.
@@ -182,7 +172,7 @@ def _windows(xp, n0, n1, h0, rows, sh, ow, sw, kw, dw):
     return win.reshape(b, rows, ow, span, c)[:, :, :, ::dw]
 
 
-def _depthwise(xp, w, y, oh, ow, strides, dil):
+def _depthwise(xp, w, b, y, oh, ow, strides, dil):
     """Groups == C, one input channel per group: a vectorised multiply-accumulate per kernel tap."""
     c = xp.shape[3]
     o, kh, kw, _ = w.shape
@@ -190,9 +180,11 @@ def _depthwise(xp, w, y, oh, ow, strides, dil):
         xp = np.repeat(xp, o // c, axis=3)
     (sh, sw), (dh, dw) = strides, dil
     # weights tiled along a row so that every operand of a tap is contiguous within a row
-    w_row = np.ascontiguousarray(np.broadcast_to(w[:, :, :, 0].transpose(1, 2, 0)[:, :, None], (kh, kw, ow, o)))
+    w_hwo = w[:, :, :, 0].transpose(1, 2, 0)[:, :, None]
+    w_row = np.ascontiguousarray(np.broadcast_to(w_hwo, (kh, kw, ow, o)))
     tmp = None
-    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, o * xp.itemsize):
+    rows_per_block = max(BLOCK_ROWS, BLOCK_BYTES // (o * xp.itemsize))
+    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, rows_per_block):
         r = i1 - i0
         rows = xp[n0:n1, i0 * sh:(i1 - 1) * sh + (kh - 1) * dh + 1]
         # split the columns into their sw phases so that tap v reads a contiguous run
@@ -210,13 +202,17 @@ def _depthwise(xp, w, y, oh, ow, strides, dil):
                 else:
                     np.multiply(x_uv, w_row[u, v], out=tmp)
                     acc += tmp
+        if b is not None:
+            acc += b
 
 
-def _rowfold(xp, w, y, oh, ow, strides, dil):
+def _rowfold(xp, w, b, y, oh, ow, strides, dil):
     """Group 1: patches over the kw taps only, then kh matmuls on row-shifted views of them.
 
     Row tap u reads padded row i·sh + u·dh = (i + r0)·sh + p with p = u·dh mod sh, r0 = u·dh // sh,
     so one patch matrix per row phase p serves every u of that phase through a shift by r0 rows.
+    Images of a block are stacked with R = r + max r0 rows each, so that one matmul per tap row
+    covers the block; the rows i >= r of each image are scratch and are dropped.
     """
     c = xp.shape[3]
     o, kh, kw, _ = w.shape
@@ -227,42 +223,52 @@ def _rowfold(xp, w, y, oh, ow, strides, dil):
     extra = {}
     for p, r0 in taps:
         extra[p] = max(extra.get(p, 0), r0)
-    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, k * xp.itemsize):
-        b, r = n1 - n0, i1 - i0
+    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, ROWFOLD_ROWS):
+        nb, r = n1 - n0, i1 - i0
+        rr = r + max(extra.values())
         flat = {}
         for p, e in extra.items():
-            patches = np.empty((b, r + e, ow, kw, c), xp.dtype)
-            patches[...] = _windows(xp, n0, n1, i0 * sh + p, r + e, sh, ow, sw, kw, dw)
-            flat[p] = patches.reshape(b, (r + e) * ow, k)
-        out = y[n0:n1, i0:i1].reshape(b, r * ow, o)
+            patches = np.empty((nb, rr, ow, kw, c), xp.dtype)
+            patches[:, :r + e] = _windows(xp, n0, n1, i0 * sh + p, r + e, sh, ow, sw, kw, dw)
+            patches[:, r + e:] = 0
+            flat[p] = patches.reshape(nb * rr * ow, k)
+        m = ((nb - 1) * rr + r) * ow
+        out = y[n0:n1, i0:i1].reshape(m, o) if nb == 1 else np.empty((nb * rr * ow, o), xp.dtype)
         tmp = None
         for u, (p, r0) in enumerate(taps):
-            a = flat[p][:, r0 * ow:(r0 + r) * ow]
+            a = flat[p][r0 * ow:r0 * ow + m]
             if u == 0:
-                np.matmul(a, w_u[u], out=out)
+                np.matmul(a, w_u[u], out=out[:m])
             else:
                 tmp = np.matmul(a, w_u[u], out=tmp)
-                out += tmp
+                out[:m] += tmp
+        if nb > 1:  # drop the scratch rows (and add the bias on the way)
+            np.add(out.reshape(nb, rr, ow, o)[:, :r], 0 if b is None else b, out=y[n0:n1, i0:i1])
+        elif b is not None:
+            out += b
 
 
-def _im2col(xp, w, y, oh, ow, strides, dil, groups):
+def _im2col(xp, w, b, y, oh, ow, strides, dil, groups):
     """Patch matrix [groups, pixels, kh·kw·Cg] per block, one matmul batched over the groups."""
-    c = xp.shape[3]
     o, kh, kw, cg = w.shape
     g = groups
     (sh, sw), (dh, dw) = strides, dil
     w_g = w.reshape(g, o // g, kh * kw * cg).transpose(0, 2, 1)
-    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, kh * kw * c * xp.itemsize):
-        b, r = n1 - n0, i1 - i0
-        cols = np.empty((g, b, r, ow, kh, kw, cg), xp.dtype)
+    rows = max(BLOCK_ROWS, BLOCK_BYTES // (kh * kw * cg * g * xp.itemsize))
+    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, rows):
+        nb, r = n1 - n0, i1 - i0
+        cols = np.empty((g, nb, r, ow, kh, kw, cg), xp.dtype)
         for u in range(kh):
             win = _windows(xp, n0, n1, i0 * sh + u * dh, r, sh, ow, sw, kw, dw)
-            cols[:, :, :, :, u] = np.moveaxis(win.reshape(b, r, ow, kw, g, cg), 4, 0)
-        a = cols.reshape(g, b * r * ow, kh * kw * cg)
+            cols[:, :, :, :, u] = np.moveaxis(win.reshape(nb, r, ow, kw, g, cg), 4, 0)
+        a = cols.reshape(g, nb * r * ow, kh * kw * cg)
+        out = y[n0:n1, i0:i1]
         if g == 1:
-            np.matmul(a[0], w_g[0], out=y[n0:n1, i0:i1].reshape(b * r * ow, o))
+            np.matmul(a[0], w_g[0], out=out.reshape(nb * r * ow, o))
         else:
-            y[n0:n1, i0:i1] = np.matmul(a, w_g).transpose(1, 0, 2).reshape(b, r, ow, o)
+            out[...] = np.matmul(a, w_g).transpose(1, 0, 2).reshape(nb, r, ow, o)
+        if b is not None:
+            out += b
 
 
 def _forward(inputs, params, attrs):
@@ -271,26 +277,29 @@ def _forward(inputs, params, attrs):
     w = params["weight"].astype(x.dtype, copy=False)
     strides, dil, groups = attrs["strides"], attrs["dilations"], attrs["groups"]
     n, c = x.shape[0], x.shape[3]
+    b = params["bias"].astype(x.dtype, copy=False) if "bias" in params else None
     xp = np.ascontiguousarray(pad_hw(x, pads))
     if kh == kw == 1 and groups == 1:
-        xs = _tap(xp, 0, n, 0, oh, strides[0], 0, ow, strides[1])
+        xs = xp[:, :(oh - 1) * strides[0] + 1:strides[0], :(ow - 1) * strides[1] + 1:strides[1]]
         y = np.matmul(xs.reshape(-1, c), w.reshape(o, c).T).reshape(n, oh, ow, o)
+        if b is not None:
+            y += b
+        return y
+    y = np.empty((n, oh, ow, o), x.dtype)  # the paths add the bias block by block, in cache
+    if cg == 1 and groups == c:
+        _depthwise(xp, w, b, y, oh, ow, strides, dil)
+    elif groups == 1 and _use_rowfold(w.shape, oh, strides, dil):
+        _rowfold(xp, w, b, y, oh, ow, strides, dil)
     else:
-        y = np.empty((n, oh, ow, o), x.dtype)
-        if cg == 1 and groups == c:
-            _depthwise(xp, w, y, oh, ow, strides, dil)
-        elif groups == 1 and _use_rowfold(w.shape, oh, ow):
-            _rowfold(xp, w, y, oh, ow, strides, dil)
-        else:
-            _im2col(xp, w, y, oh, ow, strides, dil, groups)
-    if "bias" in params:
-        y += params["bias"].astype(x.dtype, copy=False)
+        _im2col(xp, w, b, y, oh, ow, strides, dil, groups)
     return y
 
 
-def _use_rowfold(w_shape, oh, ow):
-    """Row-fold beat im2col (bench) for large images, kh > 1 and patch rows of >= 32 values."""
-    return w_shape[1] > 1 and oh * ow >= 512 and w_shape[2] * w_shape[3] >= 32
+def _use_rowfold(w_shape, oh, strides, dil):
+    """Row-fold beat im2col (bench) for kh > 1, patch rows of >= 128 values and outputs >= 8 times
+    taller than the scratch rows per image."""
+    kh, kw, c = w_shape[1:]
+    return kh > 1 and kw * c >= 128 and oh >= 8 * max(1, (kh - 1) * dil[0] // strides[0])
 
 
 OPS = [
