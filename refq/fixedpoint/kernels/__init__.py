@@ -1,0 +1,31 @@
+"""The integer kernels of the accelerator model: `INT_REGISTRY = {name: Op}` of every `int_*` op.
+
+An integer graph (see the integer graph contract in the lowering) is an ordinary refq Graph whose
+integer tensors are int64 arrays holding values of their declared dtype; `refq.layers.get_op`
+finds these ops here. Each op's forward docstring is its operator page (Definition, Integer
+semantics with the rounding/saturation of every attribute value and its source in
+../shared/reference/fixedpoint.md, Errors); the module docstrings give the shared evaluation.
+
+conv.py         int_conv2d, int_dense (exact BLAS accumulation, int64 fallback)
+elementwise.py  int_add, int_multiply, int_requantize, int_clamp, int_quantize, int_dequantize
+pooling.py      int_max_pool2d, int_avg_pool2d, int_mean
+shape.py        int_concat, int_pad
+lut.py          int_lut and the table builders (build_lut, gemmlowp_lut, hard_swish_fixed_lut)
+softmax.py      int_softmax (and tflite_softmax_params)
+gemmlowp.py     gemmlowp fixed-point exp / reciprocal / logistic / tanh (vectorised)
+common.py       shared validation and requantization helpers
+"""
+from __future__ import annotations
+
+from . import conv, elementwise, lut, pooling, shape, softmax
+from .lut import build_lut, gemmlowp_lut, hard_swish_fixed_lut
+from .softmax import tflite_softmax_params
+
+__all__ = ["INT_REGISTRY", "build_lut", "gemmlowp_lut", "hard_swish_fixed_lut",
+           "tflite_softmax_params"]
+
+INT_REGISTRY: dict = {}
+for _module in (conv, elementwise, pooling, shape, lut, softmax):
+    for _op in _module.OPS:
+        assert _op.name not in INT_REGISTRY, _op.name
+        INT_REGISTRY[_op.name] = _op

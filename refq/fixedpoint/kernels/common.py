@@ -1,0 +1,184 @@
+"""Helpers shared by the integer kernels: attribute schemas, validation, requantization dispatch.
+
+Conventions of every `int_*` kernel (the integer graph contract):
+- inputs are int64 NumPy arrays whose values lie in their tensor's dtype (int8, uint8, int16 or
+  int32); outputs are int64 arrays (floats only for `int_dequantize`);
+- attributes arrive normalised (`Op.normalise_attrs`: defaults filled in), parameters as int64
+  (integer parameters) or float64 (floating ones, e.g. `real_multiplier`);
+- a kernel does not know its node's name: errors name the op, attribute, parameter, value and index,
+  and the caller prefixes the node.
+
+Validation (run by `infer_shape`, hence by `Graph.validate`, and again by every forward):
+- ShapeError: inconsistent tensor shapes;
+- ParamError: a missing parameter, a parameter of the wrong dtype kind or length (a per-channel
+  multiplier must have one entry per output channel, or exactly one);
+- FixedPointError: attribute or parameter values outside their domain: act_min > act_max, a zero
+  point outside its dtype, a multiplier/shift outside its scheme's range, a bias outside int32.
+
+No int64 overflow: activations and their zero points are bounded by 2^16 in magnitude
+(|x − zp| < 2^17; int_requantize's int32 inputs give |x − zp| < 2^32), weights by 2^8, so an int_add left shift (<= 30) stays below 2^47, an int_multiply product below
+2^34, window and mean sums below 2^17·(taps) (< 2^63 for any array that fits in memory), and the
+convolution bound is checked per call (`conv.blas_is_exact`, `conv._check_operands`); the
+primitives prove their own steps.
+
+Zero-point domains: the output dtype of a kernel is taken to be the narrowest of int8, uint8,
+int16, int32 whose range holds [act_min, act_max] (`output_dtype`); `output_zp` must lie in it.
+Input zero points must lie in [−32768, 32767] (the union of the activation dtypes int8, uint8
+and int16), except where an input may be an int32 tensor (`int_requantize`, `int_dequantize`:
+int32).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import FixedPointError, ParamError
+from ...layers.base import Attr
+from ..requantize import FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, requantize
+from ..rounding import INT32_MAX, INT32_MIN, OVERFLOW_POLICIES, apply_overflow_policy
+
+#: Value ranges of the integer tensor dtypes of the contract, narrowest first.
+DTYPE_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
+                "int32": (INT32_MIN, INT32_MAX)}
+#: The range every activation zero point must lie in (int8 ∪ uint8 ∪ int16).
+ACT_ZP_RANGE = (-32768, 32767)
+
+#: (lo, hi) of the multiplier and of the shift per requantization scheme (`requantize`).
+_MULT_RANGE = {"tflite_double": ((0, INT32_MAX), (-31, 30)),
+               "single_round": ((0, INT32_MAX), (-31, 30)),
+               "tosa_single": ((0, INT32_MAX), (2, 62)), "tosa_double": ((0, INT32_MAX), (2, 62)),
+               "tosa16": ((0, (1 << 15) - 1), (2, 62))}
+
+ACT_ATTRS = {"act_min": Attr("int"), "act_max": Attr("int")}
+REQUANT_ATTRS = {"scheme": Attr("str", choices=REQUANT_SCHEMES),
+                 "zp_before_round": Attr("bool", False)}
+ACC_ATTRS = {"accumulator_bits": Attr("int", 32),
+             "overflow": Attr("str", "error", choices=OVERFLOW_POLICIES)}
+REQUANT_PARAMS = {"multiplier": False, "shift": False, "real_multiplier": False}
+
+
+def int_input(x, what: str) -> np.ndarray:
+    """x as an int64 array; FixedPointError if it is not an integer array."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise FixedPointError(f"{what}: expected an integer tensor (int64 values of an integer "
+                              f"dtype), got dtype {a.dtype}; quantize it first (int_quantize)")
+    return a.astype(np.int64, copy=False)
+
+
+def output_dtype(act_min: int, act_max: int) -> str:
+    """The narrowest of int8, uint8, int16, int32 whose range holds [act_min, act_max]."""
+    for name, (lo, hi) in DTYPE_RANGES.items():
+        if lo <= act_min and act_max <= hi:
+            return name
+    raise FixedPointError(f"act_min {act_min} / act_max {act_max} do not fit int32")
+
+
+def check_act(attrs, what: str, zp_name: str | None = "output_zp") -> str:
+    """Check act_min <= act_max (both int32) and the output zero point; return the output dtype."""
+    lo, hi = attrs["act_min"], attrs["act_max"]
+    if lo > hi:
+        raise FixedPointError(f"{what}: act_min {lo} > act_max {hi}; the clamp is empty")
+    dtype = output_dtype(lo, hi)
+    if zp_name is not None:
+        check_zp(attrs[zp_name], f"{what}: {zp_name}", DTYPE_RANGES[dtype],
+                 f"the output dtype {dtype} implied by [act_min, act_max] = [{lo}, {hi}]")
+    return dtype
+
+
+def check_zp(zp: int, what: str, bounds=ACT_ZP_RANGE, why: str = "an activation dtype") -> None:
+    if not bounds[0] <= zp <= bounds[1]:
+        raise FixedPointError(f"{what} = {zp} lies outside [{bounds[0]}, {bounds[1]}] ({why})")
+
+
+def check_int_values(arr, lo: int, hi: int, what: str, err=ParamError) -> np.ndarray:
+    """`arr` must be an integer array with values in [lo, hi]; returns it as int64."""
+    a = np.asarray(arr)
+    if a.dtype.kind not in "iu":
+        raise ParamError(f"{what} must be an integer array, got dtype {a.dtype}")
+    a = a.astype(np.int64, copy=False)
+    if a.size:
+        bad = (a < lo) | (a > hi)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise err(f"{what} must lie in [{lo}, {hi}]; {int(bad.sum())} value(s) do not, the "
+                      f"first is {int(a[idx])} at index {list(idx)}")
+    return a
+
+
+def check_channels(arr, channels, what: str) -> None:
+    """A per-channel parameter: shape (channels,) or (1,) (a scalar is accepted as one value)."""
+    shape = tuple(np.shape(arr))
+    ok = shape in ((), (1,)) or (channels is not None and shape == (channels,)) or (
+        channels is None and len(shape) == 1)
+    if not ok:
+        want = "[1]" if channels is None else f"[{channels}] (one per output channel) or [1]"
+        raise ParamError(f"{what} has shape {list(shape)}, expected {want}")
+
+
+def check_requant(params, attrs, channels, what: str) -> None:
+    """The requantization parameters the scheme needs are present, of the right length and range.
+
+    Integer schemes need `multiplier` and `shift` in the scheme's ranges (`real_multiplier` is
+    ignored if present) and zp_before_round False; float schemes need `real_multiplier` (finite,
+    >= 0; `multiplier`/`shift` are ignored if present).
+    """
+    scheme = attrs["scheme"]
+    if scheme in INTEGER_SCHEMES:
+        if attrs.get("zp_before_round", False):
+            raise FixedPointError(f"{what}: zp_before_round applies to float schemes only, not "
+                                  f"{scheme!r}")
+        (mlo, mhi), (slo, shi) = _MULT_RANGE[scheme]
+        for name, lo, hi in (("multiplier", mlo, mhi), ("shift", slo, shi)):
+            if name not in params:
+                raise ParamError(f"{what}: scheme {scheme!r} needs parameter '{name}'")
+            check_channels(params[name], channels, f"{what}: parameter '{name}'")
+            check_int_values(params[name], lo, hi, f"{what}: parameter '{name}' ({scheme})",
+                             FixedPointError)
+        if np.shape(params["multiplier"]) != np.shape(params["shift"]):
+            raise ParamError(f"{what}: 'multiplier' {list(np.shape(params['multiplier']))} and "
+                             f"'shift' {list(np.shape(params['shift']))} differ in shape")
+    else:
+        if "real_multiplier" not in params:
+            raise ParamError(f"{what}: float scheme {scheme!r} needs parameter 'real_multiplier'")
+        m = np.asarray(params["real_multiplier"])
+        check_channels(m, channels, f"{what}: parameter 'real_multiplier'")
+        if m.dtype.kind not in "fiu" or not np.all(np.isfinite(m)) or np.any(m < 0):
+            raise FixedPointError(f"{what}: real_multiplier must be finite and >= 0, got {m!r}")
+
+
+def requant(acc, params, attrs, *, zero_point: int, scheme: str | None = None, prefix: str = ""):
+    """`requantize(acc, ...)` with the node's scheme and parameters (names prefixed by `prefix`):
+    integer schemes read `<prefix>multiplier`/`<prefix>shift`, float schemes
+    `<prefix>real_multiplier`; clamp to [act_min, act_max]."""
+    scheme = scheme or attrs["scheme"]
+    if scheme in FLOAT_SCHEMES:
+        m = np.asarray(params[prefix + "real_multiplier"], dtype=np.float64)
+        sh = None
+    else:
+        m, sh = params[prefix + "multiplier"], params[prefix + "shift"]
+    return requantize(acc, m, sh, scheme, zero_point=zero_point, act_min=attrs["act_min"],
+                      act_max=attrs["act_max"],
+                      zp_before_round=bool(attrs.get("zp_before_round", False)))
+
+
+def check_acc_attrs(attrs, what: str) -> None:
+    bits = attrs["accumulator_bits"]
+    if not 16 <= bits <= 64:
+        raise FixedPointError(f"{what}: accumulator_bits must lie in [16, 64], got {bits}")
+
+
+def fit_accumulator(acc, attrs) -> np.ndarray:
+    """The accumulator policy (`apply_overflow_policy`) with the node's accumulator_bits/overflow:
+    "error" raises FixedPointError naming the first value that does not fit and its index."""
+    return apply_overflow_policy(acc, attrs["accumulator_bits"], attrs["overflow"],
+                                 what="accumulator")
+
+
+def largest(*arrays) -> int:
+    """max |a| over all arrays as a Python int (0 when all are empty)."""
+    return max([int(np.max(np.abs(a))) for a in arrays if np.size(a)] or [0])
+
+
+def absmax(a) -> int:
+    """max |a| of an int64 array as a Python int (0 for an empty array)."""
+    return int(np.max(np.abs(a))) if np.size(a) else 0

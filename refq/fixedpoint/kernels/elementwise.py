@@ -1,0 +1,313 @@
+"""Elementwise integer kernels: int_add, int_multiply, int_requantize, int_clamp, int_quantize,
+int_dequantize. Sections (§n) refer to ../shared/reference/fixedpoint.md."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import FixedPointError, ParamError
+from ...layers.base import Attr, Op
+from ...layers.elementwise import broadcast_shape
+from ..multiplier import round_half_away_float
+from ..requantize import FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, quantize, requantize
+from ..rounding import INT32_MAX, INT32_MIN
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, DTYPE_RANGES, REQUANT_ATTRS,
+                     REQUANT_PARAMS, absmax, check_acc_attrs, check_act, check_requant, check_zp,
+                     fit_accumulator, int_input, largest, output_dtype, requant)
+
+
+def _same_shape(in_shapes, attrs, params):
+    return tuple(in_shapes[0])
+
+
+# ---- int_add ---------------------------------------------------------------------------------
+ADD_MODES = ("tflite", "tosa", "float")
+_ADD_INT_PARAMS = ("a_multiplier", "a_shift", "b_multiplier", "b_shift", "out_multiplier",
+                   "out_shift")
+_FLOAT_ROUNDING = {"float_rne": ("float64", "half_even"), "float32_rne": ("float32", "half_even"),
+                   "float_half_away": ("float64", "half_away")}
+
+
+def _add_shape(in_shapes, attrs, params):
+    out = broadcast_shape(in_shapes)
+    what = "int_add"
+    for name in ("a_zp", "b_zp"):
+        check_zp(attrs[name], f"{what}: {name}", ACT_ZP_RANGE)
+    check_act(attrs, what)
+    check_acc_attrs(attrs, what)
+    if not 0 <= attrs["left_shift"] <= 30:
+        raise FixedPointError(f"{what}: left_shift must lie in [0, 30], got {attrs['left_shift']}")
+    if attrs["add"] == "float":
+        if attrs["scheme"] not in FLOAT_SCHEMES:
+            raise FixedPointError(f"{what}: add 'float' rounds by a float scheme "
+                                  f"{FLOAT_SCHEMES}, got {attrs['scheme']!r}")
+        names = ("a_real", "b_real")
+    else:
+        if attrs["scheme"] not in INTEGER_SCHEMES:
+            raise FixedPointError(f"{what}: add {attrs['add']!r} needs an integer scheme "
+                                  f"{INTEGER_SCHEMES}, got {attrs['scheme']!r}")
+        names = _ADD_INT_PARAMS
+        for p in ("a_", "b_", "out_"):
+            sub = {k[len(p):]: v for k, v in params.items() if k.startswith(p)}
+            check_requant(sub, {"scheme": attrs["scheme"]}, 1, f"{what} ({p}*)")
+    for name in names:
+        if name not in params:
+            raise ParamError(f"{what}: add {attrs['add']!r} needs parameter '{name}'")
+        if np.size(params[name]) != 1:
+            raise ParamError(f"{what}: parameter '{name}' must hold one value, got shape "
+                             f"{list(np.shape(params[name]))}")
+    if attrs["add"] == "float":
+        r = np.asarray([np.asarray(params[n]).ravel()[0] for n in names], dtype=np.float64)
+        if not np.all(np.isfinite(r)) or np.any(r < 0):
+            raise FixedPointError(f"{what}: a_real/b_real must be finite and >= 0, got {r}")
+    return out
+
+
+def _scalar(params, name, dtype=np.int64):
+    return np.asarray(params[name], dtype=dtype).reshape(())
+
+
+def _add_accumulate(inputs, params, attrs):
+    """int_add — integer addition of two tensors with different encodings (broadcasting).
+
+    Definition
+        add "tflite" (and its alias "tosa"; fixedpoint.md §4.1, §4.3), with L = left_shift (20):
+            a = (x_a − a_zp)·2^L,  b = (x_b − b_zp)·2^L                 (int32)
+            a' = R(a; a_multiplier, a_shift),  b' = R(b; b_multiplier, b_shift)
+            s = a' + b'                                                  (int32)
+            y = clamp(R(s; out_multiplier, out_shift) + output_zp, act_min, act_max)
+          where R is the scheme's `requantize` without zero point or clamp. The lowering derives
+          (TFLite `PrepareGeneralSubOp`): twice_max = 2·max(s_a, s_b), real_a = s_a/twice_max,
+          real_b = s_b/twice_max, real_out = twice_max/(2^L·s_out), each encoded for the scheme
+          (QuantizeMultiplier for tflite_double/single_round; tosa_scale32 for tosa_double, which
+          is the TF->TOSA legalizer's RESCALE chain RESCALE(<<L) -> RESCALE -> ADD -> RESCALE and
+          bit-identical to TFLite, §4.3).
+        add "float": y = clamp(round(v) + output_zp, act_min, act_max) with
+            v = (x_a − a_zp)·a_real + (x_b − b_zp)·b_real
+          (a_real = s_a/s_out, b_real = s_b/s_out) evaluated with the rounding of the float scheme:
+          float_rne: float64, half to even; float32_rne: float32 operands and operations, half to
+          even; float_half_away: float64, half away from zero.
+    Integer semantics
+        The accumulator policy (accumulator_bits, overflow; an addition to the contract, defaults
+        32 / "error") applies to a, b and s, the int32 values of the C kernel: "wrap" is what C
+        does, "error" raises naming the value and index, "saturate" clamps. For "float" it applies
+        to round(v) (the C kernel's int32 cast). `accumulate` reports max(|a|, |b|, |s|) (float:
+        max |round(v)|).
+    Shapes
+        x_a, x_b broadcast (same rank), y the broadcast shape; the six integer parameters
+        (tflite/tosa) or a_real, b_real (float) hold one value each.
+    Errors
+        ShapeError when the shapes do not broadcast; ParamError for a missing parameter or one of
+        more than one value; FixedPointError for an integer scheme with add "float" (or a float
+        scheme with "tflite"/"tosa"), left_shift outside [0, 30], parameters outside the scheme's
+        ranges, act_min > act_max, zero points outside their dtype, accumulator overflow under
+        "error".
+    """
+    _add_shape([x.shape for x in inputs], attrs, params)
+    xa = int_input(inputs[0], "int_add input a") - attrs["a_zp"]
+    xb = int_input(inputs[1], "int_add input b") - attrs["b_zp"]
+    scheme = attrs["scheme"]
+    if attrs["add"] == "float":
+        precision, rounding = _FLOAT_ROUNDING[scheme]
+        ra, rb = (_scalar(params, n, np.float64).astype(precision) for n in ("a_real", "b_real"))
+        v = xa.astype(precision) * ra + xb.astype(precision) * rb
+        r = np.rint(v) if rounding == "half_even" else round_half_away_float(v)
+        if not np.all(np.isfinite(r)) or np.any(np.abs(r) > 2.0 ** 62):
+            raise FixedPointError("int_add: the float sum is not finite or beyond 2^62")
+        s = r.astype(np.int64)
+        y = np.clip(fit_accumulator(s, attrs) + attrs["output_zp"], attrs["act_min"],
+                    attrs["act_max"])
+        return y, absmax(s)
+    shift = attrs["left_shift"]
+    a, b = xa << shift, xb << shift
+    big = largest(a, b)
+    a, b = fit_accumulator(a, attrs), fit_accumulator(b, attrs)
+    full = dict(zero_point=0, act_min=INT32_MIN, act_max=INT32_MAX)
+    a2 = requantize(a, _scalar(params, "a_multiplier"), _scalar(params, "a_shift"), scheme, **full)
+    b2 = requantize(b, _scalar(params, "b_multiplier"), _scalar(params, "b_shift"), scheme, **full)
+    s = a2 + b2
+    big = max(big, absmax(s))
+    s = fit_accumulator(s, attrs)
+    y = requantize(s, _scalar(params, "out_multiplier"), _scalar(params, "out_shift"), scheme,
+                   zero_point=attrs["output_zp"], act_min=attrs["act_min"],
+                   act_max=attrs["act_max"])
+    return y, big
+
+
+def _add_forward(inputs, params, attrs):
+    return _add_accumulate(inputs, params, attrs)[0]
+
+
+_add_forward.__doc__ = _add_accumulate.__doc__
+
+
+# ---- int_multiply ----------------------------------------------------------------------------
+def _mul_shape(in_shapes, attrs, params):
+    out = broadcast_shape(in_shapes)
+    for name in ("a_zp", "b_zp"):
+        check_zp(attrs[name], f"int_multiply: {name}", ACT_ZP_RANGE)
+    check_act(attrs, "int_multiply")
+    check_requant(params, attrs, out[-1], "int_multiply")
+    return out
+
+
+def _mul_forward(inputs, params, attrs):
+    """int_multiply — integer elementwise product (broadcasting, e.g. an SE gate (N, 1, 1, C)).
+
+    Definition
+        p = (x_a − a_zp)·(x_b − b_zp)                                   (exact int64)
+        y = clamp(requantize(p) + output_zp, act_min, act_max)
+    Integer semantics
+        fixedpoint.md §4.2 (TFLite MUL: MultiplyByQuantizedMultiplier of the int32 product with
+        M = s_a·s_b/s_out; TOSA: RESCALE(DOUBLE_ROUND) after an int32 MUL), by `scheme` with
+        multiplier/shift or real_multiplier ([C] along the last axis or [1]); zp_before_round as
+        int_conv2d.
+    Errors
+        ShapeError when the shapes do not broadcast; ParamError for missing/wrong-length
+        requantization parameters; FixedPointError when p leaves int32 (the requantization input),
+        for parameters outside the scheme's range, act_min > act_max or zero points outside their
+        dtype.
+    """
+    _mul_shape([x.shape for x in inputs], attrs, params)
+    p = (int_input(inputs[0], "int_multiply input a") - attrs["a_zp"]) * (
+        int_input(inputs[1], "int_multiply input b") - attrs["b_zp"])
+    return requant(p, params, attrs, zero_point=attrs["output_zp"])
+
+
+# ---- int_requantize --------------------------------------------------------------------------
+def _requant_shape(in_shapes, attrs, params):
+    check_zp(attrs["input_zp"], "int_requantize: input_zp", DTYPE_RANGES["int32"], "int32")
+    check_act(attrs, "int_requantize")
+    check_requant(params, attrs, in_shapes[0][-1] if in_shapes[0] else None, "int_requantize")
+    return tuple(in_shapes[0])
+
+
+def _requant_forward(inputs, params, attrs):
+    """int_requantize — change the encoding of an integer tensor.
+
+    Definition
+        y = clamp(requantize(x − input_zp) + output_zp, act_min, act_max)
+        with M = s_in/s_out; the lowering inserts it before `int_concat` inputs whose encoding
+        differs from the output's.
+    Integer semantics
+        TFLite QUANTIZE int->int (§8.1 table: MultiplyByQuantizedMultiplier) and TOSA RESCALE
+        (§2.6) are this op: `requantize` by `scheme` with multiplier/shift or real_multiplier
+        ([C] along the last axis or [1]); zp_before_round as int_conv2d; x − input_zp must fit
+        int32 (the RESCALE input).
+    Errors
+        FixedPointError when x − input_zp leaves int32, for parameters outside the scheme's range,
+        act_min > act_max or an output_zp outside its dtype; ParamError as int_multiply.
+    """
+    x = int_input(inputs[0], "int_requantize input")
+    _requant_shape([x.shape], attrs, params)
+    return requant(x - attrs["input_zp"], params, attrs, zero_point=attrs["output_zp"])
+
+
+# ---- int_clamp -------------------------------------------------------------------------------
+def _clamp_shape(in_shapes, attrs, params):
+    check_act(attrs, "int_clamp", zp_name=None)
+    return tuple(in_shapes[0])
+
+
+def _clamp_forward(inputs, params, attrs):
+    """int_clamp — an activation clamp on the integer grid.
+
+    Definition
+        y = min(max(x, act_min), act_max): relu, relu6, clip when not fused into the producer.
+    Integer semantics
+        An exact int64 compare (TOSA CLAMP; the fused clamp of TFLite kernels); the bounds come
+        from `activation_range` (§2.6: the float bounds quantized half away from zero for
+        TFLite/TOSA, half to even for ONNX).
+    Errors
+        FixedPointError when act_min > act_max or the bounds leave int32.
+    """
+    _clamp_shape([inputs[0].shape], attrs, params)
+    return np.clip(int_input(inputs[0], "int_clamp input"), attrs["act_min"], attrs["act_max"])
+
+
+# ---- int_quantize / int_dequantize -----------------------------------------------------------
+def _check_scale(scale, what):
+    s32 = np.float32(scale)
+    if not np.isfinite(s32) or s32 <= 0:
+        raise FixedPointError(f"{what}: scale must be finite and > 0 as a float32, got {scale!r}")
+
+
+def _quantize_shape(in_shapes, attrs, params):
+    what = "int_quantize"
+    _check_scale(attrs["scale"], what)
+    lo, hi = attrs["qmin"], attrs["qmax"]
+    if lo > hi:
+        raise FixedPointError(f"{what}: qmin {lo} > qmax {hi}")
+    dtype = output_dtype(lo, hi)
+    check_zp(attrs["zero_point"], f"{what}: zero_point", DTYPE_RANGES[dtype],
+             f"the dtype {dtype} of [qmin, qmax] = [{lo}, {hi}]")
+    return tuple(in_shapes[0])
+
+
+def _quantize_forward(inputs, params, attrs):
+    """int_quantize — float -> integer, the first node of every graph input.
+
+    Definition
+        q = clamp(round(x / scale) + zero_point, qmin, qmax)
+    Integer semantics
+        `refq.fixedpoint.quantize` (fixedpoint.md §8.1): x and scale are rounded to float32 (the
+        graph input is float32; scale is stored as the float32 value) and divided in float32 (a
+        true division, not a multiply by 1/scale); rounding "half_away" is TFLite `roundf` (ties
+        away from zero), "half_even" ONNX `rint` / TOSA CAST (ties to even); values beyond the
+        grid saturate to qmin/qmax.
+    Errors
+        FixedPointError for NaN in x, a scale that is not a finite positive float32, qmin > qmax,
+        or a zero point outside the dtype implied by [qmin, qmax] (`output_dtype`).
+    """
+    _quantize_shape([inputs[0].shape], attrs, params)
+    return quantize(inputs[0], np.float32(attrs["scale"]), attrs["zero_point"],
+                    qmin=attrs["qmin"], qmax=attrs["qmax"], rounding=attrs["rounding"])
+
+
+def _dequantize_shape(in_shapes, attrs, params):
+    _check_scale(attrs["scale"], "int_dequantize")
+    check_zp(attrs["zero_point"], "int_dequantize: zero_point", DTYPE_RANGES["int32"], "int32")
+    return tuple(in_shapes[0])
+
+
+def _dequantize_forward(inputs, params, attrs):
+    """int_dequantize — integer -> float, the last node before every graph output.
+
+    Definition
+        y = (q − zero_point)·scale
+    Integer semantics
+        Computed in float32: float32(q − zero_point)·float32(scale), one correctly rounded product
+        (TFLite DEQUANTIZE `float(double(scale)·(q − zp))`, ONNX DequantizeLinear; §8.1; exact
+        operands while |q − zp| < 2^24); returned as float64 holding exactly the float32 values
+        (float64 is the runtime's default compute dtype).
+    Errors
+        FixedPointError for a non-integer input, a scale that is not a finite positive float32
+        or a zero point outside int32.
+    """
+    q = int_input(inputs[0], "int_dequantize input")
+    _dequantize_shape([q.shape], attrs, params)
+    v = (q - attrs["zero_point"]).astype(np.float32) * np.float32(attrs["scale"])
+    return v.astype(np.float64)
+
+
+_REQ = {**ACT_ATTRS, **REQUANT_ATTRS}
+OPS = [
+    Op("int_add", _add_forward, _add_shape, num_inputs=2,
+       attrs={"a_zp": Attr("int", 0), "b_zp": Attr("int", 0), "output_zp": Attr("int", 0),
+              **ACT_ATTRS, "scheme": Attr("str", choices=REQUANT_SCHEMES),
+              "add": Attr("str", choices=ADD_MODES), "left_shift": Attr("int", 20), **ACC_ATTRS},
+       params={**{k: False for k in _ADD_INT_PARAMS}, "a_real": False, "b_real": False},
+       accumulate=_add_accumulate),
+    Op("int_multiply", _mul_forward, _mul_shape, num_inputs=2,
+       attrs={"a_zp": Attr("int", 0), "b_zp": Attr("int", 0), "output_zp": Attr("int", 0), **_REQ},
+       params=dict(REQUANT_PARAMS)),
+    Op("int_requantize", _requant_forward, _requant_shape,
+       attrs={"input_zp": Attr("int", 0), "output_zp": Attr("int", 0), **_REQ},
+       params=dict(REQUANT_PARAMS)),
+    Op("int_clamp", _clamp_forward, _clamp_shape, attrs=dict(ACT_ATTRS)),
+    Op("int_quantize", _quantize_forward, _quantize_shape,
+       attrs={"scale": Attr("float"), "zero_point": Attr("int", 0), "qmin": Attr("int"),
+              "qmax": Attr("int"),
+              "rounding": Attr("str", choices=("half_away", "half_even"))}),
+    Op("int_dequantize", _dequantize_forward, _dequantize_shape,
+       attrs={"scale": Attr("float"), "zero_point": Attr("int", 0)}),
+]

@@ -1,0 +1,265 @@
+"""Integer pooling: int_max_pool2d, int_avg_pool2d, int_mean (global average over H, W).
+
+Window geometry (pool_size, strides, padding valid/same/explicit, pads) is that of the float
+max_pool2d/avg_pool2d (refq.layers.pooling), whose shape inference is reused; padded taps are never
+counted. Sums run in int64 over the kernel taps (a vectorised add per tap). Sections (§n) refer to
+../shared/reference/fixedpoint.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import FixedPointError, ShapeError
+from ...layers import REGISTRY
+from ...layers.base import Attr, Op
+from ...layers.conv import PADDINGS, pad_hw, window_geometry
+from ...layers.pooling import valid_counts
+from ..requantize import REQUANT_SCHEMES, apply_scale_32, float_scale_round, requantize
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, absmax, check_acc_attrs,
+                     check_act, check_requant, check_zp, fit_accumulator, int_input, requant)
+
+_POOL_ATTRS = {"pool_size": Attr("ints", length=2), "strides": Attr("ints", length=2),
+               "padding": Attr("str", "valid", choices=PADDINGS),
+               "pads": Attr("ints", (0, 0, 0, 0), length=4)}
+_GEO = tuple(_POOL_ATTRS)
+AVG_MODES = ("tflite", "tosa", "float")
+MEAN_MODES = ("tflite", "tosa", "float")
+
+
+def _geo(attrs):
+    return {k: attrs[k] for k in _GEO}
+
+
+# ---- int_max_pool2d --------------------------------------------------------------------------
+def _max_shape(in_shapes, attrs, params):
+    check_act(attrs, "int_max_pool2d", zp_name=None)
+    return REGISTRY["max_pool2d"].infer_shape(in_shapes, _geo(attrs), {})
+
+
+def _max_forward(inputs, params, attrs):
+    """int_max_pool2d — integer max pooling.
+
+    Definition
+        y[n, i, j, c] = clamp(max over the in-bounds taps of x, act_min, act_max); shapes and
+        geometry as max_pool2d.
+    Integer semantics
+        A pure maximum over the window clipped to the image (padding never wins), then the
+        activation clamp; identical in TFLite, TFLM, CMSIS-NN, TOSA MAX_POOL2D and ONNX MaxPool
+        (fixedpoint.md §5.2). No rounding.
+    Errors
+        ShapeError as max_pool2d (an explicit pad must be smaller than the pool, so no window is
+        all padding); FixedPointError when act_min > act_max.
+    """
+    x = int_input(inputs[0], "int_max_pool2d input")
+    _max_shape([x.shape], attrs, params)
+    y = REGISTRY["max_pool2d"].forward([x], {}, _geo(attrs))
+    return np.clip(y, attrs["act_min"], attrs["act_max"])
+
+
+# ---- int_avg_pool2d --------------------------------------------------------------------------
+def _requant_wanted(params):
+    return any(k in params for k in REQUANT_PARAMS)
+
+
+def _avg_shape(in_shapes, attrs, params):
+    what = "int_avg_pool2d"
+    out = REGISTRY["avg_pool2d"].infer_shape(in_shapes, _geo(attrs), {})
+    check_zp(attrs["input_zp"], f"{what}: input_zp", ACT_ZP_RANGE)
+    check_act(attrs, what)
+    if attrs["avg"] == "float":
+        if "real_multiplier" in params:
+            check_requant(params, {"scheme": "float_rne"}, 1, what)
+    elif _requant_wanted(params):
+        if attrs["scheme"] == "none":
+            raise FixedPointError(f"{what}: requantization parameters are given but no 'scheme'")
+        check_requant(params, attrs, out[-1], what)
+    return out
+
+
+def _window_sum(xp, k, s, oh, ow):
+    """Σ over the kh·kw taps of the padded int64 input, one vectorised add per tap."""
+    (kh, kw), (sh, sw) = k, s
+    acc = np.zeros(xp.shape[:1] + (oh, ow) + xp.shape[3:], np.int64)
+    for u in range(kh):
+        for v in range(kw):
+            acc += xp[:, u:u + (oh - 1) * sh + 1:sh, v:v + (ow - 1) * sw + 1:sw]
+    return acc
+
+
+def reciprocal_scale(count):
+    """TOSA `reciprocal_scale(count)` (AVG_POOL2D.tosac; §5.1), elementwise on positive counts:
+    k = 32 − clz(count − 1) (= bit length of count − 1), multiplier = ((2^30 + 1)·2^k) // count,
+    shift = 30 + k. Returns int64 arrays (multiplier, shift) of count's shape."""
+    count = np.asarray(count, dtype=np.int64)
+    mult = np.empty_like(count)
+    shift = np.empty_like(count)
+    for c in np.unique(count):  # few distinct counts: one per window clipping pattern
+        k = int(c - 1).bit_length()
+        mult[count == c] = (((1 << 30) + 1) << k) // int(c)
+        shift[count == c] = 30 + k
+    return mult, shift
+
+
+def round_div_half_away(acc, count):
+    """acc / count rounded half away from zero, TFLite's `acc > 0 ? (acc + count/2)/count :
+    (acc − count/2)/count` with C truncating division (count > 0)."""
+    half = count // 2
+    return np.where(acc > 0, (acc + half) // count, -((half - acc) // count))
+
+
+def _avg_forward(inputs, params, attrs):
+    """int_avg_pool2d — integer average pooling, padding never counted.
+
+    Definition (S = the in-bounds taps of a window, n = |S| >= 1)
+        avg "tflite" (TFLite/TFLM reference, CMSIS-NN; §5.1):
+            r = round_half_away(Σ_S x / n)  (raw x, zero point not subtracted; C
+                `(acc ± n/2) / n`), v = r − input_zp
+        avg "tosa" (TOSA AVG_POOL2D; §5.1):
+            (m, s) = reciprocal_scale(n), v = apply_scale_32(Σ_S (x − input_zp), m, s, single)
+            (effectively round half away of the zero-point-free mean; equals "tflite" when
+            input_zp = 0, may differ on ties otherwise)
+        then, without requantization parameters (input and output share the scale):
+            y = clamp(v + output_zp, act_min, act_max)   (= clamp(r) for "tflite" when the zero
+            points agree, TFLite's only case);
+        with multiplier/shift or real_multiplier (the scales differ; `scheme`, default "none",
+        must then name a requantization scheme):
+            y = requantize(v, ..., scheme, zero_point=output_zp, act_min, act_max)
+            (an int_requantize of the average; [C] or [1] parameters).
+        avg "float" (ONNX AveragePool / QLinearAveragePool in float, count_include_pad = 0):
+            y = clamp(rint((float64(Σ_S (x − input_zp)) / n)·M) + output_zp, act_min, act_max)
+            with M = real_multiplier (s_in/s_out; 1 when absent), half to even.
+    Integer semantics
+        Window sums are exact int64; "tflite" rounds half away from zero by C truncating division
+        (`round_div_half_away`), "tosa" by `reciprocal_scale` whose numerator 2^30 + 1 pushes
+        exact ties away from zero (so both round half away; they differ only through the zero
+        point), "float" half to even in float64. Shapes as avg_pool2d.
+    Errors
+        ShapeError as avg_pool2d; ParamError for wrong-length parameters; FixedPointError for
+        act_min > act_max, zero points outside their dtype, requantization parameters without a
+        scheme or outside its range.
+    """
+    x = int_input(inputs[0], "int_avg_pool2d input")
+    _avg_shape([x.shape], attrs, params)
+    k, s = attrs["pool_size"], attrs["strides"]
+    pads, (oh, ow) = window_geometry(x.shape[1:3], k, s, (1, 1), attrs["padding"], attrs["pads"],
+                                     "int_avg_pool2d")
+    count = np.multiply.outer(valid_counts(x.shape[1], k[0], s[0], pads[0], oh),
+                              valid_counts(x.shape[2], k[1], s[1], pads[2], ow))[:, :, None]
+    zp, mode = attrs["input_zp"], attrs["avg"]
+    if mode == "tflite":
+        v = round_div_half_away(_window_sum(pad_hw(x, pads), k, s, oh, ow), count) - zp
+    else:
+        acc = _window_sum(pad_hw(x - zp, pads), k, s, oh, ow)
+        if mode == "float":
+            m = np.float64(np.asarray(params.get("real_multiplier", 1.0), np.float64).ravel()[0])
+            r = np.rint((acc.astype(np.float64) / count) * m).astype(np.int64)
+            return np.clip(r + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
+        mult, shift = reciprocal_scale(count)
+        v = apply_scale_32(acc, mult, shift, double_round=False)
+    if _requant_wanted(params):
+        return requant(v, params, attrs, zero_point=attrs["output_zp"])
+    return np.clip(v + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
+
+
+# ---- int_mean --------------------------------------------------------------------------------
+def _mean_shape(in_shapes, attrs, params):
+    what = "int_mean"
+    shape = tuple(in_shapes[0])
+    if len(shape) != 4:
+        raise ShapeError(f"{what} expects an NHWC input of rank 4, got shape {list(shape)}")
+    check_zp(attrs["input_zp"], f"{what}: input_zp", ACT_ZP_RANGE)
+    check_act(attrs, what)
+    check_acc_attrs(attrs, what)
+    mode, scheme = attrs["mean"], attrs["scheme"]
+    want = {"tflite": ("tflite_double", "single_round"), "tosa": ("tosa_single", "tosa_double"),
+            "float": REQUANT_SCHEMES}[mode]
+    if scheme not in want:
+        raise FixedPointError(f"{what}: mean {mode!r} takes a scheme in {want}, got {scheme!r}")
+    sub = {**attrs, "scheme": "float_rne" if mode == "float" else scheme, "zp_before_round": False}
+    check_requant(params, sub, shape[3], what)
+    return (shape[0], 1, 1, shape[3]) if attrs["keepdims"] else (shape[0], shape[3])
+
+
+def mean_multiplier(multiplier, shift, n: int):
+    """TFLite `QuantizedMeanOrSum` folding of 1/n into (M, shift) (reference/reduce.h; §5.3):
+    k = min(floor(log2 n), 32, 31 + shift), M' = (M·2^k) // n (floor), shift' = shift − k.
+    M' < 2^31 because M < 2^31 and 2^k <= n; shift' >= −31 because k <= 31 + shift."""
+    m = np.asarray(multiplier, dtype=np.int64)
+    sh = np.asarray(shift, dtype=np.int64)
+    k = np.minimum(np.minimum(int(n).bit_length() - 1, 32), 31 + sh)
+    return (m << k) // int(n), sh - k
+
+
+def _mean_accumulate(inputs, params, attrs):
+    """int_mean — integer global average over H and W (Keras GlobalAveragePooling2D, ReduceMean).
+
+    Definition (n = H·W)
+        acc[n, c] = Σ_{h, w} (x[n, h, w, c] − input_zp)            (exact; "the sum")
+        acc' = apply_overflow_policy(acc, accumulator_bits, overflow)
+        mean "tflite" (TFLite/TFLM `QuantizedMeanOrSum`, §5.3): multiplier/shift encode
+            s_in/s_out (QuantizeMultiplier); (M', shift') = `mean_multiplier`(M, shift, n);
+            y = clamp(requantize(acc'; M', shift', scheme) + output_zp), scheme tflite_double or
+            single_round.
+        mean "tosa" (REDUCE_SUM + RESCALE): multiplier/shift encode s_in/(n·s_out) (tosa_scale32,
+            1/n folded by the lowering); the RESCALE is single-rounded whatever the TOSA scheme
+            attribute says (the legalizer uses double_round = false for MEAN, PR tensorflow#59859):
+            y = clamp(apply_scale_32(acc', M, shift, single) + output_zp).
+        mean "float": real_multiplier = s_in/s_out; y = clamp(rint(float64(acc')·(M/n)) +
+            output_zp) (float64, half to even; M/n one float64 division).
+        keepdims: y [N, 1, 1, C] instead of [N, C].
+    Integer semantics
+        Accumulator policy attributes as int_conv2d (an addition to the contract, defaults 32 /
+        "error"); `accumulate` reports max |acc|. Parameters [C] or [1].
+    Errors
+        ShapeError for a rank other than 4; ParamError for missing/wrong-length parameters;
+        FixedPointError for a scheme that does not match `mean`, parameters out of range,
+        act_min > act_max, zero points outside their dtype, accumulator overflow under "error".
+    """
+    x = int_input(inputs[0], "int_mean input")
+    _mean_shape([x.shape], attrs, params)
+    n = x.shape[1] * x.shape[2]
+    if n == 0:
+        raise ShapeError("int_mean: the input has no spatial positions (H·W = 0)")
+    acc = np.sum(x - attrs["input_zp"], axis=(1, 2), keepdims=attrs["keepdims"])
+    a = fit_accumulator(acc, attrs)
+    mode, zp = attrs["mean"], attrs["output_zp"]
+    lo, hi = attrs["act_min"], attrs["act_max"]
+    if mode == "tflite":
+        m, sh = mean_multiplier(params["multiplier"], params["shift"], n)
+        y = requantize(a, m, sh, attrs["scheme"], zero_point=zp, act_min=lo, act_max=hi)
+    elif mode == "tosa":
+        y = requantize(a, params["multiplier"], params["shift"], "tosa_single", zero_point=zp,
+                       act_min=lo, act_max=hi)
+    else:
+        m = np.asarray(params["real_multiplier"], dtype=np.float64) / np.float64(n)
+        r = float_scale_round(a, m, precision="float64", rounding="half_even")
+        y = np.clip(r + zp, lo, hi)
+    return y, absmax(acc)
+
+
+def _mean_forward(inputs, params, attrs):
+    return _mean_accumulate(inputs, params, attrs)[0]
+
+
+_mean_forward.__doc__ = _mean_accumulate.__doc__
+
+
+def _mean_macs(in_shapes, out_shape, attrs, params):
+    _, h, w, c = in_shapes[0]
+    return 0 if h is None or w is None else int(h * w * c)
+
+
+OPS = [
+    Op("int_max_pool2d", _max_forward, _max_shape, attrs={**_POOL_ATTRS, **ACT_ATTRS}),
+    Op("int_avg_pool2d", _avg_forward, _avg_shape,
+       attrs={**_POOL_ATTRS, "input_zp": Attr("int", 0), "output_zp": Attr("int", 0),
+              **ACT_ATTRS, "avg": Attr("str", choices=AVG_MODES),
+              "scheme": Attr("str", "none", choices=("none",) + REQUANT_SCHEMES),
+              "zp_before_round": Attr("bool", False)},
+       params=dict(REQUANT_PARAMS), macs=REGISTRY["avg_pool2d"].macs),
+    Op("int_mean", _mean_forward, _mean_shape,
+       attrs={"keepdims": Attr("bool", False), "input_zp": Attr("int", 0),
+              "output_zp": Attr("int", 0), **ACT_ATTRS, "mean": Attr("str", choices=MEAN_MODES),
+              "scheme": Attr("str", choices=REQUANT_SCHEMES), **ACC_ATTRS},
+       params=dict(REQUANT_PARAMS), macs=_mean_macs, accumulate=_mean_accumulate),
+]

@@ -1,0 +1,60 @@
+"""Integer data movement: int_concat, int_pad (no arithmetic; shape inference as the float ops)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...layers import REGISTRY
+from ...layers.base import Attr, Op
+from .common import ACT_ZP_RANGE, check_zp, int_input
+
+
+def _concat_shape(in_shapes, attrs, params):
+    return REGISTRY["concat"].infer_shape(in_shapes, attrs, {})
+
+
+def _concat_forward(inputs, params, attrs):
+    """int_concat — integer concatenation.
+
+    Definition
+        y = x_0 ‖ x_1 ‖ ... along `axis` (not the batch axis); shapes as concat.
+    Integer semantics
+        A pure copy: all inputs and the output share one encoding (TFLite int8 CONCATENATION
+        requires it, TOSA CONCAT is a copy; fixedpoint.md §5.4); the lowering inserts
+        `int_requantize` on inputs whose encoding differs.
+    Errors
+        ShapeError as concat; FixedPointError for a non-integer input.
+    """
+    xs = [int_input(x, f"int_concat input {i}") for i, x in enumerate(inputs)]
+    _concat_shape([x.shape for x in xs], attrs, params)
+    return np.concatenate(xs, axis=attrs["axis"])
+
+
+def _pad_shape(in_shapes, attrs, params):
+    check_zp(attrs["value"], "int_pad: value", ACT_ZP_RANGE, "the input's zero point")
+    return REGISTRY["zero_pad2d"].infer_shape(in_shapes, {"pads": attrs["pads"]}, {})
+
+
+def _pad_forward(inputs, params, attrs):
+    """int_pad — integer spatial padding.
+
+    Definition
+        y[n, i + top, j + left, c] = x[n, i, j, c], `value` elsewhere (NHWC);
+        pads = [top, bottom, left, right].
+    Integer semantics
+        zero_pad2d in the integer domain: `value` is the input zero point, so the padding holds
+        the real value 0. A copy, no rounding.
+    Errors
+        ShapeError as zero_pad2d; FixedPointError for a value outside [−32768, 32767].
+    """
+    x = int_input(inputs[0], "int_pad input")
+    _pad_shape([x.shape], attrs, params)
+    t, b, l, r = attrs["pads"]
+    return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=attrs["value"])
+
+
+OPS = [
+    Op("int_concat", _concat_forward, _concat_shape, num_inputs=(1, None),
+       attrs={"axis": Attr("int", -1)}),
+    Op("int_pad", _pad_forward, _pad_shape,
+       attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4), "value": Attr("int", 0)}),
+]

@@ -1,0 +1,142 @@
+"""int_softmax: softmax over the last axis on the integer grid ("tflite" fixed point, "float").
+
+Sections (§n) refer to ../shared/reference/fixedpoint.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import FixedPointError, ShapeError
+from ...layers.base import Attr, Op
+from ..multiplier import quantize_multiplier
+from ..requantize import quantize
+from ..rounding import INT32_MAX, round_shift_half_away, srdhm, wrap
+from . import gemmlowp
+from .common import ACT_ATTRS, ACT_ZP_RANGE, check_act, check_zp, int_input
+
+SOFTMAX_MODES = ("tflite", "float")
+SCALED_DIFF_INTEGER_BITS = 5     # kScaledDiffIntegerBits of reference/softmax.h
+ACCUMULATION_INTEGER_BITS = 12   # kAccumulationIntegerBits
+
+
+def tflite_softmax_params(input_scale, beta: float = 1.0, *, single_rounding: bool = False):
+    """The "tflite" attributes from the input scale (TFLite `PreprocessSoftmaxScaling` and
+    `CalculateInputRadius`; §7), all in double:
+    real = min(beta·float32(s_in)·2^26, 2^31 − 1 (2^30 − 1 in the single-rounding build));
+    (input_multiplier, input_left_shift) = QuantizeMultiplier(real) (GreaterThanOne: shift >= 0);
+    diff_min = −floor(31·2^26 / 2^input_left_shift).
+    Returns {"input_multiplier", "input_left_shift", "diff_min"} as Python ints.
+    Errors: FixedPointError when real < 1 (the multiplier would need a right shift)."""
+    cap = float((1 << 30) - 1 if single_rounding else (1 << 31) - 1)
+    real = min(float(beta) * float(np.float32(input_scale)) * float(1 << 26), cap)
+    m, e = (int(v) for v in quantize_multiplier(real))
+    if e < 0 or m == 0:
+        raise FixedPointError(f"tflite_softmax_params: beta·s_in·2^26 = {real} < 1; TFLite's "
+                              "QuantizeMultiplierGreaterThanOne needs a multiplier >= 1")
+    radius = int(np.floor(31.0 * float(1 << 26) / float(1 << e)))
+    return {"input_multiplier": m, "input_left_shift": e, "diff_min": -radius}
+
+
+def _softmax_shape(in_shapes, attrs, params):
+    shape = tuple(in_shapes[0])
+    what = "int_softmax"
+    if len(shape) < 2:
+        raise ShapeError(f"{what} expects a rank >= 2 input (batch, ..., classes), got "
+                         f"{list(shape)}")
+    check_zp(attrs["input_zp"], f"{what}: input_zp", ACT_ZP_RANGE)
+    dtype = check_act(attrs, what)
+    if attrs["softmax"] == "tflite":
+        if not (0 < attrs["input_multiplier"] <= INT32_MAX and 0 <= attrs["input_left_shift"] <= 31
+                and attrs["diff_min"] <= 0):
+            raise FixedPointError(
+                f"{what}: 'tflite' needs 0 < input_multiplier <= 2^31 − 1, 0 <= input_left_shift "
+                f"<= 31 and diff_min <= 0, got {attrs['input_multiplier']}, "
+                f"{attrs['input_left_shift']}, {attrs['diff_min']} (see tflite_softmax_params)")
+        type_min = {"int8": -128, "uint8": 0}.get(dtype)
+        if type_min is None or attrs["output_zp"] != type_min:
+            raise FixedPointError(f"{what}: 'tflite' produces 8-bit outputs with scale 1/256 and "
+                                  "the zero point at the type minimum (int8: −128, uint8: 0); got "
+                                  f"output_zp {attrs['output_zp']} with act range "
+                                  f"[{attrs['act_min']}, {attrs['act_max']}]")
+    else:
+        for name in ("input_scale", "output_scale"):
+            s = attrs[name]
+            if not (np.isfinite(s) and s > 0):
+                raise FixedPointError(f"{what}: 'float' needs a finite positive {name}, got {s}")
+    return shape
+
+
+def _softmax_tflite(x, attrs):
+    """The TFLite/TFLM reference fixed-point softmax on int64 x (last axis)."""
+    d = x - np.max(x, axis=-1, keepdims=True)
+    keep = d >= attrs["diff_min"]
+    left = attrs["input_left_shift"]
+    # MultiplyByQuantizedMultiplierGreaterThanOne: srdhm(x·2^left (int32), multiplier)
+    scaled = srdhm(wrap(np.where(keep, d, 0) << left, 32), attrs["input_multiplier"])
+    e = gemmlowp.exp_on_negative_values(scaled, SCALED_DIFF_INTEGER_BITS)       # Q0.31
+    terms = np.where(keep, round_shift_half_away(e, ACCUMULATION_INTEGER_BITS), 0)
+    total = wrap(np.sum(terms, axis=-1, keepdims=True), 32)                      # Q12.19, > 0
+    if np.any(total <= 0):
+        raise FixedPointError("int_softmax: the int32 sum of exponentials overflowed (a row of "
+                              "more than 4096 near-maximal entries)")
+    headroom = 32 - np.frexp(total.astype(np.float64))[1].astype(np.int64)  # clz32, exact < 2^53
+    bits_over_unit = ACCUMULATION_INTEGER_BITS - headroom
+    shifted = (total << headroom) - (1 << 31)                                    # in [0, 2^31)
+    scale = gemmlowp.one_over_one_plus_x_for_x_in_0_1(shifted)
+    out = round_shift_half_away(srdhm(scale, e), bits_over_unit + 31 - 8) + attrs["output_zp"]
+    out = np.clip(out, attrs["act_min"], attrs["act_max"])
+    return np.where(keep, out, np.clip(attrs["output_zp"], attrs["act_min"], attrs["act_max"]))
+
+
+def _softmax_forward(inputs, params, attrs):
+    """int_softmax — softmax over the last axis of an integer tensor.
+
+    Definition
+        softmax "tflite" (TFLite BUILTIN_REF / TFLM / CMSIS-NN `reference/softmax.h`; §7), per row,
+        with input_multiplier, input_left_shift, diff_min from `tflite_softmax_params` (int attrs):
+            d = x − max(row); entries with d < diff_min output output_zp;
+            s = srdhm(d·2^input_left_shift, input_multiplier)      (Q5.26, a scaled difference)
+            e = exp_on_negative_values(s) (Q0.31, `gemmlowp`), sum = Σ RDBPOT(e, 12) (Q12.19,
+            int32; over the kept entries)
+            h = clz32(sum), b = 12 − h, r = one_over_one_plus_x_for_x_in_0_1(sum·2^h − 2^31)
+            y = clamp(RDBPOT(srdhm(r, e), b + 31 − 8) + output_zp, act_min, act_max)
+          Output scale 1/256 with output_zp the type minimum (int8: −128, uint8: 0) is required
+          (checked on output_zp and the act range; the scale is the lowering's to ensure).
+          input_zp is not used (differences cancel it). A sum beyond int32 (a row of more than
+          2^12 near-maximal entries) raises FixedPointError; final shifts beyond 31 (b > 8, which
+          gemmlowp asserts against) are computed exactly.
+        softmax "float" (ONNX: float Softmax inside QDQ): x̂ = (x − input_zp)·input_scale in
+          float64, p = exp(x̂ − max x̂) / Σ exp(x̂ − max x̂) (float64),
+          y = clamp(rint(p / output_scale) + output_zp, act_min, act_max) (half to even,
+          `quantize` in float64; scales are float attrs).
+    Integer semantics
+        "tflite" is bit-exact integer arithmetic (int64 arrays holding int32 values, the gemmlowp
+        routines of `gemmlowp.py` on the primitives srdhm/RDBPOT; rounding as listed); "float"
+        rounds once, half to even, after float64 math.
+    Errors
+        ShapeError for rank < 2; FixedPointError for an int32 overflow of sum, invalid tflite
+        attributes (multiplier <= 0, shift outside [0, 31], diff_min > 0), a tflite output
+        zero point other than the 8-bit type minimum, non-positive float scales,
+        act_min > act_max or zero points outside their dtype.
+    """
+    x = int_input(inputs[0], "int_softmax input")
+    _softmax_shape([x.shape], attrs, params)
+    if x.size == 0:
+        return x.copy()
+    if attrs["softmax"] == "tflite":
+        return _softmax_tflite(x, attrs)
+    v = (x - attrs["input_zp"]).astype(np.float64) * np.float64(attrs["input_scale"])
+    e = np.exp(v - np.max(v, axis=-1, keepdims=True))
+    p = e / np.sum(e, axis=-1, keepdims=True)
+    return quantize(p, attrs["output_scale"], attrs["output_zp"], qmin=attrs["act_min"],
+                    qmax=attrs["act_max"], rounding="half_even", precision="float64")
+
+
+OPS = [
+    Op("int_softmax", _softmax_forward, _softmax_shape,
+       attrs={"input_zp": Attr("int", 0), "output_zp": Attr("int", 0), **ACT_ATTRS,
+              "softmax": Attr("str", choices=SOFTMAX_MODES),
+              "input_multiplier": Attr("int", 0), "input_left_shift": Attr("int", 0),
+              "diff_min": Attr("int", 0), "input_scale": Attr("float", 0.0),
+              "output_scale": Attr("float", 0.0)}),
+]
