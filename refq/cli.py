@@ -12,6 +12,10 @@
     refq equalize MODEL.refq.h5 -o EQ.refq.h5 [--report CLE.json] [--relu6-to-relu]
              [--through-se] [--no-high-bias]
     refq report Q.refq.h5 --data X.npy [--json REPORT.json] [--top N] [--batch-size N]
+    refq lower Q.refq.h5 --profile tflite -o INT.refq.h5
+    refq run INT.refq.h5 --mode int --input X.npy --output Y.npy [--trace DIR]
+    refq compare Q.refq.h5 --profile tflite --data X.npy [--json CMP.json] [--all-layers]
+    refq profiles
     refq demo [--quiet]
 
 Errors in the input (RefqError) are printed as one line `refq: error: ...` and exit with status 1.
@@ -58,7 +62,24 @@ def cmd_run(args):
     from .model_io import load
 
     feeds = load_arrays(args.input)
-    if args.mode == "sim":
+    stats = None
+    if args.mode == "int":
+        from .fixedpoint.run import run_int
+
+        if args.dtype is not None:
+            raise InputError("--dtype applies to --mode float; an integer model computes exactly")
+        graph = load(args.model)
+        if "integer" not in graph.meta:
+            raise InputError(f"{args.model} is not an integer model; lower it first with "
+                             "`refq lower`")
+
+        def runner(f, **kw):
+            nonlocal stats
+            out, stats = run_int(graph, f, **kw)
+            return out
+
+        kwargs = {}
+    elif args.mode == "sim":
         from .quant.quantsim import QuantSim
 
         if args.dtype is not None:
@@ -101,6 +122,11 @@ def cmd_run(args):
     if not args.quiet:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
         print(f"wrote {shapes} to {args.output}" + (f"; trace in {args.trace}" if args.trace else ""))
+        if stats:
+            worst = min(stats.items(), key=lambda kv: kv[1]["headroom_bits"])
+            print(f"accumulators: {len(stats)} nodes, least headroom {worst[1]['headroom_bits']} "
+                  f"bits at '{worst[0]}' (max |acc| {worst[1]['max_abs_acc']:,} of "
+                  f"{worst[1]['accumulator_bits']} bits)")
 
 
 def cmd_quantize(args):
@@ -195,6 +221,39 @@ def cmd_report(args):
     print(format_report(report, top=args.top))
 
 
+def cmd_lower(args):
+    from .fixedpoint.lowering import lower
+    from .model_io import save
+    from .quant.quantsim import QuantSim
+
+    graph = lower(QuantSim.load(args.model), args.profile)
+    save(graph, args.output)
+    if not args.quiet:
+        ops = sum(n.op.startswith("int_") for n in graph.nodes)
+        print(f"lowered {args.model} for profile '{args.profile}': {ops} integer nodes "
+              f"-> {args.output}")
+
+
+def cmd_compare(args):
+    from .data_io import iter_batches
+    from .fixedpoint.compare import compare, format_compare
+    from .quant.quantsim import QuantSim
+
+    sim = QuantSim.load(args.model)
+    names = [s.name for s in sim.graph.inputs]
+    report = compare(sim, args.profile, iter_batches(args.data, names, args.batch_size),
+                     quiet=args.quiet)
+    if args.json:
+        _write_json(args.json, report)
+    print(format_compare(report, all_layers=args.all_layers), end="")
+
+
+def cmd_profiles(args):
+    from .fixedpoint.profiles import describe_profiles
+
+    print(describe_profiles())
+
+
 def cmd_demo(args):
     from .demo import main
 
@@ -230,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True, help=".npy (single input) or .npz {input name: array}")
     s.add_argument("--output", required=True, help=".npy (single output) or .npz")
     s.add_argument("--trace", metavar="DIR", help="also write every tensor as DIR/<tensor>.npy")
-    s.add_argument("--mode", choices=["float", "sim"], default="float",
-                   help="float: the definition; sim: the quantization simulation of a quantized model")
+    s.add_argument("--mode", choices=["float", "sim", "int"], default="float",
+                   help="float: the definition; sim: the quantization simulation of a quantized "
+                        "model; int: an integer model (from `refq lower`)")
     s.add_argument("--dtype", choices=["float64", "float32"], default=None,
                    help="float mode compute dtype (default float64)")
     s.add_argument("--batch-size", type=int, default=None)
@@ -275,6 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=None, help="show only the N worst quantizers")
     s.add_argument("--batch-size", type=int, default=None)
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("lower", help="lower a quantized model to an integer model for a profile")
+    s.add_argument("model", help="a quantized .refq.h5 (from `refq quantize`, BN folded)")
+    s.add_argument("--profile", required=True, help="tflite | tflite-single | tosa | onnx | cmsis-nn")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_lower)
+
+    s = sub.add_parser("compare", help="per layer LSB differences: integer model vs simulation")
+    s.add_argument("model", help="a quantized .refq.h5")
+    s.add_argument("--profile", required=True)
+    s.add_argument("--data", required=True, help=".npy, .npz or a directory of .npy batches")
+    s.add_argument("--json", help="also write the comparison as JSON")
+    s.add_argument("--all-layers", action="store_true", help="list layers without differences too")
+    s.add_argument("--batch-size", type=int, default=None)
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("profiles", help="list the integer numerics profiles and how they differ")
+    s.set_defaults(func=cmd_profiles)
 
     s = sub.add_parser("demo", help="the main job on the bundled PP-OCR model and test set")
     s.set_defaults(func=cmd_demo)
