@@ -1,0 +1,132 @@
+"""refq.fixedpoint.run and refq.fixedpoint.compare on the real PP-OCR classifier (BN folded,
+W8A8 QuantSim per tensor and per channel, calibrated on 32 lines): every shipped profile lowers;
+a float requantization scheme equals the integer-faithful simulation bit for bit; every other
+scheme differs locally by at most one LSB per requantization (the counts are printed: run with -s);
+the dequantized outputs agree with the QuantSim float simulation."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from refq.algorithms import fold_batch_norms
+from refq.demo import load_calibration_set, load_model, load_test_set
+from refq.fixedpoint import PROFILES
+from refq.fixedpoint.compare import compare, format_compare
+from refq.fixedpoint.lowering import lower
+from refq.fixedpoint.run import (REFERENCE, accumulator_headroom, faithful_graph, run_faithful,
+                                 run_int)
+from refq.quant.quantsim import QuantSim
+
+NAMES = tuple(PROFILES)
+FLOAT_PROFILE = dataclasses.replace(REFERENCE, name="float-exact",
+                                    activation_dtypes=("int8", "int16"))
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return load_calibration_set(32)
+
+
+@pytest.fixture(scope="module")
+def sims(calib):
+    g, _ = fold_batch_norms(load_model())
+    return {c: QuantSim(g, c).compute_encodings(calib) for c in ("per_tensor", "per_channel")}
+
+
+@pytest.fixture(scope="module")
+def test_lines():
+    """The first six lines of the bundled test set, with their labels."""
+    x, y, _ = load_test_set()
+    return x[:6], y[:6]
+
+
+@pytest.mark.parametrize("config", ["per_tensor", "per_channel"])
+def test_every_shipped_profile_lowers_ppocr(sims, config):
+    sim = sims[config]
+    ops = {n.op for n in sim.graph.nodes}
+    assert "batch_norm" not in ops and {"hard_swish", "multiply", "zero_pad2d"} <= ops
+    for name in NAMES:
+        g = lower(sim, name)
+        meta = g.meta["integer"]
+        assert meta["profile"] == name
+        assert sum(n.op == "int_conv2d" for n in g.nodes) == 53
+        assert sum(n.op == "int_lut" for n in g.nodes) == 18       # the hard_swishes
+        assert len(meta["fused"]) == 21                             # conv+relu and conv+clip pairs
+        assert g.outputs == ["predictions"] and g.inputs[0].name == "x"
+
+
+@pytest.mark.parametrize("config", ["per_tensor", "per_channel"])
+def test_lsb_differences_per_profile(sims, calib, config):
+    """The differences to report: local (own requantization) and cumulative, per profile."""
+    sim = sims[config]
+    x = calib[:1]
+    for name in NAMES:
+        rep = compare(sim, name, x)
+        s = rep["summary"]
+        print(f"\nPP-OCR {config} {name}: local {s['local_differ_elements']} of "
+              f"{s['local_elements']} elements differ in {s['local_differ_nodes']} of {s['nodes']} "
+              f"nodes, max {s['local_max_lsb']} LSB; cumulative {s['cumulative_differ_elements']} "
+              f"elements, max {s['cumulative_max_lsb']} LSB; min headroom "
+              f"{s['min_headroom_bits']} bits")
+        assert s["local_within_bound"], s["local_out_of_bound"]
+        assert s["local_max_lsb"] <= 1
+        assert s["min_headroom_bits"] >= 0
+        if name == "onnx":
+            # float32 multiplier, zero point before rounding: at most a rare tie
+            assert s["local_differ_elements"] <= s["local_elements"] // 10000
+        else:
+            assert s["local_differ_elements"] > 0
+        text = format_compare(rep)
+        assert f"profile {name}" in text and "output predictions" in text
+
+
+def test_float_requantization_is_the_faithful_simulation_bit_for_bit(sims, calib):
+    x = calib[:2]
+    for sim in sims.values():
+        ta, sa = run_int(lower(sim, FLOAT_PROFILE), {"x": x}, trace=True)
+        tf, sf = run_int(faithful_graph(sim, like=FLOAT_PROFILE), {"x": x}, trace=True)
+        assert ta.keys() == tf.keys()
+        assert all(np.array_equal(ta[k], tf[k]) for k in ta)
+        assert sa == sf
+
+
+def test_int_outputs_agree_with_the_float_simulation(sims, test_lines):
+    x, labels = test_lines
+    for config, sim in sims.items():
+        ts = sim.run({"x": x}, trace=True)
+        for name in ("tflite", "tosa"):
+            g = lower(sim, name)
+            t, _ = run_int(g, {"x": x}, trace=True)
+            q = g.meta["integer"]["tensors"]["predictions/preact"]
+            logits = (t["predictions/preact"] - q["zero_point"]) * q["scale"]
+            ref = ts["predictions/preact"].astype(np.float64)
+            agree = np.mean(t["predictions"].argmax(-1) == ts["predictions"].argmax(-1))
+            sqnr = 10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - logits) ** 2), 1e-30))
+            acc = np.mean(t["predictions"].argmax(-1) == labels)
+            print(f"\nPP-OCR {config} {name}: top-1 agreement with the sim {agree:.2f}, logits "
+                  f"SQNR {sqnr:.1f} dB, accuracy {acc:.2f}")
+            assert agree == 1.0 and acc == 1.0 and sqnr > 12
+
+
+def test_run_int_stats_and_streaming(sims, calib):
+    sim = sims["per_channel"]
+    g = lower(sim, "tflite")
+    x = calib[:3]
+    y, stats = run_int(g, {"x": x})
+    yb, statsb = run_int(g, {"x": x}, batch_size=1)
+    assert np.array_equal(y["predictions"], yb["predictions"])  # integers: chunking is exact
+    assert stats == statsb
+    convs = {n.name for n in g.nodes if n.op in ("int_conv2d", "int_dense")}
+    assert convs <= set(stats)
+    for name, s in stats.items():
+        assert s["headroom_bits"] == accumulator_headroom(s["max_abs_acc"], 32) >= 0
+        assert s["accumulator_bits"] == 32 and s["overflow_policy"] == "error"
+        assert not s["overflowed"]
+    t, _ = run_int(g, {"x": x[:1]}, trace=True)
+    meta = g.meta["integer"]["tensors"]
+    for k, q in meta.items():
+        lo, hi = q["qmin"], q["qmax"]
+        assert t[k].dtype == np.int64 and lo <= t[k].min() and t[k].max() <= hi, k
+    yf, sf = run_faithful(sim, {"x": x[:1]}, like="tflite")
+    yf2, _ = run_int(faithful_graph(sim, like="tflite"), {"x": x[:1]})
+    assert np.array_equal(yf["predictions"], yf2["predictions"]) and sf
