@@ -6,7 +6,11 @@ The model (MobileNetV3-small x0.35, Keras 3 HDF5) and 1,000 labelled text lines 
    and the agreement with the onnxruntime probabilities stored beside the data;
 2. quantizes it W8A8 with AIMET 2.42's numerics and placement (minmax calibration on
    `CALIBRATION_LINES` unlabelled lines drawn with another noise seed), per-tensor and
-   per-channel, prints both accuracies and the five worst quantizers of the per-tensor report.
+   per-channel, prints both accuracies and the five worst quantizers of the per-tensor report;
+3. prints the data-free quantization table (BN fold, CLE, bias correction at W8/W6/W5);
+4. lowers the per-channel W8A8 model to an integer model for every shipped numerics profile and
+   prints each one's accuracy and how many values differ from the integer-faithful simulation
+   (each layer on the simulation's own inputs, so a difference belongs to that layer's rounding).
 """
 from __future__ import annotations
 
@@ -140,6 +144,35 @@ def _quantized(graph, x, y, quiet) -> dict:
     out["data_free"] = _data_free_table(graph, x, y, calib, quiet,
                                         {8: (out["w8a8_per_tensor_accuracy"],
                                              out["w8a8_per_channel_accuracy"])})
+    out["integer"] = _integer(sims["per_channel"], x, y, quiet)
+    return out
+
+
+COMPARE_LINES = 16
+
+
+def _integer(sim, x, y, quiet) -> dict:
+    """Accuracy of the integer model per profile, and its LSB differences from the simulation."""
+    from .fixedpoint.compare import compare
+    from .fixedpoint.lowering import lower
+    from .fixedpoint.profiles import PROFILES
+    from .fixedpoint.run import run_int
+
+    print(f"\ninteger models (per-channel W8A8 lowered per profile; differences from the "
+          f"integer-faithful simulation on {COMPARE_LINES} lines)")
+    print(f"  {'profile':14s}{'accuracy':>9s}{'differing values':>22s}{'max':>5s}"
+          f"{'layers':>8s}{'headroom':>10s}")
+    name = sim.graph.inputs[0].name
+    out = {}
+    for profile in PROFILES:
+        graph = lower(sim, profile)
+        probs, _ = run_int(graph, {name: x}, batch_size=100, quiet=quiet)
+        acc = float((probs[graph.outputs[0]].argmax(axis=1) == y).mean())
+        s = compare(sim, profile, x[:COMPARE_LINES])["summary"]
+        out[profile] = {"accuracy": acc, **s}
+        print(f"  {profile:14s}{100 * acc:8.1f}%{s['local_differ_elements']:>11,} of "
+              f"{s['local_elements']:>9,}{s['local_max_lsb']:>4d}{s['local_differ_nodes']:>5d}/"
+              f"{s['nodes']:<3d}{s['min_headroom_bits']:>6d} bits")
     return out
 
 
