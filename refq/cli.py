@@ -16,6 +16,11 @@
     refq run INT.refq.h5 --mode int --input X.npy --output Y.npy [--trace DIR]
     refq compare Q.refq.h5 --profile tflite --data X.npy [--json CMP.json] [--all-layers]
     refq profiles
+    refq golden generate [--cases PATTERN] [--out DIR]
+    refq golden check [--golden DIR] [--cases PATTERN]
+    refq golden verify CASE_DIR --dut DIR [--json REPORT]
+    refq export INT.refq.h5|CASE_DIR --format hex|c|bin[,...] -o DIR [--pack K]
+    refq conformance run --adapter MODULE:FUNCTION [--golden DIR] [--cases PATTERN] [--json R]
     refq demo [--quiet]
 
 Errors in the input (RefqError) are printed as one line `refq: error: ...` and exit with status 1.
@@ -260,6 +265,99 @@ def cmd_demo(args):
     main(quiet=args.quiet)
 
 
+def cmd_export(args):
+    from .exporters.hardware import FORMATS, export_case, export_integer_model
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise InputError(f"--format: unknown format(s) {bad}; use hex, c, bin or a comma list")
+    if args.pack < 1:
+        raise InputError(f"--pack must be >= 1, got {args.pack}")
+    if os.path.isdir(args.model):
+        index = export_case(args.model, args.output, formats, pack=args.pack)
+        n = sum(len(v) for v in index["arrays"].values())
+        what = f"{n} arrays of case '{index['case']}'"
+    else:
+        from .model_io import load
+
+        graph = load(args.model)
+        if "integer" not in graph.meta:
+            raise InputError(f"{args.model} is not an integer model; lower it first with "
+                             "`refq lower` (or give a golden case directory)")
+        index = export_integer_model(graph, args.output, formats, pack=args.pack)
+        what = f"{len(index['arrays'])} integer parameters of {args.model}"
+    if not args.quiet:
+        print(f"exported {what} as {', '.join(formats)} (pack {args.pack}) with JSON sidecars "
+              f"-> {args.output}")
+
+
+def cmd_golden_verify(args):
+    from .conformance.verify import describe_divergence, format_verify, verify
+
+    report = verify(args.case, args.dut)  # raises before anything is written
+    if args.json:
+        _write_json(args.json, report)
+    if args.quiet:
+        print(f"case '{report['case']}': {'PASS' if report['passed'] else 'FAIL'}")
+        if report["first_divergence"]:
+            print(describe_divergence(report["first_divergence"]))
+    else:
+        print(format_verify(report), end="")
+    return 0 if report["passed"] else 1
+
+
+def cmd_conformance_run(args):
+    from .conformance.adapter import format_adapter, run_adapter
+
+    results = run_adapter(args.adapter, args.golden, args.cases)
+    if args.json:
+        _write_json(args.json, results)
+    print(format_adapter(results), end="")
+    return 0 if results["passed"] else 1
+
+
+def cmd_golden_generate(args):
+    from .conformance import generate
+
+    r = generate(args.out, args.cases, quiet=args.quiet)
+    if not args.quiet:
+        print(f"golden: wrote {r['cases']} cases ({r['files']} files, {r['bytes'] / 1e6:.1f} MB) "
+              f"to {args.out} in {r['seconds']:.1f} s")
+
+
+def cmd_golden_check(args):
+    from .conformance import check, format_check
+
+    report = check(args.golden, args.cases, quiet=args.quiet)
+    if not report["ok"]:
+        print(f"refq: error: {format_check(report)}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(format_check(report))
+    return 0
+
+
+def _golden_parser(sub):
+    """`refq golden ...` (refq.conformance); returns its subcommand parsers for more commands."""
+    g = sub.add_parser("golden", help="golden vectors: generate the suite, check it")
+    gsub = g.add_subparsers(dest="golden_command", required=True)
+    s = gsub.add_parser("generate", help="write the golden cases and manifest.json")
+    s.add_argument("--cases", metavar="PATTERN", help="fnmatch globs of case ids, comma-separated "
+                                                      "(default: every case)")
+    s.add_argument("--out", default="golden", metavar="DIR", help="suite directory (golden/)")
+    s.set_defaults(func=cmd_golden_generate)
+    s = gsub.add_parser("check", help="regenerate and compare every byte with a committed suite")
+    s.add_argument("--golden", default="golden", metavar="DIR", help="suite directory (golden/)")
+    s.add_argument("--cases", metavar="PATTERN", help="fnmatch globs of case ids, comma-separated "
+                                                      "(default: every case)")
+    s.set_defaults(func=cmd_golden_check)
+    for s in gsub.choices.values():
+        s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars or chatter")
+    return gsub
+
+
 def _equalize_options(s):
     s.add_argument("--relu6-to-relu", action="store_true",
                    help="replace ReLU6 by ReLU so CLE can pass it (AIMET <= 2.3; changes the model)")
@@ -357,6 +455,42 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the main job on the bundled PP-OCR model and test set")
     s.set_defaults(func=cmd_demo)
 
+    s = sub.add_parser("export", help="write integer parameters or a golden case's arrays as "
+                                      "$readmemh hex, C headers or raw binaries, with sidecars")
+    s.add_argument("model", help="an integer .refq.h5 (from `refq lower`) or a golden case "
+                                 "directory")
+    s.add_argument("--format", required=True, help="hex | c | bin, or a comma list (hex,c,bin)")
+    s.add_argument("-o", "--output", required=True, metavar="DIR")
+    s.add_argument("--pack", type=int, default=1, metavar="K",
+                   help="K elements per memory word, element 0 in the least significant bits; "
+                        "applies to elements of <= 8 bits (wider ones stay one per word)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("conformance", help="run another implementation on the golden suite")
+    csub = s.add_subparsers(dest="conformance_command", required=True)
+    c = csub.add_parser("run", help="call an adapter function on every golden case and compare")
+    c.add_argument("--adapter", required=True, metavar="MODULE:FUNCTION",
+                   help="e.g. examples.adapter_numpy:run (imported from the current directory)")
+    c.add_argument("--golden", default="golden", metavar="DIR", help="golden suite (default "
+                                                                      "golden/)")
+    c.add_argument("--cases", metavar="PATTERN", help="fnmatch globs, comma-separated")
+    c.add_argument("--json", metavar="REPORT", help="also write the results as JSON")
+    c.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bars or chatter")
+    c.set_defaults(func=cmd_conformance_run)
+
+    gsub = _golden_parser(sub)
+    s = gsub.add_parser("verify", help="compare another implementation's dumps with a golden case "
+                                       "and name the first diverging layer")
+    s.add_argument("case", metavar="CASE_DIR", help="a golden case directory")
+    s.add_argument("--dut", required=True, metavar="DIR",
+                   help="the implementation's dumps: <tensor>.npy, or .hex/.bin with .json "
+                        "sidecars (outputs required, trace tensors optional)")
+    s.add_argument("--json", metavar="REPORT", help="also write the report as JSON")
+    s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="only the verdict and the first divergence")
+    s.set_defaults(func=cmd_golden_verify)
+
     for s in sub.choices.values():
         s.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
     return p
@@ -365,14 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)  # None = success; commands that compare return 1 on failure
     except RefqError as e:
         print(f"refq: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("refq: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

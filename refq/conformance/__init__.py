@@ -1,0 +1,17 @@
+"""Golden vectors: the conformance suite of refq (format: golden/README.md).
+
+    from refq.conformance import generate, check, load_case
+    generate("golden")                          # write every case (refq golden generate)
+    report = check("golden")                    # regenerate, compare every byte (refq golden check)
+    graph, inputs, outputs, trace, doc = load_case("golden/float.conv2d.basic")
+
+Cases are code (cases_float, cases_quant, cases_integer, cases_models), registered in `CASES` when
+this package is imported (building a case's data happens only when it is rendered).
+"""
+from .case import CASES, Case, CaseData, _load_all, load_case, render, select
+from .generate import check, format_check, generate, reproduce
+
+_load_all()
+
+__all__ = ["CASES", "Case", "CaseData", "load_case", "render", "select", "generate", "check",
+           "format_check", "reproduce"]

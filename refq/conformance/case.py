@@ -1,0 +1,305 @@
+"""Golden cases: the `Case` record, the registry, rendering a case to bytes, and `load_case`.
+
+A case is code: a function that builds a graph and its inputs (seeded) and computes the outputs and
+the per-layer trace with refq, returning a `CaseData`. `render(case)` turns it into the bytes of its
+directory (the format of golden/README.md): `case.json` plus `.npy` files. Rendering is
+deterministic: arrays are saved little-endian, C order, npy format 1.0, never pickled; JSON has
+sorted keys, indent 1, a trailing newline and repr floats.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+from ..graph import Graph, Node, TensorSpec
+from ..model_io import escape_name
+
+__all__ = ["Case", "CaseData", "CASES", "register", "select", "render", "render_manifest",
+           "load_case", "sha256", "dumps", "FORMAT", "FORMAT_VERSION", "KINDS", "EXACT",
+           "allclose", "layout_of"]
+
+FORMAT = "refq-golden"
+FORMAT_VERSION = 1
+KINDS = ("float", "quant", "integer")
+EXACT = {"kind": "exact"}
+_ID = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
+#: dtypes a golden array may have
+_DTYPES = ("int8", "uint8", "int16", "int32", "float32", "float64")
+
+
+def allclose(atol: float, rtol: float) -> dict:
+    return {"kind": "allclose", "atol": float(atol), "rtol": float(rtol)}
+
+
+@dataclass
+class CaseData:
+    """What a case function returns.
+
+    graph: the graph (Graph.to_json() goes into case.json, parameters into params/);
+    inputs, outputs: {name: array}; trace: {tensor: array} for node outputs (any order; written with
+    the producing node and its topological index); quantization: {tensor or "<node>/<param>":
+    encoding dict}; layouts: {name: layout} overriding `layout_of`; generators: {input name: [name
+    of the generator of each batch row]}.
+    """
+
+    graph: Graph
+    inputs: dict
+    outputs: dict
+    trace: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)
+    layouts: dict = field(default_factory=dict)
+    generators: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One golden case: `build()` returns its CaseData."""
+
+    id: str
+    kind: str
+    build: Callable
+    description: str
+    seed: int = 0
+    profile: str | None = None
+    tolerance: dict = field(default_factory=lambda: dict(EXACT))
+
+
+#: Every registered case by id, in registration order.
+CASES: dict = {}
+
+
+def register(case: Case) -> Case:
+    if not _ID.match(case.id) or ".." in case.id or "__" in case.id:
+        raise ValueError(f"case id {case.id!r} must match [a-z0-9_.-]+ without '..' or '__'")
+    if case.id in CASES:
+        raise ValueError(f"case {case.id!r} registered twice")
+    if case.kind not in KINDS:
+        raise ValueError(f"case {case.id!r}: kind must be one of {KINDS}")
+    CASES[case.id] = case
+    return case
+
+
+def _load_all():
+    from . import cases_float, cases_integer, cases_models, cases_quant  # noqa: F401 (register)
+
+
+def select(pattern: str | None = None) -> list:
+    """The cases whose id matches `pattern` (fnmatch globs, comma-separated; None = all), in
+    registration order. InputError when a glob matches no case."""
+    _load_all()
+    if pattern is None:
+        return list(CASES.values())
+    globs = [p.strip() for p in str(pattern).split(",") if p.strip()]
+    if not globs:
+        raise InputError("empty case pattern; give a glob such as 'float.*' or '*.tflite'")
+    chosen = set()
+    for g in globs:
+        hits = [cid for cid in CASES if fnmatch.fnmatchcase(cid, g) or cid == g]
+        if not hits:
+            groups = sorted({cid.split(".")[0] + ".*" for cid in CASES})
+            raise InputError(f"no golden case matches {g!r}; case ids look like "
+                             f"'float.conv2d.basic' or 'integer.add.basic.tflite' (fnmatch "
+                             f"globs, comma-separated); groups: {', '.join(groups)}")
+        chosen.update(hits)
+    return [c for cid, c in CASES.items() if cid in chosen]
+
+
+# ---- bytes ------------------------------------------------------------------------------------
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_default(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def dumps(doc) -> bytes:
+    """Sorted keys, indent 1, repr floats, ASCII, trailing newline."""
+    return (json.dumps(doc, sort_keys=True, indent=1, allow_nan=False, default=_json_default)
+            + "\n").encode("ascii")
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    a = np.asarray(a)
+    if a.dtype.name not in _DTYPES:
+        raise ValueError(f"golden arrays are {_DTYPES}, got {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, a, version=(1, 0), allow_pickle=False)
+    return buf.getvalue()
+
+
+def layout_of(a: np.ndarray) -> str:
+    return {0: "scalar", 1: "C", 2: "NC", 3: "NWC", 4: "NHWC"}.get(np.ndim(a), f"rank{np.ndim(a)}")
+
+
+def _entry(path, a, layout=None):
+    d = {"file": path, "dtype": a.dtype.name, "shape": list(a.shape)}
+    if layout is not None:
+        d["layout"] = layout
+    return d
+
+
+def render(case: Case, data: CaseData | None = None) -> dict:
+    """{relative path: bytes} of the case directory, case.json included."""
+    from .. import __version__
+
+    data = case.build() if data is None else data
+    g = data.graph
+    gjson = g.to_json()
+    order = {n["outputs"][0]: (n["name"], i) for i, n in enumerate(gjson["nodes"])}
+    files, doc = {}, {"params": {}, "inputs": {}, "outputs": {}, "trace": {}}
+    taken = {}
+
+    def put(section, key, a, layout=None):
+        path = f"{section}/{escape_name(key)}.npy"
+        low = path.lower()
+        if low in taken:
+            raise ValueError(f"case {case.id}: files {taken[low]!r} and {path!r} differ only in "
+                             "case")
+        taken[low] = path
+        files[path] = npy_bytes(a)
+        return _entry(path, np.asarray(a), layout)
+
+    for n in g.topological_order():
+        for pname, arr in n.params.items():
+            doc["params"][f"{n.name}/{pname}"] = put("params", f"{n.name}/{pname}", arr)
+    for name, a in data.inputs.items():
+        e = put("inputs", name, a, data.layouts.get(name, layout_of(a)))
+        if name in data.generators:
+            e["generators"] = list(data.generators[name])
+        doc["inputs"][name] = e
+    for name, a in data.outputs.items():
+        doc["outputs"][name] = put("outputs", name, a, data.layouts.get(name, layout_of(a)))
+    for t, a in data.trace.items():
+        if t not in order:
+            raise ValueError(f"case {case.id}: trace tensor {t!r} is produced by no node")
+        e = put("trace", t, a, data.layouts.get(t, layout_of(a)))
+        e["layer"], e["order"] = order[t]
+        doc["trace"][t] = e
+    doc.update({
+        "refq_version": __version__, "format": FORMAT, "format_version": FORMAT_VERSION,
+        "case": case.id, "description": case.description, "kind": case.kind,
+        "profile": case.profile, "seed": int(case.seed), "graph": gjson,
+        "quantization": data.quantization, "tolerance": case.tolerance,
+        "files": {p: sha256(b) for p, b in sorted(files.items())},
+    })
+    files["case.json"] = dumps(doc)
+    return files
+
+
+def render_manifest(entries: dict) -> bytes:
+    """manifest.json from {case id: {"sha256", "kind", "profile", "description"}}."""
+    from .. import __version__
+
+    return dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "refq_version": __version__, "cases": dict(sorted(entries.items()))})
+
+
+def manifest_entry(case: Case, case_json: bytes) -> dict:
+    return {"sha256": sha256(case_json), "kind": case.kind, "profile": case.profile,
+            "description": case.description}
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+def _read_json(path) -> tuple:
+    """(parsed JSON, raw bytes) of `path`; FormatError if missing or not JSON."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        return json.loads(raw.decode("utf-8")), raw
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file; is this a golden case directory?") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_case(case_dir) -> tuple:
+    """(Graph, inputs, outputs, trace, case_json) of a golden case directory.
+
+    Every file listed in case.json "files" is checked against its sha256 first (FormatError naming
+    the file on a mismatch, a missing file or an unlisted one), and case.json against the sha256
+    in the suite's manifest.json when the case directory sits in a suite; arrays are read without
+    pickling and the graph is rebuilt and validated. inputs/outputs: {name: array}; trace:
+    {tensor: array}.
+    """
+    case_dir = os.fspath(case_dir)
+    doc, raw = _read_json(os.path.join(case_dir, "case.json"))
+    where = f"golden case {case_dir}"
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise FormatError(f"{where}: case.json is not a {FORMAT} document")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise FormatError(f"{where}: format_version {doc.get('format_version')!r} is not "
+                          f"supported (this refq reads {FORMAT_VERSION})")
+    manifest = os.path.join(os.path.dirname(os.path.abspath(case_dir)), "manifest.json")
+    if os.path.isfile(manifest):
+        entry = _read_json(manifest)[0].get("cases", {}).get(doc.get("case"))
+        if entry is not None and entry.get("sha256") != sha256(raw):
+            raise FormatError(f"{where}: case.json has sha256 {sha256(raw)}, manifest.json says "
+                              f"{entry.get('sha256')}; case.json was changed (regenerate with "
+                              "`refq golden generate`)")
+    listed = doc.get("files", {})
+    present = set()
+    for root, _, names in os.walk(case_dir):
+        for nm in names:
+            rel = os.path.relpath(os.path.join(root, nm), case_dir).replace(os.sep, "/")
+            if rel != "case.json":
+                present.add(rel)
+    extra = sorted(present - set(listed))
+    if extra:
+        raise FormatError(f"{where}: file {extra[0]} is not listed in case.json 'files'")
+    for rel, digest in sorted(listed.items()):
+        path = os.path.join(case_dir, *rel.split("/"))
+        if rel not in present:
+            raise FormatError(f"{where}: file {rel} listed in case.json is missing")
+        with open(path, "rb") as f:
+            got = sha256(f.read())
+        if got != digest:
+            raise FormatError(f"{where}: file {rel} has sha256 {got}, case.json says {digest}; "
+                              "the file was changed or damaged (regenerate with `refq golden "
+                              "generate`)")
+
+    def arr(e):
+        with open(os.path.join(case_dir, *e["file"].split("/")), "rb") as f:
+            try:
+                return np.load(f, allow_pickle=False)
+            except ValueError as err:
+                raise FormatError(f"{where}: {e['file']} is not a valid .npy file ({err})") \
+                    from None
+
+    try:
+        params: dict = {}
+        for key, e in doc["params"].items():
+            node, pname = key.rsplit("/", 1)
+            params.setdefault(node, {})[pname] = arr(e)
+        gj = doc["graph"]
+        nodes = [Node(n["name"], n["op"], list(n["inputs"]), list(n["outputs"]),
+                      dict(n.get("attrs", {})), params.get(n["name"], {})) for n in gj["nodes"]]
+        graph = Graph([TensorSpec.from_json(s) for s in gj["inputs"]], list(gj["outputs"]),
+                      nodes, gj.get("name", "graph"), dict(gj.get("meta", {})))
+        inputs = {k: arr(e) for k, e in doc["inputs"].items()}
+        outputs = {k: arr(e) for k, e in doc["outputs"].items()}
+        trace = {k: arr(e) for k, e in doc["trace"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise FormatError(f"{where}: malformed case.json ({type(e).__name__}: {e})") from None
+    graph.validate()
+    return graph, inputs, outputs, trace, doc

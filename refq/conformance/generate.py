@@ -1,0 +1,238 @@
+"""`generate` writes the golden suite; `check` regenerates it and compares every byte.
+
+    generate("golden", pattern=None)        # every case (or those matching the fnmatch globs)
+    report = check("golden")                 # {"ok", "checked", "mismatches", "regenerated"}
+
+generate renders each selected case in memory, writes it into a temporary directory inside the
+output directory (each file atomically), then swaps the case directories in and rewrites
+manifest.json; an interrupted or failing run leaves every committed case as it was. A full
+generation (no pattern) also removes case directories of cases that no longer exist.
+`run_integer` and `quantization_of` compute what integer and model cases hold; `reproduce` runs a
+loaded case again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import FormatError
+from ..fixedpoint.run import run_int
+from ..progress import progress
+from .case import CASES, manifest_entry, render, render_manifest, select
+
+__all__ = ["generate", "check", "format_check", "reproduce", "run_integer", "quantization_of"]
+
+MANIFEST = "manifest.json"
+
+
+def _write(path, data: bytes):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def _read_manifest(directory) -> dict:
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+        return dict(doc["cases"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not a golden manifest ({e}); delete it and regenerate the "
+                          "full suite") from None
+
+
+def _case_dirs(directory) -> set:
+    """Names of the subdirectories of `directory` that hold a case.json."""
+    if not os.path.isdir(directory):
+        return set()
+    return {d for d in os.listdir(directory) if not d.startswith(".")
+            and os.path.isfile(os.path.join(directory, d, "case.json"))}
+
+
+def generate(out_dir="golden", pattern: str | None = None, quiet: bool = False) -> dict:
+    """Write the selected cases (all by default) to `out_dir` and update its manifest.json.
+    Returns {"cases", "files", "bytes", "seconds"}. InputError for a pattern matching no case."""
+    t0 = time.perf_counter()
+    cases = select(pattern)
+    out = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out, exist_ok=True)
+    entries = {} if pattern is None else _read_manifest(out)
+    tmp = tempfile.mkdtemp(prefix=".golden-tmp-", dir=out)
+    nfiles = nbytes = 0
+    try:
+        for case in progress(cases, total=len(cases), desc="golden generate", quiet=quiet):
+            files = render(case)
+            for rel, data in files.items():
+                _write(os.path.join(tmp, "new", case.id, *rel.split("/")), data)
+                nfiles, nbytes = nfiles + 1, nbytes + len(data)
+            entries[case.id] = manifest_entry(case, files["case.json"])
+        old = os.path.join(tmp, "old")
+        os.makedirs(old)
+        stale = _case_dirs(out) - set(CASES) if pattern is None else set()
+        for cid in sorted(stale):
+            os.replace(os.path.join(out, cid), os.path.join(old, cid))
+        for case in cases:
+            dst = os.path.join(out, case.id)
+            if os.path.exists(dst):
+                os.replace(dst, os.path.join(old, case.id))
+            os.replace(os.path.join(tmp, "new", case.id), dst)
+        entries = {k: v for k, v in entries.items() if k in CASES}
+        _write(os.path.join(out, MANIFEST), render_manifest(entries))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"cases": len(cases), "files": nfiles, "bytes": nbytes,
+            "seconds": time.perf_counter() - t0}
+
+
+def _disk_files(case_dir) -> dict:
+    out = {}
+    for root, _, names in os.walk(case_dir):
+        for nm in names:
+            p = os.path.join(root, nm)
+            out[os.path.relpath(p, case_dir).replace(os.sep, "/")] = p
+    return out
+
+
+def _first_difference(files: dict, case_dir: str):
+    """(file, reason) of the first difference between rendered `files` and `case_dir`, or None.
+    Data files are compared before case.json (which lists their hashes)."""
+    if not os.path.isdir(case_dir):
+        return "(case directory)", "missing from the committed suite"
+    disk = _disk_files(case_dir)
+    order = sorted(set(files) | set(disk), key=lambda r: (r == "case.json", r))
+    for rel in order:
+        if rel not in disk:
+            return rel, "missing from the committed case"
+        if rel not in files:
+            return rel, "in the committed case but no longer generated"
+        with open(disk[rel], "rb") as f:
+            old = f.read()
+        new = files[rel]
+        if old != new:
+            k = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old),
+                                                                                  len(new)))
+            return rel, (f"differs from the regenerated bytes (first at byte {k}; committed "
+                         f"{len(old)} bytes, regenerated {len(new)})")
+    return None
+
+
+def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -> dict:
+    """Regenerate the selected cases (all by default) in memory and compare every byte with
+    `golden_dir`, and its manifest.json. Returns {"ok", "checked", "mismatches": [{"case",
+    "file", "reason"}] (the first differing file of each case, in case order), "regenerated":
+    a temporary directory holding the regenerated cases that differ, or None}."""
+    cases = select(pattern)
+    gdir = os.path.abspath(os.fspath(golden_dir))
+    if not os.path.isdir(gdir):
+        raise FormatError(f"{gdir}: no golden directory; create it with `refq golden generate "
+                          f"--out {golden_dir}`")
+    manifest = _read_manifest(gdir)
+    mismatches, bad_files, entries = [], {}, {}
+    for case in progress(cases, total=len(cases), desc="golden check", quiet=quiet):
+        files = render(case)
+        entries[case.id] = manifest_entry(case, files["case.json"])
+        diff = _first_difference(files, os.path.join(gdir, case.id))
+        if diff is None and manifest.get(case.id) != entries[case.id]:
+            diff = (MANIFEST, "(the suite's) entry for this case differs from the regenerated one")
+        if diff is not None:
+            mismatches.append({"case": case.id, "file": diff[0], "reason": diff[1]})
+            if diff[0] != "(case directory)":
+                bad_files[case.id] = files
+    if pattern is None:
+        for cid in sorted((_case_dirs(gdir) | set(manifest)) - set(CASES)):
+            mismatches.append({"case": cid, "file": "(case directory)", "reason":
+                               "committed, but no such case is generated any more (stale)"})
+        if not mismatches:
+            with open(os.path.join(gdir, MANIFEST), "rb") as f:
+                if f.read() != render_manifest(entries):
+                    mismatches.append({"case": "(manifest)", "file": MANIFEST,
+                                       "reason": "manifest.json differs from the regenerated one"})
+    regenerated = None
+    if bad_files:
+        regenerated = tempfile.mkdtemp(prefix="refq-golden-check-")
+        for cid, files in bad_files.items():
+            for rel, data in files.items():
+                _write(os.path.join(regenerated, cid, *rel.split("/")), data)
+    return {"ok": not mismatches, "checked": len(cases), "golden_dir": gdir,
+            "mismatches": mismatches, "regenerated": regenerated}
+
+
+def format_check(report: dict, limit: int = 20) -> str:
+    if report["ok"]:
+        return f"golden check: {report['checked']} cases identical to {report['golden_dir']}"
+    ms = report["mismatches"]
+    lines = [f"golden check failed: {len(ms)} of {report['checked']} cases differ from "
+             f"{report['golden_dir']}; first: case {ms[0]['case']}, file {ms[0]['file']}"]
+    lines += [f"  {m['case']}: {m['file']}: {m['reason']}" for m in ms[:limit]]
+    if len(ms) > limit:
+        lines.append(f"  ... and {len(ms) - limit} more")
+    if report["regenerated"]:
+        lines.append(f"  regenerated cases written to {report['regenerated']} (diff them); if the "
+                     "change is intended, run `refq golden generate` and commit")
+    return "\n".join(lines)
+
+
+# ---- running integer graphs (integer and model cases, and `reproduce`) -----------------------
+
+def run_integer(graph, feeds) -> tuple:
+    """(outputs, trace) of integer graph `graph`: every node output, integer tensors in their
+    declared dtype (graph.meta["integer"]["tensors"]), float tensors as float32 (they hold
+    float32 values)."""
+    values, _ = run_int(graph, feeds, trace=True)
+    tensors = graph.meta["integer"]["tensors"]
+    trace = {}
+    for n in graph.topological_order():
+        t = n.outputs[0]
+        v = values[t]
+        if t in tensors:
+            info = np.iinfo(tensors[t]["dtype"])
+            if v.size and (v.min() < info.min or v.max() > info.max):
+                raise AssertionError(f"tensor {t} leaves its dtype {tensors[t]['dtype']}")
+            trace[t] = v.astype(tensors[t]["dtype"])
+        else:
+            v32 = v.astype(np.float32)
+            if not np.array_equal(v32.astype(v.dtype), v):
+                raise AssertionError(f"float tensor {t} does not hold float32 values")
+            trace[t] = v32
+    outputs = {t: trace[t] for t in graph.outputs}
+    return outputs, trace
+
+
+def quantization_of(graph, weight_scales: dict) -> dict:
+    """case.json "quantization": every integer tensor's encoding, and each "<node>/weight"."""
+    q = {}
+    for t, e in graph.meta["integer"]["tensors"].items():
+        q[t] = {"scale": [e["scale"]], "zero_point": [e["zero_point"]], "qmin": e["qmin"],
+                "qmax": e["qmax"], "axis": None, "dtype": e["dtype"]}
+    for node, (s_w, zp, dtype) in weight_scales.items():
+        s = np.atleast_1d(np.asarray(s_w, dtype=np.float32)).astype(np.float64).tolist()
+        lo, hi = {"int4": (-8, 7), "int8": (-128, 127), "uint8": (0, 255)}[dtype]
+        q[f"{node}/weight"] = {"scale": s, "zero_point": [int(zp)] * len(s), "qmin": lo,
+                               "qmax": hi, "axis": 0 if len(s) > 1 else None, "dtype": dtype}
+    return q
+
+
+def reproduce(graph, inputs: dict, case_json: dict) -> tuple:
+    """(outputs, trace) of a loaded case computed again by refq (exactly as generated)."""
+    kind = case_json["kind"]
+    if kind == "float":
+        from .cases_float import run_float
+
+        return run_float(graph, inputs, check_refq=False)
+    if kind == "integer":
+        return run_integer(graph, inputs)
+    if kind == "quant":
+        from .cases_quant import compute
+
+        _, outputs = compute(inputs["x"], case_json["quantization"]["x"]["derived_from"])
+        return outputs, {}
+    raise FormatError(f"case {case_json.get('case')}: unknown kind {kind!r}")
