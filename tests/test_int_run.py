@@ -130,3 +130,38 @@ def test_run_int_stats_and_streaming(sims, calib):
     yf, sf = run_faithful(sim, {"x": x[:1]}, like="tflite")
     yf2, _ = run_int(faithful_graph(sim, like="tflite"), {"x": x[:1]})
     assert np.array_equal(yf["predictions"], yf2["predictions"]) and sf
+
+
+def _one_conv_graph(w, weight_zp, policy):
+    """x -> int_quantize (scale 1) -> 1x1 int_conv2d on 2 channels, 16-bit accumulator."""
+    from refq.fixedpoint import quantize_multiplier
+    from refq.graph import Graph, Node, TensorSpec
+
+    m, s = quantize_multiplier(np.array([1 / 512]))
+    nodes = [
+        Node("q", "int_quantize", ["x"], ["q"], {"scale": 1.0, "zero_point": 0, "qmin": -128,
+                                                 "qmax": 127, "rounding": "half_away"}),
+        Node("c", "int_conv2d", ["q"], ["a"],
+             {"input_zp": 0, "weight_zp": weight_zp, "output_zp": 0, "act_min": -128,
+              "act_max": 127, "scheme": "tflite_double", "accumulator_bits": 16,
+              "overflow": policy},
+             {"weight": np.full((1, 1, 1, 2), w, np.int8), "multiplier": m.astype(np.int32),
+              "shift": s.astype(np.int32)}),
+        Node("d", "int_dequantize", ["a"], ["y"], {"scale": 1.0, "zero_point": 0}),
+    ]
+    return Graph([TensorSpec("x", (None, 1, 1, 2), "float32")], ["y"], nodes)
+
+
+def test_overflow_flag_uses_the_signed_extremes():
+    """acc = 2·(−128)·(w − weight_zp): −2^15 fits a 16-bit accumulator, +2^15 does not."""
+    from refq.errors import FixedPointError
+
+    x = {"x": np.full((1, 1, 1, 2), -128.0, np.float32)}
+    for policy in ("error", "wrap", "saturate"):
+        _, stats = run_int(_one_conv_graph(127, -1, policy), x)        # acc = −32768
+        assert stats["c"]["max_abs_acc"] == 1 << 15 and not stats["c"]["overflowed"]
+    with pytest.raises(FixedPointError, match=r"node 'c' \(int_conv2d\)"):
+        run_int(_one_conv_graph(-127, 1, "error"), x)                  # acc = +32768
+    for policy in ("wrap", "saturate"):
+        _, stats = run_int(_one_conv_graph(-127, 1, policy), x)
+        assert stats["c"]["max_abs_acc"] == 1 << 15 and stats["c"]["overflowed"]

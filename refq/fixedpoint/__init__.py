@@ -1,16 +1,31 @@
-"""The integer accelerator model: exact fixed-point primitives and named target profiles.
+"""The integer accelerator model: exact fixed-point primitives, named target profiles, the lowering
+to integer graphs, their integer kernels and runs.
 
-rounding.py    rounding right shifts, SRDHM, saturate, wrap, accumulator overflow policy
-multiplier.py  real multiplier M and its (multiplier, shift) encodings per target
-requantize.py  requantization schemes, quantize, activation clamp bounds
-profiles.py    `Profile` and the shipped profiles (tflite, tflite-single, tosa, onnx, cmsis-nn)
+rounding.py           rounding right shifts, SRDHM, saturate, wrap, accumulator overflow policy
+multiplier.py         real multiplier M and its (multiplier, shift) encodings per target
+requantize.py         requantization schemes, quantize, activation clamp bounds
+scaling.py            the requantization schemes fused into few int64 passes (used by requantize)
+blocks.py             elementwise pipelines run block by block in cache (speed only)
+profiles.py           `Profile` and the shipped profiles (tflite, tflite-single, tosa, onnx,
+                      cmsis-nn)
+lowering.py           `lower` (QuantSim -> integer graph), `lower_from_params`; the lowering rules
+lower_encodings.py    integer tensor encodings, weight codes, int32 biases
+lower_graph.py        the integer graph under construction and the graph walk
+lower_layers.py       conv2d/dense, add/multiply, pooling and data-movement lowering
+lower_activations.py  clamp, lookup-table and softmax lowering
+kernels/              the `int_*` ops of integer graphs
+run.py                `run_int`, the integer-faithful simulation (`faithful_graph`, `run_faithful`)
+compare.py            per-layer LSB differences of a profile against the faithful simulation
 
-All integer work is int64 NumPy arithmetic; each docstring states preconditions, rounding rule and
-source (../shared/reference/fixedpoint.md) and proves the absence of int64 overflow.
+All integer work is exact (int64 NumPy arithmetic, or float64/int32 where a bound proves it); each
+docstring states preconditions, rounding rule and source (../shared/reference/fixedpoint.md) and
+proves the absence of overflow.
 """
 from .multiplier import (MULTIPLIER_DERIVATIONS, SCALE_MATHS, derive_multiplier,
                          quantize_multiplier, quantize_multiplier_cmsis_generator, real_multiplier,
                          round_half_away_float, tosa_scale16, tosa_scale32)
+from .compare import compare, format_compare
+from .lowering import lower, lower_from_params
 from .profiles import PROFILES, Profile, describe_profiles, get_profile
 from .requantize import (ACTIVATIONS, FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES,
                          activation_range, apply_scale_16, apply_scale_32, float_scale_round,
@@ -19,6 +34,7 @@ from .rounding import (INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, OVERFLOW_POLI
                        ROUNDING_MODES, apply_overflow_policy, floor_shift, round_shift_half_away,
                        round_shift_half_even, round_shift_half_up, rounding_divide_by_pot,
                        rounding_right_shift, saturate, srdhm, wrap)
+from .run import faithful_graph, run_faithful, run_int
 
 __all__ = [
     # rounding
@@ -36,4 +52,7 @@ __all__ = [
     "requantize", "quantize", "activation_range",
     # profiles
     "Profile", "PROFILES", "get_profile", "describe_profiles",
+    # lowering, integer runs and comparison
+    "lower", "lower_from_params", "run_int", "run_faithful", "faithful_graph", "compare",
+    "format_compare",
 ]

@@ -41,7 +41,7 @@ Rules (`lower`):
   max_pool2d -> int_max_pool2d, concat -> int_concat (+ int_requantize on inputs whose encoding
   differs), relu/relu6/clip not fused -> int_clamp (an int_requantize with the activation's bounds
   when the output encoding differs from the input's), hard_swish/sigmoid/tanh/hard_sigmoid/
-  leaky_relu -> int_lut (`lower_ops.lut_table`), softmax -> int_softmax, flatten/reshape/identity
+  leaky_relu -> int_lut (`lower_activations.lut_table`), softmax -> int_softmax, flatten/reshape/identity
   unchanged. Any op whose output encoding differs from the one its integer op produces gets an
   int_requantize after it. A node input with its own input quantizer gets an int_requantize.
 - Rescaling ops: multiply M = s_a·s_b/s_out (`mul_scale_math`); add "tflite" and "tosa" use the
@@ -50,7 +50,7 @@ Rules (`lower`):
   a_real = s_a/s_out, b_real = s_b/s_out; mean "tflite" encodes s_in/s_out (the kernel folds 1/n),
   "tosa" s_in/(n·s_out) with a single-rounded RESCALE, "float" s_in/s_out; avg_pool2d carries
   requantization parameters (M = s_in/s_out) when its output encoding differs from its input's.
-- LUT schemes (`lower_ops.lut_table`): sigmoid/tanh use `profile.logistic_tanh` ("gemmlowp", TFLM's
+- LUT schemes (`lower_activations.lut_table`): sigmoid/tanh use `profile.logistic_tanh` ("gemmlowp", TFLM's
   fixed point, only with TFLite's fixed int8 output encodings, else "lut_float" with a note),
   hard_swish `profile.hard_swish` ("fixed_point" needs 8-bit tensors), hard_sigmoid/leaky_relu
   "float" when the profile's logistic_tanh is "float", else "lut_float".
@@ -65,7 +65,9 @@ import numpy as np
 from ..errors import FixedPointError, RefqError
 from ..graph import Graph, Node, TensorSpec
 from ..quant.encoding import quantize as sim_quantize
-from .lower_ops import DTYPE_RANGES, LUT_OPS, SUPPORTED_OPS, Source, TensorQ, walk, where_of
+from .lower_encodings import (DTYPE_RANGES, TensorQ, activation_q, bias_int, check_scale,
+                              weight_form, where_of)
+from .lower_graph import LUT_OPS, SUPPORTED_OPS, Source, walk
 from .profiles import Profile, get_profile
 
 __all__ = ["lower", "lower_from_params", "activation_q", "TensorQ", "SUPPORTED_OPS"]
@@ -79,97 +81,6 @@ def _profile(profile) -> Profile:
     if isinstance(profile, Profile):
         return profile
     return get_profile(profile)
-
-
-# ---- encodings -> integer tensor encodings --------------------------------------------------
-
-def _check_scale(scale, where: str):
-    s = np.asarray(scale, dtype=np.float64)
-    if s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise FixedPointError(f"{where}: scale must be finite and positive, got {s.tolist()}; "
-                              "recalibrate or fix the encodings")
-    return s
-
-
-def activation_q(enc, profile: Profile, where: str) -> TensorQ:
-    """The integer encoding of an activation tensor from its sim `Encoding` (module docstring:
-    unsigned grids shifted to signed ones when the profile has no unsigned type)."""
-    if enc.is_pass_through:
-        raise FixedPointError(f"{where}: the encoding is a 32-bit pass-through; the tensor is not "
-                              "quantized, so it has no integer form")
-    if enc.axis is not None:
-        raise FixedPointError(f"{where}: per-channel activation encodings are not supported by "
-                              "the integer graph")
-    _check_scale(enc.scale, where)
-    bits, qmin, qmax, zp = enc.bitwidth, int(enc.qmin), int(enc.qmax), int(enc.zero_point)
-    if bits > 16:
-        raise FixedPointError(f"{where}: {bits}-bit activations are not supported")
-    signed, unsigned = ("int8", "uint8") if bits <= 8 else ("int16", "uint16")
-    if qmin >= 0:
-        if unsigned in profile.activation_dtypes:
-            dtype = unsigned
-        else:
-            off = 1 << (bits - 1)
-            qmin, qmax, zp, dtype = qmin - off, qmax - off, zp - off, signed
-    else:
-        dtype = signed
-    if dtype not in profile.activation_dtypes:
-        raise FixedPointError(f"{where}: profile '{profile.name}' does not support {bits}-bit "
-                              f"activations ({dtype}); it supports {list(profile.activation_dtypes)}")
-    return TensorQ(float(np.float32(enc.scale)), zp, qmin, qmax, dtype)
-
-
-def _weight_form(codes, zp, bits, signed_grid, profile, where):
-    """(codes in their integer dtype, weight zero point) for `profile`, or FixedPointError."""
-    zp = np.atleast_1d(np.asarray(zp, dtype=np.int64))
-    codes = np.asarray(codes, dtype=np.int64)
-    if bits > 8:
-        raise FixedPointError(f"{where}: profile '{profile.name}' does not support {bits}-bit "
-                              f"weights; it supports {list(profile.weight_dtypes)}")
-    if not signed_grid and "uint8" not in profile.weight_dtypes:
-        off = 1 << (bits - 1)
-        codes, zp, signed_grid = codes - off, zp - off, True
-    if np.any(zp != 0):
-        if not profile.weight_zero_point:
-            raise FixedPointError(f"{where}: weights must be quantized symmetric (zero point 0) "
-                                  f"for profile '{profile.name}'; got zero point(s) "
-                                  f"{sorted(set(zp.tolist()))[:4]}. Use a symmetric weight config")
-        if np.any(zp != zp[0]):
-            raise FixedPointError(f"{where}: per-channel weight zero points differ; the integer "
-                                  "graph holds one weight zero point per layer")
-    if signed_grid:
-        dtype = "int4" if bits <= 4 and "int4" in profile.weight_dtypes else "int8"
-    else:
-        dtype = "uint8"
-    if dtype not in profile.weight_dtypes:
-        raise FixedPointError(f"{where}: profile '{profile.name}' does not support {dtype} "
-                              f"weights; it supports {list(profile.weight_dtypes)}")
-    npt = np.uint8 if dtype == "uint8" else np.int8
-    info = np.iinfo(npt)
-    if codes.size and (codes.min() < info.min or codes.max() > info.max):
-        raise FixedPointError(f"{where}: weight codes [{codes.min()}, {codes.max()}] do not fit "
-                              f"{dtype}")
-    return codes.astype(npt), int(zp[0])
-
-
-def _bias_int(b, s_in, s_w, profile, where):
-    """round_half_even(b / (s_in·s_w[c])) in float64 as int32; error naming the first channel that
-    does not fit the profile's bias_bits."""
-    if b is None:
-        return None
-    acc_scale = np.float64(np.float32(s_in)) * np.asarray(s_w, dtype=np.float32).astype(np.float64)
-    q = np.rint(np.asarray(b, dtype=np.float64) / acc_scale)
-    lim = float((1 << (profile.bias_bits - 1)) - 1)
-    bad = ~(np.abs(q) <= lim)
-    if np.any(bad):
-        c = int(np.argmax(bad))
-        raise FixedPointError(
-            f"{where}: bias channel {c} ({float(np.asarray(b).ravel()[c])!r}) quantizes to "
-            f"{float(q[c])!r}, which does not fit int{profile.bias_bits} (scale s_in·s_w = "
-            f"{float(np.broadcast_to(acc_scale, q.shape)[c])!r}); {int(np.count_nonzero(bad))} "
-            "channel(s) overflow. Widen the weight scale (AIMET overflow protection) or the input "
-            "scale")
-    return q.astype(np.int32)
 
 
 # ---- lower(sim, profile) ----------------------------------------------------------------------
@@ -249,15 +160,15 @@ def lower(sim, profile) -> Graph:
         if enc is None:
             raise FixedPointError(f"{where}: the weight is not quantized (no enabled parameter "
                                   "quantizer); the integer graph needs integer weights")
-        s_w = _check_scale(enc.scale, f"{where} weight")
+        s_w = check_scale(enc.scale, f"{where} weight")
         codes = sim_quantize(n.params["weight"], enc, sim.numerics)
-        codes, zp = _weight_form(codes, enc.zero_point, enc.bitwidth, enc.qmin < 0, p, where)
+        codes, zp = weight_form(codes, enc.zero_point, enc.bitwidth, enc.qmin < 0, p, where)
         c = n.params["weight"].shape[0]
         return codes, zp, np.broadcast_to(s_w.astype(np.float32), (c,)).copy(), \
             enc.axis is not None
 
     def bias(n, q_in, s_w):
-        return _bias_int(n.params.get("bias"), q_in.scale, s_w, p, where_of(n))
+        return bias_int(n.params.get("bias"), q_in.scale, s_w, p, where_of(n))
 
     src = Source(tq, fused, absorbed, weight, bias, input_q)
     return walk(g, src, p, f"{g.name}", {"source": g.name, "kind": "quantsim"})
@@ -286,7 +197,7 @@ def _tq_from_dict(d, p, where) -> TensorQ:
     if dtype not in p.activation_dtypes:
         raise FixedPointError(f"{where}: profile '{p.name}' does not support {dtype} activations; "
                               f"it supports {list(p.activation_dtypes)}")
-    s = _check_scale(d["scale"], where)
+    s = check_scale(d["scale"], where)
     if s.ndim != 0 and s.size != 1:
         raise FixedPointError(f"{where}: activation scales are per tensor, got {s.size} values")
     lo, hi = DTYPE_RANGES[dtype]
@@ -357,13 +268,13 @@ def lower_from_params(spec: dict, profile) -> Graph:
             w = np.asarray(L["weight"])
             if w.dtype.kind not in "iu":
                 raise FixedPointError(f"{where}: 'weight' must hold integer codes, got {w.dtype}")
-            s_w = _check_scale(L["weight_scale"], f"{where} weight_scale")
+            s_w = check_scale(L["weight_scale"], f"{where} weight_scale")
             s_w = np.broadcast_to(s_w.astype(np.float32), (w.shape[0],)).copy()
             zp = int(L.get("weight_zero_point", 0))
             wdt = L.get("weight_dtype", "int8")
             if wdt not in ("int8", "uint8", "int4"):
                 raise FixedPointError(f"{where}: weight_dtype must be int8, uint8 or int4")
-            codes, zp = _weight_form(w, zp, 4 if wdt == "int4" else 8, wdt != "uint8", p, where)
+            codes, zp = weight_form(w, zp, 4 if wdt == "int4" else 8, wdt != "uint8", p, where)
             weights[name] = (codes, zp, s_w, np.asarray(L["weight_scale"]).size > 1)
             params["weight"] = w.astype(np.float64)
             if L.get("bias") is not None:

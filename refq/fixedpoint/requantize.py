@@ -9,6 +9,10 @@ CMSIS-NN: round then +zp) and by onnxruntime; the ONNX reference evaluator adds 
 (QLinearConv/QLinearMatMul: R = acc·M + zp, then round half to even; §8.2). Under half-to-even
 rounding the two orders differ on ties whenever zp is odd (x.5 + 1 rounds to the other parity), so
 `requantize` takes the order as the `zp_before_round` parameter (float schemes only).
+
+The functions below check the preconditions (from the min and max of their operands) and hand the
+arithmetic to `scaling`, which evaluates each scheme in few fused int64 passes, block by block; the
+values are those of the definitions given here.
 """
 from __future__ import annotations
 
@@ -16,13 +20,13 @@ import numpy as np
 
 from ..errors import FixedPointError
 from .multiplier import round_half_away_float
-from .rounding import (INT32_MAX, INT32_MIN, _as_int64, _check_range, _out, _raise_first,
-                       round_shift_half_away, round_shift_half_up, srdhm, wrap)
+from .rounding import INT32_MAX, INT32_MIN, _as_int64, _bounds, _check_range, _out, _raise_first
+from .scaling import float_plan, run_plan, tflite_plan, tosa16_plan, tosa32_plan
 
 __all__ = [
     "REQUANT_SCHEMES", "INTEGER_SCHEMES", "FLOAT_SCHEMES", "ACTIVATIONS",
     "multiply_by_quantized_multiplier", "apply_scale_32", "apply_scale_16", "float_scale_round",
-    "requantize", "quantize", "activation_range",
+    "requantize", "requantize_bounded", "quantize", "activation_range",
 ]
 
 INTEGER_SCHEMES = ("tflite_double", "single_round", "tosa_single", "tosa_double", "tosa16")
@@ -39,6 +43,39 @@ def _int32(x, name: str, why: str) -> np.ndarray:
     a = _as_int64(x, name)
     _check_range(a, INT32_MIN, INT32_MAX, name, why)
     return a
+
+
+def _tflite_params(multiplier, shift):
+    m = _as_int64(multiplier, "multiplier")
+    _check_range(m, 0, INT32_MAX, "multiplier", "a Q31 multiplier is a non-negative int32")
+    s = _as_int64(shift, "shift")
+    _check_range(s, -31, 30, "shift", "TFLite shifts lie in [-31, 30]; larger multipliers are "
+                 "not representable")
+    return m, s
+
+
+def _tosa32_params(v, bounds, multiplier, shift):
+    """Check apply_scale_32's multiplier, shift and REQUIRE on int32 `v` (within `bounds`)."""
+    m = _as_int64(multiplier, "multiplier")
+    _check_range(m, 0, INT32_MAX, "multiplier", "TOSA scale32 multipliers are non-negative int32")
+    s = _as_int64(shift, "shift")
+    _check_range(s, 2, 62, "shift", "TOSA RESCALE requires 2 <= shift <= 62")
+    half = 1 << (int(s.min()) - 1) if s.size else 1 << 61
+    if bounds[0] < -half or bounds[1] >= half:  # else proven for every channel's shift
+        vb, sb = np.broadcast_arrays(v, s)
+        h = np.left_shift(np.int64(1), sb - 1)
+        _raise_first((vb < -h) | (vb >= h), vb, "value",
+                     "satisfy -2^(shift-1) <= value < 2^(shift-1) (a TOSA REQUIRE of "
+                     "apply_scale_32)")
+    return m, s
+
+
+def _tosa16_params(multiplier, shift):
+    m = _as_int64(multiplier, "multiplier")
+    _check_range(m, 0, (1 << 15) - 1, "multiplier", "TOSA scale16 multipliers are int16 >= 0")
+    s = _as_int64(shift, "shift")
+    _check_range(s, 2, 62, "shift", "TOSA RESCALE requires 2 <= shift <= 62")
+    return m, s
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift, *, single_rounding: bool = False):
@@ -58,19 +95,11 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, *, single_rounding: b
     Exactness: |x·2^left| ≤ 2^61 before the wrap; |x·M| < 2^62 and 2^(total−1) ≤ 2^61, so nothing
     leaves int64 (the half-up shift never adds near INT64_MAX anyway).
     """
-    x = _int32(x, "x", "MultiplyByQuantizedMultiplier takes an int32 accumulator")
-    m = _as_int64(multiplier, "multiplier")
-    _check_range(m, 0, INT32_MAX, "multiplier", "a Q31 multiplier is a non-negative int32")
-    s = _as_int64(shift, "shift")
-    _check_range(s, -31, 30, "shift", "TFLite shifts lie in [-31, 30]; larger multipliers are "
-                 "not representable")
-    if single_rounding:
-        r = round_shift_half_up(x * m, 31 - s)
-        _check_range(r, INT32_MIN, INT32_MAX, "single-rounding result",
-                     "TFLite DCHECKs that the scaled value fits int32")
-        return r
-    left = np.maximum(s, 0)
-    return round_shift_half_away(srdhm(wrap(x << left, 32), m), np.maximum(-s, 0))
+    x = _as_int64(x, "x")
+    b = _check_range(x, INT32_MIN, INT32_MAX, "x",
+                     "MultiplyByQuantizedMultiplier takes an int32 accumulator")
+    m, s = _tflite_params(multiplier, shift)
+    return run_plan(tflite_plan(m, s, b, single_rounding), x)
 
 
 def apply_scale_32(value, multiplier, shift, *, double_round: bool):
@@ -85,19 +114,10 @@ def apply_scale_32(value, multiplier, shift, *, double_round: bool):
     Exactness: |value·m| < 2^31·2^31 = 2^62 and |round| ≤ 2^61 + 2^30, so the sum is below 2^63.
     The result fits int32: |value·m| < 2^(shift−1)·2^31, so |result| ≤ 2^30 + 1.
     """
-    v = _int32(value, "value", "apply_scale_32 takes an int32 value")
-    m = _as_int64(multiplier, "multiplier")
-    _check_range(m, 0, INT32_MAX, "multiplier", "TOSA scale32 multipliers are non-negative int32")
-    s = _as_int64(shift, "shift")
-    _check_range(s, 2, 62, "shift", "TOSA RESCALE requires 2 <= shift <= 62")
-    v, s = np.broadcast_arrays(v, s)
-    half = np.left_shift(np.int64(1), s - 1)
-    _raise_first((v < -half) | (v >= half), v, "value",
-                 "satisfy -2^(shift-1) <= value < 2^(shift-1) (a TOSA REQUIRE of apply_scale_32)")
-    rnd = half
-    if double_round:
-        rnd = rnd + np.where(s > 31, np.where(v >= 0, 1 << 30, -(1 << 30)), 0)
-    return _out((v * m + rnd) >> s)
+    v = _as_int64(value, "value")
+    b = _check_range(v, INT32_MIN, INT32_MAX, "value", "apply_scale_32 takes an int32 value")
+    m, s = _tosa32_params(v, b, multiplier, shift)
+    return run_plan(tosa32_plan(m, s, double_round), v)
 
 
 def apply_scale_16(value, multiplier, shift):
@@ -105,14 +125,9 @@ def apply_scale_16(value, multiplier, shift):
     +inf). Preconditions: value int48, 0 ≤ m ≤ 2^15 − 1, 2 ≤ shift ≤ 62, result fits int32 (the
     spec's REQUIRE; checked). Exactness: |value·m| < 2^47·2^15 = 2^62."""
     v = _as_int64(value, "value")
-    _check_range(v, *_INT48, "value", "apply_scale_16 takes a 48-bit value")
-    m = _as_int64(multiplier, "multiplier")
-    _check_range(m, 0, (1 << 15) - 1, "multiplier", "TOSA scale16 multipliers are int16 >= 0")
-    s = _as_int64(shift, "shift")
-    _check_range(s, 2, 62, "shift", "TOSA RESCALE requires 2 <= shift <= 62")
-    r = round_shift_half_up(v * m, s)
-    _check_range(r, INT32_MIN, INT32_MAX, "apply_scale_16 result", "TOSA REQUIREs it fits int32")
-    return r
+    b = _check_range(v, *_INT48, "value", "apply_scale_16 takes a 48-bit value")
+    m, s = _tosa16_params(multiplier, shift)
+    return run_plan(tosa16_plan(m, s, b), v)
 
 
 def float_scale_round(acc, multiplier, *, precision: str = "float64", rounding: str = "half_even",
@@ -128,24 +143,7 @@ def float_scale_round(acc, multiplier, *, precision: str = "float64", rounding: 
     is added in the same precision. Errors: a non-finite result or one beyond ±2^62.
     """
     a = _as_int64(acc, "acc")
-    if precision == "float64":
-        v = a.astype(np.float64) * np.asarray(multiplier, dtype=np.float64)
-        v = v + np.asarray(offset, dtype=np.float64)
-    elif precision == "float32":
-        v = a.astype(np.float64).astype(np.float32) * np.asarray(multiplier, dtype=np.float32)
-        v = v + np.asarray(offset, dtype=np.float32)
-    else:
-        raise FixedPointError(f"precision must be 'float64' or 'float32', got {precision!r}")
-    if rounding == "half_even":
-        r = np.rint(v)
-    elif rounding == "half_away":
-        r = round_half_away_float(v)
-    else:
-        raise FixedPointError(f"rounding must be 'half_even' or 'half_away', got {rounding!r}")
-    if not np.all(np.isfinite(r)) or np.any(np.abs(r) > 2.0 ** 62):
-        raise FixedPointError("float requantization produced a non-finite value or one beyond "
-                              "2^62; check the multiplier")
-    return _out(r.astype(np.int64))
+    return run_plan(float_plan(multiplier, precision, rounding, offset, _bounds(a)), a)
 
 
 def requantize(acc, multiplier, shift, scheme: str, *, zero_point, act_min, act_max,
@@ -180,12 +178,33 @@ def requantize(acc, multiplier, shift, scheme: str, *, zero_point, act_min, act_
     if scheme not in REQUANT_SCHEMES:
         raise FixedPointError(f"unknown requantization scheme {scheme!r}; choose one of "
                               f"{REQUANT_SCHEMES}")
+    return requantize_bounded(_as_int64(acc, "acc"), None, multiplier, shift, scheme,
+                              zero_point=zero_point, act_min=act_min, act_max=act_max,
+                              zp_before_round=zp_before_round)
+
+
+def requantize_bounded(acc, bounds, multiplier, shift, scheme: str, *, zero_point, act_min,
+                       act_max, zp_before_round: bool = False, overwrite: bool = False):
+    """`requantize` for the integer kernels, which often know bounds of their accumulator.
+
+    acc: an int64 or int32 array, or a float64 array holding integers of magnitude <= 2^53
+    (exactly, as the accumulation of `kernels.conv` produces them); bounds: (lo, hi) with
+    lo <= acc <= hi for every element (possibly loose), or None. Same preconditions, checks and
+    results as `requantize`: bounds only let a check pass without reading `acc` again.
+    overwrite=True lets the result reuse acc's buffer (a temporary of the caller; acc is then
+    lost).
+    """
+    if scheme not in REQUANT_SCHEMES:
+        raise FixedPointError(f"unknown requantization scheme {scheme!r}; choose one of "
+                              f"{REQUANT_SCHEMES}")
+    a = np.asarray(acc)
     if scheme == "tosa16":
-        a = _as_int64(acc, "acc")
-        _check_range(a, *_INT48, "acc", "TOSA 16-bit rescale takes a 48-bit accumulator")
+        b = _check_range(a, *_INT48, "acc", "TOSA 16-bit rescale takes a 48-bit accumulator",
+                         bounds)
     else:
-        a = _int32(acc, "acc", f"requantize scheme {scheme!r} takes an int32 accumulator; apply "
-                   "the profile's overflow policy first")
+        b = _check_range(a, INT32_MIN, INT32_MAX, "acc",
+                         f"requantize scheme {scheme!r} takes an int32 accumulator; apply the "
+                         "profile's overflow policy first", bounds)
     zp = _int32(zero_point, "zero_point", "zero points are int32")
     lo, hi = int(act_min), int(act_max)
     if lo > hi:
@@ -195,26 +214,22 @@ def requantize(acc, multiplier, shift, scheme: str, *, zero_point, act_min, act_
             raise FixedPointError(f"zp_before_round applies to float schemes only, not {scheme!r}: "
                                   "integer targets add the zero point after rounding")
         if scheme in ("tflite_double", "single_round"):
-            r = multiply_by_quantized_multiplier(a, multiplier, shift,
-                                                 single_rounding=scheme == "single_round")
+            plan = tflite_plan(*_tflite_params(multiplier, shift), b, scheme == "single_round",
+                               zp)
         elif scheme == "tosa16":
-            r = apply_scale_16(a, multiplier, shift)
+            plan = tosa16_plan(*_tosa16_params(multiplier, shift), b, zp)
         else:
-            r = apply_scale_32(a, multiplier, shift, double_round=scheme == "tosa_double")
-        return _out(np.clip(r + zp, lo, hi))
+            plan = tosa32_plan(*_tosa32_params(a, b, multiplier, shift), scheme == "tosa_double",
+                               zp)
+        return run_plan(plan, a, act_min=lo, act_max=hi, overwrite=overwrite)
     if shift is not None and np.any(np.asarray(shift) != 0):
         raise FixedPointError(f"scheme {scheme!r} applies the real multiplier in floating point; "
                               "pass shift=None (or 0)")
     precision = "float32" if scheme == "float32_rne" else "float64"
     rounding = "half_away" if scheme == "float_half_away" else "half_even"
-    r = float_scale_round(a, multiplier, precision=precision, rounding=rounding,
-                          offset=zp if zp_before_round else 0)
-    if scheme == "float_half_away":
-        _check_range(r, INT32_MIN, INT32_MAX, "rounded product",
-                     "the TFLite reference FC casts it to int32")
-    if not zp_before_round:
-        r = r + zp
-    return _out(np.clip(r, lo, hi))
+    plan = float_plan(multiplier, precision, rounding, zp if zp_before_round else None, b,
+                      int32=scheme == "float_half_away", zp=None if zp_before_round else zp)
+    return run_plan(plan, a, act_min=lo, act_max=hi, overwrite=overwrite)
 
 
 def quantize(x, scale, zero_point, *, qmin: int, qmax: int, rounding: str,

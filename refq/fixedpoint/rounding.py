@@ -61,9 +61,23 @@ def _raise_first(bad: np.ndarray, a: np.ndarray, name: str, rule: str) -> None:
                               f"not, the first is {int(a[idx])} at index {idx}")
 
 
-def _check_range(a: np.ndarray, lo: int, hi: int, name: str, why: str) -> None:
-    """Raise FixedPointError naming the first element of `a` outside [lo, hi]."""
-    _raise_first((a < lo) | (a > hi), a, name, f"lie in [{lo}, {hi}] ({why})")
+def _bounds(a: np.ndarray) -> tuple[int, int]:
+    """(min, max) of an integer-valued array as Python ints; (0, 0) when it is empty."""
+    return (int(a.min()), int(a.max())) if a.size else (0, 0)
+
+
+def _check_range(a: np.ndarray, lo: int, hi: int, name: str, why: str,
+                 bounds: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Raise FixedPointError naming the first element of `a` outside [lo, hi]; return bounds
+    (lo_a, hi_a) holding every element of `a`. `bounds`, when given, must hold every element
+    (they may be loose): the check then costs nothing when they lie in [lo, hi]; otherwise (and
+    when not given) it takes the exact min and max, and only when those fail looks for the first
+    offending element."""
+    if bounds is None or bounds[0] < lo or bounds[1] > hi:
+        bounds = _bounds(a)
+        if bounds[0] < lo or bounds[1] > hi:
+            _raise_first((a < lo) | (a > hi), a, name, f"lie in [{lo}, {hi}] ({why})")
+    return bounds
 
 
 def _shift(e, lo: int, hi: int, name: str = "shift") -> np.ndarray:

@@ -8,9 +8,14 @@
 node with an accumulator through `Op.accumulate` and records, per node, the largest |accumulator|
 over the run and its headroom in bits:
     headroom = accumulator_bits − 1 − ceil(log2(max|acc| + 1))
-(negative = the accumulator left its signed width). The node's overflow policy applies: under
+(negative = |acc| reached 2^(bits−1); computed from |acc|, so an accumulator of exactly
+−2^(bits−1), which fits, also shows −1). The node's overflow policy applies, in the kernel: under
 "error" an accumulator outside accumulator_bits raises FixedPointError naming the node; under
 "wrap"/"saturate" the kernel wraps/saturates and the statistics say `overflowed: True`.
+`overflowed` is exact: the kernels report the signed extremes of their accumulators
+(`kernels.common.AccExtremes`: min < −2^(bits−1) or max > 2^(bits−1) − 1). For an op that reports
+only |acc| (a plain int) the rule is conservative: |acc| > 2^(bits−1) − 1, which also counts
+an accumulator of exactly −2^(bits−1).
 
 The integer-faithful simulation (DESIGN.md "Three ways to run one graph") is the same integer graph
 lowered with the internal profile `REFERENCE` ("reference"): exact requantization, i.e. the real
@@ -36,6 +41,7 @@ from dataclasses import replace
 
 from ..errors import FixedPointError
 from ..runtime import run
+from .kernels.common import AccExtremes
 from .profiles import Profile, get_profile
 
 __all__ = ["run_int", "faithful_graph", "run_faithful", "REFERENCE", "reference_profile",
@@ -73,8 +79,9 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
             quiet: bool = True):
     """Run integer graph `graph` on float `feeds`; return (outputs, or every tensor with
     trace=True, stats). stats = {node: {op, max_abs_acc, accumulator_bits, headroom_bits,
-    overflow_policy, overflowed}} for every node whose op has an accumulator (`Op.accumulate`).
-    FixedPointError raised by a kernel is re-raised naming the node."""
+    overflow_policy, overflowed}} for every node whose op has an accumulator (`Op.accumulate`;
+    `overflowed` and headroom as in the module docstring). FixedPointError raised by a kernel is
+    re-raised naming the node."""
     stats: dict = {}
 
     def call(node, op, xs, params):
@@ -89,11 +96,14 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
             raise FixedPointError(msg) from None
         bits = int(node.attrs.get("accumulator_bits", 32))
         policy = node.attrs.get("overflow", "error")
+        exact = isinstance(m, AccExtremes)
+        lo, hi = (m.lo, m.hi) if exact else (-int(m), int(m))
         m = int(m)
-        over = m > (1 << (bits - 1)) - 1
-        if over and policy == "error":
-            raise FixedPointError(f"node '{node.name}' ({node.op}): accumulator |acc| = {m} "
-                                  f"does not fit {bits} bits (overflow policy 'error')")
+        over = lo < -(1 << (bits - 1)) or hi > (1 << (bits - 1)) - 1
+        if over and policy == "error" and exact:  # the kernel raises first; a safety net
+            raise FixedPointError(f"node '{node.name}' ({node.op}): accumulator range "
+                                  f"[{lo}, {hi}] does not fit {bits} bits (overflow policy "
+                                  "'error')")
         s = stats.setdefault(node.name, {"op": node.op, "max_abs_acc": 0,
                                          "accumulator_bits": bits, "overflow_policy": policy,
                                          "overflowed": False})

@@ -16,10 +16,17 @@ Validation (run by `infer_shape`, hence by `Graph.validate`, and again by every 
   point outside its dtype, a multiplier/shift outside its scheme's range, a bias outside int32.
 
 No int64 overflow: activations and their zero points are bounded by 2^16 in magnitude
-(|x − zp| < 2^17; int_requantize's int32 inputs give |x − zp| < 2^32), weights by 2^8, so an int_add left shift (<= 30) stays below 2^47, an int_multiply product below
-2^34, window and mean sums below 2^17·(taps) (< 2^63 for any array that fits in memory), and the
-convolution bound is checked per call (`conv.blas_is_exact`, `conv._check_operands`); the
-primitives prove their own steps.
+(|x − zp| < 2^17; int_requantize's int32 inputs give |x − zp| < 2^32), weights by 2^8, so an
+int_add left shift (<= 30) stays below 2^47, an int_multiply product below 2^34, window and mean
+sums below 2^17·(taps) (< 2^63 for any array that fits in memory), and the convolution bound is
+checked per call (`conv.blas_is_exact`, `conv._check_operands`); the primitives prove their own
+steps.
+
+Accumulators: a kernel with an accumulator returns (y, `AccExtremes`) from `Op.accumulate`: the
+largest |acc| as an int, with the signed extremes (min, max) attached. The accumulator policy and
+the requantization's preconditions are decided from those bounds (`fit_accumulator`,
+`finish_accumulator`, `requantize_bounded`), and fall back to the elementwise check (naming the
+first offending value and its index) whenever the bounds do not prove them.
 
 Zero-point domains: the output dtype of a kernel is taken to be the narrowest of int8, uint8,
 int16, int32 whose range holds [act_min, act_max] (`output_dtype`); `output_zp` must lie in it.
@@ -33,8 +40,8 @@ import numpy as np
 
 from ...errors import FixedPointError, ParamError
 from ...layers.base import Attr
-from ..requantize import FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, requantize
-from ..rounding import INT32_MAX, INT32_MIN, OVERFLOW_POLICIES, apply_overflow_policy
+from ..requantize import FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, requantize_bounded
+from ..rounding import INT32_MAX, INT32_MIN, OVERFLOW_POLICIES, _bounds, apply_overflow_policy
 
 #: Value ranges of the integer tensor dtypes of the contract, narrowest first.
 DTYPE_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
@@ -146,37 +153,82 @@ def check_requant(params, attrs, channels, what: str) -> None:
             raise FixedPointError(f"{what}: real_multiplier must be finite and >= 0, got {m!r}")
 
 
-def requant(acc, params, attrs, *, zero_point: int, scheme: str | None = None, prefix: str = ""):
+def requant(acc, params, attrs, *, zero_point: int, scheme: str | None = None, prefix: str = "",
+            bounds=None, overwrite: bool = False):
     """`requantize(acc, ...)` with the node's scheme and parameters (names prefixed by `prefix`):
     integer schemes read `<prefix>multiplier`/`<prefix>shift`, float schemes
-    `<prefix>real_multiplier`; clamp to [act_min, act_max]."""
+    `<prefix>real_multiplier`; clamp to [act_min, act_max]. `bounds`: (lo, hi) holding every
+    value of acc when known; acc may be int32 or exact float64; overwrite: acc is a temporary
+    whose buffer may take the result (`requantize_bounded`)."""
     scheme = scheme or attrs["scheme"]
     if scheme in FLOAT_SCHEMES:
         m = np.asarray(params[prefix + "real_multiplier"], dtype=np.float64)
         sh = None
     else:
         m, sh = params[prefix + "multiplier"], params[prefix + "shift"]
-    return requantize(acc, m, sh, scheme, zero_point=zero_point, act_min=attrs["act_min"],
-                      act_max=attrs["act_max"],
-                      zp_before_round=bool(attrs.get("zp_before_round", False)))
+    return requantize_bounded(np.asarray(acc), bounds, m, sh, scheme, zero_point=zero_point,
+                              act_min=attrs["act_min"], act_max=attrs["act_max"],
+                              zp_before_round=bool(attrs.get("zp_before_round", False)),
+                              overwrite=overwrite)
 
 
 def check_acc_attrs(attrs, what: str) -> None:
     bits = attrs["accumulator_bits"]
     if not 16 <= bits <= 64:
         raise FixedPointError(f"{what}: accumulator_bits must lie in [16, 64], got {bits}")
+    if attrs["overflow"] not in OVERFLOW_POLICIES:
+        raise FixedPointError(f"{what}: unknown overflow policy {attrs['overflow']!r}; choose one "
+                              f"of {OVERFLOW_POLICIES}")
 
 
-def fit_accumulator(acc, attrs) -> np.ndarray:
+class AccExtremes(int):
+    """The largest |accumulator| as an int (what `Op.accumulate` reports) that also carries the
+    signed extremes: `lo` = min and `hi` = max over the accumulator values it describes. `run_int`
+    decides overflow from lo and hi (|acc| alone cannot tell −2^(N−1), which fits N bits, from
+    +2^(N−1), which does not). `of(*bounds)` combines several (lo, hi) pairs."""
+
+    lo: int
+    hi: int
+
+    def __new__(cls, lo: int = 0, hi: int = 0):
+        self = super().__new__(cls, max(-int(lo), int(hi), 0))
+        self.lo, self.hi = int(lo), int(hi)
+        return self
+
+    @classmethod
+    def of(cls, *bounds) -> "AccExtremes":
+        return cls(min(b[0] for b in bounds), max(b[1] for b in bounds))
+
+
+def fit_accumulator(acc, attrs, bounds=None) -> np.ndarray:
     """The accumulator policy (`apply_overflow_policy`) with the node's accumulator_bits/overflow:
-    "error" raises FixedPointError naming the first value that does not fit and its index."""
-    return apply_overflow_policy(acc, attrs["accumulator_bits"], attrs["overflow"],
-                                 what="accumulator")
+    "error" raises FixedPointError naming the first value that does not fit and its index. When
+    `bounds` (lo, hi) holding every value lie in the accumulator range the policy is the identity
+    and acc is returned as it is (int64, int32, or float64 holding integers exactly)."""
+    n = attrs["accumulator_bits"]
+    if bounds is not None and -(1 << (n - 1)) <= bounds[0] and bounds[1] <= (1 << (n - 1)) - 1:
+        return acc
+    return apply_overflow_policy(np.asarray(acc).astype(np.int64, copy=False), n,
+                                 attrs["overflow"], what="accumulator")
 
 
-def largest(*arrays) -> int:
-    """max |a| over all arrays as a Python int (0 when all are empty)."""
-    return max([int(np.max(np.abs(a))) for a in arrays if np.size(a)] or [0])
+def finish_accumulator(acc, bounds, params, attrs):
+    """(y, AccExtremes) for an exact accumulator `acc` (int64, int32, or float64 holding integers
+    exactly) whose exact (min, max) are `bounds`: y = requant(fit_accumulator(acc)) with the
+    node's output zero point, the accumulator policy and the requantization each checked from
+    the bounds. acc is the caller's temporary: y may be written into its buffer."""
+    a = fit_accumulator(acc, attrs, bounds)
+    y = requant(a, params, attrs, zero_point=attrs["output_zp"],
+                bounds=bounds if a is acc else None, overwrite=True)
+    return y, AccExtremes(*bounds)
+
+
+def shifted_absmax(x, zp: int) -> int:
+    """max |x − zp| of an int64 array as a Python int, from its min and max (0 when empty)."""
+    if not np.size(x):
+        return 0
+    lo, hi = _bounds(x)
+    return max(abs(lo - zp), abs(hi - zp))
 
 
 def absmax(a) -> int:

@@ -2,12 +2,18 @@
 
 Both accumulate through BLAS on float64 copies of (x − input_zp) and (w − weight_zp), reusing the
 float `conv2d`/`dense` forwards of refq.layers (the float forward pads with 0, which on x − input_zp
-is padding the integer input with input_zp). This is exact: every partial sum any summation order
-forms is an integer of magnitude <= K·max|x − input_zp|·max|w − weight_zp| (K = taps per output),
-and every integer of magnitude <= 2^53 is a float64; the bound is computed per call from the actual
-operands (`blas_is_exact`). When it cannot be proven the kernel takes an exact int64 path instead
-(`conv_int64` / `dense_int64`: one int64 contraction per kernel tap, no BLAS). The bias is added in
-int64 after the contraction.
+is padding the integer input with input_zp), bias included. This is exact: every partial sum any
+summation order forms is an integer of magnitude <= K·max|x − input_zp|·max|w − weight_zp|
+(K = taps per output), the accumulator with its bias one of magnitude <= that + max|bias|, and
+every integer of magnitude <= 2^53 is a float64; the bound is computed per call from the actual
+operands (`blas_is_exact`). A depthwise convolution (one input channel per group), which the float
+forward computes as a multiply-accumulate per kernel tap rather than a GEMM, runs the same code on
+int32 copies instead when that bound (with the bias) is at most 2^31 − 1 (`INT32_EXACT`): then no
+product or partial sum leaves int32 — the target's own accumulator — and the int32 arithmetic is
+exact (and twice as fast as float64). The exact accumulator (float64 or int32) goes to the
+requantization as it is (converted to int64 block by block there, `requantize_bounded`). When the
+float64 bound cannot be proven the kernel takes an exact int64 path instead (`conv_int64` /
+`dense_int64`: one int64 contraction per kernel tap, no BLAS) and adds the bias in int64.
 """
 from __future__ import annotations
 
@@ -17,13 +23,15 @@ from ...errors import FixedPointError, ParamError, ShapeError
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.conv import PADDINGS, pad_hw, window_geometry
-from ..rounding import INT32_MAX, INT32_MIN
+from ..rounding import INT32_MAX, INT32_MIN, _bounds
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS, absmax,
                      check_acc_attrs, check_act, check_int_values, check_requant, check_zp,
-                     fit_accumulator, int_input, requant)
+                     finish_accumulator, int_input, shifted_absmax)
 
 #: Every integer of magnitude <= 2^53 is exactly representable in float64.
 FLOAT64_EXACT = 1 << 53
+#: The int32 depthwise path needs every partial sum (and the sum with the bias) within int32.
+INT32_EXACT = INT32_MAX
 #: The int64 path needs every partial sum below 2^63.
 INT64_EXACT = (1 << 63) - 1
 
@@ -38,10 +46,11 @@ _COMMON_ATTRS = {"input_zp": Attr("int", 0), "weight_zp": Attr("int", 0),
 _PARAMS = {"weight": True, "bias": False, **REQUANT_PARAMS}
 
 
-def blas_is_exact(k: int, x_absmax: int, w_absmax: int) -> bool:
-    """True when a float64 contraction of length k of integers bounded by x_absmax and w_absmax is
-    exact in any summation order: k·x_absmax·w_absmax <= 2^53 (Python ints, no overflow)."""
-    return int(k) * int(x_absmax) * int(w_absmax) <= FLOAT64_EXACT
+def blas_is_exact(k: int, x_absmax: int, w_absmax: int, bias_absmax: int = 0) -> bool:
+    """True when a float64 contraction of length k of integers bounded by x_absmax and w_absmax,
+    plus a bias bounded by bias_absmax, is exact in any summation order:
+    k·x_absmax·w_absmax + bias_absmax <= 2^53 (Python ints, no overflow)."""
+    return int(k) * int(x_absmax) * int(w_absmax) + int(bias_absmax) <= FLOAT64_EXACT
 
 
 def _check_operands(k, xa, wa, what):
@@ -101,24 +110,59 @@ def conv_int64(xd, wd, attrs):
     return acc.reshape(n, oh, ow, o)
 
 
-def conv_accumulator(x, params, attrs):
-    """acc[n, i, j, o] = Σ (x − input_zp)·(w − weight_zp) over the in-bounds taps + bias[o], exact,
-    as int64 (before the accumulator policy)."""
-    xd = int_input(x, "int_conv2d input") - attrs["input_zp"]
+def _operands(x, params, attrs, what):
+    """(x, max|x − input_zp|, w − weight_zp as int64, max|w − weight_zp|, bias as int64 or None,
+    max|bias|), with the int64 bound of the reduction checked (`_check_operands`)."""
+    x = int_input(x, f"{what} input")
     wd = np.asarray(params["weight"]).astype(np.int64) - attrs["weight_zp"]
+    bias = np.asarray(params["bias"], dtype=np.int64) if "bias" in params else None
+    xa, wa = shifted_absmax(x, attrs["input_zp"]), absmax(wd)
+    _check_operands(int(np.prod(wd.shape[1:])), xa, wa, what)
+    return x, xa, wd, wa, bias, 0 if bias is None else absmax(bias)
+
+
+def _padded(x, zp, pads, dtype):
+    """x − zp in `dtype` (exact: the caller proved the values fit), padded with 0 by pads =
+    (top, bottom, left, right): the float conv's own zero padding, done in the same copy."""
+    t, b, l, r = pads
+    n, h, w, c = x.shape
+    xp = np.empty((n, h + t + b, w + l + r, c), dtype)
+    np.subtract(x, zp, out=xp[:, t:t + h, l:l + w], casting="unsafe")
+    for border in (xp[:, :t], xp[:, t + h:], xp[:, t:t + h, :l], xp[:, t:t + h, l + w:]):
+        border.fill(0)
+    return xp
+
+
+def _blas_params(wd, bias, dtype=np.float64):
+    fp = {"weight": wd.astype(dtype)}
+    if bias is not None:
+        fp["bias"] = bias.astype(dtype)
+    return fp
+
+
+def conv_accumulator(x, params, attrs):
+    """(acc, (min, max) of acc): acc[n, i, j, o] = Σ (x − input_zp)·(w − weight_zp) over the
+    in-bounds taps + bias[o], exact, before the accumulator policy: float64 holding the integers
+    when BLAS is proven exact (`blas_is_exact`; int32 for a depthwise convolution within
+    `INT32_EXACT`), else int64 (module docstring)."""
+    x, xa, wd, wa, bias, ba = _operands(x, params, attrs, "int_conv2d")
     _, kh, kw, cg = wd.shape
-    k, xa, wa = kh * kw * cg, absmax(xd), absmax(wd)
-    _check_operands(k, xa, wa, "int_conv2d")
-    if blas_is_exact(k, xa, wa):
-        geo = {key: attrs[key] for key in _GEOMETRY}
-        y = REGISTRY["conv2d"].forward([xd.astype(np.float64)],
-                                       {"weight": wd.astype(np.float64)}, geo)
-        acc = y.astype(np.int64)
+    k = kh * kw * cg
+    if blas_is_exact(k, xa, wa, ba):
+        # depthwise: the same multiply-accumulate per tap in int32 when no sum can leave int32
+        dtype = np.int32 if (cg == 1 and attrs["groups"] == x.shape[3] > 1
+                             and k * xa * wa + ba <= INT32_EXACT) else np.float64
+        pads, _ = window_geometry(x.shape[1:3], (kh, kw), attrs["strides"], attrs["dilations"],
+                                  attrs["padding"], attrs["pads"], "int_conv2d")
+        geo = {**{key: attrs[key] for key in _GEOMETRY}, "padding": "explicit",
+               "pads": (0, 0, 0, 0)}
+        acc = REGISTRY["conv2d"].forward([_padded(x, attrs["input_zp"], pads, dtype)],
+                                         _blas_params(wd, bias, dtype), geo)
     else:
-        acc = conv_int64(xd, wd, attrs)
-    if "bias" in params:
-        acc = acc + np.asarray(params["bias"], dtype=np.int64)
-    return acc
+        acc = conv_int64(x - attrs["input_zp"], wd, attrs)
+        if bias is not None:
+            acc += bias
+    return acc, _bounds(acc)
 
 
 def _conv_accumulate(inputs, params, attrs):
@@ -157,9 +201,7 @@ def _conv_accumulate(inputs, params, attrs):
     Returns (y, largest |acc| before the overflow policy) from `accumulate`.
     """
     _conv_shape([inputs[0].shape], attrs, params)
-    acc = conv_accumulator(inputs[0], params, attrs)
-    y = requant(fit_accumulator(acc, attrs), params, attrs, zero_point=attrs["output_zp"])
-    return y, absmax(acc)
+    return finish_accumulator(*conv_accumulator(inputs[0], params, attrs), params, attrs)
 
 
 def _conv_forward(inputs, params, attrs):
@@ -193,20 +235,19 @@ def dense_int64(xd, wd):
 
 
 def dense_accumulator(x, params, attrs):
-    """acc[..., o] = Σ_i (x[..., i] − input_zp)·(w[o, i] − weight_zp) + bias[o], exact int64."""
-    xd = int_input(x, "int_dense input") - attrs["input_zp"]
-    wd = np.asarray(params["weight"]).astype(np.int64) - attrs["weight_zp"]
-    k, xa, wa = wd.shape[1], absmax(xd), absmax(wd)
-    _check_operands(k, xa, wa, "int_dense")
-    if blas_is_exact(k, xa, wa):
-        y = REGISTRY["dense"].forward([xd.astype(np.float64)], {"weight": wd.astype(np.float64)},
-                                      {})
-        acc = y.astype(np.int64)
+    """(acc, (min, max) of acc): acc[..., o] = Σ_i (x[..., i] − input_zp)·(w[o, i] − weight_zp)
+    + bias[o], exact, as `conv_accumulator` (float64 through BLAS when proven exact, else int64)."""
+    x, xa, wd, wa, bias, ba = _operands(x, params, attrs, "int_dense")
+    if blas_is_exact(wd.shape[1], xa, wa, ba):
+        xf = x.astype(np.float64)
+        if attrs["input_zp"]:
+            xf -= attrs["input_zp"]
+        acc = REGISTRY["dense"].forward([xf], _blas_params(wd, bias), {})
     else:
-        acc = dense_int64(xd, wd)
-    if "bias" in params:
-        acc = acc + np.asarray(params["bias"], dtype=np.int64)
-    return acc
+        acc = dense_int64(x - attrs["input_zp"], wd)
+        if bias is not None:
+            acc += bias
+    return acc, _bounds(acc)
 
 
 def _dense_accumulate(inputs, params, attrs):
@@ -229,9 +270,7 @@ def _dense_accumulate(inputs, params, attrs):
     Returns (y, largest |acc| before the overflow policy) from `accumulate`.
     """
     _dense_shape([inputs[0].shape], attrs, params)
-    acc = dense_accumulator(inputs[0], params, attrs)
-    y = requant(fit_accumulator(acc, attrs), params, attrs, zero_point=attrs["output_zp"])
-    return y, absmax(acc)
+    return finish_accumulator(*dense_accumulator(inputs[0], params, attrs), params, attrs)
 
 
 def _dense_forward(inputs, params, attrs):

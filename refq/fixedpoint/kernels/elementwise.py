@@ -8,11 +8,12 @@ from ...errors import FixedPointError, ParamError
 from ...layers.base import Attr, Op
 from ...layers.elementwise import broadcast_shape
 from ..multiplier import round_half_away_float
-from ..requantize import FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, quantize, requantize
-from ..rounding import INT32_MAX, INT32_MIN
+from ..requantize import (FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, quantize,
+                          requantize_bounded)
+from ..rounding import INT32_MAX, INT32_MIN, _bounds
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, DTYPE_RANGES, REQUANT_ATTRS,
-                     REQUANT_PARAMS, absmax, check_acc_attrs, check_act, check_requant, check_zp,
-                     fit_accumulator, int_input, largest, output_dtype, requant)
+                     REQUANT_PARAMS, AccExtremes, check_acc_attrs, check_act, check_requant,
+                     check_zp, fit_accumulator, int_input, output_dtype, requant)
 
 
 def _same_shape(in_shapes, attrs, params):
@@ -114,23 +115,26 @@ def _add_accumulate(inputs, params, attrs):
         if not np.all(np.isfinite(r)) or np.any(np.abs(r) > 2.0 ** 62):
             raise FixedPointError("int_add: the float sum is not finite or beyond 2^62")
         s = r.astype(np.int64)
-        y = np.clip(fit_accumulator(s, attrs) + attrs["output_zp"], attrs["act_min"],
+        bs = _bounds(s)
+        y = np.clip(fit_accumulator(s, attrs, bs) + attrs["output_zp"], attrs["act_min"],
                     attrs["act_max"])
-        return y, absmax(s)
+        return y, AccExtremes(*bs)
     shift = attrs["left_shift"]
-    a, b = xa << shift, xb << shift
-    big = largest(a, b)
-    a, b = fit_accumulator(a, attrs), fit_accumulator(b, attrs)
-    full = dict(zero_point=0, act_min=INT32_MIN, act_max=INT32_MAX)
-    a2 = requantize(a, _scalar(params, "a_multiplier"), _scalar(params, "a_shift"), scheme, **full)
-    b2 = requantize(b, _scalar(params, "b_multiplier"), _scalar(params, "b_shift"), scheme, **full)
-    s = a2 + b2
-    big = max(big, absmax(s))
-    s = fit_accumulator(s, attrs)
-    y = requantize(s, _scalar(params, "out_multiplier"), _scalar(params, "out_shift"), scheme,
-                   zero_point=attrs["output_zp"], act_min=attrs["act_min"],
-                   act_max=attrs["act_max"])
-    return y, big
+    xa <<= shift  # a, b: the int32 values of the C kernel (xa, xb are this kernel's temporaries)
+    xb <<= shift
+    ba, bb = _bounds(xa), _bounds(xb)
+    a, b = fit_accumulator(xa, attrs, ba), fit_accumulator(xb, attrs, bb)
+    full = dict(zero_point=0, act_min=INT32_MIN, act_max=INT32_MAX, overwrite=True)
+    a2, b2 = (requantize_bounded(v, bv if v is x else None, _scalar(params, p + "_multiplier"),
+                                 _scalar(params, p + "_shift"), scheme, **full)
+              for v, x, bv, p in ((a, xa, ba, "a"), (b, xb, bb, "b")))
+    s = np.add(a2, b2, out=a2 if a2.shape == np.broadcast_shapes(a2.shape, b2.shape) else None)
+    bs = _bounds(s)
+    t = fit_accumulator(s, attrs, bs)
+    y = requantize_bounded(t, bs if t is s else None, _scalar(params, "out_multiplier"),
+                           _scalar(params, "out_shift"), scheme, zero_point=attrs["output_zp"],
+                           act_min=attrs["act_min"], act_max=attrs["act_max"], overwrite=True)
+    return y, AccExtremes.of(ba, bb, bs)
 
 
 def _add_forward(inputs, params, attrs):
@@ -168,9 +172,13 @@ def _mul_forward(inputs, params, attrs):
         dtype.
     """
     _mul_shape([x.shape for x in inputs], attrs, params)
-    p = (int_input(inputs[0], "int_multiply input a") - attrs["a_zp"]) * (
-        int_input(inputs[1], "int_multiply input b") - attrs["b_zp"])
-    return requant(p, params, attrs, zero_point=attrs["output_zp"])
+    da = int_input(inputs[0], "int_multiply input a") - attrs["a_zp"]
+    db = int_input(inputs[1], "int_multiply input b") - attrs["b_zp"]
+    if da.size < db.size:
+        da, db = db, da
+    p = np.multiply(da, db, out=da if da.shape == np.broadcast_shapes(da.shape, db.shape)
+                    else None)
+    return requant(p, params, attrs, zero_point=attrs["output_zp"], overwrite=True)
 
 
 # ---- int_requantize --------------------------------------------------------------------------
@@ -199,7 +207,8 @@ def _requant_forward(inputs, params, attrs):
     """
     x = int_input(inputs[0], "int_requantize input")
     _requant_shape([x.shape], attrs, params)
-    return requant(x - attrs["input_zp"], params, attrs, zero_point=attrs["output_zp"])
+    return requant(x - attrs["input_zp"], params, attrs, zero_point=attrs["output_zp"],
+                   overwrite=True)
 
 
 # ---- int_clamp -------------------------------------------------------------------------------

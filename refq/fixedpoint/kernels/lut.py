@@ -20,7 +20,7 @@ from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ..multiplier import quantize_multiplier, round_half_away_float
 from ..requantize import multiply_by_quantized_multiplier
-from ..rounding import round_shift_half_away, wrap
+from ..rounding import _bounds, round_shift_half_away, wrap
 from . import gemmlowp
 from .common import ACT_ZP_RANGE, check_zp, int_input
 
@@ -58,14 +58,16 @@ def _lut_forward(inputs, params, attrs):
     x = int_input(inputs[0], "int_lut input")
     _lut_shape([x.shape], attrs, params)
     t = np.asarray(params["table"], dtype=np.int64)
-    i = x - attrs["input_qmin"]
-    bad = (i < 0) | (i >= t.size)
-    if bad.any():
+    q0 = attrs["input_qmin"]
+    lo, hi = _bounds(x)
+    if x.size and (lo < q0 or hi > q0 + t.size - 1):
+        bad = (x < q0) | (x > q0 + t.size - 1)
         idx = tuple(int(k) for k in np.argwhere(bad)[0])
         raise FixedPointError(f"int_lut: input value {int(x[idx])} at index {list(idx)} lies "
-                              f"outside the table's domain [{attrs['input_qmin']}, "
-                              f"{attrs['input_qmin'] + t.size - 1}]")
-    return t[i]
+                              f"outside the table's domain [{q0}, {q0 + t.size - 1}]")
+    # table[x − q0] in one lookup: x ≡ (x − q0) + q0 (mod len), and np.roll(t, q0)[(j + q0) mod
+    # len] = t[j], so a wrapping take on x itself reads the same entries
+    return np.take(np.roll(t, q0), x, mode="wrap")
 
 
 # ---- float-built tables ----------------------------------------------------------------------

@@ -15,8 +15,10 @@ from ...layers.base import Attr, Op
 from ...layers.conv import PADDINGS, pad_hw, window_geometry
 from ...layers.pooling import valid_counts
 from ..requantize import REQUANT_SCHEMES, apply_scale_32, float_scale_round, requantize
-from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, absmax, check_acc_attrs,
-                     check_act, check_requant, check_zp, fit_accumulator, int_input, requant)
+from ..rounding import _bounds
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes,
+                     check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
+                     int_input, requant)
 
 _POOL_ATTRS = {"pool_size": Attr("ints", length=2), "strides": Attr("ints", length=2),
                "padding": Attr("str", "valid", choices=PADDINGS),
@@ -220,8 +222,10 @@ def _mean_accumulate(inputs, params, attrs):
     n = x.shape[1] * x.shape[2]
     if n == 0:
         raise ShapeError("int_mean: the input has no spatial positions (H·W = 0)")
-    acc = np.sum(x - attrs["input_zp"], axis=(1, 2), keepdims=attrs["keepdims"])
-    a = fit_accumulator(acc, attrs)
+    # Σ (x − input_zp) = Σ x − n·input_zp, exact in int64
+    acc = np.sum(x, axis=(1, 2), keepdims=attrs["keepdims"]) - n * attrs["input_zp"]
+    bounds = _bounds(acc)
+    a = fit_accumulator(acc, attrs, bounds)
     mode, zp = attrs["mean"], attrs["output_zp"]
     lo, hi = attrs["act_min"], attrs["act_max"]
     if mode == "tflite":
@@ -234,7 +238,7 @@ def _mean_accumulate(inputs, params, attrs):
         m = np.asarray(params["real_multiplier"], dtype=np.float64) / np.float64(n)
         r = float_scale_round(a, m, precision="float64", rounding="half_even")
         y = np.clip(r + zp, lo, hi)
-    return y, absmax(acc)
+    return y, AccExtremes(*bounds)
 
 
 def _mean_forward(inputs, params, attrs):

@@ -49,7 +49,12 @@ def _pad_forward(inputs, params, attrs):
     x = int_input(inputs[0], "int_pad input")
     _pad_shape([x.shape], attrs, params)
     t, b, l, r = attrs["pads"]
-    return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=attrs["value"])
+    n, h, w, c = x.shape
+    y = np.empty((n, h + t + b, w + l + r, c), np.int64)
+    y[:, t:t + h, l:l + w] = x
+    for border in (y[:, :t], y[:, t + h:], y[:, t:t + h, :l], y[:, t:t + h, l + w:]):
+        border.fill(attrs["value"])
+    return y
 
 
 OPS = [

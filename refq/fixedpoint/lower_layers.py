@@ -1,0 +1,211 @@
+"""Lowering of the layers that compute on the integer grid: conv2d/dense, add/multiply, pooling
+(global_avg_pool2d, avg_pool2d, max_pool2d) and data movement (zero_pad2d, concat, flatten, reshape,
+identity). Each `lower_*(w, n)` lowers float node n in the walk w (`lower_graph.Walk`) into integer
+nodes emitted through w.b (`lower_graph.Builder`), by the rules of the `refq.fixedpoint.lowering`
+module docstring ("conv2d/dense", "Rescaling ops", the op mapping); a fused activation
+(conv2d/dense/add/multiply + relu/relu6/clip) becomes the node's clamp on the output grid
+(`lower_activations.act_range`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import FixedPointError
+from .lower_activations import act_range
+from .lower_encodings import where_of
+from .requantize import FLOAT_SCHEMES
+
+__all__ = ["LOWERINGS"]
+
+_CONV_GEOMETRY = ("strides", "dilations", "padding", "pads", "groups")
+_POOL_GEOMETRY = ("pool_size", "strides", "padding", "pads")
+
+
+def _fused(w, n, where):
+    """(output tensor, its TensorQ, (act_min, act_max)) of node n with its fused activation."""
+    kind, kattrs, t_out = w.src.acts.get(n.name, ("none", {}, n.outputs[0]))[:3]
+    q_out = w.tq[t_out]
+    return t_out, q_out, act_range(w.p, kind, kattrs, q_out, where)
+
+
+# ---- accumulating layers ---------------------------------------------------------------------
+
+def lower_conv(w, n):
+    """conv2d/dense -> int_conv2d/int_dense: weight codes, optional int32 bias, per-channel
+    requantization, the fused activation's clamp, the profile's accumulator width and policy."""
+    where = where_of(n)
+    x, tq_in = w.read(n, 0)
+    t_out, tq_out, act = _fused(w, n, where)
+    weight, weight_zp, s_w, per_channel = w.src.weight(n)
+    bias = w.src.bias(n, tq_in, s_w)
+    geometry = {k: n.attrs[k] for k in _CONV_GEOMETRY} if n.op == "conv2d" else {}
+    out = w.out_name(t_out)
+    p, b = w.p, w.b
+    op = "int_" + n.op
+    fc = op == "int_dense"
+    scheme = (p.fc_requant or p.requant) if fc else p.requant
+    kind = "fc_per_tensor" if fc and not per_channel else "conv"
+    where = f"node '{n.name}' ({op[4:]})"
+    s_w = np.broadcast_to(np.asarray(s_w, dtype=np.float32), (weight.shape[0],))
+    try:
+        real = p.real_multiplier(tq_in.scale, s_w, tq_out.scale, kind=kind)
+    except FixedPointError as e:
+        raise FixedPointError(f"{where}: {e}") from None
+    params = {"weight": weight}
+    if bias is not None:
+        params["bias"] = bias
+    params.update(b.requant_params(real, scheme, where))
+    attrs = dict(geometry)
+    attrs.update({"input_zp": tq_in.zero_point, "weight_zp": int(weight_zp),
+                  "output_zp": tq_out.zero_point, "act_min": int(act[0]), "act_max": int(act[1]),
+                  **b.scheme_attrs(scheme), "accumulator_bits": p.acc_bits,
+                  "overflow": p.overflow})
+    b.emit(n.name, op, [x], out, attrs, params, tq=tq_out, requants=1)
+
+
+# ---- add, multiply ---------------------------------------------------------------------------
+
+def _add(b, name, a, c, out, tq_a, tq_b, tq_out, act):
+    """int_add by the profile's Add scheme ("tosa" is the TFLite formula with TOSA RESCALEs,
+    fixedpoint.md §4.3; a float-requantizing profile uses "float")."""
+    p = b.profile
+    where = f"node '{name}' (add)"
+    sa, sb, so = (np.float64(np.float32(t.scale)) for t in (tq_a, tq_b, tq_out))
+    attrs = {"a_zp": tq_a.zero_point, "b_zp": tq_b.zero_point, "output_zp": tq_out.zero_point,
+             "act_min": int(act[0]), "act_max": int(act[1]), "accumulator_bits": p.acc_bits,
+             "overflow": p.overflow}
+    if p.add in ("tflite", "tosa") and p.requant not in FLOAT_SCHEMES:
+        ls = p.add_left_shift
+        twice = 2.0 * max(sa, sb)
+        params = {}
+        for key, real in (("a", sa / twice), ("b", sb / twice),
+                          ("out", twice / (float(1 << ls) * so))):
+            r = b.requant_params(real, p.requant, where)
+            params[f"{key}_multiplier"], params[f"{key}_shift"] = r["multiplier"], r["shift"]
+        attrs.update(scheme=p.requant, add=p.add, left_shift=ls)
+        return b.emit(name, "int_add", [a, c], out, attrs, params, tq=tq_out, requants=3)
+    if p.add != "float":
+        b.notes.append(f"{name}: add scheme {p.add!r} with float requantization "
+                       f"{p.requant!r} is computed as 'float'")
+    params = {"a_real": np.array([sa / so]), "b_real": np.array([sb / so])}
+    attrs.update(scheme=b.float_scheme(), add="float")
+    return b.emit(name, "int_add", [a, c], out, attrs, params, tq=tq_out, requants=1)
+
+
+def _multiply(b, name, a, c, out, tq_a, tq_b, tq_out, act):
+    p = b.profile
+    where = f"node '{name}' (multiply)"
+    real = p.real_multiplier(tq_a.scale, tq_b.scale, tq_out.scale, kind="mul")
+    return b.emit(name, "int_multiply", [a, c], out, {
+        "a_zp": tq_a.zero_point, "b_zp": tq_b.zero_point, "output_zp": tq_out.zero_point,
+        "act_min": int(act[0]), "act_max": int(act[1]), **b.scheme_attrs(p.requant)},
+        b.requant_params(real, p.requant, where), tq=tq_out, requants=1)
+
+
+def lower_binary(w, n):
+    """add -> int_add, multiply -> int_multiply (two inputs, with the fused activation)."""
+    where = where_of(n)
+    if len(n.inputs) != 2:
+        raise FixedPointError(f"{where}: the integer {n.op} takes 2 inputs, got "
+                              f"{len(n.inputs)}; split it into a chain of binary ops")
+    (xa, qa), (xb, qb) = w.read(n, 0), w.read(n, 1)
+    t_out, q_out, act = _fused(w, n, where)
+    emit = _add if n.op == "add" else _multiply
+    emit(w.b, n.name, xa, xb, w.out_name(t_out), qa, qb, q_out, act)
+
+
+# ---- pooling ---------------------------------------------------------------------------------
+
+def lower_mean(w, n):
+    """global_avg_pool2d -> int_mean over H, W by the profile's Mean scheme (H·W is needed by the
+    "tosa" scheme's multiplier)."""
+    x, tq_in = w.read(n, 0)
+    h, wd = w.shapes[n.inputs[0]][1:3]
+    count = h * wd if h is not None and wd is not None else None
+    out, tq_out = w.out_name(n.outputs[0]), w.tq[n.outputs[0]]
+    p, b = w.p, w.b
+    where = f"node '{n.name}' (global_avg_pool2d)"
+    s_in, s_out = np.float64(np.float32(tq_in.scale)), np.float64(np.float32(tq_out.scale))
+    if p.mean == "float":
+        scheme = b.float_scheme()
+        params = {"multiplier": np.zeros(1, np.int32), "shift": np.zeros(1, np.int32),
+                  "real_multiplier": np.array([s_in / s_out])}
+    elif p.mean == "tflite":
+        scheme = p.requant
+        params = b.requant_params(s_in / s_out, scheme, where)
+    else:  # "tosa": REDUCE_SUM + RESCALE(s_in/(n·s_out)), single round (fixedpoint.md §5.3)
+        if count is None:
+            raise FixedPointError(f"{where}: the 'tosa' mean needs static H and W")
+        scheme = "tosa_single"
+        params = b.requant_params(s_in / (count * s_out), scheme, where)
+    b.emit(n.name, "int_mean", [x], out, {
+        "keepdims": bool(n.attrs["keepdims"]), "input_zp": tq_in.zero_point,
+        "output_zp": tq_out.zero_point, "act_min": tq_out.qmin, "act_max": tq_out.qmax,
+        "mean": p.mean, "scheme": scheme, "accumulator_bits": p.acc_bits,
+        "overflow": p.overflow}, params, tq=tq_out, requants=1)
+
+
+def lower_avg_pool(w, n):
+    """avg_pool2d -> int_avg_pool2d by the profile's AvgPool scheme, with requantization
+    parameters when the output encoding differs from the input's."""
+    x, tq_in = w.read(n, 0)
+    attrs = {k: n.attrs[k] for k in _POOL_GEOMETRY}
+    out, tq_out = w.out_name(n.outputs[0]), w.tq[n.outputs[0]]
+    p, b = w.p, w.b
+    where = f"node '{n.name}' (avg_pool2d)"
+    attrs.update({"input_zp": tq_in.zero_point, "output_zp": tq_out.zero_point,
+                  "act_min": tq_out.qmin, "act_max": tq_out.qmax, "avg": p.avgpool})
+    params = {}
+    if (tq_in.scale, tq_in.zero_point) != (tq_out.scale, tq_out.zero_point):
+        scheme = b.float_scheme() if p.avgpool == "float" else p.requant
+        real = p.real_multiplier(tq_in.scale, 1.0, tq_out.scale)
+        params = b.requant_params(real, scheme, where)
+        attrs.update(b.scheme_attrs(scheme))
+    b.emit(n.name, "int_avg_pool2d", [x], out, attrs, params, tq=tq_out,
+           requants=1 + bool(params and p.avgpool != "float"))
+
+
+# ---- ops on the input's grid -----------------------------------------------------------------
+
+def lower_grid_op(w, n):
+    """max_pool2d -> int_max_pool2d (clamped to the grid), zero_pad2d -> int_pad (value = the
+    input zero point, the image of 0), flatten/reshape/identity unchanged; each produces its
+    input's encoding and is followed by an int_requantize when the output's differs."""
+    x, q_in = w.read(n, 0)
+    b, a = w.b, n.attrs
+    if n.op == "max_pool2d":
+        def emit(name, out, tq):
+            attrs = {k: a[k] for k in _POOL_GEOMETRY}
+            attrs.update(act_min=tq.qmin, act_max=tq.qmax)
+            return b.emit(name, "int_max_pool2d", [x], out, attrs, tq=tq)
+    elif n.op == "zero_pad2d":
+        def emit(name, out, tq):
+            return b.emit(name, "int_pad", [x], out,
+                          {"pads": list(a["pads"]), "value": tq.zero_point}, tq=tq)
+    else:
+        def emit(name, out, tq):
+            return b.emit(name, n.op, [x], out, dict(a), tq=tq)
+    w.finish(n, q_in, emit)
+
+
+def lower_concat(w, n):
+    """concat -> int_concat, with an int_requantize on every input whose encoding differs from
+    the output's."""
+    b = w.b
+    q_out = w.tq[n.outputs[0]]
+    xs = []
+    for i in range(len(n.inputs)):
+        x, q = w.read(n, i)
+        if q != q_out:
+            x = b.requantize(b.fresh(f"{n.name}:requant{i}", "node"), x,
+                             b.fresh(f"{n.name}:requant{i}"), q, q_out)
+        xs.append(x)
+    b.emit(n.name, "int_concat", xs, w.out_name(n.outputs[0]), {"axis": int(n.attrs["axis"])},
+           tq=q_out)
+
+
+LOWERINGS = {"conv2d": lower_conv, "dense": lower_conv, "add": lower_binary,
+             "multiply": lower_binary, "global_avg_pool2d": lower_mean,
+             "avg_pool2d": lower_avg_pool, "concat": lower_concat,
+             **{op: lower_grid_op for op in ("max_pool2d", "zero_pad2d", "flatten", "reshape",
+                                             "identity")}}
