@@ -36,7 +36,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_path, save_npy
-from .errors import FormatError, InputError, RefqError
+from .errors import InputError, RefqError
 from .data_io import load_arrays
 from .model_io import escape_name
 

@@ -10,7 +10,6 @@ The public entry point; the work is split in three modules:
 """
 from .aimet_export import (SUPPORTED_VERSIONS, aimet_encodings_dict, export_aimet_encodings,
                            exported_offset)
-from .aimet_export import QUANT_SCHEME_NAMES  # noqa: F401  (still reachable from here)
 from .aimet_load import load_aimet_encodings
 
 __all__ = ["export_aimet_encodings", "load_aimet_encodings", "aimet_encodings_dict",
