@@ -361,6 +361,39 @@ def dequantize(q, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.nd
     return (q.astype(np.int64) - zp).astype(dt) * scale.astype(dt)
 
 
+_BLOCK = 1 << 16  # elements per block: the passes of one block stay in cache
+
+
+def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumerics) -> np.ndarray:
+    """`quantize_dequantize` for integer clamping and half-even rounding: the operations of
+    `_codes` and the dequantization in the same order (so bit-identical), applied in place on one
+    output buffer, per-tensor encodings block by block."""
+    dt = numerics.dtype
+    scale32, zp = _broadcast(enc, x, dt)
+    scale = scale32.astype(dt)
+    factor = (_F32(1) / scale32).astype(dt) if numerics.fake_quant == "reciprocal_float32" \
+        else scale
+    apply = np.multiply if numerics.fake_quant == "reciprocal_float32" else np.divide
+    qmin, qmax = dt.type(enc.qmin), dt.type(enc.qmax)
+    if enc.axis is None:
+        x = np.ascontiguousarray(x)
+        out = np.empty(x.shape, dtype=dt)
+        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+        blocks = [(s, s + _BLOCK) for s in range(0, flat_x.size, _BLOCK)]
+    else:
+        out = np.empty(np.broadcast_shapes(x.shape, scale.shape), dtype=dt)
+        blocks = None
+    for lo, hi in blocks or [(None, None)]:
+        v = out if blocks is None else flat_out[lo:hi]
+        apply(x if blocks is None else flat_x[lo:hi], factor, out=v)
+        np.rint(v, out=v)
+        v += zp
+        np.clip(v, qmin, qmax, out=v)
+        v -= zp
+        v *= scale
+    return out
+
+
 def quantize_dequantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:
     """Fake quantization x̂ = (clamp(round(x/s) + zp, qmin, qmax) − zp)·s in numerics.dtype.
 
@@ -372,6 +405,9 @@ def quantize_dequantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2)
     dt = numerics.dtype
     if enc.is_pass_through:
         return np.array(x, dtype=dt)
+    x = np.asarray(x, dtype=dt)
+    if numerics.clamp == "integer" and numerics.rounding == "half_even" and x.ndim:
+        return _fake_quant_half_even(x, enc, numerics)
     q = _codes(x, enc, numerics)
     scale, zp = _broadcast(enc, q, dt)
     return (q - zp) * scale.astype(dt)
