@@ -1,14 +1,12 @@
-"""Quantization encodings: integer grids, (min, max) -> (scale, zero_point), quantize / dequantize.
+"""Quantization encodings: integer grids, (min, max) -> (scale, zero_point).
 
-Definition (AIMET 2.42 by default; `aimet.md` §0.2.2, §0.2.4):
-    q  = clamp(round(x / scale) + zero_point, qmin, qmax)          quantize
-    x̂  = (q − zero_point) · scale                                   dequantize
-AIMET's offset is o = −zero_point (`aimet_offset`). Grids, with N = 2^b − 1 (§0.2.4, §1.1):
+An encoding defines q = clamp(round(x / scale) + zero_point, qmin, qmax); quantize, dequantize and
+fake quantization are in `refq.quant.fakequant` (re-exported here). AIMET's offset is
+o = −zero_point (`aimet_offset`). Grids, with N = 2^b − 1 (`aimet.md` §0.2.4, §1.1):
     signed   [−2^(b−1), 2^(b−1) − 1]    symmetric (AIMET 2.x)
     unsigned [0, 2^b − 1]               asymmetric; also unsigned-symmetric (1.x, when min ≥ 0, zero_point 0)
     strict   [−(2^(b−1) − 1), 2^(b−1) − 1]   strict symmetric (1.x)
-Bitwidths are 2..16, or 32 = pass-through: `quantize_dequantize` returns its input (cast to the
-numerics dtype) and `quantize`/`dequantize` refuse it.
+Bitwidths are 2..16, or 32 = pass-through.
 
 (min, max) -> encoding, AIMET 2.42 (`MinMaxEncodingAnalyzer.compute_encodings_from_stats`, then the
 quantizer's `set_range`; float32 throughout, fl = rounding to float32, N' = qmax − qmin):
@@ -33,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import QuantError
+from .fakequant import dequantize, quantize, quantize_dequantize  # re-exported
 from .numerics import AIMET_V1, AIMET_V2, EncodingNumerics, round_half_away, round_half_even
 
 __all__ = [
@@ -303,111 +302,3 @@ def encoding_from_min_max(min, max, bitwidth, symmetric, *, axis=None, strict=Fa
                             two_bit_rule=two_bit_rule)
     return encoding_from_range(lo, hi, b, symmetric, axis=axis, strict=strict,
                                unsigned_symmetric=unsigned_symmetric, numerics=numerics)
-
-
-# ----------------------------------------------------------------------------- quantize / dequantize
-
-def _broadcast(enc: Encoding, x: np.ndarray, dtype):
-    shape = enc.broadcast_shape(x.ndim)
-    if enc.axis is not None and x.shape[enc.axis] != enc.scale.shape[0]:
-        raise QuantError(f"tensor of shape {x.shape} has {x.shape[enc.axis]} channels on axis "
-                         f"{enc.axis}, the encoding has {enc.scale.shape[0]}")
-    return enc.scale.reshape(shape), enc.zero_point.astype(dtype).reshape(shape)
-
-
-def _codes(x, enc: Encoding, numerics: EncodingNumerics) -> np.ndarray:
-    """Clamped integer codes, held in numerics.dtype (NaN stays NaN)."""
-    dt = numerics.dtype
-    # half_away is 1.x libpymo, whose encoding fields are doubles: its arithmetic runs in float64
-    wt = np.dtype(np.float64) if numerics.rounding == "half_away" else dt
-    x = np.asarray(np.asarray(x, dtype=dt), dtype=wt)
-    scale32, zp = _broadcast(enc, x, wt)
-    scale = scale32.astype(wt)
-    qmin, qmax = wt.type(enc.qmin), wt.type(enc.qmax)
-    if numerics.clamp == "float":
-        x = np.clip(x, scale * (qmin - zp), scale * (qmax - zp))
-    if numerics.fake_quant == "reciprocal_float32":
-        v = x * (_F32(1) / scale32).astype(wt)       # torch.fake_quantize: inv_scale = fl(1/s)
-    else:
-        v = x / scale
-    if numerics.rounding == "half_even":
-        # |rint(v)| < 2^24 − 2^16 makes "+ zp" exact; larger values stay beyond the clamp bounds.
-        q = round_half_even(v) + zp
-    else:
-        q = round_half_away(v + (zp - qmin)) + qmin   # 1.x: round x/Δ − offset on the unsigned grid
-    return np.clip(q, qmin, qmax).astype(dt)
-
-
-def quantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:
-    """Integer codes q = clamp(round(x/s) + zero_point, qmin, qmax) as int64 (see EncodingNumerics).
-
-    ±inf saturate to qmin/qmax; NaN raises QuantError; a pass-through encoding raises QuantError.
-    """
-    if enc.is_pass_through:
-        raise QuantError("quantize: a 32-bit encoding is pass-through and has no integer codes")
-    q = _codes(x, enc, numerics)
-    if np.isnan(q).any():
-        raise QuantError("quantize: the tensor holds NaN, which has no integer code")
-    return q.astype(np.int64)
-
-
-def dequantize(q, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:
-    """x̂ = (q − zero_point)·scale in numerics.dtype (one rounding: the integer difference is exact)."""
-    if enc.is_pass_through:
-        raise QuantError("dequantize: a 32-bit encoding is pass-through and has no integer codes")
-    dt = numerics.dtype
-    q = np.asarray(q)
-    scale, zp = _broadcast(enc, q, np.int64)
-    return (q.astype(np.int64) - zp).astype(dt) * scale.astype(dt)
-
-
-_BLOCK = 1 << 16  # elements per block: the passes of one block stay in cache
-
-
-def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumerics) -> np.ndarray:
-    """`quantize_dequantize` for integer clamping and half-even rounding: the operations of
-    `_codes` and the dequantization in the same order (so bit-identical), applied in place on one
-    output buffer, per-tensor encodings block by block."""
-    dt = numerics.dtype
-    scale32, zp = _broadcast(enc, x, dt)
-    scale = scale32.astype(dt)
-    factor = (_F32(1) / scale32).astype(dt) if numerics.fake_quant == "reciprocal_float32" \
-        else scale
-    apply = np.multiply if numerics.fake_quant == "reciprocal_float32" else np.divide
-    qmin, qmax = dt.type(enc.qmin), dt.type(enc.qmax)
-    if enc.axis is None:
-        x = np.ascontiguousarray(x)
-        out = np.empty(x.shape, dtype=dt)
-        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-        blocks = [(s, s + _BLOCK) for s in range(0, flat_x.size, _BLOCK)]
-    else:
-        out = np.empty(np.broadcast_shapes(x.shape, scale.shape), dtype=dt)
-        blocks = None
-    for lo, hi in blocks or [(None, None)]:
-        v = out if blocks is None else flat_out[lo:hi]
-        apply(x if blocks is None else flat_x[lo:hi], factor, out=v)
-        np.rint(v, out=v)
-        v += zp
-        np.clip(v, qmin, qmax, out=v)
-        v -= zp
-        v *= scale
-    return out
-
-
-def quantize_dequantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.ndarray:
-    """Fake quantization x̂ = (clamp(round(x/s) + zp, qmin, qmax) − zp)·s in numerics.dtype.
-
-    AIMET_V2: bit-exact with `(clip(rint(x·fl(1/s)) − o, qmin, qmax) + o)·s` in float32, o = −zp
-    (torch.fake_quantize, §0.2.4). Inputs of any dtype are cast to numerics.dtype first (AIMET keeps
-    fp16 in fp16; refq does not model that). NaN propagates; ±inf saturate. A pass-through (32-bit)
-    encoding returns a copy of x in numerics.dtype.
-    """
-    dt = numerics.dtype
-    if enc.is_pass_through:
-        return np.array(x, dtype=dt)
-    x = np.asarray(x, dtype=dt)
-    if numerics.clamp == "integer" and numerics.rounding == "half_even" and x.ndim:
-        return _fake_quant_half_even(x, enc, numerics)
-    q = _codes(x, enc, numerics)
-    scale, zp = _broadcast(enc, q, dt)
-    return (q - zp) * scale.astype(dt)

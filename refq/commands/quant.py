@@ -1,0 +1,92 @@
+"""`refq quantize`, `refq equalize` and `refq report`: the quantization simulation and the
+algorithms that prepare a model for it (BN folding, cross-layer equalization, bias correction)."""
+from __future__ import annotations
+
+from ..errors import InputError
+from . import write_json
+
+
+def cmd_quantize(args):
+    from ..data_io import iter_batches
+    from ..model_io import load
+    from ..quant.quantsim import QuantSim
+
+    if args.config and args.per_channel:
+        raise InputError("give either --config or --per-channel, not both")
+    if args.calib is not None and args.load_encodings is not None:
+        raise InputError("give either --calib (calibrate) or --load-encodings (take AIMET's "
+                         "encodings), not both")
+    if args.percentile is not None and args.scheme != "percentile":
+        raise InputError("--percentile applies to --scheme percentile only")
+    if args.calib is None and args.load_encodings is None:
+        raise InputError("give calibration data (--calib) or an AIMET encodings file "
+                         "(--load-encodings)")
+    if args.bias_correction == "empirical" and args.calib is None:
+        raise InputError("--bias-correction empirical needs calibration data (--calib)")
+    graph = load(args.model)
+    names = [s.name for s in graph.inputs]
+    options = {} if args.percentile is None else {"percentile": args.percentile}
+    config = args.config or ("per_channel" if args.per_channel else "per_tensor")
+    report = None
+    if args.fold_bn or args.cle or args.bias_correction:
+        from ..algorithms import prepare
+
+        data = None if args.calib is None else iter_batches(args.calib, names, args.batch_size)
+        graph, report = prepare(
+            graph, fold_bn=args.fold_bn, cle=args.cle, relu6_to_relu=args.relu6_to_relu,
+            absorb_high_bias=not args.no_high_bias, through_squeeze_excite=args.through_se,
+            bias_correction=args.bias_correction, data=data, config=config,
+            param_bw=args.param_bw, scheme=args.scheme, scheme_options=options,
+            batch_size=args.batch_size, quiet=args.quiet)
+    sim = QuantSim(graph, config, param_bw=args.param_bw, act_bw=args.act_bw, scheme=args.scheme,
+                   scheme_options=options)
+    if args.load_encodings:
+        from ..exporters.aimet_encodings import load_aimet_encodings
+
+        sim = load_aimet_encodings(sim, args.load_encodings)
+    else:
+        sim.compute_encodings(iter_batches(args.calib, names, args.batch_size), quiet=args.quiet)
+    if args.encodings:
+        from ..exporters.aimet_encodings import export_aimet_encodings
+
+        export_aimet_encodings(sim, args.encodings, version=args.encodings_version)
+    if args.report is not None:
+        write_json(args.report, report or {})
+    sim.save(args.output)
+    if not args.quiet:
+        p = sim.placement
+        print(f"quantized {args.model}: {p['activation_quantizers']} activation and "
+              f"{p['param_quantizers']} parameter quantizers, {len(p['supergroups'])} supergroups, "
+              f"{len(p['shared'])} shared -> {args.output}"
+              + (f"; AIMET encodings {args.encodings}" if args.encodings else ""))
+
+
+def cmd_equalize(args):
+    from ..algorithms import prepare
+    from ..model_io import load, save
+
+    graph, report = prepare(load(args.model), fold_bn=True, cle=True,
+                            relu6_to_relu=args.relu6_to_relu,
+                            absorb_high_bias=not args.no_high_bias,
+                            through_squeeze_excite=args.through_se)
+    if args.report:
+        write_json(args.report, report)
+    save(graph, args.output)
+    if not args.quiet:
+        folded = len(report["bn_fold"].get("folded", []))
+        cle = report["cle"]
+        print(f"equalized {args.model}: {folded} batch norms folded, "
+              f"{len(cle.get('sets', []))} equalization sets -> {args.output}")
+
+
+def cmd_report(args):
+    from ..data_io import iter_batches
+    from ..quant.quantsim import QuantSim
+    from ..report import format_report, quant_report
+
+    sim = QuantSim.load(args.model)
+    names = [s.name for s in sim.graph.inputs]
+    report = quant_report(sim, iter_batches(args.data, names, args.batch_size), quiet=args.quiet)
+    if args.json:
+        write_json(args.json, report)
+    print(format_report(report, top=args.top))
