@@ -10,8 +10,6 @@ Target: <= 1.5 against the float64 forward. Each figure is the minimum over --re
 from __future__ import annotations
 
 import argparse
-import os
-import time
 
 import numpy as np
 
@@ -21,15 +19,7 @@ from refq.demo import load_calibration_set, load_model, load_test_set
 from refq.fixedpoint.lowering import lower
 from refq.fixedpoint.run import run_int
 from refq.quant.quantsim import QuantSim
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from timing import best_of, blas_environment
 
 
 def main():
@@ -39,8 +29,7 @@ def main():
     ap.add_argument("--profile", default="tflite")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    blas = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"BLAS environment: {blas}")
+    print(blas_environment())
     graph, _ = fold_batch_norms(load_model())
     sim = QuantSim(graph, "per_channel").compute_encodings(load_calibration_set(32))
     int_graph = lower(sim, args.profile)

@@ -10,23 +10,13 @@ Each figure is the minimum over --repeats runs.
 from __future__ import annotations
 
 import argparse
-import os
-import time
 
 import numpy as np
 
 import refq
 from refq.demo import load_model, load_test_set
 from refq.quant.quantsim import QuantSim
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from timing import best_of, blas_environment
 
 
 def main():
@@ -37,8 +27,7 @@ def main():
     ap.add_argument("--config", default="per_tensor")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    blas = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"BLAS environment: {blas}")
+    print(blas_environment())
     graph = load_model()
     x = load_test_set()[0][:args.images]
     feeds = {graph.inputs[0].name: x}
