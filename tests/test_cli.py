@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import refq
-from refq.cli import main
+from cli_helpers import assert_error, cli
 from refq.graph import Graph, Node, TensorSpec
 from refq.runtime import run
 
@@ -58,21 +58,6 @@ def x_npy(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, x)
     return str(path), x
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_error(code, err, *needles):
-    assert code == 1
-    assert err.startswith("refq: error: "), err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert str(needle) in err, (needle, err)
 
 
 # ---- info -----------------------------------------------------------------------------------

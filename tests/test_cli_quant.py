@@ -16,6 +16,7 @@ import pytest
 
 import refq
 from refq.algorithms import prepare
+from cli_helpers import assert_error, cli
 from refq.cli import main
 from refq.graph import Graph, Node, TensorSpec
 from refq.quant.quantsim import QuantSim
@@ -72,21 +73,6 @@ def calib(tmp_path):
     np.save(tmp_path / "xdir" / "b.npy", X[3:])
     return {"npy": (str(tmp_path / "x.npy"), [X]), "npz": (str(tmp_path / "x.npz"), [X]),
             "dir": (str(tmp_path / "xdir"), [X[:3], X[3:]])}
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_error(code, err, *needles):
-    assert code == 1
-    assert err.startswith("refq: error: "), err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert str(needle) in err, (needle, err)
 
 
 def same_encodings(a: QuantSim, b: QuantSim):
