@@ -1,7 +1,9 @@
-"""Reading arrays for `refq run`, calibration and reports: .npy, .npz, or a directory of .npy batches.
+"""Data for `refq run`, calibration and reports, as batches {input name: array}.
 
-Nothing is ever unpickled (`allow_pickle=False`). A single .npy file is memory-mapped, so batches
-are read one at a time and memory stays bounded by one batch.
+`iterate_batches` takes data in memory (an array, a dict of arrays, or an iterable of either);
+`iter_batches` reads .npy, .npz, or a directory of .npy batches. Nothing is ever unpickled
+(`allow_pickle=False`). A single .npy file is memory-mapped, so batches are read one at a time and
+memory stays bounded by one batch.
 """
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ import os
 
 import numpy as np
 
-from .errors import FormatError, InputError
+from .errors import FormatError, InputError, QuantError
 
-__all__ = ["load_arrays", "iter_batches"]
+__all__ = ["load_arrays", "iter_batches", "iterate_batches"]
 
 
 def load_arrays(path: str, mmap: bool = False):
@@ -63,10 +65,38 @@ def iter_batches(path: str, input_names: list, batch_size: int | None = None):
         sources = [path]
     for src in sources:
         feeds = _as_feeds(load_arrays(src, mmap=src.endswith(".npy")), input_names, src)
-        n = len(next(iter(feeds.values())))
-        step = batch_size or max(n, 1)
-        for s in range(0, n, step):
-            yield SourcedBatch({k: np.asarray(v[s:s + step]) for k, v in feeds.items()}, src)
+        for chunk in _chunks(feeds, batch_size):
+            yield SourcedBatch({k: np.asarray(v) for k, v in chunk.items()}, src)
+
+
+def _chunks(feeds: dict, batch_size: int | None):
+    """`feeds` split along the batch axis into chunks of `batch_size` (all at once when None)."""
+    n = len(next(iter(feeds.values())))
+    step = batch_size or max(n, 1)
+    for s in range(0, n, step):
+        yield {k: v[s:s + step] for k, v in feeds.items()}
+
+
+def iterate_batches(data, graph, batch_size: int | None = None):
+    """Yield {input name: array} batches of `graph` from an array, a dict of arrays (split into
+    `batch_size` chunks), or an iterable of either (taken as it comes)."""
+    names = [s.name for s in graph.inputs]
+
+    def as_feeds(item):
+        if isinstance(item, dict):
+            return item
+        if len(names) != 1:
+            raise InputError(f"graph '{graph.name}' has inputs {names}: give batches as dicts")
+        return {names[0]: item}
+
+    if isinstance(data, (np.ndarray, dict)):
+        feeds = as_feeds(data)
+        if not feeds:
+            raise QuantError("the data holds no arrays; give at least one non-empty batch")
+        yield from _chunks(feeds, batch_size)
+        return
+    for item in data:
+        yield as_feeds(item)
 
 
 class SourcedBatch(dict):

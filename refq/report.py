@@ -69,7 +69,7 @@ def _weight_rows(sim, q):
 
 def quant_report(sim, data, batch_size: int | None = None, quiet: bool = True) -> dict:
     """The report dict (JSON-ready) of QuantSim `sim` on `data` (see `iterate_batches`)."""
-    from .quant.quantsim import iterate_batches
+    from .data_io import iterate_batches
 
     dtype = sim.numerics.dtype.type
     tq = {t: name for t, name in sim.tensor_quantizers().items() if sim.enabled.get(name)}

@@ -78,7 +78,8 @@ from ..graph import Graph
 from ..layers import get_op
 from ..progress import progress
 from ..quant.encoding import AIMET_V2, EncodingNumerics
-from ..quant.quantsim import QuantSim, iterate_batches
+from ..data_io import iterate_batches
+from ..quant.quantsim import QuantSim
 from ..runtime import _check_feeds
 from .bias_analytical import CORRECTED_OPS, _analytical_source, _expected_error, clipped_normal_mean
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import FixedPointError
 from ..layers import get_op
-from ..quant.quantsim import iterate_batches
+from ..data_io import iterate_batches
 from .lowering import _profile, lower
 from .run import faithful_graph, run_int
 

@@ -32,6 +32,7 @@ import dataclasses
 
 import numpy as np
 
+from ..data_io import iterate_batches
 from ..errors import InputError, QuantError
 from ..graph import Graph
 from ..progress import progress
@@ -47,30 +48,6 @@ __all__ = ["QuantSim", "iterate_batches"]
 
 _BIAS_LIMIT = 2.0 ** 31 - 2.0 ** 15
 _UNDERFLOW = 2.0 ** -23.5
-
-
-def iterate_batches(data, graph: Graph, batch_size: int | None = None):
-    """Yield {input name: array} batches from an array, a dict of arrays, or an iterable of either."""
-    names = [s.name for s in graph.inputs]
-
-    def as_feeds(item):
-        if isinstance(item, dict):
-            return item
-        if len(names) != 1:
-            raise InputError(f"graph '{graph.name}' has inputs {names}: give batches as dicts")
-        return {names[0]: item}
-
-    if isinstance(data, (np.ndarray, dict)):
-        feeds = as_feeds(data)
-        if not feeds:
-            raise QuantError("the data holds no arrays; give at least one non-empty batch")
-        n = len(next(iter(feeds.values())))
-        step = batch_size or n
-        for s in range(0, n, max(step, 1)):
-            yield {k: v[s:s + step] for k, v in feeds.items()}
-        return
-    for item in data:
-        yield as_feeds(item)
 
 
 def _numerics_json(n: EncodingNumerics) -> dict:
