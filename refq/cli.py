@@ -31,32 +31,11 @@ import argparse
 import sys
 
 from . import __version__
-from .commands.golden import (cmd_conformance_run, cmd_golden_check, cmd_golden_generate,
-                              cmd_golden_verify)
+from .commands.golden import add_golden_parsers
 from .commands.integer import cmd_compare, cmd_export, cmd_lower, cmd_profiles
 from .commands.model import cmd_demo, cmd_import, cmd_info, cmd_run
 from .commands.quant import cmd_equalize, cmd_quantize, cmd_report
 from .errors import RefqError
-
-
-def _golden_parser(sub):
-    """`refq golden ...` (refq.conformance); returns its subcommand parsers for more commands."""
-    g = sub.add_parser("golden", help="golden vectors: generate the suite, check it")
-    gsub = g.add_subparsers(dest="golden_command", required=True)
-    s = gsub.add_parser("generate", help="write the golden cases and manifest.json")
-    s.add_argument("--cases", metavar="PATTERN", help="fnmatch globs of case ids, comma-separated "
-                                                      "(default: every case)")
-    s.add_argument("--out", default="golden", metavar="DIR", help="suite directory (golden/)")
-    s.set_defaults(func=cmd_golden_generate)
-    s = gsub.add_parser("check", help="regenerate and compare every byte with a committed suite")
-    s.add_argument("--golden", default="golden", metavar="DIR", help="suite directory (golden/)")
-    s.add_argument("--cases", metavar="PATTERN", help="fnmatch globs of case ids, comma-separated "
-                                                      "(default: every case)")
-    s.set_defaults(func=cmd_golden_check)
-    for s in gsub.choices.values():
-        s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="no progress bars or chatter")
-    return gsub
 
 
 def _equalize_options(s):
@@ -167,30 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "applies to elements of <= 8 bits (wider ones stay one per word)")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("conformance", help="run another implementation on the golden suite")
-    csub = s.add_subparsers(dest="conformance_command", required=True)
-    c = csub.add_parser("run", help="call an adapter function on every golden case and compare")
-    c.add_argument("--adapter", required=True, metavar="MODULE:FUNCTION",
-                   help="e.g. examples.adapter_numpy:run (imported from the current directory)")
-    c.add_argument("--golden", default="golden", metavar="DIR", help="golden suite (default "
-                                                                      "golden/)")
-    c.add_argument("--cases", metavar="PATTERN", help="fnmatch globs, comma-separated")
-    c.add_argument("--json", metavar="REPORT", help="also write the results as JSON")
-    c.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress bars or chatter")
-    c.set_defaults(func=cmd_conformance_run)
-
-    gsub = _golden_parser(sub)
-    s = gsub.add_parser("verify", help="compare another implementation's dumps with a golden case "
-                                       "and name the first diverging layer")
-    s.add_argument("case", metavar="CASE_DIR", help="a golden case directory")
-    s.add_argument("--dut", required=True, metavar="DIR",
-                   help="the implementation's dumps: <tensor>.npy, or .hex/.bin with .json "
-                        "sidecars (outputs required, trace tensors optional)")
-    s.add_argument("--json", metavar="REPORT", help="also write the report as JSON")
-    s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="only the verdict and the first divergence")
-    s.set_defaults(func=cmd_golden_verify)
+    add_golden_parsers(sub)
 
     for s in sub.choices.values():
         s.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
