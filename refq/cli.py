@@ -28,14 +28,67 @@ Errors in the input (RefqError) are printed as one line `refq: error: ...` and e
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import sys
 
 from . import __version__
 from .commands.golden import add_golden_parsers
 from .commands.integer import cmd_compare, cmd_export, cmd_lower, cmd_profiles
-from .commands.model import cmd_demo, cmd_import, cmd_info, cmd_run
+from .commands.model import DEFAULT_MAX_TRACE, cmd_demo, cmd_import, cmd_info, cmd_run
 from .commands.quant import cmd_equalize, cmd_quantize, cmd_report
+from .data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
 from .errors import RefqError
+
+
+def _positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _bitwidth(text):
+    """argparse type: a quantizer bitwidth, 2..16 or 32 (pass-through)."""
+    value = _positive_int(text)
+    if not (2 <= value <= 16 or value == 32):
+        raise argparse.ArgumentTypeError(f"bitwidth must be 2..16 or 32, got {value}")
+    return value
+
+
+def _byte_size(text):
+    """argparse type: a size in bytes, with an optional K/M/G/T suffix (powers of 1024)."""
+    units = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    suffix = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        value = float(t[:len(t) - len(suffix)]) * units[suffix]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 500M or 2G, got '{text}'") \
+            from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive size, got '{text}'")
+    return int(value)
+
+
+def _profile_names():
+    from .fixedpoint.profiles import PROFILES
+
+    return list(PROFILES)
+
+
+def _scheme_names():
+    from .quant.analyzers import ANALYZERS
+
+    return list(ANALYZERS)
+
+
+BATCH_HELP = "images per forward pass (default: {} per batch; smaller uses less memory)"
 
 
 def _equalize_options(s):
@@ -46,87 +99,128 @@ def _equalize_options(s):
     s.add_argument("--no-high-bias", action="store_true", help="skip high-bias absorption")
 
 
+def _model_argument(s, what="a model in the refq format (.refq.h5)"):
+    s.add_argument("model", metavar="MODEL", help=what)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refq", description="refq: reference quantization toolkit")
+    p = _Parser(prog="refq", description="refq: reference quantization toolkit. Errors print one "
+                "line `refq: error: ...` and exit with status 1.")
     p.add_argument("--version", action="version", version=f"refq {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    profiles, schemes = _profile_names(), _scheme_names()
 
     s = sub.add_parser("import", help="import a Keras HDF5 model into the refq format")
-    s.add_argument("model", help="Keras .h5/.hdf5, .keras or .weights.h5 file")
-    s.add_argument("-o", "--output", required=True, help="output .refq.h5 file")
-    s.add_argument("--architecture", help="architecture JSON (model.to_json()) for .weights.h5")
+    _model_argument(s, "Keras .h5/.hdf5, .keras or .weights.h5 file")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.refq.h5",
+                   help="the refq model to write")
+    s.add_argument("--architecture", metavar="ARCH.json",
+                   help="architecture JSON (model.to_json()), required for .weights.h5")
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("info", help="print a model's nodes, shapes, parameters and MACs")
-    s.add_argument("model")
+    _model_argument(s)
     s.add_argument("--json", action="store_true", help="print the graph JSON instead")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("run", help="run a model on an input array")
-    s.add_argument("model")
-    s.add_argument("--input", required=True, help=".npy (single input) or .npz {input name: array}")
-    s.add_argument("--output", required=True, help=".npy (single output) or .npz")
-    s.add_argument("--trace", metavar="DIR", help="also write every tensor as DIR/<tensor>.npy")
-    s.add_argument("--mode", choices=["float", "sim", "int"], default="float",
+    _model_argument(s, "a float, quantized (`refq quantize`) or integer (`refq lower`) model")
+    s.add_argument("--input", required=True, metavar="X.npy|X.npz",
+                   help=".npy (single input) or .npz {input name: array}")
+    s.add_argument("--output", required=True, metavar="Y.npy|Y.npz",
+                   help=".npy (single output) or .npz (every output)")
+    s.add_argument("--trace", metavar="DIR", help="also write every tensor as DIR/<tensor>.npy "
+                                                  "with DIR/index.json")
+    s.add_argument("--max-trace-size", type=_byte_size, default=DEFAULT_MAX_TRACE, metavar="SIZE",
+                   help="refuse a --trace larger than this estimate, e.g. 500M or 20G "
+                        "(default 1G)")
+    s.add_argument("--mode", choices=["float", "sim", "int"], default=None,
                    help="float: the definition; sim: the quantization simulation of a quantized "
-                        "model; int: an integer model (from `refq lower`)")
+                        "model; int: an integer model (default: what the file holds, stated on "
+                        "stderr)")
+    s.add_argument("--codes", action="store_true",
+                   help="--mode int: the input holds integer codes of the input quantizer and "
+                        "the output is written as integer codes (default: real values)")
     s.add_argument("--dtype", choices=["float64", "float32"], default=None,
                    help="float mode compute dtype (default float64)")
-    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help=BATCH_HELP.format("the whole input"))
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("quantize", help="place quantizers, calibrate, store the simulation")
-    s.add_argument("model")
-    s.add_argument("--calib", help="calibration data: .npy, .npz or a directory of .npy batches")
-    s.add_argument("-o", "--output", required=True, help="output .refq.h5 with encodings")
+    _model_argument(s, "a float model (.refq.h5 from `refq import`)")
+    s.add_argument("--calib", metavar="DATA",
+                   help="calibration data: .npy, .npz or a directory of .npy batches")
+    s.add_argument("-o", "--output", required=True, metavar="Q.refq.h5",
+                   help="output .refq.h5 with the simulation and its encodings")
     s.add_argument("--config", help="AIMET quantsim config JSON, or per_tensor | per_channel "
                                      "(default per_tensor)")
     s.add_argument("--per-channel", action="store_true", help="the bundled per-channel config")
-    s.add_argument("--scheme", default="minmax", help="minmax | tf_enhanced | percentile | sqnr | mse")
-    s.add_argument("--percentile", type=float, help="percentile for --scheme percentile")
-    s.add_argument("--param-bw", type=int, default=8)
-    s.add_argument("--act-bw", type=int, default=8)
-    s.add_argument("--encodings", help="also write AIMET encodings JSON here")
-    s.add_argument("--encodings-version", default="1.0.0", choices=["0.6.1", "1.0.0"])
-    s.add_argument("--load-encodings", help="take encodings from an AIMET encodings file")
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--fold-bn", action="store_true", help="fold batch norms first")
+    s.add_argument("--scheme", default="minmax", choices=schemes,
+                   help="range analyzer for weights and activations (default minmax)")
+    s.add_argument("--percentile", type=float, help="percentile for --scheme percentile "
+                                                    "(default 99.9)")
+    s.add_argument("--param-bw", type=_bitwidth, default=8, metavar="BITS",
+                   help="weight bitwidth (default 8)")
+    s.add_argument("--act-bw", type=_bitwidth, default=8, metavar="BITS",
+                   help="activation bitwidth (default 8)")
+    s.add_argument("--encodings", metavar="OUT.encodings",
+                   help="also write AIMET encodings JSON here")
+    s.add_argument("--encodings-version", default="1.0.0", choices=["0.6.1", "1.0.0"],
+                   help="AIMET encodings format of --encodings (default 1.0.0)")
+    s.add_argument("--load-encodings", metavar="AIMET.encodings",
+                   help="take encodings from an AIMET encodings file instead of calibrating")
+    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
+    s.add_argument("--fold-bn", action="store_true", default=True,
+                   help="fold batch norms into the preceding layers first (the default)")
+    s.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                   help="keep batch norms as float ops (AIMET's unfolded simulation; such a model "
+                        "cannot be lowered to integers)")
     s.add_argument("--cle", action="store_true",
-                   help="cross-layer equalization with high-bias absorption (folds BN first)")
+                   help="cross-layer equalization with high-bias absorption")
     s.add_argument("--bias-correction", choices=["empirical", "analytical"],
-                   help="correct the mean output error of weight quantization")
-    s.add_argument("--report", help="write the BN fold / CLE / bias correction report (JSON)")
+                   help="correct the mean output error of weight quantization (default: off)")
+    s.add_argument("--report", metavar="DFQ.json",
+                   help="write the BN fold / CLE / bias correction report (JSON)")
     _equalize_options(s)
     s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("equalize", help="fold batch norms and equalize across layers")
-    s.add_argument("model")
-    s.add_argument("-o", "--output", required=True, help="output .refq.h5")
-    s.add_argument("--report", help="write the fold and equalization report (JSON)")
+    _model_argument(s, "a float model (.refq.h5)")
+    s.add_argument("-o", "--output", required=True, metavar="EQ.refq.h5", help="output .refq.h5")
+    s.add_argument("--report", metavar="CLE.json",
+                   help="write the fold and equalization report (JSON)")
     _equalize_options(s)
     s.set_defaults(func=cmd_equalize)
 
     s = sub.add_parser("report", help="per-quantizer SQNR report of a quantized model")
-    s.add_argument("model")
+    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
     s.add_argument("--data", required=True, help=".npy, .npz or a directory of .npy batches")
-    s.add_argument("--json", help="also write the report as JSON")
-    s.add_argument("--top", type=int, default=None, help="show only the N worst quantizers")
-    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
+    s.add_argument("--top", type=_positive_int, default=None, metavar="N",
+                   help="show only the N worst quantizers (default: all)")
+    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("lower", help="lower a quantized model to an integer model for a profile")
-    s.add_argument("model", help="a quantized .refq.h5 (from `refq quantize`, BN folded)")
-    s.add_argument("--profile", required=True, help="tflite | tflite-single | tosa | onnx | cmsis-nn")
-    s.add_argument("-o", "--output", required=True)
+    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    s.add_argument("--profile", required=True, choices=profiles,
+                   help="numerics profile (see `refq profiles`)")
+    s.add_argument("-o", "--output", required=True, metavar="INT.refq.h5",
+                   help="the integer model to write")
     s.set_defaults(func=cmd_lower)
 
     s = sub.add_parser("compare", help="per layer LSB differences: integer model vs simulation")
-    s.add_argument("model", help="a quantized .refq.h5")
-    s.add_argument("--profile", required=True)
+    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    s.add_argument("--profile", required=True, choices=profiles,
+                   help="numerics profile (see `refq profiles`)")
     s.add_argument("--data", required=True, help=".npy, .npz or a directory of .npy batches")
-    s.add_argument("--json", help="also write the comparison as JSON")
+    s.add_argument("--json", metavar="CMP.json", help="also write the comparison as JSON")
     s.add_argument("--all-layers", action="store_true", help="list layers without differences too")
-    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("profiles", help="list the integer numerics profiles and how they differ")
@@ -137,13 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="write integer parameters or a golden case's arrays as "
                                       "$readmemh hex, C headers or raw binaries, with sidecars")
-    s.add_argument("model", help="an integer .refq.h5 (from `refq lower`) or a golden case "
-                                 "directory")
+    _model_argument(s, "an integer .refq.h5 (from `refq lower`) or a golden case directory")
     s.add_argument("--format", required=True, help="hex | c | bin, or a comma list (hex,c,bin)")
-    s.add_argument("-o", "--output", required=True, metavar="DIR")
-    s.add_argument("--pack", type=int, default=1, metavar="K",
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
+    s.add_argument("--pack", type=_positive_int, default=1, metavar="K",
                    help="K elements per memory word, element 0 in the least significant bits; "
-                        "applies to elements of <= 8 bits (wider ones stay one per word)")
+                        "applies to elements of <= 8 bits (wider ones stay one per word; "
+                        "default 1)")
     s.set_defaults(func=cmd_export)
 
     add_golden_parsers(sub)
@@ -153,12 +247,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line `refq: error: ...` and status 1, like every error."""
+
+    def error(self, message):
+        self.exit(1, f"refq: error: {message} (see `{self.prog} --help`)\n")
+
+
+def one_line(message: str) -> str:
+    """`message` on one line: line breaks (e.g. from a library's multi-line text) become '; '."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def _os_error(e: OSError) -> str:
+    """An operating-system error (bad path, permissions, full disk) as the message of one line."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or type(e).__name__
+    hint = {"ENOSPC": "free some disk space or write elsewhere",
+            "EACCES": "check the permissions or write elsewhere",
+            "EROFS": "write to a writable file system",
+            "ENAMETOOLONG": "use a shorter file name",
+            "EISDIR": "give a file path, not a directory",
+            "ENOTDIR": "a component of the path is a file, not a directory; fix the path",
+            "ENOENT": "check the path"}.get(errno.errorcode.get(e.errno, ""), "check the path")
+    return f"{where + ': ' if where else ''}{what}; {hint}"
+
+
+def _stdout_closed() -> int:
+    """stdout was closed by its reader (e.g. `refq info | head`): say so once, on stderr."""
+    with contextlib.suppress(OSError, ValueError):  # nothing more can reach that pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print("refq: error: standard output was closed before all output was written (stdout is a "
+          "closed pipe); read the whole output or write it to a file", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run `refq ARGV`; return the exit status: 0 success, 1 an error (printed as one line
+    `refq: error: ...`) or a failed comparison, 3 an incomplete conformance run, 130 interrupted."""
     try:
-        status = args.func(args)  # None = success; commands that compare return 1 on failure
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help, --version, or a usage error already printed
+            return e.code if isinstance(e.code, int) else 1
+        status = args.func(args)  # None = success; commands that compare return their status
+        sys.stdout.flush()
     except RefqError as e:
-        print(f"refq: error: {e}", file=sys.stderr)
+        print(f"refq: error: {one_line(e)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return _stdout_closed()
+    except OSError as e:
+        print(f"refq: error: {one_line(_os_error(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("refq: interrupted", file=sys.stderr)

@@ -13,7 +13,9 @@ import numpy as np
 
 from .errors import FormatError, InputError, QuantError
 
-__all__ = ["load_arrays", "iter_batches", "iterate_batches"]
+__all__ = ["load_arrays", "iter_batches", "iterate_batches", "check_data", "DEFAULT_BATCH_SIZE"]
+
+DEFAULT_BATCH_SIZE = 64  # images per batch when reading data files for calibration and reports
 
 
 def load_arrays(path: str, mmap: bool = False):
@@ -33,8 +35,32 @@ def load_arrays(path: str, mmap: bool = False):
                           f"({type(e).__name__}: {e})") from None
 
 
+def check_data(x: np.ndarray, source: str, name: str) -> np.ndarray:
+    """`x` as data for input `name`: a numeric array with a batch axis, at least one sample, and
+    only finite values; else an InputError naming `source`, the input and the first bad index."""
+    where = f"{source}: input '{name}'"
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{where}: dtype {x.dtype} is not numeric; save the data as float32 or "
+                         "an integer type")
+    if x.ndim == 0:
+        raise InputError(f"{where}: a scalar, not a batch; save an array of shape [N, ...] with "
+                         "the batch first")
+    if x.shape[0] == 0:
+        raise InputError(f"{where}: holds no samples (shape {list(x.shape)}); give at least one")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"{where}: value {x[index]} at index {list(index)} is not finite "
+                             f"({int(bad.sum())} such values); clean the data")
+    return x
+
+
 def _as_feeds(data, input_names, source):
     if isinstance(data, dict):
+        if not data:
+            raise InputError(f"{source}: the .npz file holds no arrays; the model needs inputs "
+                             f"{input_names}")
         if len(input_names) == 1 and len(data) == 1:
             return {input_names[0]: next(iter(data.values()))}
         missing = [n for n in input_names if n not in data]
@@ -51,10 +77,12 @@ def _as_feeds(data, input_names, source):
 def iter_batches(path: str, input_names: list, batch_size: int | None = None):
     """Yield {input name: array} batches from an .npy/.npz file or a directory of .npy files.
 
-    A directory yields its `*.npy` files in sorted name order, each split into `batch_size` chunks
-    when given; a file is split into chunks of `batch_size` (all at once when None)."""
+    A directory yields its `*.npy` files in sorted name order, each split into `batch_size` chunks;
+    a file is split into chunks of `batch_size` (default `DEFAULT_BATCH_SIZE`). Every array is
+    checked with `check_data` (numeric, batched, non-empty, finite), one chunk at a time."""
     path = os.fspath(path)
-    if batch_size is not None and batch_size <= 0:
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if batch_size <= 0:
         raise InputError(f"batch size must be positive, got {batch_size}")
     if os.path.isdir(path):
         files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
@@ -65,8 +93,12 @@ def iter_batches(path: str, input_names: list, batch_size: int | None = None):
         sources = [path]
     for src in sources:
         feeds = _as_feeds(load_arrays(src, mmap=src.endswith(".npy")), input_names, src)
+        for name, x in feeds.items():
+            if x.ndim == 0 or x.shape[0] == 0 or x.dtype.kind not in "biuf":
+                check_data(x, src, name)
         for chunk in _chunks(feeds, batch_size):
-            yield SourcedBatch({k: np.asarray(v) for k, v in chunk.items()}, src)
+            yield SourcedBatch({k: check_data(np.asarray(v), src, k) for k, v in chunk.items()},
+                               src)
 
 
 def _chunks(feeds: dict, batch_size: int | None):

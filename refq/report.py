@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from .errors import QuantError
 from .quant.encoding import quantize_dequantize
 from .progress import progress
 from .runtime import run as run_graph
@@ -78,7 +79,9 @@ def quant_report(sim, data, batch_size: int | None = None, quiet: bool = True) -
     outputs = {t: _Acc() for t in sim.graph.outputs}
     agree = total = 0
     batches = 0
+    source = "the data"
     for feeds in progress(iterate_batches(data, sim.graph, batch_size), desc="report", quiet=quiet):
+        source = getattr(feeds, "source", source)
         ref = run_graph(sim.graph, feeds, trace=True, dtype=dtype)
         got = sim.run(feeds, trace=True)
         for t, name in tq.items():
@@ -97,6 +100,13 @@ def quant_report(sim, data, batch_size: int | None = None, quiet: bool = True) -
                 agree += int(np.sum(ref[t].argmax(1) == got[t].argmax(1)))
                 total += ref[t].shape[0]
         batches += 1
+    if batches == 0:
+        raise QuantError(f"{source}: holds no samples; give at least one image of data")
+    bad = [t for t, a in {**acc, **outputs}.items()
+           if not all(math.isfinite(v) for v in (a.sig, a.local, a.cum))]
+    if bad:
+        raise QuantError(f"{source}: tensor '{bad[0]}' is not finite in the float or the simulated "
+                         f"run ({len(bad)} tensors); check the data and the model's ranges")
     rows = []
     for name, q in sim.quantizers.items():
         if not sim.enabled.get(name) or name not in sim.encodings:

@@ -95,7 +95,7 @@ def test_info_thousands_separator(capsys, tmp_path):
 def test_run_npy(capsys, tmp_path, model, x_npy):
     xpath, x = x_npy
     code, out, err = cli(capsys, "run", model, "--input", xpath, "--output", tmp_path / "y.npy")
-    assert code == 0 and err == ""
+    assert code == 0 and err == f"refq: ran --mode float: {model} holds a float model\n"
     assert "y.npy" in out and "[5, 4]" in out
     y = np.load(tmp_path / "y.npy", allow_pickle=False)
     ref = run(single_graph(), x)["prob"]
@@ -179,7 +179,7 @@ def test_run_batch_size(capsys, tmp_path, model, x_npy):
     np.testing.assert_allclose(y, run(single_graph(), x_npy[1])["prob"], rtol=1e-13)
     code, _, err = cli(capsys, "run", model, "--input", x_npy[0], "--output", tmp_path / "z.npy",
                        "--batch-size", "0")
-    assert_error(code, err, "batch_size")
+    assert_error(code, err, "--batch-size", "positive integer")
 
 
 # ---- errors ---------------------------------------------------------------------------------

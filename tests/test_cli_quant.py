@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import refq
-from refq.algorithms import prepare
+from refq.algorithms import fold_batch_norms, prepare
 from cli_helpers import assert_error, cli
 from refq.cli import main
 from refq.graph import Graph, Node, TensorSpec
@@ -32,6 +32,11 @@ def bits(a):
 def _bn(c, r):
     return {"gamma": r.uniform(0.5, 2, c).astype(f32), "beta": r.normal(0, 0.3, c).astype(f32),
             "mean": r.normal(0, 0.2, c).astype(f32), "variance": r.uniform(0.5, 2, c).astype(f32)}
+
+
+def folded_graph():
+    """small_graph with its batch norms folded, as `refq quantize` does by default."""
+    return fold_batch_norms(small_graph())[0]
 
 
 def small_graph():
@@ -100,9 +105,9 @@ def test_quantize_per_tensor_default(capsys, tmp_path, model, calib, fmt):
     out = tmp_path / "q.refq.h5"
     code, stdout, err = cli(capsys, "quantize", model, "--calib", path, "-o", out)
     assert code == 0 and err == "", err
-    assert stdout.startswith(f"quantized {model}: ") and str(out) in stdout
+    assert stdout.startswith(f"quantized {model} (2 batch norms folded): ") and str(out) in stdout
     sim = QuantSim.load(out)
-    ref = QuantSim(small_graph(), "per_tensor").compute_encodings(batches)
+    ref = QuantSim(folded_graph(), "per_tensor").compute_encodings(batches)
     same_encodings(sim, ref)
     assert sim.config_source == ref.config_source
     assert all(sim.encodings[q].axis is None for q in sim.quantizers)
@@ -121,7 +126,7 @@ def test_quantize_per_channel(capsys, tmp_path, model, calib):
                        "--per-channel", "--quiet")
     assert code == 0, err
     sim = QuantSim.load(out)
-    same_encodings(sim, QuantSim(small_graph(), "per_channel").compute_encodings(X))
+    same_encodings(sim, QuantSim(folded_graph(), "per_channel").compute_encodings(X))
     for name in ("conv1.weight", "conv2.weight", "fc.weight"):
         assert sim.encodings[name].axis == 0
         assert sim.encodings[name].scale.shape == (sim.graph.node(name[:-7]).params["weight"]
@@ -142,7 +147,7 @@ def test_quantize_config_file(capsys, tmp_path, model, calib):
                        "--config", cfg, "--quiet")
     assert code == 0, err
     sim = QuantSim.load(out)
-    same_encodings(sim, QuantSim(small_graph(), str(cfg)).compute_encodings(X))
+    same_encodings(sim, QuantSim(folded_graph(), str(cfg)).compute_encodings(X))
     assert sim.encodings["fc.weight"].axis == 0 and sim.encodings["conv1.weight"].axis is None
     assert "prob" not in sim.tensor_quantizers()
 
@@ -159,7 +164,7 @@ def test_quantize_scheme_and_bitwidths(capsys, tmp_path, model, calib, args, kwa
                        *args, "--quiet")
     assert code == 0, err
     sim = QuantSim.load(out)
-    ref = QuantSim(small_graph(), "per_tensor", **kwargs).compute_encodings(X)
+    ref = QuantSim(folded_graph(), "per_tensor", **kwargs).compute_encodings(X)
     same_encodings(sim, ref)
     assert (sim.scheme, sim.param_bw, sim.act_bw) == (ref.scheme, ref.param_bw, ref.act_bw)
     for name, q in sim.quantizers.items():
@@ -262,12 +267,23 @@ def test_quantize_analytical_report_is_strict_json(capsys, tmp_path, model, cali
     json.loads(rep.read_text(), parse_constant=refuse)
 
 
-def test_quantize_report_without_steps_is_empty(capsys, tmp_path, model, calib):
+def test_quantize_folds_batch_norms_unless_asked_not_to(capsys, tmp_path, model, calib):
     rep = tmp_path / "r.json"
     code, _, err = cli(capsys, "quantize", model, "--calib", calib["npy"][0], "-o",
                        tmp_path / "q.refq.h5", "--report", rep, "--quiet")
     assert code == 0, err
+    assert set(json.loads(rep.read_text())) == {"bn_fold"}
+    assert not any(n.op == "batch_norm" for n in QuantSim.load(tmp_path / "q.refq.h5").graph.nodes)
+    out = tmp_path / "unfolded.refq.h5"
+    code, stdout, err = cli(capsys, "quantize", model, "--calib", calib["npy"][0], "-o", out,
+                            "--report", rep, "--no-fold-bn")
+    assert code == 0, err
     assert json.loads(rep.read_text()) == {}
+    assert stdout.startswith(f"quantized {model} (batch norms not folded): ")
+    same_encodings(QuantSim.load(out), QuantSim(small_graph(), "per_tensor").compute_encodings(X))
+    code, _, err = cli(capsys, "quantize", model, "--calib", calib["npy"][0], "-o",
+                       tmp_path / "x.refq.h5", "--no-fold-bn", "--cle")
+    assert_error(code, err, "--cle", "--no-fold-bn")
 
 
 # ----------------------------------------------------------------------------- run --mode sim
@@ -399,9 +415,9 @@ def test_quantize_errors(capsys, tmp_path, model, calib, case):
     argv, needles = {
         "shape": (["--calib", tmp_path / "shape.npy"], ["[8, 5, 6, 3]", "6, 3]"]),
         "empty_dir": (["--calib", tmp_path / "empty"], ["empty", "no .npy files"]),
-        "nan": (["--calib", tmp_path / "nan.npy"], ["NaN"]),
-        "scheme": (["--calib", good, "--scheme", "minimax"], ["unknown scheme", "minimax"]),
-        "param_bw": (["--calib", good, "--param-bw", "1"], ["param_bw", "1"]),
+        "nan": (["--calib", tmp_path / "nan.npy"], ["nan.npy", "input 'x'", "not finite"]),
+        "scheme": (["--calib", good, "--scheme", "minimax"], ["--scheme", "minimax"]),
+        "param_bw": (["--calib", good, "--param-bw", "1"], ["--param-bw", "1"]),
         "config_key": (["--calib", good, "--config", cfg], ["cfg.json", "colour"]),
         "config_and_per_channel": (["--calib", good, "--config", cfg, "--per-channel"],
                                    ["--config", "--per-channel"]),
@@ -411,7 +427,7 @@ def test_quantize_errors(capsys, tmp_path, model, calib, case):
         "shape_bc": (["--calib", tmp_path / "shape.npy", "--fold-bn", "--bias-correction",
                       "empirical"], ["[8, 5, 6, 3]"]),
         "nan_bc": (["--calib", tmp_path / "nan.npy", "--fold-bn", "--bias-correction",
-                    "empirical"], ["NaN"]),
+                    "empirical"], ["nan.npy", "not finite"]),
     }[case]
     before = _files(tmp_path)
     out, enc, rep = tmp_path / "q.refq.h5", tmp_path / "q.encodings", tmp_path / "r.json"
@@ -436,7 +452,7 @@ def test_run_sim_on_a_float_model(capsys, tmp_path, model, calib):
     y = tmp_path / "y.npy"
     code, _, err = cli(capsys, "run", model, "--mode", "sim", "--input", calib["npy"][0],
                        "--output", y)
-    assert_error(code, err, model, "no quantization simulation", "refq quantize")
+    assert_error(code, err, model, "not a quantization simulation", "refq quantize")
     assert not y.exists()
 
 

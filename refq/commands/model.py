@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -34,75 +35,150 @@ def cmd_info(args):
                                                 f"{', '.join(graph.outputs)}"))
 
 
+DEFAULT_MAX_TRACE = 2 ** 30  # bytes: `refq run --trace` refuses a larger trace unless raised
+
+MODES = {"float": "a float model", "sim": "a quantization simulation (from `refq quantize`)",
+         "int": "an integer model (from `refq lower`)"}
+
+
+def file_mode(path) -> str:
+    """What a .refq.h5 file holds: "int" (lowered), "sim" (quantized) or "float"."""
+    from ..model_io import load_section, read_graph_json
+
+    if "integer" in (read_graph_json(path).get("meta") or {}):
+        return "int"
+    return "sim" if load_section(path, "encodings") is not None else "float"
+
+
+def _choose_mode(args) -> str:
+    """--mode, or the mode of what the file holds; refuses a mode the file cannot run."""
+    held = file_mode(args.model)
+    mode = args.mode or held
+    if held == "int" and mode != "int":
+        raise InputError(f"{args.model}: holds {MODES['int']}; run it with --mode int")
+    if mode == "int" and held != "int":
+        raise InputError(f"{args.model}: holds {MODES[held]}, not an integer model; lower it "
+                         "first with `refq lower MODEL --profile NAME -o INT.refq.h5`")
+    if mode == "sim" and held != "sim":
+        raise InputError(f"{args.model}: holds {MODES[held]}, not a quantization simulation; "
+                         "quantize it first with `refq quantize MODEL --calib DATA -o Q.refq.h5`")
+    if args.dtype is not None and mode != "float":
+        raise InputError(f"--dtype applies to --mode float; {MODES[mode]} computes in its own "
+                         "numerics (float32 for AIMET's, exact integers for an integer model)")
+    if args.codes and mode != "int":
+        raise InputError("--codes applies to --mode int (integer codes in and out of an integer "
+                         "model)")
+    return mode
+
+
+def _check_trace_size(args, graph, feeds, itemsize: int):
+    """Estimate the bytes `--trace` writes (every tensor, whole batch) and refuse past the limit."""
+    batch = len(next(iter(feeds.values())))
+    total = sum(int(np.prod([d for d in shape[1:]], dtype=np.int64)) * batch * itemsize
+                for shape in graph.infer_shapes().values())
+    if total > args.max_trace_size:
+        raise InputError(f"--trace {args.trace}: would write about {_size(total)} "
+                         f"({len(graph.infer_shapes())} tensors x {batch} samples), more than "
+                         f"--max-trace-size {_size(args.max_trace_size)}; trace fewer samples or "
+                         f"raise --max-trace-size")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _bits(n: int) -> str:
+    return f"{n} bit" + ("" if n == 1 else "s")
+
+
 def cmd_run(args):
+    from ..data_io import check_data
     from ..model_io import load
 
+    mode = _choose_mode(args)
     feeds = load_arrays(args.input)
+    if isinstance(feeds, dict) and not feeds:
+        raise InputError(f"{args.input}: the .npz file holds no arrays")
+    for name, x in (feeds.items() if isinstance(feeds, dict) else [("input", feeds)]):
+        if not (args.codes and x.dtype.kind in "iu"):
+            check_data(x, args.input, name)
     stats = None
-    if args.mode == "int":
+    if mode == "int":
         from ..fixedpoint.run import run_int
 
-        if args.dtype is not None:
-            raise InputError("--dtype applies to --mode float; an integer model computes exactly")
         graph = load(args.model)
-        if "integer" not in graph.meta:
-            raise InputError(f"{args.model} is not an integer model; lower it first with "
-                             "`refq lower`")
 
         def runner(f, **kw):
             nonlocal stats
-            out, stats = run_int(graph, f, **kw)
+            out, stats = run_int(graph, f, **({"codes": True} if args.codes else {}), **kw)
             return out
 
-        kwargs = {}
-    elif args.mode == "sim":
+        itemsize = 8
+    elif mode == "sim":
         from ..quant.quantsim import QuantSim
 
-        if args.dtype is not None:
-            raise InputError("--dtype applies to --mode float; a simulation runs in its numerics' "
-                             "dtype (float32 for AIMET numerics)")
         sim = QuantSim.load(args.model)
         graph = sim.graph
         runner = sim.run
-        kwargs = {}
+        itemsize = np.dtype(sim.numerics.dtype).itemsize
     else:
         from ..runtime import run
 
         graph = load(args.model)
-        runner = lambda f, **kw: run(graph, f, **kw)  # noqa: E731
-        kwargs = {"dtype": np.dtype(args.dtype or "float64").type}
+        dtype = np.dtype(args.dtype or "float64")
+        runner = lambda f, **kw: run(graph, f, dtype=dtype.type, **kw)  # noqa: E731
+        itemsize = dtype.itemsize
+    if not isinstance(feeds, dict):
+        if len(graph.inputs) != 1:
+            raise InputError(f"{args.input}: {args.model} has inputs "
+                             f"{[s.name for s in graph.inputs]}; give an .npz keyed by input name")
+        feeds = {graph.inputs[0].name: feeds}
+    if args.trace:
+        _check_trace_size(args, graph, feeds, itemsize)
     try:
         result = runner(feeds, trace=bool(args.trace), batch_size=args.batch_size,
-                        quiet=args.quiet, **kwargs)
+                        quiet=args.quiet)
     except InputError as e:  # name the file the arrays came from
         raise InputError(f"{args.input}: {e}") from None
     outputs = {k: result[k] for k in graph.outputs}
+    if not args.output.endswith(".npz") and len(outputs) != 1:
+        raise InputError(f"{args.model} has {len(outputs)} outputs {list(outputs)}; "
+                         "write them with --output FILE.npz")
+    if args.trace:
+        _write_trace(args.trace, result)
     if args.output.endswith(".npz"):
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **outputs)
-    elif len(outputs) == 1:
-        save_npy(args.output, next(iter(outputs.values())))
     else:
-        raise InputError(f"{args.model} has {len(outputs)} outputs {list(outputs)}; "
-                         "write them with --output FILE.npz")
-    if args.trace:
-        os.makedirs(args.trace, exist_ok=True)
-        index = {}
-        for name, value in result.items():
-            index[name] = escape_name(name) + ".npy"
-            save_npy(os.path.join(args.trace, index[name]), value)
-        with atomic_path(os.path.join(args.trace, "index.json")) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(index, f, indent=1)
+        save_npy(args.output, next(iter(outputs.values())))
     if not args.quiet:
+        if args.mode is None:
+            print(f"refq: ran --mode {mode}: {args.model} holds {MODES[mode]}", file=sys.stderr)
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
         print(f"wrote {shapes} to {args.output}" + (f"; trace in {args.trace}" if args.trace else ""))
         if stats:
             worst = min(stats.items(), key=lambda kv: kv[1]["headroom_bits"])
-            print(f"accumulators: {len(stats)} nodes, least headroom {worst[1]['headroom_bits']} "
-                  f"bits at '{worst[0]}' (max |acc| {worst[1]['max_abs_acc']:,} of "
-                  f"{worst[1]['accumulator_bits']} bits)")
+            print(f"accumulators: {len(stats)} nodes, least headroom "
+                  f"{_bits(worst[1]['headroom_bits'])} at '{worst[0]}' (max |acc| "
+                  f"{worst[1]['max_abs_acc']:,} of {worst[1]['accumulator_bits']} bits)")
+
+
+def _write_trace(directory, result: dict):
+    """Every tensor as DIR/<escaped name>.npy, then DIR/index.json {tensor: file}."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise InputError(f"--trace {directory}: exists and is not a directory; give a directory")
+    os.makedirs(directory, exist_ok=True)
+    index = {}
+    for name, value in result.items():
+        index[name] = escape_name(name) + ".npy"
+        save_npy(os.path.join(directory, index[name]), value)
+    with atomic_path(os.path.join(directory, "index.json")) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(index, f, indent=1)
 
 
 def cmd_demo(args):

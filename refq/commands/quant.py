@@ -23,11 +23,13 @@ def cmd_quantize(args):
                          "(--load-encodings)")
     if args.bias_correction == "empirical" and args.calib is None:
         raise InputError("--bias-correction empirical needs calibration data (--calib)")
+    if args.cle and not args.fold_bn:
+        raise InputError("--cle folds batch norms first; drop --no-fold-bn")
     graph = load(args.model)
     names = [s.name for s in graph.inputs]
     options = {} if args.percentile is None else {"percentile": args.percentile}
     config = args.config or ("per_channel" if args.per_channel else "per_tensor")
-    report = None
+    report = {}
     if args.fold_bn or args.cle or args.bias_correction:
         from ..algorithms import prepare
 
@@ -51,14 +53,31 @@ def cmd_quantize(args):
 
         export_aimet_encodings(sim, args.encodings, version=args.encodings_version)
     if args.report is not None:
-        write_json(args.report, report or {})
+        write_json(args.report, report)
     sim.save(args.output)
     if not args.quiet:
         p = sim.placement
-        print(f"quantized {args.model}: {p['activation_quantizers']} activation and "
+        print(f"quantized {args.model} ({_steps(report)}): W{args.param_bw}A{args.act_bw} "
+              f"{sim.config_source}, {sim.scheme}; {p['activation_quantizers']} activation and "
               f"{p['param_quantizers']} parameter quantizers, {len(p['supergroups'])} supergroups, "
               f"{len(p['shared'])} shared -> {args.output}"
               + (f"; AIMET encodings {args.encodings}" if args.encodings else ""))
+
+
+def _steps(report: dict) -> str:
+    """What `prepare` did, in a few words: batch norms folded, CLE sets, layers bias-corrected."""
+    steps = []
+    if "bn_fold" in report:
+        steps.append(f"{len(report['bn_fold'].get('folded', []))} batch norms folded")
+    else:
+        steps.append("batch norms not folded")
+    if "cle" in report:
+        steps.append(f"CLE {len(report['cle'].get('sets', []))} sets")
+    if "bias_correction" in report:
+        bc = report["bias_correction"]
+        steps.append(f"{bc.get('mode', '')} bias correction of {len(bc.get('corrected', []))} "
+                     "layers".replace("  ", " "))
+    return ", ".join(steps)
 
 
 def cmd_equalize(args):
