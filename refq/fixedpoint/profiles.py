@@ -1,9 +1,9 @@
 """Named integer-inference profiles: every numerical choice in which real targets differ.
 
 A `Profile` is a frozen record; the lowering and the integer kernels read their conventions from it
-and never hard-code one. Sections (§n) refer to ../shared/reference/fixedpoint.md, whose table §0
-and Appendix A list the differences. Shipped profiles: `PROFILES` (read-only mapping),
-`get_profile`, `describe_profiles` (the text table behind a `refq profiles` command).
+and never hard-code one. Each field's docstring names the target source it follows (kernel function
+or spec section; §n refers to the project's fixed-point reference notes). Shipped profiles:
+`PROFILES` (read-only mapping), `get_profile`, `describe_profiles` (the table of `refq profiles`).
 """
 from __future__ import annotations
 
@@ -289,7 +289,7 @@ def describe_profiles(profiles=None) -> str:
     differ = [k for k in keys if len({getattr(p, k) for p in profs}) > 1]
     same = [k for k in keys if k not in differ]
     width = max(len(n) for n in names)
-    lines = ["Fixed-point profiles (sources: shared/reference/fixedpoint.md)", ""]
+    lines = ["Fixed-point profiles (each field's source is in `help(refq.fixedpoint.Profile)`)", ""]
     lines += [f"  {p.name:<{width}}  {p.description}" for p in profs]
     if differ:
         rows = [["field"] + names] + [[k] + [_fmt(getattr(p, k)) for p in profs] for k in differ]
