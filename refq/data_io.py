@@ -74,13 +74,31 @@ def _as_feeds(data, input_names, source):
     return {input_names[0]: data}
 
 
-def iter_batches(path: str, input_names: list, batch_size: int | None = None):
+def check_spec(x: np.ndarray, spec, source: str) -> None:
+    """`x` fits TensorSpec `spec` (rank, every fixed dimension after the batch, float or integer
+    kind); else an InputError naming `source` and the input."""
+    shape = ["N" if d is None else d for d in spec.shape]
+    if x.ndim != len(spec.shape) or any(d is not None and d != s
+                                        for d, s in zip(spec.shape[1:], x.shape[1:])):
+        raise InputError(f"{source}: input '{spec.name}' has shape {list(x.shape)}, the model "
+                         f"declares {shape}; give arrays of that shape")
+    if spec.dtype.startswith("float") and x.dtype.kind != "f":
+        raise InputError(f"{source}: input '{spec.name}' has dtype {x.dtype}, the model declares "
+                         f"{spec.dtype}; save the data as {spec.dtype}")
+
+
+def iter_batches(path: str, inputs: list, batch_size: int | None = None):
     """Yield {input name: array} batches from an .npy/.npz file or a directory of .npy files.
+
+    `inputs` are the model's input names, or its TensorSpecs (`graph.inputs`) to check every
+    array's shape and dtype against them (`check_spec`) before anything runs.
 
     A directory yields its `*.npy` files in sorted name order, each split into `batch_size` chunks;
     a file is split into chunks of `batch_size` (default `DEFAULT_BATCH_SIZE`). Every array is
     checked with `check_data` (numeric, batched, non-empty, finite), one chunk at a time."""
     path = os.fspath(path)
+    specs = [s for s in inputs if not isinstance(s, str)]
+    input_names = [s if isinstance(s, str) else s.name for s in inputs]
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if batch_size <= 0:
         raise InputError(f"batch size must be positive, got {batch_size}")
@@ -96,6 +114,8 @@ def iter_batches(path: str, input_names: list, batch_size: int | None = None):
         for name, x in feeds.items():
             if x.ndim == 0 or x.shape[0] == 0 or x.dtype.kind not in "biuf":
                 check_data(x, src, name)
+        for spec in specs:
+            check_spec(feeds[spec.name], spec, src)
         for chunk in _chunks(feeds, batch_size):
             yield SourcedBatch({k: check_data(np.asarray(v), src, k) for k, v in chunk.items()},
                                src)

@@ -27,8 +27,8 @@ def cmd_compare(args):
     from ..quant.quantsim import QuantSim
 
     sim = QuantSim.load(args.model)
-    names = [s.name for s in sim.graph.inputs]
-    report = compare(sim, args.profile, iter_batches(args.data, names, args.batch_size),
+    inputs = sim.graph.inputs
+    report = compare(sim, args.profile, iter_batches(args.data, inputs, args.batch_size),
                      quiet=args.quiet)
     if args.json:
         write_json(args.json, report)

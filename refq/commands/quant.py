@@ -26,14 +26,14 @@ def cmd_quantize(args):
     if args.cle and not args.fold_bn:
         raise InputError("--cle folds batch norms first; drop --no-fold-bn")
     graph = load(args.model)
-    names = [s.name for s in graph.inputs]
+    inputs = graph.inputs
     options = {} if args.percentile is None else {"percentile": args.percentile}
     config = args.config or ("per_channel" if args.per_channel else "per_tensor")
     report = {}
     if args.fold_bn or args.cle or args.bias_correction:
         from ..algorithms import prepare
 
-        data = None if args.calib is None else iter_batches(args.calib, names, args.batch_size)
+        data = None if args.calib is None else iter_batches(args.calib, inputs, args.batch_size)
         graph, report = prepare(
             graph, fold_bn=args.fold_bn, cle=args.cle, relu6_to_relu=args.relu6_to_relu,
             absorb_high_bias=not args.no_high_bias, through_squeeze_excite=args.through_se,
@@ -47,7 +47,7 @@ def cmd_quantize(args):
 
         sim = load_aimet_encodings(sim, args.load_encodings)
     else:
-        sim.compute_encodings(iter_batches(args.calib, names, args.batch_size), quiet=args.quiet)
+        sim.compute_encodings(iter_batches(args.calib, inputs, args.batch_size), quiet=args.quiet)
     if args.encodings:
         from ..exporters.aimet_encodings import export_aimet_encodings
 
@@ -104,8 +104,8 @@ def cmd_report(args):
     from ..report import format_report, quant_report
 
     sim = QuantSim.load(args.model)
-    names = [s.name for s in sim.graph.inputs]
-    report = quant_report(sim, iter_batches(args.data, names, args.batch_size), quiet=args.quiet)
+    inputs = sim.graph.inputs
+    report = quant_report(sim, iter_batches(args.data, inputs, args.batch_size), quiet=args.quiet)
     if args.json:
         write_json(args.json, report)
     print(format_report(report, top=args.top))

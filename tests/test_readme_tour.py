@@ -1,0 +1,78 @@
+"""The README is a contract: its command-line tour runs as written, command by command, on every
+real model (tests/models and the bundled PP-OCR classifier), and its golden-vector commands run as
+written from the repository root."""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+
+import numpy as np
+import pytest
+
+from cli_helpers import cli
+from real_models import MODELS, ROOT
+
+TOUR_HEADING = "## A tour of the command line"
+SAMPLES = 8
+
+
+def tour_blocks():
+    """The code blocks of the README's tour section, each as a list of argv lists (comments cut)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(TOUR_HEADING, 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```\n(.*?)```", section, flags=re.S)
+    return [[shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+            for block in blocks]
+
+
+def model_inputs(name: str) -> np.ndarray:
+    """A few real inputs of model `name`: its reference batch, or PP-OCR text lines."""
+    if name == "ppocr":
+        from refq.demo import load_calibration_set
+
+        return load_calibration_set(SAMPLES)
+    with np.load(MODELS[name].parent / "reference_outputs.npz", allow_pickle=False) as z:
+        return z["inputs"][:SAMPLES].astype(np.float32)
+
+
+def test_the_tour_has_the_documented_shape():
+    model_block, golden_block = tour_blocks()
+    assert all(argv[0] == "refq" for argv in model_block + golden_block)
+    commands = [argv[1] for argv in model_block]
+    for c in ("import", "info", "run", "quantize", "report", "lower", "compare", "export",
+              "equalize"):
+        assert c in commands, c
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_tour_on_every_model(name, tmp_path, monkeypatch, capsys):
+    shutil.copy(MODELS[name], tmp_path / "model.h5")
+    x = model_inputs(name)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "calib.npy", x)
+    monkeypatch.chdir(tmp_path)
+    for argv in tour_blocks()[0]:
+        code, out, err = cli(capsys, *argv[1:])
+        assert code == 0, (name, argv, out, err)
+        assert "Traceback" not in err
+    import refq
+
+    y = np.load("y.npy", allow_pickle=False)
+    ref = refq.run(refq.load("model.refq.h5"), {refq.load("model.refq.h5").inputs[0].name: x})
+    np.testing.assert_array_equal(y, next(iter(ref.values())))
+    # the simulation and the integer model classify like the float model on most inputs
+    for path in ("y_sim.npy", "y_int.npy"):
+        yq = np.load(path, allow_pickle=False)
+        assert yq.shape == y.shape and np.isfinite(yq).all()
+        if y.ndim == 2 and y.shape[1] > 1:
+            assert np.mean(yq.argmax(1) == y.argmax(1)) >= 0.75, (name, path)
+    assert sorted(p.suffix for p in (tmp_path / "hw").iterdir() if p.suffix in (".hex", ".h",
+                                                                                ".bin"))
+
+
+def test_golden_commands_from_the_repository_root(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    for argv in tour_blocks()[1]:
+        code, out, err = cli(capsys, *argv[1:])
+        assert code == 0, (argv, out[-2000:], err)
