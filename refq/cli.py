@@ -2,18 +2,17 @@
 
     refq import MODEL.h5 -o MODEL.refq.h5 [--architecture ARCH.json]
     refq info MODEL.refq.h5 [--json]
-    refq run MODEL.refq.h5 --input X.npy --output Y.npy [--mode float|sim] [--trace DIR]
-             [--dtype float64|float32] [--batch-size N] [--quiet]
+    refq run MODEL.refq.h5 --input X.npy --output Y.npy [--mode float|sim|int] [--codes]
+             [--trace DIR] [--max-trace-size SIZE] [--dtype float64|float32] [--batch-size N]
     refq quantize MODEL.refq.h5 --calib CALIB.npy -o Q.refq.h5 [--config CFG | --per-channel]
              [--scheme minmax|tf_enhanced|percentile|sqnr|mse] [--param-bw 8] [--act-bw 8]
              [--encodings OUT.encodings] [--load-encodings AIMET.encodings] [--batch-size N]
-             [--fold-bn] [--cle [--relu6-to-relu] [--through-se] [--no-high-bias]]
+             [--no-fold-bn] [--cle [--relu6-to-relu] [--through-se] [--no-high-bias]]
              [--bias-correction empirical|analytical] [--report DFQ.json]
     refq equalize MODEL.refq.h5 -o EQ.refq.h5 [--report CLE.json] [--relu6-to-relu]
              [--through-se] [--no-high-bias]
     refq report Q.refq.h5 --data X.npy [--json REPORT.json] [--top N] [--batch-size N]
     refq lower Q.refq.h5 --profile tflite -o INT.refq.h5
-    refq run INT.refq.h5 --mode int --input X.npy --output Y.npy [--trace DIR]
     refq compare Q.refq.h5 --profile tflite --data X.npy [--json CMP.json] [--all-layers]
     refq profiles
     refq golden generate [--cases PATTERN] [--out DIR]
@@ -21,9 +20,11 @@
     refq golden verify CASE_DIR --dut DIR [--json REPORT]
     refq export INT.refq.h5|CASE_DIR --format hex|c|bin[,...] -o DIR [--pack K]
     refq conformance run --adapter MODULE:FUNCTION [--golden DIR] [--cases PATTERN] [--json R]
-    refq demo [--quiet]
+             [--max-skipped N]
+    refq demo
 
-Errors in the input (RefqError) are printed as one line `refq: error: ...` and exit with status 1.
+Every command takes --quiet. Errors (bad input, usage, an operating-system error such as a bad
+path or a full disk, a closed stdout) print one line `refq: error: ...` and exit with status 1.
 """
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def test_info_table(capsys, model):
     code, out, err = cli(capsys, "info", model)
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0].startswith("tiny: inputs x [None, 2, 2, 3] float32; outputs prob")
+    assert lines[0].startswith("tiny (a float model): inputs x [None, 2, 2, 3] float32; outputs prob")
     assert lines[1].split() == ["node", "op", "output", "shape", "params", "MACs"]
     rows = {ln.split()[0]: ln.split() for ln in lines[3:-2]}
     assert list(rows) == ["block/bn", "block/relu", "flat", "fc", "sm"]

@@ -459,7 +459,7 @@ def test_run_sim_on_a_float_model(capsys, tmp_path, model, calib):
 def test_report_on_a_float_model(capsys, tmp_path, model, calib):
     rj = tmp_path / "r.json"
     code, out, err = cli(capsys, "report", model, "--data", calib["npy"][0], "--json", rj)
-    assert_error(code, err, model, "no quantization simulation")
+    assert_error(code, err, model, "without a quantization simulation", "refq quantize")
     assert out == "" and not rj.exists()
 
 

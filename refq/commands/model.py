@@ -31,8 +31,8 @@ def cmd_info(args):
         return
     graph = load(args.model)
     ins = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in graph.inputs)
-    print(format_table(summarize(graph), title=f"{graph.name}: inputs {ins}; outputs "
-                                                f"{', '.join(graph.outputs)}"))
+    print(format_table(summarize(graph), title=f"{graph.name} ({MODES[file_mode(args.model)]}): "
+                                                f"inputs {ins}; outputs {', '.join(graph.outputs)}"))
 
 
 DEFAULT_MAX_TRACE = 2 ** 30  # bytes: `refq run --trace` refuses a larger trace unless raised
