@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import json
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_output_path
+
+
+def check_outputs(*paths):
+    """Refuse unwritable output paths (a directory, a path under a file, a name too long) before
+    any work is done, so that a long run never ends in a failed write; None entries are skipped."""
+    for path in paths:
+        if path is not None:
+            check_output_path(path)
 
 
 def write_json(path, doc):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import InputError
-from . import write_json
+from . import check_outputs, write_json
 
 
 def cmd_lower(args):
@@ -13,6 +13,7 @@ def cmd_lower(args):
     from ..model_io import save
     from ..quant.quantsim import QuantSim
 
+    check_outputs(args.output)
     graph = lower(QuantSim.load(args.model), args.profile)
     save(graph, args.output)
     if not args.quiet:
@@ -26,6 +27,7 @@ def cmd_compare(args):
     from ..fixedpoint.compare import compare, format_compare
     from ..quant.quantsim import QuantSim
 
+    check_outputs(args.json)
     sim = QuantSim.load(args.model)
     inputs = sim.graph.inputs
     report = compare(sim, args.profile, iter_batches(args.data, inputs, args.batch_size),

@@ -11,11 +11,13 @@ from ..atomic import atomic_path, save_npy
 from ..data_io import load_arrays
 from ..errors import InputError
 from ..model_io import escape_name
+from . import check_outputs
 
 
 def cmd_import(args):
     from .. import import_keras, save
 
+    check_outputs(args.output)
     graph = import_keras(args.model, architecture=args.architecture)
     save(graph, args.output)
     if not args.quiet:
@@ -98,6 +100,7 @@ def cmd_run(args):
     from ..data_io import check_data
     from ..model_io import load
 
+    check_outputs(args.output)
     mode = _choose_mode(args)
     feeds = load_arrays(args.input)
     if isinstance(feeds, dict) and not feeds:

@@ -3,7 +3,7 @@ algorithms that prepare a model for it (BN folding, cross-layer equalization, bi
 from __future__ import annotations
 
 from ..errors import InputError
-from . import write_json
+from . import check_outputs, write_json
 
 
 def cmd_quantize(args):
@@ -25,6 +25,7 @@ def cmd_quantize(args):
         raise InputError("--bias-correction empirical needs calibration data (--calib)")
     if args.cle and not args.fold_bn:
         raise InputError("--cle folds batch norms first; drop --no-fold-bn")
+    check_outputs(args.output, args.encodings, args.report)
     graph = load(args.model)
     inputs = graph.inputs
     options = {} if args.percentile is None else {"percentile": args.percentile}
@@ -84,6 +85,7 @@ def cmd_equalize(args):
     from ..algorithms import prepare
     from ..model_io import load, save
 
+    check_outputs(args.output, args.report)
     graph, report = prepare(load(args.model), fold_bn=True, cle=True,
                             relu6_to_relu=args.relu6_to_relu,
                             absorb_high_bias=not args.no_high_bias,
@@ -103,6 +105,7 @@ def cmd_report(args):
     from ..quant.quantsim import QuantSim
     from ..report import format_report, quant_report
 
+    check_outputs(args.json)
     sim = QuantSim.load(args.model)
     inputs = sim.graph.inputs
     report = quant_report(sim, iter_batches(args.data, inputs, args.batch_size), quiet=args.quiet)
