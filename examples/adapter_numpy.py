@@ -14,9 +14,11 @@ or from Python:
 The contract (refq/conformance/adapter.py): `run(case)` receives one golden case (`case.graph`, a
 refq Graph whose nodes are in topological order; `case.inputs`, {input name: array}; `case.kind`;
 ...) and returns {output name: array}. Raising NotImplementedError marks the case "skipped", so an
-implementation can grow op by op. This one knows four float ops -- relu, dense, add, identity --
-and skips every other op and every quant/integer case. To adapt your own framework, replace
-`OPS` by calls into it (build its model from `case.graph`, feed `case.inputs`, return its outputs).
+implementation can grow op by op; skipping never passes by itself: a run that compares nothing is
+INCOMPLETE (exit status 3), and `--max-skipped N` makes more than N skipped cases INCOMPLETE too.
+This one knows four float ops -- relu, dense, add, identity -- and skips every other op and every
+quant/integer case. To adapt your own framework, replace `OPS` by calls into it (build its model
+from `case.graph`, feed `case.inputs`, return its outputs).
 """
 import numpy as np
 

@@ -92,7 +92,7 @@ def test_case_object(suite):
         raise NotImplementedError("just looking")
 
     r = run_adapter(adapter, suite)
-    assert r["passed"] and r["counts"]["skipped"] == 4
+    assert r["verdict"] == "INCOMPLETE" and not r["passed"] and r["counts"]["skipped"] == 4
     c = seen["integer.mlp3.tflite"]
     assert c.kind == "integer" and c.profile == "tflite" and c.output_names == ["fc3"]
     assert c.tolerance == {"kind": "exact"} and set(c.inputs) == {"x"}
@@ -148,7 +148,10 @@ def test_pattern_and_errors(suite, tmp_path, monkeypatch, capsys):
         run_adapter("no_colon", suite)
     with pytest.raises(InputError, match="cannot import"):
         run_adapter("surely_not_a_module_xyz:run", suite)
-    with pytest.raises(FormatError, match="manifest"):
+    with pytest.raises(FormatError, match="no such golden suite"):
+        run_adapter(lambda c: {}, str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FormatError, match="no manifest.json"):
         run_adapter(lambda c: {}, str(tmp_path / "empty"))
     # a damaged suite is refused before the adapter runs
     calls = []
@@ -162,3 +165,30 @@ def test_pattern_and_errors(suite, tmp_path, monkeypatch, capsys):
     doc = json.loads(open(os.path.join(suite, "manifest.json")).read())
     assert set(doc["cases"]) == {"float.add", "float.dense_relu", "float.softmax",
                                  "integer.mlp3.tflite"}
+
+
+def test_quant_case_outputs_are_the_case_outputs(tmp_path):
+    """A quant case's graph is a placeholder: the adapter returns the case's outputs (q, x_dq,
+    x_fq), which output_names lists."""
+    from refq.conformance import generate, load_case
+
+    generate(tmp_path, "quant.signed.b8.per_tensor", quiet=True)
+
+    def adapter(case):
+        assert case.output_names == ["q", "x_dq", "x_fq"]
+        return load_case(case.case_dir)[2]
+
+    r = run_adapter(adapter, tmp_path, max_skipped=0)
+    assert r["verdict"] == "PASS" and r["compared"] == 1
+
+
+def test_verdict_rules():
+    from refq.conformance.adapter import verdict
+
+    c = {"pass": 2, "fail": 0, "skipped": 3, "error": 0}
+    assert verdict(c)[0] == "PASS" and verdict(c, 3)[0] == "PASS"
+    assert verdict(c, 2)[0] == "INCOMPLETE"
+    assert verdict(dict(c, **{"pass": 0}))[0] == "INCOMPLETE"
+    assert verdict(dict(c, error=1))[0] == verdict(dict(c, fail=1))[0] == "FAIL"
+    with pytest.raises(InputError, match="max-skipped"):
+        run_adapter(lambda case: {}, "golden", max_skipped=-1)

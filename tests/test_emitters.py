@@ -205,6 +205,13 @@ def test_write_errors_and_atomicity(tmp_path):
         write_bin(tmp_path / "y.bin", np.array([300], np.int16), "y", bits=8)
     assert (tmp_path / "y.bin").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["y.bin", "y.bin.json"]
+    # an export checks every array and format before it writes its first file
+    with pytest.raises(InputError, match=r"tensor 'wide' \(c\): .*64 bits"):
+        export_arrays({"ok": np.zeros(3, np.int8), "wide": np.zeros(3, np.int32)},
+                      tmp_path / "many", ("hex", "c"), pack=4, pack_bits=None)
+    assert not (tmp_path / "many").exists()
+    with pytest.raises(InputError, match="at most 4096 bits"):
+        write_bin(tmp_path / "z.bin", np.zeros(3, np.int8), "z", pack=513)
 
 
 def test_export_integer_model(tmp_path):

@@ -183,24 +183,24 @@ def test_tampered_files_are_detected_by_load_case(tmp_path):
     data = bytearray(w.read_bytes())
     data[-3] ^= 0x10
     w.write_bytes(bytes(data))
-    with pytest.raises(FormatError, match=r"params/conv2d%2Fweight\.npy has sha256 .* case\.json"):
+    with pytest.raises(FormatError, match=r"params/conv2d%2Fweight\.npy: does not match its sha256 in case\.json"):
         load_case(case_dir)
     shutil.copy(GOLDEN / CASE / "params" / "conv2d%2Fweight.npy", w)
     load_case(case_dir)
     (case_dir / "trace" / "extra.npy").write_bytes(b"x")
-    with pytest.raises(RefqError, match="trace/extra.npy is not listed"):
+    with pytest.raises(RefqError, match="trace/extra.npy: not listed in case.json 'files'"):
         load_case(case_dir)
     (case_dir / "trace" / "extra.npy").unlink()
     (case_dir / "outputs" / "conv2d.npy").unlink()
-    with pytest.raises(FormatError, match="outputs/conv2d.npy listed in case.json is missing"):
+    with pytest.raises(FormatError, match="outputs/conv2d.npy: listed in case.json 'files' but missing"):
         load_case(case_dir)
-    with pytest.raises(FormatError, match="no such file"):
+    with pytest.raises(FormatError, match="no case.json; not a golden case directory"):
         load_case(tmp_path)
     shutil.copy(GOLDEN / CASE / "outputs" / "conv2d.npy", case_dir / "outputs" / "conv2d.npy")
     load_case(case_dir)
     doc = (case_dir / "case.json").read_bytes()  # case.json itself: its sha256 in manifest.json
     (case_dir / "case.json").write_bytes(doc.replace(b'"zero_point": -3', b'"zero_point": -2', 1))
-    with pytest.raises(FormatError, match="case.json has sha256 .* manifest.json says"):
+    with pytest.raises(FormatError, match="case.json: its sha256 is .*manifest.json says"):
         load_case(case_dir)
 
 

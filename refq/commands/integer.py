@@ -63,7 +63,8 @@ def cmd_export(args):
         if "integer" not in graph.meta:
             raise InputError(f"{args.model} is not an integer model; lower it first with "
                              "`refq lower` (or give a golden case directory)")
-        index = export_integer_model(graph, args.output, formats, pack=args.pack)
+        index = export_integer_model(graph, args.output, formats, pack=args.pack,
+                                     source=args.model)
         what = f"{len(index['arrays'])} integer parameters of {args.model}"
     if not args.quiet:
         print(f"exported {what} as {', '.join(formats)} (pack {args.pack}) with JSON sidecars "

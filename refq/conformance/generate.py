@@ -12,7 +12,6 @@ loaded case again.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,14 +20,14 @@ import time
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import FormatError
+from ..errors import FormatError, OutputError
 from ..fixedpoint.run import run_int
 from ..progress import progress
-from .case import CASES, manifest_entry, render, render_manifest, select
+from .case import (CASES, MANIFEST, manifest_entry, read_manifest, render, render_manifest,
+                   select)
 
-__all__ = ["generate", "check", "format_check", "reproduce", "run_integer", "quantization_of"]
-
-MANIFEST = "manifest.json"
+__all__ = ["generate", "check", "format_check", "check_failure", "reproduce", "run_integer",
+           "quantization_of"]
 
 
 def _write(path, data: bytes):
@@ -38,16 +37,10 @@ def _write(path, data: bytes):
 
 
 def _read_manifest(directory) -> dict:
+    """The manifest entries of suite `directory` ({} when it has no manifest.json yet), checked by
+    refq.conformance.case.read_manifest."""
     path = os.path.join(directory, MANIFEST)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"))
-        return dict(doc["cases"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not a golden manifest ({e}); delete it and regenerate the "
-                          "full suite") from None
+    return dict(read_manifest(path)) if os.path.exists(path) else {}
 
 
 def _case_dirs(directory) -> set:
@@ -64,8 +57,11 @@ def generate(out_dir="golden", pattern: str | None = None, quiet: bool = False) 
     t0 = time.perf_counter()
     cases = select(pattern)
     out = os.path.abspath(os.fspath(out_dir))
-    os.makedirs(out, exist_ok=True)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f"{out_dir}: exists and is not a directory; give the suite directory "
+                         "with --out")
     entries = {} if pattern is None else _read_manifest(out)
+    os.makedirs(out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".golden-tmp-", dir=out)
     nfiles = nbytes = 0
     try:
@@ -133,8 +129,14 @@ def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -
     cases = select(pattern)
     gdir = os.path.abspath(os.fspath(golden_dir))
     if not os.path.isdir(gdir):
-        raise FormatError(f"{gdir}: no golden directory; create it with `refq golden generate "
-                          f"--out {golden_dir}`")
+        raise FormatError(f"{golden_dir}: no golden directory; create it with `refq golden "
+                          f"generate --out {golden_dir}`")
+    if not os.path.isfile(os.path.join(gdir, MANIFEST)) and not _case_dirs(gdir):
+        hint = " (it is a case directory: give the suite that contains it)" if \
+            os.path.isfile(os.path.join(gdir, "case.json")) else ""
+        raise FormatError(f"{golden_dir}: not a golden suite (no manifest.json, no case "
+                          f"directories), so there is nothing to check{hint}; generate it with "
+                          f"`refq golden generate --out {golden_dir}`")
     manifest = _read_manifest(gdir)
     mismatches, bad_files, entries = [], {}, {}
     for case in progress(cases, total=len(cases), desc="golden check", quiet=quiet):
@@ -142,7 +144,9 @@ def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -
         entries[case.id] = manifest_entry(case, files["case.json"])
         diff = _first_difference(files, os.path.join(gdir, case.id))
         if diff is None and manifest.get(case.id) != entries[case.id]:
-            diff = (MANIFEST, "(the suite's) entry for this case differs from the regenerated one")
+            diff = (MANIFEST, "(the suite's) entry for this case is missing" if case.id not in
+                    manifest else "(the suite's) entry for this case differs from the "
+                    "regenerated one")
         if diff is not None:
             mismatches.append({"case": case.id, "file": diff[0], "reason": diff[1]})
             if diff[0] != "(case directory)":
@@ -164,6 +168,19 @@ def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -
                 _write(os.path.join(regenerated, cid, *rel.split("/")), data)
     return {"ok": not mismatches, "checked": len(cases), "golden_dir": gdir,
             "mismatches": mismatches, "regenerated": regenerated}
+
+
+def check_failure(report: dict) -> str:
+    """One line: how many cases of a failed check differ, the first case, file and reason, where
+    the regenerated cases are, and what to do."""
+    ms = report["mismatches"]
+    m = ms[0]
+    where = f"; regenerated cases written to {report['regenerated']} (diff them)" \
+        if report["regenerated"] else ""
+    return (f"{report['golden_dir']}: golden check failed: {len(ms)} of {report['checked']} "
+            f"cases differ; first: case {m['case']}, file {m['file']}: {m['reason']}{where}; if "
+            f"the change is intended, regenerate with `refq golden generate --out "
+            f"{report['golden_dir']}` and commit, otherwise restore the changed files")
 
 
 def format_check(report: dict, limit: int = 20) -> str:

@@ -16,15 +16,15 @@ The first file found in the order outputs/ or trace/, then the directory itself;
 compared, the others are listed as absent).
 
 Checks, each a RefqError before anything is compared (and nothing is written):
-- the case: case.json readable, format "refq-golden" version 1, every file listed in its "files"
-  present with that sha256 (and no listed path leaving the directory), every array file listed,
-  each array of its declared dtype and shape, and case.json's sha256 equal to the one in
-  ../manifest.json when that manifest lists the case (FormatError: the case was modified);
-- the dumps: a missing output, an unreadable file or sidecar, a shape that differs from the case's,
-  an integer tensor dumped in another dtype (cast it to the dtype case.json declares: int8, uint8,
-  int16 or int32; `refq run --mode int` computes in int64), or a float tensor dumped as integers
-  (InputError). Float tensors may be dumped in any float width; they are compared under the case
-  tolerance.
+- the case (refq.conformance.case.read_case): case.json well formed (exactly its keys, each of its
+  type, at least one output), every file listed in "files" present with that sha256 and no other
+  file, each array of its declared dtype and shape, and case.json's sha256 equal to the one in
+  ../manifest.json when the case sits in a suite (FormatError: the case was modified);
+- the dumps: a DUT directory holding no dump at all, a missing output, an unreadable file or
+  sidecar, a shape that differs from the case's, an integer tensor dumped in another dtype (cast
+  it to the dtype case.json declares: int8, uint8, int16 or int32; `refq run --mode int` computes
+  in int64), or a float tensor dumped as integers (InputError). Float tensors may be dumped in any
+  float width; they are compared under the case tolerance.
 
 Comparison, per tensor, under the case tolerance: "exact" means equal values (NaN equals NaN);
 {"kind": "allclose", "atol", "rtol"} means |actual − expected| <= atol + rtol·|expected| in float64.
@@ -37,134 +37,18 @@ Tensors are ordered by the position of their producing layer in the case's topol
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import posixpath
 
 import numpy as np
 
-from ..errors import FormatError, InputError, RefqError
+from ..errors import InputError, RefqError
+from .case import GoldenCase, one_line, read_case
 
 __all__ = ["verify", "format_verify", "read_case", "GoldenCase", "compare_arrays",
            "check_dump", "find_dump", "diff_text", "describe_divergence", "DUMP_SUFFIXES"]
 
 DUMP_SUFFIXES = (".npy", ".hex", ".bin", ".h")
-SECTIONS = ("params", "inputs", "outputs", "trace")
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class GoldenCase:
-    """A golden case directory whose integrity has been checked (see `read_case`)."""
-
-    def __init__(self, case_dir: str, case_json: dict):
-        self.case_dir = case_dir
-        self.case_json = case_json
-        self._cache: dict = {}
-
-    @property
-    def id(self) -> str:
-        return self.case_json.get("case") or os.path.basename(self.case_dir)
-
-    @property
-    def tolerance(self) -> dict:
-        return self.case_json.get("tolerance") or {"kind": "exact"}
-
-    def entries(self, section: str) -> dict:
-        return self.case_json.get(section) or {}
-
-    def array(self, section: str, name: str) -> np.ndarray:
-        """The array `name` of `section` (params/inputs/outputs/trace), dtype and shape checked."""
-        key = (section, name)
-        if key not in self._cache:
-            e = self.entries(section)[name]
-            path = os.path.join(self.case_dir, e["file"])
-            where = f"{self.case_dir}: {section} '{name}' ({e['file']})"
-            try:
-                a = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise FormatError(f"{where}: not a readable .npy file ({err})") from None
-            if str(a.dtype) != e.get("dtype", str(a.dtype)) or \
-                    list(a.shape) != list(e.get("shape", a.shape)):
-                raise FormatError(f"{where}: holds {a.dtype} {list(a.shape)} but case.json "
-                                  f"declares {e.get('dtype')} {e.get('shape')}; the case is "
-                                  "inconsistent")
-            self._cache[key] = a
-        return self._cache[key]
-
-    def tensor_order(self) -> dict:
-        """{tensor: (order, layer)}: trace entries, and every node output by graph node order."""
-        out = {}
-        nodes = (self.case_json.get("graph") or {}).get("nodes") or []
-        for i, n in enumerate(nodes):
-            for t in n.get("outputs", []):
-                out[t] = (i, n.get("name"))
-        for t, e in self.entries("trace").items():
-            out[t] = (int(e.get("order", out.get(t, (1 << 30,))[0])),
-                      e.get("layer", out.get(t, (None, None))[1]))
-        return out
-
-
-def read_case(case_dir) -> GoldenCase:
-    """Open golden case directory `case_dir`, checking its integrity (module docstring)."""
-    case_dir = os.fspath(case_dir)
-    cj_path = os.path.join(case_dir, "case.json")
-    if not os.path.isdir(case_dir):
-        raise FormatError(f"{case_dir}: no such case directory")
-    if not os.path.isfile(cj_path):
-        raise FormatError(f"{case_dir}: no case.json; not a golden case directory")
-    try:
-        with open(cj_path, "rb") as f:
-            raw = f.read()
-        cj = json.loads(raw.decode())
-        assert isinstance(cj, dict)
-    except (OSError, ValueError, AssertionError):
-        raise FormatError(f"{cj_path}: not valid JSON; the case is damaged") from None
-    if cj.get("format") != "refq-golden" or cj.get("format_version") != 1:
-        raise FormatError(f"{cj_path}: format {cj.get('format')!r} version "
-                          f"{cj.get('format_version')!r}; this refq reads refq-golden version 1")
-    manifest = os.path.join(os.path.dirname(os.path.abspath(case_dir)), "manifest.json")
-    if os.path.isfile(manifest):
-        try:
-            with open(manifest) as f:
-                listed = (json.load(f).get("cases") or {}).get(cj.get("case"))
-        except (OSError, ValueError, AttributeError):
-            raise FormatError(f"{manifest}: not a valid manifest") from None
-        if listed is not None and listed.get("sha256") != hashlib.sha256(raw).hexdigest():
-            raise FormatError(f"{cj_path}: its sha256 differs from the one in {manifest}; the case "
-                              "was modified after generation (regenerate it with `refq golden "
-                              "generate`)")
-    files = cj.get("files")
-    if not isinstance(files, dict):
-        raise FormatError(f"{cj_path}: no 'files' table of sha256 hashes")
-    root = os.path.abspath(case_dir)
-    for rel, digest in sorted(files.items()):
-        norm = posixpath.normpath(rel)
-        if norm.startswith("..") or posixpath.isabs(norm):
-            raise FormatError(f"{cj_path}: listed file {rel!r} lies outside the case directory")
-        path = os.path.join(root, *norm.split("/"))
-        if not os.path.isfile(path):
-            raise FormatError(f"{case_dir}: file {rel} listed in case.json is missing")
-        if _sha256(path) != digest:
-            raise FormatError(f"{case_dir}: {rel} does not match its sha256 in case.json; the case "
-                              "was modified (tampered or damaged). Regenerate it with "
-                              "`refq golden generate`")
-    for section in SECTIONS:
-        entries = cj.get(section) or {}
-        if not isinstance(entries, dict):
-            raise FormatError(f"{cj_path}: '{section}' must be an object")
-        for name, e in entries.items():
-            if not isinstance(e, dict) or e.get("file") not in files:
-                raise FormatError(f"{cj_path}: {section} '{name}' names file "
-                                  f"{(e or {}).get('file')!r}, which is not listed with a sha256")
-    return GoldenCase(case_dir, cj)
+_DUMP_HELP = "re-dump it (formats: golden/README.md, `refq golden verify`)"
 
 
 # ---- DUT dumps ----------------------------------------------------------------------------------
@@ -190,19 +74,25 @@ def _searched(dut_dir, name, section) -> str:
                      for d in (os.path.join(dut_dir, section), dut_dir))
 
 
-def check_dump(expected: np.ndarray, actual, where: str) -> np.ndarray:
-    """`actual` as an array of `expected`'s shape and a compatible dtype, or InputError."""
-    a = np.asarray(actual)
+def check_dump(expected: np.ndarray, actual, where: str, todo: str = "") -> np.ndarray:
+    """`actual` as an array of `expected`'s shape and a compatible dtype, or InputError
+    "`where`: what is wrong; `todo`"."""
+    end = f"; {todo}" if todo else ""
+    try:
+        a = np.asarray(actual)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{where}: not an array ({one_line(e)}){end}") from None
     if a.dtype.kind not in "iuf":
-        raise InputError(f"{where}: dtype {a.dtype} is not numeric")
+        raise InputError(f"{where}: dtype {a.dtype} is not numeric{end}")
     if tuple(a.shape) != tuple(expected.shape):
         raise InputError(f"{where}: shape {list(a.shape)}, expected {list(expected.shape)} "
-                         f"({expected.dtype})")
+                         f"({expected.dtype}){end}")
     if expected.dtype.kind in "iu" and a.dtype != expected.dtype:
         raise InputError(f"{where}: dtype {a.dtype}, expected {expected.dtype}; integer tensors "
-                         "are compared in their declared dtype")
+                         f"are compared in their declared dtype (cast to {expected.dtype}){end}")
     if expected.dtype.kind == "f" and a.dtype.kind != "f":
-        raise InputError(f"{where}: dtype {a.dtype}, expected a float tensor ({expected.dtype})")
+        raise InputError(f"{where}: dtype {a.dtype}, expected a float tensor "
+                         f"({expected.dtype}){end}")
     return a
 
 
@@ -266,7 +156,15 @@ def _load_dump(path, where) -> np.ndarray:
     try:
         return read_dump(path)
     except RefqError as e:
-        raise InputError(f"{where}: {e}") from None
+        todo = f"; {_DUMP_HELP}" if path.endswith(".npy") else ""
+        raise InputError(f"{one_line(e)} ({where}){todo}") from None
+
+
+def _has_dumps(dut_dir) -> bool:
+    for d in (dut_dir, os.path.join(dut_dir, "outputs"), os.path.join(dut_dir, "trace")):
+        if os.path.isdir(d) and any(nm.endswith(DUMP_SUFFIXES) for nm in os.listdir(d)):
+            return True
+    return False
 
 
 # ---- verify -------------------------------------------------------------------------------------
@@ -277,7 +175,14 @@ def verify(case_dir, dut_dir, require_trace: bool = False) -> dict:
     case = read_case(case_dir)
     dut_dir = os.fspath(dut_dir)
     if not os.path.isdir(dut_dir):
-        raise InputError(f"{dut_dir}: no such DUT dump directory")
+        what = "is not a directory" if os.path.exists(dut_dir) else "no such DUT dump directory"
+        raise InputError(f"{dut_dir}: {what}; --dut names the directory of the implementation's "
+                         "dumps")
+    if not _has_dumps(dut_dir):
+        outs = ", ".join(f"'{t}'" for t in case.entries("outputs"))
+        raise InputError(f"{dut_dir}: holds no dump (.npy, .hex, .bin or .h, directly or in "
+                         f"outputs/ or trace/), so nothing can be compared with case "
+                         f"'{case.id}'; dump at least its outputs ({outs}) there")
     order = case.tensor_order()
     tol = case.tolerance
     todo = [(n, "outputs") for n in case.entries("outputs")]
@@ -288,13 +193,14 @@ def verify(case_dir, dut_dir, require_trace: bool = False) -> dict:
         if path is None:
             if section == "outputs" or require_trace:
                 role = "output" if section == "outputs" else "trace"
-                raise InputError(f"case '{case.id}': no DUT dump of {role} tensor '{name}' "
-                                 f"(looked for {_searched(dut_dir, name, section)})")
+                raise InputError(f"{dut_dir}: no DUT dump of {role} tensor '{name}' of case "
+                                 f"'{case.id}' (looked for {_searched(dut_dir, name, section)}); "
+                                 "dump it")
             absent.append(name)
             continue
         expected = case.array(section, name)
-        where = f"DUT dump {path} of tensor '{name}'"
-        actual = check_dump(expected, _load_dump(path, where), where)
+        where = f"DUT dump of tensor '{name}', case '{case.id}'"
+        actual = check_dump(expected, _load_dump(path, where), f"{path}: {where}", _DUMP_HELP)
         loaded.append((name, section, path, expected, actual))
     rows = []
     for name, section, path, expected, actual in loaded:
@@ -307,6 +213,8 @@ def verify(case_dir, dut_dir, require_trace: bool = False) -> dict:
         rows.append(row)
     rows.sort(key=lambda r: (r["order"] if r["order"] is not None else 1 << 30,
                              r["role"] != "trace", r["name"]))
+    if not rows:  # unreachable: read_case requires an output and every output is dumped
+        raise InputError(f"case '{case.id}': nothing was compared")
     failed = [r for r in rows if r["status"] == "fail"]
     first = None
     if failed:

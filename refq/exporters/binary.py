@@ -39,15 +39,15 @@ def read_bin(path, sidecar=None) -> np.ndarray:
     sc = read_sidecar(path, sidecar)
     et, shape, pack, count = _layout_of(path, sc, "bin")
     cb = _container_bytes(pack * et.bits, pack, et, "bin")
-    if "container_bits" in sc and sc["container_bits"] is not None \
-            and int(sc["container_bits"]) != 8 * cb:
-        raise FormatError(f"{path}: sidecar container_bits {sc['container_bits']} differs from "
-                          f"the {8 * cb} bits this layout uses")
+    if sc.get("container_bits") is not None and sc["container_bits"] != 8 * cb:
+        raise FormatError(f"{path}: the sidecar's container_bits {sc['container_bits']!r} differs "
+                          f"from the {8 * cb} bits this layout uses; fix the sidecar")
     with open(path, "rb") as f:
         raw = f.read()
     nwords = -(-count // pack) if count else 0
     if len(raw) != nwords * cb:
         raise FormatError(f"{path}: {len(raw)} bytes, expected {nwords * cb} ({nwords} words of "
-                          f"{cb} bytes for shape {list(shape)} {et.name} packed {pack})")
+                          f"{cb} bytes for shape {list(shape)} {et.name} packed {pack}); the "
+                          "dump is truncated or padded, or its sidecar is wrong")
     b = np.frombuffer(raw, dtype=np.uint8).reshape(nwords, cb)
     return _from_bytes(b, et, pack, count, path, sext=True).reshape(shape)

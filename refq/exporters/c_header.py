@@ -56,6 +56,18 @@ def _c_literal(v, et: ElementType) -> str:
     return str(v)
 
 
+def check_c_array(a: np.ndarray, et: ElementType, pack: int):
+    """InputError unless a C header can hold `a` as elements `et` packed `pack` per word: not
+    empty, float16 only packed, unpacked floats finite (C has no NaN/Inf literal)."""
+    if a.size == 0:
+        raise InputError("a C array cannot be empty (export it as hex or bin)")
+    if et.kind == "f" and et.bits == 16 and pack == 1:
+        raise InputError("C has no portable float16 type; export float16 packed (pack >= 2) or "
+                         "as hex/bin")
+    if et.kind == "f" and pack == 1 and not np.isfinite(a).all():
+        raise InputError("a C header cannot hold NaN or Inf values (export it as hex or bin)")
+
+
 def write_c_header(path, array, name: str | None = None, *, pack: int = 1,
                    bits: int | None = None, layout: str | None = None, case: str | None = None,
                    profile: str | None = None, c_name: str | None = None) -> dict:
@@ -64,11 +76,10 @@ def write_c_header(path, array, name: str | None = None, *, pack: int = 1,
     et = element_type(a, bits)
     pack = _check_pack(pack, et, "c")
     name = name if name is not None else os.path.splitext(os.path.basename(os.fspath(path)))[0]
-    if a.size == 0:
-        raise InputError(f"'{name}': a C array cannot be empty")
-    if et.kind == "f" and et.bits == 16 and pack == 1:
-        raise InputError(f"'{name}': C has no portable float16 type; export float16 packed "
-                         "(pack >= 2) or as hex/bin")
+    try:
+        check_c_array(a, et, pack)
+    except InputError as e:
+        raise InputError(f"'{name}': {e}") from None
     ident = c_name or c_identifier(name)
     up = ident.upper()
     flat = a.reshape(-1)
@@ -137,7 +148,7 @@ def read_c_header(path, sidecar=None) -> np.ndarray:
     sc = None
     if sidecar is not None or os.path.isfile(path + ".json"):
         sc = read_sidecar(path, sidecar)
-        _layout_of(path, sc, "c")  # sha256 and field checks
+        layout = _layout_of(path, sc, "c")  # sha256 and field checks
     body = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     body = re.sub(r"//[^\n]*", " ", body)
     arrays = _C_ARRAY.findall(body)
@@ -158,8 +169,7 @@ def read_c_header(path, sidecar=None) -> np.ndarray:
         return defs[up + key].strip()
 
     if sc is not None:
-        et, shape, pack, count = ElementType(sc["dtype"]), tuple(sc["shape"]), \
-            int(sc.get("pack", 1)), int(math.prod(sc["shape"]))
+        et, shape, pack, count = layout
     else:
         dt = define("_DTYPE").strip('"')
         try:
@@ -167,8 +177,13 @@ def read_c_header(path, sidecar=None) -> np.ndarray:
         except FormatError as e:
             raise FormatError(f"{path}: {e}") from None
         rank = _c_int(define("_RANK"), path)
+        if not 0 <= rank <= 32:
+            raise FormatError(f"{path}: #define {up}_RANK {rank} is not a rank (0 to 32)")
         shape = tuple(_c_int(define(f"_DIM{i}"), path) for i in range(rank))
         pack = _c_int(define("_PACK", "1"), path)
+        if any(d < 0 for d in shape) or not 1 <= pack or pack * et.bits > 64:
+            raise FormatError(f"{path}: #define {up}_DIM* {list(shape)} or {up}_PACK {pack} is "
+                              f"invalid for {et.name} (dimensions >= 0, words of at most 64 bits)")
         count = int(math.prod(shape))
     for key, want in (("_ELEMENT_BITS", et.bits), ("_PACK", pack), ("_SIZE", count)):
         if up + key in defs and _c_int(defs[up + key], path) != want:
@@ -178,7 +193,9 @@ def read_c_header(path, sidecar=None) -> np.ndarray:
     cb = _container_bytes(pack * et.bits, pack, et, "c")
     nwords = -(-count // pack)
     if len(toks) != nwords:
-        raise FormatError(f"{path}: {len(toks)} initializers, expected {nwords}")
+        raise FormatError(f"{path}: {len(toks)} initializers, expected {nwords} ({et.name} "
+                          f"{list(shape)} packed {pack}); the header is truncated or its defines "
+                          "are wrong")
     if pack == 1 and et.kind == "f":
         try:
             vals = np.array([float(t.rstrip("fF")) for t in toks], dtype=et.np)

@@ -15,29 +15,33 @@ entry point; the work is split in five modules:
     `refq.exporters.hex`       `$readmemh` hex (`write_hex`, `read_hex`);
     `refq.exporters.c_header`  C headers (`write_c_header`, `read_c_header`, `c_identifier`);
     `refq.exporters.binary`    raw little-endian binaries (`write_bin`, `read_bin`).
-Here: reading any dump by its suffix (`read_dump`) and exporting many arrays at once
-(`export_arrays`, `export_integer_model`, `export_case`).
+Here: reading any dump by its suffix (`read_dump`, `read_npy`) and exporting many arrays at once
+(`export_arrays`, `export_integer_model` after `check_integer_metadata`, `export_case`); an export
+checks every input before it writes its first file.
 
 Every file is written atomically (refq.atomic); a parse error is a FormatError naming the file.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, OutputError
 from . import sidecar as _sidecar_module
 from .binary import read_bin, write_bin
-from .c_header import c_identifier, read_c_header, write_c_header
+from .c_header import check_c_array, c_identifier, read_c_header, write_c_header
 from .hex import read_hex, write_hex
-from .sidecar import _version, element_type, read_sidecar
+from .packing import _check_pack
+from .sidecar import _one_line, _version, element_type, read_sidecar
 
 __all__ = ["FORMATS", "SUFFIXES", "write_hex", "write_c_header", "write_bin", "read_hex",
-           "read_c_header", "read_bin", "read_sidecar", "read_dump", "export_arrays",
-           "export_integer_model", "export_case", "c_identifier", "element_type"]
+           "read_c_header", "read_bin", "read_sidecar", "read_dump", "read_npy", "export_arrays",
+           "export_integer_model", "export_case", "check_integer_metadata", "c_identifier",
+           "element_type"]
 
 FORMATS = ("hex", "c", "bin")
 SUFFIXES = {"hex": ".hex", "c": ".h", "bin": ".bin"}
@@ -51,16 +55,44 @@ _READERS = {"hex": read_hex, "c": read_c_header, "bin": read_bin}
 _WRITERS = {"hex": write_hex, "c": write_c_header, "bin": write_bin}
 
 
+def read_npy(path) -> np.ndarray:
+    """The array of .npy file `path`, read with numpy.lib.format: never unpickled, never an .npz.
+    FormatError naming the file when it is missing, is not a .npy file (format 1.0 or 2.0), holds
+    Python objects (pickled data), or when its data is shorter or longer than its header says
+    (checked before anything is allocated)."""
+    path = os.fspath(path)
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"npy format version {version[0]}.{version[1]} is not read here "
+                                 "(1.0 and 2.0 are)")
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = header(f)
+            if dtype.hasobject:
+                raise ValueError(f"it holds Python objects (dtype {dtype}), which are pickled "
+                                 "data; numeric arrays only")
+            have = os.fstat(f.fileno()).st_size - f.tell()
+            want = math.prod(shape) * dtype.itemsize
+            if have != want:
+                raise ValueError(f"its header declares {dtype} {list(shape)} ({want} bytes of "
+                                 f"data) but {have} bytes follow (truncated or padded)")
+            f.seek(0)
+            return fmt.read_array(f, allow_pickle=False)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, not a .npy file") from None
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise FormatError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+
+
 def read_dump(path, sidecar=None) -> np.ndarray:
     """Read a .npy, .hex, .h or .bin file by its suffix (hex/bin with their sidecars)."""
     path = os.fspath(path)
     if path.endswith(".npy"):
-        if not os.path.isfile(path):
-            raise FormatError(f"{path}: no such file")
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise FormatError(f"{path}: not a readable .npy file ({e})") from None
+        return read_npy(path)
     for fmt, suf in SUFFIXES.items():
         if path.endswith(suf):
             return _READERS[fmt](path, sidecar)
@@ -77,29 +109,33 @@ def _check_formats(formats):
     return formats
 
 
-def export_arrays(arrays: dict, out_dir, formats=FORMATS, *, pack: int = 1,
-                  pack_bits: int | None = 8, layouts: dict | None = None,
-                  bits: dict | None = None, case: str | None = None,
-                  profile: str | None = None, subdir: str = "") -> dict:
-    """Write every array of `arrays` ({name: array}) in every format under `out_dir`/`subdir`,
-    files named `escape_name(name)` + suffix, each with its sidecar. `pack` applies to arrays whose
-    elements have at most `pack_bits` bits (default 8: int4/int8/uint8 weights and activations);
-    wider ones (int16, int32 biases, multipliers, shifts, floats) are written one per word
-    (`pack_bits=None`: pack every array). `layouts`/`bits` map names to layouts/element widths.
-    Returns {name: {format: relative file path}}. C identifiers are made unique by a numeric
-    suffix when two names map to the same one."""
+def _check_out_dir(out_dir, case_dir=None):
+    """OutputError when `out_dir` exists and is not a directory, or lies inside golden case
+    directory `case_dir` (whose files it would change)."""
+    out = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f"{out_dir}: exists and is not a directory; give an output directory "
+                         "with -o")
+    if case_dir is not None:
+        case = os.path.abspath(os.fspath(case_dir))
+        if out == case or out.startswith(case + os.sep):
+            raise OutputError(f"{out_dir}: lies inside the golden case {case_dir}, whose files it "
+                             "would change; give an output directory outside it with -o")
+
+
+def _plan(arrays: dict, formats, *, pack, pack_bits, layouts, bits, case, profile, subdir,
+          idents: set, source) -> list:
+    """[(name, format, relative path, array, writer keywords)] of `export_arrays`, every array and
+    format checked first (element type, packing, what a C header can hold): InputError naming
+    `source`, the tensor and the format."""
     from ..model_io import escape_name
 
-    formats = _check_formats(formats)
-    layouts, bits = layouts or {}, bits or {}
-    index, idents = {}, set()
+    jobs = []
     for name, arr in arrays.items():
         a = np.asarray(arr)
-        index[name] = {}
         for fmt in formats:
-            rel = os.path.join(subdir, escape_name(name) + SUFFIXES[fmt]) if subdir \
-                else escape_name(name) + SUFFIXES[fmt]
-            path = os.path.join(out_dir, rel)
+            rel = escape_name(name) + SUFFIXES[fmt]
+            rel = f"{subdir}/{rel}" if subdir else rel
             k = pack
             if pack_bits is not None and a.dtype.kind in "iuf":
                 ebits = bits.get(name) or a.dtype.itemsize * 8
@@ -107,18 +143,51 @@ def export_arrays(arrays: dict, out_dir, formats=FORMATS, *, pack: int = 1,
             kw = dict(pack=k, bits=bits.get(name), layout=layouts.get(name), case=case,
                       profile=profile)
             try:
+                et = element_type(a, bits.get(name))
+                _check_pack(k, et, fmt)
                 if fmt == "c":
-                    ident, i = c_identifier(name), 2
-                    while ident in idents:
-                        ident, i = f"{c_identifier(name)}_{i}", i + 1
-                    idents.add(ident)
-                    _WRITERS[fmt](path, a, name, c_name=ident, **kw)
-                else:
-                    _WRITERS[fmt](path, a, name, **kw)
+                    check_c_array(a, et, k)
             except InputError as e:
-                raise InputError(f"tensor '{name}': {e}") from None
-            index[name][fmt] = rel.replace(os.sep, "/")
+                prefix = f"{source}: " if source else ""
+                raise InputError(f"{prefix}tensor '{name}' ({fmt}): {_one_line(e)}") from None
+            if fmt == "c":
+                ident, i = c_identifier(name), 2
+                while ident in idents:
+                    ident, i = f"{c_identifier(name)}_{i}", i + 1
+                idents.add(ident)
+                kw["c_name"] = ident
+            jobs.append((name, fmt, rel, a, kw))
+    return jobs
+
+
+def _write_jobs(jobs: list, out_dir) -> dict:
+    """Write planned jobs under `out_dir`; {name: {format: relative path}}."""
+    index: dict = {}
+    for name, fmt, rel, a, kw in jobs:
+        _WRITERS[fmt](os.path.join(out_dir, *rel.split("/")), a, name, **kw)
+        index.setdefault(name, {})[fmt] = rel
     return index
+
+
+def export_arrays(arrays: dict, out_dir, formats=FORMATS, *, pack: int = 1,
+                  pack_bits: int | None = 8, layouts: dict | None = None,
+                  bits: dict | None = None, case: str | None = None,
+                  profile: str | None = None, subdir: str = "", source: str | None = None) -> dict:
+    """Write every array of `arrays` ({name: array}) in every format under `out_dir`/`subdir`,
+    files named `escape_name(name)` + suffix, each with its sidecar. `pack` applies to arrays whose
+    elements have at most `pack_bits` bits (default 8: int4/int8/uint8 weights and activations);
+    wider ones (int16, int32 biases, multipliers, shifts, floats) are written one per word
+    (`pack_bits=None`: pack every array). `layouts`/`bits` map names to layouts/element widths.
+    Returns {name: {format: relative file path}}. C identifiers are made unique by a numeric
+    suffix when two names map to the same one. Every array is checked before the first file is
+    written (InputError naming `source`, the tensor and the format), so a refused export writes
+    nothing."""
+    formats = _check_formats(formats)
+    _check_out_dir(out_dir)
+    jobs = _plan(arrays, formats, pack=pack, pack_bits=pack_bits, layouts=layouts or {},
+                 bits=bits or {}, case=case, profile=profile, subdir=subdir, idents=set(),
+                 source=source)
+    return _write_jobs(jobs, out_dir)
 
 
 def _write_index(out_dir, doc):
@@ -128,28 +197,86 @@ def _write_index(out_dir, doc):
 
 
 _PARAM_LAYOUTS = {("int_conv2d", "weight"): "OHWI", ("int_dense", "weight"): "OI"}
+#: dtypes of the integer tensors of an integer graph (graph.meta["integer"]["tensors"])
+_INT_TENSOR_DTYPES = ("int8", "uint8", "int16", "int32")
+_RELOWER = "lower the model again with `refq lower` (refq.fixedpoint.lowering.lower)"
+
+
+def _is_real_param(pname: str) -> bool:
+    """Float reference parameters that an integer graph keeps beside the integer ones (they are
+    not exported): real_multiplier, and names ending in _real (a_real, b_real)."""
+    return pname == "real_multiplier" or pname.endswith("_real")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def check_integer_metadata(graph, source: str) -> dict:
+    """graph.meta["integer"] of an integer graph, checked for what an export writes (sidecars and
+    index.json): a profile name; an encoding {scale > 0 finite, zero_point, dtype, qmin <= qmax}
+    in "tensors" for every integer tensor (each node output except int_dequantize's, and every
+    int_dequantize input); every parameter an integer array except the float reference ones
+    (`_is_real_param`). InputError naming `source`, the node and the tensor otherwise."""
+    meta = graph.meta.get("integer")
+    if not isinstance(meta, dict):
+        raise InputError(f"{source}: not an integer model (no meta['integer']); lower it first "
+                         "with `refq lower`, or give a golden case directory")
+    profile = meta.get("profile")
+    if not isinstance(profile, str) or not profile:
+        raise InputError(f"{source}: meta['integer'] names no profile (the sidecars and "
+                         f"index.json record it); {_RELOWER}")
+    tensors = meta.get("tensors")
+    if not isinstance(tensors, dict):
+        raise InputError(f"{source}: meta['integer'] has no 'tensors' table of encodings "
+                         f"(scale, zero point, dtype of every integer tensor); {_RELOWER}")
+    for n in graph.topological_order():
+        needed = n.inputs[:1] if n.op == "int_dequantize" else n.outputs
+        for t in needed:
+            e = tensors.get(t)
+            where = f"{source}: node '{n.name}' ({n.op}), tensor '{t}'"
+            if not isinstance(e, dict):
+                raise InputError(f"{where}: no encoding in meta['integer']['tensors'], so the "
+                                 f"export would have no scale or zero point; {_RELOWER}")
+            ok = (_number(e.get("scale")) and np.isfinite(e["scale"]) and e["scale"] > 0
+                  and e.get("dtype") in _INT_TENSOR_DTYPES
+                  and all(isinstance(e.get(k), (int, np.integer)) and not isinstance(e.get(k), bool)
+                          for k in ("zero_point", "qmin", "qmax"))
+                  and e["qmin"] <= e["qmax"])
+            if not ok:
+                raise InputError(f"{where}: its encoding in meta['integer']['tensors'] is "
+                                 f"malformed (scale {e.get('scale')!r}, zero_point "
+                                 f"{e.get('zero_point')!r}, dtype {e.get('dtype')!r}, qmin "
+                                 f"{e.get('qmin')!r}, qmax {e.get('qmax')!r}); {_RELOWER}")
+        for pname, arr in n.params.items():
+            if np.asarray(arr).dtype.kind not in "iu" and not _is_real_param(pname):
+                raise InputError(f"{source}: node '{n.name}' ({n.op}), parameter '{pname}': "
+                                 f"dtype {np.asarray(arr).dtype}, not an integer array; "
+                                 f"{_RELOWER}")
+    return meta
 
 
 def export_integer_model(graph, out_dir, formats=FORMATS, *, pack: int = 1,
                          pack_bits: int | None = 8, bits: dict | None = None,
-                         case: str | None = None) -> dict:
+                         case: str | None = None, source: str | None = None) -> dict:
     """Export the integer parameters (weights, int32 biases, multipliers, shifts, tables) of an
     integer graph (from `refq.fixedpoint.lowering.lower`) under `out_dir`, named "<node>/<param>",
     plus `index.json`: {refq_version, profile, case, arrays: {name: {format: file}}, nodes: [{name,
     op, inputs, outputs, attrs, params: [names]}], tensors: graph.meta["integer"]["tensors"] (scale,
-    zero point, dtype per integer tensor)}. Float parameters (e.g. real_multiplier, kept for
-    reference) are skipped. Returns the index."""
+    zero point, dtype per integer tensor)}. The float reference parameters (real_multiplier,
+    a_real, b_real) are skipped. `source` (the model file) prefixes error messages. The metadata
+    (`check_integer_metadata`) and every array are checked before anything is written. Returns
+    the index."""
+    source = source or f"model '{graph.name}'"
     formats = _check_formats(formats)
-    meta = graph.meta.get("integer")
-    if not isinstance(meta, dict):
-        raise InputError(f"graph '{graph.name}' is not an integer graph (no meta['integer']); "
-                         "lower it first with `refq lower`")
-    profile = meta.get("profile")
+    _check_out_dir(out_dir)
+    meta = check_integer_metadata(graph, source)
+    profile = meta["profile"]
     arrays, layouts, nodes = {}, {}, []
     for n in graph.topological_order():
         names = []
         for pname, arr in n.params.items():
-            if np.asarray(arr).dtype.kind not in "iu":
+            if _is_real_param(pname):
                 continue
             key = f"{n.name}/{pname}"
             arrays[key] = arr
@@ -160,11 +287,19 @@ def export_integer_model(graph, out_dir, formats=FORMATS, *, pack: int = 1,
             layouts[key] = lay
         nodes.append({"name": n.name, "op": n.op, "inputs": list(n.inputs),
                       "outputs": list(n.outputs), "attrs": n.attrs, "params": names})
-    files = export_arrays(arrays, out_dir, formats, pack=pack, pack_bits=pack_bits,
-                          layouts=layouts, bits=bits, case=case, profile=profile)
+    jobs = _plan(arrays, formats, pack=pack, pack_bits=pack_bits, layouts=layouts,
+                 bits=bits or {}, case=case, profile=profile, subdir="", idents=set(),
+                 source=source)
+    try:
+        doc = json.loads(json.dumps({"nodes": nodes, "tensors": meta["tensors"]},
+                                    default=_json_default))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{source}: node attributes or meta['integer']['tensors'] cannot be "
+                         f"written as JSON ({_one_line(e)}); {_RELOWER}") from None
+    files = _write_jobs(jobs, out_dir)
     index = {"refq_version": _version(), "profile": profile, "case": case, "graph": graph.name,
-             "arrays": files, "nodes": nodes, "tensors": meta.get("tensors", {})}
-    _write_index(out_dir, json.loads(json.dumps(index, default=_json_default)))
+             "arrays": files, **doc}
+    _write_index(out_dir, index)
     return index
 
 
@@ -178,24 +313,27 @@ def _json_default(o):
 
 def export_case(case_dir, out_dir, formats=FORMATS, *, pack: int = 1,
                 pack_bits: int | None = 8) -> dict:
-    """Export every array of golden case `case_dir` (params, inputs, outputs, trace; its hashes
-    are checked first) under `out_dir`/<section>/, with `index.json` {refq_version, case, kind,
-    profile, arrays: {section: {name: {format: file}}}}. Parameters whose encoding in the case's
+    """Export every array of golden case `case_dir` (params, inputs, outputs, trace) under
+    `out_dir`/<section>/, with `index.json` {refq_version, case, kind, profile, arrays: {section:
+    {name: {format: file}}}}. The case is checked first (refq.conformance.case.read_case: its
+    case.json, hashes and arrays), then every array and format; a refused export writes nothing,
+    and `out_dir` may not lie inside the case. Parameters whose encoding in the case's
     "quantization" has dtype int4/uint4 are written as 4-bit elements; weights get the layout
     OHWI (rank 4) or OI (rank 2), per-channel vectors O. Returns the index."""
-    from ..conformance.verify import read_case
+    from ..conformance.case import SECTIONS, read_case
 
     formats = _check_formats(formats)
+    _check_out_dir(out_dir, case_dir)
     case = read_case(case_dir)
     cj = case.case_json
-    index = {"refq_version": _version(), "case": cj.get("case"), "kind": cj.get("kind"),
-             "profile": cj.get("profile"), "arrays": {}}
-    quant = cj.get("quantization") or {}
+    source = f"golden case {os.fspath(case_dir)}"
+    quant = cj["quantization"]
     # 4-bit tensors (int4 weights) are held in int8 arrays; their encoding declares the dtype
     bits = {name: 4 for name, enc in quant.items()
             if isinstance(enc, dict) and enc.get("dtype") in ("int4", "uint4")}
-    for section in ("params", "inputs", "outputs", "trace"):
-        entries = cj.get(section) or {}
+    planned = {}
+    for section in SECTIONS:
+        entries = cj[section]
         arrays = {name: case.array(section, name) for name in entries}
         layouts = {name: e.get("layout") for name, e in entries.items()}
         if section == "params":
@@ -206,9 +344,13 @@ def export_case(case_dir, out_dir, formats=FORMATS, *, pack: int = 1,
                 elif layouts.get(name) is None and np.ndim(a) == 1 and \
                         pname in ("bias", "multiplier", "shift", "real_multiplier"):
                     layouts[name] = "O"
-        index["arrays"][section] = export_arrays(
-            arrays, out_dir, formats, pack=pack, pack_bits=pack_bits, layouts=layouts,
-            bits={k: v for k, v in bits.items() if k in arrays}, case=cj.get("case"),
-            profile=cj.get("profile"), subdir=section)
+        planned[section] = _plan(arrays, formats, pack=pack, pack_bits=pack_bits,
+                                 layouts=layouts, bits={k: v for k, v in bits.items()
+                                                        if k in arrays},
+                                 case=cj["case"], profile=cj["profile"], subdir=section,
+                                 idents=set(), source=f"{source}, {section}")
+    index = {"refq_version": _version(), "case": cj["case"], "kind": cj["kind"],
+             "profile": cj["profile"],
+             "arrays": {section: _write_jobs(jobs, out_dir) for section, jobs in planned.items()}}
     _write_index(out_dir, index)
     return index

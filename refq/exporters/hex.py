@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import FormatError
 from .packing import _check_pack, _container_bytes, _from_bytes, _to_bytes
-from .sidecar import _layout_of, _provenance, _sidecar, _write, element_type, read_sidecar
+from .sidecar import (_layout_of, _one_line, _provenance, _sidecar, _write, element_type,
+                      read_sidecar)
 
 _HEXDIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
@@ -60,13 +61,21 @@ def read_hex(path, sidecar=None) -> np.ndarray:
     et, shape, pack, count = _layout_of(path, sc, "hex")
     digits = -(-pack * et.bits // 4)
     try:
-        with open(path) as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: cannot read as text ({e})") from None
+        with open(path, "rb") as f:
+            text = f.read().decode("ascii")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path}: byte {e.start} is not ASCII; a hex dump is ASCII text, one "
+                          "hexadecimal word per line") from None
+    except OSError as e:
+        raise FormatError(f"{path}: cannot be read ({_one_line(e.strerror or e)})") from None
     text = _HEX_COMMENTS.sub(" ", text) if "/" in text else text
     tokens = text.split()
     nwords = -(-count // pack) if count else 0
+    words_given = sum(not t.startswith("@") for t in tokens)
+    if words_given < nwords:  # checked before anything the size of the sidecar's shape exists
+        raise FormatError(f"{path}: {nwords - words_given} of {nwords} words are missing "
+                          f"({count} elements of {et.name} packed {pack} per word, shape "
+                          f"{list(shape)}); the dump is truncated or its sidecar is wrong")
     cb = _container_bytes(pack * et.bits, pack, et, "hex")
     if len(tokens) == nwords and "@" not in text and "_" not in text \
             and all(len(t) == digits for t in tokens):  # the common case, vectorised
@@ -81,13 +90,16 @@ def read_hex(path, sidecar=None) -> np.ndarray:
         if tok.startswith("@"):
             try:
                 pos = int(tok[1:], 16)
+                if pos < 0:
+                    raise ValueError
             except ValueError:
-                raise FormatError(f"{path}: bad address directive {tok!r}") from None
+                raise FormatError(f"{path}: bad address directive {_one_line(tok)[:40]!r}; an "
+                                  "address is @ and hexadecimal digits") from None
             continue
         t = tok.replace("_", "").lower()
         if not t or any(c not in "0123456789abcdef" for c in t):
-            raise FormatError(f"{path}: word {pos} is {tok!r}, not a hexadecimal number (x/z "
-                              "digits are not values)")
+            raise FormatError(f"{path}: word {pos} is {_one_line(tok)[:40]!r}, not a hexadecimal "
+                              "number (x/z digits are not values); dump plain hex digits")
         if len(t) > digits:
             if t[:-digits].strip("0"):
                 raise FormatError(f"{path}: word {pos} = {tok} has more than {pack * et.bits} "
@@ -96,7 +108,7 @@ def read_hex(path, sidecar=None) -> np.ndarray:
         if pos >= nwords:
             raise FormatError(f"{path}: more words than the {nwords} expected for {count} "
                               f"elements of {et.name} packed {pack} per word (shape "
-                              f"{list(shape)})")
+                              f"{list(shape)}); the dump is too long or its sidecar is wrong")
         if slots[pos] is not None:
             raise FormatError(f"{path}: word {pos} is given twice")
         slots[pos] = t.rjust(digits, "0")

@@ -118,10 +118,20 @@ def _from_bytes(b: np.ndarray, et: ElementType, pack: int, count: int, where: st
     return _values(flat[:count], et)
 
 
+#: The widest memory word (pack × element bits) any format holds: 4096 bits (512 bytes); a C
+#: header word holds at most 64 (uint64_t).
+MAX_WORD_BITS = 4096
+
+
 def _check_pack(pack, et, fmt):
+    """`pack` as an int: an integer >= 1 whose word of pack × element bits fits the format
+    (MAX_WORD_BITS; 64 bits in a C header). InputError otherwise."""
     if not isinstance(pack, (int, np.integer)) or isinstance(pack, bool) or pack < 1:
         raise InputError(f"pack must be a positive integer, got {pack!r}")
+    if pack * et.bits > MAX_WORD_BITS:
+        raise InputError(f"pack {pack} × {et.bits} bits makes a {pack * et.bits}-bit word; "
+                         f"words are at most {MAX_WORD_BITS} bits (use a smaller --pack)")
     if fmt == "c" and pack > 1 and pack * et.bits > 64:
         raise InputError(f"a C header word holds at most 64 bits; pack {pack} × {et.bits} bits "
-                         "is too wide (use hex or bin for wider words)")
+                         "is too wide (use a smaller --pack, or hex or bin for wider words)")
     return int(pack)

@@ -132,50 +132,97 @@ def _write(path, data: bytes, sidecar: dict):
             f.write(json.dumps(sidecar, sort_keys=True, indent=1) + "\n")
 
 
+_SIDECAR_HELP = ('a sidecar is a JSON object with at least "dtype" (e.g. "int8") and "shape" (a '
+                 'list of integers), plus "pack" when a word holds several elements')
+
+
+def _one_line(text) -> str:
+    """`text` with every run of white space made one space: an error message is one line."""
+    return " ".join(str(text).split())
+
+
 def read_sidecar(path, sidecar=None) -> dict:
-    """The sidecar of data file `path`: `sidecar` (a dict or a path), default `path` + ".json"."""
+    """The sidecar of data file `path`: `sidecar` (a dict or a path), default `path` + ".json".
+    FormatError naming the sidecar when it is missing, not UTF-8, not JSON or not an object."""
     if isinstance(sidecar, dict):
         return sidecar
     sp = os.fspath(sidecar) if sidecar is not None else os.fspath(path) + ".json"
     if not os.path.isfile(sp):
-        raise FormatError(f"{path}: no sidecar {sp}; a hex or bin dump needs a JSON sidecar with "
-                          "at least 'dtype' and 'shape'")
+        raise FormatError(f"{path}: no sidecar {sp}; a hex or bin dump needs one ({_SIDECAR_HELP})")
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
+
     try:
-        with open(sp) as f:
-            d = json.load(f)
+        with open(sp, "rb") as f:
+            d = json.loads(f.read().decode("utf-8"), parse_constant=no_constants)
+    except UnicodeDecodeError:
+        raise FormatError(f"{sp}: the sidecar is not UTF-8 text; {_SIDECAR_HELP}") from None
     except (OSError, ValueError) as e:
-        raise FormatError(f"{sp}: not a readable JSON sidecar ({e})") from None
+        raise FormatError(f"{sp}: the sidecar is not valid JSON ({_one_line(e)}); "
+                          f"{_SIDECAR_HELP}") from None
     if not isinstance(d, dict):
-        raise FormatError(f"{sp}: a sidecar is a JSON object")
+        raise FormatError(f"{sp}: the sidecar is not a JSON object; {_SIDECAR_HELP}")
     return d
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _layout_of(path, sc: dict, fmt: str):
-    """(ElementType, shape, pack, count) from a sidecar, checked; and the sha256 check."""
+    """(ElementType, shape, pack, count) from a sidecar, checked: dtype an element type, shape a
+    list of integers >= 0, pack an integer >= 1 with a word of at most MAX_WORD_BITS bits; the
+    optional fields (format, element_bits, signed, encoding, count, words, word_bits,
+    padding_elements, hex_digits, order, element_order) agree with them; the file's sha256 is the
+    sidecar's when it gives one. FormatError naming the file otherwise."""
+    from .packing import MAX_WORD_BITS
+
     where = os.fspath(path)
+
+    def bad(what):
+        return FormatError(f"{where}: {what}; fix the sidecar ({_SIDECAR_HELP})")
+
     if sc.get("format", fmt) != fmt:
-        raise FormatError(f"{where}: the sidecar describes a '{sc.get('format')}' file, not {fmt}")
+        raise bad(f"the sidecar describes a {sc.get('format')!r} file, not {fmt}")
+    missing = [k for k in ("dtype", "shape") if k not in sc]
+    if missing:
+        raise bad(f"the sidecar lacks {', '.join(repr(k) for k in missing)}")
+    if not isinstance(sc["dtype"], str):
+        raise bad(f"the sidecar's dtype {sc['dtype']!r} is not a string")
     try:
         et = ElementType(sc["dtype"])
-        shape = tuple(int(d) for d in sc["shape"])
-        pack = int(sc.get("pack", 1))
-    except KeyError as e:
-        raise FormatError(f"{where}: the sidecar lacks {e}; it needs 'dtype' and 'shape'") from None
-    except (TypeError, ValueError):
-        raise FormatError(f"{where}: the sidecar's dtype/shape/pack are malformed") from None
-    except FormatError as e:
-        raise FormatError(f"{where}: {e}") from None
-    if pack < 1 or any(d < 0 for d in shape):
-        raise FormatError(f"{where}: invalid pack {pack} or shape {list(shape)} in the sidecar")
-    if "element_bits" in sc and int(sc["element_bits"]) != et.bits:
-        raise FormatError(f"{where}: sidecar element_bits {sc['element_bits']} disagrees with "
-                          f"dtype {et.name}")
-    if sc.get("order", "C") != "C" or sc.get("element_order", "lsb_first") != "lsb_first":
-        raise FormatError(f"{where}: only order 'C' and element_order 'lsb_first' are supported")
+    except FormatError:
+        raise bad(f"the sidecar's dtype {sc['dtype']!r} is not an element type (int4, int8, "
+                  "int16, int32, int64, their uint forms, float16, float32, float64)") from None
+    shape, pack = sc["shape"], sc.get("pack", 1)
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise bad(f"the sidecar's shape {_one_line(json.dumps(shape, default=str))[:60]} is not a "
+                  "list of integers >= 0")
+    if not _is_int(pack) or pack < 1:
+        raise bad(f"the sidecar's pack {pack!r} is not an integer >= 1")
+    if pack * et.bits > MAX_WORD_BITS:
+        raise bad(f"the sidecar's pack {pack} makes words of {pack * et.bits} bits (at most "
+                  f"{MAX_WORD_BITS})")
+    shape, pack = tuple(int(d) for d in shape), int(pack)
+    count = int(math.prod(shape))
+    words = -(-count // pack) if count else 0
+    implied = {"element_bits": et.bits, "signed": et.kind != "u", "encoding": et.encoding,
+               "count": count, "words": words, "word_bits": pack * et.bits,
+               "padding_elements": words * pack - count, "order": "C",
+               "element_order": "lsb_first"}
+    if fmt == "hex":
+        implied["hex_digits"] = -(-pack * et.bits // 4)
+    for key, want in implied.items():
+        if key in sc and (sc[key] != want or isinstance(sc[key], bool) != isinstance(want, bool)):
+            why = "only 'C' and 'lsb_first' are supported" if key in ("order", "element_order") \
+                else f"dtype {et.name}, shape {list(shape)} and pack {pack} imply {want!r}"
+            raise bad(f"the sidecar's {key} is {_one_line(repr(sc[key]))[:40]}, but {why}")
     if "sha256" in sc:
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         if digest != sc["sha256"]:
-            raise FormatError(f"{where}: sha256 {digest[:12]}… differs from its sidecar's "
-                              f"{str(sc['sha256'])[:12]}…; the file was modified after export")
-    return et, shape, pack, int(math.prod(shape))
+            raise FormatError(f"{where}: sha256 {digest[:12]}... differs from its sidecar's "
+                              f"{str(sc['sha256'])[:12]}...; the file was modified after export "
+                              "(export it again, or drop 'sha256' from a hand-written sidecar)")
+    return et, shape, pack, count
