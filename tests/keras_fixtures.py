@@ -210,11 +210,12 @@ def write_architecture(path, layers, dialect="keras3", kind="Functional", output
 def write_keras_zip(path, layers, kind="Functional", members=("config.json", "metadata.json",
                                                               "model.weights.h5"),
                     model_config=None, **kw):
+    """A `.keras` archive. model_config: a dict, or raw text or bytes replacing config.json."""
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
         _keras3_weights(f, layers, kind, **kw)
     cfg = model_config if model_config is not None else config(layers, "keras3", kind)
-    content = {"config.json": cfg if isinstance(cfg, str) else json.dumps(cfg),
+    content = {"config.json": cfg if isinstance(cfg, (str, bytes)) else json.dumps(cfg),
                "metadata.json": json.dumps({"keras_version": "3.15.1"}),
                "model.weights.h5": buf.getvalue()}
     with zipfile.ZipFile(path, "w") as z:
@@ -244,3 +245,60 @@ def reference_forward(layers, x):
     y = y.reshape(n, -1) @ fc.weights[0][1].astype(np.float64) + fc.weights[1][1]
     e = np.exp(y - y.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+# ---- damaging one thing in a written file ------------------------------------------------------
+def one_layer(class_name, cfg, weights=(), shape=(4,), name="L"):
+    """Input(shape) -> one layer `name` of `class_name` with config `cfg` and `weights`."""
+    return [Layer("inp", "InputLayer", {"shape": [None, *shape]}),
+            Layer(name, class_name, dict(cfg), ["inp"], list(weights))]
+
+
+def set_attr(path, group, key, value, utf8=False):
+    """Overwrite the attribute `key` of `group` in the HDF5 file `path`. `value` bytes are stored
+    as they are: fixed-length bytes, or with `utf8` a variable-length string marked UTF-8 (so
+    that bytes which are not UTF-8 reach the reader as h5py gives them)."""
+    with h5py.File(path, "r+") as f:
+        g = f[group]
+        if key in g.attrs:
+            del g.attrs[key]
+        if utf8:
+            g.attrs.create(key, data=value, dtype=h5py.string_dtype("utf-8"))
+        else:
+            g.attrs[key] = value
+    return path
+
+
+def _central_entries(data, member):
+    """Offsets of the central-directory entries of `member` in zip bytes `data`."""
+    out, pos, name = [], data.find(b"PK\x01\x02"), member.encode()
+    while pos != -1:
+        n = int.from_bytes(data[pos + 28:pos + 30], "little")
+        if data[pos + 46:pos + 46 + n] == name:
+            out.append(pos)
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    return out
+
+
+def declare_zip_size(path, member, size):
+    """Patch the central directory so that `member` declares `size` uncompressed bytes."""
+    data = bytearray(open(path, "rb").read())
+    for pos in _central_entries(bytes(data), member):
+        data[pos + 24:pos + 28] = size.to_bytes(4, "little")
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return path
+
+
+def corrupt_zip_member(path, member):
+    """Flip one byte inside the stored data of `member` (the CRC check then fails)."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    data = bytearray(open(path, "rb").read())
+    off = info.header_offset
+    start = off + 30 + int.from_bytes(data[off + 26:off + 28], "little") \
+        + int.from_bytes(data[off + 28:off + 30], "little")
+    data[start + info.compress_size // 2] ^= 0xFF
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return path

@@ -515,10 +515,12 @@ def test_error_per_channel_count(tmp_path):
 
 @pytest.mark.parametrize("bw", [1, 17, 31, 64, 0, -8, "8", 8.5, True, None])
 def test_error_bitwidth(tmp_path, bw):
+    what = "is out of range" if isinstance(bw, int) and not isinstance(bw, bool) else \
+        "must be an integer in 2..16"
     _load_error(tmp_path, _v061("activation_encodings", "input.1", bitwidth=bw),
-                "input.1': bitwidth .* is out of range")
+                f"input.1': bitwidth .* {what}")
     _load_error(tmp_path, _v100("param_encodings", 0, bw=bw),
-                "conv1.weight' channel 0: bitwidth .* is out of range")
+                f"conv1.weight' channel 0: bitwidth .* {what}")
 
 
 @pytest.mark.parametrize("scale", [0, 0.0, -0.01, "NaN", "Infinity", 1e-50, 1e39, "0.1", True, None])

@@ -174,14 +174,15 @@ def test_non_finite_weights(tmp_path, bad):
     k = tiny_layers()[1].weights[0][1].copy()
     k[1, 2, 0, 1] = bad
     p = write_legacy_h5(tmp_path / "m.h5", tiny_layers(), replace={("conv", "kernel"): k})
-    _raises(ParamError, lambda: import_keras(p), p, "'conv'", "NaN or Inf", "[1, 2, 0, 1]")
+    _raises(ParamError, lambda: import_keras(p), p, "'conv'", "not a finite number",
+            "kernel[1, 2, 0, 1]")
 
 
 def test_non_finite_weights_keras3(tmp_path):
     layers = tiny_layers()
     layers[4].weights[1] = ("bias", np.array([1.0, np.nan], np.float32))
     p = write_keras_zip(tmp_path / "m.keras", layers)
-    _raises(ParamError, lambda: import_keras(p), p, "'fc'", "NaN or Inf", "vars/1")
+    _raises(ParamError, lambda: import_keras(p), p, "'fc'", "not a finite number", "vars/1")
 
 
 def test_keras3_weights_that_do_not_match(tmp_path):
@@ -224,11 +225,24 @@ def test_all_unsupported_layers_in_one_error(tmp_path):
               Layer("thr", "ReLU", {"threshold": 0.5}, ["cf"]),
               Layer("gmp", "GlobalMaxPooling2D", {}, ["thr"])]
     p = write_legacy_h5(tmp_path / "m.h5", layers)
-    msg = _raises(UnsupportedLayerError, lambda: import_keras(p), p, "6 layer(s)",
+    msg = _raises(UnsupportedLayerError, lambda: import_keras(p), p, "6 layers",
                   "'lam' (Lambda)", "'mine' (MyFancyLayer)", "'gelu' (Activation)",
                   "'cf' (Conv2D)", "channels_first", "'thr' (ReLU)", "threshold",
-                  "'gmp' (GlobalMaxPooling2D)")
-    assert "never executes" in msg
+                  "and 1 more (GlobalMaxPooling2D)")
+    assert "never executes" in msg and "\n" not in msg
+
+
+def test_many_refused_layers_are_grouped_and_cut(tmp_path):
+    """Layers refused for the same reason share one entry; after 5 layers the rest are counted."""
+    layers = [Layer("inp", "InputLayer", {"shape": [None, 4]})]
+    for i in range(9):
+        layers.append(Layer(f"lam{i}", "Lambda", {"function": "x"}, [layers[-1].name]))
+    layers.append(Layer("odd", "MyLayer", {}, ["lam8"]))
+    p = write_legacy_h5(tmp_path / "m.h5", layers)
+    msg = _raises(UnsupportedLayerError, lambda: import_keras(p), p, "10 layers",
+                  "'lam0' (Lambda), 'lam1' (Lambda), 'lam2' (Lambda), 'lam3' (Lambda), "
+                  "'lam4' (Lambda): it holds Python code", "and 5 more (Lambda x4, MyLayer)")
+    assert msg.count("Python code") == 1 and "\n" not in msg
 
 
 def test_custom_module_layer_keras3(tmp_path):

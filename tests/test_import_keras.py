@@ -410,3 +410,23 @@ def test_meta_is_json_serialisable(tmp_path):
     text = json.dumps(g.to_json())
     assert "keras_layers" in text and g.meta["source"]["dialect"] == "keras-zip"
     assert g.meta["source"]["keras_version"] == "3.15.1"
+
+
+@pytest.mark.parametrize("cls,cfg,weights", [
+    ("BatchNormalization", {"epsilon": 0.0, "momentum": 1.0, "center": False, "scale": False},
+     [("moving_mean", np.zeros(4, np.float32)), ("moving_variance", np.ones(4, np.float32))]),
+    ("LeakyReLU", {"alpha": 0}, []),
+    ("ReLU", {"max_value": None, "negative_slope": 0, "threshold": 0}, []),
+    ("ZeroPadding2D", {"padding": [[0, 0], [0, 1]]}, []),
+    ("MaxPooling2D", {"pool_size": 2, "strides": None, "padding": "SAME"}, []),
+    ("Dense", {"units": 1, "use_bias": False, "activation": None,
+               "kernel_regularizer": {"module": "my_pkg", "class_name": "L3",
+                                      "registered_name": "my>L3", "config": {}}},
+     [("kernel", np.ones((4, 1), np.float32))]),
+])
+def test_config_values_at_the_edge_of_their_ranges_import(tmp_path, cls, cfg, weights):
+    """Boundary values Keras writes are accepted (zero epsilon with positive variances, zero
+    slopes and paddings, upper-case padding, null activation); a custom object in a training-only
+    field (a regularizer) does not refuse the layer."""
+    g = _one_layer_model(tmp_path, cls, cfg, weights)
+    assert g.node("L").outputs == ["L"]

@@ -165,3 +165,45 @@ def test_overflow_flag_uses_the_signed_extremes():
     for policy in ("wrap", "saturate"):
         _, stats = run_int(_one_conv_graph(-127, 1, policy), x)
         assert stats["c"]["max_abs_acc"] == 1 << 15 and stats["c"]["overflowed"]
+
+
+# ---- integer codes in and out (run_int(..., codes=True)) -------------------------------------
+
+@pytest.fixture(scope="module")
+def mnv1_int():
+    """The real MobileNetV1 (MNIST) lowered for TFLite, BN folded, per-channel W8A8, calibrated
+    on its 10 reference images; and those images."""
+    from real_models import MODELS
+    from refq import import_keras
+
+    x = np.load(MODELS["mnv1"].parent / "reference_outputs.npz")["inputs"]
+    g, _ = fold_batch_norms(import_keras(str(MODELS["mnv1"])))
+    return lower(QuantSim(g, "per_channel").compute_encodings(x), "tflite"), x
+
+
+def test_codes_in_codes_out_equal_quantize_run_quantize(mnv1_int):
+    """codes in -> codes out == quantize(float in) -> run -> quantize(float out), exactly."""
+    from refq.fixedpoint.profiles import get_profile
+    from refq.fixedpoint.requantize import quantize
+    from refq.fixedpoint.run import input_encodings, output_encodings
+
+    g, x = mnv1_int
+    x = x[:4]
+    rounding = get_profile("tflite").quantize_rounding
+    (name, qi), = input_encodings(g).items()
+    (out, qo), = output_encodings(g).items()
+    assert (name, out) == ("image", "predictions") and qi.dtype == qo.dtype == "int8"
+
+    def q(v, e):
+        return quantize(v, np.float32(e.scale), e.zero_point, qmin=e.qmin, qmax=e.qmax,
+                        rounding=rounding)
+
+    codes = q(x, qi).astype(np.int8)
+    got, stats = run_int(g, {name: codes}, codes=True)
+    ref, ref_stats = run_int(g, {name: x})
+    assert got[out].dtype == np.int8
+    assert np.array_equal(got[out], q(ref[out], qo))
+    assert np.array_equal(got[out].argmax(axis=1), ref[out].argmax(axis=1))
+    assert stats == ref_stats
+    traced, _ = run_int(g, {name: codes.astype(np.int16)}, codes=True, trace=True)
+    assert np.array_equal(traced[name], codes) and np.array_equal(traced[out], got[out])

@@ -99,13 +99,17 @@ def _stats_of(graph: Graph, producer) -> tuple:
         beta = np.asarray(rec["beta"], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as e:
         raise QuantError(f"{where}: expected {{'gamma': [...], 'beta': [...]}} ({e}); "
-                         "fold batch norms again (refq.algorithms.bn_fold)") from None
+                         "start again from the model with its batch norms (`refq quantize` folds "
+                         "them unless --no-fold-bn; Python: refq.algorithms.fold_batch_norms)") \
+            from None
     channels = producer.params["weight"].shape[0]
     if gamma.shape != (channels,) or beta.shape != (channels,):
         raise QuantError(f"{where}: gamma {list(gamma.shape)} and beta {list(beta.shape)} must "
-                         f"both be [{channels}], the output channels of '{producer.name}'")
+                         f"both be [{channels}], the output channels of '{producer.name}'; start "
+                         "again from the model with its batch norms (`refq quantize`)")
     if not (np.all(np.isfinite(gamma)) and np.all(np.isfinite(beta))):
-        raise QuantError(f"{where}: the statistics hold NaN or Inf")
+        raise QuantError(f"{where}: the statistics hold NaN or Inf; start again from the model "
+                         "with its batch norms (`refq quantize`)")
     return beta, gamma
 
 

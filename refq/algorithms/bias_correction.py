@@ -62,10 +62,12 @@ Output
     move a scale by a float32 rounding (PP-OCR classifier, per-tensor and per-channel: no scale
     and no quantized weight differs).
 Errors
-    QuantError: unknown mode; empirical without data, or data with no samples; NaN/Inf in the
-    data; analytical without data when no layer satisfies the rule ("BN statistics missing: ...");
-    malformed graph.meta["folded_bn"]. InputError: data that does not match the graph's inputs,
-    bad batch_size.
+    QuantError: an integer model (`refq.quant.placement.require_float_model`); unknown mode;
+    empirical without data, or data with no samples; data of a non-real dtype or holding NaN/Inf
+    (`refq.quant.quantsim.check_calibration_batch`); analytical without data when no layer
+    satisfies the rule ("BN statistics missing: ..."); malformed graph.meta["folded_bn"].
+    InputError: data that does not match the graph's inputs (a scalar, a wrong shape), bad
+    batch_size.
 """
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ from ..layers import get_op
 from ..progress import progress
 from ..quant.encoding import AIMET_V2, EncodingNumerics
 from ..data_io import iterate_batches
-from ..quant.quantsim import QuantSim
+from ..quant.placement import require_float_model
+from ..quant.quantsim import QuantSim, check_calibration_batch
 from ..runtime import _check_feeds
 from .bias_analytical import CORRECTED_OPS, _analytical_source, _expected_error, clipped_normal_mean
 
@@ -94,17 +97,15 @@ def _calibration_feeds(graph: Graph, data) -> dict:
     """{input name: float64 array} of the whole calibration set; QuantError/InputError."""
     parts: dict = {}
     for k, batch in enumerate(iterate_batches(data, graph)):
-        batch = _check_feeds(graph, batch)
+        src = getattr(batch, "source", None)
+        where = f"bias correction data, batch {k}" + (f" (from {src})" if src else "")
+        batch = _check_feeds(graph, check_calibration_batch(graph, batch, where))
         for name, x in batch.items():
-            if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-                bad = np.argwhere(~np.isfinite(x))[0].tolist()
-                raise QuantError(f"bias correction data, batch {k}: input '{name}' holds NaN or "
-                                 f"Inf (first at index {bad}); clean the calibration data")
             parts.setdefault(name, []).append(x)
     feeds = {name: np.concatenate(xs, axis=0, dtype=np.float64) for name, xs in parts.items()}
     if not feeds or next(iter(feeds.values())).shape[0] == 0:
         raise QuantError("bias correction: the calibration data holds no samples; give at least "
-                         "one non-empty batch")
+                         "one non-empty batch (`refq quantize --calib DATA`)")
     return feeds
 
 
@@ -214,8 +215,11 @@ def correct_bias(graph: Graph, data=None, *, mode: str = "empirical", config=Non
                          f"got {batch_size!r}")
     if mode == "empirical" and data is None:
         raise QuantError("correct_bias: empirical bias correction needs calibration data; give "
-                         "data=... (a few hundred samples), or use mode='analytical' after "
-                         "folding batch norms")
+                         "a few hundred samples (`refq quantize --calib DATA --bias-correction "
+                         "empirical`; Python: data=...), or use analytical bias correction "
+                         "(`--bias-correction analytical`) on a model with batch norms")
+    require_float_model(graph, "bias correction (`refq quantize --bias-correction`)",
+                        "correct the float model (the one `refq quantize` takes)")
     g = graph.copy()
     g.validate()
     order = g.topological_order()
@@ -247,11 +251,15 @@ def correct_bias(graph: Graph, data=None, *, mode: str = "empirical", config=Non
     if mode == "analytical" and feeds is None and layers and \
             not any(p[0] == "analytical" for p in plan.values()):
         if not g.meta.get("folded_bn"):
-            raise QuantError(f"graph '{g.name}': BN statistics missing: fold batch norms first "
-                             "(refq.algorithms.bn_fold) or give calibration data")
+            raise QuantError(f"graph '{g.name}': BN statistics missing: analytical bias "
+                             "correction reads the statistics of folded batch norms; run it on "
+                             "the model with its batch norms (`refq quantize --bias-correction "
+                             "analytical` folds them first unless --no-fold-bn; Python: "
+                             "refq.algorithms.fold_batch_norms) or give calibration data "
+                             "(--calib)")
         raise QuantError(f"graph '{g.name}': no conv2d/dense reads a bn-folded layer through "
                          "relu/relu6/clip and zero_pad2d/identity only, so analytical bias "
-                         "correction can correct nothing; give calibration data")
+                         "correction can correct nothing; give calibration data (--calib)")
 
     sim = QuantSim(g, config, param_bw=param_bw, scheme=scheme, scheme_options=scheme_options,
                    numerics=numerics, detect_prequantized=detect_prequantized)

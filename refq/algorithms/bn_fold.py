@@ -35,7 +35,8 @@ Report
     {"algorithm", "folded": [{"bn", "into", "direction"}] (backward folds, then forward folds, each
     in graph order), "not_folded": [{"bn", "reason"}], "precision", "notes"}
 Errors
-    GraphError/ParamError from validating the input graph; ParamError when var + eps <= 0.
+    QuantError for an integer model (`refq.quant.placement.require_float_model`); GraphError/
+    ParamError from validating the input graph; ParamError when var + eps <= 0.
 The input graph is never modified.
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ import numpy as np
 from ..errors import ParamError
 from ..graph import Graph
 from ..layers.normalization import scale_and_shift
+from ..quant.placement import require_float_model
 
 __all__ = ["fold_batch_norms", "reads_padding", "FOLD_DTYPE"]
 
@@ -59,6 +61,8 @@ def fold_batch_norms(graph: Graph):
 
     Returns (new graph, report). The input graph is not modified.
     """
+    require_float_model(graph, "batch-norm folding (`refq quantize`, `refq equalize`)",
+                        "fold the float model (the one `refq quantize` takes)")
     g = graph.copy()
     g.validate()
     order = g.topological_order()

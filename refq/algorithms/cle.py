@@ -57,12 +57,15 @@ Report
     ranges_* map each layer of the set to its per-channel ranges on the equalized axis, measured
     just before and just after that set is scaled.
 The input graph is never modified; with no equalizable set, an unmodified copy is returned.
+An integer model (`refq lower` output) is refused with a QuantError naming it
+(`refq.quant.placement.require_float_model`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..graph import Graph
+from ..quant.placement import require_float_model
 from .high_bias import absorb_in_place
 
 __all__ = ["equalize", "find_chains", "split_into_sets", "pair_scales", "triplet_scales",
@@ -315,6 +318,8 @@ def equalize(graph: Graph, relu6_to_relu=False, absorb_high_bias=True,
 
     Returns (new graph, report). The input graph is not modified.
     """
+    require_float_model(graph, "cross-layer equalization (`refq equalize`, `refq quantize --cle`)",
+                        "equalize the float model (the one `refq quantize` takes)")
     g = graph.copy()
     g.validate()
     replaced = []
@@ -344,7 +349,8 @@ def equalize(graph: Graph, relu6_to_relu=False, absorb_high_bias=True,
     }
     if report["unfolded_batch_norms"]:
         report["notes"].append(f"{len(report['unfolded_batch_norms'])} batch_norm nodes remain and "
-                               "end chains; fold them first (refq.algorithms.bn_fold), as AIMET's "
+                               "end chains; fold them first (`refq equalize` and `refq quantize "
+                               "--cle` do; Python: refq.algorithms.fold_batch_norms), as AIMET's "
                                "equalize_model does")
     if not todo:
         report["relu6_replaced"] = []

@@ -6,9 +6,20 @@ from ..errors import InputError
 from . import check_outputs, write_json
 
 
+def load_float_model(path, command: str):
+    """The float graph of `path`; an InputError naming the file when it holds an integer model."""
+    from ..model_io import load
+    from .model import file_mode
+
+    if file_mode(path) == "int":
+        raise InputError(f"{path}: holds an integer model (from `refq lower`); {command} takes a "
+                         "float model: give the .refq.h5 from `refq import` (or its quantized "
+                         "model)")
+    return load(path)
+
+
 def cmd_quantize(args):
     from ..data_io import iter_batches
-    from ..model_io import load
     from ..quant.quantsim import QuantSim
 
     if args.config and args.per_channel:
@@ -26,7 +37,7 @@ def cmd_quantize(args):
     if args.cle and not args.fold_bn:
         raise InputError("--cle folds batch norms first; drop --no-fold-bn")
     check_outputs(args.output, args.encodings, args.report)
-    graph = load(args.model)
+    graph = load_float_model(args.model, "`refq quantize`")
     inputs = graph.inputs
     options = {} if args.percentile is None else {"percentile": args.percentile}
     config = args.config or ("per_channel" if args.per_channel else "per_tensor")
@@ -83,11 +94,11 @@ def _steps(report: dict) -> str:
 
 def cmd_equalize(args):
     from ..algorithms import prepare
-    from ..model_io import load, save
+    from ..model_io import save
 
     check_outputs(args.output, args.report)
-    graph, report = prepare(load(args.model), fold_bn=True, cle=True,
-                            relu6_to_relu=args.relu6_to_relu,
+    graph = load_float_model(args.model, "`refq equalize`")
+    graph, report = prepare(graph, fold_bn=True, cle=True, relu6_to_relu=args.relu6_to_relu,
                             absorb_high_bias=not args.no_high_bias,
                             through_squeeze_excite=args.through_se)
     if args.report:

@@ -22,7 +22,8 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
     grid [−2^(b−1), 2^(b−1)−1], zero_point 0; symmetric with offset −(2^(b−1)−1) (AIMET 1.x strict
     symmetric, −127) -> the strict grid [−(2^(b−1)−1), 2^(b−1)−1]; symmetric with offset 0 (AIMET
     1.x unsigned symmetric) -> [0, 2^b−1] with zero_point 0. Scales are rounded to float32; 0.6.1
-    min/max are derived values and are ignored. Unknown keys in an entry are ignored.
+    min/max are derived values and are not read (only type-checked). A key the format does not
+    define is an error (`refq.exporters.aimet_parse`).
 
     Matching: an activation entry names a tensor and sets every quantizer on it (the activation
     quantizer that quantizes it, shared or not, and input quantizers reading it); two tensors of
@@ -80,7 +81,9 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
 
     for e in act_entries:
         if e.name not in tensors:
-            raise QuantError(f"{e.where}: graph '{graph.name}' has no tensor '{e.name}'")
+            raise QuantError(f"{e.where}: graph '{graph.name}' has no tensor '{e.name}'; the "
+                             "file was exported from another model: give the model it belongs to "
+                             "(`refq quantize MODEL --load-encodings FILE`)")
         if len(e.scale) != 1 or e.per_channel:
             raise QuantError(f"{e.where}: per-channel activation encodings are not supported "
                              f"({len(e.scale)} channels); refq quantizes activations per tensor")
@@ -93,7 +96,8 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
     for e in param_entries:
         if e.name not in param_names:
             raise QuantError(f"{e.where}: graph '{graph.name}' has no parameter '{e.name}' "
-                             "(expected '<node>.<param>', e.g. 'conv_1.weight')")
+                             "(expected '<node>.<param>', e.g. 'conv_1.weight'); the file was "
+                             "exported from another model: give the model it belongs to")
         node_name, p = param_names[e.name]
         channels = graph.node(node_name).params[p].shape[0]
         q = on_param.get((node_name, p))
@@ -127,8 +131,10 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
             parts.append(f"entries for tensors/parameters the sim does not quantize: "
                          f"{', '.join(unused)}")
         raise QuantError(f"{src}: {'; '.join(parts)}. The file and the sim's quantizer placement "
-                         "differ; pass strict=False to leave those quantizers disabled and skip "
-                         "those entries")
+                         "differ: quantize with the quantsim config the file was made with "
+                         "(`refq quantize --config FILE.json --load-encodings ...`); Python: "
+                         "load_aimet_encodings(..., strict=False) leaves those quantizers "
+                         "disabled and skips those entries")
 
     new = copy.deepcopy(sim)
     new.encodings = {}

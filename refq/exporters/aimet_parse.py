@@ -3,6 +3,11 @@ or an AIMET 1.x file without `version` in the 0.6.1 layout) and validation of ev
 reduced to an `_Entry` whose grid is rebuilt from (bitwidth, is_symmetric, offset) by
 `refq.exporters.aimet_export._grid_from_offset`. Matching the entries onto a QuantSim is
 `refq.exporters.aimet_load`; the format is described in `refq.exporters.aimet_export`.
+
+Every key is checked: a key the format does not define (`TOP_KEYS`, `ENTRY_KEYS_061`,
+`ENTRY_KEYS_100`) is a QuantError naming the file, the entry and the allowed keys, never ignored;
+so are missing keys and values of the wrong type (bitwidth not an integer, is_symmetric not a
+boolean, scale not a finite positive number, offset not an integer, name not a string).
 """
 from __future__ import annotations
 
@@ -16,6 +21,22 @@ from ..quant.encoding import Encoding, check_bitwidth
 from .aimet_export import SUPPORTED_VERSIONS, _grid_from_offset
 
 _UNSUPPORTED_ENC_TYPES = ("PER_BLOCK", "LPBQ", "VECTOR")
+
+TOP_KEYS = ("activation_encodings", "param_encodings", "excluded_layers", "quantizer_args",
+            "producer", "version")
+"""The top-level keys of an encodings file (both versions)."""
+ENTRY_KEYS_061 = ("bitwidth", "dtype", "is_symmetric", "max", "min", "offset", "scale")
+"""The keys of one 0.6.1 entry (one channel); min and max are derived and not read."""
+ENTRY_KEYS_100 = ("bw", "dtype", "enc_type", "is_sym", "name", "offset", "scale")
+"""The keys of one 1.0.0 entry (PER_TENSOR / PER_CHANNEL)."""
+_TOP_TYPES = {"excluded_layers": (list, "a list"), "quantizer_args": (dict, "an object"),
+              "producer": (dict, "an object")}
+
+
+def _unknown_keys(entry, allowed, where):
+    unknown = sorted(k for k in entry if k not in allowed)
+    if unknown:
+        raise QuantError(f"{where}: unknown key '{unknown[0]}'; allowed keys: {list(allowed)}")
 
 
 def _no_duplicates(pairs):
@@ -68,6 +89,10 @@ def _detect(doc, src) -> str:
             raise QuantError(f"{src}: the file has no 'version' and its sections are not the 0.6.1 "
                              "layout (objects mapping names to lists of entries)")
         version = "0.6.1"
+    _unknown_keys(doc, TOP_KEYS, src)
+    for k, (t, desc) in _TOP_TYPES.items():
+        if k in doc and not isinstance(doc[k], t):
+            raise QuantError(f"{src}: '{k}' must be {desc}, got {doc[k]!r:.60}")
     kind = dict if version == "0.6.1" else list
     for k in ("activation_encodings", "param_encodings"):
         if k in doc and not isinstance(doc[k], kind):
@@ -91,6 +116,9 @@ def _bool_field(v, where, key):
 
 def _channel(where, bitwidth, symmetric, scale, offset):
     """Check one channel's (bitwidth, is_symmetric, scale, offset); return (b, sym, s32, grid)."""
+    if isinstance(bitwidth, bool) or not isinstance(bitwidth, int):
+        raise QuantError(f"{where}: bitwidth {bitwidth!r} must be an integer in 2..16 (or 32, "
+                         "pass-through)")
     try:
         b = check_bitwidth(bitwidth)
     except QuantError:
@@ -158,6 +186,11 @@ def _entries_061(section: dict, what: str, src: str) -> list:
             missing = [k for k in ("bitwidth", "is_symmetric", "offset", "scale") if k not in e]
             if missing:
                 raise QuantError(f"{w}: missing field(s) {missing}")
+            _unknown_keys(e, ENTRY_KEYS_061, w)
+            for k in ("min", "max"):
+                v = e.get(k, 0.0)
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise QuantError(f"{w}: '{k}' must be a number, got {v!r}")
             sym = _bool_field(e["is_symmetric"], w, "is_symmetric")
             channels.append(_channel(w, e["bitwidth"], sym, e["scale"], e["offset"]))
         out.append(_Entry(name, where, channels, None))
@@ -184,7 +217,9 @@ def _entries_100(section: list, what: str, src: str) -> list:
             raise QuantError(f"{where}: enc_type {enc_type} is not supported; refq reads "
                              "PER_TENSOR and PER_CHANNEL")
         if enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
-            raise QuantError(f"{where}: unknown enc_type {enc_type!r}")
+            raise QuantError(f"{where}: unknown enc_type {enc_type!r}; refq reads PER_TENSOR and "
+                             "PER_CHANNEL")
+        _unknown_keys(e, ENTRY_KEYS_100, where)
         scales, offsets = e["scale"], e["offset"]
         if not isinstance(scales, list) or not isinstance(offsets, list) or not scales \
                 or len(scales) != len(offsets):

@@ -121,7 +121,8 @@ def _lut_scheme(w, n, q_in, q_out):
             (q_in.dtype, q_out.dtype) != ("uint8", "uint8"):
         raise FixedPointError(f"{where_of(n)}: profile '{p.name}' computes hard_swish with "
                               f"TFLite's 8-bit fixed-point kernel; got {q_in.dtype} -> "
-                              f"{q_out.dtype}")
+                              f"{q_out.dtype}: re-quantize with `refq quantize --act-bw 8` or "
+                              "choose another --profile (`refq profiles`)")
     return scheme
 
 

@@ -68,14 +68,17 @@ def activation_q(enc, profile: Profile, where: str) -> TensorQ:
     unsigned grids shifted to signed ones when the profile has no unsigned type)."""
     if enc.is_pass_through:
         raise FixedPointError(f"{where}: the encoding is a 32-bit pass-through; the tensor is not "
-                              "quantized, so it has no integer form")
+                              "quantized, so it has no integer form: re-quantize with 2..16-bit "
+                              "activations (`refq quantize --act-bw 8`)")
     if enc.axis is not None:
         raise FixedPointError(f"{where}: per-channel activation encodings are not supported by "
-                              "the integer graph")
+                              "the integer graph; re-quantize with `refq quantize` (activations "
+                              "per tensor)")
     check_scale(enc.scale, where)
     bits, qmin, qmax, zp = enc.bitwidth, int(enc.qmin), int(enc.qmax), int(enc.zero_point)
     if bits > 16:
-        raise FixedPointError(f"{where}: {bits}-bit activations are not supported")
+        raise FixedPointError(f"{where}: {bits}-bit activations are not supported; re-quantize "
+                              "with `refq quantize --act-bw 8` (or up to 16)")
     signed, unsigned = ("int8", "uint8") if bits <= 8 else ("int16", "uint16")
     if qmin >= 0:
         if unsigned in profile.activation_dtypes:
@@ -87,7 +90,9 @@ def activation_q(enc, profile: Profile, where: str) -> TensorQ:
         dtype = signed
     if dtype not in profile.activation_dtypes:
         raise FixedPointError(f"{where}: profile '{profile.name}' does not support {bits}-bit "
-                              f"activations ({dtype}); it supports {list(profile.activation_dtypes)}")
+                              f"activations ({dtype}); it supports "
+                              f"{list(profile.activation_dtypes)}: re-quantize with another "
+                              "--act-bw or choose another --profile (`refq profiles`)")
     return TensorQ(float(np.float32(enc.scale)), zp, qmin, qmax, dtype)
 
 
@@ -97,7 +102,8 @@ def weight_form(codes, zp, bits, signed_grid, profile, where):
     codes = np.asarray(codes, dtype=np.int64)
     if bits > 8:
         raise FixedPointError(f"{where}: profile '{profile.name}' does not support {bits}-bit "
-                              f"weights; it supports {list(profile.weight_dtypes)}")
+                              f"weights; it supports {list(profile.weight_dtypes)}: re-quantize "
+                              "with `refq quantize --param-bw 8`")
     if not signed_grid and "uint8" not in profile.weight_dtypes:
         off = 1 << (bits - 1)
         codes, zp, signed_grid = codes - off, zp - off, True
@@ -105,17 +111,21 @@ def weight_form(codes, zp, bits, signed_grid, profile, where):
         if not profile.weight_zero_point:
             raise FixedPointError(f"{where}: weights must be quantized symmetric (zero point 0) "
                                   f"for profile '{profile.name}'; got zero point(s) "
-                                  f"{sorted(set(zp.tolist()))[:4]}. Use a symmetric weight config")
+                                  f"{sorted(set(zp.tolist()))[:4]}. Quantize with a symmetric "
+                                  "weight config (`refq quantize --config`, params.weight."
+                                  "is_symmetric \"True\", as the bundled configs)")
         if np.any(zp != zp[0]):
             raise FixedPointError(f"{where}: per-channel weight zero points differ; the integer "
-                                  "graph holds one weight zero point per layer")
+                                  "graph holds one weight zero point per layer: quantize with "
+                                  "symmetric weights (`refq quantize --config`)")
     if signed_grid:
         dtype = "int4" if bits <= 4 and "int4" in profile.weight_dtypes else "int8"
     else:
         dtype = "uint8"
     if dtype not in profile.weight_dtypes:
         raise FixedPointError(f"{where}: profile '{profile.name}' does not support {dtype} "
-                              f"weights; it supports {list(profile.weight_dtypes)}")
+                              f"weights; it supports {list(profile.weight_dtypes)}: choose "
+                              "another --profile (`refq profiles`) or re-quantize")
     npt = np.uint8 if dtype == "uint8" else np.int8
     info = np.iinfo(npt)
     if codes.size and (codes.min() < info.min or codes.max() > info.max):
@@ -139,6 +149,7 @@ def bias_int(b, s_in, s_w, profile, where):
             f"{where}: bias channel {c} ({float(np.asarray(b).ravel()[c])!r}) quantizes to "
             f"{float(q[c])!r}, which does not fit int{profile.bias_bits} (scale s_in·s_w = "
             f"{float(np.broadcast_to(acc_scale, q.shape)[c])!r}); {int(np.count_nonzero(bad))} "
-            "channel(s) overflow. Widen the weight scale (AIMET overflow protection) or the input "
-            "scale")
+            "channel(s) overflow. Re-quantize with `refq quantize` (its overflow protection widens "
+            "the weight scale; Python: QuantSim(overflow_protection=True)) or widen the input's "
+            "range")
     return q.astype(np.int32)

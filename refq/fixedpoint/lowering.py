@@ -18,8 +18,10 @@ outputs, named `<name>:q`. Integer nodes keep the source node names; helper node
 `<tensor>:quantize`, `<tensor>:dequantize`, `<node>:requant`, `<node>:input<i>`.
 
 Rules (`lower`):
-- Preconditions, each a FixedPointError naming the node or tensor: no batch_norm left (fold first,
-  `refq.algorithms.fold_batch_norms`); every enabled quantizer has an encoding; every op is supported;
+- Preconditions, each a FixedPointError naming the model, node or tensor: `sim` is a QuantSim (not
+  a Graph) of a float model; no batch_norm left (`refq quantize` folds them unless --no-fold-bn;
+  Python: `refq.algorithms.fold_batch_norms`, then a new QuantSim); every enabled quantizer has an
+  encoding; every op is supported;
   weights are symmetric unless the profile allows weight zero points (then one zero point per layer);
   every scale is finite and positive; the profile supports every dtype (see `activation_q`).
 - Tensor encodings: a quantized tensor has its sim encoding. An unquantized tensor takes its input's
@@ -67,6 +69,7 @@ from ..graph import Graph, Node, TensorSpec
 from ..quant.encoding import quantize as sim_quantize
 from .lower_encodings import (DTYPE_RANGES, TensorQ, activation_q, bias_int, check_scale,
                               weight_form, where_of)
+from ..quant.placement import integer_model_kind
 from .lower_graph import LUT_OPS, SUPPORTED_OPS, Source, walk
 from .profiles import Profile, get_profile
 
@@ -96,7 +99,8 @@ def _sim_encodings(sim):
         if enc is None:
             where = f"node '{q.node}'" if q.node else f"tensor '{q.tensors[0]}'"
             raise FixedPointError(f"{where}: quantizer '{qname}' has no encoding; calibrate the "
-                                  "simulation first (QuantSim.compute_encodings)")
+                                  "simulation first (`refq quantize --calib DATA`; Python: "
+                                  "QuantSim.compute_encodings)")
         if q.kind == "activation":
             for t in q.tensors:
                 acts[t] = enc
@@ -112,12 +116,26 @@ def lower(sim, profile) -> Graph:
     module docstring for the rules. Raises FixedPointError naming the node or tensor on any
     violated precondition. The simulation is not modified."""
     p = _profile(profile)
+    if isinstance(sim, Graph):
+        kind = integer_model_kind(sim)
+        if kind is not None:
+            raise FixedPointError(f"model '{sim.name}' is already an integer model ({kind}); "
+                                  "lower the quantized model it came from (`refq lower "
+                                  "Q.refq.h5`), or run this one (`refq run --mode int`)")
+        raise FixedPointError(f"model '{sim.name}' is a float model without a quantization "
+                              "simulation; quantize it first (`refq quantize MODEL --calib DATA -o "
+                              "Q.refq.h5`, Python: QuantSim(...).compute_encodings) and lower that")
     g = sim.graph
+    kind = integer_model_kind(g)
+    if kind is not None:
+        raise FixedPointError(f"model '{g.name}' is already an integer model ({kind}); nothing "
+                              "to lower")
     order = g.topological_order()
     for n in order:
         if n.op == "batch_norm":
-            raise FixedPointError(f"{where_of(n)}: batch_norm must be folded before lowering "
-                                  "(refq.algorithms.fold_batch_norms, then a new QuantSim)")
+            raise FixedPointError(f"{where_of(n)}: batch_norm '{n.name}' is not folded; quantize "
+                                  "with `refq quantize` without --no-fold-bn (Python: "
+                                  "refq.algorithms.fold_batch_norms, then a new QuantSim)")
         if n.op not in SUPPORTED_OPS:
             raise FixedPointError(f"{where_of(n)}: op '{n.op}' has no integer lowering; supported: "
                                   f"{', '.join(SUPPORTED_OPS)}")
@@ -128,7 +146,9 @@ def lower(sim, profile) -> Graph:
     for spec in g.inputs:
         if spec.name not in acts:
             raise FixedPointError(f"graph input '{spec.name}' has no encoding: the simulation "
-                                  "does not quantize the model input (config model_input)")
+                                  "does not quantize the model input; quantize with a config "
+                                  "whose model_input.is_input_quantized is \"True\" (`refq "
+                                  "quantize --config`, e.g. the bundled per_tensor)")
         tq[spec.name] = activation_q(acts[spec.name], p, f"graph input '{spec.name}'")
     for n in order:
         t = n.outputs[0]
@@ -150,7 +170,8 @@ def lower(sim, profile) -> Graph:
         raise FixedPointError(
             f"tensor '{t}' ({where_of(n)}) has no encoding: it is not quantized, its op does not "
             "preserve the input grid, and it is not a conv2d/dense/add/multiply fused with a "
-            "following relu/relu6/clip. Enable its output quantizer")
+            "following relu/relu6/clip. Quantize with a config that quantizes its output "
+            "(`refq quantize --config`, op_type.<type>.is_output_quantized \"True\")")
     input_q = {k: activation_q(e, p, f"input {k[1]} of node '{k[0]}'")
                for k, e in in_encs.items()}
 
@@ -159,7 +180,9 @@ def lower(sim, profile) -> Graph:
         enc = w_encs.get(n.name)
         if enc is None:
             raise FixedPointError(f"{where}: the weight is not quantized (no enabled parameter "
-                                  "quantizer); the integer graph needs integer weights")
+                                  "quantizer); the integer graph needs integer weights: quantize "
+                                  "with a config whose params.weight.is_quantized is \"True\" "
+                                  "(`refq quantize --config`)")
         s_w = check_scale(enc.scale, f"{where} weight")
         codes = sim_quantize(n.params["weight"], enc, sim.numerics)
         codes, zp = weight_form(codes, enc.zero_point, enc.bitwidth, enc.qmin < 0, p, where)
@@ -187,25 +210,146 @@ _FLOAT_ATTRS = {"conv2d": ("strides", "dilations", "padding", "pads", "groups"),
                 "leaky_relu": ("alpha",), "hard_sigmoid": ("alpha", "beta")}
 
 
+_ENCODING_KEYS = ("scale", "zero_point", "dtype", "qmin", "qmax")
+_SPEC_KEYS = ("name", "inputs", "layers", "outputs")
+_INPUT_KEYS = ("name", "shape") + _ENCODING_KEYS
+_WEIGHT_KEYS = ("weight", "weight_scale", "weight_zero_point", "weight_dtype", "bias")
+_ACTIVATIONS = ("none", "relu", "relu6", "relu_n1_to_1")
+_WEIGHT_DTYPES = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7)}
+_LAYER_KEYS = {op: ("name", "op", "inputs", "output") + _FLOAT_ATTRS.get(op, ())
+               + (_WEIGHT_KEYS if op in ("conv2d", "dense") else ())
+               + (("activation",) if op in FUSABLE_PRODUCERS else ()) for op in _PARAM_OPS}
+"""The keys a lower_from_params spec may use, per level (see `lower_from_params`)."""
+
+
+def _spec_dict(d, allowed, where) -> dict:
+    """`d` checked to be a dict whose keys are all in `allowed`."""
+    if not isinstance(d, dict):
+        raise FixedPointError(f"{where}: expected a dict with keys {list(allowed)}, got "
+                              f"{type(d).__name__}")
+    unknown = [k for k in d if k not in allowed]
+    if unknown:
+        raise FixedPointError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {list(allowed)}")
+    return d
+
+
+def _spec_int(v, where, key) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise FixedPointError(f"{where}: '{key}' must be an integer, got {v!r}")
+    return int(v)
+
+
+def _spec_names(v, where, key) -> list:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(t, str) for t in v):
+        raise FixedPointError(f"{where}: '{key}' must be a list of tensor names, got {v!r}")
+    return list(v)
+
+
+def _spec_scale(v, where):
+    """A scale (one number or a list of numbers) as a float64 array of finite positive values."""
+    if isinstance(v, (bool, np.bool_, str, bytes)) or v is None:
+        raise FixedPointError(f"{where}: scale must be a positive number (or a list of them), "
+                              f"got {v!r}")
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FixedPointError(f"{where}: scale must be a positive number (or a list of them), "
+                              f"got {v!r}") from None
+    if a.ndim > 1:
+        raise FixedPointError(f"{where}: scale must be a number or a 1-d list, got shape "
+                              f"{list(a.shape)}")
+    return check_scale(a, where)
+
+
 def _tq_from_dict(d, p, where) -> TensorQ:
+    """The TensorQ of an encoding dict {scale, zero_point, dtype, qmin, qmax} (extra keys of a
+    graph input are checked by the caller)."""
     if not isinstance(d, dict) or "scale" not in d:
         raise FixedPointError(f"{where}: an encoding is a dict with 'scale' (and 'zero_point', "
-                              f"'dtype', optional 'qmin'/'qmax'), got {d!r}")
+                              f"'dtype', optional 'qmin'/'qmax'), got {d!r:.80}")
     dtype = d.get("dtype", "int8")
     if dtype not in DTYPE_RANGES or dtype == "int32":
-        raise FixedPointError(f"{where}: dtype must be int8, uint8 or int16, got {dtype!r}")
+        raise FixedPointError(f"{where}: dtype must be 'int8', 'uint8' or 'int16', got {dtype!r}")
     if dtype not in p.activation_dtypes:
         raise FixedPointError(f"{where}: profile '{p.name}' does not support {dtype} activations; "
                               f"it supports {list(p.activation_dtypes)}")
-    s = check_scale(d["scale"], where)
-    if s.ndim != 0 and s.size != 1:
+    s = _spec_scale(d["scale"], where)
+    if s.size != 1:
         raise FixedPointError(f"{where}: activation scales are per tensor, got {s.size} values")
     lo, hi = DTYPE_RANGES[dtype]
+    zp = _spec_int(d.get("zero_point", 0), where, "zero_point")
+    qmin = _spec_int(d.get("qmin", lo), where, "qmin")
+    qmax = _spec_int(d.get("qmax", hi), where, "qmax")
     try:
-        return TensorQ(float(np.float32(s.ravel()[0])), int(d.get("zero_point", 0)),
-                       int(d.get("qmin", lo)), int(d.get("qmax", hi)), dtype)
+        return TensorQ(float(np.float32(s.ravel()[0])), zp, qmin, qmax, dtype)
     except FixedPointError as e:
         raise FixedPointError(f"{where}: {e}") from None
+
+
+def _spec_weights(L, p, where):
+    """(codes, zero point, s_w float32 [C], per_channel) and the int32 bias (or None) of a
+    conv2d/dense layer of a spec, every array checked against the others and the profile."""
+    op = L["op"]
+    if "weight" not in L or "weight_scale" not in L:
+        raise FixedPointError(f"{where}: needs 'weight' (integer codes) and 'weight_scale'")
+    w = np.asarray(L["weight"])
+    if w.dtype.kind not in "iu":
+        raise FixedPointError(f"{where}: 'weight' must hold integer codes, got {w.dtype}")
+    rank = 4 if op == "conv2d" else 2
+    if w.ndim != rank:
+        layout = "OHWI [out, kh, kw, in/groups]" if op == "conv2d" else "[units, in]"
+        raise FixedPointError(f"{where}: 'weight' must be {rank}-d ({layout}), got shape "
+                              f"{list(w.shape)}")
+    c = w.shape[0]
+    wdt = L.get("weight_dtype", "int8")
+    if wdt not in _WEIGHT_DTYPES:
+        raise FixedPointError(f"{where}: weight_dtype must be one of {list(_WEIGHT_DTYPES)}, got "
+                              f"{wdt!r}")
+    lo, hi = _WEIGHT_DTYPES[wdt]
+    if w.size and (w.min() < lo or w.max() > hi):
+        idx = np.argwhere((w < lo) | (w > hi))[0].tolist()
+        raise FixedPointError(f"{where}: weight code {int(w[tuple(idx)])} at index {idx} lies "
+                              f"outside the {wdt} range [{lo}, {hi}]")
+    s_w = _spec_scale(L["weight_scale"], f"{where} weight_scale")
+    if s_w.size not in (1, c):
+        raise FixedPointError(f"{where}: weight_scale has {s_w.size} values; give 1 (per tensor) "
+                              f"or {c} (per channel, one per output channel)")
+    per_channel = s_w.size > 1
+    s_w = np.broadcast_to(s_w.astype(np.float32).ravel(), (c,)).copy()
+    zp = _spec_int(L.get("weight_zero_point", 0), where, "weight_zero_point")
+    codes, zp = weight_form(w, zp, 4 if wdt == "int4" else 8, wdt != "uint8", p, where)
+    bias = L.get("bias")
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.dtype.kind not in "iu":
+            raise FixedPointError(f"{where}: 'bias' must hold int32 codes, got {bias.dtype}")
+        if bias.shape != (c,):
+            raise FixedPointError(f"{where}: 'bias' has shape {list(bias.shape)}; give one int32 "
+                                  f"code per output channel, shape [{c}]")
+        lim = (1 << (p.bias_bits - 1)) - 1
+        bad = np.abs(bias.astype(np.int64)) > lim
+        if np.any(bad):
+            ch = int(np.argmax(bad))
+            raise FixedPointError(f"{where}: bias channel {ch} = {int(bias[ch])} does not fit "
+                                  f"int{p.bias_bits}")
+        bias = bias.astype(np.int32)
+    return (codes, zp, s_w, per_channel), bias
+
+
+def _spec_activation(act, name, where):
+    """The fused activation entry (kind, attrs, output) of a spec's "activation", or None."""
+    if isinstance(act, dict):
+        _spec_dict(act, ("min", "max"), f"{where} activation")
+        vals = [act.get(k) for k in ("min", "max")]
+        if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number))
+               or not np.isfinite(v) for v in vals) or not vals[0] <= vals[1]:
+            raise FixedPointError(f"{where}: activation {{'min', 'max'}} needs two finite numbers "
+                                  f"with min <= max, got {act!r}")
+        return ("clip", {"min": float(vals[0]), "max": float(vals[1])}, name)
+    if act not in _ACTIVATIONS:
+        raise FixedPointError(f"{where}: activation must be one of {list(_ACTIVATIONS)} or "
+                              f"{{'min': lo, 'max': hi}}, got {act!r}")
+    return None if act == "none" else (act, {}, name)
 
 
 def lower_from_params(spec: dict, profile) -> Graph:
@@ -241,72 +385,86 @@ def lower_from_params(spec: dict, profile) -> Graph:
                output (optional for relu/relu6/clip; required otherwise).
     The integer graph follows the rules of `lower` with these encodings; the weight codes and bias
     are used as given (checked against the profile's weight dtype and bias_bits).
+    Checks (FixedPointError naming the input or layer, the key and what is allowed): every dict
+    accepts only the keys listed above (`_LAYER_KEYS`; a misspelt key is never ignored); integers
+    (zero points, qmin/qmax) must be integers; scales finite positive numbers; weight codes within
+    weight_dtype's range and of rank 4 (conv2d) or 2 (dense); weight_scale 1 or `out` values; bias
+    one int32 code per output channel; activation one of the names above or {"min", "max"}.
     """
     p = _profile(profile)
-    if not isinstance(spec, dict) or not spec.get("layers") or not spec.get("inputs"):
-        raise FixedPointError("lower_from_params: spec must be a dict with 'inputs' and 'layers'")
+    top = "lower_from_params"
+    _spec_dict(spec, _SPEC_KEYS, f"{top}: spec")
+    if not isinstance(spec.get("inputs"), (list, tuple)) or not spec["inputs"] or \
+            not isinstance(spec.get("layers"), (list, tuple)) or not spec["layers"]:
+        raise FixedPointError(f"{top}: spec needs non-empty lists 'inputs' and 'layers'")
     tq, acts, weights, biases = {}, {}, {}, {}
     inputs = []
-    for d in spec["inputs"]:
-        where = f"input '{d.get('name')}'"
-        inputs.append(TensorSpec(d["name"], tuple(d["shape"]), "float32"))
-        tq[d["name"]] = _tq_from_dict(d, p, where)
+    for i, d in enumerate(spec["inputs"]):
+        where = f"{top}: input {i}" + (f" '{d.get('name')}'" if isinstance(d, dict) else "")
+        _spec_dict(d, _INPUT_KEYS, where)
+        name, shape = d.get("name"), d.get("shape")
+        if not isinstance(name, str):
+            raise FixedPointError(f"{where}: needs a string 'name'")
+        if not isinstance(shape, (list, tuple)) or not shape or any(
+                v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                   or v <= 0) for v in shape):
+            raise FixedPointError(f"{where}: 'shape' must be a list of positive sizes (None = "
+                                  f"free), batch first, got {shape!r}")
+        inputs.append(TensorSpec(name, tuple(None if v is None else int(v) for v in shape),
+                                 "float32"))
+        tq[name] = _tq_from_dict(d, p, where)
     nodes = []
     prev = inputs[0].name if len(inputs) == 1 else None
     for i, L in enumerate(spec["layers"]):
+        if not isinstance(L, dict):
+            raise FixedPointError(f"{top}: layer {i}: expected a dict, got {type(L).__name__}")
         name, op = L.get("name"), L.get("op")
-        where = f"layer {i} '{name}' ({op})"
+        where = f"{top}: layer {i} '{name}' ({op})"
         if not isinstance(name, str) or op not in _PARAM_OPS:
             raise FixedPointError(f"{where}: needs a string 'name' and an 'op' among "
                                   f"{', '.join(_PARAM_OPS)}")
-        ins = list(L.get("inputs", [prev] if prev is not None else []))
+        _spec_dict(L, _LAYER_KEYS[op], where)
+        ins = _spec_names(L["inputs"], where, "inputs") if "inputs" in L else \
+            ([prev] if prev is not None else [])
         if not ins or any(t not in tq for t in ins):
-            raise FixedPointError(f"{where}: inputs {ins} are not all defined earlier")
+            raise FixedPointError(f"{where}: inputs {ins} are not all defined earlier (graph "
+                                  f"inputs and earlier layers: {list(tq)})")
         attrs = {k: L[k] for k in _FLOAT_ATTRS.get(op, ()) if k in L}
         params = {}
         if op in ("conv2d", "dense"):
-            w = np.asarray(L["weight"])
-            if w.dtype.kind not in "iu":
-                raise FixedPointError(f"{where}: 'weight' must hold integer codes, got {w.dtype}")
-            s_w = check_scale(L["weight_scale"], f"{where} weight_scale")
-            s_w = np.broadcast_to(s_w.astype(np.float32), (w.shape[0],)).copy()
-            zp = int(L.get("weight_zero_point", 0))
-            wdt = L.get("weight_dtype", "int8")
-            if wdt not in ("int8", "uint8", "int4"):
-                raise FixedPointError(f"{where}: weight_dtype must be int8, uint8 or int4")
-            codes, zp = weight_form(w, zp, 4 if wdt == "int4" else 8, wdt != "uint8", p, where)
-            weights[name] = (codes, zp, s_w, np.asarray(L["weight_scale"]).size > 1)
-            params["weight"] = w.astype(np.float64)
-            if L.get("bias") is not None:
-                bq = np.asarray(L["bias"])
-                if bq.dtype.kind not in "iu":
-                    raise FixedPointError(f"{where}: 'bias' must hold int32 codes, got {bq.dtype}")
-                lim = (1 << (p.bias_bits - 1)) - 1
-                bad = np.abs(bq.astype(np.int64)) > lim
-                if np.any(bad):
-                    c = int(np.argmax(bad))
-                    raise FixedPointError(f"{where}: bias channel {c} = {int(bq[c])} does not fit "
-                                          f"int{p.bias_bits}")
-                biases[name] = bq.astype(np.int32)
-                params["bias"] = bq.astype(np.float64)
-        if op in ("conv2d", "dense", "add", "multiply"):
-            act = L.get("activation", "none")
-            if isinstance(act, dict):
-                acts[name] = ("clip", {"min": float(act["min"]), "max": float(act["max"])}, name)
-            elif act != "none":
-                acts[name] = (act, {}, name)
+            weights[name], bias = _spec_weights(L, p, where)
+            params["weight"] = np.asarray(L["weight"]).astype(np.float64)
+            if bias is not None:
+                biases[name] = bias
+                params["bias"] = bias.astype(np.float64)
+        if op in FUSABLE_PRODUCERS:
+            act = _spec_activation(L.get("activation", "none"), name, where)
+            if act is not None:
+                acts[name] = act
         node = Node(name, op, ins, [name], attrs, params)
         nodes.append(node)
         if "output" in L:
+            _spec_dict(L["output"], _ENCODING_KEYS, f"{where} output")
             tq[name] = _tq_from_dict(L["output"], p, f"{where} output")
         elif op in ("max_pool2d", "avg_pool2d", "global_avg_pool2d", "flatten", "reshape",
                     "identity", "zero_pad2d", "relu", "relu6", "clip"):
             tq[name] = tq[ins[0]]
         else:
-            raise FixedPointError(f"{where}: needs an 'output' encoding")
+            raise FixedPointError(f"{where}: needs an 'output' encoding {{scale, zero_point, "
+                                  "dtype}")
         prev = name
-    outs = list(spec.get("outputs", [prev]))
-    g = Graph(inputs, outs, nodes, name=spec.get("name", "model"))
+    if "outputs" in spec:
+        outs = _spec_names(spec["outputs"], f"{top}: spec", "outputs")
+        unknown = [t for t in outs if t not in tq or t in {s.name for s in inputs}]
+        if not outs or unknown:
+            raise FixedPointError(f"{top}: spec 'outputs' {outs} must name layers; "
+                                  f"{unknown or 'none'} are not layers of the spec")
+    else:
+        outs = [prev]
+    name = spec.get("name", "model")
+    if not isinstance(name, str):
+        raise FixedPointError(f"{top}: spec 'name' must be a string, got {name!r}")
+    g = Graph(inputs, outs, nodes, name=name)
     try:
         g.validate()
     except RefqError as e:

@@ -1,6 +1,7 @@
 """Running integer graphs, and the integer-faithful simulation.
 
     y, stats = run_int(g_int, {"x": x})           # outputs (float) and accumulator statistics
+    q, stats = run_int(g_int, {"x": codes}, codes=True)   # integer codes in and out
     g_ref = faithful_graph(sim)                   # the integer-faithful simulation as a graph
     y, stats = run_faithful(sim, {"x": x})
 
@@ -16,6 +17,17 @@ over the run and its headroom in bits:
 (`kernels.common.AccExtremes`: min < −2^(bits−1) or max > 2^(bits−1) − 1). For an op that reports
 only |acc| (a plain int) the rule is conservative: |acc| > 2^(bits−1) − 1, which also counts
 an accumulator of exactly −2^(bits−1).
+
+Integer codes in and out (`codes=True`, for codes from another toolchain): each feed is the integer
+codes of its input's quantizer, `input_encodings(g)[name]` (the encoding of the graph's
+`int_quantize` node: q ∈ [qmin, qmax] holds the real value (q − zero_point)·scale); the
+int_quantize step is skipped, and the codes enter the graph as they are. Each output is returned as
+the codes of its encoding, `output_encodings(g)[name]`, in that encoding's dtype (int8, uint8,
+int16), instead of the dequantized floats; int_dequantize is skipped. Hence, for float x,
+    run_int(g, {n: quantize(x)}, codes=True) == quantize(run_int(g, {n: x})) exactly,
+with quantize the input's int_quantize and the output's encoding (dequantization is exact in
+float32 for |q − zp| < 2^24). Codes must have an integer dtype and lie in [qmin, qmax]; otherwise
+InputError naming the input, the first bad index and value, and the allowed range.
 
 The integer-faithful simulation (DESIGN.md "Three ways to run one graph") is the same integer graph
 lowered with the internal profile `REFERENCE` ("reference"): exact requantization, i.e. the real
@@ -39,13 +51,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import FixedPointError
+import numpy as np
+
+from ..errors import FixedPointError, InputError
 from ..runtime import run
-from .kernels.common import AccExtremes
+from .kernels.common import AccExtremes, output_dtype
+from .lower_encodings import NP_DTYPES, TensorQ
 from .profiles import Profile, get_profile
 
 __all__ = ["run_int", "faithful_graph", "run_faithful", "REFERENCE", "reference_profile",
-           "accumulator_headroom"]
+           "accumulator_headroom", "input_encodings", "output_encodings"]
 
 #: The profile of the integer-faithful simulation (not a target; see the module docstring).
 REFERENCE = Profile(
@@ -75,16 +90,120 @@ def accumulator_headroom(max_abs: int, bits: int) -> int:
     return int(bits) - 1 - int(max_abs).bit_length()
 
 
+def _not_integer(graph, what):
+    return FixedPointError(f"model '{graph.name}' is not an integer model ({what}); lower it "
+                           "first (`refq lower Q.refq.h5 --profile NAME -o INT.refq.h5`)")
+
+
+def _tensor_q(graph, tensor, scale, zero_point, fallback):
+    """The TensorQ of integer tensor `tensor` from graph.meta["integer"]["tensors"], or from
+    `fallback` (qmin, qmax) with the dtype they imply."""
+    meta = graph.meta.get("integer", {}).get("tensors", {}).get(tensor)
+    if meta is not None:
+        return TensorQ(float(meta["scale"]), int(meta["zero_point"]), int(meta["qmin"]),
+                       int(meta["qmax"]), meta["dtype"])
+    lo, hi = fallback
+    return TensorQ(float(np.float32(scale)), int(zero_point), int(lo), int(hi),
+                   output_dtype(int(lo), int(hi)))
+
+
+def _boundary_nodes(graph):
+    """({graph input: [its int_quantize nodes]}, {graph output: its int_dequantize node}) of an
+    integer graph; FixedPointError when the graph does not follow the integer graph contract."""
+    if "integer" not in graph.meta:
+        raise _not_integer(graph, "no graph.meta['integer']")
+    consumers, producers = graph.consumers(), graph.producers()
+    quant = {}
+    for spec in graph.inputs:
+        nodes = consumers.get(spec.name, [])
+        if not nodes or any(n.op != "int_quantize" for n in nodes):
+            raise _not_integer(graph, f"input '{spec.name}' is not read by int_quantize only")
+        quant[spec.name] = nodes
+    deq = {}
+    for t in graph.outputs:
+        n = producers.get(t)
+        if n is None or n.op != "int_dequantize":
+            raise _not_integer(graph, f"output '{t}' is not produced by int_dequantize")
+        deq[t] = n
+    return quant, deq
+
+
+def input_encodings(graph) -> dict:
+    """{graph input: TensorQ} of an integer graph: the encoding of the input's int_quantize node
+    (scale, zero_point, qmin, qmax, dtype), i.e. what codes `run_int(..., codes=True)` takes."""
+    quant, _ = _boundary_nodes(graph)
+    out = {}
+    for name, nodes in quant.items():
+        a = nodes[0].attrs
+        out[name] = _tensor_q(graph, nodes[0].outputs[0], a["scale"], a["zero_point"],
+                              (a["qmin"], a["qmax"]))
+    return out
+
+
+def output_encodings(graph) -> dict:
+    """{graph output: TensorQ} of an integer graph: the encoding of the tensor its int_dequantize
+    node reads, i.e. what codes `run_int(..., codes=True)` returns."""
+    _, deq = _boundary_nodes(graph)
+    out = {}
+    for name, n in deq.items():
+        a = n.attrs
+        out[name] = _tensor_q(graph, n.inputs[0], a["scale"], a["zero_point"], (-(1 << 31),
+                                                                                (1 << 31) - 1))
+    return out
+
+
+def _check_codes(graph, feeds, encs) -> dict:
+    """Integer-code feeds as float64 arrays (exact) for the runtime's float graph inputs;
+    InputError naming the input, the first bad index and value and the allowed range."""
+    if isinstance(feeds, np.ndarray) and len(graph.inputs) == 1:
+        feeds = {graph.inputs[0].name: feeds}
+    if not isinstance(feeds, dict):
+        raise InputError(f"graph '{graph.name}': feeds must be a dict {{input name: array}}, got "
+                         f"{type(feeds).__name__}")
+    out = dict(feeds)
+    for name, q in encs.items():
+        if name not in feeds:
+            continue  # the runtime names missing inputs
+        x = np.asarray(feeds[name])
+        if x.dtype.kind not in "iu":
+            raise InputError(f"input '{name}': integer codes must have an integer dtype (e.g. "
+                             f"{q.dtype}), got {x.dtype}; pass float inputs without codes=True "
+                             "(`refq run --mode int` without --codes)")
+        bad = (x < q.qmin) | (x > q.qmax)
+        if np.any(bad):
+            idx = np.argwhere(bad)[0]
+            raise InputError(f"input '{name}': code {int(x[tuple(idx)])} at index {idx.tolist()} "
+                             f"lies outside [{q.qmin}, {q.qmax}], the {q.dtype} grid of the "
+                             f"input's encoding (scale {q.scale!r}, zero point {q.zero_point}); "
+                             "give codes of that encoding")
+        out[name] = x.astype(np.float64)
+    return out
+
+
 def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
-            quiet: bool = True):
+            quiet: bool = True, *, codes: bool = False):
     """Run integer graph `graph` on float `feeds`; return (outputs, or every tensor with
     trace=True, stats). stats = {node: {op, max_abs_acc, accumulator_bits, headroom_bits,
     overflow_policy, overflowed}} for every node whose op has an accumulator (`Op.accumulate`;
     `overflowed` and headroom as in the module docstring). FixedPointError raised by a kernel is
-    re-raised naming the node."""
+    re-raised naming the node.
+
+    codes=True: `feeds` are integer codes of each input's encoding (`input_encodings`; integer
+    dtype, every value in [qmin, qmax], else InputError naming the input, index, value and range)
+    and the outputs are the integer codes of each output's encoding (`output_encodings`), as
+    arrays of that encoding's dtype; see the module docstring. With trace=True the graph inputs
+    are traced as the codes given (int64) and the other tensors as usual."""
     stats: dict = {}
+    skip = {}
+    if codes:
+        quant, deq = _boundary_nodes(graph)
+        in_encs, out_encs = input_encodings(graph), output_encodings(graph)
+        feeds = _check_codes(graph, feeds, in_encs)
+        skip = {n.name for nodes in quant.values() for n in nodes} | {n.name for n in deq.values()}
 
     def call(node, op, xs, params):
+        if node.name in skip:  # codes in (int_quantize) and out (int_dequantize) pass unchanged
+            return np.asarray(xs[0]).astype(np.int64)
         try:
             if op.accumulate is None:
                 return op.forward(xs, params, node.attrs)
@@ -114,6 +233,12 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
     out = run(graph, feeds, trace=trace, batch_size=batch_size, quiet=quiet, call=call)
     for s in stats.values():
         s["headroom_bits"] = accumulator_headroom(s["max_abs_acc"], s["accumulator_bits"])
+    if codes:
+        for name, q in out_encs.items():
+            out[name] = out[name].astype(NP_DTYPES[q.dtype])
+        for name in in_encs:
+            if name in out:
+                out[name] = out[name].astype(np.int64)
     return out, stats
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import FormatError, GraphError
+from .keras_fields import INT_LIMIT, show
 
 __all__ = ["LayerSpec", "ModelSpec", "parse_model", "config_layers", "layer_name"]
 
@@ -46,8 +47,8 @@ def config_layers(model_config: dict) -> list:
 def layer_name(entry: dict) -> str:
     """The name of one layer entry of a config (top-level `name`, else `config.name`)."""
     name = entry.get("name")
-    if not isinstance(name, str):
-        name = (entry.get("config") or {}).get("name")
+    if not isinstance(name, str) and isinstance(entry.get("config"), dict):
+        name = entry["config"].get("name")
     return name if isinstance(name, str) else ""
 
 
@@ -90,30 +91,45 @@ def _is_keras3(entries: list) -> bool:
     return False
 
 
-def _input_spec(name, cfg, where):
-    shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
+def _input_spec(name, cfg, where, cls="InputLayer", field_owner=None):
+    """(name, shape, dtype) of a model input. The shape field (`batch_shape`, Keras 3, or
+    `batch_input_shape`, Keras 2) is a list whose first entry (the batch) is null or an integer
+    >= 1 and whose other entries are null (free) or integers >= 1; anything else is refused."""
+    key = "batch_shape" if "batch_shape" in cfg else "batch_input_shape"
+    shape = cfg.get(key)
+    owner = field_owner or f"the input layer '{name}' ({cls})"
     if not isinstance(shape, (list, tuple)) or not shape:
-        raise FormatError(f"{where}: the input layer '{name}' has no batch_shape / "
-                          "batch_input_shape; save the model with a fixed input shape "
+        raise FormatError(f"{where}: {owner} has no batch_shape / batch_input_shape (found "
+                          f"{show(shape)}); save the model with a fixed input shape "
                           "(keras.Input(shape=...))")
-    dims = [None] + [d if isinstance(d, int) and not isinstance(d, bool) else None
-                     for d in list(shape)[1:]]
+    for i, d in enumerate(shape):
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1
+                              or d >= INT_LIMIT):
+            raise FormatError(
+                f"{where}: {owner}: {key}[{i}] is {show(d)}, not a positive integer or null; "
+                f"the input shape is damaged: correct {key} or save the model again from Keras")
+    dims = (None,) + tuple(shape[1:])
     dtype = cfg.get("dtype", "float32")
     if isinstance(dtype, dict):  # a dtype policy: {"class_name": "DTypePolicy", "config": {"name"}}
         dtype = (dtype.get("config") or {}).get("name", "float32")
-    if not isinstance(dtype, str) or dtype.startswith("mixed_"):
+    if dtype is None or (isinstance(dtype, str) and dtype.startswith("mixed_")):
         dtype = "float32"
-    return (name, tuple(dims), dtype)
+    if not isinstance(dtype, str):
+        raise FormatError(f"{where}: {owner}: dtype is {show(dtype)}, not a dtype name; correct "
+                          "it or save the model again from Keras")
+    return (name, dims, dtype)
 
 
 def _refs_keras2(call, where, lname):
     refs = []
     if not isinstance(call, list):
-        raise FormatError(f"{where}: layer '{lname}': cannot read inbound node {call!r}")
+        raise FormatError(f"{where}: layer '{lname}': cannot read inbound node {show(call)}; "
+                          "the config is damaged: save the model again")
     for item in call:
         if not isinstance(item, list) or len(item) < 3 or not isinstance(item[0], str):
-            raise FormatError(f"{where}: layer '{lname}': cannot read inbound reference {item!r}; "
-                              "expected [layer_name, node_index, tensor_index, kwargs]")
+            raise FormatError(f"{where}: layer '{lname}': cannot read inbound reference "
+                              f"{show(item)}, expected [layer_name, node_index, tensor_index, "
+                              "kwargs]; the config is damaged: save the model again")
         refs.append((item[0], item[1], item[2]))
     return refs
 
@@ -135,7 +151,8 @@ def _refs_keras3(call, where, lname):
     if isinstance(call, list):  # a Keras 2 style call inside a Keras 3 file
         return _refs_keras2(call, where, lname)
     if not isinstance(call, dict):
-        raise FormatError(f"{where}: layer '{lname}': cannot read inbound node {call!r}")
+        raise FormatError(f"{where}: layer '{lname}': cannot read inbound node {show(call)}; "
+                          "the config is damaged: save the model again")
     hist, kw_hist = [], []
     _collect_tensors(call.get("args", []), hist)
     _collect_tensors(call.get("kwargs", {}), kw_hist)
@@ -146,7 +163,8 @@ def _refs_keras3(call, where, lname):
     refs = []
     for h in hist:
         if not isinstance(h, list) or len(h) < 3 or not isinstance(h[0], str):
-            raise FormatError(f"{where}: layer '{lname}': cannot read keras_history {h!r}")
+            raise FormatError(f"{where}: layer '{lname}': cannot read keras_history {show(h)}; "
+                              "the config is damaged: save the model again")
         refs.append((h[0], h[1], h[2]))
     return refs
 
@@ -162,25 +180,38 @@ def _endpoint_names(value, where, key):
     for item in value if isinstance(value, list) else []:
         if isinstance(item, list) and item and isinstance(item[0], str):
             if len(item) >= 3 and item[2] != 0:
-                raise GraphError(f"{where}: {key} refers to output {item[2]} of layer "
-                                 f"'{item[0]}'; only single-output layers are supported")
+                raise GraphError(f"{where}: {key} refers to output {show(item[2])} of layer "
+                                 f"'{item[0]}'; only single-output layers are supported: "
+                                 "rebuild the model and save it again")
             names.append(item[0])
         else:
-            raise FormatError(f"{where}: cannot read {key} entry {item!r}")
+            raise FormatError(f"{where}: cannot read the {key} entry {show(item)}, expected "
+                              "[layer_name, 0, 0]; the config is damaged: save the model again")
     if not names:
         raise FormatError(f"{where}: the model config has no {key}; save the model again")
     return names
 
 
 def _entry(e, where, i):
+    """(name, class, config) of layer entry `i`: the class a string, the name a string without
+    control characters, the config a JSON object."""
     if not isinstance(e, dict) or not isinstance(e.get("class_name"), str):
         raise FormatError(f"{where}: layer entry {i} of the model config is not a layer "
-                          f"({str(e)[:80]}); the config is damaged: save the model again")
+                          f"({show(e, 80)}); the config is damaged: save the model again")
+    cls = e["class_name"]
     name = layer_name(e)
     if not name:
-        raise FormatError(f"{where}: layer entry {i} ({e['class_name']}) has no name")
+        raise FormatError(f"{where}: layer entry {i} ({show(cls)}) has no name; the config is "
+                          "damaged: save the model again")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name + cls):
+        raise FormatError(f"{where}: layer entry {i} has the name {show(name)} and class "
+                          f"{show(cls)}, which hold control characters; the config is damaged: "
+                          "rename the layer and save the model again")
     cfg = e.get("config")
-    return name, e["class_name"], cfg if isinstance(cfg, dict) else {}
+    if not isinstance(cfg, dict):
+        raise FormatError(f"{where}: layer '{name}' ({cls}) has the config {show(cfg)}, not a "
+                          "JSON object; the config is damaged: save the model again")
+    return name, cls, cfg
 
 
 def parse_model(model_config: dict, where: str) -> ModelSpec:
@@ -188,7 +219,7 @@ def parse_model(model_config: dict, where: str) -> ModelSpec:
     file."""
     kind = model_config.get("class_name")
     if kind not in MODEL_CLASSES:
-        raise FormatError(f"{where}: the model class is {kind!r}; only Sequential and "
+        raise FormatError(f"{where}: the model class is {show(kind)}; only Sequential and "
                           "Functional (Keras 2 'Model') models can be imported, not subclassed "
                           "models: rebuild it with the functional API and save again")
     entries = config_layers(model_config)
@@ -214,9 +245,11 @@ def _parse_sequential(entries, cfg, where, name, dialect):
         specs = specs[1:]
     else:
         shape_cfg = dict(first_cfg)
+        owner = f"the first layer '{first_name}' ({first_class})"
         if "batch_input_shape" not in shape_cfg and "batch_shape" not in shape_cfg:
             shape_cfg["batch_shape"] = cfg.get("build_input_shape")
-        inputs.append(_input_spec(f"{first_name}_input", shape_cfg, where))
+            owner = f"the Sequential model (build_input_shape, as batch_shape)"
+        inputs.append(_input_spec(f"{first_name}_input", shape_cfg, where, first_class, owner))
     prev = inputs[0][0]
     for (lname, cls, lcfg), e in zip(specs, entries[len(entries) - len(specs):]):
         if cls == "InputLayer":
@@ -240,22 +273,25 @@ def _parse_functional(entries, cfg, where, name, dialect):
         seen.add(lname)
         calls = e.get("inbound_nodes") or []
         if not isinstance(calls, list):
-            raise FormatError(f"{where}: layer '{lname}' has inbound_nodes {calls!r}, not a list; "
-                              "the config is damaged: save the model again")
+            raise FormatError(f"{where}: layer '{lname}' has inbound_nodes {show(calls)}, not a "
+                              "list; the config is damaged: save the model again")
         if cls == "InputLayer":
             inputs.append(_input_spec(lname, lcfg, where))
             continue
         if len(calls) != 1:
-            problems.append((lname, cls, "is called %d times (a shared layer); refq imports each "
-                             "layer applied once: give each use its own layer" % len(calls)
-                             if calls else "is not connected to any input"))
+            problems.append((lname, cls, "it is called %d times (a shared layer); refq imports "
+                             "each layer applied once: give each use its own layer and save "
+                             "the model again" % len(calls) if calls else
+                             "it is not connected to any input: connect or remove it and save "
+                             "the model again"))
             calls = calls[:1]
         refs = read_refs(calls[0], where, lname) if calls else []
         for src, node_index, tensor_index in refs:
             if node_index != 0 or tensor_index != 0:
-                problems.append((lname, cls, f"reads output {tensor_index} of call {node_index} "
-                                 f"of layer '{src}'; shared or multi-output layers are not "
-                                 "supported"))
+                problems.append((lname, cls, f"it reads output {show(tensor_index)} of call "
+                                 f"{show(node_index)} of layer '{src}'; shared or multi-output "
+                                 "layers are not supported: give each use its own layer and "
+                                 "save the model again"))
         layers.append(LayerSpec(lname, cls, lcfg, [r[0] for r in refs], e))
     input_names = _endpoint_names(cfg.get("input_layers"), where, "input_layers")
     outputs = _endpoint_names(cfg.get("output_layers"), where, "output_layers")

@@ -1,10 +1,15 @@
 """Build a refq Graph from an opened Keras file: topology, unsupported-layer check, conversion.
 
 Steps: read the topology (`keras_config.parse_model`); judge every layer from its config and
-raise one UnsupportedLayerError listing all that cannot be imported; convert the layers in
-topological order (`keras_layers.CONVERTERS`), checking each new node against its op's schema,
-shape inference and parameter shapes as it is added (so an error names the file, the Keras
-layer, the node and the dataset); finally `Graph.validate()`.
+raise one error listing all that cannot be imported (UnsupportedLayerError when one of them is a
+valid Keras layer refq does not import, FormatError when all are damaged configs); convert the
+layers in topological order (`keras_layers.CONVERTERS`), checking each layer's weights (count,
+shape, finite values) and each new node against its op's schema, shape inference and parameter
+shapes as it is added (so an error names the file, the Keras layer, the node and the dataset);
+finally `Graph.validate()`.
+
+Every message is one line: the list of refused layers is inline, grouped by reason, and cut after
+`MAX_LISTED` layers with "and N more".
 
 The hard_sigmoid definition follows the Keras major version: the file's `keras_version` when it
 has one, otherwise the config dialect (Keras 3 features -> 3, else 2).
@@ -13,14 +18,19 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..errors import FormatError, GraphError, ParamError, RefqError, ShapeError, \
     UnsupportedLayerError
 from ..graph import Graph, Node, TensorSpec
 from .keras_config import parse_model
-from .keras_weights import keras_major
-from .keras_layers import CONVERTERS, Unsupported, static_check
+from .keras_weights import keras_major, one_line
+from .keras_fields import BadField
+from .keras_layers import CONVERTERS, Unsupported, damaged_reason, static_check
 
-__all__ = ["build_graph"]
+__all__ = ["build_graph", "MAX_LISTED"]
+
+MAX_LISTED = 5  # layers named in one "cannot be imported" message; the rest are counted
 
 
 class _Weights(dict):
@@ -68,7 +78,27 @@ class _Builder:
                 f"weight(s) ({', '.join(roles)}) for its config, but '{lw.where}' holds "
                 f"{len(lw.arrays)} ({held}); a weight is missing or the config does not match "
                 "the weights: save the model again")
-        return _Weights(dict(zip(roles, lw.arrays)), dict(zip(roles, lw.labels)))
+        w = _Weights(dict(zip(roles, lw.arrays)), dict(zip(roles, lw.labels)))
+        for role in roles:
+            arr = w[role]
+            if arr.dtype.kind == "f":
+                self.refuse_values(layer, w, role, ~np.isfinite(arr), "is not a finite number",
+                                   "fix or retrain the model in Keras and save it again")
+        return w
+
+    def refuse_values(self, layer, w, role, bad, what, todo):
+        """ParamError naming the first element where the boolean array `bad` holds, as
+        `role[index] = value`, with the dataset it came from; nothing when `bad` is all False."""
+        if not np.any(bad):
+            return
+        bad = np.asarray(bad).reshape(w[role].shape)
+        index = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
+        element = f"{role}[{', '.join(map(str, index))}]" if index else role
+        count = int(np.count_nonzero(bad))
+        more = f", and {count - 1} more element(s)" if count > 1 else ""
+        raise ParamError(
+            f"{self.where}: layer '{layer.name}' ({layer.class_name}): the weight "
+            f"{element} = {w[role][index]} {what} (dataset '{w.label(role)}'{more}); {todo}")
 
     def expect(self, layer, w, role, template):
         arr = w[role]
@@ -138,10 +168,11 @@ class _Builder:
             out = op.infer_shape(in_shapes, node.attrs, node.params)
             expected = op.param_shapes(in_shapes, node.attrs)
         except ShapeError as e:
-            raise ShapeError(f"{where}: {e} (input shapes {[_fmt_shape(s) for s in in_shapes]}); "
-                             "the layer config does not fit its inputs") from None
+            raise ShapeError(f"{where}: {one_line(e)} (input shapes "
+                             f"{[_fmt_shape(s) for s in in_shapes]}); the layer config does not "
+                             "fit its inputs: correct it and save the model again") from None
         except GraphError as e:
-            msg = str(e)
+            msg = one_line(e)
             raise GraphError(msg if msg.startswith(where) else f"{where}: {msg}") from None
         for pname, want in expected.items():
             have = node.params.get(pname)
@@ -156,22 +187,51 @@ class _Builder:
         self.nodes.append(node)
 
 
-def _unsupported_message(where, problems):
-    lines = [f"  - '{name}' ({cls}): {reason}" for name, cls, reason in problems]
-    return (f"{where}: {len(problems)} layer(s) cannot be imported:\n" + "\n".join(lines)
-            + "\nReplace them with built-in layers refq supports and save the model again.")
+def _problems_message(where, problems):
+    """One line naming the refused layers, grouped by reason; after `MAX_LISTED` layers the rest
+    are counted by class ("and 3 more (Lambda x2, MyLayer)")."""
+    groups = {}
+    for lname, cls, reason in problems:
+        groups.setdefault(reason, []).append((lname, cls))
+    parts, hidden, listed = [], [], 0
+    for reason, layers in groups.items():
+        room = MAX_LISTED - listed
+        shown, rest = layers[:room], layers[room:]
+        hidden += rest
+        listed += len(shown)
+        if shown:
+            parts.append((reason, shown))
+    text = "; ".join(", ".join(f"'{lname}' ({cls})" for lname, cls in shown) + f": {reason}"
+                     for reason, shown in parts)
+    if hidden:
+        tally = {}
+        for _, cls in hidden:
+            tally[cls] = tally.get(cls, 0) + 1
+        text += f"; and {len(hidden)} more (" + ", ".join(
+            cls if k == 1 else f"{cls} x{k}" for cls, k in tally.items()) + ")"
+    n = len(problems)
+    return f"{where}: {n} layer{'s' if n != 1 else ''} cannot be imported: {text}"
+
+
+def _problems_error(where, problems):
+    """UnsupportedLayerError, or FormatError when every problem is a damaged config."""
+    text = _problems_message(where, [(lname, cls, reason) for lname, cls, _, reason in problems])
+    if all(kind == "damaged" for _, _, kind, _ in problems):
+        return FormatError(text)
+    return UnsupportedLayerError(text)
 
 
 # Errors a damaged config can provoke in plain Python code that reads it (a string where a list
 # was expected, a missing key, ...). They are reported as FormatError naming the layer.
-_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
+_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+              RecursionError)
 
 
 def _malformed(where, layer, e):
     what = f"layer '{layer.name}' ({layer.class_name})" if layer is not None else "the model config"
-    return FormatError(f"{where}: {what} has a malformed config ({type(e).__name__}: {e}); the "
-                       "config is damaged or from an unsupported Keras version: save the model "
-                       "again")
+    return FormatError(f"{where}: {what} has a malformed config ({type(e).__name__}: "
+                       f"{one_line(e)}); the config is damaged or from an unsupported Keras "
+                       "version: save the model again")
 
 
 def build_graph(kf) -> Graph:
@@ -181,16 +241,16 @@ def build_graph(kf) -> Graph:
         spec = parse_model(kf.config, source)
     except _MALFORMED as e:
         raise _malformed(source, None, e) from None
-    problems = list(spec.problems)
+    problems = [(lname, cls, "unsupported", reason) for lname, cls, reason in spec.problems]
     for layer in spec.layers:
         try:
-            reason = static_check(layer)
+            verdict = static_check(layer)
         except _MALFORMED as e:
             raise _malformed(source, layer, e) from None
-        if reason:
-            problems.append((layer.name, layer.class_name, reason))
+        if verdict:
+            problems.append((layer.name, layer.class_name) + verdict)
     if problems:
-        raise UnsupportedLayerError(_unsupported_message(kf.where, problems))
+        raise _problems_error(source, problems)
 
     b = _Builder(kf, spec)
     for layer in spec.layers:
@@ -198,8 +258,11 @@ def build_graph(kf) -> Graph:
         try:
             convert(b, layer, list(layer.inbound))
         except Unsupported as e:
-            raise UnsupportedLayerError(
-                _unsupported_message(kf.where, [(layer.name, layer.class_name, str(e))])) from None
+            raise _problems_error(source, [(layer.name, layer.class_name, "unsupported",
+                                            str(e))]) from None
+        except BadField as e:
+            raise _problems_error(source, [(layer.name, layer.class_name, "damaged",
+                                            damaged_reason(e))]) from None
         except _MALFORMED as e:
             raise _malformed(source, layer, e) from None
 
@@ -216,4 +279,4 @@ def build_graph(kf) -> Graph:
     try:
         return graph.validate()
     except RefqError as e:
-        raise type(e)(f"{kf.where}: {e}") from None
+        raise type(e)(f"{kf.where}: {one_line(e)}") from None

@@ -23,7 +23,18 @@ D. **`.keras` zip archive** (Keras 3 `model.save("m.keras")`): `config.json` (th
 
 Weights are taken strictly in the stored order (`weight_names`, or `vars/0, 1, ...`); dataset names
 are never used to guess which weight is which. Every h5py, zip, JSON or OS error is turned into a
-`FormatError` or `ParamError` that names the file, the layer and the dataset.
+one-line `FormatError` or `ParamError` that names the file, the layer and the dataset (a library's
+own text is reduced to one short line).
+
+What is refused on opening:
+- text attributes (`model_config`, `keras_version`, `backend`, `layer_names`, `weight_names`, the
+  `name` of a `vars` group) that are not UTF-8 text;
+- a config that is not a JSON object with `class_name`, or is nested more than `MAX_JSON_DEPTH`
+  levels; an architecture file or a `.keras` JSON member larger than `MAX_JSON_BYTES`, a
+  `model.weights.h5` member larger than `MAX_WEIGHTS_BYTES` (judged from the sizes the archive
+  declares, before reading);
+- files written by Keras 1 or with the Theano backend, whose weights Keras itself converts on
+  loading (Theano stores convolution kernels flipped).
 
 This module recognises the dialect and opens the file; `keras_weights` reads each layer's weights,
 `keras_config` reads the topology (the config dialects), `keras_layers` converts layers and
@@ -37,13 +48,20 @@ import os
 import zipfile
 import zlib
 
-from ..errors import FormatError
-from .keras_weights import KerasFile, h5py_module, str_list_attr, as_text
+from ..errors import FormatError, RefqError
+from .keras_weights import KerasFile, NotText, as_text, h5py_module, keras_major, one_line, \
+    str_list_attr, text_attr
 
-__all__ = ["import_keras", "open_keras_file"]
+__all__ = ["import_keras", "open_keras_file", "MAX_JSON_BYTES", "MAX_WEIGHTS_BYTES",
+           "MAX_JSON_DEPTH"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
+MAX_JSON_BYTES = 64 * 2 ** 20     # a model config, metadata or architecture JSON
+MAX_WEIGHTS_BYTES = 8 * 2 ** 30   # the weights member of a .keras archive (read into memory)
+MAX_JSON_DEPTH = 100              # nesting of a config (Keras writes about 10 levels)
+_ARCH_HINT = ("pass the architecture with `refq import FILE --architecture model.json` "
+              "(import_keras(path, architecture=...)), the JSON of model.to_json()")
 
 
 def import_keras(path, architecture=None):
@@ -53,12 +71,18 @@ def import_keras(path, architecture=None):
       (B or C) together with `architecture`.
     architecture: path of a JSON file written from `model.to_json()`. Required for weights-only
       files; when given for a full model it replaces the stored config.
-    Raises FormatError, ParamError, GraphError or UnsupportedLayerError; never executes code.
+    Raises FormatError, ParamError, GraphError or UnsupportedLayerError, each with a one-line
+    message; never executes code.
     """
     from .keras_graph import build_graph
 
-    with open_keras_file(path, architecture) as kf:
-        return build_graph(kf)
+    try:
+        with open_keras_file(path, architecture) as kf:
+            return build_graph(kf)
+    except RefqError as e:
+        if "\n" in str(e) or "\r" in str(e):  # messages are one line, whatever they embed
+            raise type(e)(one_line(e, limit=2000)) from None
+        raise
 
 
 # ---- opening -----------------------------------------------------------------------------------
@@ -85,7 +109,7 @@ def _sniff(path) -> str:
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file; check the path") from None
     except OSError as e:
-        raise FormatError(f"{path}: cannot be read ({e}); check the path and its "
+        raise FormatError(f"{path}: cannot be read ({one_line(e)}); check the path and its "
                           "permissions") from None
 
 
@@ -95,32 +119,64 @@ def _open_h5(source, label):
         return h5py.File(source, "r")
     except (OSError, RuntimeError, ValueError) as e:
         raise FormatError(
-            f"{label}: starts like an HDF5 file but cannot be opened ({e}); it is probably "
-            "truncated or damaged: copy or save it again") from None
+            f"{label}: starts like an HDF5 file but cannot be opened ({one_line(e)}); it is "
+            "probably truncated or damaged: copy or save it again") from None
+
+
+def _depth(value) -> int:
+    """The nesting depth of a JSON value (a scalar has depth 0), computed without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+_TOO_DEEP = object()  # json.loads hit the recursion limit
 
 
 def _parse_json(text, label, what):
+    """The Keras model config in `text` (bytes or str): a UTF-8 JSON object with 'class_name'
+    nested at most MAX_JSON_DEPTH levels; FormatError naming `label` and `what` otherwise."""
     try:
         value = json.loads(as_text(text))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FormatError(f"{label}: {what} is not valid JSON ({e}); save the model "
+    except NotText as e:
+        raise FormatError(f"{label}: {what} {e}; save the model again from Keras") from None
+    except RecursionError:
+        value = _TOO_DEEP
+    except ValueError as e:
+        raise FormatError(f"{label}: {what} is not valid JSON ({one_line(e)}); save the model "
                           "again") from None
+    if value is _TOO_DEEP or _depth(value) > MAX_JSON_DEPTH:
+        raise FormatError(f"{label}: {what} is nested more than {MAX_JSON_DEPTH} levels deep, "
+                          "which no Keras config is; the file is damaged: save the model again")
     if not isinstance(value, dict) or "class_name" not in value:
-        raise FormatError(f"{label}: {what} is not a Keras model config (a JSON object with "
+        kind = "a JSON object without 'class_name'" if isinstance(value, dict) else \
+            f"a JSON {type(value).__name__.replace('NoneType', 'null')}"
+        raise FormatError(f"{label}: {what} is {kind}, not a Keras model config (an object with "
                           "'class_name' and 'config'); pass the output of model.to_json()")
     return value
 
 
 def _read_architecture(architecture):
     try:
+        size = os.path.getsize(architecture)
+        if size > MAX_JSON_BYTES:
+            raise FormatError(f"{architecture}: the architecture JSON is {size} bytes, more than "
+                              f"the {MAX_JSON_BYTES} a model config can be; {_ARCH_HINT}")
         with open(architecture, "rb") as f:
             text = f.read()
     except OSError as e:
-        raise FormatError(f"{architecture}: cannot read the architecture JSON ({e}); pass the "
-                          "path of a file holding model.to_json()") from None
+        raise FormatError(f"{architecture}: cannot read the architecture JSON ({one_line(e)}); "
+                          f"{_ARCH_HINT}") from None
     cfg = _parse_json(text, str(architecture), "the architecture file")
     # Keras 2's to_json() wraps {"class_name", "config", "keras_version", "backend"}.
-    return cfg, cfg.get("keras_version")
+    version = cfg.get("keras_version")
+    return cfg, version if isinstance(version, str) else None
 
 
 def open_keras_file(path, architecture=None) -> KerasFile:
@@ -144,27 +200,41 @@ def open_keras_file(path, architecture=None) -> KerasFile:
         raise
 
 
+def _check_writer(path, group):
+    """Refuse files whose weights Keras itself converts on loading: Keras 1 layouts and the
+    Theano backend's flipped convolution kernels (keras.saving preprocess_weights_for_loading)."""
+    version = text_attr(group, "keras_version", path)
+    backend = text_attr(group, "backend", path)
+    if keras_major(version) == 1:
+        raise FormatError(f"{path}: was written by Keras {version}, whose layer configs and "
+                          "weight layouts refq does not read; load it in Keras 2 and save it "
+                          "again")
+    if backend == "theano":
+        raise FormatError(f"{path}: was saved with the Theano backend, which stores "
+                          "convolution kernels flipped; load it in Keras with the TensorFlow "
+                          "backend and save it again")
+    return version
+
+
 def _classify_h5(path, h5, arch_cfg, arch_version, architecture):
     h5py = h5py_module()
     try:
-        attrs = h5.attrs
-        version = as_text(attrs["keras_version"]) if "keras_version" in attrs else None
-        if "model_config" in attrs:
-            config = arch_cfg or _parse_json(attrs["model_config"], path,
-                                             "the attribute 'model_config'")
+        version = _check_writer(path, h5)
+        if "model_config" in h5.attrs:
+            text = text_attr(h5, "model_config", path)
+            config = arch_cfg or _parse_json(text, path, "the attribute 'model_config'")
             if "model_weights" not in h5 or not isinstance(h5["model_weights"], h5py.Group):
                 raise FormatError(
                     f"{path}: has a model_config but no group 'model_weights'; the weights are "
                     "missing: save the model again with model.save()")
             root = h5["model_weights"]
-            if str_list_attr(root, "layer_names") is None:
+            if str_list_attr(root, "layer_names", path) is None:
                 raise FormatError(f"{path}: the group 'model_weights' has no attribute "
                                   "'layer_names'; the file is damaged: save the model again")
-            version = version or (as_text(root.attrs["keras_version"])
-                                  if "keras_version" in root.attrs else None)
+            version = version or _check_writer(path, root)
             return KerasFile(path, "legacy-model-h5", config, version or arch_version, h5, root,
                              config_source=architecture or path)
-        if str_list_attr(h5, "layer_names") is not None:
+        if str_list_attr(h5, "layer_names", path) is not None:
             dialect = "legacy-weights-h5"
         elif "layers" in h5 or "vars" in h5:
             dialect = "keras3-weights-h5"
@@ -172,51 +242,67 @@ def _classify_h5(path, h5, arch_cfg, arch_version, architecture):
         elif "model_weights" in h5:
             raise FormatError(
                 f"{path}: has a group 'model_weights' but no root attribute 'model_config', so "
-                "the architecture is missing; pass architecture='model.json' (from "
-                "model.to_json()) or save the full model with model.save()")
+                f"the architecture is missing; {_ARCH_HINT}, or save the full model with "
+                "model.save()")
         else:
             raise FormatError(
                 f"{path}: is an HDF5 file but not a Keras model or weights file (no "
                 "'model_config' attribute, no 'layer_names' attribute, no 'layers' group); pass "
                 "a file written by Keras model.save() or model.save_weights()")
-    except (KeyError, OSError, RuntimeError) as e:
-        raise FormatError(f"{path}: cannot read the HDF5 structure ({e}); the file is truncated "
-                          "or damaged: save it again") from None
+    except (KeyError, OSError, RuntimeError, ValueError) as e:
+        raise FormatError(f"{path}: cannot read the HDF5 structure ({one_line(e)}); the file "
+                          "is truncated or damaged: save it again") from None
     if arch_cfg is None:
-        raise FormatError(
-            f"{path}: holds weights only (no 'model_config'); pass the architecture too: "
-            "import_keras(path, architecture='model.json') with the JSON of model.to_json()")
+        raise FormatError(f"{path}: holds weights only (no 'model_config'); {_ARCH_HINT}")
     return KerasFile(path, dialect, arch_cfg, version or arch_version, h5, h5,
                      config_source=architecture)
+
+
+def _read_member(zf, path, name, limit):
+    """The bytes of archive member `name` (None when absent), refusing members whose declared
+    size exceeds `limit` before reading them."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        return None
+    if info.file_size > limit:
+        raise FormatError(f"{path}: the member '{name}' of the .keras archive declares "
+                          f"{info.file_size} bytes, more than the {limit} refq reads; the "
+                          "archive is damaged or not a Keras model: save the model again")
+    return zf.read(info)
 
 
 def _open_zip(path, arch_cfg, architecture):
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-            config_text = zf.read("config.json") if "config.json" in names else None
-            meta_text = zf.read("metadata.json") if "metadata.json" in names else None
-            weights = zf.read("model.weights.h5") if "model.weights.h5" in names else None
+            config_text = _read_member(zf, path, "config.json", MAX_JSON_BYTES)
+            meta_text = _read_member(zf, path, "metadata.json", MAX_JSON_BYTES)
+            weights = _read_member(zf, path, "model.weights.h5", MAX_WEIGHTS_BYTES)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            NotImplementedError, zlib.error) as e:
-        raise FormatError(f"{path}: is not a readable zip archive ({e}); a .keras file is a zip "
-                          "archive: it is probably truncated or damaged, save it again") from None
+            NotImplementedError, RuntimeError, zlib.error, MemoryError) as e:
+        raise FormatError(f"{path}: is not a readable zip archive ({one_line(e)}); a .keras "
+                          "file is a zip archive: it is probably truncated or damaged, save it "
+                          "again") from None
     if weights is None:
         sharded = "model.weights.json" in names
         raise FormatError(
-            f"{path}: the .keras archive has no 'model.weights.h5' (members: {sorted(names)}); "
+            f"{path}: the .keras archive has no 'model.weights.h5' (members: "
+            f"{one_line(sorted(names), 200)}); "
             + ("sharded weights are not supported: save without max_shard_size" if sharded
                else "save the model again with model.save('m.keras')"))
     if arch_cfg is None and config_text is None:
         raise FormatError(f"{path}: the .keras archive has no 'config.json' (members: "
-                          f"{sorted(names)}); save the model again or pass architecture=")
+                          f"{one_line(sorted(names), 200)}); save the model again, or "
+                          f"{_ARCH_HINT}")
     config = arch_cfg or _parse_json(config_text, f"{path}[config.json]", "config.json")
     version = None
     if meta_text is not None:
         try:
             meta = json.loads(as_text(meta_text))
-            version = str(meta.get("keras_version")) if isinstance(meta, dict) else None
-        except (ValueError, UnicodeDecodeError):
+            found = meta.get("keras_version") if isinstance(meta, dict) else None
+            version = found if isinstance(found, str) else None
+        except (ValueError, RecursionError):
             version = None  # metadata is informative only
     h5 = _open_h5(io.BytesIO(weights), f"{path}[model.weights.h5]")
     return KerasFile(path, "keras-zip", config, version or "3", h5, h5,

@@ -8,8 +8,10 @@ came from, or None when the file has no entry for the layer:
   the `vars` group when every group has one, else by rebuilding Keras' key (snake_case of the class
   name, made unique with `_1, _2, ...` in the order of `model.layers`, which for a Sequential model
   leaves out the InputLayer).
-Arrays keep their stored dtype; NaN/Inf and non-numeric data are refused with a ParamError, and
-any h5py error becomes a FormatError naming the file, layer and dataset.
+Arrays keep their stored dtype; non-numeric data are refused with a ParamError (NaN/Inf are refused
+by `keras_graph`, which knows each weight's role), and any h5py error becomes a one-line
+FormatError naming the file, layer and dataset. Attribute text must be UTF-8 (`text_attr`,
+`str_list_attr`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import numpy as np
 from ..errors import FormatError, ParamError, RefqError
 from .keras_config import config_layers, layer_name
 
-__all__ = ["KerasFile", "LayerWeights", "keras_major", "snake_case", "as_text", "str_list_attr"]
+__all__ = ["KerasFile", "LayerWeights", "NotText", "keras_major", "snake_case", "as_text",
+           "text_attr", "str_list_attr", "one_line"]
 
 
 def h5py_module():
@@ -30,27 +33,86 @@ def h5py_module():
     return h5py
 
 
+def one_line(error, limit: int = 160) -> str:
+    """The text of an exception (or any value) as one short line: whitespace runs, newlines
+    included, become one space; longer texts are cut to `limit` characters with "..."."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class NotText(ValueError):
+    """A value that should be UTF-8 text is not (str(e) says what it is instead)."""
+
+
 def as_text(value) -> str:
+    """`value` (str, bytes, or a one-element NumPy array of either, as h5py returns attributes)
+    as a str. Raises NotText for bytes that are not UTF-8 (h5py returns those as a str with lone
+    surrogates, which are refused too) and for anything that is not text."""
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "SUO":
+        value = value.reshape(())[()]
     if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return as_text(value[()])
-    return str(value)
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise NotText(f"is not UTF-8 text (byte {value[e.start:e.start + 1]!r} at offset "
+                          f"{e.start})") from None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise NotText(f"is not UTF-8 text (an undecodable byte at offset {e.start})") from None
+        return str(value)
+    raise NotText(f"is not text but {type(value).__name__} {one_line(repr(value), 40)}")
 
 
-def str_list_attr(group, key: str):
-    """A list-of-strings attribute, joining Keras' chunks `key0, key1, ...`; None when absent."""
+def _attr_error(group, key, where, reason):
+    owner = "the root" if group.name == "/" else f"the group '{group.name}'"
+    return FormatError(f"{where}: the attribute '{key}' of {owner} {reason}; the file is "
+                       "damaged or was not written by Keras: save the model again from Keras")
+
+
+def _read_attr(group, key, where):
+    try:
+        return group.attrs[key]
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise _attr_error(group, key, where, f"cannot be read ({one_line(e)})") from None
+
+
+def text_attr(group, key: str, where: str):
+    """The text attribute `key` of `group`, or None when absent; FormatError naming `where`, the
+    group and the attribute when it cannot be read or is not UTF-8 text."""
+    if key not in group.attrs:
+        return None
+    try:
+        return as_text(_read_attr(group, key, where))
+    except NotText as e:
+        raise _attr_error(group, key, where, str(e)) from None
+
+
+def str_list_attr(group, key: str, where: str):
+    """A list-of-strings attribute, joining Keras' chunks `key0, key1, ...`; None when absent.
+    FormatError naming `where`, the group and the attribute when an entry is not UTF-8 text."""
     attrs = group.attrs
     if key in attrs:
-        values = attrs[key]
+        chunks = [(key, _read_attr(group, key, where))]
     elif f"{key}0" in attrs:
-        values, i = [], 0
+        chunks, i = [], 0
         while f"{key}{i}" in attrs:
-            values.extend(list(attrs[f"{key}{i}"]))
+            chunks.append((f"{key}{i}", _read_attr(group, f"{key}{i}", where)))
             i += 1
     else:
         return None
-    return [as_text(v) for v in np.asarray(values).reshape(-1)]
+    out = []
+    for k, values in chunks:
+        values = np.asarray(values)
+        if values.size and values.dtype.kind not in "SUO":
+            raise _attr_error(group, k, where, f"is not a list of names (dtype {values.dtype})")
+        for i, v in enumerate(values.reshape(-1)):
+            try:
+                out.append(as_text(v))
+            except NotText as e:
+                raise _attr_error(group, k, where, f"has an entry {i} that {e}") from None
+    return out
 
 
 def keras_major(version) -> int | None:
@@ -124,16 +186,21 @@ class KerasFile:
             raise
         except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise FormatError(
-                f"{self.where}: layer '{name}' ({class_name}): cannot read its weights ({e}); the "
-                "file is truncated or damaged: copy or save it again") from None
+                f"{self.where}: layer '{name}' ({class_name}): cannot read its weights "
+                f"({one_line(e)}); the file is truncated or damaged: copy or save it again"
+            ) from None
 
     def _legacy_weights(self, name, class_name):
         root = self._root
-        names = str_list_attr(root, "layer_names") or []
+        names = str_list_attr(root, "layer_names", self.where) or []
         if name not in names or name not in root:
             return None
         group = root[name]
-        wnames = str_list_attr(group, "weight_names") or []
+        if not isinstance(group, h5py_module().Group):
+            raise FormatError(
+                f"{self.where}: layer '{name}' ({class_name}): '{group.name}' is a dataset, not "
+                "a group of weights; the file is damaged: save the model again")
+        wnames = str_list_attr(group, "weight_names", self.where) or []
         arrays = []
         for w in wnames:
             if w not in group:
@@ -172,8 +239,15 @@ class KerasFile:
         by_attr, keys = {}, list(layers.keys())
         for key in keys:
             vars_group = layers[key].get("vars")
-            if vars_group is not None and "name" in vars_group.attrs:
-                by_attr[as_text(vars_group.attrs["name"])] = f"layers/{key}/vars"
+            name = text_attr(vars_group, "name", self.where) if vars_group is not None else None
+            if name is None:
+                continue
+            if name in by_attr:
+                raise FormatError(
+                    f"{self.where}: the groups '/{by_attr[name]}' and '/layers/{key}/vars' both "
+                    f"carry the layer name '{name}' (attribute 'name'); the file is damaged: "
+                    "save the weights again with model.save_weights()")
+            by_attr[name] = f"layers/{key}/vars"
         if by_attr and len(by_attr) == len(keys):
             return by_attr
         # Rebuild Keras' keys: snake_case(class name), made unique in the order of model.layers.
@@ -192,19 +266,24 @@ class KerasFile:
         return index
 
     def _read(self, dataset, layer, label):
+        if not isinstance(dataset, h5py_module().Dataset):
+            raise FormatError(
+                f"{self.where}: layer '{layer}': '{label}' is a group, not a weight dataset; the "
+                "file is damaged: save the model again")
         try:
             arr = np.asarray(dataset[()])
+        except MemoryError:
+            raise FormatError(
+                f"{self.where}: layer '{layer}': the weight '{label}' declares the shape "
+                f"{dataset.shape}, too large to read; the file is damaged: save the model "
+                "again") from None
         except (OSError, RuntimeError, ValueError, TypeError) as e:
             raise FormatError(
-                f"{self.where}: layer '{layer}': cannot read the weight '{label}' ({e}); the file "
-                "is truncated or damaged: copy or save it again") from None
+                f"{self.where}: layer '{layer}': cannot read the weight '{label}' "
+                f"({one_line(e)}); the file is truncated or damaged: copy or save it again"
+            ) from None
         if arr.dtype.kind not in "fiu":
             raise ParamError(
                 f"{self.where}: layer '{layer}': the weight '{label}' has dtype {arr.dtype}, not a "
                 "real number type; save the weights from Keras again")
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            bad = np.argwhere(~np.isfinite(arr))[0].tolist()
-            raise ParamError(
-                f"{self.where}: layer '{layer}': the weight '{label}' holds NaN or Inf (first at "
-                f"index {bad}: {arr[tuple(bad)]}); fix or retrain the model before importing it")
         return arr

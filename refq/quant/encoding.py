@@ -168,12 +168,43 @@ class Encoding:
 
     @classmethod
     def from_json(cls, data) -> "Encoding":
-        """Inverse of `to_json`; accepts the dict or its JSON text. QuantError on a malformed value."""
+        """Inverse of `to_json`; accepts the dict or its JSON text. QuantError naming the key on an
+        unknown or missing key, a value of the wrong type, or a malformed value."""
         if isinstance(data, str):
-            data = json.loads(data)
-        keys = {"scale", "zero_point", "bitwidth", "qmin", "qmax", "symmetric", "axis"}
-        if not isinstance(data, dict) or set(data) != keys:
-            raise QuantError(f"an encoding is a JSON object with keys {sorted(keys)}, got {data!r}")
+            try:
+                data = json.loads(data)
+            except ValueError as e:
+                raise QuantError(f"an encoding is JSON text, got invalid JSON ({e})") from None
+        keys = ("axis", "bitwidth", "qmax", "qmin", "scale", "symmetric", "zero_point")
+        if not isinstance(data, dict):
+            raise QuantError(f"an encoding is a JSON object with keys {list(keys)}, got "
+                             f"{type(data).__name__}")
+        unknown = sorted(set(data) - set(keys))
+        missing = [k for k in keys if k not in data]
+        if unknown or missing:
+            what = f"unknown key '{unknown[0]}'" if unknown else f"missing key '{missing[0]}'"
+            raise QuantError(f"an encoding: {what}; allowed keys: {list(keys)}")
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        def integer(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def one_or_list(v, ok):
+            return ok(v) or (isinstance(v, list) and len(v) > 0 and all(ok(x) for x in v))
+
+        checks = {"scale": (one_or_list(data["scale"], number), "a number or a list of numbers"),
+                  "zero_point": (one_or_list(data["zero_point"], integer),
+                                 "an integer or a list of integers"),
+                  "bitwidth": (integer(data["bitwidth"]), "an integer"),
+                  "qmin": (integer(data["qmin"]), "an integer"),
+                  "qmax": (integer(data["qmax"]), "an integer"),
+                  "symmetric": (isinstance(data["symmetric"], bool), "true or false"),
+                  "axis": (data["axis"] is None or integer(data["axis"]), "an integer or null")}
+        for key, (ok, desc) in checks.items():
+            if not ok:
+                raise QuantError(f"an encoding: '{key}' must be {desc}, got {data[key]!r:.60}")
         return cls(**data)
 
 

@@ -21,15 +21,43 @@ needs and a report of the decisions. The rules (aimet.md §0.2.6, §3.2-3.3), in
    covers the pre-ReLU negatives.
 Activation quantizers are asymmetric unless the op type says `is_symmetric`; parameter quantizers
 take `is_symmetric` from the params rules (symmetric by default).
+
+Quantizers are placed on float models only: an integer model (ops `int_*`, or
+graph.meta["integer"], the output of `refq lower`) is refused by `require_float_model`, which the
+simulation and the algorithms that prepare a model for it call first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import QuantError
 from ..graph import Graph
 from .config import GRID_PRESERVING, ONNX_TYPE, PARAM_TYPE, QuantsimConfig
 
-__all__ = ["QuantizerSpec", "place_quantizers", "param_quantizer_name", "is_depthwise"]
+__all__ = ["QuantizerSpec", "place_quantizers", "param_quantizer_name", "is_depthwise",
+           "integer_model_kind", "require_float_model"]
+
+
+def integer_model_kind(graph) -> str | None:
+    """How `graph` shows that it is an integer model ("lowered for profile 'tflite'", "ops
+    int_conv2d, ..."), or None for a float model."""
+    meta = graph.meta.get("integer") if isinstance(graph.meta, dict) else None
+    if meta is not None:
+        profile = meta.get("profile") if isinstance(meta, dict) else None
+        return f"lowered for profile '{profile}'" if profile else "graph.meta['integer']"
+    ops = sorted({n.op for n in graph.nodes if n.op.startswith("int_")})
+    if ops:
+        return "ops " + ", ".join(ops[:3]) + (", ..." if len(ops) > 3 else "")
+    return None
+
+
+def require_float_model(graph, what: str, hint: str) -> None:
+    """QuantError naming the model when `graph` is an integer model: `what` (e.g. "quantization
+    (`refq quantize`)") needs a float model; `hint` says what to do instead."""
+    kind = integer_model_kind(graph)
+    if kind is not None:
+        raise QuantError(f"model '{graph.name}' is an integer model ({kind}); {what} takes a "
+                         f"float model: {hint}")
 
 
 @dataclass
