@@ -274,3 +274,31 @@ def test_file_modes_are_stated(capsys, tmp_path, files):
                            tmp_path / f"{key}.npy")
         assert code == 0, err
         assert err.startswith(f"refq: ran --mode {mode}: "), err
+
+
+def test_integer_codes_in_and_out(capsys, tmp_path, files):
+    """`refq run --codes`: integer codes of the input quantizer in, codes of the output out, equal
+    to the integer model's own quantize -> run -> quantize of real values; codes out of range are
+    refused naming the file, the input and the allowed range."""
+    from refq.fixedpoint.run import input_encodings, output_encodings, run_int
+
+    graph = refq.load(files["int"])
+    (name, enc), = input_encodings(graph).items()
+    codes = np.clip(np.round(X / enc.scale) + enc.zero_point, enc.qmin, enc.qmax).astype(enc.dtype)
+    np.save(tmp_path / "codes.npy", codes)
+    code, _, err = cli(capsys, "run", files["int"], "--codes", "--input", tmp_path / "codes.npy",
+                       "--output", tmp_path / "y.npy")
+    assert code == 0, err
+    got = np.load(tmp_path / "y.npy", allow_pickle=False)
+    ref, _ = run_int(graph, {name: codes}, codes=True)
+    (out_name, out_enc), = output_encodings(graph).items()
+    assert got.dtype == np.dtype(out_enc.dtype) and np.array_equal(got, ref[out_name])
+    real, _ = run_int(graph, {name: (codes.astype(np.float64) - enc.zero_point) * enc.scale})
+    np.testing.assert_allclose((got.astype(np.float64) - out_enc.zero_point) * out_enc.scale,
+                               real[out_name], rtol=0, atol=1e-6)
+    bad = codes.astype(np.int32)
+    bad[0, 0, 0, 0] = enc.qmax + 1
+    np.save(tmp_path / "bad.npy", bad)
+    fails_cleanly(capsys, tmp_path, "run", files["int"], "--codes", "--input",
+                  tmp_path / "bad.npy", "--output", tmp_path / "z.npy",
+                  needles=["bad.npy", name, str(enc.qmax)])
