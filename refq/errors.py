@@ -2,7 +2,7 @@
 
 __all__ = [
     "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
-    "UnsupportedLayerError", "InputError", "QuantError", "FixedPointError",
+    "UnsupportedLayerError", "InputError", "QuantError", "FixedPointError", "OutputError",
 ]
 
 
@@ -41,3 +41,8 @@ class QuantError(RefqError):
 class FixedPointError(RefqError):
     """An integer (fixed-point) primitive got values outside its stated preconditions, an invalid
     real multiplier (negative, NaN, infinite, out of a target's range), or an unknown profile/scheme."""
+
+
+class OutputError(RefqError):
+    """An output path cannot be written: it is a directory, lies under a regular file, has a name
+    too long for the filesystem, is not permitted, or the disk filled up while writing."""

@@ -6,8 +6,13 @@ as NumPy arrays, axis 0 = output channel. A graph is valid when
 - node names are unique and every tensor is produced exactly once (by a graph input or one node);
 - every node input and graph output is produced somewhere (no dangling tensors);
 - the nodes form no cycle;
-- every op is known, its attributes match the op's schema and its parameters are present, finite
-  and of the shapes shape inference expects.
+- node and tensor names are non-empty strings;
+- every graph input has a known dtype and a shape of positive ints (None for free dimensions);
+- every op is known, its attributes match the op's schema and its parameters are present, finite,
+  of the shapes shape inference expects and within the op's own value rules (`Op.check_params`);
+- no inferred dimension exceeds MAX_DIM and no tensor holds more than MAX_ELEMENTS values per batch
+  element (larger tensors cannot be allocated: such a graph would fail only when run).
+`Graph.from_json` reads the JSON form `to_json` writes and checks the type of every field.
 """
 from __future__ import annotations
 
@@ -22,6 +27,49 @@ from .errors import GraphError, ParamError, ShapeError
 __all__ = ["TensorSpec", "Node", "Graph"]
 
 _DTYPES = ("float32", "float64", "float16", "int8", "uint8", "int16", "int32", "int64")
+MAX_DIM = 2 ** 31 - 1        # largest dimension of any tensor
+MAX_ELEMENTS = 2 ** 31       # largest number of values of a tensor per batch element
+
+
+def _is_dim(d) -> bool:
+    """A shape entry: None (free) or a positive int (not a bool) up to MAX_DIM."""
+    return d is None or (isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM)
+
+
+def _short(value, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters, for messages about malformed JSON."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _fields(d, where: str, required: tuple, optional: tuple) -> dict:
+    """`d` if it is a dict with every `required` key and no key outside required + optional."""
+    if not isinstance(d, dict):
+        raise GraphError(f"{where} must be a JSON object, got {type(d).__name__} {_short(d)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise GraphError(f"{where} lacks the field(s) {missing}")
+    unknown = sorted(str(k) for k in d if k not in required + optional)
+    if unknown:
+        raise GraphError(f"{where} has unknown field(s) {unknown}; known: "
+                         f"{sorted(required + optional)}")
+    return d
+
+
+def _names(value, where: str, what: str) -> list:
+    """`value` as a list of strings (tensor names), else GraphError."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise GraphError(f"{where} must be a list of {what} (strings), got {_short(value)}")
+    return list(value)
+
+
+def _string(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise GraphError(f"{where} must be a string, got {_short(value)}")
+    return value
 
 
 @dataclass
@@ -36,8 +84,17 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @staticmethod
-    def from_json(d: dict) -> "TensorSpec":
-        return TensorSpec(d["name"], tuple(d["shape"]), d.get("dtype", "float32"))
+    def from_json(d: dict, where: str = "graph input") -> "TensorSpec":
+        """The spec in `d` ({name, shape, dtype}); GraphError naming `where` and the field."""
+        _fields(d, where, ("name", "shape"), ("dtype",))
+        name = _string(d["name"], f"{where}: field 'name'")
+        where = f"{where} ('{name}')"
+        shape = d["shape"]
+        if not isinstance(shape, list) or not all(_is_dim(x) for x in shape):
+            raise GraphError(f"{where}: field 'shape' must be a list of positive ints up to "
+                             f"{MAX_DIM} or null, got {_short(shape)}")
+        dtype = _string(d.get("dtype", "float32"), f"{where}: field 'dtype'")
+        return TensorSpec(name, tuple(shape), dtype)
 
 
 @dataclass
@@ -65,6 +122,43 @@ class Graph:
     nodes: list
     name: str = "graph"
     meta: dict = field(default_factory=dict)
+
+    @staticmethod
+    def from_json(d: dict, params: dict | None = None) -> "Graph":
+        """The graph in `d` (the form `to_json` writes), node `n` taking `params[n]` (arrays).
+
+        Checks the type of every field at every level (unknown fields are errors) and raises
+        GraphError naming the node and field; the graph is not validated (see `validate`)."""
+        params = params or {}
+        _fields(d, "graph JSON", ("inputs", "outputs", "nodes"), ("name", "meta"))
+        name = _string(d.get("name", "graph"), "graph JSON: field 'name'")
+        if not isinstance(d["inputs"], list):
+            raise GraphError(f"graph JSON: field 'inputs' must be a list, got "
+                             f"{_short(d['inputs'])}")
+        inputs = [TensorSpec.from_json(s, f"graph JSON: input {i}")
+                  for i, s in enumerate(d["inputs"])]
+        outputs = _names(d["outputs"], "graph JSON: field 'outputs'", "tensor names")
+        if not isinstance(d["nodes"], list):
+            raise GraphError(f"graph JSON: field 'nodes' must be a list, got {_short(d['nodes'])}")
+        nodes = []
+        for i, nd in enumerate(d["nodes"]):
+            where = f"graph JSON: node {i}"
+            _fields(nd, where, ("name", "op", "inputs", "outputs"), ("attrs",))
+            node_name = _string(nd["name"], f"{where}: field 'name'")
+            where = f"graph JSON: node {i} ('{node_name}')"
+            op = _string(nd["op"], f"{where}: field 'op'")
+            attrs = nd.get("attrs", {})
+            if not isinstance(attrs, dict):
+                raise GraphError(f"{where}: field 'attrs' must be a JSON object, got "
+                                 f"{_short(attrs)}")
+            nodes.append(Node(node_name, op, _names(nd["inputs"], f"{where}: field 'inputs'",
+                                                    "tensor names"),
+                              _names(nd["outputs"], f"{where}: field 'outputs'", "tensor names"),
+                              dict(attrs), dict(params.get(node_name, {}))))
+        meta = d.get("meta", {})
+        if not isinstance(meta, dict):
+            raise GraphError(f"graph JSON: field 'meta' must be a JSON object, got {_short(meta)}")
+        return Graph(inputs, outputs, nodes, name, dict(meta))
 
     # ---- lookups ----------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -97,6 +191,13 @@ class Graph:
         already in topological order keeps its order. Raises GraphError on duplicate names,
         tensors produced twice, dangling inputs and cycles.
         """
+        for kind, value in ([("node name", n.name) for n in self.nodes]
+                            + [("tensor name", t) for n in self.nodes for t in n.inputs + n.outputs]
+                            + [("tensor name", s.name) for s in self.inputs]
+                            + [("tensor name", t) for t in self.outputs]):
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise GraphError(f"graph '{self.name}': {kind} {_short(value)} is not a non-empty "
+                                 "string without NUL characters")
         names = set()
         produced = {}
         for spec in self.inputs:
@@ -167,7 +268,8 @@ class Graph:
     def validate(self, check_values: bool = True) -> "Graph":
         """Check everything listed in the module docstring; normalise attributes; return self.
 
-        check_values: also reject NaN/Inf in floating-point parameters.
+        check_values: also reject NaN/Inf in floating-point parameters and values the op's
+          `check_params` refuses.
         """
         from .layers import get_op
 
@@ -176,10 +278,12 @@ class Graph:
             if spec.dtype not in _DTYPES:
                 raise GraphError(f"graph '{self.name}': input '{spec.name}' has unsupported dtype "
                                  f"'{spec.dtype}'; use one of {list(_DTYPES)}")
-            if not spec.shape or any(d is not None and (not isinstance(d, int) or d <= 0)
-                                     for d in spec.shape):
+            if not isinstance(spec.shape, (tuple, list)) or not spec.shape or \
+                    not all(_is_dim(d) for d in spec.shape):
                 raise GraphError(f"graph '{self.name}': input '{spec.name}' has invalid shape "
-                                 f"{list(spec.shape)}")
+                                 f"{_short(spec.shape)}; give positive ints up to {MAX_DIM} "
+                                 "or None")
+            _check_size(spec.shape, f"graph '{self.name}': input '{spec.name}'")
         shapes = {spec.name: tuple(spec.shape) for spec in self.inputs}
         for n in order:
             where = f"node '{n.name}' ({n.op})"
@@ -200,6 +304,9 @@ class Graph:
                     raise ParamError(f"{where}: parameter '{pname}' has shape "
                                      f"{list(n.params[pname].shape)}, expected {list(want)} "
                                      f"for inputs {[list(s) for s in in_shapes]}")
+            if check_values and op.check_params is not None:
+                op.check_params(n.params, n.attrs, where)
+            _check_size(out, f"{where}: output tensor '{n.outputs[0]}'")
             shapes[n.outputs[0]] = out
         return self
 
@@ -213,6 +320,19 @@ class Graph:
             "nodes": [n.to_json() for n in self.topological_order()],
             "meta": copy.deepcopy(self.meta),
         }
+
+
+def _check_size(shape, where: str):
+    """ShapeError when a dimension is < 1 or > MAX_DIM or the values per batch element exceed
+    MAX_ELEMENTS."""
+    dims = [d for d in list(shape)[1:] if d is not None]
+    if any(d < 1 for d in dims):
+        raise ShapeError(f"{where} would have shape {list(shape)}, with an empty dimension; check "
+                         "the attributes (sizes, pads, strides) and input shapes")
+    if any(d > MAX_DIM for d in dims) or int(np.prod(dims, dtype=object)) > MAX_ELEMENTS:
+        raise ShapeError(f"{where} would have shape {list(shape)}, more than {MAX_ELEMENTS} values "
+                         "per batch element; check the attributes (sizes, pads, strides) and "
+                         "input shapes")
 
 
 def _tensors(names) -> str:

@@ -228,10 +228,9 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(capsys, tmp_path, files, m
 
 
 def _closed_pipe(argv):
-    """Run `refq ARGV` with stdout a pipe that its reader closes after one line."""
+    """Run `refq ARGV` with stdout a pipe that its reader has closed (before refq writes)."""
     p = subprocess.Popen([sys.executable, "-m", "refq", *map(str, argv)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-    p.stdout.readline()
     p.stdout.close()
     err = p.stderr.read().decode()
     p.wait(timeout=60)

@@ -347,3 +347,86 @@ def test_to_json_round_trip_fields():
     assert d["nodes"][0] == {"name": "bn", "op": "batch_norm", "inputs": ["x"],
                              "outputs": ["t_bn"], "attrs": {"epsilon": 1e-3, "axis": -1}}
     assert TensorSpec.from_json(d["inputs"][0]) == g.inputs[0]
+
+
+# ---- values the definitions exclude, refused at validation ------------------------------------
+@pytest.mark.parametrize("variance, epsilon, cls, needles", [
+    ([1, 1, 1, -0.5], 1e-3, ParamError, ("variance[3]", "negative")),
+    ([1, 0, 1, 1], 0.0, ParamError, ("variance[1]", "not positive")),
+    ([1, 0, 1, 1], 1e-50, ParamError, ("variance[1]", "float32")),
+    ([1, 1, 1, 1], -1e-3, GraphError, ("'epsilon'", "minimum")),
+    ([1, 1, 1, 1], float("nan"), GraphError, ("'epsilon'", "finite")),
+], ids=["negative-variance", "zero-sum", "underflows-float32", "negative-epsilon", "nan-epsilon"])
+def test_batch_norm_statistics(variance, epsilon, cls, needles):
+    p = bn_params(4)
+    p["variance"] = np.array(variance, np.float32)
+    g = chain(Node("bn", "batch_norm", ["x"], ["y"], {"epsilon": epsilon}, p),
+              inputs=[TensorSpec("x", (None, 4), "float32")])
+    raises(cls, g, "node 'bn'", *needles)
+
+
+@pytest.mark.parametrize("shape", [(None, True, 3), (None, 2.0), (None, 2 ** 31), (None, 0),
+                                   (None, 70000, 70000)],
+                         ids=["bool", "float", "huge-dim", "zero", "too-many-values"])
+def test_graph_input_shape_entries(shape):
+    g = chain(Node("a", "relu", ["x"], ["y"]), inputs=[TensorSpec("x", shape, "float32")])
+    with pytest.raises(GraphError, match="'x'"):
+        g.validate()
+
+
+def test_absurd_attribute_values_are_refused_at_validation():
+    big = chain(Node("p", "zero_pad2d", ["x"], ["y"], {"pads": [0, 0, 2 ** 40, 0]}))
+    raises(ShapeError, big, "'p'", "values per batch element")
+    huge = chain(Node("p", "zero_pad2d", ["x"], ["y"], {"pads": [0, 0, 2 ** 70, 0]}))
+    raises(GraphError, huge, "'p'", "int64")
+    floaty = chain(Node("l", "leaky_relu", ["x"], ["y"], {"alpha": 10 ** 400}))
+    raises(GraphError, floaty, "'l'", "finite")
+
+
+@pytest.mark.parametrize("name", ["", "a\0b"], ids=["empty", "nul"])
+def test_names_must_be_non_empty_strings(name):
+    raises(GraphError, chain(Node(name, "relu", ["x"], ["y"])), "node name")
+    raises(GraphError, chain(Node("a", "relu", ["x"], [name]), outputs=["y"]), "tensor name")
+
+
+# ---- from_json: the type of every field ---------------------------------------------------------
+def _doc():
+    return good_graph().validate().to_json()
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (lambda d: [d], ("graph JSON", "object")),
+    (lambda d: {**d, "nodes": {}}, ("'nodes'", "list")),
+    (lambda d: {**d, "nodes": ["bn"]}, ("node 0", "object")),
+    (lambda d: {**d, "meta": 3}, ("'meta'",)),
+    (lambda d: {**d, "surprise": 1}, ("unknown field", "surprise")),
+    (lambda d: {**d, "outputs": "y"}, ("'outputs'",)),
+    (lambda d: {**d, "inputs": [{"name": "x", "shape": [None, 4.0, 4, 3]}]}, ("'x'", "'shape'")),
+    (lambda d: {**d, "inputs": [{"name": "x", "shape": [None, "4", 4, 3]}]}, ("'x'", "'shape'")),
+    (lambda d: {**d, "inputs": [{"name": "x", "shape": [None, 4, 4, 3], "dtype": 7}]},
+     ("'x'", "'dtype'")),
+], ids=["list", "nodes-dict", "node-string", "meta-number", "unknown-field", "outputs-string",
+        "shape-float", "shape-string", "dtype-number"])
+def test_from_json_checks_types(edit, needles):
+    with pytest.raises(GraphError) as info:
+        Graph.from_json(edit(_doc()))
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+@pytest.mark.parametrize("field, value", [("inputs", [["x", 1]]), ("inputs", "x"),
+                                          ("inputs", [None]), ("outputs", [1]), ("attrs", [1]),
+                                          ("op", 3), ("name", None)])
+def test_from_json_node_fields(field, value):
+    d = _doc()
+    d["nodes"][1][field] = value
+    with pytest.raises(GraphError, match=f"node 1.*'{field}'"):
+        Graph.from_json(d)
+
+
+def test_from_json_round_trip():
+    g = good_graph().validate()
+    params = {n.name: n.params for n in g.nodes}
+    h = Graph.from_json(g.to_json(), params).validate()
+    assert h.to_json() == g.to_json()
+    assert h.node("bn").params.keys() == g.node("bn").params.keys()

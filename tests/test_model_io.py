@@ -1,6 +1,7 @@
 """The refq model format: exact round trips, deterministic and atomic saving, load errors."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 
 import refq
-from refq.errors import FormatError, ParamError, RefqError
+from refq.errors import FormatError, GraphError, OutputError, ParamError, RefqError
 from refq.graph import Graph, Node, TensorSpec
-from refq.model_io import FORMAT_VERSION, load, read_graph_json, save
+from refq.model_io import (CHECKSUMS, FORMAT_VERSION, compute_checksums, load, load_section,
+                           read_graph_json, save)
 
 
 def bn_params(c, dtype, seed):
@@ -155,8 +157,83 @@ def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(h5py.Group, "create_dataset", failing)
     with pytest.raises(KeyboardInterrupt):
-        save(make_graph(), tmp_path / "sub" / "m.refq.h5")
-    assert os.listdir(tmp_path / "sub") == []
+        save(make_graph(), tmp_path / "sub" / "deeper" / "m.refq.h5")
+    assert os.listdir(tmp_path) == []  # neither the temporary file nor the directories made for it
+
+
+def _dead_pid():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporary_name_carries_the_pid_and_fits(tmp_path):
+    from refq.atomic import atomic_path
+
+    long_name = "m" * 250 + ".npy"
+    for name in ("m.npy", long_name):
+        with atomic_path(tmp_path / name) as tmp:
+            base = os.path.basename(tmp)
+            assert base.startswith(f".tmp-{os.getpid()}-"), base
+            assert len(base.encode()) <= 255
+            with open(tmp, "w") as f:
+                f.write("x")
+        assert (tmp_path / name).read_text() == "x"
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.npy", long_name])
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    from refq.atomic import save_npy
+
+    dead = _dead_pid()
+    stale = tmp_path / f".tmp-{dead}-ab12cd_3-m.npy"
+    alive = tmp_path / f".tmp-{os.getpid()}-zz99zz99-m.npy"      # a writer still running
+    other = tmp_path / f".tmp-{dead}-ab12cd_3-other.npy"         # another target's
+    for p in (stale, alive, other):
+        p.write_bytes(b"partial")
+    save_npy(tmp_path / "m.npy", np.arange(3))
+    assert not stale.exists() and alive.exists() and other.exists()
+    assert np.load(tmp_path / "m.npy").tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
+def test_write_failure_is_one_output_error_and_keeps_the_target(tmp_path, monkeypatch, err):
+    from refq.atomic import save_npy
+
+    path = tmp_path / "m.refq.h5"
+    save(make_graph(), path)
+    before = path.read_bytes()
+
+    def failing(*args, **kwargs):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    monkeypatch.setattr(np, "save", failing)
+    for write in (lambda: save(make_graph(), path), lambda: save_npy(path, np.zeros(2))):
+        with pytest.raises(OutputError) as info:
+            write()
+        msg = str(info.value)
+        assert str(path) in msg and os.strerror(err) in msg and "\n" not in msg
+        assert path.read_bytes() == before
+        assert os.listdir(tmp_path) == ["m.refq.h5"]
+
+
+@pytest.mark.parametrize("target, needle", [
+    ("adir", "existing directory"), ("afile/x.npy", "is a file, not a directory"),
+    ("afile/deeper/x.npy", "is a file, not a directory"), ("x" * 300, "longer than"),
+    ("adir/", "not a file name")])
+def test_unwritable_output_paths(tmp_path, target, needle):
+    from refq.atomic import save_npy
+
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("text")
+    with pytest.raises(OutputError, match=needle):
+        save_npy(os.path.join(tmp_path, target), np.zeros(2))
+    assert sorted(os.listdir(tmp_path)) == ["adir", "afile"]
+    assert os.listdir(tmp_path / "adir") == []
 
 
 # ---- load errors ----------------------------------------------------------------------------
@@ -214,19 +291,30 @@ def test_keras_file_suggests_import(tmp_path):
     assert "import" not in msg
 
 
-def rewrite(path, fn):
+def rewrite(path, fn, reseal=True):
+    """Edit an h5py file in place; with `reseal`, store the digests of the edited parts, so that
+    the checks behind the checksums are reached."""
     with h5py.File(path, "r+") as f:
         fn(f)
+        if reseal:
+            f.attrs[CHECKSUMS] = json.dumps(compute_checksums(f))
 
 
-@pytest.mark.parametrize("version", ["2.0", "0.9", "11", 2])
+@pytest.mark.parametrize("version", ["2.0", "0.9", "11", "1.x", ""])
 def test_unsupported_major_version(tmp_path, version):
     p = tmp_path / "m.refq.h5"
     save(make_graph(), p)
     rewrite(p, lambda f: f.attrs.__setitem__("refq_format", version))
-    load_error(p, FormatError, "version", str(version), "upgrade")
+    load_error(p, FormatError, "version", repr(version), "upgrade")
     with pytest.raises(FormatError, match="version"):
         read_graph_json(p)
+
+
+def test_version_not_text(tmp_path):
+    p = tmp_path / "m.refq.h5"
+    save(make_graph(), p)
+    rewrite(p, lambda f: f.attrs.__setitem__("refq_format", 2))
+    load_error(p, FormatError, "refq_format", "not a text attribute")
 
 
 def test_newer_minor_version_is_read(tmp_path):
@@ -235,6 +323,138 @@ def test_newer_minor_version_is_read(tmp_path):
     major = FORMAT_VERSION.split(".")[0]
     rewrite(p, lambda f: f.attrs.__setitem__("refq_format", f"{major}.7"))
     assert load(p).to_json() == make_graph().validate().to_json()
+
+
+def test_version_without_checksums_is_refused(tmp_path):
+    """A 1.0 file (no digests), or a damaged version reading 1.0, does not switch checking off."""
+    p = tmp_path / "m.refq.h5"
+    save(make_graph(), p)
+    rewrite(p, lambda f: f.attrs.__setitem__("refq_format", "1.0"))
+    load_error(p, FormatError, "1.0", "no checksums", "refq import")
+    rewrite(p, lambda f: (f.attrs.__setitem__("refq_format", FORMAT_VERSION),
+                          f.attrs.__delitem__(CHECKSUMS)), reseal=False)
+    load_error(p, FormatError, CHECKSUMS, "missing", "re-create")
+
+
+def test_checksums_cover_every_part(tmp_path):
+    p = tmp_path / "m.refq.h5"
+    save(make_graph(), p, sections={"encodings": {"a": [1.5, 2]}, "extra": {}})
+    with h5py.File(p, "r") as f:
+        stored = json.loads(f.attrs[CHECKSUMS])
+        assert stored == compute_checksums(f)
+    assert sorted(stored) == sorted(
+        ["refq_format", "graph", "/encodings", "/extra"]
+        + [f"/params/{k}/{q}" for k in ("block_1%2Fbn", "block_1%2Fbn%252F")
+           for q in ("gamma", "beta", "mean", "variance")])
+    assert load_section(p, "encodings") == {"a": [1.5, 2]}
+
+
+def _epsilon_digit(f):
+    f.attrs["graph"] = f.attrs["graph"].replace('"epsilon": 0.001', '"epsilon": 0.002')
+
+
+def _section_digit(f):
+    f["encodings"].attrs["json"] = f["encodings"].attrs["json"].replace("1.5", "1.6")
+
+
+def _param_value(f):
+    f["params/block_1%2Fbn/gamma"][0] = 7.0
+
+
+def _param_dtype(f):  # same bytes, another dtype: Fletcher-32 still passes
+    data = f["params/block_1%2Fbn%252F/mean"][()]
+    del f["params/block_1%2Fbn%252F/mean"]
+    f.create_dataset("params/block_1%2Fbn%252F/mean", data=data.view(np.int64), fletcher32=True)
+
+
+def _param_shape(f):
+    data = f["params/block_1%2Fbn/mean"][()]
+    del f["params/block_1%2Fbn/mean"]
+    f.create_dataset("params/block_1%2Fbn/mean", data=data.reshape(5, 1), fletcher32=True)
+
+
+def _extra_section(f):
+    f.create_group("sneaked").attrs["json"] = "{}"
+
+
+def _drop_section(f):
+    del f["encodings"]
+
+
+def _extra_param(f):
+    f["params/block_1%2Fbn/kernel"] = np.ones(5, np.float32)
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (_epsilon_digit, ("the graph JSON", "checksum")),
+    (_section_digit, ("section '/encodings'", "checksum")),
+    (_param_value, ("parameter /params/block_1%2Fbn/gamma",)),
+    (_param_dtype, ("parameter /params/block_1%2Fbn%252F/mean", "checksum")),
+    (_param_shape, ("parameter /params/block_1%2Fbn/mean", "checksum")),
+    (_extra_section, ("section '/sneaked'", "no checksum")),
+    (_drop_section, ("section '/encodings'", "missing")),
+    (_extra_param, ("/params/block_1%2Fbn/kernel", "no checksum")),
+], ids=["epsilon-digit", "section-digit", "param-value", "param-dtype", "param-shape",
+        "extra-section", "dropped-section", "extra-param"])
+def test_edits_break_the_checksums(tmp_path, edit, needles):
+    p = tmp_path / "m.refq.h5"
+    save(make_graph(), p, sections={"encodings": {"a": [1.5, 2]}})
+    rewrite(p, edit, reseal=False)
+    msg = load_error(p, FormatError, *needles)
+    assert "modified or damaged" in msg and "re-create" in msg
+
+
+def _flip_outcome(path, reference):
+    """'same' when `path` loads as `reference` bit for bit, else the one-line FormatError."""
+    try:
+        graph = load(path)
+        doc = load_section(path, "encodings")
+    except FormatError as e:
+        msg = str(e)
+        assert "\n" not in msg and str(path) in msg, msg
+        return "error"
+    ref_graph, ref_doc = reference
+    assert json.dumps(graph.to_json()) == json.dumps(ref_graph.to_json())
+    assert doc == ref_doc
+    for n, m in zip(graph.nodes, ref_graph.nodes):
+        assert sorted(n.params) == sorted(m.params)
+        for k in n.params:
+            a, b = n.params[k], m.params[k]
+            assert a.dtype == b.dtype and a.shape == b.shape and bits(a) == bits(b)
+    return "same"
+
+
+def test_every_flipped_byte_fails_cleanly_or_changes_nothing(tmp_path):
+    """Property: a model with one byte changed (a seeded sample of positions, plus every byte of
+    the JSON attributes with its lowest bit flipped: 0.001 -> 0.000) either loads identically or
+    raises a one-line FormatError naming the file; never a different model."""
+    g = Graph([TensorSpec("x", (None, 2), "float32")], ["y"],
+              [Node("fc", "dense", ["x"], ["y"], {},
+                    {"weight": np.array([[0.5, -1.0], [2.0, 0.001]], np.float32)})], name="flip")
+    p = tmp_path / "m.refq.h5"
+    section = {"scale": [0.125, 3]}
+    save(g, p, sections={"encodings": section})
+    reference = (load(p), section)
+    data = p.read_bytes()
+    with h5py.File(p, "r") as f:
+        texts = [f.attrs["graph"], f.attrs[CHECKSUMS], f.attrs["refq_format"],
+                 f["encodings"].attrs["json"]]
+    positions = {}
+    for text in texts:
+        at = data.find(text.encode())
+        assert at >= 0
+        positions.update({i: 0x01 for i in range(at, at + len(text))})
+    rng = np.random.default_rng(20240609)
+    for i, x in zip(rng.choice(len(data), 400, replace=False), rng.integers(1, 256, 400)):
+        positions.setdefault(int(i), int(x))
+    damaged = tmp_path / "damaged.refq.h5"
+    outcomes = {"same": 0, "error": 0}
+    for i, x in positions.items():
+        b = bytearray(data)
+        b[i] ^= x
+        damaged.write_bytes(bytes(b))
+        outcomes[_flip_outcome(damaged, reference)] += 1
+    assert outcomes["error"] > len(texts[0])
 
 
 def _edit_json(fn):
@@ -264,33 +484,34 @@ def _node_field(i, key, value):
 _DEL = object()
 
 
-@pytest.mark.parametrize("edit", [
-    lambda f: f.attrs.__setitem__("graph", "{not json"),
-    lambda f: f.attrs.__setitem__("graph", "[1, 2, 3]"),
-    lambda f: f.attrs.__setitem__("graph", ""),
-    lambda f: f.attrs.__delitem__("graph"),
-    lambda f: f.attrs.__setitem__("graph", np.arange(4)),
-    _edit_json(lambda d: {k: v for k, v in d.items() if k != "nodes"}),
-    _edit_json(lambda d: {k: v for k, v in d.items() if k != "inputs"}),
-    _edit_json(lambda d: {k: v for k, v in d.items() if k != "outputs"}),
-    _edit_json(_set("nodes", {"a": 1})),
-    _edit_json(_set("nodes", [1, 2])),
-    _edit_json(_set("inputs", [{"shape": [None, 3]}])),
-    _edit_json(_set("inputs", [{"name": "x", "shape": 5}])),
-    _edit_json(_node_field(0, "op", _DEL)),
-    _edit_json(_node_field(0, "name", _DEL)),
-    _edit_json(_node_field(0, "inputs", 7)),
-    _edit_json(_node_field(2, "name", 5)),
-    _edit_json(_node_field(2, "name", None)),
-    _edit_json(_node_field(2, "attrs", [1, 2])),
+@pytest.mark.parametrize("edit, cls, needles", [
+    (lambda f: f.attrs.__setitem__("graph", "{not json"), FormatError, ("graph JSON",)),
+    (lambda f: f.attrs.__setitem__("graph", "[1, 2, 3]"), GraphError, ("graph JSON", "object")),
+    (lambda f: f.attrs.__setitem__("graph", ""), FormatError, ("graph JSON",)),
+    (lambda f: f.attrs.__delitem__("graph"), FormatError, ("graph JSON", "missing")),
+    (lambda f: f.attrs.__setitem__("graph", np.arange(4)), FormatError, ("not a text",)),
+    (_edit_json(lambda d: {k: v for k, v in d.items() if k != "nodes"}), GraphError, ("nodes",)),
+    (_edit_json(lambda d: {k: v for k, v in d.items() if k != "inputs"}), GraphError, ("inputs",)),
+    (_edit_json(lambda d: {k: v for k, v in d.items() if k != "outputs"}), GraphError,
+     ("outputs",)),
+    (_edit_json(_set("nodes", {"a": 1})), GraphError, ("'nodes'", "list")),
+    (_edit_json(_set("nodes", [1, 2])), GraphError, ("node 0", "object")),
+    (_edit_json(_set("inputs", [{"shape": [None, 3]}])), GraphError, ("input 0", "name")),
+    (_edit_json(_set("inputs", [{"name": "x", "shape": 5}])), GraphError, ("'x'", "'shape'")),
+    (_edit_json(_node_field(0, "op", _DEL)), GraphError, ("node 0", "op")),
+    (_edit_json(_node_field(0, "name", _DEL)), GraphError, ("node 0", "name")),
+    (_edit_json(_node_field(0, "inputs", 7)), GraphError, ("'block_1/bn'", "'inputs'")),
+    (_edit_json(_node_field(2, "name", 5)), GraphError, ("node 2", "'name'")),
+    (_edit_json(_node_field(2, "name", None)), GraphError, ("node 2", "'name'")),
+    (_edit_json(_node_field(2, "attrs", [1, 2])), GraphError, ("'act%'", "'attrs'")),
 ], ids=["not-json", "list", "empty", "absent", "array", "no-nodes", "no-inputs", "no-outputs",
         "nodes-dict", "nodes-ints", "input-no-name", "input-shape-int", "node-no-op",
         "node-no-name", "node-inputs-int", "node-name-int", "node-name-null", "attrs-list"])
-def test_malformed_graph_json(tmp_path, edit):
+def test_malformed_graph_json(tmp_path, edit, cls, needles):
     p = tmp_path / "m.refq.h5"
     save(make_graph(), p)
     rewrite(p, edit)
-    load_error(p, FormatError)
+    load_error(p, cls, *needles)
 
 
 def test_malformed_graph_json_is_a_format_error(tmp_path):
@@ -302,6 +523,9 @@ def test_malformed_graph_json_is_a_format_error(tmp_path):
 
 def test_missing_params_dataset(tmp_path):
     p = tmp_path / "m.refq.h5"
+    save(make_graph(), p)
+    rewrite(p, lambda f: f.__delitem__("params/block_1%2Fbn/variance"), reseal=False)
+    load_error(p, FormatError, "/params/block_1%2Fbn/variance", "missing")
     save(make_graph(), p)
     rewrite(p, lambda f: f.__delitem__("params/block_1%2Fbn/variance"))
     load_error(p, ParamError, "'block_1/bn'", "'variance'", "missing")
@@ -330,20 +554,26 @@ def test_bad_params_in_file(tmp_path):
         f["params/block_1%2Fbn/gamma"] = np.array([b"a", b"b", b"c", b"d", b"e"])
     save(make_graph(), p)
     rewrite(p, strings)
-    load_error(p, ParamError, "'block_1/bn'", "'gamma'")
+    load_error(p, FormatError, "'block_1/bn'", "'gamma'", "not a real numeric dtype")
 
     def extra(f):
         f["params/block_1%2Fbn/kernel"] = np.ones(5, np.float32)
     save(make_graph(), p)
     rewrite(p, extra)
     load_error(p, ParamError, "'block_1/bn'", "'kernel'")
+    rewrite(p, lambda f: f.__delitem__("params/block_1%2Fbn/kernel"))
+
+    def variance(f):
+        f["params/block_1%2Fbn/variance"][3] = -0.5
+    rewrite(p, variance)
+    load_error(p, ParamError, "'block_1/bn'", "variance[3]", "negative")
 
     def group_not_dataset(f):
         del f["params/block_1%2Fbn/gamma"]
         f.create_group("params/block_1%2Fbn/gamma")
     save(make_graph(), p)
     rewrite(p, group_not_dataset)
-    load_error(p, FormatError, "gamma")
+    load_error(p, FormatError, "gamma", "group where a dataset belongs")
 
 
 def test_invalid_graph_in_file_names_the_file(tmp_path):
@@ -351,24 +581,3 @@ def test_invalid_graph_in_file_names_the_file(tmp_path):
     save(make_graph(), p)
     rewrite(p, _edit_json(_node_field(3, "op", "teleport")))
     load_error(p, refq.GraphError, "teleport", "'pad'")
-
-
-def test_damaged_file_raises_only_refq_errors(tmp_path):
-    """Overwriting any 48 bytes of a model either leaves it loadable or gives a RefqError."""
-    p = tmp_path / "m.refq.h5"
-    save(make_graph(), p)
-    data = p.read_bytes()
-    damaged = tmp_path / "damaged.refq.h5"
-    outcomes = set()
-    for off in range(0, len(data), 48):
-        b = bytearray(data)
-        b[off:off + 48] = b"\xff" * 48
-        damaged.write_bytes(bytes(b))
-        for fn in (load, read_graph_json):
-            try:
-                fn(damaged)
-                outcomes.add("ok")
-            except RefqError as e:
-                assert str(damaged) in str(e)
-                outcomes.add(type(e).__name__)
-    assert "FormatError" in outcomes

@@ -29,12 +29,18 @@ class Attr:
     kind: "int", "float", "bool", "str", or "ints" (a list of ints, of `length` if given).
     default: the value when absent; `Attr.REQUIRED` when it must be given.
     choices: the allowed values of a "str" attribute.
+    minimum, maximum: inclusive bounds of an "int" or "float" value or of every entry of "ints"
+      (e.g. minimum=1 for strides and sizes, minimum=0 for pads and epsilons).
+    Every int must lie in the int64 range and every float must be finite: larger values cannot be
+    computed with and are refused at validation instead of failing at run time.
     """
 
     kind: str
     default: Any = _REQUIRED
     choices: tuple = ()
     length: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
 
     REQUIRED = _REQUIRED
 
@@ -51,14 +57,16 @@ class Attr:
             return value
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise GraphError(f"{where}: expected an int, got {value!r}")
-            return value
+                raise GraphError(f"{where}: expected an int, got {_short(value)}")
+            return self._bounded(value, where)
         if kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise GraphError(f"{where}: expected a number, got {value!r}")
+                raise GraphError(f"{where}: expected a number, got {_short(value)}")
+            if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+                raise GraphError(f"{where}: expected a finite number, got {_short(value)}")
             if not math.isfinite(value):  # NaN/Inf: undefined results, and not storable as JSON
                 raise GraphError(f"{where}: expected a finite number, got {value!r}")
-            return float(value)
+            return self._bounded(float(value), where)
         if kind == "str":
             if not isinstance(value, str):
                 raise GraphError(f"{where}: expected a string, got {value!r}")
@@ -69,11 +77,34 @@ class Attr:
             if not isinstance(value, (list, tuple)) or any(
                 isinstance(v, bool) or not isinstance(v, int) for v in value
             ):
-                raise GraphError(f"{where}: expected a list of ints, got {value!r}")
+                raise GraphError(f"{where}: expected a list of ints, got {_short(value)}")
             if self.length is not None and len(value) != self.length:
-                raise GraphError(f"{where}: expected {self.length} ints, got {list(value)!r}")
-            return list(value)
+                raise GraphError(f"{where}: expected {self.length} ints, got {_short(list(value))}")
+            return [self._bounded(v, where) for v in value]
         raise AssertionError(f"unknown attribute kind {kind!r}")
+
+    def _bounded(self, value, where: str):
+        """`value` if it lies in the int64 range (ints) and within minimum..maximum."""
+        if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+            raise GraphError(f"{where}: {_short(value)} is outside the int64 range")
+        if self.minimum is not None and value < self.minimum:
+            raise GraphError(f"{where}: {value!r} is below the minimum {self.minimum!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise GraphError(f"{where}: {value!r} is above the maximum {self.maximum!r}")
+        return value
+
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _short(value, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters (a bad value can be a huge number or a deep list)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # ValueError: an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _no_macs(in_shapes, out_shape, attrs, params) -> int:
@@ -100,6 +131,9 @@ class Op:
     macs(in_shapes, out_shape, attrs, params) -> multiply-accumulates per batch element.
     accumulate(inputs, params, attrs) -> (output, largest |accumulator|): for integer kernels
       with an accumulator, the forward that also reports it (None elsewhere).
+    check_params(params, attrs, where) -> None: raises ParamError on parameter values the op's
+      Definition excludes (e.g. a negative variance); run by graph validation, so that such a
+      model is refused when it is loaded or imported, not when it runs (None: no such values).
     """
 
     name: str
@@ -111,6 +145,7 @@ class Op:
     param_shapes: Callable = _no_params
     macs: Callable = _no_macs
     accumulate: Callable | None = None
+    check_params: Callable | None = None
 
     def check_arity(self, n: int, where: str):
         if isinstance(self.num_inputs, int):

@@ -9,8 +9,10 @@ Shapes
 Attributes
     epsilon (float, 1e-3: the Keras default; PyTorch uses 1e-5), axis (int, −1).
 Errors
-    ShapeError when `axis` is the batch axis or out of range; ParamError when a statistic is not [C]
-    or a variance + epsilon is not positive.
+    ShapeError when `axis` is the batch axis or out of range; GraphError when epsilon is negative;
+    ParamError when a statistic is not [C], a variance is negative, or a variance + epsilon is not
+    positive in float32 (the least precise compute dtype: a positive float64 sum can round to 0).
+    Graph validation checks these, so a model with such statistics is refused at import and load.
 """
 from __future__ import annotations
 
@@ -52,6 +54,25 @@ def scale_and_shift(params, epsilon, dtype=np.float64):
     return s, params["beta"].astype(dtype) - s * params["mean"].astype(dtype)
 
 
+def _check_params(params, attrs, where):
+    """ParamError naming `variance[c]` when a variance is negative or variance + epsilon is not
+    positive in float32."""
+    var = params["variance"]
+    negative = np.flatnonzero(var < 0)
+    if negative.size:
+        c = int(negative[0])
+        raise ParamError(f"{where}: parameter 'variance[{c}]' = {var[c]} is negative (a variance "
+                         "is >= 0); the moving statistics are damaged: re-export or retrain them")
+    with np.errstate(over="ignore"):  # a variance beyond float32 becomes inf: positive
+        total = var.astype(np.float32) + np.float32(attrs["epsilon"])
+    zero = np.flatnonzero(~(total > 0))
+    if zero.size:
+        c = int(zero[0])
+        raise ParamError(f"{where}: parameter 'variance[{c}]' = {var[c]} + epsilon "
+                         f"{attrs['epsilon']} is not positive in float32, so 1/sqrt(variance + "
+                         "epsilon) is undefined; use a positive epsilon (e.g. 1e-3)")
+
+
 def _forward(inputs, params, attrs):
     x = inputs[0]
     axis = _axis(x.shape, attrs)
@@ -65,7 +86,7 @@ def _forward(inputs, params, attrs):
 
 OPS = [
     Op("batch_norm", _forward, _infer_shape,
-       attrs={"epsilon": Attr("float", 1e-3), "axis": Attr("int", -1)},
-       params={p: True for p in PARAMS}, param_shapes=_param_shapes,
+       attrs={"epsilon": Attr("float", 1e-3, minimum=0.0), "axis": Attr("int", -1)},
+       params={p: True for p in PARAMS}, param_shapes=_param_shapes, check_params=_check_params,
        macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0),
 ]
