@@ -1,6 +1,6 @@
 """refq: a pure-NumPy reference implementation of neural-network quantization and compression."""
-from .errors import (FormatError, GraphError, InputError, ParamError, RefqError, ShapeError,
-                     UnsupportedLayerError)
+from .errors import (FormatError, GraphError, InputError, OutputError, ParamError, QuantError,
+                     RefqError, ShapeError, UnsupportedLayerError)
 from .graph import Graph, Node, TensorSpec
 from .model_io import load, save
 from .runtime import run
@@ -19,5 +19,5 @@ def import_keras(path, architecture=None) -> Graph:
 __all__ = [
     "Graph", "Node", "TensorSpec", "load", "save", "run", "import_keras", "summarize",
     "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
-    "UnsupportedLayerError", "InputError", "__version__",
+    "UnsupportedLayerError", "InputError", "OutputError", "QuantError", "__version__",
 ]
