@@ -628,3 +628,30 @@ def test_import_refuses_cleanly(tmp_path, capsys, write, needles):
 
 def test_corpus_size():
     assert len(CASES) >= 45
+
+
+@pytest.mark.parametrize("source", ["legacy_h5", "weights_h5"])
+def test_damaged_global_heap_is_refused_not_hung(tmp_path, source):
+    """A global heap object (HDF5's storage of text attributes) whose size runs past its collection
+    makes the HDF5 library loop forever; the import refuses it in one line first. Run in a child
+    process so that a regression fails by timeout instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    from real_models import ROOT
+
+    src = {"legacy_h5": "seq_k3_legacy.h5", "weights_h5": "seq_k3.weights.h5"}[source]
+    data = bytearray(open(ROOT / "tests" / "data" / "keras" / src, "rb").read())
+    start = data.find(b"GCOL")
+    size = int.from_bytes(data[start + 8:start + 16], "little")
+    data[start + 16 + 8:start + 16 + 16] = (size * 4).to_bytes(8, "little")  # object 1's size
+    bad = tmp_path / ("bad.h5" if source == "legacy_h5" else "bad.weights.h5")
+    bad.write_bytes(bytes(data))
+    argv = [sys.executable, "-m", "refq", "import", str(bad), "-o", str(tmp_path / "m.refq.h5")]
+    if source == "weights_h5":
+        argv += ["--architecture", str(ROOT / "tests" / "data" / "keras" / "seq_k3.json")]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.startswith("refq: error: ") and len(p.stderr.strip().splitlines()) == 1
+    assert "global heap" in p.stderr and str(bad) in p.stderr
+    assert not (tmp_path / "m.refq.h5").exists()

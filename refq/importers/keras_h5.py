@@ -114,7 +114,10 @@ def _sniff(path) -> str:
 
 
 def _open_h5(source, label):
+    from ..model_io import check_global_heaps
+
     h5py = h5py_module()
+    check_global_heaps(source, label, "the file is damaged: copy or save it again")
     try:
         return h5py.File(source, "r")
     except (OSError, RuntimeError, ValueError) as e:
