@@ -10,15 +10,36 @@ The model (MobileNetV3-small x0.35, Keras 3 HDF5) and 1,000 labelled text lines 
 3. prints the data-free quantization table (BN fold, CLE, bias correction at W8/W6/W5);
 4. lowers the per-channel W8A8 model to an integer model for every shipped numerics profile and
    prints each one's accuracy and how many values differ from the integer-faithful simulation
-   (each layer on the simulation's own inputs, so a difference belongs to that layer's rounding).
+   (each layer on the simulation's own inputs, so a difference belongs to that layer's rounding);
+5. prints its wall time with a breakdown by section, and the CPU time of each section (which a
+   loaded machine does not inflate). The sections after W8A8 run as jobs in worker processes; the
+   time of such a section is the sum of its jobs' own times, so the sections overlap.
+
+Off a terminal each finished stage prints one line on stderr (`refq.progress.stage`); on a terminal
+the batch loops show bars instead. `--quiet` silences both.
+
+Speed: work is shared where the printed numbers allow it (the BN-folded graph and the W8A8
+simulations reused by the data-free table, the lowering done once per profile); BLAS runs on one
+thread for the duration of the demo: its matrix products are skinny (at most 200 columns), where
+a second OpenBLAS thread costs twice the CPU time for no gain, and on a loaded machine its spinning
+threads slow the run several-fold (OpenBLAS computes each output element of a product with the
+same kernel and summation order whatever the thread count, so no number changes); and the
+independent jobs after the W8A8 simulations (the report, each simulation of the data-free table,
+each integer profile) run in WORKERS forked processes, one per core, their results printed in
+order as they arrive. Every number is that of the sequential run (WORKERS = 1).
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import time
+from contextlib import contextmanager
 from importlib import resources
 
 import numpy as np
+
+from .progress import Stage, on_terminal, progress, stage
 
 DATA = "data/ppocr_cls"
 EXPECTED_FP32_ACCURACY = 0.979
@@ -73,36 +94,158 @@ def load_model():
 
 
 def main(quiet: bool = False) -> dict:
+    """Run the demo (module docstring); print to stdout and return the numbers as a dict."""
+    with single_blas_thread():
+        return _demo(quiet)
+
+
+def _openblas():
+    """The OpenBLAS library NumPy loaded, with its set/get thread-count functions, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()
+                            and line.split()[-1].startswith("/")})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                return get, put
+    return None
+
+
+@contextmanager
+def single_blas_thread():
+    """Run the block with one OpenBLAS thread, then restore the previous count (module docstring,
+    Speed). Does nothing where NumPy's BLAS is not an OpenBLAS that can be found."""
+    fns = _openblas()
+    if fns is None:
+        yield
+        return
+    get, put = fns
+    before = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(before)
+
+
+#: Worker processes for the independent simulations of the data-free table and the integer
+#: profiles (the machine this demo is sized for has 2 cores).
+WORKERS = 2
+_JOBS: list = []   # the parallel section's jobs, inherited by the forked workers
+
+
+def _timed(job):
+    """(job(), its wall seconds, its CPU seconds)."""
+    t, c = time.perf_counter(), time.process_time()
+    result = job()
+    return result, time.perf_counter() - t, time.process_time() - c
+
+
+def _run_job(i: int):
+    with single_blas_thread():
+        return _timed(_JOBS[i])
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _parallel(jobs: list, desc: str, quiet: bool):
+    """Yield (index, (result, wall s, CPU s)) of the zero-argument callables `jobs` as they
+    finish, computed in
+    WORKERS forked processes (each with one BLAS thread), or in this process, in order, where
+    fork is not available. The jobs are independent and deterministic, so where they run changes
+    no number. quiet: no progress display."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    global _JOBS
+    if WORKERS < 2 or "fork" not in mp.get_all_start_methods():
+        for i, job in enumerate(progress(jobs, total=len(jobs), desc=desc, quiet=quiet)):
+            yield i, _timed(job)
+        return
+    _JOBS = list(jobs)
+    sys.stdout.flush()   # a forked worker flushes what it inherited: nothing, then
+    sys.stderr.flush()
+    try:
+        with cf.ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("fork")) as pool:
+            futures = {pool.submit(_run_job, i): i for i in range(len(jobs))}
+            try:
+                for f in progress(cf.as_completed(futures), total=len(jobs), desc=desc,
+                                  quiet=quiet, unit="jobs"):
+                    yield futures[f], f.result()
+            except BaseException:   # a job failed (or an interrupt): start no other job
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        _JOBS = []
+
+
+SECTIONS = (("fp32", "import + FP32"), ("w8a8", "W8A8"), ("report", "report"),
+            ("data_free", "data-free"), ("integer", "integer"))
+
+
+def _demo(quiet: bool) -> dict:
     from .runtime import run
     from .summary import summarize
 
-    t0 = time.perf_counter()
-    graph = load_model()
-    rows = summarize(graph)
-    x, y, p_onnx = load_test_set()
-    print(f"model   {graph.name}: {len(graph.nodes)} nodes, {sum(r['params'] for r in rows):,} "
-          f"parameters, {sum(r['macs'] for r in rows) / 1e6:.1f} MMAC per image")
-    print(f"data    {len(y)} text lines {list(x.shape[1:])}, {int((y == 0).sum())} upright / "
-          f"{int((y == 1).sum())} rotated")
-    t1 = time.perf_counter()
-    probs = run(graph, {graph.inputs[0].name: x}, batch_size=100, quiet=quiet)[graph.outputs[0]]
-    t2 = time.perf_counter()
-    pred = probs.argmax(axis=1)
-    acc = float((pred == y).mean())
-    result = {
-        "fp32_accuracy": acc,
-        "upright_accuracy": float((pred[y == 0] == 0).mean()),
-        "rotated_accuracy": float((pred[y == 1] == 1).mean()),
-        "onnx_argmax_agreement": float((pred == p_onnx.argmax(axis=1)).mean()),
-        "onnx_max_abs_prob_diff": float(np.abs(probs - p_onnx).max()),
-    }
-    print(f"FP32    accuracy {acc:.1%} (expected {EXPECTED_FP32_ACCURACY:.1%}): upright "
-          f"{result['upright_accuracy']:.1%}, rotated {result['rotated_accuracy']:.1%}")
-    print(f"        agreement with onnxruntime: argmax {result['onnx_argmax_agreement']:.1%}, "
-          f"max |p - p_onnx| {result['onnx_max_abs_prob_diff']:.1e}")
-    print(f"time    import {t1 - t0:.1f} s, float64 forward {t2 - t1:.1f} s "
-          f"({len(y) / (t2 - t1):.0f} images/s)")
-    result.update(_quantized(graph, x, y, quiet))
+    t0, c0 = time.perf_counter(), time.process_time() + _children_cpu()
+    bars = quiet or not on_terminal()   # the loops' bars: on a terminal only
+    timings = {}
+    with stage("import + FP32", quiet) as st:
+        graph = load_model()
+        rows = summarize(graph)
+        x, y, p_onnx = load_test_set()
+        print(f"model   {graph.name}: {len(graph.nodes)} nodes, "
+              f"{sum(r['params'] for r in rows):,} parameters, "
+              f"{sum(r['macs'] for r in rows) / 1e6:.1f} MMAC per image")
+        print(f"data    {len(y)} text lines {list(x.shape[1:])}, {int((y == 0).sum())} upright / "
+              f"{int((y == 1).sum())} rotated")
+        t1 = time.perf_counter()
+        probs = run(graph, {graph.inputs[0].name: x}, batch_size=100,
+                    quiet=bars)[graph.outputs[0]]
+        t2 = time.perf_counter()
+        pred = probs.argmax(axis=1)
+        acc = float((pred == y).mean())
+        result = {
+            "fp32_accuracy": acc,
+            "upright_accuracy": float((pred[y == 0] == 0).mean()),
+            "rotated_accuracy": float((pred[y == 1] == 1).mean()),
+            "onnx_argmax_agreement": float((pred == p_onnx.argmax(axis=1)).mean()),
+            "onnx_max_abs_prob_diff": float(np.abs(probs - p_onnx).max()),
+        }
+        print(f"FP32    accuracy {acc:.1%} (expected {EXPECTED_FP32_ACCURACY:.1%}): upright "
+              f"{result['upright_accuracy']:.1%}, rotated {result['rotated_accuracy']:.1%}")
+        print(f"        agreement with onnxruntime: argmax {result['onnx_argmax_agreement']:.1%}, "
+              f"max |p - p_onnx| {result['onnx_max_abs_prob_diff']:.1e}")
+        print(f"time    import {t1 - t0:.1f} s, float64 forward {t2 - t1:.1f} s "
+              f"({len(y) / (t2 - t1):.0f} images/s)")
+        st.detail = f"FP32 accuracy {acc:.1%}"
+    timings["fp32"] = st
+    result.update(_quantized(graph, x, y, quiet, timings))
+    wall, cpu = time.perf_counter() - t0, time.process_time() + _children_cpu() - c0
+    result["seconds"] = {"total": wall, "total_cpu": cpu,
+                         **{k: timings[k].wall for k, _ in SECTIONS},
+                         **{f"{k}_cpu": timings[k].cpu for k, _ in SECTIONS}}
+    result["seconds"]["parallel"] = timings["parallel"].wall
+    seq, par = SECTIONS[:2], SECTIONS[2:]
+    print(f"\ntime    {wall:.0f} s: " + ", ".join(f"{label} {timings[k].wall:.0f} s"
+                                                for k, label in seq)
+          + f", then {timings['parallel'].wall:.0f} s in {max(1, WORKERS)} processes for "
+          + ", ".join(f"{label} {timings[k].wall:.0f} s" for k, label in par))
+    print(f"        CPU {cpu:.0f} s: " + ", ".join(f"{label} {timings[k].cpu:.0f} s"
+                                                 for k, label in SECTIONS))
     return result
 
 
@@ -112,6 +255,7 @@ def _accuracy(sim, x, y, quiet):
 
 
 def _simulate(graph, config, x, y, calib, quiet, param_bw=8):
+    """(QuantSim calibrated on `calib`, its accuracy on x, y); quiet: the loops' bars."""
     from .quant.quantsim import QuantSim
 
     sim = QuantSim(graph, config, param_bw=param_bw, act_bw=8)
@@ -119,91 +263,207 @@ def _simulate(graph, config, x, y, calib, quiet, param_bw=8):
     return sim, _accuracy(sim, x, y, quiet)
 
 
-def _quantized(graph, x, y, quiet) -> dict:
+def _quantized(graph, x, y, quiet, timings) -> dict:
+    """The W8A8 simulations here, then the report, the data-free table and the integer models as
+    independent jobs in the worker processes, their results printed in order as they arrive."""
     from .algorithms import fold_batch_norms
-    from .report import format_report, quant_report
 
-    calib = load_calibration_set()
-    folded, _ = fold_batch_norms(graph)
-    print(f"\nW8A8 quantization simulation (AIMET 2.42 numerics and placement, minmax, BN folded, "
-          f"calibrated on {len(calib)} unlabelled lines)")
-    out = {"calibration_lines": len(calib)}
-    sims = {}
-    for config in ("per_tensor", "per_channel"):
-        t0 = time.perf_counter()
-        sims[config], acc = _simulate(folded, config, x, y, calib, quiet)
-        out[f"w8a8_{config}_accuracy"] = acc
-        p = sims[config].placement
-        print(f"  {config.replace('_', '-'):12s} accuracy {acc:.1%}   ({p['activation_quantizers']} "
-              f"activation + {p['param_quantizers']} weight quantizers, "
-              f"{time.perf_counter() - t0:.1f} s)")
-    report = quant_report(sims["per_tensor"], x[:200], batch_size=100)
-    out["worst_quantizers"] = [r["quantizer"] for r in report["quantizers"][:5]]
-    print("\nfive worst quantizers, per-tensor W8A8 (first 200 test lines):")
-    print("\n".join("  " + line for line in format_report(report, top=5).splitlines()))
-    out["data_free"] = _data_free_table(graph, x, y, calib, quiet,
-                                        {8: (out["w8a8_per_tensor_accuracy"],
-                                             out["w8a8_per_channel_accuracy"])})
-    out["integer"] = _integer(sims["per_channel"], x, y, quiet)
+    bars = quiet or not on_terminal()
+    with stage("W8A8", quiet) as section:
+        calib = load_calibration_set()
+        folded, _ = fold_batch_norms(graph)
+        print(f"\nW8A8 quantization simulation (AIMET 2.42 numerics and placement, minmax, BN "
+              f"folded, calibrated on {len(calib)} unlabelled lines)")
+        out = {"calibration_lines": len(calib)}
+        sims = {}
+        for config in ("per_tensor", "per_channel"):
+            with stage(f"W8A8 {config.replace('_', '-')}", quiet) as st:
+                sims[config], acc = _simulate(folded, config, x, y, calib, bars)
+                st.detail = f"accuracy {acc:.1%}"
+            out[f"w8a8_{config}_accuracy"] = acc
+            p = sims[config].placement
+            print(f"  {config.replace('_', '-'):12s} accuracy {acc:.1%}   "
+                  f"({p['activation_quantizers']} activation + {p['param_quantizers']} weight "
+                  f"quantizers, {st.wall:.1f} s)")
+        section.detail = "2 simulations"
+    timings["w8a8"] = section
+    known = {8: (out["w8a8_per_tensor_accuracy"], out["w8a8_per_channel_accuracy"])}
+    data_free = _data_free_jobs(graph, folded, x, y, calib, quiet, known)
+    # the report first (its lines come first), then the longest jobs (bias correction ~2 times a
+    # simulation, an integer profile ~1.6 times), so that the workers finish together
+    jobs = [("report", _report_job(sims["per_tensor"], x, quiet))]
+    jobs += [j for j in data_free if j[0][2] == "bias_correction"]
+    jobs += _integer_jobs(sims["per_channel"], x, y, quiet)
+    jobs += [j for j in data_free if j[0][2] != "bias_correction"]
+    printers = [_ReportPrinter(out), _DataFreePrinter(out, known, len(y)),
+                _IntegerPrinter(out)]
+    spent = {key: Stage(key) for key in ("report", "data_free", "integer")}
+    children = _children_cpu()
+    with stage("report, data-free, integer", quiet) as section:
+        results = {}
+        for i, (result, wall, cpu) in _parallel([job for _, job in jobs], "jobs", bars):
+            results[i] = result
+            key = jobs[i][0] if jobs[i][0] == "report" else jobs[i][0][0]
+            spent[key].wall += wall
+            spent[key].cpu += cpu
+            while printers and printers[0].ready(jobs, results):
+                printers.pop(0).emit(jobs, results)
+        section.detail = f"{len(jobs)} jobs in {max(1, WORKERS)} processes"
+    section.cpu += _children_cpu() - children
+    timings.update(spent)
+    timings["parallel"] = section
     return out
+
+
+def _report_job(sim, x, quiet):
+    def job():
+        from .report import quant_report
+
+        with stage("report", quiet) as st:
+            report = quant_report(sim, x[:200], batch_size=100)
+            st.detail = "per-tensor W8A8 on 200 lines"
+        return report
+    return job
+
+
+class _ReportPrinter:
+    def __init__(self, out):
+        self.out = out
+
+    def ready(self, jobs, results):
+        return 0 in results
+
+    def emit(self, jobs, results):
+        from .report import format_report
+
+        report = results[0]
+        self.out["worst_quantizers"] = [r["quantizer"] for r in report["quantizers"][:5]]
+        print("\nfive worst quantizers, per-tensor W8A8 (first 200 test lines):")
+        print("\n".join("  " + line for line in format_report(report, top=5).splitlines()))
 
 
 COMPARE_LINES = 16
 
 
-def _integer(sim, x, y, quiet) -> dict:
-    """Accuracy of the integer model per profile, and its LSB differences from the simulation."""
-    from .fixedpoint.compare import compare
-    from .fixedpoint.lowering import lower
+def _integer_jobs(sim, x, y, quiet) -> list:
+    """One job per profile: accuracy of the integer model and its LSB differences from the
+    integer-faithful simulation (`compare` on COMPARE_LINES lines)."""
     from .fixedpoint.profiles import PROFILES
-    from .fixedpoint.run import run_int
 
-    print(f"\ninteger models (per-channel W8A8 lowered per profile; differences from the "
-          f"integer-faithful simulation on {COMPARE_LINES} lines)")
-    print(f"  {'profile':14s}{'accuracy':>9s}{'differing values':>22s}{'max':>5s}"
-          f"{'layers':>8s}{'headroom':>10s}")
     name = sim.graph.inputs[0].name
-    out = {}
-    for profile in PROFILES:
-        graph = lower(sim, profile)
-        probs, _ = run_int(graph, {name: x}, batch_size=100, quiet=quiet)
-        acc = float((probs[graph.outputs[0]].argmax(axis=1) == y).mean())
-        s = compare(sim, profile, x[:COMPARE_LINES])["summary"]
-        out[profile] = {"accuracy": acc, **s}
-        print(f"  {profile:14s}{100 * acc:8.1f}%{s['local_differ_elements']:>11,} of "
-              f"{s['local_elements']:>9,}{s['local_max_lsb']:>4d}{s['local_differ_nodes']:>5d}/"
-              f"{s['nodes']:<3d}{s['min_headroom_bits']:>6d} bits")
-    return out
+
+    def job(profile):
+        def run_profile():
+            from .fixedpoint.compare import compare
+            from .fixedpoint.lowering import lower
+            from .fixedpoint.run import run_int
+
+            with stage(f"integer {profile}", quiet) as st:
+                graph = lower(sim, profile)
+                probs, _ = run_int(graph, {name: x}, batch_size=100)
+                acc = float((probs[graph.outputs[0]].argmax(axis=1) == y).mean())
+                s = compare(sim, profile, x[:COMPARE_LINES], graph=graph)["summary"]
+                st.detail = f"accuracy {acc:.1%}"
+            return {"accuracy": acc, **s}
+        return run_profile
+
+    return [(("integer", profile), job(profile)) for profile in PROFILES]
+
+
+class _IntegerPrinter:
+    def __init__(self, out):
+        self.out = out
+
+    def ready(self, jobs, results):
+        return all(i in results for i, (key, _) in enumerate(jobs) if key[0] == "integer")
+
+    def emit(self, jobs, results):
+        print(f"\ninteger models (per-channel W8A8 lowered per profile; differences from the "
+              f"integer-faithful simulation on {COMPARE_LINES} lines)")
+        print(f"  {'profile':14s}{'accuracy':>9s}{'differing values':>22s}{'max':>5s}"
+              f"{'layers':>8s}{'headroom':>10s}")
+        self.out["integer"] = {}
+        for i, (key, _) in enumerate(jobs):
+            if key[0] != "integer":
+                continue
+            profile, r = key[1], results[i]
+            self.out["integer"][profile] = r
+            print(f"  {profile:14s}{100 * r['accuracy']:8.1f}%{r['local_differ_elements']:>11,}"
+                  f" of {r['local_elements']:>9,}{r['local_max_lsb']:>4d}"
+                  f"{r['local_differ_nodes']:>5d}/{r['nodes']:<3d}"
+                  f"{r['min_headroom_bits']:>6d} bits")
 
 
 DFQ_COLUMNS = ("naive", "bn_fold", "cle", "bias_correction", "per_channel")
+DFQ_BITWIDTHS = (8, 6, 5)
 
 
-def _data_free_table(graph, x, y, calib, quiet, known: dict) -> dict:
-    """Per-tensor WbA8 accuracy: naive (BN kept as a float op, the simulation AIMET gives an
+def _data_free_jobs(graph, folded, x, y, calib, quiet, known: dict) -> list:
+    """Per-tensor WbA8 accuracy jobs: naive (BN kept as a float op, the simulation AIMET gives an
     unfolded model), + BN fold, + CLE (through squeeze-excitation), + empirical bias correction,
-    and per-channel (BN folded) for comparison."""
+    and per-channel (BN folded) for comparison. `folded` is `graph` with its batch norms folded;
+    `known` holds {bitwidth: (BN-fold, per-channel) accuracies} already measured."""
     from .algorithms import prepare
 
-    print("\ndata-free quantization, per-tensor weights, 8-bit activations (accuracy on "
-          f"{len(y)} lines)")
-    head = f"  {'':6s}" + "".join(f"{c:>17s}" for c in
-                                   ("naive", "+ BN fold", "+ CLE", "+ bias corr.", "per-channel"))
-    print(head)
-    folded, _ = prepare(graph, fold_bn=True)
     equalized, _ = prepare(graph, cle=True, through_squeeze_excite=True)
-    table = {}
-    for bw in (8, 6, 5):
-        row = {"naive": _simulate(graph, "per_tensor", x, y, calib, quiet, bw)[1]}
-        if bw in known:
-            row["bn_fold"], row["per_channel"] = known[bw]
-        else:
-            row["bn_fold"] = _simulate(folded, "per_tensor", x, y, calib, quiet, bw)[1]
-            row["per_channel"] = _simulate(folded, "per_channel", x, y, calib, quiet, bw)[1]
-        row["cle"] = _simulate(equalized, "per_tensor", x, y, calib, quiet, bw)[1]
-        corrected, _ = prepare(equalized, bias_correction="empirical", data=calib,
-                               config="per_tensor", param_bw=bw)
-        row["bias_correction"] = _simulate(corrected, "per_tensor", x, y, calib, quiet, bw)[1]
-        table[f"W{bw}A8"] = row
-        print(f"  W{bw}A8 " + "".join(f"{100 * row[c]:16.1f}%" for c in DFQ_COLUMNS))
-    return table
+
+    def sim_job(column, g, config, bw, correct=False):
+        def run_sim():
+            with stage(f"data-free W{bw}A8 {column.replace('_', ' ')}", quiet) as st:
+                if correct:
+                    g2, _ = prepare(g, bias_correction="empirical", data=calib,
+                                    config="per_tensor", param_bw=bw)
+                else:
+                    g2 = g
+                acc = _simulate(g2, config, x, y, calib, True, bw)[1]
+                st.detail = f"accuracy {acc:.1%}"
+            return acc
+        return run_sim
+
+    jobs = []
+    for bw in DFQ_BITWIDTHS:
+        columns = [("bias_correction", equalized, "per_tensor", True),
+                   ("naive", graph, "per_tensor", False), ("cle", equalized, "per_tensor", False)]
+        if bw not in known:
+            columns += [("bn_fold", folded, "per_tensor", False),
+                        ("per_channel", folded, "per_channel", False)]
+        jobs += [(("data_free", bw, column), sim_job(column, g, config, bw, correct))
+                 for column, g, config, correct in columns]
+    return jobs
+
+
+class _DataFreePrinter:
+    """Prints the table's rows in order, each as soon as its jobs are done."""
+
+    def __init__(self, out, known, lines):
+        self.out, self.known, self.lines = out, known, lines
+        self.out["data_free"] = {}
+        self.next = 0   # index into DFQ_BITWIDTHS of the next row to print
+
+    def _row(self, jobs, results, bw):
+        row = dict(zip(("bn_fold", "per_channel"), self.known[bw])) if bw in self.known else {}
+        for i, (key, _) in enumerate(jobs):
+            if key[0] == "data_free" and key[1] == bw:
+                if i not in results:
+                    return None
+                row[key[2]] = results[i]
+        return row
+
+    def ready(self, jobs, results):
+        while self.next < len(DFQ_BITWIDTHS):
+            bw = DFQ_BITWIDTHS[self.next]
+            row = self._row(jobs, results, bw)
+            if row is None:
+                return False
+            if self.next == 0:
+                print("\ndata-free quantization, per-tensor weights, 8-bit activations "
+                      f"(accuracy on {self.lines} lines)")
+                print(f"  {'':6s}" + "".join(f"{c:>17s}" for c in (
+                    "naive", "+ BN fold", "+ CLE", "+ bias corr.", "per-channel")))
+            self.out["data_free"][f"W{bw}A8"] = row = {c: row[c] for c in DFQ_COLUMNS}
+            print(f"  W{bw}A8 " + "".join(f"{100 * row[c]:16.1f}%" for c in DFQ_COLUMNS))
+            self.next += 1
+        return True
+
+    def emit(self, jobs, results):
+        pass

@@ -253,3 +253,25 @@ def test_default_32_bit_accumulator_accepts_the_same_case():
     x, params, attrs = _overflow_case()
     y, big = run("int_conv2d", [x], params, {**attrs, "accumulator_bits": 32})
     assert big < 1 << 31 and y.shape == (1, 5, 5, 3)
+
+
+@pytest.mark.parametrize("enc, want", [(ENCODINGS[0], np.float32), (ENCODINGS[4], np.float64)],
+                         ids=["int8-float32", "int16-float64"])
+def test_conv2d_blas_dtype_follows_the_exactness_bound(monkeypatch, enc, want):
+    """int8 operands keep every partial sum within 2^24 (float32 BLAS); int16 activations need
+    float64. Either way the result is the exact reference."""
+    seen = []
+    real = kconv._blas_params
+    monkeypatch.setattr(kconv, "_blas_params",
+                        lambda wd, bias, dtype=np.float64: seen.append(dtype) or
+                        real(wd, bias, dtype))
+    x, params, attrs = make_case(7, GEOMETRIES[0], enc)
+    y, _ = run("int_conv2d", [x], params, attrs)
+    assert seen and set(seen) == {want}
+    acc = ref.conv_acc(x, params["weight"], params["bias"], attrs)
+    np.testing.assert_array_equal(y, ref.finish(acc, params, attrs))
+
+
+def test_float32_bound_is_2_pow_24():
+    assert kconv.blas_is_exact(1 << 10, 1 << 7, 1 << 7, 0, kconv.FLOAT32_EXACT)
+    assert not kconv.blas_is_exact(1 << 10, 1 << 7, 1 << 7, 1, kconv.FLOAT32_EXACT)

@@ -154,18 +154,28 @@ def test_inputs_not_mutated_and_views_accepted(xs, ws, attrs):
     ((2, 6, 5, 2), (3, 2, 3, 2), {"padding": "explicit", "pads": [2, 1, 0, 2], "strides": [2, 2]}),
     ((3, 7, 6, 2), (4, 3, 3, 1), {"groups": 2, "padding": "same"}),                       # depthwise
     ((1, 9, 9, 2), (2, 3, 3, 1), {"groups": 2, "strides": [2, 3], "dilations": [1, 2]}),
+    ((2, 8, 7, 3), (6, 5, 5, 1), {"groups": 3, "padding": "explicit", "pads": [6, 1, 2, 3]}),
+    ((1, 6, 5, 2), (2, 3, 3, 1), {"groups": 2, "padding": "explicit", "pads": [0, 5, 1, 0],
+                                  "strides": [2, 1]}),
     ((3, 6, 6, 4), (4, 3, 3, 2), {"groups": 2, "strides": [1, 2]}),
 ])
 @pytest.mark.parametrize("block", [1, 7, 40, 10**6])
 @pytest.mark.parametrize("rowfold", [True, False])
 def test_every_path_and_blocking_agree_with_the_definition(monkeypatch, xs, ws, attrs, block, rowfold):
-    """Row-fold and im2col (forced), row bands and multi-image blocks (BLOCK_ROWS shrunk)."""
+    """Row-fold and im2col (forced), row bands and multi-image blocks (BLOCK_ROWS and
+    DW_BLOCK_BYTES shrunk; depthwise blocks are padded one by one, so a band may start or end in
+    the padding). Depthwise sums do not depend on the blocking, bit for bit."""
     x, w, b = rand(*xs), rand(*ws), rand(ws[0])
+    whole = run(x, w, b, **attrs)
     monkeypatch.setattr(conv_mod, "BLOCK_ROWS", block)
     monkeypatch.setattr(conv_mod, "ROWFOLD_ROWS", block)
     monkeypatch.setattr(conv_mod, "BLOCK_BYTES", 0)
+    monkeypatch.setattr(conv_mod, "DW_BLOCK_BYTES", block)
     monkeypatch.setattr(conv_mod, "_use_rowfold", lambda *args: rowfold)
-    close(run(x, w, b, **attrs), naive_conv(x, w, b, **attrs))
+    y = run(x, w, b, **attrs)
+    close(y, naive_conv(x, w, b, **attrs))
+    if ws[3] == 1 and attrs.get("groups", 1) == xs[3]:
+        np.testing.assert_array_equal(y, whole)
 
 
 # ---- against scipy -------------------------------------------------------------------------

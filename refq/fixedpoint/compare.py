@@ -78,11 +78,13 @@ def _sqnr_db(sig, noise):
     return float(10.0 * np.log10(sig / noise))
 
 
-def compare(sim, profile, data, batch_size: int | None = None, quiet: bool = True) -> dict:
+def compare(sim, profile, data, batch_size: int | None = None, quiet: bool = True,
+            graph=None) -> dict:
     """Per-layer LSB differences between `lower(sim, profile)` and the integer-faithful simulation
-    on `data` (see the module docstring). Returns the report dict."""
+    on `data` (see the module docstring). Returns the report dict. graph: `lower(sim, profile)`
+    when the caller already has it (saves lowering again)."""
     p = _profile(profile)
-    gp = lower(sim, p)
+    gp = lower(sim, p) if graph is None else graph
     gf = faithful_graph(sim, like=p)
     order = gp.topological_order()
     fnodes = {n.name: n for n in gf.nodes}

@@ -187,8 +187,8 @@ def requantize_bounded(acc, bounds, multiplier, shift, scheme: str, *, zero_poin
                        act_max, zp_before_round: bool = False, overwrite: bool = False):
     """`requantize` for the integer kernels, which often know bounds of their accumulator.
 
-    acc: an int64 or int32 array, or a float64 array holding integers of magnitude <= 2^53
-    (exactly, as the accumulation of `kernels.conv` produces them); bounds: (lo, hi) with
+    acc: an int64 or int32 array, or a float64 (float32) array holding integers of magnitude
+    <= 2^53 (2^24) exactly, as the accumulation of `kernels.conv` produces them; bounds: (lo, hi) with
     lo <= acc <= hi for every element (possibly loose), or None. Same preconditions, checks and
     results as `requantize`: bounds only let a check pass without reading `acc` again.
     overwrite=True lets the result reuse acc's buffer (a temporary of the caller; acc is then

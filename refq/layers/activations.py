@@ -78,13 +78,21 @@ def _hard_sigmoid(inputs, params, attrs):
     return np.clip(x * t(attrs["alpha"]) + t(attrs["beta"]), 0, 1)
 
 
+_BLOCK = 1 << 16  # elements per block of hard_swish: its four passes over a block stay in cache
+
+
 def _hard_swish(inputs, params, attrs):
-    x = inputs[0]
-    gate = x + 3
-    np.clip(gate, 0, 6, out=gate)
-    gate /= 6
-    gate *= x
-    return gate
+    """gate = clip(x + 3, 0, 6) / 6, then gate · x, in place, block by block (speed only)."""
+    x = np.ascontiguousarray(inputs[0])
+    out = np.empty_like(x)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for s in range(0, flat_x.size, _BLOCK):
+        xs, gate = flat_x[s:s + _BLOCK], flat_out[s:s + _BLOCK]
+        np.add(xs, 3, out=gate)
+        np.clip(gate, 0, 6, out=gate)
+        gate /= 6
+        gate *= xs
+    return out
 
 
 def _softmax(inputs, params, attrs):

@@ -46,6 +46,7 @@ from ..errors import ParamError, ShapeError
 from .base import Attr, Op
 
 BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES = 4096, 16384, 1 << 21  # block sizes (speed only)
+DW_BLOCK_BYTES = 1 << 19  # accumulator bytes of a depthwise block (speed only)
 
 PADDINGS = ("valid", "same", "explicit")
 
@@ -88,11 +89,17 @@ def window_geometry(hw, kernel, strides, dilations, padding, pads, what="conv2d"
 
 
 def pad_hw(x, pads, value=0):
-    """x [N, H, W, C] with pads (top, bottom, left, right) of `value`; x itself when all are 0."""
+    """x [N, H, W, C] with pads (top, bottom, left, right) of `value` (C-contiguous); x itself when
+    all are 0."""
     t, b, l, r = pads
     if not (t or b or l or r):
         return x
-    return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
+    n, h, w, c = x.shape
+    out = np.empty((n, h + t + b, w + l + r, c), x.dtype)
+    out[:, t:t + h, l:l + w] = x
+    for border in (out[:, :t], out[:, t + h:], out[:, t:t + h, :l], out[:, t:t + h, l + w:]):
+        border.fill(value)
+    return out
 
 
 def blocks(n, oh, ow, target):
@@ -172,26 +179,58 @@ def _windows(xp, n0, n1, h0, rows, sh, ow, sw, kw, dw):
     return win.reshape(b, rows, ow, span, c)[:, :, :, ::dw]
 
 
-def _depthwise(xp, w, b, y, oh, ow, strides, dil):
-    """Groups == C, one input channel per group: a vectorised multiply-accumulate per kernel tap."""
-    c = xp.shape[3]
+def _padded_rows(x, pads, p0, p1, n0, n1, m, scratch):
+    """Rows [p0, p1) of the zero-padded input of images n0:n1, each channel repeated m times,
+    written into `scratch` (a buffer of at least that shape, reused across blocks) or, when no
+    padding or repetition is needed, a view of x."""
+    t, _, l, r = pads
+    h, w = x.shape[1], x.shape[2]
+    if not any(pads) and m == 1:
+        return x[n0:n1, p0:p1], scratch
+    shape = (n1 - n0, p1 - p0, w + l + r, x.shape[3] * m)
+    if scratch is None or any(a < b for a, b in zip(scratch.shape, shape)):
+        scratch = np.empty(shape, x.dtype)  # the first block is the largest
+    out = scratch[:shape[0], :shape[1]]
+    lo = max(p0 - t, 0)                       # the input rows [lo, hi) inside [p0, p1)
+    hi = max(min(p1 - t, h), lo)
+    a, b = lo + t - p0, hi + t - p0           # where they go
+    out[:, :a].fill(0)
+    out[:, b:].fill(0)
+    out[:, a:b, :l].fill(0)
+    out[:, a:b, l + w:].fill(0)
+    src = x[n0:n1, lo:hi]
+    if m > 1:  # multiplier m: output o reads input o // m, i.e. channel o of x repeated m times
+        src = np.repeat(src, m, axis=3)
+    out[:, a:b, l:l + w] = src
+    return out, scratch
+
+
+def _depthwise(x, pads, w, b, y, oh, ow, strides, dil):
+    """Groups == C, one input channel per group: a vectorised multiply-accumulate per kernel tap.
+
+    Work goes in blocks of whole images (or row bands of one image) whose accumulator holds about
+    DW_BLOCK_BYTES, padded block by block into a reused scratch buffer, so that the 2·kh·kw passes
+    of a block run in cache. Each output element is the same sum in the same order (tap (0, 0)
+    first, then the taps in row-major order, each product rounded before it is added) whatever
+    the blocking."""
+    c = x.shape[3]
     o, kh, kw, _ = w.shape
-    if o != c:  # multiplier m: output o reads input o // m, i.e. channel o of x repeated m times
-        xp = np.repeat(xp, o // c, axis=3)
+    m = o // c
     (sh, sw), (dh, dw) = strides, dil
     # weights tiled along a row so that every operand of a tap is contiguous within a row
     w_hwo = w[:, :, :, 0].transpose(1, 2, 0)[:, :, None]
     w_row = np.ascontiguousarray(np.broadcast_to(w_hwo, (kh, kw, ow, o)))
-    tmp = None
-    rows_per_block = max(BLOCK_ROWS, BLOCK_BYTES // (o * xp.itemsize))
-    for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, rows_per_block):
+    tmp = scratch = None
+    target = max(ow, DW_BLOCK_BYTES // (o * x.itemsize))
+    for n0, n1, i0, i1 in blocks(x.shape[0], oh, ow, target):
         r = i1 - i0
-        rows = xp[n0:n1, i0 * sh:(i1 - 1) * sh + (kh - 1) * dh + 1]
+        rows, scratch = _padded_rows(x, pads, i0 * sh, (i1 - 1) * sh + (kh - 1) * dh + 1,
+                                     n0, n1, m, scratch)
         # split the columns into their sw phases so that tap v reads a contiguous run
         phase = {p: np.ascontiguousarray(rows[:, :, p::sw]) if sw > 1 else rows
                  for p in sorted({(v * dw) % sw for v in range(kw)})}
         acc = y[n0:n1, i0:i1]
-        if tmp is None or tmp.shape[:2] != acc.shape[:2]:
+        if tmp is None or tmp.shape != acc.shape:
             tmp = np.empty_like(acc)
         for u in range(kh):
             for v in range(kw):
@@ -278,6 +317,10 @@ def _forward(inputs, params, attrs):
     strides, dil, groups = attrs["strides"], attrs["dilations"], attrs["groups"]
     n, c = x.shape[0], x.shape[3]
     b = params["bias"].astype(x.dtype, copy=False) if "bias" in params else None
+    if cg == 1 and groups == c and not (kh == kw == 1 and groups == 1):
+        y = np.empty((n, oh, ow, o), x.dtype)
+        _depthwise(x, pads, w, b, y, oh, ow, strides, dil)  # pads block by block
+        return y
     xp = np.ascontiguousarray(pad_hw(x, pads))
     if kh == kw == 1 and groups == 1:
         xs = xp[:, :(oh - 1) * strides[0] + 1:strides[0], :(ow - 1) * strides[1] + 1:strides[1]]
@@ -286,9 +329,7 @@ def _forward(inputs, params, attrs):
             y += b
         return y
     y = np.empty((n, oh, ow, o), x.dtype)  # the paths add the bias block by block, in cache
-    if cg == 1 and groups == c:
-        _depthwise(xp, w, b, y, oh, ow, strides, dil)
-    elif groups == 1 and _use_rowfold(w.shape, oh, strides, dil):
+    if groups == 1 and _use_rowfold(w.shape, oh, strides, dil):
         _rowfold(xp, w, b, y, oh, ow, strides, dil)
     else:
         _im2col(xp, w, b, y, oh, ow, strides, dil, groups)

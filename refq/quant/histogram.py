@@ -38,7 +38,13 @@ _F32 = np.float32
 
 
 def finite_extremes(rows: np.ndarray, what: str):
-    """Per-row (min, max) over the finite values of a float32 (C, n) array; QuantError if a row has none."""
+    """Per-row (min, max) over the finite values of a float32 (C, n) array; QuantError if a row has none.
+
+    The plain min and max come first: NaN propagates through them and ±inf is an extreme, so
+    when both are finite every value is, and they are the answer (two passes instead of four)."""
+    mn, mx = rows.min(axis=1), rows.max(axis=1)
+    if np.isfinite(mn).all() and np.isfinite(mx).all():
+        return mn, mx
     finite = np.isfinite(rows)
     if not finite.all(axis=1).all():
         bad = np.flatnonzero(~finite.any(axis=1))

@@ -158,7 +158,7 @@ def requant(acc, params, attrs, *, zero_point: int, scheme: str | None = None, p
     """`requantize(acc, ...)` with the node's scheme and parameters (names prefixed by `prefix`):
     integer schemes read `<prefix>multiplier`/`<prefix>shift`, float schemes
     `<prefix>real_multiplier`; clamp to [act_min, act_max]. `bounds`: (lo, hi) holding every
-    value of acc when known; acc may be int32 or exact float64; overwrite: acc is a temporary
+    value of acc when known; acc may be int32 or exact float32/float64; overwrite: acc is a temporary
     whose buffer may take the result (`requantize_bounded`)."""
     scheme = scheme or attrs["scheme"]
     if scheme in FLOAT_SCHEMES:
@@ -204,7 +204,7 @@ def fit_accumulator(acc, attrs, bounds=None) -> np.ndarray:
     """The accumulator policy (`apply_overflow_policy`) with the node's accumulator_bits/overflow:
     "error" raises FixedPointError naming the first value that does not fit and its index. When
     `bounds` (lo, hi) holding every value lie in the accumulator range the policy is the identity
-    and acc is returned as it is (int64, int32, or float64 holding integers exactly)."""
+    and acc is returned as it is (int64, int32, or float32/float64 holding integers exactly)."""
     n = attrs["accumulator_bits"]
     if bounds is not None and -(1 << (n - 1)) <= bounds[0] and bounds[1] <= (1 << (n - 1)) - 1:
         return acc
@@ -213,8 +213,8 @@ def fit_accumulator(acc, attrs, bounds=None) -> np.ndarray:
 
 
 def finish_accumulator(acc, bounds, params, attrs):
-    """(y, AccExtremes) for an exact accumulator `acc` (int64, int32, or float64 holding integers
-    exactly) whose exact (min, max) are `bounds`: y = requant(fit_accumulator(acc)) with the
+    """(y, AccExtremes) for an exact accumulator `acc` (int64, int32, or float32/float64 holding
+    integers exactly) whose exact (min, max) are `bounds`: y = requant(fit_accumulator(acc)) with the
     node's output zero point, the accumulator policy and the requantization each checked from
     the bounds. acc is the caller's temporary: y may be written into its buffer."""
     a = fit_accumulator(acc, attrs, bounds)

@@ -66,8 +66,12 @@ def _lut_forward(inputs, params, attrs):
         raise FixedPointError(f"int_lut: input value {int(x[idx])} at index {list(idx)} lies "
                               f"outside the table's domain [{q0}, {q0 + t.size - 1}]")
     # table[x − q0] in one lookup: x ≡ (x − q0) + q0 (mod len), and np.roll(t, q0)[(j + q0) mod
-    # len] = t[j], so a wrapping take on x itself reads the same entries
-    return np.take(np.roll(t, q0), x, mode="wrap")
+    # len] = t[j], so a wrapping lookup on x itself reads the same entries; when every x lies in
+    # [−len, len) NumPy's own negative indexing is that wrap (and faster than take's modes)
+    rolled = np.roll(t, q0)
+    if -t.size <= lo and hi < t.size:
+        return rolled[x]
+    return np.take(rolled, x, mode="wrap")
 
 
 # ---- float-built tables ----------------------------------------------------------------------
