@@ -41,6 +41,7 @@ from .commands.model import DEFAULT_MAX_TRACE, cmd_demo, cmd_import, cmd_info, c
 from .commands.quant import cmd_equalize, cmd_quantize, cmd_report
 from .data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
 from .errors import RefqError
+from .progress import loop_lines
 
 
 def _positive_int(text):
@@ -291,6 +292,7 @@ def main(argv=None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # --help, --version, or a usage error already printed
             return e.code if isinstance(e.code, int) else 1
+        loop_lines(args.func is not cmd_demo)  # the demo prints its own stage lines
         status = args.func(args)  # None = success; commands that compare return their status
         sys.stdout.flush()
     except RefqError as e:
@@ -304,6 +306,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("refq: interrupted", file=sys.stderr)
         return 130
+    finally:
+        loop_lines(False)
     return int(status or 0)
 
 

@@ -182,7 +182,7 @@ def _parallel(jobs: list, desc: str, quiet: bool):
             futures = {pool.submit(_run_job, i): i for i in range(len(jobs))}
             try:
                 for f in progress(cf.as_completed(futures), total=len(jobs), desc=desc,
-                                  quiet=quiet, unit="jobs"):
+                                  quiet=quiet, unit="job"):
                     yield futures[f], f.result()
             except BaseException:   # a job failed (or an interrupt): start no other job
                 for f in futures:

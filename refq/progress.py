@@ -14,9 +14,10 @@ Rules (stderr is where progress goes; stdout keeps the results):
   `refq: <name>: <detail> in <t> s`; a `progress` loop prints nothing while it runs and, when the
   caller asks for it (line=True), one line once it has finished: `refq: <desc>: <k> batches,
   <n> samples in <t> s` (samples counted when the items are arrays or dicts of arrays, as batches
-  of inputs are; `<k> steps` for other items). Loops stay silent by default so that a command's
-  stderr off a terminal holds only what the command chose to say (its stages, its one error
-  line). A loop or stage left by an exception prints nothing: the error is the line that matters
+  of inputs are; `<k> steps` for other items). The `refq` command turns on `loop_lines()`, which
+  gives that line to every loop that ran at least `MIN_LOOP_SECONDS`; library calls stay silent
+  by default, so that stderr off a terminal holds only what the caller chose to say (its stages,
+  its one error line). A loop or stage left by an exception prints nothing: the error is the line that matters
   then.
 Elapsed times are wall-clock (`time.perf_counter`); `stage` also measures the process CPU time
 (`time.process_time`, all threads), which a loaded machine does not inflate.
@@ -27,7 +28,16 @@ import sys
 import time
 from contextlib import contextmanager
 
-__all__ = ["progress", "stage", "Stage", "on_terminal"]
+__all__ = ["progress", "stage", "Stage", "on_terminal", "loop_lines", "MIN_LOOP_SECONDS"]
+
+MIN_LOOP_SECONDS = 1.0  # with loop_lines() on, loops shorter than this print no line
+_LOOP_LINES = [False]
+
+
+def loop_lines(enabled: bool = True) -> None:
+    """Off a terminal, let every `progress` loop lasting at least MIN_LOOP_SECONDS print its
+    finished line (the `refq` command does this; the default for library calls is off)."""
+    _LOOP_LINES[0] = bool(enabled)
 
 
 def on_terminal() -> bool:
@@ -50,7 +60,11 @@ def _samples(item) -> int | None:
     return int(shape[0]) if shape else None
 
 
-def _counted(iterable, desc: str, unit: str | None):
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith("ch") else f"{n} {word}s"
+
+
+def _counted(iterable, desc: str, unit: str | None, min_seconds: float = 0.0):
     t0 = time.perf_counter()
     steps, samples = 0, 0
     for item in iterable:
@@ -58,22 +72,27 @@ def _counted(iterable, desc: str, unit: str | None):
         samples = None if n is None or samples is None else samples + n
         steps += 1
         yield item
-    what = f"{steps} {unit or ('batches' if samples is not None else 'steps')}"
+    elapsed = time.perf_counter() - t0
+    if elapsed < min_seconds:
+        return
+    what = _plural(steps, unit or ("batch" if samples is not None else "step"))
     if samples is not None and steps:
-        what += f", {samples} samples"
-    _line(f"{desc or 'progress'}: {what} in {time.perf_counter() - t0:.1f} s")
+        what += ", " + _plural(samples, "sample")
+    _line(f"{desc or 'progress'}: {what} in {elapsed:.1f} s")
 
 
 def progress(iterable, total=None, desc="", quiet=False, unit: str | None = None,
              line: bool = False):
     """`iterable`, wrapped for progress display (module docstring): a tqdm bar on a terminal;
     off a terminal, with line=True, one line when it is exhausted; `iterable` itself otherwise
-    and with quiet=True. unit names what one item is in that line (default "batches" for arrays
-    and dicts of arrays, else "steps")."""
+    and with quiet=True. unit names what one item is in that line, singular (default "batch" for
+    arrays and dicts of arrays, else "step")."""
     if quiet:
         return iterable
     if not on_terminal():
-        return _counted(iterable, desc, unit) if line else iterable
+        if line:
+            return _counted(iterable, desc, unit)
+        return _counted(iterable, desc, unit, MIN_LOOP_SECONDS) if _LOOP_LINES[0] else iterable
     try:
         from tqdm import tqdm
     except ImportError:

@@ -122,3 +122,21 @@ def test_a_failing_job_raises_its_error_in_the_caller(monkeypatch, workers):
     monkeypatch.setattr(demo, "WORKERS", workers)
     with pytest.raises(QuantError, match="holds NaN"):
         dict(demo._parallel([lambda: 1.0, _fails, lambda: 2.0], "test", quiet=True))
+
+
+def test_loop_lines_only_for_loops_that_last(capsys, monkeypatch):
+    """With loop_lines() on (the `refq` command), a loop off a terminal prints its line only when
+    it ran at least MIN_LOOP_SECONDS; counts are singular for one."""
+    import refq.progress as pg
+
+    monkeypatch.setattr(pg, "on_terminal", lambda: False)
+    pg.loop_lines(True)
+    try:
+        list(pg.progress([np.zeros((1, 2))], desc="fast"))
+        assert capsys.readouterr().err == ""
+        monkeypatch.setattr(pg, "MIN_LOOP_SECONDS", 0.0)
+        list(pg.progress([np.zeros((1, 2))], desc="calibration"))
+        assert LINE.match(capsys.readouterr().err.strip()).group("what") == \
+            "calibration: 1 batch, 1 sample"
+    finally:
+        pg.loop_lines(False)
