@@ -150,30 +150,27 @@ def test_bad_quantsim_config(files, tmp_path, capsys, case):
 
 # ----------------------------------------------------------------------------- AIMET encodings
 
-def _v100(section, index=0, **changes):
+def _edited(entry_of, changes):
+    """A function doc -> a deep copy of doc with the entry `entry_of(doc)` changed by `changes`
+    (a value `_DELETE` removes the key)."""
     def apply(doc):
         doc = copy.deepcopy(doc)
-        entry = doc[section][index]
+        entry = entry_of(doc)
         for k, v in changes.items():
             if v is _DELETE:
                 del entry[k]
             else:
                 entry[k] = v
         return doc
-    return "1.0.0", apply
+    return apply
+
+
+def _v100(section, index=0, **changes):
+    return "1.0.0", _edited(lambda doc: doc[section][index], changes)
 
 
 def _v061(section, name, index=0, **changes):
-    def apply(doc):
-        doc = copy.deepcopy(doc)
-        entry = doc[section][name][index]
-        for k, v in changes.items():
-            if v is _DELETE:
-                del entry[k]
-            else:
-                entry[k] = v
-        return doc
-    return "0.6.1", apply
+    return "0.6.1", _edited(lambda doc: doc[section][name][index], changes)
 
 
 _DELETE = object()
