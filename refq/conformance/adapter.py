@@ -46,7 +46,7 @@ Before any adapter call, each a RefqError (one line naming the adapter, the suit
 name that is not "module:function", a module that cannot be found or fails to import (syntax
 error, import error, any exception), a missing or non-callable function, or one that cannot take
 one argument; a directory that is not a suite, a damaged manifest.json or one listing no case, a
---cases glob matching no case, and a damaged case (refq.conformance.case.read_case: case.json,
+--cases glob matching no case, and a damaged case (refq.conformance.case_reader.read_case: case.json,
 sha256 of every file, arrays).
 
 The verdict (`verdict`): FAIL when a case failed or errored (exit status 1); INCOMPLETE when
@@ -69,7 +69,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FormatError, InputError, RefqError
-from .case import MANIFEST, load_case, one_line, read_manifest
+from .case import MANIFEST
+from .case_reader import load_case, one_line, read_manifest
 from .verify import check_dump, compare_arrays, diff_text
 
 __all__ = ["AdapterCase", "run_adapter", "format_adapter", "load_adapter", "golden_case_ids",
@@ -220,7 +221,7 @@ def _integer_view(graph, cj_path) -> dict | None:
 
 
 def _adapter_case(case_dir):
-    graph, inputs, outputs, _trace, cj = load_case(case_dir)  # checked: refq.conformance.case
+    graph, inputs, outputs, _trace, cj = load_case(case_dir)  # checked: refq.conformance.case_reader
     names = [t for t in graph.outputs if t in outputs] + [t for t in outputs
                                                           if t not in graph.outputs]
     ac = AdapterCase(

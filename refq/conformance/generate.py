@@ -23,8 +23,8 @@ from ..atomic import atomic_path
 from ..errors import FormatError, OutputError
 from ..fixedpoint.run import run_int
 from ..progress import progress
-from .case import (CASES, MANIFEST, manifest_entry, read_manifest, render, render_manifest,
-                   select)
+from .case import CASES, MANIFEST, manifest_entry, render, render_manifest, select
+from .case_reader import read_manifest
 
 __all__ = ["generate", "check", "format_check", "check_failure", "reproduce", "run_integer",
            "quantization_of"]
@@ -38,7 +38,7 @@ def _write(path, data: bytes):
 
 def _read_manifest(directory) -> dict:
     """The manifest entries of suite `directory` ({} when it has no manifest.json yet), checked by
-    refq.conformance.case.read_manifest."""
+    refq.conformance.case_reader.read_manifest."""
     path = os.path.join(directory, MANIFEST)
     return dict(read_manifest(path)) if os.path.exists(path) else {}
 

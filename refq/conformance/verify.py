@@ -16,7 +16,7 @@ The first file found in the order outputs/ or trace/, then the directory itself;
 compared, the others are listed as absent).
 
 Checks, each a RefqError before anything is compared (and nothing is written):
-- the case (refq.conformance.case.read_case): case.json well formed (exactly its keys, each of its
+- the case (refq.conformance.case_reader.read_case): case.json well formed (exactly its keys, each of its
   type, at least one output), every file listed in "files" present with that sha256 and no other
   file, each array of its declared dtype and shape, and case.json's sha256 equal to the one in
   ../manifest.json when the case sits in a suite (FormatError: the case was modified);
@@ -42,7 +42,7 @@ import os
 import numpy as np
 
 from ..errors import InputError, RefqError
-from .case import GoldenCase, one_line, read_case
+from .case_reader import GoldenCase, one_line, read_case
 
 __all__ = ["verify", "format_verify", "read_case", "GoldenCase", "compare_arrays",
            "check_dump", "find_dump", "diff_text", "describe_divergence", "DUMP_SUFFIXES"]

@@ -315,12 +315,12 @@ def export_case(case_dir, out_dir, formats=FORMATS, *, pack: int = 1,
                 pack_bits: int | None = 8) -> dict:
     """Export every array of golden case `case_dir` (params, inputs, outputs, trace) under
     `out_dir`/<section>/, with `index.json` {refq_version, case, kind, profile, arrays: {section:
-    {name: {format: file}}}}. The case is checked first (refq.conformance.case.read_case: its
+    {name: {format: file}}}}. The case is checked first (refq.conformance.case_reader.read_case: its
     case.json, hashes and arrays), then every array and format; a refused export writes nothing,
     and `out_dir` may not lie inside the case. Parameters whose encoding in the case's
     "quantization" has dtype int4/uint4 are written as 4-bit elements; weights get the layout
     OHWI (rank 4) or OI (rank 2), per-channel vectors O. Returns the index."""
-    from ..conformance.case import SECTIONS, read_case
+    from ..conformance.case_reader import SECTIONS, read_case
 
     formats = _check_formats(formats)
     _check_out_dir(out_dir, case_dir)
