@@ -49,6 +49,7 @@ import zipfile
 import zlib
 
 from ..errors import FormatError, RefqError
+from ..hdf5_check import check_global_heaps
 from .keras_weights import KerasFile, NotText, as_text, h5py_module, keras_major, one_line, \
     str_list_attr, text_attr
 
@@ -114,8 +115,6 @@ def _sniff(path) -> str:
 
 
 def _open_h5(source, label):
-    from ..model_io import check_global_heaps
-
     h5py = h5py_module()
     check_global_heaps(source, label, "the file is damaged: copy or save it again")
     try:
