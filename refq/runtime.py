@@ -118,7 +118,7 @@ Integer parameters (integer graphs) are passed to ops as int64; floating ones in
     step = n if not batch_size or n == 0 else batch_size
     starts = range(0, max(n, 1), max(step, 1))
     chunks = []
-    for s in progress(starts, total=len(starts), desc="run", quiet=quiet):
+    for s in progress(starts, total=len(starts), desc="run", quiet=quiet, unit="batch"):
         part = {k: v[s:s + step] for k, v in feeds.items()}
         chunks.append(_forward_chunk(order, last_use, params, part, dtype, graph.outputs, trace,
                                      on_tensor, on_input, call))
