@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AIMET encodings format of --encodings (default 1.0.0)")
     s.add_argument("--load-encodings", metavar="AIMET.encodings",
                    help="take encodings from an AIMET encodings file instead of calibrating")
+    s.add_argument("--allow-weight-clipping", action="store_true",
+                   help="with --load-encodings: accept weight encodings that clip more than 1%% "
+                        "of their weights (refused by default: they usually belong to other "
+                        "weights, e.g. to the model with unfolded batch norms)")
     s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
     s.add_argument("--fold-bn", action="store_true", default=True,

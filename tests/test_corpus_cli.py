@@ -301,3 +301,23 @@ def test_integer_codes_in_and_out(capsys, tmp_path, files):
     fails_cleanly(capsys, tmp_path, "run", files["int"], "--codes", "--input",
                   tmp_path / "bad.npy", "--output", tmp_path / "z.npy",
                   needles=["bad.npy", name, str(enc.qmax)])
+
+
+def test_encodings_of_unfolded_weights_are_refused_on_a_folded_model(capsys, tmp_path, files):
+    """AIMET encodings computed on the model with its batch norms unfolded clip the folded
+    weights: refused naming the weight and --no-fold-bn, accepted with --no-fold-bn (or with
+    --allow-weight-clipping)."""
+    d = tmp_path / "work"
+    d.mkdir()
+    g = conv_graph()
+    g.node("bn").params["gamma"] = np.array([6.0, 0.2, 3.0, 0.5], f32)  # folding scales channels
+    model, enc = d / "m.refq.h5", d / "unfolded.encodings"
+    refq.save(g, model)
+    assert main(["quantize", str(model), "--calib", files["x"], "-o", str(d / "u.refq.h5"),
+                 "--no-fold-bn", "--encodings", str(enc), "--quiet"]) == 0
+    fails_cleanly(capsys, tmp_path, "quantize", model, "--load-encodings", enc, "-o",
+                  d / "q.refq.h5", needles=["unfolded.encodings", "conv.weight", "--no-fold-bn"])
+    for extra in (["--no-fold-bn"], ["--allow-weight-clipping"]):
+        code, _, err = cli(capsys, "quantize", model, "--load-encodings", enc, "-o",
+                           d / "q.refq.h5", "--quiet", *extra)
+        assert code == 0, err

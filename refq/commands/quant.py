@@ -58,6 +58,8 @@ def cmd_quantize(args):
         from ..exporters.aimet_encodings import load_aimet_encodings
 
         sim = load_aimet_encodings(sim, args.load_encodings)
+        if not args.allow_weight_clipping:
+            _check_loaded_weight_ranges(sim, args.load_encodings, folded="bn_fold" in report)
     else:
         sim.compute_encodings(iter_batches(args.calib, inputs, args.batch_size), quiet=args.quiet)
     if args.encodings:
@@ -74,6 +76,33 @@ def cmd_quantize(args):
               f"{p['param_quantizers']} parameter quantizers, {len(p['supergroups'])} supergroups, "
               f"{len(p['shared'])} shared -> {args.output}"
               + (f"; AIMET encodings {args.encodings}" if args.encodings else ""))
+
+
+MAX_CLIPPED_WEIGHTS = 0.01  # a loaded weight encoding may clip at most this fraction of values
+
+
+def _check_loaded_weight_ranges(sim, path, folded: bool):
+    """Refuse loaded weight encodings that clip more than MAX_CLIPPED_WEIGHTS of their weights
+    (beyond half a step): they were made for other weights, typically for the model with its
+    batch norms unfolded (AIMET's default)."""
+    import numpy as np
+
+    for name, q in sim.quantizers.items():
+        if q.kind != "param" or name not in sim.encodings:
+            continue
+        enc = sim.encodings[name]
+        w = np.asarray(sim.graph.node(q.node).params[q.param], np.float64)
+        shape = (-1,) + (1,) * (w.ndim - 1) if enc.axis is not None else ()
+        half = np.reshape(enc.scale.astype(np.float64), shape) / 2
+        lo = np.reshape(enc.min.astype(np.float64), shape) - half
+        hi = np.reshape(enc.max.astype(np.float64), shape) + half
+        clipped = float(np.mean((w < lo) | (w > hi)))
+        if clipped > MAX_CLIPPED_WEIGHTS:
+            hint = ("they may come from the model with unfolded batch norms: add --no-fold-bn"
+                    if folded else "check that they belong to this model")
+            raise InputError(f"{path}: the encoding of '{name}' clips {clipped:.1%} of its weights "
+                             f"(weights span [{w.min():.4g}, {w.max():.4g}]); {hint}, or accept "
+                             "the clipping with --allow-weight-clipping")
 
 
 def _steps(report: dict) -> str:
