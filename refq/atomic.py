@@ -7,6 +7,8 @@ Rules:
   target's file name, shortened so that the temporary name fits the filesystem). A writer that was
   killed leaves its temporary file behind; the next `atomic_path` for the same target removes the
   temporary files of that target whose writer process no longer exists.
+- An existing target that is not a regular file (/dev/null, /dev/stdout, a FIFO) is written in
+  place, not replaced.
 - An output path that cannot be written gives one `OutputError` naming the path and what to do:
   an existing directory, a path under a regular file, a name longer than the filesystem allows,
   a directory without write permission, or an OSError while writing (e.g. ENOSPC, disk full).
@@ -135,8 +137,16 @@ def _missing_dirs(directory: str) -> list:
 def atomic_path(path):
     """Yield a temporary path in the target's directory; on success rename it to `path`.
 
-    Raises OutputError (see the module docstring) when `path` cannot be written."""
+    An existing target that is not a regular file (a device such as /dev/null, a FIFO) is
+    written in place: renaming over it would replace the device. Raises OutputError (see the
+    module docstring) when `path` cannot be written."""
     path = check_output_path(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        try:
+            yield path
+        except OSError as e:
+            raise OutputError(f"{path}: writing failed ({_reason(e)}); {_ADVICE}") from None
+        return
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     created = _missing_dirs(directory)

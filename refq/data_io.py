@@ -23,16 +23,33 @@ def load_arrays(path: str, mmap: bool = False):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise FormatError(f"{path}: is a directory; give an .npy or .npz file")
+    save_hint = "save arrays with np.save / np.savez"
     try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+        if magic == b"\x89HDF\r\n\x1a\n":
+            raise FormatError(f"{path}: is an HDF5 file (a model?), not an .npy/.npz array file; "
+                              f"{save_hint}")
+        if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")):
+            raise FormatError(f"{path}: is not an .npy or .npz file (it starts with {magic!r}); "
+                              f"{save_hint}")
         data = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         if isinstance(data, np.ndarray):
             return data
         with data:  # the members of an .npz are read (and refused if pickled) only here
             return {k: data[k] for k in data.files}
+    except FormatError:
+        raise
     except Exception as e:  # noqa: BLE001 - a corrupt file can make np.load raise nearly anything
         # (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError, ...)
-        raise FormatError(f"{path}: not a readable .npy/.npz file "
-                          f"({type(e).__name__}: {e})") from None
+        if "Object arrays" in str(e) or "Python objects" in str(e):
+            raise FormatError(f"{path}: holds pickled Python objects, which refq never loads; "
+                              f"{save_hint} of numbers (allow_pickle=False)") from None
+        reason = " ".join(str(e).split())[:160]
+        raise FormatError(f"{path}: not a readable .npy/.npz file ({type(e).__name__}: "
+                          f"{reason}); {save_hint}") from None
 
 
 def check_data(x: np.ndarray, source: str, name: str) -> np.ndarray:

@@ -68,8 +68,11 @@ def bad_arrays():
         "truncated": (None, b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, "
                             b"'shape': (6, 6, 6, 3), }" + b" " * 50 + b"\n" + b"\0" * 40,
                       ["truncated.npy", "not a readable"]),
-        "pickled": (None, b"\x80\x04\x95" + b"\0" * 30, ["pickled.npy", "not a readable"]),
-        "text": (None, b"1,2,3\n4,5,6\n", ["text.npy", "not a readable"]),
+        "pickled": (None, b"\x80\x04\x95" + b"\0" * 30, ["pickled.npy", "not an .npy or .npz"]),
+        "text": (None, b"1,2,3\n4,5,6\n", ["text.npy", "not an .npy or .npz"]),
+        "object_array": (np.array([{"a": 1}], dtype=object), None,
+                         ["object_array.npy", "pickled Python objects"]),
+        "hdf5": (None, b"\x89HDF\r\n\x1a\n" + b"\0" * 100, ["hdf5.npy", "HDF5 file"]),
     }
 
 

@@ -367,10 +367,10 @@ def _read_only(monkeypatch):
 def test_bad_output_path(capsys, work, sources, monkeypatch, command, target, patch, needles):
     (work / "adir").mkdir()
     (work / "afile").write_text("a regular file\n")
-    (work / "old.out").write_bytes(b"previous contents")
-    out = {"dir": work / "adir", "under-file": work / "afile" / "sub" / "o.out",
-           "too-long": work / ("o" * 300 + ".out"), "plain": work / "new.out",
-           "existing": work / "old.out", "empty": ""}[target]
+    (work / "old.npy").write_bytes(b"previous contents")
+    out = {"dir": work / "adir", "under-file": work / "afile" / "sub" / "o.npy",
+           "too-long": work / ("o" * 300 + ".npy"), "plain": work / "new.npy",
+           "existing": work / "old.npy", "empty": ""}[target]
     argv = {
         "import": ["import", sources["keras"], "-o", out],
         "run": ["run", work / "m.refq.h5", "--input", sources["x"], "--output", out],

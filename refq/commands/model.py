@@ -101,6 +101,9 @@ def cmd_run(args):
     from ..model_io import load
 
     check_outputs(args.output)
+    if not args.output.endswith((".npy", ".npz")) and not os.path.exists(args.output):
+        raise InputError(f"--output {args.output}: give a file name ending in .npy (one output) "
+                         "or .npz (every output)")
     mode = _choose_mode(args)
     feeds = load_arrays(args.input)
     if isinstance(feeds, dict) and not feeds:
