@@ -324,3 +324,18 @@ def test_encodings_of_unfolded_weights_are_refused_on_a_folded_model(capsys, tmp
         code, _, err = cli(capsys, "quantize", model, "--load-encodings", enc, "-o",
                            d / "q.refq.h5", "--quiet", *extra)
         assert code == 0, err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_devices_are_written_in_place_never_replaced(capsys, tmp_path, files):
+    """An output that is a device is written, not renamed over: /dev/full fails with a full disk
+    (one line) and stays a device; /dev/null takes the output."""
+    import stat
+
+    fails_cleanly(capsys, tmp_path, "run", files["float"], "--input", files["x"], "--output",
+                  "/dev/full", needles=["/dev/full", "No space left on device"])
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    code, _, err = cli(capsys, "run", files["float"], "--input", files["x"], "--output",
+                       "/dev/null", "--quiet")
+    assert code == 0, err
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
