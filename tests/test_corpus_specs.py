@@ -274,7 +274,7 @@ WRONG_KIND = {
     "report_integer_model": (("report", "{int}", "--data", "{calib}"),
                              ("int.refq.h5", "integer model", "`refq run --mode int`")),
     "sim_run_float_model": (("run", "{float}", "--mode", "sim", "--input", "{calib}",
-                             "--output", "{out}"),
+                             "--output", "{out_npy}"),
                             ("float.refq.h5", "`refq quantize")),
 }
 
@@ -283,7 +283,8 @@ WRONG_KIND = {
 def test_wrong_kind_of_model(files, tmp_path, capsys, case):
     argv, needles = WRONG_KIND[case]
     names = {k: v for k, v in files.items() if k in ("float", "int", "unfolded_q", "calib")}
-    argv = [a.format(out=tmp_path / "out.refq.h5", **names) for a in argv]
+    argv = [a.format(out=tmp_path / "out.refq.h5", out_npy=tmp_path / "y.npy", **names)
+            for a in argv]
     fails_cleanly(capsys, tmp_path, *argv, "--quiet", needles=needles)
 
 

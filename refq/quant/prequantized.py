@@ -110,6 +110,8 @@ def detect_prequantized(w, bitwidth: int, *, axis: int | None = None, strict: bo
     scales = np.full(blocks.shape[0], ms)
     accepted, codes_nonzero, err2 = 0, False, 0.0
     for c, x in enumerate(blocks):
+        if accepted + blocks.shape[0] - c < 0.9 * blocks.shape[0]:
+            return None   # too many blocks rejected already: step 5 fails whatever follows
         if not np.any(x):
             accepted += 1
             continue
