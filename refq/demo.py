@@ -21,28 +21,23 @@ the batch loops show bars instead. `--quiet` silences both.
 
 Speed: work is shared where the printed numbers allow it (the BN-folded graph and the W8A8
 simulations reused by the data-free table, the lowering done once per profile); BLAS runs on one
-thread for the duration of the demo: its matrix products are skinny (at most 200 columns), where
-a second OpenBLAS thread costs twice the CPU time for no gain, and on a loaded machine its spinning
-threads slow the run several-fold (OpenBLAS computes each output element of a product with the
-same kernel and summation order whatever the thread count, so no number changes). Only the import
-and the two W8A8 calibrations (200 lines) run first, in this process; every pass over the test set
-is then an independent job (the FP32 forward, the two W8A8 accuracies, the report, each simulation
-of the data-free table, each integer profile), run in WORKERS forked processes, longest first, and
-their results are printed in the sequential order as soon as the jobs before them are done.
-Every number is that of the sequential run (WORKERS = 1).
+thread for the duration of the demo (`refq.parallel.single_blas_thread`). Only the import and
+the two W8A8 calibrations (200 lines) run first, in this process; every pass over the test set is
+then an independent job (the FP32 forward, the two W8A8 accuracies, the report, each simulation
+of the data-free table, each integer profile), run in `refq.parallel.WORKERS` forked processes,
+longest first, and their results are printed in the sequential order as soon as the jobs before
+them are done (`refq.parallel.parallel`). Every number is that of the sequential run.
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 import time
-from contextlib import contextmanager
 from importlib import resources
 
 import numpy as np
 
-from .progress import Stage, on_terminal, progress, stage
+from . import parallel as par
+from .progress import Stage, on_terminal, stage
 
 DATA = "data/ppocr_cls"
 EXPECTED_FP32_ACCURACY = 0.979
@@ -98,101 +93,8 @@ def load_model():
 
 def main(quiet: bool = False) -> dict:
     """Run the demo (module docstring); print to stdout and return the numbers as a dict."""
-    with single_blas_thread():
+    with par.single_blas_thread():
         return _demo(quiet)
-
-
-def _openblas():
-    """The OpenBLAS library NumPy loaded, with its set/get thread-count functions, or None."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()
-                            and line.split()[-1].startswith("/")})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
-            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if get is not None and put is not None:
-                return get, put
-    return None
-
-
-@contextmanager
-def single_blas_thread():
-    """Run the block with one OpenBLAS thread, then restore the previous count (module docstring,
-    Speed). Does nothing where NumPy's BLAS is not an OpenBLAS that can be found."""
-    fns = _openblas()
-    if fns is None:
-        yield
-        return
-    get, put = fns
-    before = get()
-    put(1)
-    try:
-        yield
-    finally:
-        put(before)
-
-
-#: Worker processes for the independent simulations of the data-free table and the integer
-#: profiles (the machine this demo is sized for has 2 cores).
-WORKERS = 2
-_JOBS: list = []   # the parallel section's jobs, inherited by the forked workers
-
-
-def _timed(job):
-    """(job(), its wall seconds, its CPU seconds)."""
-    t, c = time.perf_counter(), time.process_time()
-    result = job()
-    return result, time.perf_counter() - t, time.process_time() - c
-
-
-def _run_job(i: int):
-    with single_blas_thread():
-        return _timed(_JOBS[i])
-
-
-def _children_cpu() -> float:
-    t = os.times()
-    return t.children_user + t.children_system
-
-
-def _parallel(jobs: list, desc: str, quiet: bool):
-    """Yield (index, (result, wall s, CPU s)) of the zero-argument callables `jobs` as they
-    finish, computed in
-    WORKERS forked processes (each with one BLAS thread), or in this process, in order, where
-    fork is not available. The jobs are independent and deterministic, so where they run changes
-    no number. quiet: no progress display."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    global _JOBS
-    if WORKERS < 2 or "fork" not in mp.get_all_start_methods():
-        for i, job in enumerate(progress(jobs, total=len(jobs), desc=desc, quiet=quiet)):
-            yield i, _timed(job)
-        return
-    _JOBS = list(jobs)
-    sys.stdout.flush()   # a forked worker flushes what it inherited: nothing, then
-    sys.stderr.flush()
-    try:
-        with cf.ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("fork")) as pool:
-            futures = {pool.submit(_run_job, i): i for i in range(len(jobs))}
-            try:
-                for f in progress(cf.as_completed(futures), total=len(jobs), desc=desc,
-                                  quiet=quiet, unit="job"):
-                    yield futures[f], f.result()
-            except BaseException:   # a job failed (or an interrupt): start no other job
-                for f in futures:
-                    f.cancel()
-                raise
-    finally:
-        _JOBS = []
 
 
 SECTIONS = (("fp32", "import + FP32"), ("w8a8", "W8A8"), ("report", "report"),
@@ -207,7 +109,7 @@ def _demo(quiet: bool) -> dict:
     from .algorithms import fold_batch_norms
     from .summary import summarize
 
-    t0, c0 = time.perf_counter(), time.process_time() + _children_cpu()
+    t0, c0 = time.perf_counter(), time.process_time() + par.children_cpu()
     bars = quiet or not on_terminal()   # the loops' bars: on a terminal only
     with stage("import", quiet) as fp32:
         graph = load_model()
@@ -242,25 +144,25 @@ def _demo(quiet: bool) -> dict:
     spent = {key: Stage(key) for key, _ in SECTIONS}
     spent["fp32"].wall, spent["fp32"].cpu = fp32.wall, fp32.cpu
     spent["w8a8"].wall, spent["w8a8"].cpu = w8a8.wall, w8a8.cpu
-    children = _children_cpu()
+    children = par.children_cpu()
     with stage("FP32, W8A8, report, data-free, integer", quiet) as section:
         results = {}
-        for i, (result, wall, cpu) in _parallel([job for _, job in jobs], "jobs", bars):
+        for i, (result, wall, cpu) in par.parallel([job for _, job in jobs], "jobs", bars):
             results[i] = result
             key = jobs[i][0] if isinstance(jobs[i][0], str) else jobs[i][0][0]
             spent[key].wall += wall
             spent[key].cpu += cpu
             while printers and printers[0].ready(jobs, results):
                 printers.pop(0).emit(jobs, results)
-        section.detail = f"{len(jobs)} jobs in {max(1, WORKERS)} processes"
-    section.cpu += _children_cpu() - children
-    wall, cpu = time.perf_counter() - t0, time.process_time() + _children_cpu() - c0
+        section.detail = f"{len(jobs)} jobs in {max(1, par.WORKERS)} processes"
+    section.cpu += par.children_cpu() - children
+    wall, cpu = time.perf_counter() - t0, time.process_time() + par.children_cpu() - c0
     out["seconds"] = {"total": wall, "total_cpu": cpu, "sequential": sequential,
                       "parallel": section.wall,
                       **{k: spent[k].wall for k, _ in SECTIONS},
                       **{f"{k}_cpu": spent[k].cpu for k, _ in SECTIONS}}
     print(f"\ntime    {wall:.0f} s: import and calibration {sequential:.0f} s, then "
-          f"{section.wall:.0f} s in {max(1, WORKERS)} processes for "
+          f"{section.wall:.0f} s in {max(1, par.WORKERS)} processes for "
           + ", ".join(f"{label} {spent[k].wall:.0f} s" for k, label in SECTIONS))
     print(f"        CPU {cpu:.0f} s: " + ", ".join(f"{label} {spent[k].cpu:.0f} s"
                                                  for k, label in SECTIONS))

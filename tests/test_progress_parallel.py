@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from refq import demo, progress as progress_mod
+from refq import parallel as par, progress as progress_mod
 from refq.graph import Graph, Node, TensorSpec
 from refq.progress import progress, stage
 from refq.runtime import run
@@ -88,22 +88,22 @@ def test_progress_without_line_stays_silent_off_terminal(capsys):
 
 
 def test_single_blas_thread_restores_the_thread_count():
-    fns = demo._openblas()
+    fns = par._openblas()
     if fns is None:
         pytest.skip("NumPy's BLAS is not a findable OpenBLAS")
     get, _ = fns
     before = get()
-    with demo.single_blas_thread():
+    with par.single_blas_thread():
         assert get() == 1
     assert get() == before
 
 
 def test_parallel_jobs_give_the_sequential_results(monkeypatch):
     jobs = [lambda k=k: float(np.sqrt(k)) for k in range(5)]
-    got = {i: r for i, (r, wall, cpu) in demo._parallel(jobs, "test", quiet=True)}
+    got = {i: r for i, (r, wall, cpu) in par.parallel(jobs, "test", quiet=True)}
     assert [got[i] for i in range(5)] == [float(np.sqrt(k)) for k in range(5)]
-    monkeypatch.setattr(demo, "WORKERS", 1)
-    seq = list(demo._parallel(jobs, "test", quiet=True))
+    monkeypatch.setattr(par, "WORKERS", 1)
+    seq = list(par.parallel(jobs, "test", quiet=True))
     assert [i for i, _ in seq] == list(range(5)) and [r for _, (r, _, _) in seq] == \
         [got[i] for i in range(5)]
     assert all(wall >= 0 and cpu >= 0 for _, (_, wall, cpu) in seq)
@@ -119,9 +119,9 @@ def _fails():
 def test_a_failing_job_raises_its_error_in_the_caller(monkeypatch, workers):
     from refq.errors import QuantError
 
-    monkeypatch.setattr(demo, "WORKERS", workers)
+    monkeypatch.setattr(par, "WORKERS", workers)
     with pytest.raises(QuantError, match="holds NaN"):
-        dict(demo._parallel([lambda: 1.0, _fails, lambda: 2.0], "test", quiet=True))
+        dict(par.parallel([lambda: 1.0, _fails, lambda: 2.0], "test", quiet=True))
 
 
 def test_loop_lines_only_for_loops_that_last(capsys, monkeypatch):
