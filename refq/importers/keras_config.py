@@ -248,7 +248,7 @@ def _parse_sequential(entries, cfg, where, name, dialect):
         owner = f"the first layer '{first_name}' ({first_class})"
         if "batch_input_shape" not in shape_cfg and "batch_shape" not in shape_cfg:
             shape_cfg["batch_shape"] = cfg.get("build_input_shape")
-            owner = f"the Sequential model (build_input_shape, as batch_shape)"
+            owner = "the Sequential model (build_input_shape, as batch_shape)"
         inputs.append(_input_spec(f"{first_name}_input", shape_cfg, where, first_class, owner))
     prev = inputs[0][0]
     for (lname, cls, lcfg), e in zip(specs, entries[len(entries) - len(specs):]):
