@@ -339,3 +339,19 @@ def test_devices_are_written_in_place_never_replaced(capsys, tmp_path, files):
                        "/dev/null", "--quiet")
     assert code == 0, err
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_overflow_to_non_finite_outputs_is_said_in_one_line(capsys, tmp_path, files):
+    """Finite inputs that overflow float32 give NaN/Inf outputs: the run succeeds (that is the
+    definition in float32) but says so in one warning line, without NumPy's warnings; the
+    simulation saturates at the grid's ends and says nothing."""
+    np.save(tmp_path / "big.npy", np.full((2, 6, 6, 3), 3e38, f32))
+    code, _, err = cli(capsys, "run", files["float"], "--input", tmp_path / "big.npy",
+                       "--output", tmp_path / "y.npy", "--dtype", "float32", "--quiet")
+    assert code == 0
+    assert err == ("refq: warning: output 'logits' holds 6 non-finite values (NaN/Inf) from finite "
+                   "inputs (float32 overflow? try --dtype float64)\n")
+    code, _, err = cli(capsys, "run", files["q"], "--input", tmp_path / "big.npy",
+                       "--output", tmp_path / "y.npy", "--quiet")
+    assert code == 0 and err == ""
+    assert np.isfinite(np.load(tmp_path / "y.npy")).all()

@@ -150,6 +150,7 @@ def cmd_run(args):
     except InputError as e:  # name the file the arrays came from
         raise InputError(f"{args.input}: {e}") from None
     outputs = {k: result[k] for k in graph.outputs}
+    _warn_non_finite(outputs, mode)
     if not args.output.endswith(".npz") and len(outputs) != 1:
         raise InputError(f"{args.model} has {len(outputs)} outputs {list(outputs)}; "
                          "write them with --output FILE.npz")
@@ -171,6 +172,18 @@ def cmd_run(args):
             print(f"accumulators: {len(stats)} nodes, least headroom "
                   f"{_bits(worst[1]['headroom_bits'])} at '{worst[0]}' (max |acc| "
                   f"{worst[1]['max_abs_acc']:,} of {worst[1]['accumulator_bits']} bits)")
+
+
+def _warn_non_finite(outputs: dict, mode: str):
+    """One stderr line per output that holds NaN or Inf (the inputs were checked finite): the
+    result is the definition's, but almost always an overflow the user should know about."""
+    for name, y in outputs.items():
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            n = int(np.size(y) - np.isfinite(y).sum())
+            hint = " (float32 overflow? try --dtype float64)" if y.dtype == np.float32 and \
+                mode == "float" else ""
+            print(f"refq: warning: output '{name}' holds {n} non-finite values (NaN/Inf) from "
+                  f"finite inputs{hint}", file=sys.stderr)
 
 
 def _write_trace(directory, result: dict):
