@@ -76,3 +76,25 @@ def test_golden_commands_from_the_repository_root(monkeypatch, capsys):
     for argv in tour_blocks()[1]:
         code, out, err = cli(capsys, *argv[1:])
         assert code == 0, (argv, out[-2000:], err)
+
+
+def test_demo_runs_end_to_end_on_a_subset(monkeypatch, capsys):
+    """`refq demo` (the quick start's first command) on 40 test lines and 20 calibration lines:
+    every section runs, in the worker processes, and prints its table and its times."""
+    from refq import demo
+
+    x, y, p = demo.load_test_set()
+    pick = np.r_[0:20, 980:1000]   # both classes
+    monkeypatch.setattr(demo, "load_test_set", lambda: (x[pick], y[pick], p[pick]))
+    monkeypatch.setattr(demo, "CALIBRATION_LINES", 20)
+    monkeypatch.setattr(demo, "load_calibration_set",
+                        lambda n=20, f=demo.load_calibration_set: f(20))
+    code, out, err = cli(capsys, "demo", "--quiet")
+    assert code == 0, err
+    for heading in ("FP32    accuracy", "W8A8 quantization simulation", "five worst quantizers",
+                    "data-free quantization", "integer models", "time    "):
+        assert heading in out, heading
+    assert len(re.findall(r"^  W[865]A8 ", out, flags=re.M)) == 3
+    from refq.fixedpoint.profiles import PROFILES
+    for profile in PROFILES:
+        assert re.search(rf"^  {re.escape(profile)} +\d+\.\d%", out, flags=re.M), profile
