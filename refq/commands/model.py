@@ -76,11 +76,12 @@ def _choose_mode(args) -> str:
 def _check_trace_size(args, graph, feeds, itemsize: int):
     """Estimate the bytes `--trace` writes (every tensor, whole batch) and refuse past the limit."""
     batch = len(next(iter(feeds.values())))
-    total = sum(int(np.prod([d for d in shape[1:]], dtype=np.int64)) * batch * itemsize
-                for shape in graph.infer_shapes().values())
+    shapes = graph.infer_shapes()
+    total = sum(int(np.prod(shape[1:], dtype=np.int64)) * batch * itemsize
+                for shape in shapes.values())
     if total > args.max_trace_size:
         raise InputError(f"--trace {args.trace}: would write about {_size(total)} "
-                         f"({len(graph.infer_shapes())} tensors x {batch} samples), more than "
+                         f"({len(shapes)} tensors x {batch} samples), more than "
                          f"--max-trace-size {_size(args.max_trace_size)}; trace fewer samples or "
                          f"raise --max-trace-size")
 
