@@ -1,0 +1,361 @@
+"""Framework speed: refq's float, simulated and integer forwards on three standard
+models, as ratios against baselines measured in the same run.
+
+    python bench/framework.py [--native-blas] [--quick] [--models NAME ...] [--repeats R]
+
+Models (bench/architectures.py, random weights, non-trivial batch norms): MobileNetV2-1.0 at 224,
+ResNet50 at 224, MobileNetV2-0.35 at 96; inputs N(0, 1) float32 from np.random.default_rng(0).
+For each model it prints, beside its target:
+- float32 forward (`refq.run(..., dtype=np.float32)`) at batch 32: images/s, whole-model GFLOP/s
+  (FLOP = 2·MACs of refq.summarize) and its share of the GFLOP/s of NumPy's float32
+  2048x2048x2048 matmul, the two timed alternately (same share of this shared machine);
+- time per image at batch 128 / time per image at batch 32, the two timed alternately in a
+  rotation of their own (target <= 1);
+- batch 1: the share of `refq.run`'s time spent outside nodes = (run time − the sum of the node
+  forwards) / run time, the node forwards timed inside the run with refq.run's per-node `call`
+  hook (perf_counter around each `op.forward`); also the time of `graph.validate()` alone;
+- a model quantized with refq's QuantSim (BN folded, per-channel W8A8 config 'per_channel', minmax
+  calibration on a few random batches) and lowered for profile `tflite`: simulated forward
+  (`QuantSim.run`) / float32 forward and integer forward (`run_int`) / float32 forward at batch
+  32, timed alternately (targets <= 1.2 and <= 1.5); the float forward is the model as given
+  (with its batch norms); the ratios against the BN-folded float graph are printed beside;
+- Keras side by side (refq / Keras, target <= 1) and LiteRT's reference kernels on the same
+  architecture converted to a fully integer .tflite (LiteRT time per image / refq integer time per
+  image, target >= 10) where `tensorflow` and `ai_edge_litert` import; refq never installs them,
+  and the benchmark prints one line saying what it skipped when they are absent.
+On MobileNetV2-0.35 also calibration (`QuantSim.compute_encodings`, default batch size) on 256
+images / one float32 forward over the same images (target <= 2), and the tracemalloc peak of the
+calibration on 64 and on 256 images beside that of a float forward at batch 32: bounded by one
+batch means the two calibration peaks are about equal.
+
+Times are the minimum over --repeats runs (after one warm-up run unless --quick). A full run takes
+about 6-10 minutes on this 2-CPU machine; --quick (one repeat, no warm-up, fewer batch-1 runs)
+about 2.
+This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which force slower BLAS kernels;
+--native-blas re-executes this script with both removed from its own environment; the header says
+which environment was used.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_WAS_SET = "REFQ_BENCH_REMOVED_BLAS_VARS"   # the variable bench/forward.py's header reads
+
+if __name__ == "__main__" and "--native-blas" in sys.argv and \
+        any(v in os.environ for v in BLAS_VARS):
+    # OpenBLAS reads these when it is loaded, so they must go before NumPy is imported.
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+    env[_WAS_SET] = " ".join(f"{k}={os.environ[k]}" for k in BLAS_VARS if k in os.environ)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import refq  # noqa: E402
+from architectures import ARCHITECTURES  # noqa: E402
+from forward import MM_FLOP, blas_header, matmul  # noqa: E402
+from refq.algorithms import fold_batch_norms  # noqa: E402
+from refq.fixedpoint.lowering import lower  # noqa: E402
+from refq.fixedpoint.run import run_int  # noqa: E402
+from refq.quant.quantsim import QuantSim  # noqa: E402
+from refq.summary import summarize  # noqa: E402
+
+BATCH, BIG_BATCH = 32, 128
+TARGETS = {"b128": 1.0, "outside": 0.05, "int": 1.5, "sim": 1.2, "keras": 1.0, "litert": 10.0,
+           "calib_time": 2.0}
+CALIB_MODEL, CALIB_IMAGES, CALIB_SMALL = "mobilenet_v2_0.35_96", 256, 64
+
+
+def alternate(fns: dict, repeats: dict, warmup: bool) -> dict:
+    """{name: min wall time} of the callables in `fns`, run in rotation (one call of each per round,
+    while its `repeats[name]` calls are not done), so that all see the same load on this machine."""
+    if warmup:
+        for fn in fns.values():
+            fn()
+    left, best = dict(repeats), {k: float("inf") for k in fns}
+    if "mm" in fns:  # the baseline is cheap: always warm and at least 3 samples
+        fns["mm"]()
+        left["mm"] = max(3, left["mm"])
+    while any(left.values()):
+        for k, fn in fns.items():
+            if left[k]:
+                t = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t)
+                left[k] -= 1
+    return best
+
+
+def mark(ok: bool) -> str:
+    return "ok" if ok else "MISS"
+
+
+def images(rng, n, res):
+    return rng.standard_normal((n, res, res, 3)).astype(np.float32)
+
+
+def float_throughput(graph, macs, res, repeats, warmup, rng):
+    """Batch-32 float32 forward timed alternately with the matmul baseline; then batch 128 timed
+    alternately with batch 32 (a separate rotation: a batch-128 run changes what the allocator
+    holds, and so the next batch-32 run's time)."""
+    x32, x128 = images(rng, BATCH, res), images(rng, BIG_BATCH, res)
+    run32 = lambda: refq.run(graph, x32, dtype=np.float32)  # noqa: E731
+    t = alternate({"b32": run32, "mm": matmul}, {"b32": repeats, "mm": repeats}, warmup)
+    big = max(1, repeats - 1)
+    tb = alternate({"b128": lambda: refq.run(graph, x128, dtype=np.float32), "b32": run32},
+                   {"b128": big, "b32": big}, warmup)
+    gflops, mm = 2 * macs * BATCH / t["b32"] / 1e9, MM_FLOP / t["mm"] / 1e9
+    return {"t32": t["b32"], "t128": tb["b128"], "gflops": gflops, "mm": mm, "share": gflops / mm,
+            "b128": (tb["b128"] / BIG_BATCH) / (tb["b32"] / BATCH)}
+
+
+def batch1_overhead(graph, res, runs, rng):
+    """(run time, node time, validate time) of the batch-1 float32 run with the least total time;
+    node time is the sum of op.forward times measured through refq.run's `call` hook."""
+    x = images(rng, 1, res)
+    node_time = [0.0]
+
+    def timed(node, op, xs, params):
+        t = time.perf_counter()
+        y = op.forward(xs, params, node.attrs)
+        node_time[0] += time.perf_counter() - t
+        return y
+
+    best = (float("inf"), 0.0)
+    refq.run(graph, x, dtype=np.float32, call=timed)  # warm-up
+    for _ in range(runs):
+        node_time[0] = 0.0
+        t = time.perf_counter()
+        refq.run(graph, x, dtype=np.float32, call=timed)
+        best = min(best, (time.perf_counter() - t, node_time[0]))
+    t_validate = min(_timed(graph.validate) for _ in range(runs))
+    return best[0], best[1], t_validate
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def quantize(graph, res, calib_batches, calib_size, rng):
+    """(QuantSim, integer graph, seconds per step): BN folded, per-channel W8A8, minmax calibration
+    on `calib_batches` random batches of `calib_size` images, lowered for `tflite`."""
+    steps = {}
+    t = time.perf_counter()
+    folded, _ = fold_batch_norms(graph)
+    steps["fold"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sim = QuantSim(folded, "per_channel", scheme="minmax")
+    sim.compute_encodings([images(rng, calib_size, res) for _ in range(calib_batches)])
+    steps["calibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    int_graph = lower(sim, "tflite")
+    steps["lower"] = time.perf_counter() - t
+    return sim, int_graph, steps
+
+
+def quantized_modes(graph, sim, int_graph, res, repeats, warmup, rng):
+    """Batch-32 times of the float32 forward of the model as given and of its BN-folded graph (the
+    one the simulation runs), the simulated and the integer forwards, timed alternately."""
+    x = images(rng, BATCH, res)
+    fns = {"float": lambda: refq.run(graph, x, dtype=np.float32),
+           "folded": lambda: refq.run(sim.graph, x, dtype=np.float32),
+           "sim": lambda: sim.run(x),
+           "int": lambda: run_int(int_graph, x)}
+    return alternate(fns, {k: repeats for k in fns}, warmup)
+
+
+def traced_peak(fn) -> float:
+    """Peak bytes allocated (tracemalloc, which sees NumPy's buffers) while fn() runs."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def calibration(graph, sim, res, repeats, warmup, rng):
+    """Calibration time on CALIB_IMAGES images / one float forward over them (default batch size
+    for both), and tracemalloc peaks of calibration at two set sizes and of a batch-32 forward."""
+    x = images(rng, CALIB_IMAGES, res)
+    t = alternate({"float": lambda: refq.run(graph, x, dtype=np.float32),
+                   "calib": lambda: sim.compute_encodings(x)},
+                  {"float": repeats, "calib": repeats}, warmup)
+    mib = 1 / 2 ** 20
+    return {"t_float": t["float"], "t_calib": t["calib"], "ratio": t["calib"] / t["float"],
+            "peak_small": traced_peak(lambda: sim.compute_encodings(x[:CALIB_SMALL])) * mib,
+            "peak_large": traced_peak(lambda: sim.compute_encodings(x)) * mib,
+            "peak_float32": traced_peak(lambda: refq.run(graph, x[:BATCH], dtype=np.float32)) * mib}
+
+
+def optional_frameworks(name, arch, graph, int_graph, macs, repeats, warmup, rng):
+    """Keras side by side and LiteRT reference kernels, where they import; one line each else."""
+    try:
+        import tensorflow as tf  # noqa: F401  (never a refq dependency)
+        import keras
+    except ImportError as e:
+        print(f"   Keras:  skipped: tensorflow/keras is not importable here ({e}); refq never "
+              "installs it")
+        print("   LiteRT: skipped: converting to .tflite needs TensorFlow's converter")
+        return {}
+    out = {}
+    res = arch.resolution
+    x = images(rng, BATCH, res)
+    try:
+        cls, kwargs = arch.keras
+        model = getattr(keras.applications, cls)(weights=None, input_shape=(res, res, 3), **kwargs)
+        t = alternate({"keras": lambda: model(x, training=False),
+                       "refq": lambda: refq.run(graph, x, dtype=np.float32), "mm": matmul},
+                      {"keras": repeats, "refq": repeats, "mm": repeats}, warmup)
+        share = 2 * macs * BATCH / t["keras"] / 1e9 / (MM_FLOP / t["mm"] / 1e9)
+        out["keras"] = t["refq"] / t["keras"]
+        print(f"   Keras {keras.__version__}: {BATCH / t['keras']:.1f} images/s at batch {BATCH}, "
+              f"{share:.0%} of matmul GFLOP/s; refq / Keras = {out['keras']:.2f} "
+              f"(target <= {TARGETS['keras']:g}) {mark(out['keras'] <= TARGETS['keras'])}")
+    except Exception as e:  # an optional comparison must not end the benchmark
+        print(f"   Keras:  skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return out
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError as e:
+        print(f"   LiteRT: skipped: ai_edge_litert is not importable here ({e}); refq never "
+              "installs it")
+        return out
+    try:
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([images(rng, 1, res)] for _ in range(8))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+        interp = Interpreter(model_content=conv.convert(),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        inp = interp.get_input_details()[0]
+        interp.resize_tensor_input(inp["index"], [BATCH, res, res, 3])
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], np.zeros((BATCH, res, res, 3), np.int8))
+        t = alternate({"litert": interp.invoke, "int": lambda: run_int(int_graph, x)},
+                      {"litert": repeats, "int": repeats}, warmup)
+        out["litert"] = t["litert"] / t["int"]
+        print(f"   LiteRT reference kernels: {BATCH / t['litert']:.1f} images/s at batch {BATCH}; "
+              f"LiteRT / refq integer time per image = {out['litert']:.2f} "
+              f"(target >= {TARGETS['litert']:g}) {mark(out['litert'] >= TARGETS['litert'])}")
+    except Exception as e:
+        print(f"   LiteRT: skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return out
+
+
+def bench_model(name, args, rng):
+    arch = ARCHITECTURES[name]
+    res = arch.resolution
+    graph = arch.build(resolution=res)
+    macs = sum(r["macs"] for r in summarize(graph))
+    print(f"\n== {name}: {len(graph.nodes)} nodes, {macs / 1e6:.1f} M MACs per image, "
+          f"{res}x{res}", flush=True)
+    r = {"name": name, "target_share": arch.target_share}
+    f = float_throughput(graph, macs, res, args.repeats, args.warmup, rng)
+    r.update(f)
+    print(f"   float32 batch {BATCH}: {BATCH / f['t32']:.1f} images/s ({f['t32'] * 1e3:.0f} ms), "
+          f"{f['gflops']:.1f} GFLOP/s = {f['share']:.1%} of matmul {f['mm']:.0f} GFLOP/s "
+          f"(target >= {arch.target_share:.0%}) {mark(f['share'] >= arch.target_share)}")
+    print(f"   batch {BIG_BATCH}: {f['t128'] * 1e3:.0f} ms; time per image at {BIG_BATCH} / at "
+          f"{BATCH} = {f['b128']:.2f} (target <= {TARGETS['b128']:g}) "
+          f"{mark(f['b128'] <= TARGETS['b128'])}", flush=True)
+    t_run, t_nodes, t_val = batch1_overhead(graph, res, args.batch1_runs, rng)
+    r["outside"] = (t_run - t_nodes) / t_run
+    print(f"   batch 1: run {t_run * 1e3:.1f} ms, node forwards {t_nodes * 1e3:.1f} ms (refq.run "
+          f"`call` hook), outside nodes {r['outside']:.1%} (target <= {TARGETS['outside']:.0%}) "
+          f"{mark(r['outside'] <= TARGETS['outside'])}; graph.validate() alone "
+          f"{t_val * 1e3:.1f} ms = {t_val / t_run:.1%} of the run", flush=True)
+    sim, int_graph, steps = quantize(graph, res, args.calib_batches, args.calib_size, rng)
+    print("   quantized: BN fold {fold:.2f} s, QuantSim per_channel minmax calibration "
+          "{calibrate:.2f} s".format(**steps) + f" ({args.calib_batches} x {args.calib_size} "
+          f"images), lower tflite {steps['lower']:.2f} s", flush=True)
+    q = quantized_modes(graph, sim, int_graph, res, args.repeats, args.warmup, rng)
+    r["sim"], r["int"] = q["sim"] / q["float"], q["int"] / q["float"]
+    print(f"   batch {BATCH}: float32 {q['float'] * 1e3:.0f} ms (BN-folded graph "
+          f"{q['folded'] * 1e3:.0f} ms), sim {q['sim'] * 1e3:.0f} ms, int {q['int'] * 1e3:.0f} ms")
+    print(f"   sim / float = {r['sim']:.2f} (target <= {TARGETS['sim']:g}) "
+          f"{mark(r['sim'] <= TARGETS['sim'])}; int / float = {r['int']:.2f} (target <= "
+          f"{TARGETS['int']:g}) {mark(r['int'] <= TARGETS['int'])}; against the BN-folded float "
+          f"graph: sim {q['sim'] / q['folded']:.2f}, int {q['int'] / q['folded']:.2f}", flush=True)
+    r.update(optional_frameworks(name, arch, graph, int_graph, macs, args.repeats, args.warmup,
+                                 rng))
+    if name == CALIB_MODEL:
+        c = calibration(graph, sim, res, args.repeats, args.warmup, rng)
+        r["calib"] = c
+        print(f"   calibration on {CALIB_IMAGES} images (default batch size): "
+              f"{c['t_calib']:.2f} s, one float32 forward over them {c['t_float']:.2f} s, ratio "
+              f"{c['ratio']:.2f} (target <= {TARGETS['calib_time']:g}) "
+              f"{mark(c['ratio'] <= TARGETS['calib_time'])}")
+        grows = c["peak_large"] / c["peak_small"]
+        print(f"   calibration peak memory (tracemalloc): {c['peak_small']:.0f} MiB for "
+              f"{CALIB_SMALL} images, {c['peak_large']:.0f} MiB for {CALIB_IMAGES} (x{grows:.2f}; "
+              f"bounded by one batch: ~x1) {mark(grows <= 1.25)}; float32 forward at batch "
+              f"{BATCH}: {c['peak_float32']:.0f} MiB", flush=True)
+    return r
+
+
+def print_summary(results):
+    print("\nSUMMARY (ratios measured in this run; targets in brackets)")
+    head = (f"   {'model':<22}{'% of mm':>9}{'(target)':>9}{'b128/b32':>10}{'(<=1)':>6}"
+            f"{'outside b1':>12}{'(<=5%)':>7}{'sim/float':>11}{'(<=1.2)':>8}{'int/float':>11}"
+            f"{'(<=1.5)':>8}")
+    print(head)
+    for r in results:
+        print(f"   {r['name']:<22}{r['share']:>9.1%}{'>=' + format(r['target_share'], '.0%'):>9}"
+              f"{r['b128']:>10.2f}{mark(r['b128'] <= 1):>6}{r['outside']:>12.1%}"
+              f"{mark(r['outside'] <= TARGETS['outside']):>7}{r['sim']:>11.2f}"
+              f"{mark(r['sim'] <= TARGETS['sim']):>8}{r['int']:>11.2f}"
+              f"{mark(r['int'] <= TARGETS['int']):>8}")
+    for r in results:
+        if "calib" in r:
+            c = r["calib"]
+            grows = c["peak_large"] / c["peak_small"]
+            print(f"   calibration ({r['name']}, {CALIB_IMAGES} images): time / float forward "
+                  f"{c['ratio']:.2f} (<= 2) {mark(c['ratio'] <= 2)}; peak memory {CALIB_SMALL} -> "
+                  f"{CALIB_IMAGES} images x{grows:.2f} (~1 when bounded by one batch) "
+                  f"{mark(grows <= 1.25)}")
+    met = sum(r["share"] >= r["target_share"] for r in results)
+    print(f"   float32 share target met on {met}/{len(results)} models")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--native-blas", action="store_true",
+                    help="re-execute with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")
+    ap.add_argument("--quick", action="store_true",
+                    help="one repeat, no warm-up, fewer batch-1 runs and calibration images")
+    ap.add_argument("--models", nargs="+", choices=list(ARCHITECTURES), default=list(ARCHITECTURES),
+                    metavar="NAME", help=f"any of {', '.join(ARCHITECTURES)} (default: all)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per figure (default 3, "
+                    "--quick 1)")
+    args = ap.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.warmup = not args.quick
+    args.batch1_runs = 5 if args.quick else 20
+    args.calib_batches, args.calib_size = (1, 8) if args.quick else (2, 16)
+
+    print(blas_header(args.native_blas))
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; repeats "
+          f"{args.repeats}, {'no warm-up' if not args.warmup else 'one warm-up run'} per figure")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    results = [bench_model(name, args, rng) for name in args.models]
+    print_summary(results)
+    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
+          f"benchmark took {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
