@@ -148,7 +148,8 @@ def _chunks(feeds: dict, batch_size: int | None):
 
 def iterate_batches(data, graph, batch_size: int | None = None):
     """Yield {input name: array} batches of `graph` from an array, a dict of arrays (split into
-    `batch_size` chunks), or an iterable of either (taken as it comes)."""
+    chunks of `batch_size`, default `DEFAULT_BATCH_SIZE`, so that memory stays bounded by one
+    batch), or an iterable of either (taken as it comes)."""
     names = [s.name for s in graph.inputs]
 
     def as_feeds(item):
@@ -162,7 +163,7 @@ def iterate_batches(data, graph, batch_size: int | None = None):
         feeds = as_feeds(data)
         if not feeds:
             raise QuantError("the data holds no arrays; give at least one non-empty batch")
-        yield from _chunks(feeds, batch_size)
+        yield from _chunks(feeds, DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
         return
     for item in data:
         yield as_feeds(item)
