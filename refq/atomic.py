@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from .errors import OutputError
+from .errors import OutputError, one_line
 
 __all__ = ["atomic_path", "save_npy", "check_output_path", "remove_stale_temps"]
 
@@ -35,8 +35,7 @@ _ADVICE = "choose another output path"
 
 def _reason(e: OSError) -> str:
     """One line for an OSError: its strerror, else its first line."""
-    text = e.strerror or str(e) or type(e).__name__
-    return " ".join(text.split())
+    return one_line(e.strerror or str(e) or type(e).__name__)
 
 
 def _name_max(directory: str) -> int:

@@ -262,8 +262,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"refq: error: {message} (see `{self.prog} --help`)\n")
 
 
-def one_line(message: str) -> str:
-    """`message` on one line: line breaks (e.g. from a library's multi-line text) become '; '."""
+def _lines_joined(message) -> str:
+    """`message` on one line, its lines joined by '; ' (a last guard: messages are one line, but
+    one that quotes a library's multi-line text keeps its line structure readable)."""
     return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
@@ -303,12 +304,12 @@ def main(argv=None) -> int:
             status = args.func(args)  # None = success; commands that compare return their status
         sys.stdout.flush()
     except RefqError as e:
-        print(f"refq: error: {one_line(e)}", file=sys.stderr)
+        print(f"refq: error: {_lines_joined(e)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return _stdout_closed()
     except OSError as e:
-        print(f"refq: error: {one_line(_os_error(e))}", file=sys.stderr)
+        print(f"refq: error: {_lines_joined(_os_error(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("refq: interrupted", file=sys.stderr)

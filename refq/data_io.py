@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .errors import FormatError, InputError, QuantError
+from .errors import FormatError, InputError, QuantError, one_line
 
 __all__ = ["load_arrays", "iter_batches", "iterate_batches", "check_data", "DEFAULT_BATCH_SIZE"]
 
@@ -47,9 +47,8 @@ def load_arrays(path: str, mmap: bool = False):
         if "Object arrays" in str(e) or "Python objects" in str(e):
             raise FormatError(f"{path}: holds pickled Python objects, which refq never loads; "
                               f"{save_hint} of numbers (allow_pickle=False)") from None
-        reason = " ".join(str(e).split())[:160]
         raise FormatError(f"{path}: not a readable .npy/.npz file ({type(e).__name__}: "
-                          f"{reason}); {save_hint}") from None
+                          f"{one_line(e, 160)}); {save_hint}") from None
 
 
 def check_data(x: np.ndarray, source: str, name: str) -> np.ndarray:

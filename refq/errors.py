@@ -1,7 +1,7 @@
 """The errors refq raises. Every message names the file, node and tensor involved and what to do."""
 
 __all__ = [
-    "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
+    "one_line", "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
     "UnsupportedLayerError", "InputError", "QuantError", "FixedPointError", "OutputError",
 ]
 
@@ -46,3 +46,11 @@ class FixedPointError(RefqError):
 class OutputError(RefqError):
     """An output path cannot be written: it is a directory, lies under a regular file, has a name
     too long for the filesystem, is not permitted, or the disk filled up while writing."""
+
+
+def one_line(text, limit: int | None = None) -> str:
+    """`text` (say an exception, whose message a library may spread over lines) as one line: every
+    run of white space, newlines included, becomes one space; with `limit`, a longer text is cut to
+    `limit` characters ending in "..."."""
+    line = " ".join(str(text).split())
+    return line if limit is None or len(line) <= limit else line[:limit - 3] + "..."

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import mmap
 
-from .errors import FormatError
+from .errors import FormatError, one_line
 
 __all__ = ["check_global_heaps"]
 
@@ -32,8 +32,7 @@ def check_global_heaps(source, label: str, hint: str):
         with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             _walk_global_heaps(data, label, hint)
     except (OSError, ValueError) as e:
-        reason = " ".join(str(e).split())
-        raise FormatError(f"{label}: cannot read the file ({reason})") from None
+        raise FormatError(f"{label}: cannot read the file ({one_line(e)})") from None
 
 
 def _walk_global_heaps(data, path: str, hint: str):

@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import FormatError, GraphError, RefqError
+from .errors import FormatError, GraphError, RefqError, one_line
 from .graph import Graph
 from .hdf5_check import check_global_heaps
 
@@ -140,9 +140,8 @@ def _dumps(doc, what: str, **kwargs) -> str:
         text = json.dumps(doc, allow_nan=False, **kwargs)
         parse_json(text)
     except (TypeError, ValueError, RecursionError) as e:
-        reason = " ".join(str(e).split())[:200]
-        raise GraphError(f"{what} cannot be stored as refq JSON ({reason}); keep it to JSON "
-                         f"types, finite float64 and int64 numbers and at most {MAX_JSON_DEPTH} "
+        raise GraphError(f"{what} cannot be stored as refq JSON ({one_line(e, 200)}); keep it to "
+                         f"JSON types, finite float64 and int64 numbers and at most {MAX_JSON_DEPTH} "
                          "levels of nesting") from None
     return text
 
@@ -180,12 +179,6 @@ def save(graph: Graph, path, sections: dict | None = None) -> None:
 
 
 # ---- reading --------------------------------------------------------------------------------
-def _one_line(e: BaseException) -> str:
-    """An h5py/OS error as one short line (h5py can embed the HDF5 error stack)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 160 else text[:160] + "..."
-
-
 _H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError,
               IndexError, MemoryError, SystemError)
 
@@ -198,7 +191,7 @@ def _h5(path: str, what: str):
     except RefqError:
         raise
     except _H5_ERRORS as e:
-        raise FormatError(f"{path}: cannot read {what} ({_one_line(e)}); the file is truncated "
+        raise FormatError(f"{path}: cannot read {what} ({one_line(e, 160) or type(e).__name__}); the file is truncated "
                           f"or damaged: {RECREATE}") from None
 
 
@@ -211,7 +204,7 @@ def _open(path):
     try:
         f = h5py.File(path, "r")
     except _H5_ERRORS as e:
-        raise FormatError(f"{path}: not a readable HDF5 file ({_one_line(e)}); is it truncated "
+        raise FormatError(f"{path}: not a readable HDF5 file ({one_line(e, 160) or type(e).__name__}); is it truncated "
                           "or of another format?") from None
     try:
         check_global_heaps(path, path, _DAMAGED)

@@ -68,9 +68,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import FormatError, InputError, RefqError
+from ..errors import FormatError, InputError, RefqError, one_line
 from .case import MANIFEST
-from .case_reader import load_case, one_line, read_manifest
+from .case_reader import load_case, read_manifest
 from .verify import check_dump, compare_arrays, diff_text
 
 __all__ = ["AdapterCase", "run_adapter", "format_adapter", "load_adapter", "golden_case_ids",

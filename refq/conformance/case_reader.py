@@ -16,12 +16,11 @@ import re
 
 import numpy as np
 
-from ..errors import FormatError, RefqError
+from ..errors import FormatError, RefqError, one_line
 from ..graph import Graph, Node, TensorSpec
 from .case import _DTYPES, _ID, FORMAT, FORMAT_VERSION, KINDS, MANIFEST, sha256
 
-__all__ = ["read_case", "load_case", "read_manifest", "GoldenCase", "one_line", "SECTIONS",
-           "CASE_KEYS"]
+__all__ = ["read_case", "load_case", "read_manifest", "GoldenCase", "SECTIONS", "CASE_KEYS"]
 
 #: Every key of case.json; all are required (golden/README.md, "case.json").
 CASE_KEYS = ("case", "description", "files", "format", "format_version", "graph", "inputs",
@@ -42,12 +41,6 @@ INPUT_KEYS = (("name", "shape"), ("dtype",))
 MANIFEST_KEYS = ("cases", "format", "format_version", "refq_version")
 MANIFEST_ENTRY_KEYS = ("description", "kind", "profile", "sha256")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def one_line(text) -> str:
-    """`text` (say an exception's message) with every run of white space, newlines included, made
-    one space: an error message is one line."""
-    return " ".join(str(text).split())
 
 
 def _is_int(v) -> bool:

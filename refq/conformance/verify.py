@@ -41,8 +41,8 @@ import os
 
 import numpy as np
 
-from ..errors import InputError, RefqError
-from .case_reader import GoldenCase, one_line, read_case
+from ..errors import InputError, RefqError, one_line
+from .case_reader import GoldenCase, read_case
 
 __all__ = ["verify", "format_verify", "read_case", "GoldenCase", "compare_arrays",
            "check_dump", "find_dump", "diff_text", "describe_divergence", "DUMP_SUFFIXES"]

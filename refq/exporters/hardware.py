@@ -30,13 +30,13 @@ import os
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import FormatError, InputError, OutputError
+from ..errors import FormatError, InputError, OutputError, one_line
 from . import sidecar as _sidecar_module
 from .binary import read_bin, write_bin
 from .c_header import check_c_array, c_identifier, read_c_header, write_c_header
 from .hex import read_hex, write_hex
 from .packing import _check_pack
-from .sidecar import _one_line, _version, element_type, read_sidecar
+from .sidecar import _version, element_type, read_sidecar
 
 __all__ = ["FORMATS", "SUFFIXES", "write_hex", "write_c_header", "write_bin", "read_hex",
            "read_c_header", "read_bin", "read_sidecar", "read_dump", "read_npy", "export_arrays",
@@ -85,7 +85,7 @@ def read_npy(path) -> np.ndarray:
     except IsADirectoryError:
         raise FormatError(f"{path}: is a directory, not a .npy file") from None
     except (OSError, ValueError, EOFError, SyntaxError, TypeError) as e:
-        raise FormatError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+        raise FormatError(f"{path}: not a readable .npy file ({one_line(e)})") from None
 
 
 def read_dump(path, sidecar=None) -> np.ndarray:
@@ -149,7 +149,7 @@ def _plan(arrays: dict, formats, *, pack, pack_bits, layouts, bits, case, profil
                     check_c_array(a, et, k)
             except InputError as e:
                 prefix = f"{source}: " if source else ""
-                raise InputError(f"{prefix}tensor '{name}' ({fmt}): {_one_line(e)}") from None
+                raise InputError(f"{prefix}tensor '{name}' ({fmt}): {one_line(e)}") from None
             if fmt == "c":
                 ident, i = c_identifier(name), 2
                 while ident in idents:
@@ -295,7 +295,7 @@ def export_integer_model(graph, out_dir, formats=FORMATS, *, pack: int = 1,
                                     default=_json_default))
     except (TypeError, ValueError) as e:
         raise InputError(f"{source}: node attributes or meta['integer']['tensors'] cannot be "
-                         f"written as JSON ({_one_line(e)}); {_RELOWER}") from None
+                         f"written as JSON ({one_line(e)}); {_RELOWER}") from None
     files = _write_jobs(jobs, out_dir)
     index = {"refq_version": _version(), "profile": profile, "case": case, "graph": graph.name,
              "arrays": files, **doc}

@@ -16,9 +16,9 @@ import re
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, one_line
 from .packing import _check_pack, _container_bytes, _from_bytes, _to_bytes
-from .sidecar import (_layout_of, _one_line, _provenance, _sidecar, _write, element_type,
+from .sidecar import (_layout_of, _provenance, _sidecar, _write, element_type,
                       read_sidecar)
 
 _HEXDIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -67,7 +67,7 @@ def read_hex(path, sidecar=None) -> np.ndarray:
         raise FormatError(f"{path}: byte {e.start} is not ASCII; a hex dump is ASCII text, one "
                           "hexadecimal word per line") from None
     except OSError as e:
-        raise FormatError(f"{path}: cannot be read ({_one_line(e.strerror or e)})") from None
+        raise FormatError(f"{path}: cannot be read ({one_line(e.strerror or e)})") from None
     text = _HEX_COMMENTS.sub(" ", text) if "/" in text else text
     tokens = text.split()
     nwords = -(-count // pack) if count else 0
@@ -93,12 +93,12 @@ def read_hex(path, sidecar=None) -> np.ndarray:
                 if pos < 0:
                     raise ValueError
             except ValueError:
-                raise FormatError(f"{path}: bad address directive {_one_line(tok)[:40]!r}; an "
+                raise FormatError(f"{path}: bad address directive {one_line(tok)[:40]!r}; an "
                                   "address is @ and hexadecimal digits") from None
             continue
         t = tok.replace("_", "").lower()
         if not t or any(c not in "0123456789abcdef" for c in t):
-            raise FormatError(f"{path}: word {pos} is {_one_line(tok)[:40]!r}, not a hexadecimal "
+            raise FormatError(f"{path}: word {pos} is {one_line(tok)[:40]!r}, not a hexadecimal "
                               "number (x/z digits are not values); dump plain hex digits")
         if len(t) > digits:
             if t[:-digits].strip("0"):

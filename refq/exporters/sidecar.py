@@ -30,7 +30,7 @@ import re
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, one_line
 
 SIDECAR_VERSION = 1
 _INT_BITS = (4, 8, 16, 32, 64)
@@ -136,11 +136,6 @@ _SIDECAR_HELP = ('a sidecar is a JSON object with at least "dtype" (e.g. "int8")
                  'list of integers), plus "pack" when a word holds several elements')
 
 
-def _one_line(text) -> str:
-    """`text` with every run of white space made one space: an error message is one line."""
-    return " ".join(str(text).split())
-
-
 def read_sidecar(path, sidecar=None) -> dict:
     """The sidecar of data file `path`: `sidecar` (a dict or a path), default `path` + ".json".
     FormatError naming the sidecar when it is missing, not UTF-8, not JSON or not an object."""
@@ -159,7 +154,7 @@ def read_sidecar(path, sidecar=None) -> dict:
     except UnicodeDecodeError:
         raise FormatError(f"{sp}: the sidecar is not UTF-8 text; {_SIDECAR_HELP}") from None
     except (OSError, ValueError) as e:
-        raise FormatError(f"{sp}: the sidecar is not valid JSON ({_one_line(e)}); "
+        raise FormatError(f"{sp}: the sidecar is not valid JSON ({one_line(e)}); "
                           f"{_SIDECAR_HELP}") from None
     if not isinstance(d, dict):
         raise FormatError(f"{sp}: the sidecar is not a JSON object; {_SIDECAR_HELP}")
@@ -197,7 +192,7 @@ def _layout_of(path, sc: dict, fmt: str):
                   "int16, int32, int64, their uint forms, float16, float32, float64)") from None
     shape, pack = sc["shape"], sc.get("pack", 1)
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise bad(f"the sidecar's shape {_one_line(json.dumps(shape, default=str))[:60]} is not a "
+        raise bad(f"the sidecar's shape {one_line(json.dumps(shape, default=str))[:60]} is not a "
                   "list of integers >= 0")
     if not _is_int(pack) or pack < 1:
         raise bad(f"the sidecar's pack {pack!r} is not an integer >= 1")
@@ -217,7 +212,7 @@ def _layout_of(path, sc: dict, fmt: str):
         if key in sc and (sc[key] != want or isinstance(sc[key], bool) != isinstance(want, bool)):
             why = "only 'C' and 'lsb_first' are supported" if key in ("order", "element_order") \
                 else f"dtype {et.name}, shape {list(shape)} and pack {pack} imply {want!r}"
-            raise bad(f"the sidecar's {key} is {_one_line(repr(sc[key]))[:40]}, but {why}")
+            raise bad(f"the sidecar's {key} is {one_line(repr(sc[key]))[:40]}, but {why}")
     if "sha256" in sc:
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()

@@ -21,10 +21,10 @@ import os
 import numpy as np
 
 from ..errors import FormatError, GraphError, ParamError, RefqError, ShapeError, \
-    UnsupportedLayerError
+    UnsupportedLayerError, one_line
 from ..graph import Graph, Node, TensorSpec
 from .keras_config import parse_model
-from .keras_weights import keras_major, one_line
+from .keras_weights import keras_major
 from .keras_fields import BadField
 from .keras_layers import CONVERTERS, Unsupported, damaged_reason, static_check
 
@@ -168,11 +168,11 @@ class _Builder:
             out = op.infer_shape(in_shapes, node.attrs, node.params)
             expected = op.param_shapes(in_shapes, node.attrs)
         except ShapeError as e:
-            raise ShapeError(f"{where}: {one_line(e)} (input shapes "
+            raise ShapeError(f"{where}: {one_line(e, 160)} (input shapes "
                              f"{[_fmt_shape(s) for s in in_shapes]}); the layer config does not "
                              "fit its inputs: correct it and save the model again") from None
         except GraphError as e:
-            msg = one_line(e)
+            msg = one_line(e, 160)
             raise GraphError(msg if msg.startswith(where) else f"{where}: {msg}") from None
         for pname, want in expected.items():
             have = node.params.get(pname)
@@ -230,7 +230,7 @@ _MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, Overf
 def _malformed(where, layer, e):
     what = f"layer '{layer.name}' ({layer.class_name})" if layer is not None else "the model config"
     return FormatError(f"{where}: {what} has a malformed config ({type(e).__name__}: "
-                       f"{one_line(e)}); the config is damaged or from an unsupported Keras "
+                       f"{one_line(e, 160)}); the config is damaged or from an unsupported Keras "
                        "version: save the model again")
 
 
@@ -279,4 +279,4 @@ def build_graph(kf) -> Graph:
     try:
         return graph.validate()
     except RefqError as e:
-        raise type(e)(f"{kf.where}: {one_line(e)}") from None
+        raise type(e)(f"{kf.where}: {one_line(e, 160)}") from None

@@ -48,9 +48,9 @@ import os
 import zipfile
 import zlib
 
-from ..errors import FormatError, RefqError
+from ..errors import FormatError, RefqError, one_line
 from ..hdf5_check import check_global_heaps
-from .keras_weights import KerasFile, NotText, as_text, h5py_module, keras_major, one_line, \
+from .keras_weights import KerasFile, NotText, as_text, h5py_module, keras_major, \
     str_list_attr, text_attr
 
 __all__ = ["import_keras", "open_keras_file", "MAX_JSON_BYTES", "MAX_WEIGHTS_BYTES",
@@ -110,7 +110,7 @@ def _sniff(path) -> str:
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file; check the path") from None
     except OSError as e:
-        raise FormatError(f"{path}: cannot be read ({one_line(e)}); check the path and its "
+        raise FormatError(f"{path}: cannot be read ({one_line(e, 160)}); check the path and its "
                           "permissions") from None
 
 
@@ -121,7 +121,7 @@ def _open_h5(source, label):
         return h5py.File(source, "r")
     except (OSError, RuntimeError, ValueError) as e:
         raise FormatError(
-            f"{label}: starts like an HDF5 file but cannot be opened ({one_line(e)}); it is "
+            f"{label}: starts like an HDF5 file but cannot be opened ({one_line(e, 160)}); it is "
             "probably truncated or damaged: copy or save it again") from None
 
 
@@ -151,7 +151,7 @@ def _parse_json(text, label, what):
     except RecursionError:
         value = _TOO_DEEP
     except ValueError as e:
-        raise FormatError(f"{label}: {what} is not valid JSON ({one_line(e)}); save the model "
+        raise FormatError(f"{label}: {what} is not valid JSON ({one_line(e, 160)}); save the model "
                           "again") from None
     if value is _TOO_DEEP or _depth(value) > MAX_JSON_DEPTH:
         raise FormatError(f"{label}: {what} is nested more than {MAX_JSON_DEPTH} levels deep, "
@@ -173,7 +173,7 @@ def _read_architecture(architecture):
         with open(architecture, "rb") as f:
             text = f.read()
     except OSError as e:
-        raise FormatError(f"{architecture}: cannot read the architecture JSON ({one_line(e)}); "
+        raise FormatError(f"{architecture}: cannot read the architecture JSON ({one_line(e, 160)}); "
                           f"{_ARCH_HINT}") from None
     cfg = _parse_json(text, str(architecture), "the architecture file")
     # Keras 2's to_json() wraps {"class_name", "config", "keras_version", "backend"}.
@@ -252,7 +252,7 @@ def _classify_h5(path, h5, arch_cfg, arch_version, architecture):
                 "'model_config' attribute, no 'layer_names' attribute, no 'layers' group); pass "
                 "a file written by Keras model.save() or model.save_weights()")
     except (KeyError, OSError, RuntimeError, ValueError) as e:
-        raise FormatError(f"{path}: cannot read the HDF5 structure ({one_line(e)}); the file "
+        raise FormatError(f"{path}: cannot read the HDF5 structure ({one_line(e, 160)}); the file "
                           "is truncated or damaged: save it again") from None
     if arch_cfg is None:
         raise FormatError(f"{path}: holds weights only (no 'model_config'); {_ARCH_HINT}")
@@ -283,7 +283,7 @@ def _open_zip(path, arch_cfg, architecture):
             weights = _read_member(zf, path, "model.weights.h5", MAX_WEIGHTS_BYTES)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
             NotImplementedError, RuntimeError, zlib.error, MemoryError) as e:
-        raise FormatError(f"{path}: is not a readable zip archive ({one_line(e)}); a .keras "
+        raise FormatError(f"{path}: is not a readable zip archive ({one_line(e, 160)}); a .keras "
                           "file is a zip archive: it is probably truncated or damaged, save it "
                           "again") from None
     if weights is None:

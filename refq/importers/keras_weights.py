@@ -20,24 +20,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import FormatError, ParamError, RefqError
+from ..errors import FormatError, ParamError, RefqError, one_line
 from .keras_config import config_layers, layer_name
 
 __all__ = ["KerasFile", "LayerWeights", "NotText", "keras_major", "snake_case", "as_text",
-           "text_attr", "str_list_attr", "one_line"]
+           "text_attr", "str_list_attr"]
 
 
 def h5py_module():
     import h5py  # imported lazily so that `import refq` does not need h5py
 
     return h5py
-
-
-def one_line(error, limit: int = 160) -> str:
-    """The text of an exception (or any value) as one short line: whitespace runs, newlines
-    included, become one space; longer texts are cut to `limit` characters with "..."."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class NotText(ValueError):
@@ -75,7 +68,7 @@ def _read_attr(group, key, where):
     try:
         return group.attrs[key]
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:
-        raise _attr_error(group, key, where, f"cannot be read ({one_line(e)})") from None
+        raise _attr_error(group, key, where, f"cannot be read ({one_line(e, 160)})") from None
 
 
 def text_attr(group, key: str, where: str):
@@ -187,7 +180,7 @@ class KerasFile:
         except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise FormatError(
                 f"{self.where}: layer '{name}' ({class_name}): cannot read its weights "
-                f"({one_line(e)}); the file is truncated or damaged: copy or save it again"
+                f"({one_line(e, 160)}); the file is truncated or damaged: copy or save it again"
             ) from None
 
     def _legacy_weights(self, name, class_name):
@@ -280,7 +273,7 @@ class KerasFile:
         except (OSError, RuntimeError, ValueError, TypeError) as e:
             raise FormatError(
                 f"{self.where}: layer '{layer}': cannot read the weight '{label}' "
-                f"({one_line(e)}); the file is truncated or damaged: copy or save it again"
+                f"({one_line(e, 160)}); the file is truncated or damaged: copy or save it again"
             ) from None
         if arr.dtype.kind not in "fiu":
             raise ParamError(
