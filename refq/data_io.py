@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .errors import FormatError, InputError, QuantError, one_line
+from .runtime import check_input
 
 __all__ = ["load_arrays", "iter_batches", "iterate_batches", "check_data", "DEFAULT_BATCH_SIZE"]
 
@@ -54,6 +55,12 @@ def load_arrays(path: str, mmap: bool = False):
 def check_data(x: np.ndarray, source: str, name: str) -> np.ndarray:
     """`x` as data for input `name`: a numeric array with a batch axis, at least one sample, and
     only finite values; else an InputError naming `source`, the input and the first bad index."""
+    return check_finite(check_batched(x, source, name), source, name)
+
+
+def check_batched(x: np.ndarray, source: str, name: str) -> np.ndarray:
+    """`x` is a numeric array with a batch axis and at least one sample (its values unread, so a
+    memory-mapped file stays on disk); else an InputError naming `source` and the input."""
     where = f"{source}: input '{name}'"
     if x.dtype.kind not in "biuf":
         raise InputError(f"{where}: dtype {x.dtype} is not numeric; save the data as float32 or "
@@ -63,6 +70,13 @@ def check_data(x: np.ndarray, source: str, name: str) -> np.ndarray:
                          "the batch first")
     if x.shape[0] == 0:
         raise InputError(f"{where}: holds no samples (shape {list(x.shape)}); give at least one")
+    return x
+
+
+def check_finite(x: np.ndarray, source: str, name: str) -> np.ndarray:
+    """`x` holds no NaN or Inf; else an InputError naming `source`, the input and the first bad
+    index."""
+    where = f"{source}: input '{name}'"
     if x.dtype.kind == "f":
         bad = ~np.isfinite(x)
         if bad.any():
@@ -90,24 +104,11 @@ def _as_feeds(data, input_names, source):
     return {input_names[0]: data}
 
 
-def check_spec(x: np.ndarray, spec, source: str) -> None:
-    """`x` fits TensorSpec `spec` (rank, every fixed dimension after the batch, float or integer
-    kind); else an InputError naming `source` and the input."""
-    shape = ["N" if d is None else d for d in spec.shape]
-    if x.ndim != len(spec.shape) or any(d is not None and d != s
-                                        for d, s in zip(spec.shape[1:], x.shape[1:])):
-        raise InputError(f"{source}: input '{spec.name}' has shape {list(x.shape)}, the model "
-                         f"declares {shape}; give arrays of that shape")
-    if spec.dtype.startswith("float") and x.dtype.kind != "f":
-        raise InputError(f"{source}: input '{spec.name}' has dtype {x.dtype}, the model declares "
-                         f"{spec.dtype}; save the data as {spec.dtype}")
-
-
 def iter_batches(path: str, inputs: list, batch_size: int | None = None):
     """Yield {input name: array} batches from an .npy/.npz file or a directory of .npy files.
 
     `inputs` are the model's input names, or its TensorSpecs (`graph.inputs`) to check every
-    array's shape and dtype against them (`check_spec`) before anything runs.
+    array's shape and dtype against them (`refq.runtime.check_input`) before anything runs.
 
     A directory yields its `*.npy` files in sorted name order, each split into `batch_size` chunks;
     a file is split into chunks of `batch_size` (default `DEFAULT_BATCH_SIZE`). Every array is
@@ -128,12 +129,14 @@ def iter_batches(path: str, inputs: list, batch_size: int | None = None):
     for src in sources:
         feeds = _as_feeds(load_arrays(src, mmap=src.endswith(".npy")), input_names, src)
         for name, x in feeds.items():
-            if x.ndim == 0 or x.shape[0] == 0 or x.dtype.kind not in "biuf":
-                check_data(x, src, name)
+            check_batched(x, src, name)
         for spec in specs:
-            check_spec(feeds[spec.name], spec, src)
+            try:
+                check_input(spec, feeds[spec.name])
+            except InputError as e:
+                raise InputError(f"{src}: {e}") from None
         for chunk in _chunks(feeds, batch_size):
-            yield SourcedBatch({k: check_data(np.asarray(v), src, k) for k, v in chunk.items()},
+            yield SourcedBatch({k: check_finite(np.asarray(v), src, k) for k, v in chunk.items()},
                                src)
 
 

@@ -19,6 +19,22 @@ from .progress import progress
 __all__ = ["run"]
 
 
+def check_input(spec, x) -> None:
+    """`x` is an array that fits TensorSpec `spec`: a float array for a float input (an integer
+    one for an integer input), of the declared rank and every fixed dimension after the batch;
+    else an InputError naming the input."""
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"input '{spec.name}': expected a NumPy array, got {type(x).__name__}")
+    want_kind = "f" if spec.dtype.startswith("float") else "iu"
+    if x.dtype.kind not in want_kind:
+        raise InputError(f"input '{spec.name}': dtype {x.dtype} does not match the declared "
+                         f"{spec.dtype}; convert it first (e.g. x.astype(np.{spec.dtype}))")
+    if x.ndim != len(spec.shape) or any(
+            d is not None and d != s for d, s in zip(spec.shape[1:], x.shape[1:])):
+        raise InputError(f"input '{spec.name}': shape {list(x.shape)} does not match the "
+                         f"declared {['N' if d is None else d for d in spec.shape]}")
+
+
 def _check_feeds(graph: Graph, feeds) -> dict:
     if isinstance(feeds, np.ndarray) and len(graph.inputs) == 1:
         feeds = {graph.inputs[0].name: feeds}
@@ -35,16 +51,7 @@ def _check_feeds(graph: Graph, feeds) -> dict:
     batch = None
     for spec in graph.inputs:
         x = feeds[spec.name]
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"input '{spec.name}': expected a NumPy array, got {type(x).__name__}")
-        want_kind = "f" if spec.dtype.startswith("float") else "iu"
-        if x.dtype.kind not in want_kind:
-            raise InputError(f"input '{spec.name}': dtype {x.dtype} does not match the declared "
-                             f"{spec.dtype}; convert it first (e.g. x.astype(np.{spec.dtype}))")
-        if x.ndim != len(spec.shape) or any(
-                d is not None and d != s for d, s in zip(spec.shape[1:], x.shape[1:])):
-            raise InputError(f"input '{spec.name}': shape {list(x.shape)} does not match the "
-                             f"declared {['N' if d is None else d for d in spec.shape]}")
+        check_input(spec, x)
         if batch is not None and x.shape[0] != batch:
             raise InputError(f"input '{spec.name}': batch {x.shape[0]} differs from the other "
                              f"inputs' batch {batch}")
