@@ -58,18 +58,21 @@ def _positive_int(text):
 
 
 def _bitwidth(text):
-    """argparse type: a quantizer bitwidth, 2..16 or 32 (pass-through)."""
+    """argparse type: a quantizer bitwidth (`refq.quant.encoding.check_bitwidth`)."""
+    from .quant.encoding import check_bitwidth
+
     value = _positive_int(text)
-    if not (2 <= value <= 16 or value == 32):
-        raise argparse.ArgumentTypeError(f"bitwidth must be 2..16 or 32, got {value}")
-    return value
+    try:
+        return check_bitwidth(value)
+    except RefqError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _byte_size(text):
     """argparse type: a size in bytes, with an optional K/M/G/T suffix (powers of 1024)."""
     units = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
-    suffix = t[-1:] if t[-1:] in units and t[-1:] else ""
+    suffix = t[-1] if t and t[-1] in units else ""
     try:
         value = float(t[:len(t) - len(suffix)]) * units[suffix]
     except ValueError:
