@@ -26,7 +26,7 @@ from .quant.encoding import quantize_dequantize
 from .progress import progress
 from .runtime import run as run_graph
 
-__all__ = ["quant_report", "format_report", "IDEAL_RMSE_OVER_SCALE"]
+__all__ = ["quant_report", "format_report", "clipped_mask", "IDEAL_RMSE_OVER_SCALE"]
 
 IDEAL_RMSE_OVER_SCALE = 1 / math.sqrt(12)
 
@@ -51,11 +51,20 @@ class _Acc:
         if xq_local is not None:
             d = x64 - xq_local
             self.local += float(np.sum(d * d))
-            half = enc.scale.astype(np.float64) / 2
-            self.clipped += int(np.sum((x64 < enc.min - half) | (x64 > enc.max + half)))
+            self.clipped += int(np.sum(clipped_mask(x64, enc)))
         d = x64 - x_sim
         self.cum += float(np.sum(d * d))
         self.n += x.size
+
+
+def clipped_mask(x, enc) -> np.ndarray:
+    """Where `x` lies beyond the ends of `enc`'s grid by more than half a step (a per-channel
+    encoding: channel on axis 0 of `x`), in float64."""
+    shape = (-1,) + (1,) * (x.ndim - 1) if enc.axis is not None else ()
+    half = np.reshape(enc.scale.astype(np.float64), shape) / 2
+    lo = np.reshape(enc.min.astype(np.float64), shape) - half
+    hi = np.reshape(enc.max.astype(np.float64), shape) + half
+    return (x < lo) | (x > hi)
 
 
 def _weight_rows(sim, q):
@@ -122,12 +131,7 @@ def quant_report(sim, data, batch_size: int | None = None, quiet: bool = True) -
                 if enc.axis is not None else np.full(rw.shape[0], float(enc.scale))
             ch = [_sqnr(float(s), float(n)) for s, n in zip(sig_c, noise_c)]
             finite = [c for c in ch if c is not None]
-            half = scales[:, None] / 2
-            lo = (enc.min.astype(np.float64) if enc.axis is None
-                  else enc.min.astype(np.float64)[:, None])
-            hi = (enc.max.astype(np.float64) if enc.axis is None
-                  else enc.max.astype(np.float64)[:, None])
-            clipped = int(np.sum((rw < lo - half) | (rw > hi + half)))
+            clipped = int(np.sum(clipped_mask(rw, enc)))
             row.update(tensors=[f"{q.node}/{q.param}"],
                        local_sqnr_db=_sqnr(float(sig_c.sum()), float(noise_c.sum())),
                        cumulative_sqnr_db=None,

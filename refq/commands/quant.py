@@ -9,13 +9,13 @@ from . import check_outputs, write_json
 def load_float_model(path, command: str):
     """The float graph of `path`; an InputError naming the file when it holds an integer model."""
     from ..model_io import load
-    from .model import file_mode
 
-    if file_mode(path) == "int":
+    graph = load(path)
+    if "integer" in graph.meta:
         raise InputError(f"{path}: holds an integer model (from `refq lower`); {command} takes a "
                          "float model: give the .refq.h5 from `refq import` (or its quantized "
                          "model)")
-    return load(path)
+    return graph
 
 
 def cmd_quantize(args):
@@ -87,16 +87,13 @@ def _check_loaded_weight_ranges(sim, path, folded: bool):
     batch norms unfolded (AIMET's default)."""
     import numpy as np
 
+    from ..report import clipped_mask
+
     for name, q in sim.quantizers.items():
         if q.kind != "param" or name not in sim.encodings:
             continue
-        enc = sim.encodings[name]
         w = np.asarray(sim.graph.node(q.node).params[q.param], np.float64)
-        shape = (-1,) + (1,) * (w.ndim - 1) if enc.axis is not None else ()
-        half = np.reshape(enc.scale.astype(np.float64), shape) / 2
-        lo = np.reshape(enc.min.astype(np.float64), shape) - half
-        hi = np.reshape(enc.max.astype(np.float64), shape) + half
-        clipped = float(np.mean((w < lo) | (w > hi)))
+        clipped = float(np.mean(clipped_mask(w, sim.encodings[name])))
         if clipped > MAX_CLIPPED_WEIGHTS:
             hint = ("they may come from the model with unfolded batch norms: add --no-fold-bn"
                     if folded else "check that they belong to this model")
@@ -116,8 +113,7 @@ def _steps(report: dict) -> str:
         steps.append(f"CLE {len(report['cle'].get('sets', []))} sets")
     if "bias_correction" in report:
         bc = report["bias_correction"]
-        steps.append(f"{bc.get('mode', '')} bias correction of {len(bc.get('corrected', []))} "
-                     "layers".replace("  ", " "))
+        steps.append(f"{bc['mode']} bias correction of {len(bc['corrected'])} layers")
     return ", ".join(steps)
 
 
