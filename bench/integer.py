@@ -15,7 +15,7 @@ import numpy as np
 
 import refq
 from refq.algorithms import fold_batch_norms
-from refq.demo import load_calibration_set, load_model, load_test_set
+from refq.ppocr_data import load_calibration_set, load_model, load_test_set
 from refq.fixedpoint.lowering import lower
 from refq.fixedpoint.run import run_int
 from refq.quant.quantsim import QuantSim

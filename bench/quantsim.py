@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 import refq
-from refq.demo import load_model, load_test_set
+from refq.ppocr_data import load_model, load_test_set
 from refq.quant.quantsim import QuantSim
 from timing import best_of, blas_environment
 

@@ -1,12 +1,11 @@
 """`refq demo`: the main job on the bundled PP-OCR text-direction classifier.
 
-The model (MobileNetV3-small x0.35, Keras 3 HDF5) and 1,000 labelled text lines ship in
-`refq/data/ppocr_cls/` (Apache-2.0, see LICENSE and NOTICE there). The demo
+The model and its 1,000 labelled text lines are `refq.ppocr_data`. The demo
 1. imports the model, runs the test set in float64 and prints the FP32 accuracy (97.9% expected)
    and the agreement with the onnxruntime probabilities stored beside the data;
 2. quantizes it W8A8 with AIMET 2.42's numerics and placement (minmax calibration on
-   `CALIBRATION_LINES` unlabelled lines drawn with another noise seed), per-tensor and
-   per-channel, prints both accuracies and the five worst quantizers of the per-tensor report;
+   `CALIBRATION_LINES` unlabelled lines drawn with another noise seed), per-tensor and per-channel,
+   prints both accuracies and the five worst quantizers of the per-tensor report;
 3. prints the data-free quantization table (BN fold, CLE, bias correction at W8/W6/W5);
 4. lowers the per-channel W8A8 model to an integer model for every shipped numerics profile and
    prints each one's accuracy and how many values differ from the integer-faithful simulation
@@ -30,66 +29,13 @@ them are done (`refq.parallel.parallel`). Every number is that of the sequential
 """
 from __future__ import annotations
 
-import os
 import time
-from importlib import resources
 
 import numpy as np
 
 from . import parallel as par
+from .ppocr_data import EXPECTED_FP32_ACCURACY, load_calibration_set, load_model, load_test_set
 from .progress import Stage, on_terminal, stage
-
-DATA = "data/ppocr_cls"
-EXPECTED_FP32_ACCURACY = 0.979
-CALIBRATION_LINES = 200
-CALIBRATION_NOISE_SEED = 1
-
-
-def data_path(name: str) -> str:
-    return os.fspath(resources.files("refq").joinpath(f"{DATA}/{name}"))
-
-
-def textline_inputs(X: np.ndarray, widths: np.ndarray, noise_seed: int = 0,
-                    max_sigma: float = 6.0) -> np.ndarray:
-    """The test set's model input, NHWC float32 (N, 48, 192, 3).
-
-    With rs = np.random.RandomState(noise_seed) (the legacy generator, stable across NumPy):
-    sigma_i = float32(rs.uniform(0, max_sigma, N)), noise = float32(rs.standard_normal((N,H,W,3)));
-    z = clip(X + noise·sigma_i, 0, 255) on 3 replicated channels; z = (z/255 − 0.5)/0.5; z = 0 at
-    columns >= widths_i (right of the text), as the PP-OCR classifier's preprocessing pads.
-    """
-    rs = np.random.RandomState(noise_seed)
-    n, h, w = X.shape
-    sigma = rs.uniform(0, max_sigma, n).astype(np.float32)
-    noise = rs.standard_normal((n, h, w, 3)).astype(np.float32)
-    z = np.clip(X[..., None].astype(np.float32) + noise * sigma[:, None, None, None], 0, 255)
-    z = (z / 255.0 - 0.5) / 0.5
-    z = np.where(np.arange(w)[None, None, :, None] >= widths[:, None, None, None], 0.0, z)
-    return z.astype(np.float32)
-
-
-def _lines():
-    with np.load(data_path("textlines_test1000.npz"), allow_pickle=False) as z:
-        return z["X"], z["y"], z["widths"], z["p_onnx"]
-
-
-def load_test_set():
-    """(inputs NHWC float32, labels, onnxruntime probabilities) of the 1,000 bundled lines."""
-    X, y, widths, p_onnx = _lines()
-    return textline_inputs(X, widths), y, p_onnx
-
-
-def load_calibration_set(n: int = CALIBRATION_LINES) -> np.ndarray:
-    """Unlabelled calibration inputs: the first n lines with noise seed CALIBRATION_NOISE_SEED."""
-    X, _, widths, _ = _lines()
-    return textline_inputs(X[:n], widths[:n], noise_seed=CALIBRATION_NOISE_SEED)
-
-
-def load_model():
-    from .importers import import_keras
-
-    return import_keras(data_path("ppocr_cls_mbv3s.h5"))
-
 
 def main(quiet: bool = False) -> dict:
     """Run the demo (module docstring); print to stdout and return the numbers as a dict."""
@@ -137,7 +83,8 @@ def _demo(quiet: bool) -> dict:
     jobs += [j for j in data_free if j[0][2] == "bias_correction"]
     jobs += _integer_jobs(sims["per_channel"], x, y, quiet)
     jobs.append(("report", _report_job(sims["per_tensor"], x, quiet)))
-    jobs += [(("w8a8", config), _accuracy_job(config, sim, x, y, quiet)) for config, sim in sims.items()]
+    jobs += [(("w8a8", config), _accuracy_job(config, sim, x, y, quiet))
+             for config, sim in sims.items()]
     jobs += [j for j in data_free if j[0][2] != "bias_correction"]
     printers = [_FP32Printer(out, len(y), import_seconds), _W8A8Printer(out, sims, w8a8.wall),
                 _ReportPrinter(out), _DataFreePrinter(out, len(y)), _IntegerPrinter(out)]

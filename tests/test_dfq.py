@@ -175,11 +175,11 @@ def sqnr_db(ref, got):
 
 @pytest.fixture(scope="module")
 def ppocr():
-    from refq import demo
+    from refq import ppocr_data
 
-    g = demo.load_model()
-    calib = demo.load_calibration_set(32)   # the first 32 lines, noise seed 1
-    x, _, _ = demo.load_test_set()
+    g = ppocr_data.load_model()
+    calib = ppocr_data.load_calibration_set(32)   # the first 32 lines, noise seed 1
+    x, _, _ = ppocr_data.load_test_set()
     held_out = x[-32:]                      # the last 32 lines, noise seed 0
     return g, calib, held_out, refq.run(g, held_out)[g.outputs[0]]
 

@@ -29,7 +29,7 @@ def tour_blocks():
 def model_inputs(name: str) -> np.ndarray:
     """A few real inputs of model `name`: its reference batch, or PP-OCR text lines."""
     if name == "ppocr":
-        from refq.demo import load_calibration_set
+        from refq.ppocr_data import load_calibration_set
 
         return load_calibration_set(SAMPLES)
     with np.load(MODELS[name].parent / "reference_outputs.npz", allow_pickle=False) as z:
@@ -86,7 +86,6 @@ def test_demo_runs_end_to_end_on_a_subset(monkeypatch, capsys):
     x, y, p = demo.load_test_set()
     pick = np.r_[0:20, 980:1000]   # both classes
     monkeypatch.setattr(demo, "load_test_set", lambda: (x[pick], y[pick], p[pick]))
-    monkeypatch.setattr(demo, "CALIBRATION_LINES", 20)
     monkeypatch.setattr(demo, "load_calibration_set",
                         lambda n=20, f=demo.load_calibration_set: f(20))
     code, out, err = cli(capsys, "demo", "--quiet")

@@ -42,7 +42,7 @@ def _repo_file(rel: str) -> str:
 
 
 def _ppocr():
-    from ..demo import load_calibration_set, load_model
+    from ..ppocr_data import load_calibration_set, load_model
 
     data = load_calibration_set(CALIBRATION + 1)
     return load_model(), data[:CALIBRATION], data[CALIBRATION:]
