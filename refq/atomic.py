@@ -39,14 +39,9 @@ def _reason(e: OSError) -> str:
 
 
 def _name_max(directory: str) -> int:
-    """The longest file name (bytes) allowed in `directory` or its nearest existing ancestor."""
-    while directory and not os.path.isdir(directory):
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
+    """The longest file name (bytes) allowed in the existing `directory`."""
     try:
-        return os.pathconf(directory or ".", "PC_NAME_MAX")
+        return os.pathconf(directory, "PC_NAME_MAX")
     except (OSError, ValueError):
         return 255
 
@@ -72,7 +67,7 @@ def check_output_path(path) -> str:
     if not os.path.isdir(ancestor):
         raise OutputError(f"{path}: '{ancestor}' is a file, not a directory, so nothing can be "
                           f"written under it; {_ADVICE}")
-    limit = _name_max(directory)
+    limit = _name_max(ancestor)
     for part in os.path.abspath(path).split(os.sep):
         if len(os.fsencode(part)) > limit:
             raise OutputError(f"{path}: the name '{part[:40]}...' is {len(os.fsencode(part))} "

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import GraphError, ParamError, ShapeError
+from .layers.base import short_repr
 
 __all__ = ["TensorSpec", "Node", "Graph"]
 
@@ -36,13 +37,9 @@ def _is_dim(d) -> bool:
     return d is None or (isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM)
 
 
-def _short(value, limit: int = 60) -> str:
-    """repr(value) cut to `limit` characters, for messages about malformed JSON."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit] + "..."
+def _short(value) -> str:
+    """repr(value) cut to 60 characters, for messages about malformed graph JSON."""
+    return short_repr(value, 60)
 
 
 def _fields(d, where: str, required: tuple, optional: tuple) -> dict:

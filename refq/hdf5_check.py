@@ -28,14 +28,15 @@ def check_global_heaps(source, label: str, hint: str):
             pos = source.tell()
             data = source.read()
             source.seek(pos)
-            return _walk_global_heaps(data, label, hint)
+            _walk_global_heaps(data, label, hint)
+            return
         with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             _walk_global_heaps(data, label, hint)
     except (OSError, ValueError) as e:
         raise FormatError(f"{label}: cannot read the file ({one_line(e)})") from None
 
 
-def _walk_global_heaps(data, path: str, hint: str):
+def _walk_global_heaps(data, label: str, hint: str):
     start = data.find(b"GCOL")
     while start >= 0:
         if data[start + 4:start + 5] == b"\x01" and len(data) >= start + 16:
@@ -52,6 +53,6 @@ def _walk_global_heaps(data, path: str, hint: str):
                 ok = need >= 16 and p + need <= end
                 p += need
             if not ok:
-                raise FormatError(f"{path}: a global heap collection at byte {start} (the "
+                raise FormatError(f"{label}: a global heap collection at byte {start} (the "
                                   f"storage of the text attributes) is damaged; {hint}")
         start = data.find(b"GCOL", start + 4)

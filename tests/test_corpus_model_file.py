@@ -20,7 +20,8 @@ from cli_helpers import fails_cleanly
 from keras_fixtures import tiny_layers, write_legacy_h5
 from refq.cli import main
 from refq.graph import Graph, Node, TensorSpec
-from refq.model_io import CHECKSUMS, compute_checksums, save
+from refq.model_io import CHECKSUMS, save
+from test_model_io_load import rewrite
 
 
 def float_graph():
@@ -66,14 +67,6 @@ def work(tmp_path, sources):
     return tmp_path
 
 
-def rewrite(path, fn, reseal=True):
-    with h5py.File(path, "r+") as f:
-        fn(f)
-        if reseal:
-            f.attrs[CHECKSUMS] = json.dumps(compute_checksums(f))
-
-
-# ---- damaged bytes: truncation and flips -----------------------------------------------------
 def _commands(work, sources, model):
     x = sources["x"]
     return {
@@ -85,6 +78,21 @@ def _commands(work, sources, model):
     }
 
 
+def fails_after(capsys, work, sources, command, model, damage, needles):
+    """`damage(path)` the copy of model `model` ("m": float, "q": quantized) in `work`, then check
+    that `command` on it fails cleanly, naming the file and `needles`."""
+    p = work / f"{model}.refq.h5"
+    damage(p)
+    fails_cleanly(capsys, work, *_commands(work, sources, p)[command], needles=(p.name,) + needles)
+
+
+def resealed(edit):
+    """A damage that applies `edit(f)` to the open file, then stores fresh digests (so that the
+    checks behind the digests are reached)."""
+    return lambda path: rewrite(path, edit)
+
+
+# ---- damaged bytes: truncation and flips -----------------------------------------------------
 @pytest.mark.parametrize("command, fraction", [
     ("info", 0.5), ("info-json", 0.9), ("run", 0.97), ("quantize", 0.3), ("lower", 0.6),
     ("info", 0.01),
@@ -152,10 +160,7 @@ def _epsilon_digit(path):
 ], ids=["graph-json", "epsilon-digit", "checksums", "version", "param-bytes", "encodings",
         "global-heap"])
 def test_flipped_byte(capsys, work, sources, command, model, damage, needles):
-    p = work / f"{model}.refq.h5"
-    damage(p)
-    fails_cleanly(capsys, work, *_commands(work, sources, p)[command],
-                  needles=(p.name,) + needles)
+    fails_after(capsys, work, sources, command, model, damage, needles)
 
 
 # ---- the graph JSON: wrong types at every level (resealed) ------------------------------------
@@ -209,10 +214,7 @@ def _input(key, value):
         "name-null", "meta-number", "outputs-string", "unknown-field", "shape-float",
         "shape-string", "shape-bool", "dtype-unknown", "op-unknown"])
 def test_wrong_type_in_graph_json(capsys, work, sources, command, edit, needles):
-    p = work / "m.refq.h5"
-    rewrite(p, edit)
-    fails_cleanly(capsys, work, *_commands(work, sources, p)[command],
-                  needles=(p.name,) + needles)
+    fails_after(capsys, work, sources, command, "m", resealed(edit), needles)
 
 
 # ---- the JSON text itself: nesting, numbers, literals, encoding (resealed) ------------------
@@ -250,10 +252,7 @@ def _non_utf8_attr(obj_of, name):
 ], ids=["nesting-100000", "nesting-70", "float-overflow", "int-5000-digits", "nan-literal",
         "infinity-literal", "graph-not-utf8", "version-not-utf8", "section-not-utf8"])
 def test_malformed_json_text(capsys, work, sources, command, model, edit, needles):
-    p = work / f"{model}.refq.h5"
-    rewrite(p, edit)
-    fails_cleanly(capsys, work, *_commands(work, sources, p)[command],
-                  needles=(p.name,) + needles)
+    fails_after(capsys, work, sources, command, model, resealed(edit), needles)
 
 
 # ---- HDF5 structure: groups, datasets, dtypes, links (resealed) -------------------------------
@@ -305,10 +304,7 @@ def _external_link(f):
 ], ids=["params-dataset", "node-dataset", "param-group", "section-dataset", "param-bytes-dtype",
         "param-vlen-string", "param-compound", "param-bool", "external-link", "param-shape"])
 def test_structure(capsys, work, sources, command, model, edit, needles):
-    p = work / f"{model}.refq.h5"
-    rewrite(p, edit)
-    fails_cleanly(capsys, work, *_commands(work, sources, p)[command],
-                  needles=(p.name,) + needles)
+    fails_after(capsys, work, sources, command, model, resealed(edit), needles)
 
 
 # ---- batch norm statistics (resealed: a file written by another tool) -------------------------
@@ -328,10 +324,7 @@ def _bn(name, index, value):
      ("'bn'", "variance[1]", "not positive")),
 ], ids=["negative-variance", "negative-epsilon", "zero-variance-plus-epsilon"])
 def test_bad_batch_norm_statistics(capsys, work, sources, command, edit, needles):
-    p = work / "m.refq.h5"
-    rewrite(p, edit)
-    fails_cleanly(capsys, work, *_commands(work, sources, p)[command],
-                  needles=(p.name,) + needles)
+    fails_after(capsys, work, sources, command, "m", resealed(edit), needles)
 
 
 # ---- output paths --------------------------------------------------------------------------

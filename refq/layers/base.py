@@ -57,13 +57,13 @@ class Attr:
             return value
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise GraphError(f"{where}: expected an int, got {_short(value)}")
+                raise GraphError(f"{where}: expected an int, got {short_repr(value)}")
             return self._bounded(value, where)
         if kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise GraphError(f"{where}: expected a number, got {_short(value)}")
+                raise GraphError(f"{where}: expected a number, got {short_repr(value)}")
             if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
-                raise GraphError(f"{where}: expected a finite number, got {_short(value)}")
+                raise GraphError(f"{where}: expected a finite number, got {short_repr(value)}")
             if not math.isfinite(value):  # NaN/Inf: undefined results, and not storable as JSON
                 raise GraphError(f"{where}: expected a finite number, got {value!r}")
             return self._bounded(float(value), where)
@@ -77,16 +77,17 @@ class Attr:
             if not isinstance(value, (list, tuple)) or any(
                 isinstance(v, bool) or not isinstance(v, int) for v in value
             ):
-                raise GraphError(f"{where}: expected a list of ints, got {_short(value)}")
+                raise GraphError(f"{where}: expected a list of ints, got {short_repr(value)}")
             if self.length is not None and len(value) != self.length:
-                raise GraphError(f"{where}: expected {self.length} ints, got {_short(list(value))}")
+                raise GraphError(f"{where}: expected {self.length} ints, got "
+                                 f"{short_repr(list(value))}")
             return [self._bounded(v, where) for v in value]
         raise AssertionError(f"unknown attribute kind {kind!r}")
 
     def _bounded(self, value, where: str):
         """`value` if it lies in the int64 range (ints) and within minimum..maximum."""
         if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
-            raise GraphError(f"{where}: {_short(value)} is outside the int64 range")
+            raise GraphError(f"{where}: {short_repr(value)} is outside the int64 range")
         if self.minimum is not None and value < self.minimum:
             raise GraphError(f"{where}: {value!r} is below the minimum {self.minimum!r}")
         if self.maximum is not None and value > self.maximum:
@@ -98,8 +99,9 @@ _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _FLOAT_MAX = 1.7976931348623157e308
 
 
-def _short(value, limit: int = 80) -> str:
-    """repr(value) cut to `limit` characters (a bad value can be a huge number or a deep list)."""
+def short_repr(value, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters, for messages about a bad value (it can be a huge
+    number or a deep list); also used by `refq.graph` for malformed graph JSON."""
     try:
         text = repr(value)
     except (RecursionError, ValueError):  # ValueError: an int too long to print
