@@ -13,21 +13,41 @@ Rules (a value Keras itself never writes is refused, never coerced):
 - a field that is absent takes its Keras default; a field that is present but `null` is refused
   unless `null` is one of its documented values.
 A refused value raises `BadField`, whose text names the field and shows the value as it appears
-in the JSON; the caller adds the file and the layer.
+in the JSON; the caller adds the file and the layer. A valid Keras value that refq has no op for
+raises `Unsupported` instead (`verdict` tells the two apart for the error report).
 """
 from __future__ import annotations
 
 import json
 import math
 
-__all__ = ["BadField", "MISSING", "show", "integer", "integers", "number", "flag", "name"]
+__all__ = ["BadField", "Unsupported", "MISSING", "RESAVE", "show", "verdict", "is_builtin_module",
+           "integer", "integers", "number", "flag", "name", "single_axis"]
 
 INT_LIMIT = 2 ** 31
 MISSING = object()  # "no default: the field is required"
+RESAVE = "save the model again"
 
 
 class BadField(Exception):
     """A config field holds a value of the wrong type or out of range (text: field and value)."""
+
+
+class Unsupported(Exception):
+    """A valid Keras layer or field value that refq cannot import (text: why, and what to do)."""
+
+
+def verdict(e) -> tuple:
+    """("unsupported", reason) for an `Unsupported`, ("damaged", reason) for a `BadField`; each
+    reason ends with what to do."""
+    if isinstance(e, Unsupported):
+        return "unsupported", str(e)
+    return "damaged", f"{e}; the config is damaged: correct the field or {RESAVE} from Keras"
+
+
+def is_builtin_module(module) -> bool:
+    """A `module` field naming Keras itself (`keras...`, `tf_keras...`), not user code."""
+    return isinstance(module, str) and module.split(".")[0] in ("keras", "tf_keras")
 
 
 def show(value, limit: int = 60) -> str:
@@ -123,3 +143,14 @@ def name(cfg, key, default=MISSING, *, nullable=False):
     if not absent and value is not None and not isinstance(value, str):
         raise BadField(f"its {key} is {show(value)}, not a name")
     return value
+
+
+def single_axis(cfg, default=-1):
+    """An `axis` field holding one integer (or a list of one); Unsupported for several axes."""
+    axis = cfg.get("axis", default)
+    if isinstance(axis, list) and len(axis) == 1:
+        return integer({"axis[0]": axis[0]}, "axis[0]")
+    if isinstance(axis, list) and len(axis) > 1:
+        raise Unsupported(f"it works over the axes {show(axis)}; refq supports a single axis: "
+                          f"use one and {RESAVE}")
+    return integer(cfg, "axis", default)

@@ -1,12 +1,12 @@
 """Build a refq Graph from an opened Keras file: topology, unsupported-layer check, conversion.
 
-Steps: read the topology (`keras_config.parse_model`); judge every layer from its config and
-raise one error listing all that cannot be imported (UnsupportedLayerError when one of them is a
-valid Keras layer refq does not import, FormatError when all are damaged configs); convert the
-layers in topological order (`keras_layers.CONVERTERS`), checking each layer's weights (count,
-shape, finite values) and each new node against its op's schema, shape inference and parameter
-shapes as it is added (so an error names the file, the Keras layer, the node and the dataset);
-finally `Graph.validate()`.
+Steps: read the topology (`keras_config.parse_model`); judge every layer from its config
+(`keras_check.static_check`) and raise one error listing all that cannot be imported
+(UnsupportedLayerError when one of them is a valid Keras layer refq does not import, FormatError
+when all are damaged configs); convert the layers in topological order
+(`keras_layers.CONVERTERS`), checking each layer's weights (count, shape, finite values) and each
+new node against its op's schema, shape inference and parameter shapes as it is added (so an error
+names the file, the Keras layer, the node and the dataset); finally `Graph.validate()`.
 
 Every message is one line: the list of refused layers is inline, grouped by reason, and cut after
 `MAX_LISTED` layers with "and N more".
@@ -25,8 +25,9 @@ from ..errors import FormatError, GraphError, ParamError, RefqError, ShapeError,
 from ..graph import Graph, Node, TensorSpec
 from .keras_config import parse_model
 from .keras_weights import keras_major
-from .keras_fields import BadField
-from .keras_layers import CONVERTERS, Unsupported, damaged_reason, static_check
+from .keras_check import static_check
+from .keras_fields import BadField, Unsupported, verdict
+from .keras_layers import CONVERTERS
 
 __all__ = ["build_graph", "MAX_LISTED"]
 
@@ -244,11 +245,11 @@ def build_graph(kf) -> Graph:
     problems = [(lname, cls, "unsupported", reason) for lname, cls, reason in spec.problems]
     for layer in spec.layers:
         try:
-            verdict = static_check(layer)
+            refusal = static_check(layer)
         except _MALFORMED as e:
             raise _malformed(source, layer, e) from None
-        if verdict:
-            problems.append((layer.name, layer.class_name) + verdict)
+        if refusal:
+            problems.append((layer.name, layer.class_name) + refusal)
     if problems:
         raise _problems_error(source, problems)
 
@@ -257,12 +258,8 @@ def build_graph(kf) -> Graph:
         convert = CONVERTERS[layer.class_name][0]
         try:
             convert(b, layer, list(layer.inbound))
-        except Unsupported as e:
-            raise _problems_error(source, [(layer.name, layer.class_name, "unsupported",
-                                            str(e))]) from None
-        except BadField as e:
-            raise _problems_error(source, [(layer.name, layer.class_name, "damaged",
-                                            damaged_reason(e))]) from None
+        except (Unsupported, BadField) as e:
+            raise _problems_error(source, [(layer.name, layer.class_name) + verdict(e)]) from None
         except _MALFORMED as e:
             raise _malformed(source, layer, e) from None
 
