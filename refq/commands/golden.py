@@ -100,6 +100,13 @@ def cmd_conformance_run(args):
 
 _CASES_HELP = ("fnmatch globs of case ids, comma-separated, e.g. 'float.*,integer.add.*' "
                "(default: every case)")
+_QUIET_HELP = "no progress bars or chatter (default: off)"
+
+
+def _add_json(parser, what: str):
+    """--json REPORT: the JSON report of `what` (checked by `_report_path` before the work)."""
+    parser.add_argument("--json", metavar="REPORT", help=f"also write the {what} as JSON (default: "
+                                                         "no report file)")
 
 
 def add_golden_parsers(sub):
@@ -120,8 +127,7 @@ def add_golden_parsers(sub):
     s.add_argument("--cases", metavar="PATTERN", help=_CASES_HELP)
     s.set_defaults(func=cmd_golden_check)
     for s in gsub.choices.values():
-        s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="no progress bars or chatter (default: off)")
+        s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
     s = gsub.add_parser("verify", help="compare another implementation's dumps with a golden case "
                                        "and name the first diverging layer",
                         epilog=VERIFY_EPILOG, formatter_class=raw)
@@ -131,8 +137,7 @@ def add_golden_parsers(sub):
                    help="the implementation's dumps: <tensor>.npy, or .hex/.bin with .json "
                         "sidecars, or .h, directly or in outputs/ and trace/ (required; outputs "
                         "must be dumped, trace tensors are optional)")
-    s.add_argument("--json", metavar="REPORT", help="also write the report as JSON (default: no "
-                                                    "report file)")
+    _add_json(s, "report")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="only the verdict and the first divergence (default: the full report)")
     s.set_defaults(func=cmd_golden_verify)
@@ -153,8 +158,6 @@ def add_golden_parsers(sub):
                    help="at most N cases may be skipped (NotImplementedError) for a PASS; more is "
                         "INCOMPLETE (default: no limit; a run that compares nothing is always "
                         "INCOMPLETE)")
-    c.add_argument("--json", metavar="REPORT", help="also write the results as JSON (default: no "
-                                                    "report file)")
-    c.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress bars or chatter (default: off)")
+    _add_json(c, "results")
+    c.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
     c.set_defaults(func=cmd_conformance_run)

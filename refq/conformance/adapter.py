@@ -70,7 +70,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError, RefqError, one_line
 from .case import MANIFEST
-from .case_reader import load_case, read_manifest
+from .case_reader import case_dir_hint, load_case, read_manifest
 from .verify import check_dump, compare_arrays, diff_text
 
 __all__ = ["AdapterCase", "run_adapter", "format_adapter", "load_adapter", "golden_case_ids",
@@ -171,9 +171,8 @@ def golden_case_ids(golden_dir, pattern: str | None = None) -> list:
         raise FormatError(f"{golden_dir}: no such golden suite directory; give one with --golden "
                           "(create it with `refq golden generate --out DIR`)")
     if not os.path.isfile(path):
-        hint = " (it is a case directory: give the suite that contains it)" if \
-            os.path.isfile(os.path.join(golden_dir, "case.json")) else ""
-        raise FormatError(f"{golden_dir}: no manifest.json; not a golden suite{hint} (generate "
+        raise FormatError(f"{golden_dir}: no manifest.json; not a golden suite"
+                          f"{case_dir_hint(golden_dir)} (generate "
                           f"one with `refq golden generate --out {golden_dir}`)")
     ids = sorted(read_manifest(path))
     if not ids:

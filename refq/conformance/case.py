@@ -104,7 +104,7 @@ def select(pattern: str | None = None) -> list:
         raise InputError("empty case pattern; give a glob such as 'float.*' or '*.tflite'")
     chosen = set()
     for g in globs:
-        hits = [cid for cid in CASES if fnmatch.fnmatchcase(cid, g) or cid == g]
+        hits = [cid for cid in CASES if fnmatch.fnmatchcase(cid, g)]
         if not hits:
             groups = sorted({cid.split(".")[0] + ".*" for cid in CASES})
             raise InputError(f"no golden case matches {g!r}; case ids look like "
@@ -218,6 +218,3 @@ def render_manifest(entries: dict) -> bytes:
 def manifest_entry(case: Case, case_json: bytes) -> dict:
     return {"sha256": sha256(case_json), "kind": case.kind, "profile": case.profile,
             "description": case.description}
-
-
-# ---- reading a case directory -----------------------------------------------------------------

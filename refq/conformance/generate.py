@@ -24,7 +24,7 @@ from ..errors import FormatError, OutputError
 from ..fixedpoint.run import run_int
 from ..progress import progress
 from .case import CASES, MANIFEST, manifest_entry, render, render_manifest, select
-from .case_reader import read_manifest
+from .case_reader import case_dir_hint, read_manifest
 
 __all__ = ["generate", "check", "format_check", "check_failure", "reproduce", "run_integer",
            "quantization_of"]
@@ -132,11 +132,9 @@ def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -
         raise FormatError(f"{golden_dir}: no golden directory; create it with `refq golden "
                           f"generate --out {golden_dir}`")
     if not os.path.isfile(os.path.join(gdir, MANIFEST)) and not _case_dirs(gdir):
-        hint = " (it is a case directory: give the suite that contains it)" if \
-            os.path.isfile(os.path.join(gdir, "case.json")) else ""
         raise FormatError(f"{golden_dir}: not a golden suite (no manifest.json, no case "
-                          f"directories), so there is nothing to check{hint}; generate it with "
-                          f"`refq golden generate --out {golden_dir}`")
+                          f"directories), so there is nothing to check{case_dir_hint(gdir)}; "
+                          f"generate it with `refq golden generate --out {golden_dir}`")
     manifest = _read_manifest(gdir)
     mismatches, bad_files, entries = [], {}, {}
     for case in progress(cases, total=len(cases), desc="golden check", quiet=quiet):

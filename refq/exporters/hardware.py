@@ -36,7 +36,7 @@ from .binary import read_bin, write_bin
 from .c_header import check_c_array, c_identifier, read_c_header, write_c_header
 from .hex import read_hex, write_hex
 from .packing import _check_pack
-from .sidecar import _version, element_type, read_sidecar
+from .sidecar import _is_int, _version, element_type, read_sidecar
 
 __all__ = ["FORMATS", "SUFFIXES", "write_hex", "write_c_header", "write_bin", "read_hex",
            "read_c_header", "read_bin", "read_sidecar", "read_dump", "read_npy", "export_arrays",
@@ -124,13 +124,13 @@ def _check_out_dir(out_dir, case_dir=None):
 
 
 def _plan(arrays: dict, formats, *, pack, pack_bits, layouts, bits, case, profile, subdir,
-          idents: set, source) -> list:
+          source) -> list:
     """[(name, format, relative path, array, writer keywords)] of `export_arrays`, every array and
     format checked first (element type, packing, what a C header can hold): InputError naming
     `source`, the tensor and the format."""
     from ..model_io import escape_name
 
-    jobs = []
+    jobs, idents = [], set()
     for name, arr in arrays.items():
         a = np.asarray(arr)
         for fmt in formats:
@@ -185,8 +185,7 @@ def export_arrays(arrays: dict, out_dir, formats=FORMATS, *, pack: int = 1,
     formats = _check_formats(formats)
     _check_out_dir(out_dir)
     jobs = _plan(arrays, formats, pack=pack, pack_bits=pack_bits, layouts=layouts or {},
-                 bits=bits or {}, case=case, profile=profile, subdir=subdir, idents=set(),
-                 source=source)
+                 bits=bits or {}, case=case, profile=profile, subdir=subdir, source=source)
     return _write_jobs(jobs, out_dir)
 
 
@@ -240,8 +239,7 @@ def check_integer_metadata(graph, source: str) -> dict:
                                  f"export would have no scale or zero point; {_RELOWER}")
             ok = (_number(e.get("scale")) and np.isfinite(e["scale"]) and e["scale"] > 0
                   and e.get("dtype") in _INT_TENSOR_DTYPES
-                  and all(isinstance(e.get(k), (int, np.integer)) and not isinstance(e.get(k), bool)
-                          for k in ("zero_point", "qmin", "qmax"))
+                  and all(_is_int(e.get(k)) for k in ("zero_point", "qmin", "qmax"))
                   and e["qmin"] <= e["qmax"])
             if not ok:
                 raise InputError(f"{where}: its encoding in meta['integer']['tensors'] is "
@@ -288,8 +286,7 @@ def export_integer_model(graph, out_dir, formats=FORMATS, *, pack: int = 1,
         nodes.append({"name": n.name, "op": n.op, "inputs": list(n.inputs),
                       "outputs": list(n.outputs), "attrs": n.attrs, "params": names})
     jobs = _plan(arrays, formats, pack=pack, pack_bits=pack_bits, layouts=layouts,
-                 bits=bits or {}, case=case, profile=profile, subdir="", idents=set(),
-                 source=source)
+                 bits=bits or {}, case=case, profile=profile, subdir="", source=source)
     try:
         doc = json.loads(json.dumps({"nodes": nodes, "tensors": meta["tensors"]},
                                     default=_json_default))
@@ -320,7 +317,8 @@ def export_case(case_dir, out_dir, formats=FORMATS, *, pack: int = 1,
     and `out_dir` may not lie inside the case. Parameters whose encoding in the case's
     "quantization" has dtype int4/uint4 are written as 4-bit elements; weights get the layout
     OHWI (rank 4) or OI (rank 2), per-channel vectors O. Returns the index."""
-    from ..conformance.case_reader import SECTIONS, read_case
+    from ..conformance.case_reader import read_case
+    from ..conformance.schema import SECTIONS
 
     formats = _check_formats(formats)
     _check_out_dir(out_dir, case_dir)
@@ -348,7 +346,7 @@ def export_case(case_dir, out_dir, formats=FORMATS, *, pack: int = 1,
                                  layouts=layouts, bits={k: v for k, v in bits.items()
                                                         if k in arrays},
                                  case=cj["case"], profile=cj["profile"], subdir=section,
-                                 idents=set(), source=f"{source}, {section}")
+                                 source=f"{source}, {section}")
     index = {"refq_version": _version(), "case": cj["case"], "kind": cj["kind"],
              "profile": cj["profile"],
              "arrays": {section: _write_jobs(jobs, out_dir) for section, jobs in planned.items()}}

@@ -104,20 +104,28 @@ def _provenance(name, et, shape, layout, pack, case, profile) -> str:
             f"tensor '{name}' {et.name} {list(shape)}{lay}{pk}")
 
 
+def _implied(fmt, et, shape, pack) -> dict:
+    """The sidecar fields that dtype, shape and pack determine: element_bits, signed, encoding,
+    count, words, word_bits, padding_elements, order, element_order, hex_digits (hex)."""
+    count = int(math.prod(shape))
+    words = -(-count // pack)
+    implied = {"element_bits": et.bits, "signed": et.kind != "u", "encoding": et.encoding,
+               "count": count, "words": words, "word_bits": pack * et.bits,
+               "padding_elements": words * pack - count, "order": "C",
+               "element_order": "lsb_first"}
+    if fmt == "hex":
+        implied["hex_digits"] = -(-pack * et.bits // 4)
+    return implied
+
+
 def _sidecar(fmt, path, data: bytes, name, et, shape, layout, pack, case, profile, cbytes,
              c_name=None):
-    count = int(math.prod(shape))
-    words = -(-count // pack) if count else 0
     return {
         "format": fmt, "file": os.path.basename(path), "name": name, "dtype": et.name,
-        "shape": [int(d) for d in shape], "layout": layout, "count": count,
-        "element_bits": et.bits, "signed": et.kind != "u", "encoding": et.encoding,
-        "pack": pack, "word_bits": pack * et.bits, "words": words,
-        "padding_elements": words * pack - count,
+        "shape": [int(d) for d in shape], "layout": layout, "pack": pack, "hex_digits": None,
+        **_implied(fmt, et, shape, pack),
         "container_bits": None if fmt == "hex" else 8 * cbytes,
-        "hex_digits": -(-pack * et.bits // 4) if fmt == "hex" else None,
-        "byte_order": "little" if fmt == "bin" else None, "order": "C",
-        "element_order": "lsb_first", "c_name": c_name,
+        "byte_order": "little" if fmt == "bin" else None, "c_name": c_name,
         "sha256": hashlib.sha256(data).hexdigest(), "refq_version": _version(),
         "case": case, "profile": profile, "sidecar_version": SIDECAR_VERSION,
     }
@@ -132,6 +140,26 @@ def _write(path, data: bytes, sidecar: dict):
             f.write(json.dumps(sidecar, sort_keys=True, indent=1) + "\n")
 
 
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_json_file(path, bad) -> tuple:
+    """(parsed JSON, raw bytes) of `path`: UTF-8, strict JSON (no NaN or Infinity); otherwise the
+    exception `bad(what)` ("cannot be read (...)", "is not UTF-8 text", "is not valid JSON (...)")."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise bad(f"cannot be read ({one_line(e.strerror or e)})") from None
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant), raw
+    except UnicodeDecodeError:
+        raise bad("is not UTF-8 text") from None
+    except ValueError as e:
+        raise bad(f"is not valid JSON ({one_line(e)})") from None
+
+
 _SIDECAR_HELP = ('a sidecar is a JSON object with at least "dtype" (e.g. "int8") and "shape" (a '
                  'list of integers), plus "pack" when a word holds several elements')
 
@@ -144,18 +172,8 @@ def read_sidecar(path, sidecar=None) -> dict:
     sp = os.fspath(sidecar) if sidecar is not None else os.fspath(path) + ".json"
     if not os.path.isfile(sp):
         raise FormatError(f"{path}: no sidecar {sp}; a hex or bin dump needs one ({_SIDECAR_HELP})")
-
-    def no_constants(name):
-        raise ValueError(f"{name} is not JSON")
-
-    try:
-        with open(sp, "rb") as f:
-            d = json.loads(f.read().decode("utf-8"), parse_constant=no_constants)
-    except UnicodeDecodeError:
-        raise FormatError(f"{sp}: the sidecar is not UTF-8 text; {_SIDECAR_HELP}") from None
-    except (OSError, ValueError) as e:
-        raise FormatError(f"{sp}: the sidecar is not valid JSON ({one_line(e)}); "
-                          f"{_SIDECAR_HELP}") from None
+    d, _ = read_json_file(sp, lambda what: FormatError(f"{sp}: the sidecar {what}; "
+                                                       f"{_SIDECAR_HELP}"))
     if not isinstance(d, dict):
         raise FormatError(f"{sp}: the sidecar is not a JSON object; {_SIDECAR_HELP}")
     return d
@@ -200,14 +218,7 @@ def _layout_of(path, sc: dict, fmt: str):
         raise bad(f"the sidecar's pack {pack} makes words of {pack * et.bits} bits (at most "
                   f"{MAX_WORD_BITS})")
     shape, pack = tuple(int(d) for d in shape), int(pack)
-    count = int(math.prod(shape))
-    words = -(-count // pack) if count else 0
-    implied = {"element_bits": et.bits, "signed": et.kind != "u", "encoding": et.encoding,
-               "count": count, "words": words, "word_bits": pack * et.bits,
-               "padding_elements": words * pack - count, "order": "C",
-               "element_order": "lsb_first"}
-    if fmt == "hex":
-        implied["hex_digits"] = -(-pack * et.bits // 4)
+    implied = _implied(fmt, et, shape, pack)
     for key, want in implied.items():
         if key in sc and (sc[key] != want or isinstance(sc[key], bool) != isinstance(want, bool)):
             why = "only 'C' and 'lsb_first' are supported" if key in ("order", "element_order") \
@@ -220,4 +231,4 @@ def _layout_of(path, sc: dict, fmt: str):
             raise FormatError(f"{where}: sha256 {digest[:12]}... differs from its sidecar's "
                               f"{str(sc['sha256'])[:12]}...; the file was modified after export "
                               "(export it again, or drop 'sha256' from a hand-written sidecar)")
-    return et, shape, pack, count
+    return et, shape, pack, implied["count"]
