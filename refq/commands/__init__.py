@@ -13,14 +13,21 @@ from __future__ import annotations
 import json
 
 from ..atomic import atomic_path, check_output_path
+from ..errors import OutputError
 
 
-def check_outputs(*paths):
+def check_outputs(*paths, flag: str | None = None):
     """Refuse unwritable output paths (a directory, a path under a file, a name too long) before
-    any work is done, so that a long run never ends in a failed write; None entries are skipped."""
+    any work is done, so that a long run never ends in a failed write; None entries are skipped.
+    `flag` (e.g. "--json") is named at the start of the error."""
     for path in paths:
         if path is not None:
-            check_output_path(path)
+            try:
+                check_output_path(path)
+            except OutputError as e:
+                if flag is None:
+                    raise
+                raise OutputError(f"{flag} {e}") from None
 
 
 def write_json(path, doc):
