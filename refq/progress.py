@@ -28,7 +28,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-__all__ = ["progress", "stage", "Stage", "on_terminal", "loop_lines", "MIN_LOOP_SECONDS"]
+__all__ = ["progress", "stage", "Stage", "on_terminal", "loop_lines", "plural", "MIN_LOOP_SECONDS"]
 
 MIN_LOOP_SECONDS = 1.0  # with loop_lines() on, loops shorter than this print no line
 _LOOP_LINES = [False]
@@ -60,7 +60,8 @@ def _samples(item) -> int | None:
     return int(shape[0]) if shape else None
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """"1 batch", "2 batches", "0 samples": `n` and `word`, plural unless n is 1."""
     return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith("ch") else f"{n} {word}s"
 
 
@@ -75,9 +76,9 @@ def _counted(iterable, desc: str, unit: str | None, min_seconds: float = 0.0):
     elapsed = time.perf_counter() - t0
     if elapsed < min_seconds:
         return
-    what = _plural(steps, unit or ("batch" if samples is not None else "step"))
+    what = plural(steps, unit or ("batch" if samples is not None else "step"))
     if samples is not None and steps:
-        what += ", " + _plural(samples, "sample")
+        what += ", " + plural(samples, "sample")
     _line(f"{desc or 'progress'}: {what} in {elapsed:.1f} s")
 
 

@@ -11,6 +11,7 @@ from ..atomic import atomic_path, save_npy
 from ..data_io import load_arrays
 from ..errors import InputError
 from ..model_io import escape_name
+from ..progress import plural
 from . import check_outputs
 
 
@@ -93,10 +94,6 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _bits(n: int) -> str:
-    return f"{n} bit" + ("" if n == 1 else "s")
-
-
 def cmd_run(args):
     from ..data_io import check_data
     from ..model_io import load
@@ -171,7 +168,7 @@ def cmd_run(args):
         if stats:
             worst = min(stats.items(), key=lambda kv: kv[1]["headroom_bits"])
             print(f"accumulators: {len(stats)} nodes, least headroom "
-                  f"{_bits(worst[1]['headroom_bits'])} at '{worst[0]}' (max |acc| "
+                  f"{plural(worst[1]['headroom_bits'], 'bit')} at '{worst[0]}' (max |acc| "
                   f"{worst[1]['max_abs_acc']:,} of {worst[1]['accumulator_bits']} bits)")
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import FixedPointError
 from ..layers import get_op
+from ..progress import plural
 from ..data_io import iterate_batches
 from .lowering import _profile, lower
 from .run import faithful_graph, run_int
@@ -179,7 +180,7 @@ def format_compare(report: dict, all_layers: bool = False) -> str:
              "requantization)",
              f"  cumulative: {s['cumulative_differ_elements']} elements differ, max "
              f"{s['cumulative_max_lsb']} LSB; smallest accumulator headroom "
-             f"{s['min_headroom_bits']} bits", ""]
+             f"{plural(s['min_headroom_bits'], 'bit')}", ""]
     rows = [("node", "op", "rq", "local differ", "max", "cumul differ", "max", "headroom")]
     for r in report["layers"]:
         if not all_layers and not r["local"]["differ"] and not r["cumulative"]["differ"]:
