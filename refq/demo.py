@@ -56,7 +56,7 @@ def _demo(quiet: bool) -> dict:
     from .summary import summarize
 
     t0, c0 = time.perf_counter(), time.process_time() + par.children_cpu()
-    bars = quiet or not on_terminal()   # the loops' bars: on a terminal only
+    quiet_loops = quiet or not on_terminal()   # the loops show bars on a terminal only
     with stage("import", quiet) as fp32:
         graph = load_model()
         rows = summarize(graph)
@@ -71,7 +71,7 @@ def _demo(quiet: bool) -> dict:
     with stage("W8A8 calibration", quiet) as w8a8:
         calib = load_calibration_set()
         folded, _ = fold_batch_norms(graph)
-        sims = {config: _calibrated(folded, config, calib, bars)
+        sims = {config: _calibrated(folded, config, calib, quiet_loops)
                 for config in ("per_tensor", "per_channel")}
         w8a8.detail = f"2 simulations on {len(calib)} lines"
     sequential = time.perf_counter() - t0
@@ -94,7 +94,8 @@ def _demo(quiet: bool) -> dict:
     children = par.children_cpu()
     with stage("FP32, W8A8, report, data-free, integer", quiet) as section:
         results = {}
-        for i, (result, wall, cpu) in par.parallel([job for _, job in jobs], "jobs", bars):
+        work = par.parallel([job for _, job in jobs], "jobs", quiet_loops)
+        for i, (result, wall, cpu) in work:
             results[i] = result
             key = jobs[i][0] if isinstance(jobs[i][0], str) else jobs[i][0][0]
             spent[key].wall += wall
