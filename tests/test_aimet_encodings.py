@@ -152,7 +152,7 @@ def test_per_channel_weight_with_one_channel(tmp_path, version):
 
 
 def test_real_model_end_to_end(tmp_path):
-    from refq.demo import load_calibration_set
+    from refq.ppocr_data import load_calibration_set
 
     graph = refq.import_keras(os.path.join(os.path.dirname(refq.__file__), "data", "ppocr_cls",
                                            "ppocr_cls_mbv3s.h5"))

@@ -407,7 +407,7 @@ def ppocr_folded():
 
 
 def test_ppocr_empirical_zeroes_every_layer_mean_error(ppocr_folded):
-    from refq.demo import load_calibration_set
+    from refq.ppocr_data import load_calibration_set
 
     g, x = ppocr_folded, load_calibration_set(64)
     g2, rep = correct_bias(g, x, config="per_tensor")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refq.algorithms import fold_batch_norms
-from refq.demo import load_calibration_set, load_model, load_test_set
+from refq.ppocr_data import load_calibration_set, load_model, load_test_set
 from refq.fixedpoint import PROFILES
 from refq.fixedpoint.compare import compare, format_compare
 from refq.fixedpoint.lowering import lower

@@ -80,7 +80,7 @@ def reference_profile(like=None) -> Profile:
     """`REFERENCE`, or with the activation/weight dtypes of profile `like` (a name or Profile)."""
     if like is None:
         return REFERENCE
-    like = like if isinstance(like, Profile) else get_profile(like)
+    like = get_profile(like)
     return replace(REFERENCE, activation_dtypes=like.activation_dtypes,
                    weight_dtypes=tuple(dict.fromkeys(like.weight_dtypes + ("int8",))))
 
@@ -131,7 +131,10 @@ def _boundary_nodes(graph):
 def input_encodings(graph) -> dict:
     """{graph input: TensorQ} of an integer graph: the encoding of the input's int_quantize node
     (scale, zero_point, qmin, qmax, dtype), i.e. what codes `run_int(..., codes=True)` takes."""
-    quant, _ = _boundary_nodes(graph)
+    return _input_qs(graph, _boundary_nodes(graph)[0])
+
+
+def _input_qs(graph, quant) -> dict:
     out = {}
     for name, nodes in quant.items():
         a = nodes[0].attrs
@@ -143,7 +146,10 @@ def input_encodings(graph) -> dict:
 def output_encodings(graph) -> dict:
     """{graph output: TensorQ} of an integer graph: the encoding of the tensor its int_dequantize
     node reads, i.e. what codes `run_int(..., codes=True)` returns."""
-    _, deq = _boundary_nodes(graph)
+    return _output_qs(graph, _boundary_nodes(graph)[1])
+
+
+def _output_qs(graph, deq) -> dict:
     out = {}
     for name, n in deq.items():
         a = n.attrs
@@ -197,7 +203,7 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
     skip = {}
     if codes:
         quant, deq = _boundary_nodes(graph)
-        in_encs, out_encs = input_encodings(graph), output_encodings(graph)
+        in_encs, out_encs = _input_qs(graph, quant), _output_qs(graph, deq)
         feeds = _check_codes(graph, feeds, in_encs)
         skip = {n.name for nodes in quant.values() for n in nodes} | {n.name for n in deq.values()}
 

@@ -183,7 +183,7 @@ def _check(value, schema, path, source):
     return out
 
 
-def _check_strings_or_objects(value, path, source):
+def _check_objects(value, path, source):
     """`supported_kernels`: a list of objects (AIMET's kernel descriptions, kept unread)."""
     for i, item in enumerate(value):
         if not isinstance(item, dict):
@@ -294,13 +294,11 @@ def parse_config(data: dict, source: str = "<config>", name: str | None = None) 
     if missing:
         raise QuantError(f"{source}: missing required section(s) {missing}; a quantsim config has "
                          f"the sections {list(_REQUIRED)} (supergroup_pass_list optional)")
-    for key in ("supported_kernels",):
-        if key in d["defaults"]:
-            _check_strings_or_objects(d["defaults"][key], f"defaults.{key}", source)
+    if "supported_kernels" in d["defaults"]:
+        _check_objects(d["defaults"]["supported_kernels"], "defaults.supported_kernels", source)
     for t, spec in d["op_type"].items():
         if "supported_kernels" in spec:
-            _check_strings_or_objects(spec["supported_kernels"], f"op_type.{t}.supported_kernels",
-                                      source)
+            _check_objects(spec["supported_kernels"], f"op_type.{t}.supported_kernels", source)
     if "supergroup_pass_list" in d:
         _check_strings(d["supergroup_pass_list"], "supergroup_pass_list", source)
     if "is_output_quantized" in d["defaults"].get("ops", {}) and \
