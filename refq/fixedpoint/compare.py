@@ -30,7 +30,8 @@ from ..errors import FixedPointError
 from ..layers import get_op
 from ..progress import plural
 from ..data_io import iterate_batches
-from .lowering import _profile, lower
+from .lowering import lower
+from .profiles import get_profile
 from .run import faithful_graph, run_int
 
 __all__ = ["compare", "format_compare"]
@@ -84,7 +85,7 @@ def compare(sim, profile, data, batch_size: int | None = None, quiet: bool = Tru
     """Per-layer LSB differences between `lower(sim, profile)` and the integer-faithful simulation
     on `data` (see the module docstring). Returns the report dict. graph: `lower(sim, profile)`
     when the caller already has it (saves lowering again)."""
-    p = _profile(profile)
+    p = get_profile(profile)
     gp = lower(sim, p) if graph is None else graph
     gf = faithful_graph(sim, like=p)
     order = gp.topological_order()

@@ -32,7 +32,8 @@ from .lower_encodings import where_of
 from .profiles import Profile
 from .requantize import FLOAT_SCHEMES
 
-__all__ = ["Builder", "Source", "Walk", "walk", "LOWERINGS", "SUPPORTED_OPS", "LUT_OPS"]
+__all__ = ["Builder", "Source", "Walk", "walk", "LOWERINGS", "SUPPORTED_OPS", "LUT_OPS",
+           "GRID_PASS", "FUSABLE_PRODUCERS", "FUSABLE_ACTIVATIONS"]
 
 #: Ops lowered to a lookup table.
 LUT_OPS = lower_activations.LUT_OPS
@@ -40,6 +41,11 @@ LUT_OPS = lower_activations.LUT_OPS
 SUPPORTED_OPS = ("conv2d", "dense", "add", "multiply", "relu", "relu6", "clip", "max_pool2d",
                  "avg_pool2d", "global_avg_pool2d", "concat", "flatten", "reshape", "identity",
                  "zero_pad2d", "softmax") + LUT_OPS
+#: Ops that keep their input's grid (no requantization of their own).
+GRID_PASS = ("max_pool2d", "zero_pad2d", "flatten", "reshape", "identity")
+#: Ops whose output can take a fused activation, and the activations that fuse into them.
+FUSABLE_PRODUCERS = ("conv2d", "dense", "add", "multiply")
+FUSABLE_ACTIVATIONS = ("relu", "relu6", "clip")
 #: op -> lower(w, node), the lowering function of its family.
 LOWERINGS = {**lower_layers.LOWERINGS, **lower_activations.LOWERINGS}
 assert set(LOWERINGS) == set(SUPPORTED_OPS)

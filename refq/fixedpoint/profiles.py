@@ -264,8 +264,11 @@ _PROFILES = (
 PROFILES = MappingProxyType({p.name: p for p in _PROFILES})
 
 
-def get_profile(name: str) -> Profile:
-    """The shipped profile called `name`; an unknown name raises FixedPointError listing them."""
+def get_profile(name) -> Profile:
+    """The shipped profile called `name` (a Profile is returned as it is); an unknown name raises
+    FixedPointError listing them."""
+    if isinstance(name, Profile):
+        return name
     if isinstance(name, str) and name in PROFILES:
         return PROFILES[name]
     raise FixedPointError(f"unknown fixed-point profile {name!r}; known profiles: "
