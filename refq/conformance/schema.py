@@ -15,6 +15,7 @@ import re
 
 from ..errors import FormatError, one_line
 from ..exporters.sidecar import read_json_file
+from ..model_io.strict_json import is_json_int
 from .case import _DTYPES, _ID, FORMAT, FORMAT_VERSION, KINDS
 
 __all__ = ["read_manifest", "check_case_json", "SECTIONS", "CASE_KEYS", "ENTRY_KEYS",
@@ -40,9 +41,6 @@ MANIFEST_KEYS = ("cases", "format", "format_version", "refq_version")
 MANIFEST_ENTRY_KEYS = ("description", "kind", "profile", "sha256")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _json_type(v) -> str:
@@ -160,7 +158,7 @@ def _check_entry(section, name, e, files, nodes, bad):
         raise bad(f"{what} names file {e['file']!r}, which 'files' does not list with a sha256")
     if e["dtype"] not in _DTYPES:
         raise bad(f"{what} has dtype {e['dtype']!r}; golden arrays are {', '.join(_DTYPES)}")
-    if not isinstance(e["shape"], list) or not all(_is_int(d) and d >= 0 for d in e["shape"]):
+    if not isinstance(e["shape"], list) or not all(is_json_int(d) and d >= 0 for d in e["shape"]):
         raise bad(f"{what} has shape {e['shape']!r}; a shape is a list of integers >= 0")
     if not isinstance(e.get("layout", ""), str):
         raise bad(f"{what} 'layout' must be a string")
@@ -168,7 +166,7 @@ def _check_entry(section, name, e, files, nodes, bad):
         _check_str_list(e["generators"], f"{what} 'generators'", bad)
     if section == "trace":
         o = e["order"]
-        if not _is_int(o) or not 0 <= o < len(nodes) or nodes[o]["name"] != e["layer"] or \
+        if not is_json_int(o) or not 0 <= o < len(nodes) or nodes[o]["name"] != e["layer"] or \
                 name not in nodes[o]["outputs"]:
             raise bad(f"{what} says it is produced by layer {e['layer']!r}, node #{o!r} of the "
                       "graph, which does not produce it")
@@ -188,7 +186,7 @@ def check_case_json(doc, bad):
         raise bad(f"'kind' {doc['kind']!r} is not one of {', '.join(KINDS)}")
     if not isinstance(doc["profile"], (str, type(None))):
         raise bad(f"'profile' must be a string or null, got {_json_type(doc['profile'])}")
-    if not _is_int(doc["seed"]):
+    if not is_json_int(doc["seed"]):
         raise bad(f"'seed' must be an integer, got {_json_type(doc['seed'])}")
     for key in ("files", "quantization") + SECTIONS:
         if not isinstance(doc[key], dict):

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 
+from ..model_io.strict_json import is_json_int
+
 __all__ = ["BadField", "Unsupported", "MISSING", "RESAVE", "show", "verdict", "is_builtin_module",
            "integer", "integers", "number", "flag", "name", "single_axis"]
 
@@ -70,12 +72,9 @@ def _get(cfg, key, default, nullable):
     return value, False
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _check_int(value, label, minimum):
-    if not _is_int(value):
+    if not is_json_int(value):
         raise BadField(f"its {label} is {show(value)}, not an integer")
     if not -INT_LIMIT <= value < INT_LIMIT:
         raise BadField(f"its {label} is {value}, out of range")
@@ -101,7 +100,7 @@ def integers(cfg, key, n, default=MISSING, *, minimum=None, nullable=False):
         return None
     if absent:
         value = default
-    if _is_int(value):
+    if is_json_int(value):
         return [_check_int(value, key, minimum)] * n
     if not isinstance(value, (list, tuple)):
         raise BadField(f"its {key} is {show(value)}, not an integer or a list of {n}")

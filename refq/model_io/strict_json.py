@@ -7,9 +7,14 @@ import math
 
 from ..errors import GraphError, one_line
 
-__all__ = ["MAX_JSON_DEPTH", "parse_json", "dumps"]
+__all__ = ["MAX_JSON_DEPTH", "parse_json", "dumps", "is_json_int"]
 
 MAX_JSON_DEPTH = 64
+
+
+def is_json_int(value) -> bool:
+    """A JSON integer as Python's json module reads it: an int, and not a boolean."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _reject_constant(name):

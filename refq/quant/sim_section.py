@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import QuantError
 from ..graph import Graph
+from ..model_io.strict_json import is_json_int
 from .analyzers import ANALYZERS
 from .config import parse_config
 from .encoding import Encoding, EncodingNumerics
@@ -37,23 +38,20 @@ def _kind(desc, pred):
     return (desc, pred)
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
 
-
-_INT = _kind("an integer", _is_int)
+_INT = _kind("an integer", is_json_int)
 _BOOL = _kind("true or false", lambda v: isinstance(v, bool))
 _STR = _kind("a string", lambda v: isinstance(v, str))
 _OBJ = _kind("an object", lambda v: isinstance(v, dict))
 _LIST = _kind("a list", lambda v: isinstance(v, list))
 _OPT_STR = _kind("a string or null", lambda v: v is None or isinstance(v, str))
-_OPT_INT = _kind("an integer or null", lambda v: v is None or _is_int(v))
+_OPT_INT = _kind("an integer or null", lambda v: v is None or is_json_int(v))
 _NUMBER = (int, float)
 _SETTINGS = {"param_bw": _INT, "act_bw": _INT, "scheme": _STR, "scheme_options": _OBJ,
              "numerics": _OBJ, "overflow_protection": _BOOL, "detect_prequantized": _BOOL}
 _SECTION_SCHEMA = {
     "format": _kind('"refq-quantsim"', lambda v: v == "refq-quantsim"),
-    "version": _kind("1 or 2", lambda v: _is_int(v) and v in (1, 2)),
+    "version": _kind("1 or 2", lambda v: is_json_int(v) and v in (1, 2)),
     "settings": {2: dict(_SETTINGS, config=_kind(
                      'null or {"name": string, "document": object}',
                      lambda v: v is None or (isinstance(v, dict) and set(v) == {"name", "document"}
