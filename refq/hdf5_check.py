@@ -2,7 +2,8 @@
 
 The HDF5 library (seen with 2.0) loops forever, or crashes, reading a text attribute whose global
 heap collection is damaged, instead of returning an error. Every reader of HDF5 files from users
-(the refq model format, the Keras importers) calls `check_global_heaps` before h5py opens a file.
+(the refq model format, the Keras importers) calls `check_global_heaps` before h5py reads anything
+from the file.
 """
 from __future__ import annotations
 

@@ -35,12 +35,19 @@ def check_input(spec, x) -> None:
                          f"declared {['N' if d is None else d for d in spec.shape]}")
 
 
-def _check_feeds(graph: Graph, feeds) -> dict:
+def feeds_dict(graph: Graph, feeds) -> dict:
+    """`feeds` as {input name: array}: one array is the single input of a single-input graph;
+    anything but a dict otherwise is an InputError."""
     if isinstance(feeds, np.ndarray) and len(graph.inputs) == 1:
         feeds = {graph.inputs[0].name: feeds}
     if not isinstance(feeds, dict):
         raise InputError(f"graph '{graph.name}': feeds must be a dict {{input name: array}}, "
                          f"got {type(feeds).__name__}")
+    return feeds
+
+
+def _check_feeds(graph: Graph, feeds) -> dict:
+    feeds = feeds_dict(graph, feeds)
     names = [s.name for s in graph.inputs]
     missing = [n for n in names if n not in feeds]
     unknown = [n for n in feeds if n not in names]

@@ -44,7 +44,7 @@ def read_bin(path, sidecar=None) -> np.ndarray:
                           f"from the {8 * cb} bits this layout uses; fix the sidecar")
     with open(path, "rb") as f:
         raw = f.read()
-    nwords = -(-count // pack) if count else 0
+    nwords = -(-count // pack)
     if len(raw) != nwords * cb:
         raise FormatError(f"{path}: {len(raw)} bytes, expected {nwords * cb} ({nwords} words of "
                           f"{cb} bytes for shape {list(shape)} {et.name} packed {pack}); the "

@@ -70,7 +70,7 @@ def read_hex(path, sidecar=None) -> np.ndarray:
         raise FormatError(f"{path}: cannot be read ({one_line(e.strerror or e)})") from None
     text = _HEX_COMMENTS.sub(" ", text) if "/" in text else text
     tokens = text.split()
-    nwords = -(-count // pack) if count else 0
+    nwords = -(-count // pack)
     words_given = sum(not t.startswith("@") for t in tokens)
     if words_given < nwords:  # checked before anything the size of the sidecar's shape exists
         raise FormatError(f"{path}: {nwords - words_given} of {nwords} words are missing "

@@ -82,7 +82,7 @@ def _from_bytes(b: np.ndarray, et: ElementType, pack: int, count: int, where: st
                 sext: bool = False) -> np.ndarray:
     """Inverse of _to_bytes: the flat element values; FormatError on non-zero padding."""
     words = b.shape[0]
-    if words != (-(-count // pack) if count else 0):
+    if words != -(-count // pack):
         raise FormatError(f"{where}: holds {words} words, expected {-(-count // pack)} for "
                           f"{count} elements packed {pack} per word")
     if sext and pack == 1 and et.bits == 4 and et.kind == "i":

@@ -54,7 +54,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import FixedPointError, InputError
-from ..runtime import run
+from ..runtime import feeds_dict, run
 from .kernels.common import AccExtremes, output_dtype
 from .lower_encodings import NP_DTYPES, TensorQ
 from .profiles import Profile, get_profile
@@ -161,11 +161,7 @@ def _output_qs(graph, deq) -> dict:
 def _check_codes(graph, feeds, encs) -> dict:
     """Integer-code feeds as float64 arrays (exact) for the runtime's float graph inputs;
     InputError naming the input, the first bad index and value and the allowed range."""
-    if isinstance(feeds, np.ndarray) and len(graph.inputs) == 1:
-        feeds = {graph.inputs[0].name: feeds}
-    if not isinstance(feeds, dict):
-        raise InputError(f"graph '{graph.name}': feeds must be a dict {{input name: array}}, got "
-                         f"{type(feeds).__name__}")
+    feeds = feeds_dict(graph, feeds)
     out = dict(feeds)
     for name, q in encs.items():
         if name not in feeds:

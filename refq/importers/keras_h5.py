@@ -37,8 +37,9 @@ What is refused on opening:
   loading (Theano stores convolution kernels flipped).
 
 This module recognises the dialect and opens the file; `keras_weights` reads each layer's weights,
-`keras_config` reads the topology (the config dialects), `keras_layers` converts layers and
-`keras_graph` assembles and checks the Graph.
+`keras_config` reads the topology (the config dialects), `keras_fields` reads typed config fields,
+`keras_check` decides from the config alone which layers can be imported, `keras_layers` (with
+`keras_activations`) converts layers and `keras_graph` assembles and checks the Graph.
 """
 from __future__ import annotations
 
