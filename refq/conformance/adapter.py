@@ -55,7 +55,6 @@ otherwise (exit status 0): skipping is never passing by itself.
 """
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import inspect
 import json
@@ -69,7 +68,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FormatError, InputError, RefqError, one_line
-from .case import MANIFEST
+from .case import MANIFEST, match_ids
 from .case_reader import case_dir_hint, load_case, read_manifest
 from .verify import check_dump, compare_arrays, diff_text
 
@@ -180,17 +179,10 @@ def golden_case_ids(golden_dir, pattern: str | None = None) -> list:
                           f"suite with `refq golden generate --out {golden_dir}`")
     chosen = set(ids)
     if pattern is not None:
-        globs = [g.strip() for g in str(pattern).split(",") if g.strip()]
-        if not globs:
-            raise InputError("--cases: empty case pattern; give a glob such as 'float.*'")
-        chosen = set()
-        for g in globs:
-            hits = [c for c in ids if fnmatch.fnmatchcase(c, g)]
-            if not hits:
-                groups = sorted({c.split(".")[0] + ".*" for c in ids})
-                raise InputError(f"--cases: no case of {golden_dir} matches {g!r} (fnmatch globs, "
-                                 f"comma-separated; the suite's groups: {', '.join(groups)})")
-            chosen.update(hits)
+        chosen = match_ids(
+            ids, pattern, "--cases: empty case pattern; give a glob such as 'float.*'",
+            lambda g, groups: f"--cases: no case of {golden_dir} matches {g!r} (fnmatch globs, "
+                              f"comma-separated; the suite's groups: {', '.join(groups)})")
     for cid in sorted(chosen):
         if not os.path.isdir(os.path.join(golden_dir, cid)):
             raise FormatError(f"{path}: lists case '{cid}' but {os.path.join(golden_dir, cid)} "

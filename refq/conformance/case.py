@@ -99,19 +99,29 @@ def select(pattern: str | None = None) -> list:
     _load_all()
     if pattern is None:
         return list(CASES.values())
+    chosen = match_ids(
+        CASES, pattern, "empty case pattern; give a glob such as 'float.*' or '*.tflite'",
+        lambda g, groups: f"no golden case matches {g!r}; case ids look like "
+                          f"'float.conv2d.basic' or 'integer.add.basic.tflite' (fnmatch globs, "
+                          f"comma-separated); groups: {', '.join(groups)}")
+    return [c for cid, c in CASES.items() if cid in chosen]
+
+
+def match_ids(ids, pattern: str, empty: str, no_match) -> set:
+    """The case ids among `ids` that match a glob of `pattern` (fnmatch globs, comma-separated).
+    InputError(`empty`) when the pattern holds no glob, InputError(no_match(glob, groups)) when a
+    glob matches no id (groups: the ids' first components, as 'float.*')."""
     globs = [p.strip() for p in str(pattern).split(",") if p.strip()]
     if not globs:
-        raise InputError("empty case pattern; give a glob such as 'float.*' or '*.tflite'")
+        raise InputError(empty)
     chosen = set()
     for g in globs:
-        hits = [cid for cid in CASES if fnmatch.fnmatchcase(cid, g)]
+        hits = [cid for cid in ids if fnmatch.fnmatchcase(cid, g)]
         if not hits:
-            groups = sorted({cid.split(".")[0] + ".*" for cid in CASES})
-            raise InputError(f"no golden case matches {g!r}; case ids look like "
-                             f"'float.conv2d.basic' or 'integer.add.basic.tflite' (fnmatch "
-                             f"globs, comma-separated); groups: {', '.join(groups)}")
+            groups = sorted({cid.split(".")[0] + ".*" for cid in ids})
+            raise InputError(no_match(g, groups))
         chosen.update(hits)
-    return [c for cid, c in CASES.items() if cid in chosen]
+    return chosen
 
 
 # ---- bytes ------------------------------------------------------------------------------------
