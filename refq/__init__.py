@@ -3,6 +3,7 @@ from .errors import (FormatError, GraphError, InputError, OutputError, ParamErro
                      RefqError, ShapeError, UnsupportedLayerError)
 from .graph import Graph, Node, TensorSpec
 from .model_io import load, save
+from .plan import Plan
 from .runtime import run
 from .summary import summarize
 
@@ -17,7 +18,7 @@ def import_keras(path, architecture=None) -> Graph:
 
 
 __all__ = [
-    "Graph", "Node", "TensorSpec", "load", "save", "run", "import_keras", "summarize",
+    "Graph", "Node", "TensorSpec", "load", "save", "run", "Plan", "import_keras", "summarize",
     "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
     "UnsupportedLayerError", "InputError", "OutputError", "QuantError", "__version__",
 ]

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 
 from .progress import progress
 
-__all__ = ["single_blas_thread", "parallel", "timed", "children_cpu", "WORKERS"]
+__all__ = ["single_blas_thread", "parallel", "timed", "children_cpu", "WORKERS", "threads",
+           "map_threads"]
 
 
 def _openblas():
@@ -76,7 +77,36 @@ def timed(job):
     return result, time.perf_counter() - t, time.process_time() - c
 
 
+_IN_WORKER = False   # True in a forked worker, which has its own core: no threads there
+
+
+def threads() -> int:
+    """Threads for independent batch chunks (`map_threads`): WORKERS, or 1 in a forked worker of
+    `parallel` or on a machine with a single core."""
+    return 1 if _IN_WORKER else max(1, min(WORKERS, len(os.sched_getaffinity(0))
+                                           if hasattr(os, "sched_getaffinity") else
+                                           os.cpu_count() or 1))
+
+
+def map_threads(fn, items: list, workers: int):
+    """Yield fn(item) for every item, in order, computed on `workers` threads (NumPy releases the
+    GIL in its loops) with one BLAS thread each, in a copy of the caller's context (NumPy's error
+    state); in this thread when workers < 2 or there is one item. fn must not depend on the order
+    in which items are computed."""
+    if workers < 2 or len(items) < 2:
+        yield from map(fn, items)
+        return
+    import concurrent.futures as cf
+    import contextvars
+
+    context = contextvars.copy_context()   # e.g. np.errstate, which threads do not inherit
+    with single_blas_thread(), cf.ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(lambda item: context.copy().run(fn, item), items)
+
+
 def _run_job(i: int):
+    global _IN_WORKER
+    _IN_WORKER = True
     with single_blas_thread():
         return timed(_JOBS[i])
 

@@ -2,10 +2,9 @@
 
 Nodes run in topological order; each op's `forward` receives its inputs and parameters cast to the
 compute dtype (float64 by default, the reference precision; float32 to compare with float32
-frameworks). Large inputs are split along the batch axis into chunks of `batch_size`; the result
-is the concatenation. For a given chunking the result is byte-identical from run to run; another
-chunking may change the last bits, because BLAS may choose another kernel for another row count. Without a trace, a tensor is released
-as soon as its last consumer has run, so memory stays bounded by the live activations of one chunk.
+frameworks). `run` builds a `refq.plan.Plan` and runs it once: the plan's docstring says how the
+batch is cut into chunks, which evaluations it fuses (none changes a number) and how memory stays
+bounded. This module also checks feeds (`check_input`, `feeds_dict`) for the other runners.
 """
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ import numpy as np
 
 from .errors import InputError
 from .graph import Graph
-from .layers import get_op
-from .progress import progress
 
 __all__ = ["run"]
 
@@ -67,34 +64,6 @@ def _check_feeds(graph: Graph, feeds) -> dict:
     return out
 
 
-def _as_compute(v, dtype):
-    """Floating-point parameters in the compute dtype; integer parameters (integer graphs) as int64."""
-    v = np.asarray(v)
-    return v.astype(dtype) if v.dtype.kind == "f" else v.astype(np.int64)
-
-
-def _forward_chunk(order, last_use, params, feeds, dtype, outputs, trace, on_tensor, on_input,
-                   call):
-    values = {k: v.astype(dtype, copy=False) for k, v in feeds.items()}
-    if on_tensor is not None:
-        values = {k: on_tensor(k, v) for k, v in values.items()}
-    for i, node in enumerate(order):
-        op = get_op(node.op)
-        xs = [values[t] for t in node.inputs]
-        if on_input is not None:
-            xs = [on_input(node.name, k, x) for k, x in enumerate(xs)]
-        y = op.forward(xs, params[node.name], node.attrs) if call is None else \
-            call(node, op, xs, params[node.name])
-        if on_tensor is not None:
-            y = on_tensor(node.outputs[0], y)
-        values[node.outputs[0]] = y
-        if not trace:
-            for t in set(node.inputs):  # a node may read one tensor twice (add(x, x))
-                if last_use.get(t) == i and t not in outputs:
-                    del values[t]
-    return values if trace else {t: values[t] for t in outputs}
-
-
 def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: int | None = None,
         quiet: bool = True, params: dict | None = None, on_tensor=None, on_input=None,
         call=None) -> dict:
@@ -102,8 +71,8 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
 
     Returns {output name: array}; with trace=True, every tensor of the graph by name (inputs,
     intermediates and outputs). dtype: compute dtype (np.float64 or np.float32). batch_size: split
-    the batch into chunks of this size (None = all at once). quiet=False shows a progress bar over
-    chunks on a terminal.
+    the batch into chunks of this size (None = chunks chosen by `refq.plan`). quiet=False shows a
+    progress bar over chunks on a terminal.
 
     Hooks used by the quantization simulator:
     params: {node name: {param name: array}} replacing the nodes' own parameters (e.g. weights
@@ -114,28 +83,13 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
       what it returns is seen by that node only.
     call(node, op, inputs, params) -> array: replaces `op.forward(inputs, params, node.attrs)`
       (the integer runtime uses it to collect accumulator statistics per node).
-Integer parameters (integer graphs) are passed to ops as int64; floating ones in `dtype`.
+    With any of these three hooks the graph runs node by node, one chunk after the other.
+    Integer parameters (integer graphs) are passed to ops as int64; floating ones in `dtype`.
+
+    Each call validates the graph and copies its parameters; to run one graph many times, build
+    a `refq.Plan(graph, dtype)` once and call its `run`.
     """
-    dtype = np.dtype(dtype).type
-    if dtype not in (np.float64, np.float32):
-        raise InputError(f"run: dtype must be float64 or float32, got {np.dtype(dtype).name}")
-    graph.validate()
-    feeds = _check_feeds(graph, feeds)
-    order = graph.topological_order()
-    last_use = {t: i for i, n in enumerate(order) for t in n.inputs}
-    override = params or {}
-    params = {n.name: {k: _as_compute(v, dtype) for k, v in override.get(n.name, n.params).items()}
-              for n in order}
-    n = next(iter(feeds.values())).shape[0] if feeds else 0
-    if batch_size is not None and batch_size <= 0:
-        raise InputError(f"run: batch_size must be positive, got {batch_size}")
-    step = n if not batch_size or n == 0 else batch_size
-    starts = range(0, max(n, 1), max(step, 1))
-    chunks = []
-    for s in progress(starts, total=len(starts), desc="run", quiet=quiet, unit="batch"):
-        part = {k: v[s:s + step] for k, v in feeds.items()}
-        chunks.append(_forward_chunk(order, last_use, params, part, dtype, graph.outputs, trace,
-                                     on_tensor, on_input, call))
-    if len(chunks) == 1:
-        return chunks[0]
-    return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+    from .plan import Plan
+
+    return Plan(graph, dtype, params).run(feeds, trace, batch_size, quiet, on_tensor=on_tensor,
+                                          on_input=on_input, call=call)

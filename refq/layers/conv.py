@@ -245,7 +245,7 @@ def _depthwise(x, pads, w, b, y, oh, ow, strides, dil):
             acc += b
 
 
-def _rowfold(xp, w, b, y, oh, ow, strides, dil):
+def _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue=None):
     """Group 1: patches over the kw taps only, then kh matmuls on row-shifted views of them.
 
     Row tap u reads padded row i·sh + u·dh = (i + r0)·sh + p with p = u·dh mod sh, r0 = u·dh // sh,
@@ -285,9 +285,11 @@ def _rowfold(xp, w, b, y, oh, ow, strides, dil):
             np.add(out.reshape(nb, rr, ow, o)[:, :r], 0 if b is None else b, out=y[n0:n1, i0:i1])
         elif b is not None:
             out += b
+        if epilogue is not None:
+            epilogue(y[n0:n1, i0:i1])
 
 
-def _im2col(xp, w, b, y, oh, ow, strides, dil, groups):
+def _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue=None):
     """Patch matrix [groups, pixels, kh·kw·Cg] per block, one matmul batched over the groups."""
     o, kh, kw, cg = w.shape
     g = groups
@@ -308,9 +310,32 @@ def _im2col(xp, w, b, y, oh, ow, strides, dil, groups):
             out[...] = np.matmul(a, w_g).transpose(1, 0, 2).reshape(nb, r, ow, o)
         if b is not None:
             out += b
+        if epilogue is not None:
+            epilogue(out)
+
+
+def rows_in_blocks(y, b, epilogue, rows=BLOCK_ROWS):
+    """Add the bias `b` (or None) to y [..., O] and apply `epilogue` (or None) block by block of
+    `rows` rows of O values, so that each block stays in cache between the two."""
+    if b is None and epilogue is None:
+        return
+    flat = y.reshape(-1, y.shape[-1])
+    for r0 in range(0, flat.shape[0], rows):
+        block = flat[r0:r0 + rows]
+        if b is not None:
+            block += b
+        if epilogue is not None:
+            epilogue(block)
 
 
 def _forward(inputs, params, attrs):
+    return forward_fused(inputs, params, attrs, None)
+
+
+def forward_fused(inputs, params, attrs, epilogue):
+    """conv2d's forward followed by `epilogue` (None or a callable modifying an output block in
+    place: the elementwise ops fused after the convolution, `refq.plan`), applied once to every
+    block of the output right after its bias, while the block is in cache."""
     x = inputs[0]
     pads, (oh, ow), (o, kh, kw, cg) = _check(x.shape, attrs, params)
     w = params["weight"].astype(x.dtype, copy=False)
@@ -320,19 +345,19 @@ def _forward(inputs, params, attrs):
     if cg == 1 and groups == c and not (kh == kw == 1 and groups == 1):
         y = np.empty((n, oh, ow, o), x.dtype)
         _depthwise(x, pads, w, b, y, oh, ow, strides, dil)  # pads block by block
+        rows_in_blocks(y, None, epilogue)
         return y
     xp = np.ascontiguousarray(pad_hw(x, pads))
     if kh == kw == 1 and groups == 1:
         xs = xp[:, :(oh - 1) * strides[0] + 1:strides[0], :(ow - 1) * strides[1] + 1:strides[1]]
         y = np.matmul(xs.reshape(-1, c), w.reshape(o, c).T).reshape(n, oh, ow, o)
-        if b is not None:
-            y += b
+        rows_in_blocks(y, b, epilogue)
         return y
     y = np.empty((n, oh, ow, o), x.dtype)  # the paths add the bias block by block, in cache
     if groups == 1 and _use_rowfold(w.shape, oh, strides, dil):
-        _rowfold(xp, w, b, y, oh, ow, strides, dil)
+        _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue)
     else:
-        _im2col(xp, w, b, y, oh, ow, strides, dil, groups)
+        _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue)
     return y
 
 

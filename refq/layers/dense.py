@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ParamError, ShapeError
 from .base import Op
+from .conv import rows_in_blocks
 
 
 def _weight_shape(params):
@@ -60,12 +61,18 @@ def _macs(in_shapes, out_shape, attrs, params):
 
 
 def _forward(inputs, params, attrs):
+    return forward_fused(inputs, params, attrs, None)
+
+
+def forward_fused(inputs, params, attrs, epilogue):
+    """dense's forward, then the bias and `epilogue` (None or an in-place elementwise step,
+    `refq.plan`) block by block of rows (`refq.layers.conv.rows_in_blocks`)."""
     x = inputs[0]
     _infer_shape([x.shape], attrs, params)
     w = params["weight"].astype(x.dtype, copy=False)
     y = np.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (w.shape[0],))
-    if "bias" in params:
-        y += params["bias"].astype(x.dtype, copy=False)
+    b = params["bias"].astype(x.dtype, copy=False) if "bias" in params else None
+    rows_in_blocks(y, b, epilogue)
     return y
 
 

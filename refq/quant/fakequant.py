@@ -22,7 +22,7 @@ from .numerics import AIMET_V2, EncodingNumerics, round_half_away, round_half_ev
 if TYPE_CHECKING:  # annotations only: refq.quant.encoding imports (and re-exports) this module
     from .encoding import Encoding
 
-__all__ = ["quantize", "dequantize", "quantize_dequantize"]
+__all__ = ["quantize", "dequantize", "quantize_dequantize", "fake_quantize_inplace"]
 
 _F32 = np.float32
 
@@ -84,10 +84,12 @@ def dequantize(q, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.nd
 _BLOCK = 1 << 16  # elements per block: the passes of one block stay in cache
 
 
-def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumerics) -> np.ndarray:
+def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumerics,
+                          out: np.ndarray | None = None) -> np.ndarray:
     """`quantize_dequantize` for integer clamping and half-even rounding: the operations of
     `_codes` and the dequantization in the same order (so bit-identical), applied in place on one
-    output buffer, per-tensor encodings block by block."""
+    output buffer (`out`, which may be x itself, else a new array), per-tensor encodings block by
+    block."""
     dt = numerics.dtype
     scale32, zp = _broadcast(enc, x, dt)
     scale = scale32.astype(dt)
@@ -97,11 +99,12 @@ def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumeri
     qmin, qmax = dt.type(enc.qmin), dt.type(enc.qmax)
     if enc.axis is None:
         x = np.ascontiguousarray(x)
-        out = np.empty(x.shape, dtype=dt)
+        out = np.empty(x.shape, dtype=dt) if out is None else out
         flat_x, flat_out = x.reshape(-1), out.reshape(-1)
         blocks = [(s, s + _BLOCK) for s in range(0, flat_x.size, _BLOCK)]
     else:
-        out = np.empty(np.broadcast_shapes(x.shape, scale.shape), dtype=dt)
+        if out is None:
+            out = np.empty(np.broadcast_shapes(x.shape, scale.shape), dtype=dt)
         blocks = None
     for lo, hi in blocks or [(None, None)]:
         v = out if blocks is None else flat_out[lo:hi]
@@ -131,3 +134,15 @@ def quantize_dequantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2)
     q = _codes(x, enc, numerics)
     scale, zp = _broadcast(enc, q, dt)
     return (q - zp) * scale.astype(dt)
+
+
+def fake_quantize_inplace(a: np.ndarray, enc: Encoding,
+                          numerics: EncodingNumerics = AIMET_V2) -> None:
+    """a[...] = quantize_dequantize(a, enc, numerics), computed in a's own buffer where the
+    numerics allow it (a: C-contiguous, of numerics.dtype), bit-identical to `quantize_dequantize`.
+    """
+    if numerics.clamp == "integer" and numerics.rounding == "half_even" and a.ndim \
+            and not enc.is_pass_through:
+        _fake_quant_half_even(a, enc, numerics, out=a)
+    else:
+        a[...] = quantize_dequantize(a, enc, numerics)

@@ -43,12 +43,14 @@ import numpy as np
 from ..data_io import iterate_batches
 from ..errors import InputError, QuantError
 from ..graph import Graph
+from ..plan import Plan
 from ..progress import progress
 from ..runtime import run as run_graph
 from .analyzers import ANALYZERS, make_analyzer
 from .config import QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     encoding_from_range, quantize_dequantize
+from .fakequant import fake_quantize_inplace
 from .placement import QuantizerSpec, integer_model_kind, place_quantizers, require_float_model
 from .prequantized import prequantized_encoding
 from .sim_section import section_json, sim_from_section
@@ -280,16 +282,19 @@ class QuantSim:
         encs = {n: self._encoding(n) for n in set(tq.values()) | set(iq.values())}
         num = self.numerics
 
-        def on_tensor(t, x):
-            return quantize_dequantize(x, encs[tq[t]], num) if t in tq else x
+        def fake_quant(name):
+            return lambda x: quantize_dequantize(x, encs[name], num)
 
-        def on_input(node, i, x):
-            name = iq.get((node, i))
-            return x if name is None else quantize_dequantize(x, encs[name], num)
+        def fake_quant_inplace(name):
+            return lambda a: fake_quantize_inplace(a, encs[name], num)
 
-        return run_graph(self.graph, feeds, trace=trace, dtype=num.dtype.type,
-                         batch_size=batch_size, quiet=quiet, params=self.sim_params(enabled),
-                         on_tensor=on_tensor if tq else None, on_input=on_input if iq else None)
+        per_tensor = {t for t, n in tq.items() if encs[n].axis is None}
+        plan = Plan(self.graph, num.dtype.type, params=self.sim_params(enabled))
+        return plan.run(feeds, trace=trace, batch_size=batch_size, quiet=quiet,
+                        tensor_hooks={t: fake_quant(n) for t, n in tq.items()
+                                      if t not in per_tensor},
+                        inplace_hooks={t: fake_quant_inplace(tq[t]) for t in per_tensor},
+                        input_hooks={k: fake_quant(n) for k, n in iq.items()})
 
     # ---- persistence (`refq.quant.sim_section`) ----------------------------------------------
     def to_json(self) -> dict:

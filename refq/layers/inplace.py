@@ -1,0 +1,77 @@
+"""In-place forms of elementwise ops, equal bit for bit to their forwards.
+
+`inplace_step(op, params, attrs, dtype)` returns `step(a)` that overwrites the array `a` with
+op(a), or None when the op has no in-place form here. Each step performs, per element, the same
+IEEE operations in the same order as the op's `forward` (refq.layers.activations,
+refq.layers.normalization), so its result is identical bit for bit:
+
+| op          | forward                          | in place on a                                      |
+|-------------|----------------------------------|----------------------------------------------------|
+| relu        | max(x, 0)                        | np.maximum(a, 0, out=a)                            |
+| relu6       | clip(x, 0, 6)                    | np.clip(a, 0, 6, out=a)                            |
+| clip        | clip(x, min, max)                | np.clip(a, min, max, out=a)                        |
+| batch_norm  | x·s, then + t (channels last)    | a *= s; a += t  (s, t of `scale_and_shift`)        |
+| hard_swish  | g = clip(x + 3, 0, 6)/6; g·x     | g in a scratch block; a *= g (x·g = g·x exactly)   |
+
+The compiled plan (`refq.plan`) uses them as epilogues of a convolution or dense layer, applied to
+each output block while it is in cache, and on a whole tensor when the op's input is not used
+again. A step accepts any C-contiguous array whose last axis is the channel axis.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .normalization import scale_and_shift
+
+__all__ = ["inplace_step", "INPLACE_OPS"]
+
+_BLOCK = 1 << 16   # elements of hard_swish's scratch block
+
+
+def _relu(params, attrs, dtype):
+    return lambda a: np.maximum(a, 0, out=a)
+
+
+def _relu6(params, attrs, dtype):
+    return lambda a: np.clip(a, 0, 6, out=a)
+
+
+def _clip(params, attrs, dtype):
+    lo, hi = dtype(attrs["min"]), dtype(attrs["max"])
+    return lambda a: np.clip(a, lo, hi, out=a)
+
+
+def _batch_norm(params, attrs, dtype):
+    if attrs["axis"] != -1:
+        return None
+    s, t = scale_and_shift(params, attrs["epsilon"], dtype)
+
+    def step(a):
+        a *= s
+        a += t
+    return step
+
+
+def _hard_swish(params, attrs, dtype):
+    def step(a):
+        flat = a.reshape(-1)
+        gate = np.empty(min(flat.size, _BLOCK), a.dtype)
+        for s in range(0, flat.size, _BLOCK):
+            xs = flat[s:s + _BLOCK]
+            g = gate[:xs.size]
+            np.add(xs, 3, out=g)
+            np.clip(g, 0, 6, out=g)
+            g /= 6
+            xs *= g
+    return step
+
+
+INPLACE_OPS = {"relu": _relu, "relu6": _relu6, "clip": _clip, "batch_norm": _batch_norm,
+               "hard_swish": _hard_swish}
+
+
+def inplace_step(op: str, params: dict, attrs: dict, dtype):
+    """`step(a)` computing op in place on `a` (module docstring), or None. params: the node's
+    parameters in the compute dtype; dtype: np.float32 or np.float64."""
+    make = INPLACE_OPS.get(op)
+    return None if make is None else make(params, attrs, dtype)

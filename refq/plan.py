@@ -1,0 +1,373 @@
+"""A compiled forward pass: `Plan(graph, dtype)` once, then `plan.run(feeds)` many times.
+
+A Plan is a snapshot of a graph taken when it is built: the graph is validated, its nodes put in
+topological order and its parameters copied in the compute dtype (float64 by default, the
+reference precision; float32 to compare with float32 frameworks) once. Later changes to the graph
+do not reach the plan: build a new one. `refq.run(graph, feeds)` builds a plan and runs it once.
+
+Evaluation (none of it changes a number; each form is tested bit for bit against the plain one,
+which evaluates `op.forward` node by node on fresh arrays):
+- Fusion. A conv2d or dense node whose output feeds only a chain of elementwise nodes (batch_norm
+  on the channel axis, relu, relu6, clip, hard_swish; `refq.layers.inplace`) runs them as an
+  epilogue on each output block while it is in cache, in place. A zero_pad2d read only by a
+  'valid' or 'explicit' conv2d becomes that convolution's explicit pads: both sum the same zero
+  terms in the same order. A tensor is fused away only when nothing else can see it: it is not a
+  graph output, not traced, not given to a hook, and read by one node.
+- In place. An elementwise node (the ops above, and add) whose input is not used again writes
+  its result into that input's buffer, when the runtime holds the only reference to it (checked at
+  run time with `sys.getrefcount`: a feed, a view of another tensor or an array a hook kept is
+  never overwritten).
+- Batch chunks on both cores. Without `batch_size`, the batch is cut into chunks of about
+  `CHUNK_BYTES` of activations per tensor (at least one image), and independent chunks run on
+  `refq.parallel.threads()` threads, each calling BLAS on one thread (`single_blas_thread`):
+  NumPy releases the GIL in its loops, so the elementwise and depthwise work that BLAS does not
+  do runs on both cores, and time per image does not grow with the batch. The result is the
+  concatenation in batch order. For a given chunking the result is the same bit for bit, from run
+  to run and whatever the threads; BLAS may round the last bits differently for another row
+  count, so another chunking (another batch size) may change the last bits.
+Memory: a tensor is released as soon as its last reader has run (unless traced), so memory is
+bounded by the live activations of the chunks in flight.
+
+Hooks (for the quantization simulator and the integer runtime):
+- params: {node name: {param name: array}} replacing the nodes' own parameters (the plan copies
+  them), given when the plan is built.
+- tensor_hooks {tensor: fn(array) -> array} and input_hooks {(node, input index): fn(array) ->
+  array}: applied to the named tensors only, as they are produced / as that node reads them; what
+  fn returns is what consumers (and the trace) see; every other tensor may be fused.
+- inplace_hooks {tensor: fn(array) -> None}: like tensor_hooks for a function of each element
+  alone that overwrites its argument (fake quantization with a per-tensor encoding): it runs as
+  the last epilogue of a fused producer, block by block in cache, or on the tensor's own buffer.
+  Hooks must not depend on the order in which chunks run: they run on several threads.
+- on_tensor(name, array), on_input(node, index, array), call(node, op, inputs, params): called for
+  every tensor / input / node (see `refq.runtime.run`); with any of them the plan runs node by
+  node, plain, one chunk after the other.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from .errors import InputError
+from .graph import Graph
+from .layers import conv as conv_layer
+from .layers import dense as dense_layer
+from .layers import get_op
+from .layers.inplace import inplace_step
+from .parallel import map_threads, threads
+from .progress import progress
+
+__all__ = ["Plan", "CHUNK_BYTES"]
+
+#: Target bytes of the largest activation of one batch chunk (speed only; at least one image).
+CHUNK_BYTES = 32 << 20
+#: The number of chunks is a multiple of this, so that both threads have work (speed only).
+CHUNK_MULTIPLE = 2
+
+_FUSED_PRODUCERS = {"conv2d": conv_layer.forward_fused, "dense": dense_layer.forward_fused}
+
+
+class _Step:
+    """One unit of work: `fn(inputs) -> array` on the values in slots `ins`, result into slot
+    `out`; `free` lists the slots released after it. `inplace(inputs) -> bool`, when given,
+    computes the same result into inputs[0] if it can (True) and is tried when inputs[0] is not
+    used again. `names` are the graph nodes the step evaluates, the first one reading `ins`;
+    `hooked`: its epilogue already applied the output's in-place hook."""
+
+    __slots__ = ("fn", "ins", "out", "free", "inplace", "names", "hooked")
+
+    def __init__(self, fn, ins, out, names, inplace=None, hooked=False):
+        self.fn, self.ins, self.out, self.names = fn, ins, out, names
+        self.inplace, self.hooked, self.free = inplace, hooked, ()
+
+
+class _Hooks:
+    """The hooks of one run (module docstring, Hooks), looked up by slot and node."""
+
+    def __init__(self, plan, tensor_hooks=None, inplace_hooks=None, input_hooks=None,
+                 on_tensor=None, on_input=None):
+        self.tensor_hooks, self.inplace_hooks = dict(tensor_hooks or {}), dict(inplace_hooks or {})
+        self.input_hooks = dict(input_hooks or {})
+        self.on_tensor, self.on_input = on_tensor, on_input
+        self.name_of = {i: t for t, i in plan.slot.items()}
+        after = set(self.tensor_hooks) | set(self.inplace_hooks)
+        self.after = None if on_tensor is not None else {plan.slot[t] for t in after}
+        self.before = None if on_input is not None else {n for n, _ in self.input_hooks}
+        self.any = bool(after or self.input_hooks or on_tensor or on_input)
+
+    def kept(self) -> frozenset:
+        return frozenset(self.tensor_hooks) | frozenset(self.inplace_hooks)
+
+    def tensor(self, name: str, y, owned: bool):
+        """y after the hooks of tensor `name`; `owned`: y may be overwritten."""
+        if self.on_tensor is not None:
+            y = self.on_tensor(name, y)
+        fn = self.tensor_hooks.get(name)
+        if fn is not None:
+            y = fn(y)
+        fn = self.inplace_hooks.get(name)
+        if fn is not None:
+            if not owned:
+                y = np.array(y, order="C")
+            fn(y)
+        return y
+
+    def inputs(self, node: str, xs: list) -> list:
+        if self.on_input is not None:
+            xs = [self.on_input(node, k, x) for k, x in enumerate(xs)]
+        if self.input_hooks:
+            xs = [self.input_hooks[(node, k)](x) if (node, k) in self.input_hooks else x
+                  for k, x in enumerate(xs)]
+        return xs
+
+
+class Plan:
+    """An executable snapshot of `graph` in compute dtype `dtype` (module docstring)."""
+
+    def __init__(self, graph: Graph, dtype=np.float64, params: dict | None = None):
+        dtype = np.dtype(dtype).type
+        if dtype not in (np.float64, np.float32):
+            raise InputError(f"run: dtype must be float64 or float32, got {np.dtype(dtype).name}")
+        graph.validate()
+        self.name, self.dtype = graph.name, dtype
+        self.inputs = list(graph.inputs)
+        self.outputs = list(graph.outputs)
+        self.order = graph.topological_order()
+        override = params or {}
+        self.params = {n.name: {k: _as_compute(v, dtype) for k, v in
+                                override.get(n.name, n.params).items()} for n in self.order}
+        self.attrs = {n.name: {k: list(v) if isinstance(v, list) else v
+                               for k, v in n.attrs.items()} for n in self.order}
+        shapes = graph.infer_shapes()
+        per_image = max((math.prod(d or 1 for d in s[1:]) for s in shapes.values()), default=1)
+        self.chunk_images = max(1, CHUNK_BYTES // (per_image * np.dtype(dtype).itemsize))
+        names = [s.name for s in self.inputs] + [n.outputs[0] for n in self.order]
+        self.slot = {t: i for i, t in enumerate(names)}
+        self._cache: dict = {}
+
+    # ---- steps ----------------------------------------------------------------------------------
+    def _plain_steps(self, call):
+        """One step per node: `op.forward` on its parameters, or `call(node, op, xs, params)`."""
+        steps = []
+        for node in self.order:
+            op, p, a = get_op(node.op), self.params[node.name], self.attrs[node.name]
+            fn = (lambda xs, op=op, p=p, a=a: op.forward(xs, p, a)) if call is None else \
+                (lambda xs, node=node, op=op, p=p: call(node, op, xs, p))
+            steps.append(_Step(fn, [self.slot[t] for t in node.inputs], self.slot[node.outputs[0]],
+                               (node.name,)))
+        return steps
+
+    def _fused_steps(self, hooks: _Hooks):
+        """Steps with fusion and in-place forms (module docstring). Graph outputs and hooked
+        tensors stay visible; a node with a hooked input reads the hooked value, so it is never
+        fused into its producer; an in-place hook ends an epilogue."""
+        kept = frozenset(self.outputs) | hooks.kept()
+        read_hooked = {n for n, _ in hooks.input_hooks}
+        readers: dict = {}
+        for node in self.order:
+            for t in node.inputs:
+                readers.setdefault(t, []).append(node)
+
+        def private(t):
+            """t is read once, by one node, and seen by nothing else."""
+            r = readers.get(t, ())
+            return t not in kept and len(r) == 1 and r[0].inputs.count(t) == 1 \
+                and r[0].name not in read_hooked
+
+        skip, pads_of, steps = set(), {}, []
+        for node in self.order:
+            if node.name in skip:
+                continue
+            a, p, out = self.attrs[node.name], self.params[node.name], node.outputs[0]
+            if node.op == "zero_pad2d" and private(out) and node.name not in read_hooked:
+                conv = readers[out][0]
+                ca = self.attrs[conv.name]
+                if conv.op == "conv2d" and ca["padding"] in ("valid", "explicit"):
+                    base = ca["pads"] if ca["padding"] == "explicit" else [0, 0, 0, 0]
+                    pads_of[conv.name] = (node.inputs[0], [u + v for u, v in zip(a["pads"], base)])
+                    continue
+            ins = list(node.inputs)
+            if node.name in pads_of:
+                ins[0], pads = pads_of[node.name]
+                a = dict(a, padding="explicit", pads=pads)
+            slots = [self.slot[t] for t in ins]
+            if node.op in _FUSED_PRODUCERS:
+                epilogue, names, last = [], [node.name], node
+                while private(last.outputs[0]):
+                    nxt = readers[last.outputs[0]][0]
+                    step = inplace_step(nxt.op, self.params[nxt.name], self.attrs[nxt.name],
+                                        self.dtype)
+                    if step is None:
+                        break
+                    epilogue.append(step)
+                    names.append(nxt.name)
+                    skip.add(nxt.name)
+                    last = nxt
+                hook = hooks.inplace_hooks.get(last.outputs[0])
+                if hook is not None and hooks.on_tensor is None and \
+                        last.outputs[0] not in hooks.tensor_hooks:
+                    epilogue.append(hook)
+                steps.append(_Step(_producer(_FUSED_PRODUCERS[node.op], p, a, epilogue), slots,
+                                   self.slot[last.outputs[0]], tuple(names),
+                                   hooked=hook is not None and epilogue[-1] is hook))
+                continue
+            op = get_op(node.op)
+            step = _Step(lambda xs, op=op, p=p, a=a: op.forward(xs, p, a), slots, self.slot[out],
+                         (node.name,))
+            unary = inplace_step(node.op, p, a, self.dtype)
+            if unary is not None:
+                step.inplace = lambda xs, f=unary: f(xs[0]) is None
+            elif node.op == "add" and len(ins) == 2:
+                step.inplace = _add_into
+            steps.append(step)
+        return steps
+
+    def _steps(self, hooks: _Hooks, fused: bool, trace: bool, call):
+        """The steps of a run: cached when the run has no hooks (they depend on its hooks)."""
+        key = (fused, trace, call)
+        if not hooks.any and key in self._cache:
+            return self._cache[key]
+        steps = self._fused_steps(hooks) if fused else self._plain_steps(call)
+        keep = set(self.slot.values()) if trace else {self.slot[t] for t in self.outputs}
+        _set_lifetimes(steps, keep)
+        if not hooks.any and call is None:
+            self._cache[key] = steps
+        return steps
+
+    # ---- running ----------------------------------------------------------------------------------
+    def run(self, feeds, trace: bool = False, batch_size: int | None = None, quiet: bool = True,
+            *, tensor_hooks: dict | None = None, inplace_hooks: dict | None = None,
+            input_hooks: dict | None = None, on_tensor=None, on_input=None, call=None,
+            step_times: list | None = None) -> dict:
+        """{output name: array} (with trace=True, every tensor by name) of the graph on `feeds`
+        ({input name: array}, or one array for a single-input graph); see `refq.runtime.run`
+        and the module docstring. step_times: a list that receives (node names, seconds) of
+        every step of every chunk (for profiling the runtime itself)."""
+        from .runtime import _check_feeds
+
+        feeds = _check_feeds(self, feeds)
+        if batch_size is not None and batch_size <= 0:
+            raise InputError(f"run: batch_size must be positive, got {batch_size}")
+        for name in list(tensor_hooks or ()) + list(inplace_hooks or ()):
+            if name not in self.slot:
+                raise InputError(f"run: a hook names tensor '{name}', which graph "
+                                 f"'{self.name}' does not have")
+        hooks = _Hooks(self, tensor_hooks, inplace_hooks, input_hooks, on_tensor, on_input)
+        plain = trace or on_tensor is not None or on_input is not None or call is not None
+        steps = self._steps(hooks, not plain, trace, call)
+        n = next(iter(feeds.values())).shape[0] if feeds else 0
+        chunks = _chunks(n, batch_size, self.chunk_images)
+        arrays = list(feeds.values())
+
+        def one(chunk):
+            s, e = chunk
+            return self._forward([v[s:e] for v in arrays], steps, trace, hooks, step_times)
+
+        parts = list(progress(map_threads(one, chunks, 1 if plain else threads()),
+                              total=len(chunks), desc="run", quiet=quiet, unit="batch"))
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([c[k] for c in parts], axis=0) for k in parts[0]}
+
+    def _forward(self, feeds: list, steps, trace, hooks, step_times) -> dict:
+        values: list = [None] * len(self.slot)
+        for i, x in enumerate(feeds):
+            x = x.astype(self.dtype, copy=False)
+            values[i] = hooks.tensor(self.inputs[i].name, x, False) if hooks.any else x
+        timer = None
+        if step_times is not None:
+            from time import perf_counter as timer
+        for step in steps:
+            t0 = timer() if timer else 0.0
+            xs = [values[i] for i in step.ins]
+            if hooks.any and (hooks.before is None or step.names[0] in hooks.before):
+                xs = hooks.inputs(step.names[0], xs)
+            if step.inplace is not None and step.ins[0] in step.free and _donate(values, xs, step):
+                y = xs[0]
+            else:
+                y = step.fn(xs)
+            del xs
+            for i in step.free:
+                values[i] = None
+            if hooks.any and not step.hooked and (hooks.after is None or step.out in hooks.after):
+                # references to a fresh y: the name y and getrefcount's argument
+                owned = y.flags.owndata and y.flags.writeable and sys.getrefcount(y) == 2
+                y = hooks.tensor(hooks.name_of[step.out], y, owned)
+            values[step.out] = y
+            if timer:
+                step_times.append((step.names, timer() - t0))
+        if trace:
+            return {t: values[i] for t, i in self.slot.items()}
+        return {t: values[self.slot[t]] for t in self.outputs}
+
+
+def _producer(forward_fused, params, attrs, epilogue):
+    """fn(xs) running a conv2d/dense forward with the epilogue steps applied per block."""
+    if not epilogue:
+        return lambda xs: forward_fused(xs, params, attrs, None)
+    if len(epilogue) == 1:
+        return lambda xs: forward_fused(xs, params, attrs, epilogue[0])
+
+    def chain(block):
+        for f in epilogue:
+            f(block)
+    return lambda xs: forward_fused(xs, params, attrs, chain)
+
+
+def _add_into(xs) -> bool:
+    """a + b into a, when a has the shape of the result (a + b = b + a exactly)."""
+    a, b = xs
+    if a.shape != np.broadcast_shapes(a.shape, b.shape) or a.dtype != b.dtype:
+        return False
+    np.add(a, b, out=a)
+    return True
+
+
+def _donate(values, xs, step) -> bool:
+    """Run `step.inplace` on its first input when the runtime holds the only reference to that
+    array (sys.getrefcount, module docstring); True when it did (the result is then xs[0])."""
+    d = step.ins[0]
+    if values[d] is not xs[0]:
+        return False   # an input hook replaced it: not the runtime's array
+    values[d] = None
+    a = xs[0]
+    # references left: the list xs, the name a and getrefcount's argument
+    if a.flags.owndata and a.flags.writeable and a.flags.c_contiguous \
+            and sys.getrefcount(a) == 3 and step.inplace(xs):
+        return True
+    values[d] = a
+    return False
+
+
+def _set_lifetimes(steps, keep: set):
+    """Give each step the input slots read for the last time by it (never the `keep` slots)."""
+    last = {}
+    for k, s in enumerate(steps):
+        for i in s.ins:
+            last[i] = k
+    for k, s in enumerate(steps):
+        s.free = tuple(sorted({i for i in s.ins if last[i] == k and i not in keep}))
+
+
+def _chunks(n: int, batch_size, chunk_images: int) -> list:
+    """[(start, end)] of the batch chunks: `batch_size` rows each when given; else the fewest
+    chunks of at most `chunk_images` rows whose count is a multiple of CHUNK_MULTIPLE (while
+    there are rows enough), of near-equal sizes, earlier chunks one row larger. The chunking
+    depends on the batch and the graph only, never on the machine or the hooks."""
+    if n == 0:
+        return [(0, 0)]
+    if batch_size:
+        return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    k = -(-n // chunk_images)
+    k = min(n, -(-k // CHUNK_MULTIPLE) * CHUNK_MULTIPLE)
+    sizes = [n // k + (i < n % k) for i in range(k)]
+    starts = np.cumsum([0] + sizes)
+    return [(int(s), int(e)) for s, e in zip(starts[:-1], starts[1:])]
+
+
+def _as_compute(v, dtype):
+    """Floating-point parameters in the compute dtype; integer parameters (integer graphs) as int64;
+    always a copy (the plan is a snapshot)."""
+    v = np.asarray(v)
+    return np.array(v, dtype=dtype if v.dtype.kind == "f" else np.int64)
