@@ -6,19 +6,22 @@ models, as ratios against baselines measured in the same run.
 Models (bench/architectures.py, random weights, non-trivial batch norms): MobileNetV2-1.0 at 224,
 ResNet50 at 224, MobileNetV2-0.35 at 96; inputs N(0, 1) float32 from np.random.default_rng(0).
 For each model it prints, beside its target:
-- float32 forward (`refq.run(..., dtype=np.float32)`) at batch 32: images/s, whole-model GFLOP/s
-  (FLOP = 2·MACs of refq.summarize) and its share of the GFLOP/s of NumPy's float32
-  2048x2048x2048 matmul, the two timed alternately (same share of this shared machine);
+- float32 forward (`refq.Plan(graph, np.float32).run`, the plan built once, as a framework's
+  compiled model is) at batch 32: images/s, whole-model GFLOP/s (FLOP = 2·MACs of
+  refq.summarize) and its share of the GFLOP/s of NumPy's float32 2048x2048x2048 matmul, the two
+  timed alternately (same share of this shared machine);
 - time per image at batch 128 / time per image at batch 32, the two timed alternately in a
   rotation of their own (target <= 1);
-- batch 1: the share of `refq.run`'s time spent outside nodes = (run time − the sum of the node
-  forwards) / run time, the node forwards timed inside the run with refq.run's per-node `call`
-  hook (perf_counter around each `op.forward`); also the time of `graph.validate()` alone;
+- batch 1: the share of `Plan.run`'s time spent outside the computation of its steps = (run
+  time − the sum of the step times) / run time, the steps timed inside the run (`step_times`:
+  perf_counter around each step's computation); also `refq.run` at batch 1, which builds the plan
+  (validation, parameter copies) on every call;
 - a model quantized with refq's QuantSim (BN folded, per-channel W8A8 config 'per_channel', minmax
   calibration on a few random batches) and lowered for profile `tflite`: simulated forward
-  (`QuantSim.run`) / float32 forward and integer forward (`run_int`) / float32 forward at batch
-  32, timed alternately (targets <= 1.2 and <= 1.5); the float forward is the model as given
-  (with its batch norms); the ratios against the BN-folded float graph are printed beside;
+  (`QuantSim.run`, which builds its plan on each call) / float32 forward and integer forward
+  (`run_int`) / float32 forward at batch 32, timed alternately (targets <= 1.2 and <= 1.5); the
+  float forward is the plan of the model as given (with its batch norms); the ratios against the
+  BN-folded float graph are printed beside;
 - Keras side by side (refq / Keras, target <= 1) and LiteRT's reference kernels on the same
   architecture converted to a fully integer .tflite (LiteRT time per image / refq integer time per
   image, target >= 10) where `tensorflow` and `ai_edge_litert` import; refq never installs them,
@@ -107,10 +110,11 @@ def float_throughput(graph, macs, res, repeats, warmup, rng):
     alternately with batch 32 (a separate rotation: a batch-128 run changes what the allocator
     holds, and so the next batch-32 run's time)."""
     x32, x128 = images(rng, BATCH, res), images(rng, BIG_BATCH, res)
-    run32 = lambda: refq.run(graph, x32, dtype=np.float32)  # noqa: E731
+    plan = refq.Plan(graph, np.float32)
+    run32 = lambda: plan.run(x32)  # noqa: E731
     t = alternate({"b32": run32, "mm": matmul}, {"b32": repeats, "mm": repeats}, warmup)
     big = max(1, repeats - 1)
-    tb = alternate({"b128": lambda: refq.run(graph, x128, dtype=np.float32), "b32": run32},
+    tb = alternate({"b128": lambda: plan.run(x128), "b32": run32},
                    {"b128": big, "b32": big}, warmup)
     gflops, mm = 2 * macs * BATCH / t["b32"] / 1e9, MM_FLOP / t["mm"] / 1e9
     return {"t32": t["b32"], "t128": tb["b128"], "gflops": gflops, "mm": mm, "share": gflops / mm,
@@ -118,26 +122,19 @@ def float_throughput(graph, macs, res, repeats, warmup, rng):
 
 
 def batch1_overhead(graph, res, runs, rng):
-    """(run time, node time, validate time) of the batch-1 float32 run with the least total time;
-    node time is the sum of op.forward times measured through refq.run's `call` hook."""
+    """(run time, step time, refq.run time) of the batch-1 float32 Plan.run with the least total
+    time; step time is the sum of the times `Plan.run(step_times=...)` reports."""
     x = images(rng, 1, res)
-    node_time = [0.0]
-
-    def timed(node, op, xs, params):
-        t = time.perf_counter()
-        y = op.forward(xs, params, node.attrs)
-        node_time[0] += time.perf_counter() - t
-        return y
-
+    plan = refq.Plan(graph, np.float32)
     best = (float("inf"), 0.0)
-    refq.run(graph, x, dtype=np.float32, call=timed)  # warm-up
+    plan.run(x)  # warm-up
     for _ in range(runs):
-        node_time[0] = 0.0
+        steps = []
         t = time.perf_counter()
-        refq.run(graph, x, dtype=np.float32, call=timed)
-        best = min(best, (time.perf_counter() - t, node_time[0]))
-    t_validate = min(_timed(graph.validate) for _ in range(runs))
-    return best[0], best[1], t_validate
+        plan.run(x, step_times=steps)
+        best = min(best, (time.perf_counter() - t, sum(s for _, s in steps)))
+    t_run = min(_timed(lambda: refq.run(graph, x, dtype=np.float32)) for _ in range(runs))
+    return best[0], best[1], t_run
 
 
 def _timed(fn):
@@ -167,8 +164,9 @@ def quantized_modes(graph, sim, int_graph, res, repeats, warmup, rng):
     """Batch-32 times of the float32 forward of the model as given and of its BN-folded graph (the
     one the simulation runs), the simulated and the integer forwards, timed alternately."""
     x = images(rng, BATCH, res)
-    fns = {"float": lambda: refq.run(graph, x, dtype=np.float32),
-           "folded": lambda: refq.run(sim.graph, x, dtype=np.float32),
+    plan, folded = refq.Plan(graph, np.float32), refq.Plan(sim.graph, np.float32)
+    fns = {"float": lambda: plan.run(x),
+           "folded": lambda: folded.run(x),
            "sim": lambda: sim.run(x),
            "int": lambda: run_int(int_graph, x)}
     return alternate(fns, {k: repeats for k in fns}, warmup)
@@ -189,14 +187,15 @@ def calibration(graph, sim, res, repeats, warmup, rng):
     """Calibration time on CALIB_IMAGES images / one float forward over them (default batch size
     for both), and tracemalloc peaks of calibration at two set sizes and of a batch-32 forward."""
     x = images(rng, CALIB_IMAGES, res)
-    t = alternate({"float": lambda: refq.run(graph, x, dtype=np.float32),
+    plan = refq.Plan(graph, np.float32)
+    t = alternate({"float": lambda: plan.run(x),
                    "calib": lambda: sim.compute_encodings(x)},
                   {"float": repeats, "calib": repeats}, warmup)
     mib = 1 / 2 ** 20
     return {"t_float": t["float"], "t_calib": t["calib"], "ratio": t["calib"] / t["float"],
             "peak_small": traced_peak(lambda: sim.compute_encodings(x[:CALIB_SMALL])) * mib,
             "peak_large": traced_peak(lambda: sim.compute_encodings(x)) * mib,
-            "peak_float32": traced_peak(lambda: refq.run(graph, x[:BATCH], dtype=np.float32)) * mib}
+            "peak_float32": traced_peak(lambda: plan.run(x[:BATCH])) * mib}
 
 
 def optional_frameworks(name, arch, graph, int_graph, macs, repeats, warmup, rng):
@@ -215,8 +214,9 @@ def optional_frameworks(name, arch, graph, int_graph, macs, repeats, warmup, rng
     try:
         cls, kwargs = arch.keras
         model = getattr(keras.applications, cls)(weights=None, input_shape=(res, res, 3), **kwargs)
-        t = alternate({"keras": lambda: model(x, training=False),
-                       "refq": lambda: refq.run(graph, x, dtype=np.float32), "mm": matmul},
+        plan = refq.Plan(graph, np.float32)
+        t = alternate({"keras": lambda: model(x, training=False), "refq": lambda: plan.run(x),
+                       "mm": matmul},
                       {"keras": repeats, "refq": repeats, "mm": repeats}, warmup)
         share = 2 * macs * BATCH / t["keras"] / 1e9 / (MM_FLOP / t["mm"] / 1e9)
         out["keras"] = t["refq"] / t["keras"]
@@ -271,12 +271,12 @@ def bench_model(name, args, rng):
     print(f"   batch {BIG_BATCH}: {f['t128'] * 1e3:.0f} ms; time per image at {BIG_BATCH} / at "
           f"{BATCH} = {f['b128']:.2f} (target <= {TARGETS['b128']:g}) "
           f"{mark(f['b128'] <= TARGETS['b128'])}", flush=True)
-    t_run, t_nodes, t_val = batch1_overhead(graph, res, args.batch1_runs, rng)
-    r["outside"] = (t_run - t_nodes) / t_run
-    print(f"   batch 1: run {t_run * 1e3:.1f} ms, node forwards {t_nodes * 1e3:.1f} ms (refq.run "
-          f"`call` hook), outside nodes {r['outside']:.1%} (target <= {TARGETS['outside']:.0%}) "
-          f"{mark(r['outside'] <= TARGETS['outside'])}; graph.validate() alone "
-          f"{t_val * 1e3:.1f} ms = {t_val / t_run:.1%} of the run", flush=True)
+    t_run, t_steps, t_once = batch1_overhead(graph, res, args.batch1_runs, rng)
+    r["outside"] = (t_run - t_steps) / t_run
+    print(f"   batch 1: Plan.run {t_run * 1e3:.1f} ms, its steps {t_steps * 1e3:.1f} ms, outside "
+          f"them {r['outside']:.1%} (target <= {TARGETS['outside']:.0%}) "
+          f"{mark(r['outside'] <= TARGETS['outside'])}; refq.run (builds the plan each call) "
+          f"{t_once * 1e3:.1f} ms", flush=True)
     sim, int_graph, steps = quantize(graph, res, args.calib_batches, args.calib_size, rng)
     print("   quantized: BN fold {fold:.2f} s, QuantSim per_channel minmax calibration "
           "{calibrate:.2f} s".format(**steps) + f" ({args.calib_batches} x {args.calib_size} "

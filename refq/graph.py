@@ -268,6 +268,11 @@ class Graph:
         check_values: also reject NaN/Inf in floating-point parameters and values the op's
           `check_params` refuses.
         """
+        self.validated_shapes(check_values)
+        return self
+
+    def validated_shapes(self, check_values: bool = True) -> dict:
+        """`validate`, returning the shapes it inferred (as `infer_shapes`) instead of self."""
         from .layers import get_op
 
         order = self.topological_order()
@@ -305,7 +310,7 @@ class Graph:
                 op.check_params(n.params, n.attrs, where)
             _check_size(out, f"{where}: output tensor '{n.outputs[0]}'")
             shapes[n.outputs[0]] = out
-        return self
+        return shapes
 
     # ---- serialisation ----------------------------------------------------------------------
     def to_json(self) -> dict:

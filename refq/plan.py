@@ -55,7 +55,8 @@ from .layers import conv as conv_layer
 from .layers import dense as dense_layer
 from .layers import get_op
 from .layers.inplace import inplace_step
-from .parallel import map_threads, threads
+from . import parallel
+from .parallel import map_threads
 from .progress import progress
 
 __all__ = ["Plan", "CHUNK_BYTES"]
@@ -129,7 +130,7 @@ class Plan:
         dtype = np.dtype(dtype).type
         if dtype not in (np.float64, np.float32):
             raise InputError(f"run: dtype must be float64 or float32, got {np.dtype(dtype).name}")
-        graph.validate()
+        shapes = graph.validated_shapes()
         self.name, self.dtype = graph.name, dtype
         self.inputs = list(graph.inputs)
         self.outputs = list(graph.outputs)
@@ -139,7 +140,6 @@ class Plan:
                                 override.get(n.name, n.params).items()} for n in self.order}
         self.attrs = {n.name: {k: list(v) if isinstance(v, list) else v
                                for k, v in n.attrs.items()} for n in self.order}
-        shapes = graph.infer_shapes()
         per_image = max((math.prod(d or 1 for d in s[1:]) for s in shapes.values()), default=1)
         self.chunk_images = max(1, CHUNK_BYTES // (per_image * np.dtype(dtype).itemsize))
         names = [s.name for s in self.inputs] + [n.outputs[0] for n in self.order]
@@ -239,11 +239,14 @@ class Plan:
     def run(self, feeds, trace: bool = False, batch_size: int | None = None, quiet: bool = True,
             *, tensor_hooks: dict | None = None, inplace_hooks: dict | None = None,
             input_hooks: dict | None = None, on_tensor=None, on_input=None, call=None,
-            step_times: list | None = None) -> dict:
+            threads: int | None = None, step_times: list | None = None) -> dict:
         """{output name: array} (with trace=True, every tensor by name) of the graph on `feeds`
         ({input name: array}, or one array for a single-input graph); see `refq.runtime.run`
         and the module docstring. step_times: a list that receives (node names, seconds) of
-        every step of every chunk (for profiling the runtime itself)."""
+        every step of every chunk: the time of its computation alone (for profiling the runtime
+        itself: the rest is the runtime's own cost). threads: how many threads compute batch
+        chunks; None: `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks
+        that may not be thread-safe); any other number promises the hooks are."""
         from .runtime import _check_feeds
 
         feeds = _check_feeds(self, feeds)
@@ -264,7 +267,9 @@ class Plan:
             s, e = chunk
             return self._forward([v[s:e] for v in arrays], steps, trace, hooks, step_times)
 
-        parts = list(progress(map_threads(one, chunks, 1 if plain else threads()),
+        if threads is None:
+            threads = 1 if on_tensor or on_input or call else parallel.threads()
+        parts = list(progress(map_threads(one, chunks, threads),
                               total=len(chunks), desc="run", quiet=quiet, unit="batch"))
         if len(parts) == 1:
             return parts[0]
@@ -279,14 +284,16 @@ class Plan:
         if step_times is not None:
             from time import perf_counter as timer
         for step in steps:
-            t0 = timer() if timer else 0.0
             xs = [values[i] for i in step.ins]
             if hooks.any and (hooks.before is None or step.names[0] in hooks.before):
                 xs = hooks.inputs(step.names[0], xs)
+            t0 = timer() if timer else 0.0
             if step.inplace is not None and step.ins[0] in step.free and _donate(values, xs, step):
                 y = xs[0]
             else:
                 y = step.fn(xs)
+            if timer:
+                step_times.append((step.names, timer() - t0))
             del xs
             for i in step.free:
                 values[i] = None
@@ -295,8 +302,6 @@ class Plan:
                 owned = y.flags.owndata and y.flags.writeable and sys.getrefcount(y) == 2
                 y = hooks.tensor(hooks.name_of[step.out], y, owned)
             values[step.out] = y
-            if timer:
-                step_times.append((step.names, timer() - t0))
         if trace:
             return {t: values[i] for t, i in self.slot.items()}
         return {t: values[self.slot[t]] for t in self.outputs}

@@ -34,6 +34,9 @@ class Analyzer:
     """Base of the streaming analyzers: channel handling and the update / compute_encoding protocol."""
 
     kind = "?"
+    #: True when the statistics do not depend on how the data is cut into updates nor on their
+    #: order (then calibration may update from batch chunks on several threads, one at a time).
+    chunk_invariant = False
 
     def __init__(self, axis: int | None = None):
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
@@ -91,6 +94,7 @@ class MinMaxAnalyzer(Analyzer):
     """
 
     kind = "minmax"
+    chunk_invariant = True   # min and max of a union are the min and max of the parts' extremes
 
     def __init__(self, axis: int | None = None):
         super().__init__(axis)

@@ -38,6 +38,8 @@ written, read and checked key by key by `refq.quant.sim_section`.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..data_io import iterate_batches
@@ -45,7 +47,6 @@ from ..errors import InputError, QuantError
 from ..graph import Graph
 from ..plan import Plan
 from ..progress import progress
-from ..runtime import run as run_graph
 from .analyzers import ANALYZERS, make_analyzer
 from .config import QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
@@ -199,17 +200,22 @@ class QuantSim:
                      for q in self.quantizers.values()
                      if q.kind != "param" and q.fixed_range is None}
 
-        def observe(t, x):
-            if t in tq and tq[t] in analyzers:
-                analyzers[tq[t]].update(x)
-            return x
+        # Analyzers whose statistics do not depend on how the batch is cut (min/max) are updated
+        # from batch chunks computed on several threads, one update at a time; the others see
+        # each calibration batch whole, in order.
+        invariant = all(a.chunk_invariant for a in analyzers.values())
+        lock = threading.Lock()
 
-        def observe_input(node, i, x):
-            name = iq.get((node, i))
-            if name in analyzers:
-                analyzers[name].update(x)
-            return x
+        def observer(name):
+            def observe(x):
+                with lock:
+                    analyzers[name].update(x)
+                return x
+            return observe
 
+        tensor_hooks = {t: observer(n) for t, n in tq.items() if n in analyzers}
+        input_hooks = {k: observer(n) for k, n in iq.items() if n in analyzers}
+        plan = Plan(self.graph, self.numerics.dtype.type, params=params)
         seen = 0
         for k, feeds in enumerate(progress(iterate_batches(data, self.graph, batch_size),
                                            desc="calibration", quiet=quiet)):
@@ -217,8 +223,10 @@ class QuantSim:
             where = f"calibration batch {k}" + (f" (from {src})" if src else "")
             feeds = check_calibration_batch(self.graph, feeds, where)
             try:
-                run_graph(self.graph, feeds, dtype=self.numerics.dtype.type, params=params,
-                          on_tensor=observe, on_input=observe_input)
+                n = max((len(v) for v in feeds.values() if np.ndim(v)), default=0)
+                plan.run(feeds, batch_size=None if invariant else max(n, 1),
+                         tensor_hooks=tensor_hooks, input_hooks=input_hooks,
+                         threads=None if invariant else 1)
             except InputError as e:
                 raise InputError(f"{where}: {e}") from None
             seen += 1
