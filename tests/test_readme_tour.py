@@ -97,3 +97,24 @@ def test_demo_runs_end_to_end_on_a_subset(monkeypatch, capsys):
     from refq.fixedpoint.profiles import PROFILES
     for profile in PROFILES:
         assert re.search(rf"^  {re.escape(profile)} +\d+\.\d%", out, flags=re.M), profile
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_python_snippet_on_every_model(name, tmp_path, monkeypatch):
+    """The README's Python block, run as written with `model.h5` the model and `x` its inputs;
+    the plan gives the float32 forward bit for bit."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.findall(r"```python\n(.*?)```", text.split("From Python:", 1)[1], flags=re.S)[0]
+    shutil.copy(MODELS[name], tmp_path / "model.h5")
+    monkeypatch.chdir(tmp_path)
+    import refq
+
+    x = model_inputs(name)
+    first = refq.import_keras("model.h5").inputs[0].name
+    scope = {"x": x}
+    exec(compile(code.replace('"input_1"', repr(first)), "README.md", "exec"), scope)
+    g = scope["g"]
+    assert set(scope["t"]) >= set(g.outputs)
+    want = refq.run(g, x, dtype=np.float32, call=lambda n, op, xs, p: op.forward(xs, p, n.attrs))
+    for k in g.outputs:
+        assert scope["y"][k].tobytes() == want[k].tobytes()
