@@ -263,3 +263,44 @@ def test_per_channel_equals_per_tensor_channel_by_channel(channels, bits, symmet
         assert ec.scale == e.scale[c] and ec.zero_point == e.zero_point[c]
         assert np.array_equal(quantize_dequantize(w[c], ec), whole[c])
         assert np.array_equal(quantize(w[c], ec), codes[c])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fake_quant", ["reciprocal_float32", "divide"])
+@pytest.mark.parametrize("bounds", [(-0.8, 3.95, False), (-1.0, 1.0, True), (0.0, 6.0, False),
+                                    (-6.0, -0.5, False), (2.0, 9.0, False)])
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_five_pass_fake_quant_equals_the_definition_bit_for_bit(bounds, fake_quant, dtype):
+    """quantize_dequantize's five-pass form against (clip(rint(x/s) + zp, qmin, qmax) − zp)·s,
+    written out: ties k ± 0.5 codes, ±0, signed tiny values, the clamp bounds, huge values, ±inf
+    and NaN, per tensor and per channel, in place or not."""
+    from refq.quant.fakequant import fake_quantize_inplace
+
+    lo, hi, symmetric = bounds
+    numerics = EncodingNumerics(dtype=np.dtype(dtype), fake_quant=fake_quant)
+    e = encoding_from_min_max(lo, hi, 8, symmetric, numerics=numerics)
+    s = np.float64(e.scale)
+    k = np.arange(-300, 300, dtype=np.float64)
+    grid = np.concatenate([(k + 0.5) * s, (k - 0.5) * s, k * s, np.nextafter(k * s, np.inf),
+                           [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, 3e38, -3e38, np.inf, -np.inf,
+                            np.nan, e.min, e.max]]).astype(dtype)
+    dt = np.dtype(dtype)
+    zp = dt.type(e.zero_point)
+    factor = (np.float32(1) / np.float32(e.scale)).astype(dt) if fake_quant != "divide" else None
+    v = grid * factor if factor is not None else grid / dt.type(e.scale)
+    want = ((np.clip(np.rint(v) + zp, dt.type(e.qmin), dt.type(e.qmax)) - zp)
+            * dt.type(e.scale)).astype(dt)
+    got = quantize_dequantize(grid, e, numerics)
+    assert got.tobytes() == want.tobytes()
+    inplace = grid.copy()
+    fake_quantize_inplace(inplace, e, numerics)
+    assert inplace.tobytes() == want.tobytes()
+    # per channel: two channels, the second with this encoding shifted by 3 codes
+    pc = encoding_from_range(np.array([lo, lo + 3 * e.scale], np.float32),
+                             np.array([hi, hi + 3 * e.scale], np.float32), 8, symmetric, axis=1,
+                             numerics=numerics)
+    x2 = np.stack([grid, grid], axis=1)
+    rows = [quantize_dequantize(x2[:, c], encoding_from_range(pc.min[c], pc.max[c], 8, symmetric,
+                                                              numerics=numerics), numerics)
+            for c in range(2)]
+    assert quantize_dequantize(x2, pc, numerics).tobytes() == np.stack(rows, axis=1).tobytes()

@@ -86,34 +86,39 @@ _BLOCK = 1 << 16  # elements per block: the passes of one block stay in cache
 
 def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumerics,
                           out: np.ndarray | None = None) -> np.ndarray:
-    """`quantize_dequantize` for integer clamping and half-even rounding: the operations of
-    `_codes` and the dequantization in the same order (so bit-identical), applied in place on one
-    output buffer (`out`, which may be x itself, else a new array), per-tensor encodings block by
-    block."""
+    """`quantize_dequantize` for integer clamping and half-even rounding, in place on one output
+    buffer (`out`, which may be x itself, else a new array), per-tensor encodings block by block:
+
+        v = x·fl(1/s) (or x/s);  v = rint(v);  v = clip(v, qmin − zp, qmax − zp);  v = v·s + 0
+
+    bit-identical to `_codes` then dequantization, (clip(rint(v) + zp, qmin, qmax) − zp)·s: below
+    2^24 − 2^16 every step on integers is exact, so adding zp, clipping and subtracting it again is
+    clipping at the shifted bounds; larger |rint(v)| saturate in both; NaN stays NaN. The one
+    difference is the sign of a zero code: −0 + zp − zp is +0, which the final `+ 0` restores
+    (c·s is never a zero of another sign: s > 0 and |c| >= 1 otherwise). Five passes for six."""
     dt = numerics.dtype
     scale32, zp = _broadcast(enc, x, dt)
     scale = scale32.astype(dt)
     factor = (_F32(1) / scale32).astype(dt) if numerics.fake_quant == "reciprocal_float32" \
         else scale
     apply = np.multiply if numerics.fake_quant == "reciprocal_float32" else np.divide
-    qmin, qmax = dt.type(enc.qmin), dt.type(enc.qmax)
+    lo, hi = dt.type(enc.qmin) - zp, dt.type(enc.qmax) - zp   # exact: integers below 2^24
     if enc.axis is None:
         x = np.ascontiguousarray(x)
         out = np.empty(x.shape, dtype=dt) if out is None else out
         flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-        blocks = [(s, s + _BLOCK) for s in range(0, flat_x.size, _BLOCK)]
+        blocks = [(i, i + _BLOCK) for i in range(0, flat_x.size, _BLOCK)]
     else:
         if out is None:
             out = np.empty(np.broadcast_shapes(x.shape, scale.shape), dtype=dt)
         blocks = None
-    for lo, hi in blocks or [(None, None)]:
-        v = out if blocks is None else flat_out[lo:hi]
-        apply(x if blocks is None else flat_x[lo:hi], factor, out=v)
+    for start, end in blocks or [(None, None)]:
+        v = out if blocks is None else flat_out[start:end]
+        apply(x if blocks is None else flat_x[start:end], factor, out=v)
         np.rint(v, out=v)
-        v += zp
-        np.clip(v, qmin, qmax, out=v)
-        v -= zp
+        np.clip(v, lo, hi, out=v)
         v *= scale
+        v += 0   # a zero code is +0, as (code − zp)·s gives it
     return out
 
 
