@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from refq.errors import GraphError, ParamError, ShapeError
 from refq.layers import conv as conv_mod
+from refq.layers import depthwise as depthwise_mod
 from refq.layers import get_op
 
 
@@ -170,7 +171,7 @@ def test_every_path_and_blocking_agree_with_the_definition(monkeypatch, xs, ws, 
     monkeypatch.setattr(conv_mod, "BLOCK_ROWS", block)
     monkeypatch.setattr(conv_mod, "ROWFOLD_ROWS", block)
     monkeypatch.setattr(conv_mod, "BLOCK_BYTES", 0)
-    monkeypatch.setattr(conv_mod, "DW_BLOCK_BYTES", block)
+    monkeypatch.setattr(depthwise_mod, "DW_BLOCK_BYTES", block)
     monkeypatch.setattr(conv_mod, "_use_rowfold", lambda *args: rowfold)
     y = run(x, w, b, **attrs)
     close(y, naive_conv(x, w, b, **attrs))

@@ -31,7 +31,7 @@ Errors
 
 Evaluation (not part of the definition; the paths differ only in the order of the sums): a 1x1
 group-1 convolution is one matmul on a reshape; depthwise is a vectorised multiply-accumulate per
-kernel tap; a group-1 convolution with kh > 1, kw·C >= 128 and a tall output ("row-fold") copies
+kernel tap (`refq.layers.depthwise`); a group-1 convolution with kh > 1, kw·C >= 128 and a tall output ("row-fold") copies
 the kw taps of each output pixel side by side, [pixels, kw·C], and accumulates kh matmuls on
 row-shifted views of that matrix; the rest is im2col with one matmul batched over the groups. Work
 is cut into blocks of a few thousand output pixels (BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES) so that
@@ -44,9 +44,9 @@ import numpy as np
 
 from ..errors import ParamError, ShapeError
 from .base import Attr, Op
+from .depthwise import depthwise_conv
 
 BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES = 4096, 16384, 1 << 21  # block sizes (speed only)
-DW_BLOCK_BYTES = 1 << 19  # accumulator bytes of a depthwise block (speed only)
 
 PADDINGS = ("valid", "same", "explicit")
 
@@ -179,72 +179,6 @@ def _windows(xp, n0, n1, h0, rows, sh, ow, sw, kw, dw):
     return win.reshape(b, rows, ow, span, c)[:, :, :, ::dw]
 
 
-def _padded_rows(x, pads, p0, p1, n0, n1, m, scratch):
-    """Rows [p0, p1) of the zero-padded input of images n0:n1, each channel repeated m times,
-    written into `scratch` (a buffer of at least that shape, reused across blocks) or, when no
-    padding or repetition is needed, a view of x."""
-    t, _, l, r = pads
-    h, w = x.shape[1], x.shape[2]
-    if not any(pads) and m == 1:
-        return x[n0:n1, p0:p1], scratch
-    shape = (n1 - n0, p1 - p0, w + l + r, x.shape[3] * m)
-    if scratch is None or any(a < b for a, b in zip(scratch.shape, shape)):
-        scratch = np.empty(shape, x.dtype)  # the first block is the largest
-    out = scratch[:shape[0], :shape[1]]
-    lo = max(p0 - t, 0)                       # the input rows [lo, hi) inside [p0, p1)
-    hi = max(min(p1 - t, h), lo)
-    a, b = lo + t - p0, hi + t - p0           # where they go
-    out[:, :a].fill(0)
-    out[:, b:].fill(0)
-    out[:, a:b, :l].fill(0)
-    out[:, a:b, l + w:].fill(0)
-    src = x[n0:n1, lo:hi]
-    if m > 1:  # multiplier m: output o reads input o // m, i.e. channel o of x repeated m times
-        src = np.repeat(src, m, axis=3)
-    out[:, a:b, l:l + w] = src
-    return out, scratch
-
-
-def _depthwise(x, pads, w, b, y, oh, ow, strides, dil):
-    """Groups == C, one input channel per group: a vectorised multiply-accumulate per kernel tap.
-
-    Work goes in blocks of whole images (or row bands of one image) whose accumulator holds about
-    DW_BLOCK_BYTES, padded block by block into a reused scratch buffer, so that the 2·kh·kw passes
-    of a block run in cache. Each output element is the same sum in the same order (tap (0, 0)
-    first, then the taps in row-major order, each product rounded before it is added) whatever
-    the blocking."""
-    c = x.shape[3]
-    o, kh, kw, _ = w.shape
-    m = o // c
-    (sh, sw), (dh, dw) = strides, dil
-    # weights tiled along a row so that every operand of a tap is contiguous within a row
-    w_hwo = w[:, :, :, 0].transpose(1, 2, 0)[:, :, None]
-    w_row = np.ascontiguousarray(np.broadcast_to(w_hwo, (kh, kw, ow, o)))
-    tmp = scratch = None
-    target = max(ow, DW_BLOCK_BYTES // (o * x.itemsize))
-    for n0, n1, i0, i1 in blocks(x.shape[0], oh, ow, target):
-        r = i1 - i0
-        rows, scratch = _padded_rows(x, pads, i0 * sh, (i1 - 1) * sh + (kh - 1) * dh + 1,
-                                     n0, n1, m, scratch)
-        # split the columns into their sw phases so that tap v reads a contiguous run
-        phase = {p: np.ascontiguousarray(rows[:, :, p::sw]) if sw > 1 else rows
-                 for p in sorted({(v * dw) % sw for v in range(kw)})}
-        acc = y[n0:n1, i0:i1]
-        if tmp is None or tmp.shape != acc.shape:
-            tmp = np.empty_like(acc)
-        for u in range(kh):
-            for v in range(kw):
-                q, j0 = (v * dw) % sw, (v * dw) // sw
-                x_uv = phase[q][:, u * dh:u * dh + (r - 1) * sh + 1:sh, j0:j0 + ow]
-                if u == 0 and v == 0:
-                    np.multiply(x_uv, w_row[u, v], out=acc)
-                else:
-                    np.multiply(x_uv, w_row[u, v], out=tmp)
-                    acc += tmp
-        if b is not None:
-            acc += b
-
-
 def _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue=None):
     """Group 1: patches over the kw taps only, then kh matmuls on row-shifted views of them.
 
@@ -344,8 +278,7 @@ def forward_fused(inputs, params, attrs, epilogue):
     b = params["bias"].astype(x.dtype, copy=False) if "bias" in params else None
     if cg == 1 and groups == c and not (kh == kw == 1 and groups == 1):
         y = np.empty((n, oh, ow, o), x.dtype)
-        _depthwise(x, pads, w, b, y, oh, ow, strides, dil)  # pads block by block
-        rows_in_blocks(y, None, epilogue)
+        depthwise_conv(x, pads, w, b, y, oh, ow, strides, dil, epilogue)  # pads block by block
         return y
     xp = np.ascontiguousarray(pad_hw(x, pads))
     if kh == kw == 1 and groups == 1:
