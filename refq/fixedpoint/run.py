@@ -18,6 +18,16 @@ over the run and its headroom in bits:
 only |acc| (a plain int) the rule is conservative: |acc| > 2^(bits−1) − 1, which also counts
 an accumulator of exactly −2^(bits−1).
 
+Evaluation (speed only; no value, statistic or error depends on it): without a trace, the nodes
+whose op has a kernel in `kernels.NARROW` run it instead (the same values in the narrowest dtype
+holding the node's output range, e.g. int8 instead of int64; every kernel accepts such inputs),
+with a per-node memo of what the kernel derives from its parameters during the run. The batch is
+cut into `refq.parallel.threads()` parts run on as many threads (NumPy and BLAS release the GIL;
+the statistics are merged under a lock), each part by `run`, with one BLAS thread per thread,
+when the feeds hold at least PARALLEL_MIN_VALUES values.
+With trace=True the nodes run through `Op.accumulate` / `Op.forward` (every traced integer
+tensor is int64), and with trace=True or quiet=False (a progress bar) on one thread.
+
 Integer codes in and out (`codes=True`, for codes from another toolchain): each feed is the integer
 codes of its input's quantizer, `input_encodings(g)[name]` (the encoding of the graph's
 `int_quantize` node: q ∈ [qmin, qmax] holds the real value (q − zero_point)·scale); the
@@ -49,12 +59,15 @@ float scheme above commutes with the shift).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
 
 from ..errors import FixedPointError, InputError
+from ..parallel import map_threads, single_blas_thread, threads
 from ..runtime import feeds_dict, run
+from .kernels import NARROW
 from .kernels.common import AccExtremes, output_dtype
 from .lower_encodings import NP_DTYPES, TensorQ
 from .profiles import Profile, get_profile
@@ -182,6 +195,27 @@ def _check_codes(graph, feeds, encs) -> dict:
     return out
 
 
+#: Feeds of fewer values than this run on one thread (speed only: below it a second thread, with
+#: its own plan and the contention for the interpreter, costs more than it saves).
+PARALLEL_MIN_VALUES = 1 << 20
+
+
+def _parts(feeds: dict, workers: int) -> list:
+    """The feeds cut along the batch axis into `workers` contiguous parts of near-equal sizes
+    (fewer for a smaller batch), in order; [feeds] when they cannot be cut (the runtime then
+    checks them) or hold fewer than PARALLEL_MIN_VALUES values."""
+    arrays = list(feeds.values())
+    if workers < 2 or not arrays or not all(isinstance(a, np.ndarray) and a.ndim for a in arrays) \
+            or sum(a.size for a in arrays) < PARALLEL_MIN_VALUES:
+        return [feeds]
+    n = arrays[0].shape[0]
+    if n < 2 or any(a.shape[0] != n for a in arrays):
+        return [feeds]
+    k = min(workers, n)
+    cuts = [n * i // k for i in range(k + 1)]
+    return [{name: a[s:e] for name, a in feeds.items()} for s, e in zip(cuts, cuts[1:])]
+
+
 def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
             quiet: bool = True, *, codes: bool = False):
     """Run integer graph `graph` on float `feeds`; return (outputs, or every tensor with
@@ -196,6 +230,8 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
     arrays of that encoding's dtype; see the module docstring. With trace=True the graph inputs
     are traced as the codes given (int64) and the other tensors as usual."""
     stats: dict = {}
+    memos: dict = {}   # per node: what its kernel derives from the parameters, for this run
+    lock = threading.Lock()
     skip = {}
     if codes:
         quant, deq = _boundary_nodes(graph)
@@ -206,10 +242,16 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
     def call(node, op, xs, params):
         if node.name in skip:  # codes in (int_quantize) and out (int_dequantize) pass unchanged
             return np.asarray(xs[0]).astype(np.int64)
+        narrow = None if trace else NARROW.get(node.op)
         try:
-            if op.accumulate is None:
+            if narrow is not None:
+                y, m = narrow(xs, params, node.attrs, memos.setdefault(node.name, {}))
+                if m is None:
+                    return y
+            elif op.accumulate is None:
                 return op.forward(xs, params, node.attrs)
-            y, m = op.accumulate(xs, params, node.attrs)
+            else:
+                y, m = op.accumulate(xs, params, node.attrs)
         except FixedPointError as e:
             msg = str(e)
             if f"'{node.name}'" not in msg:
@@ -225,14 +267,20 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
             raise FixedPointError(f"node '{node.name}' ({node.op}): accumulator range "
                                   f"[{lo}, {hi}] does not fit {bits} bits (overflow policy "
                                   "'error')")
-        s = stats.setdefault(node.name, {"op": node.op, "max_abs_acc": 0,
-                                         "accumulator_bits": bits, "overflow_policy": policy,
-                                         "overflowed": False})
-        s["max_abs_acc"] = max(s["max_abs_acc"], m)
-        s["overflowed"] = s["overflowed"] or over
+        with lock:
+            s = stats.setdefault(node.name, {"op": node.op, "max_abs_acc": 0,
+                                             "accumulator_bits": bits, "overflow_policy": policy,
+                                             "overflowed": False})
+            s["max_abs_acc"] = max(s["max_abs_acc"], m)
+            s["overflowed"] = s["overflowed"] or over
         return y
 
-    out = run(graph, feeds, trace=trace, batch_size=batch_size, quiet=quiet, call=call)
+    parts = _parts(feeds_dict(graph, feeds), 1 if trace or not quiet else threads())
+    with single_blas_thread():
+        outs = list(map_threads(lambda f: run(graph, f, trace=trace, batch_size=batch_size,
+                                              quiet=quiet, call=call), parts, len(parts)))
+    out = outs[0] if len(outs) == 1 else \
+        {k: np.concatenate([o[k] for o in outs], axis=0) for k in outs[0]}
     for s in stats.values():
         s["headroom_bits"] = accumulator_headroom(s["max_abs_acc"], s["accumulator_bits"])
     if codes:

@@ -7,6 +7,7 @@ semantics with the rounding/saturation of every attribute value and its source i
 ../shared/reference/fixedpoint.md, Errors); the module docstrings give the shared evaluation.
 
 conv.py         int_conv2d, int_dense (exact BLAS accumulation, int64 fallback)
+requant_fast.py the requantization block by block in float64, into the output dtype
 elementwise.py  int_add, int_multiply, int_requantize, int_clamp, int_quantize, int_dequantize
 pooling.py      int_max_pool2d, int_avg_pool2d, int_mean
 shape.py        int_concat, int_pad
@@ -21,11 +22,16 @@ from . import conv, elementwise, lut, pooling, shape, softmax
 from .lut import build_lut, gemmlowp_lut, hard_swish_fixed_lut
 from .softmax import tflite_softmax_params
 
-__all__ = ["INT_REGISTRY", "build_lut", "gemmlowp_lut", "hard_swish_fixed_lut",
+__all__ = ["INT_REGISTRY", "NARROW", "build_lut", "gemmlowp_lut", "hard_swish_fixed_lut",
            "tflite_softmax_params"]
 
 INT_REGISTRY: dict = {}
+#: {op name: fn(inputs, params, attrs) -> (y, AccExtremes or None)}: the kernels `run_int` calls
+#: instead of `Op.accumulate`/`Op.forward`, with the same values in a narrower dtype than int64
+#: where [act_min, act_max] allows (int8, uint8, int16, int32); every kernel accepts such inputs.
+NARROW: dict = {}
 for _module in (conv, elementwise, pooling, shape, lut, softmax):
     for _op in _module.OPS:
         assert _op.name not in INT_REGISTRY, _op.name
         INT_REGISTRY[_op.name] = _op
+    NARROW.update(getattr(_module, "NARROW", {}))

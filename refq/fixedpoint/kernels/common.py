@@ -2,7 +2,10 @@
 
 Conventions of every `int_*` kernel (the integer graph contract):
 - inputs are int64 NumPy arrays whose values lie in their tensor's dtype (int8, uint8, int16 or
-  int32); outputs are int64 arrays (floats only for `int_dequantize`);
+  int32); outputs are int64 arrays (floats only for `int_dequantize`). Every kernel also accepts
+  inputs of a narrower integer dtype holding the same values (`int_input` converts them, or the
+  kernel reads them as they are): `run_int` passes the outputs of the `NARROW` kernels, the same
+  values in the dtype `act_dtype` of their [act_min, act_max];
 - attributes arrive normalised (`Op.normalise_attrs`: defaults filled in), parameters as int64
   (integer parameters) or float64 (floating ones, e.g. `real_multiplier`);
 - a kernel does not know its node's name: errors name the op, attribute, parameter, value and index,
@@ -26,7 +29,14 @@ Accumulators: a kernel with an accumulator returns (y, `AccExtremes`) from `Op.a
 largest |acc| as an int, with the signed extremes (min, max) attached. The accumulator policy and
 the requantization's preconditions are decided from those bounds (`fit_accumulator`,
 `finish_accumulator`, `requantize_bounded`), and fall back to the elementwise check (naming the
-first offending value and its index) whenever the bounds do not prove them.
+first offending value and its index) whenever the bounds do not prove them. `finish_fast` is
+`finish_accumulator` evaluated block by block by a `Requantizer` (`requant_fast`) from bounds
+that may be loose (the kernel's bound from its operands), the exact extremes taken per block.
+
+Kept between calls (speed only): a `Requantizer` per set of requantization parameters
+(`REQUANTIZERS`) and the lookup tables of int_add and int_requantize (`TABLES`), keyed by the
+parameter values; and, within one `run_int`, per node, what a kernel derives from its parameters
+(`memo`).
 
 Zero-point domains: the output dtype of a kernel is taken to be the narrowest of int8, uint8,
 int16, int32 whose range holds [act_min, act_max] (`output_dtype`); `output_zp` must lie in it.
@@ -36,12 +46,16 @@ int32).
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
 from ...errors import FixedPointError, ParamError
 from ...layers.base import Attr
 from ..requantize import FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, requantize_bounded
 from ..rounding import INT32_MAX, INT32_MIN, OVERFLOW_POLICIES, _bounds, apply_overflow_policy
+from .requant_fast import Requantizer
 
 #: Value ranges of the integer tensor dtypes of the contract, narrowest first.
 DTYPE_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
@@ -63,13 +77,23 @@ ACC_ATTRS = {"accumulator_bits": Attr("int", 32),
 REQUANT_PARAMS = {"multiplier": False, "shift": False, "real_multiplier": False}
 
 
-def int_input(x, what: str) -> np.ndarray:
-    """x as an int64 array; FixedPointError if it is not an integer array."""
+def int_values(x, what: str) -> np.ndarray:
+    """x as an integer array of its own dtype; FixedPointError if it is not an integer array."""
     a = np.asarray(x)
     if a.dtype.kind not in "iu":
         raise FixedPointError(f"{what}: expected an integer tensor (int64 values of an integer "
                               f"dtype), got dtype {a.dtype}; quantize it first (int_quantize)")
-    return a.astype(np.int64, copy=False)
+    return a
+
+
+def int_input(x, what: str) -> np.ndarray:
+    """x as an int64 array; FixedPointError if it is not an integer array."""
+    return int_values(x, what).astype(np.int64, copy=False)
+
+
+def act_dtype(attrs) -> np.dtype:
+    """The NumPy dtype of a kernel's output in `run_int`: `output_dtype` of [act_min, act_max]."""
+    return np.dtype(output_dtype(attrs["act_min"], attrs["act_max"]))
 
 
 def output_dtype(act_min: int, act_max: int) -> str:
@@ -99,17 +123,23 @@ def check_zp(zp: int, what: str, bounds=ACT_ZP_RANGE, why: str = "an activation 
 
 def check_int_values(arr, lo: int, hi: int, what: str, err=ParamError) -> np.ndarray:
     """`arr` must be an integer array with values in [lo, hi]; returns it as int64."""
+    return checked_range(arr, lo, hi, what, err)[0]
+
+
+def checked_range(arr, lo: int, hi: int, what: str, err=ParamError):
+    """`check_int_values`, returning (the int64 array, (its min, its max)) ((0, 0) when empty);
+    the elementwise search for the first offending value only when min or max is outside."""
     a = np.asarray(arr)
     if a.dtype.kind not in "iu":
         raise ParamError(f"{what} must be an integer array, got dtype {a.dtype}")
     a = a.astype(np.int64, copy=False)
-    if a.size:
+    bounds = _bounds(a)
+    if bounds[0] < lo or bounds[1] > hi:
         bad = (a < lo) | (a > hi)
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise err(f"{what} must lie in [{lo}, {hi}]; {int(bad.sum())} value(s) do not, the "
-                      f"first is {int(a[idx])} at index {list(idx)}")
-    return a
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise err(f"{what} must lie in [{lo}, {hi}]; {int(bad.sum())} value(s) do not, the "
+                  f"first is {int(a[idx])} at index {list(idx)}")
+    return a, bounds
 
 
 def check_channels(arr, channels, what: str) -> None:
@@ -153,6 +183,15 @@ def check_requant(params, attrs, channels, what: str) -> None:
             raise FixedPointError(f"{what}: real_multiplier must be finite and >= 0, got {m!r}")
 
 
+def _requant_args(params, attrs, prefix="", scheme=None):
+    """(multiplier, shift, scheme) of the node: the real multiplier (float64) and shift None for
+    float schemes, else the integer multiplier and shift (names prefixed by `prefix`)."""
+    scheme = scheme or attrs["scheme"]
+    if scheme in FLOAT_SCHEMES:
+        return np.asarray(params[prefix + "real_multiplier"], dtype=np.float64), None, scheme
+    return params[prefix + "multiplier"], params[prefix + "shift"], scheme
+
+
 def requant(acc, params, attrs, *, zero_point: int, scheme: str | None = None, prefix: str = "",
             bounds=None, overwrite: bool = False):
     """`requantize(acc, ...)` with the node's scheme and parameters (names prefixed by `prefix`):
@@ -160,12 +199,7 @@ def requant(acc, params, attrs, *, zero_point: int, scheme: str | None = None, p
     `<prefix>real_multiplier`; clamp to [act_min, act_max]. `bounds`: (lo, hi) holding every
     value of acc when known; acc may be int32 or exact float32/float64; overwrite: acc is a temporary
     whose buffer may take the result (`requantize_bounded`)."""
-    scheme = scheme or attrs["scheme"]
-    if scheme in FLOAT_SCHEMES:
-        m = np.asarray(params[prefix + "real_multiplier"], dtype=np.float64)
-        sh = None
-    else:
-        m, sh = params[prefix + "multiplier"], params[prefix + "shift"]
+    m, sh, scheme = _requant_args(params, attrs, prefix, scheme)
     return requantize_bounded(np.asarray(acc), bounds, m, sh, scheme, zero_point=zero_point,
                               act_min=attrs["act_min"], act_max=attrs["act_max"],
                               zp_before_round=bool(attrs.get("zp_before_round", False)),
@@ -221,6 +255,85 @@ def finish_accumulator(acc, bounds, params, attrs):
     y = requant(a, params, attrs, zero_point=attrs["output_zp"],
                 bounds=bounds if a is acc else None, overwrite=True)
     return y, AccExtremes(*bounds)
+
+
+def requantizer(params, attrs, channels: int, memo=None) -> Requantizer:
+    """The node's `Requantizer` (its scheme, parameters, output zero point and clamp), from
+    `REQUANTIZERS` (keyed by those values), and kept in `memo` when given."""
+    rq = memo.get("requant") if memo is not None else None
+    if rq is None:
+        m, sh, scheme = _requant_args(params, attrs)
+        kw = {"zero_point": attrs["output_zp"], "act_min": attrs["act_min"],
+              "act_max": attrs["act_max"],
+              "zp_before_round": bool(attrs.get("zp_before_round", False)), "channels": channels}
+        rq = REQUANTIZERS.get("requantizer", {"m": m, "shift": sh, "scheme": scheme, **kw},
+                              lambda: Requantizer(m, sh, scheme, **kw))
+        if memo is not None:
+            memo["requant"] = rq
+    return rq
+
+
+def finish_fast(acc, bounds, params, attrs, dtype=np.int64, exact: bool = False, memo=None):
+    """`finish_accumulator` through `requantize_fast`: (y as an array of `dtype`, AccExtremes),
+    the same values. `bounds` (lo, hi) hold every value of acc (the exact min and max when
+    `exact`, else possibly loose, e.g. a bound from the operands); when they do not prove the
+    accumulator policy the identity and the requantization's preconditions, the exact bounds are
+    taken, and when those do not either, the plain `finish_accumulator`. memo: a dict kept for
+    the node during a run, which keeps the `Requantizer` (None: none)."""
+    n = attrs["accumulator_bits"]
+    rq = requantizer(params, attrs, np.shape(acc)[-1] if np.ndim(acc) else 1, memo)
+    while True:
+        if -(1 << (n - 1)) <= bounds[0] and bounds[1] <= (1 << (n - 1)) - 1:
+            r = rq(acc, bounds, dtype)
+            if r is not None:
+                return r[0], AccExtremes(*r[1])
+        if exact:
+            y, big = finish_accumulator(acc, bounds, params, attrs)
+            return y.astype(dtype, copy=False), big
+        bounds, exact = _bounds(acc), True
+
+
+def _frozen(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(u) for u in v)
+    if isinstance(v, (np.ndarray, np.generic)):
+        return (v.dtype.str, v.shape, tuple(v.ravel().tolist()))
+    return v
+
+
+class _ValueCache:
+    """Objects built from small parameter values, kept under those values (not the arrays'
+    identity: dtypes, shapes and every value are the key), the least recently used dropped beyond
+    `size` entries. What it keeps is read-only for its users."""
+
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, kind: str, values: dict, build):
+        key = (kind, tuple(sorted((k, _frozen(v)) for k, v in values.items())))
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        obj = build()
+        with self.lock:
+            self.items[key] = obj
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return obj
+
+
+#: Lookup tables of int_add and int_requantize (`cached_table`; up to about 300 KiB each).
+TABLES = _ValueCache(64)
+#: `Requantizer`s of conv, dense and int_requantize nodes (`requantizer`; up to about 256 KiB).
+REQUANTIZERS = _ValueCache(160)
+
+
+def cached_table(kind: str, params, attrs, extra, build):
+    """build(), a lookup table of a kernel that is a function of the values of `params` (small
+    arrays), `attrs` and `extra` alone, kept in `TABLES` under those values."""
+    return TABLES.get(kind, {"params": sorted(params.items()), "attrs": sorted(attrs.items()),
+                             "extra": extra}, build)
 
 
 def shifted_absmax(x, zp: int) -> int:

@@ -1,20 +1,32 @@
 """int_conv2d and int_dense: integer convolution / fully connected with int32 accumulation.
 
-Both accumulate through BLAS on float64 copies of (x − input_zp) and (w − weight_zp), reusing the
-float `conv2d`/`dense` forwards of refq.layers (the float forward pads with 0, which on x − input_zp
-is padding the integer input with input_zp), bias included. This is exact: every partial sum any
-summation order forms is an integer of magnitude <= K·max|x − input_zp|·max|w − weight_zp|
-(K = taps per output), the accumulator with its bias one of magnitude <= that + max|bias|, and
-every integer of magnitude <= 2^53 is a float64; the bound is computed per call from the actual
-operands (`blas_is_exact`). When the bound is at most 2^24 (`FLOAT32_EXACT`; int8 operands with
-K up to about 500) the copies are float32, exact for the same reason and twice as fast. A depthwise convolution (one input channel per group), which the float
-forward computes as a multiply-accumulate per kernel tap rather than a GEMM, runs the same code on
-int32 copies instead when that bound (with the bias) is at most 2^31 − 1 (`INT32_EXACT`): then no
-product or partial sum leaves int32 — the target's own accumulator — and the int32 arithmetic is
-exact (and twice as fast as float64). The exact accumulator (float32, float64 or int32) goes to the
-requantization as it is (converted to int64 block by block there, `requantize_bounded`). When the
-float64 bound cannot be proven the kernel takes an exact int64 path instead (`conv_int64` /
-`dense_int64`: one int64 contraction per kernel tap, no BLAS) and adds the bias in int64.
+Accumulation. Both accumulate through the float `conv2d`/`dense` forwards of refq.layers on copies
+of (x − input_zp) and (w − weight_zp) in a floating (or int32) dtype, bias included (the float
+forward pads with 0, which on x − input_zp is padding the integer input with input_zp). This is
+exact when every partial sum that any summation order can form is representable:
+`channel_bound` bounds them per output channel from the signs and sums of its weights and the
+range of x − input_zp (at most max|x − input_zp|·Σ|w − weight_zp| + |bias|), computed per call
+from the actual operands. Every integer of magnitude <= 2^24 (`FLOAT32_EXACT`) is a float32 and
+every one <= 2^53 (`FLOAT64_EXACT`) a float64, so the copies are float32 when the bound is at
+most 2^24 (int8 operands with a few hundred taps), else float64. A depthwise convolution (one
+input channel per group), which the float forward computes as a multiply-accumulate per kernel
+tap rather than a GEMM, runs on int32 copies instead when the bound is at most 2^31 − 1
+(`INT32_EXACT`): no product or partial sum then leaves int32, the target's own accumulator. When
+not even float64 is proven, an exact int64 path runs (`conv_int64` / `dense_int64`: one int64
+contraction per kernel tap, no BLAS) and adds the bias in int64. `blas_is_exact` is the coarser
+bound k·max|x − input_zp|·max|w − weight_zp| + max|bias| of the same argument.
+
+Requantization. The exact accumulator goes to `common.finish_fast` as it is, with the bound from
+the operands: it requantizes block by block in float64 straight into the output dtype
+(`requant_fast`), taking the exact min and max of each block on the way (the accumulator
+statistics), and falls back to the plain `finish_accumulator` when the bounds do not prove the
+preconditions. `conv_plain` / `dense_plain` are the plain evaluation (exact bounds first, then
+`finish_accumulator`, int64), kept beside the forwards for the tests that compare the two.
+
+Forms. `Op.forward`/`Op.accumulate` return int64 (the integer graph contract); `conv_narrow` /
+`dense_narrow` (`NARROW`, what `run_int` calls) return the same values in the narrowest dtype
+holding [act_min, act_max], and take a per-node `memo` in which the validated parameters, the
+weight operands and the requantizer are kept across the batch chunks of one run.
 """
 from __future__ import annotations
 
@@ -25,9 +37,9 @@ from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.conv import PADDINGS, pad_hw, window_geometry
 from ..rounding import INT32_MAX, INT32_MIN, _bounds
-from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS, absmax,
-                     check_acc_attrs, check_act, check_int_values, check_requant, check_zp,
-                     finish_accumulator, int_input, shifted_absmax)
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS,
+                     act_dtype, check_acc_attrs, check_act, check_int_values, check_requant,
+                     check_zp, checked_range, finish_accumulator, finish_fast, int_values)
 
 #: Every integer of magnitude <= 2^53 is exactly representable in float64.
 FLOAT64_EXACT = 1 << 53
@@ -68,9 +80,9 @@ def _check_operands(k, xa, wa, what):
 def _check_weights(params, attrs, what):
     if "weight" not in params:
         raise ParamError(f"{what}: parameter 'weight' is missing")
-    w = check_int_values(params["weight"], -128, 255, f"{what}: parameter 'weight'")
-    if w.size and w.min() < 0 and w.max() > 127:
-        raise ParamError(f"{what}: weight values span [{int(w.min())}, {int(w.max())}], which "
+    _, (wmin, wmax) = checked_range(params["weight"], -128, 255, f"{what}: parameter 'weight'")
+    if wmin < 0 and wmax > 127:
+        raise ParamError(f"{what}: weight values span [{wmin}, {wmax}], which "
                          "fits neither int8 (int4) nor uint8")
     check_zp(attrs["weight_zp"], f"{what}: weight_zp", (-128, 255), "an int8/uint8 weight")
     if "bias" in params:
@@ -116,15 +128,72 @@ def conv_int64(xd, wd, attrs):
     return acc.reshape(n, oh, ow, o)
 
 
-def _operands(x, params, attrs, what):
-    """(x, max|x − input_zp|, w − weight_zp as int64, max|w − weight_zp|, bias as int64 or None,
-    max|bias|), with the int64 bound of the reduction checked (`_check_operands`)."""
-    x = int_input(x, f"{what} input")
-    wd = np.asarray(params["weight"]).astype(np.int64) - attrs["weight_zp"]
-    bias = np.asarray(params["bias"], dtype=np.int64) if "bias" in params else None
-    xa, wa = shifted_absmax(x, attrs["input_zp"]), absmax(wd)
-    _check_operands(int(np.prod(wd.shape[1:])), xa, wa, what)
-    return x, xa, wd, wa, bias, 0 if bias is None else absmax(bias)
+class _Weights:
+    """A node's weight operands: wd = w − weight_zp (int64), bias (int64 or None), per output
+    channel pos[o] = Σ max(wd[o], 0) and neg[o] = Σ max(−wd[o], 0) over its taps and
+    babs[o] = |bias[o]|, max|wd|, taps per output k, and the BLAS copies (`blas`, per dtype,
+    made on first use)."""
+
+    def __init__(self, params, attrs):
+        w = np.asarray(params["weight"], dtype=np.int64)
+        self.wd = w - attrs["weight_zp"] if attrs["weight_zp"] else w
+        self.bias = np.asarray(params["bias"], dtype=np.int64) if "bias" in params else None
+        o = len(self.wd)
+        flat = self.wd.reshape(o, -1)
+        self.pos = np.maximum(flat, 0).sum(axis=1) if flat.size else np.zeros(o, np.int64)
+        self.neg = self.pos - flat.sum(axis=1) if flat.size else np.zeros(o, np.int64)
+        self.babs = np.zeros(o, np.int64) if self.bias is None else np.abs(self.bias)
+        self.wa = int(max(flat.max(), -flat.min())) if flat.size else 0
+        self.k = int(np.prod(self.wd.shape[1:]))
+        self._blas = {}
+
+    def blas(self, dtype):
+        if dtype not in self._blas:
+            self._blas[dtype] = _blas_params(self.wd, self.bias, dtype)
+        return self._blas[dtype]
+
+
+def channel_bound(xlo: int, xhi: int, pos, neg, babs) -> int:
+    """A bound (Python int) on |acc| and on every partial sum, in any order, of acc's terms,
+    for x − input_zp within [xlo, xhi] and the per-output-channel pos, neg, babs of `_Weights`.
+    With h = max(xhi, 0) and l = max(−xlo, 0), a term (x − input_zp)·w of output o is at most
+    h·w (w > 0) or l·|w| (w < 0) and at least −l·w (w > 0) or −h·|w| (w < 0), so any sum of
+    its terms lies in [−(l·pos[o] + h·neg[o]), h·pos[o] + l·neg[o]], and the bias adds at most
+    babs[o]; the bound is the largest of these over o. It is at most max|x − input_zp|·Σ|w| + |b|,
+    and about half of that for x − input_zp of one sign (a ReLU output) with balanced weights."""
+    if not pos.size:
+        return 0
+    h, low = max(xhi, 0), max(-xlo, 0)
+    top = max(h, low) * int((pos + neg).max()) + int(babs.max())
+    if top >= 1 << 62:  # loose, beyond any exact BLAS path
+        return top
+    return int(np.max(np.maximum(h * pos + low * neg, low * pos + h * neg) + babs))
+
+
+def _operands(x, params, attrs, what, memo=None):
+    """(x as given, max|x − input_zp|, the node's `_Weights` (kept in memo, a dict for this node
+    that `run_int` keeps during one run, when given), `channel_bound`), with the int64 bound of
+    the reduction checked (`_check_operands`)."""
+    x = int_values(x, f"{what} input")
+    w = memo.get("weights") if memo is not None else None
+    if w is None:
+        w = _Weights(params, attrs)
+        if memo is not None:
+            memo["weights"] = w
+    lo, hi = _bounds(x)
+    zp = attrs["input_zp"]
+    xa = max(abs(lo - zp), abs(hi - zp)) if x.size else 0
+    _check_operands(w.k, xa, w.wa, what)
+    return x, xa, w, channel_bound(lo - zp, hi - zp, w.pos, w.neg, w.babs) if x.size else 0
+
+
+def _blas_dtype(bound: int, depthwise: bool):
+    """The accumulation dtype proven exact by `bound` (module docstring), or None (int64)."""
+    if bound > FLOAT64_EXACT:
+        return None
+    if depthwise and bound <= INT32_EXACT:
+        return np.int32
+    return np.float32 if bound <= FLOAT32_EXACT else np.float64
 
 
 def _padded(x, zp, pads, dtype):
@@ -150,32 +219,27 @@ def _blas_params(wd, bias, dtype=np.float64):
     return fp
 
 
-def conv_accumulator(x, params, attrs):
-    """(acc, (min, max) of acc): acc[n, i, j, o] = Σ (x − input_zp)·(w − weight_zp) over the
-    in-bounds taps + bias[o], exact, before the accumulator policy: float32 or float64 holding
-    the integers when BLAS is proven exact (`blas_is_exact`, float32 when every partial sum is
-    within 2^24; int32 for a depthwise convolution within `INT32_EXACT`), else int64 (module
-    docstring)."""
-    x, xa, wd, wa, bias, ba = _operands(x, params, attrs, "int_conv2d")
+def conv_accumulator(x, params, attrs, exact: bool = True, memo=None):
+    """(acc, (lo, hi)): acc[n, i, j, o] = Σ (x − input_zp)·(w − weight_zp) over the in-bounds taps
+    + bias[o], exact, before the accumulator policy: float32, float64 or (depthwise) int32 holding
+    the integers when `channel_bound` proves that dtype exact, else int64 (module docstring).
+    (lo, hi) = the min and max of acc, or with exact=False (−bound, bound) from the operands."""
+    x, xa, w, bound = _operands(x, params, attrs, "int_conv2d", memo)
+    wd, bias = w.wd, w.bias
     _, kh, kw, cg = wd.shape
-    k = kh * kw * cg
-    if blas_is_exact(k, xa, wa, ba):
-        # depthwise: the same multiply-accumulate per tap in int32 when no sum can leave int32
-        if cg == 1 and attrs["groups"] == x.shape[3] > 1 and k * xa * wa + ba <= INT32_EXACT:
-            dtype = np.int32
-        else:
-            dtype = np.float32 if blas_is_exact(k, xa, wa, ba, FLOAT32_EXACT) else np.float64
+    dtype = _blas_dtype(bound, cg == 1 and attrs["groups"] == x.shape[3] > 1)
+    if dtype is not None:
         pads, _ = window_geometry(x.shape[1:3], (kh, kw), attrs["strides"], attrs["dilations"],
                                   attrs["padding"], attrs["pads"], "int_conv2d")
         geo = {**{key: attrs[key] for key in _GEOMETRY}, "padding": "explicit",
                "pads": (0, 0, 0, 0)}
         acc = REGISTRY["conv2d"].forward([_padded(x, attrs["input_zp"], pads, dtype)],
-                                         _blas_params(wd, bias, dtype), geo)
+                                         w.blas(dtype), geo)
     else:
-        acc = conv_int64(x - attrs["input_zp"], wd, attrs)
+        acc = conv_int64(x.astype(np.int64) - attrs["input_zp"], wd, attrs)
         if bias is not None:
             acc += bias
-    return acc, _bounds(acc)
+    return acc, _bounds(acc) if exact else (-bound, bound)
 
 
 def _conv_accumulate(inputs, params, attrs):
@@ -213,6 +277,26 @@ def _conv_accumulate(inputs, params, attrs):
         leave int64.
     Returns (y, largest |acc| before the overflow policy) from `accumulate`.
     """
+    return conv_narrow(inputs, params, attrs, dtype=np.int64)
+
+
+def conv_narrow(inputs, params, attrs, memo=None, dtype=None):
+    """int_conv2d's (y, AccExtremes) with y an array of `dtype` (None: `act_dtype`, the narrowest
+    dtype holding [act_min, act_max]): the accumulator from `conv_accumulator` with the bound
+    from the operands, requantized block by block (`finish_fast`). memo: a dict that `run_int`
+    keeps for this node during one run (None: none), where the checks of the parameters, the
+    weight operands and the requantization constants are kept after the first call."""
+    if memo is None or "checked" not in memo:
+        _conv_shape([inputs[0].shape], attrs, params)
+        if memo is not None:
+            memo["checked"] = True
+    acc, bounds = conv_accumulator(inputs[0], params, attrs, exact=False, memo=memo)
+    return finish_fast(acc, bounds, params, attrs, act_dtype(attrs) if dtype is None else dtype,
+                       memo=memo)
+
+
+def conv_plain(inputs, params, attrs):
+    """int_conv2d by the plain path: the exact bounds, then `finish_accumulator` (int64)."""
     _conv_shape([inputs[0].shape], attrs, params)
     return finish_accumulator(*conv_accumulator(inputs[0], params, attrs), params, attrs)
 
@@ -247,20 +331,22 @@ def dense_int64(xd, wd):
     return y.reshape(xd.shape[:-1] + (wd.shape[0],))
 
 
-def dense_accumulator(x, params, attrs):
-    """(acc, (min, max) of acc): acc[..., o] = Σ_i (x[..., i] − input_zp)·(w[o, i] − weight_zp)
-    + bias[o], exact, as `conv_accumulator` (float64 through BLAS when proven exact, else int64)."""
-    x, xa, wd, wa, bias, ba = _operands(x, params, attrs, "int_dense")
-    if blas_is_exact(wd.shape[1], xa, wa, ba):
-        xf = x.astype(np.float64)
+def dense_accumulator(x, params, attrs, exact: bool = True, memo=None):
+    """(acc, (lo, hi)): acc[..., o] = Σ_i (x[..., i] − input_zp)·(w[o, i] − weight_zp) + bias[o],
+    exact, as `conv_accumulator` (float32 or float64 through BLAS when proven exact, else int64)."""
+    x, xa, w, bound = _operands(x, params, attrs, "int_dense", memo)
+    wd, bias = w.wd, w.bias
+    dtype = _blas_dtype(bound, False)
+    if dtype is not None:
+        xf = x.astype(dtype)
         if attrs["input_zp"]:
-            xf -= attrs["input_zp"]
-        acc = REGISTRY["dense"].forward([xf], _blas_params(wd, bias), {})
+            xf -= dtype(attrs["input_zp"])
+        acc = REGISTRY["dense"].forward([xf], w.blas(dtype), {})
     else:
-        acc = dense_int64(x - attrs["input_zp"], wd)
+        acc = dense_int64(x.astype(np.int64) - attrs["input_zp"], wd)
         if bias is not None:
             acc += bias
-    return acc, _bounds(acc)
+    return acc, _bounds(acc) if exact else (-bound, bound)
 
 
 def _dense_accumulate(inputs, params, attrs):
@@ -282,6 +368,22 @@ def _dense_accumulate(inputs, params, attrs):
         As int_conv2d (ShapeError as dense).
     Returns (y, largest |acc| before the overflow policy) from `accumulate`.
     """
+    return dense_narrow(inputs, params, attrs, dtype=np.int64)
+
+
+def dense_narrow(inputs, params, attrs, memo=None, dtype=None):
+    """int_dense's (y, AccExtremes) with y an array of `dtype`, as `conv_narrow`."""
+    if memo is None or "checked" not in memo:
+        _dense_shape([inputs[0].shape], attrs, params)
+        if memo is not None:
+            memo["checked"] = True
+    acc, bounds = dense_accumulator(inputs[0], params, attrs, exact=False, memo=memo)
+    return finish_fast(acc, bounds, params, attrs, act_dtype(attrs) if dtype is None else dtype,
+                       memo=memo)
+
+
+def dense_plain(inputs, params, attrs):
+    """int_dense by the plain path: the exact bounds, then `finish_accumulator` (int64)."""
     _dense_shape([inputs[0].shape], attrs, params)
     return finish_accumulator(*dense_accumulator(inputs[0], params, attrs), params, attrs)
 
@@ -308,3 +410,6 @@ OPS = [
     Op("int_dense", _dense_forward, _dense_shape, attrs=dict(_COMMON_ATTRS), params=dict(_PARAMS),
        param_shapes=_no_param_shapes, macs=_dense_macs, accumulate=_dense_accumulate),
 ]
+
+#: `run_int`'s kernels: (y in the narrowest dtype holding [act_min, act_max], AccExtremes).
+NARROW = {"int_conv2d": conv_narrow, "int_dense": dense_narrow}

@@ -12,8 +12,10 @@ from ..requantize import (FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, quant
                           requantize_bounded)
 from ..rounding import INT32_MAX, INT32_MIN, _bounds
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, DTYPE_RANGES, REQUANT_ATTRS,
-                     REQUANT_PARAMS, AccExtremes, check_acc_attrs, check_act, check_requant,
-                     check_zp, fit_accumulator, int_input, output_dtype, requant)
+                     REQUANT_PARAMS, AccExtremes, act_dtype, cached_table, check_acc_attrs,
+                     check_act, check_requant, check_zp, fit_accumulator, int_input, int_values,
+                     output_dtype, requant, requantizer)
+from .requant_fast import BLOCK
 
 
 def _same_shape(in_shapes, attrs, params):
@@ -106,6 +108,14 @@ def _add_accumulate(inputs, params, attrs):
     _add_shape([x.shape for x in inputs], attrs, params)
     xa = int_input(inputs[0], "int_add input a") - attrs["a_zp"]
     xb = int_input(inputs[1], "int_add input b") - attrs["b_zp"]
+    y, _, bounds = _add_values(xa, xb, params, attrs)
+    return y, AccExtremes.of(*bounds)
+
+
+def _add_values(xa, xb, params, attrs, keep_s: bool = False):
+    """(y, s or None, [(min, max) of a, of b, of s] ([of s] for add "float")) of int_add on the
+    int64 arrays xa = x_a − a_zp, xb = x_b − b_zp (temporaries of the caller); s (a copy, before
+    the accumulator policy) only with keep_s."""
     scheme = attrs["scheme"]
     if attrs["add"] == "float":
         precision, rounding = _FLOAT_ROUNDING[scheme]
@@ -118,7 +128,7 @@ def _add_accumulate(inputs, params, attrs):
         bs = _bounds(s)
         y = np.clip(fit_accumulator(s, attrs, bs) + attrs["output_zp"], attrs["act_min"],
                     attrs["act_max"])
-        return y, AccExtremes(*bs)
+        return y, s if keep_s else None, [bs]
     shift = attrs["left_shift"]
     xa <<= shift  # a, b: the int32 values of the C kernel (xa, xb are this kernel's temporaries)
     xb <<= shift
@@ -130,11 +140,76 @@ def _add_accumulate(inputs, params, attrs):
               for v, x, bv, p in ((a, xa, ba, "a"), (b, xb, bb, "b")))
     s = np.add(a2, b2, out=a2 if a2.shape == np.broadcast_shapes(a2.shape, b2.shape) else None)
     bs = _bounds(s)
+    kept = s.copy() if keep_s else None
     t = fit_accumulator(s, attrs, bs)
     y = requantize_bounded(t, bs if t is s else None, _scalar(params, "out_multiplier"),
                            _scalar(params, "out_shift"), scheme, zero_point=attrs["output_zp"],
                            act_min=attrs["act_min"], act_max=attrs["act_max"], overwrite=True)
-    return y, AccExtremes.of(ba, bb, bs)
+    return y, kept, [ba, bb, bs]
+
+
+class _PairTable:
+    """int_add on every pair of byte-sized codes: y[256·u + v] and s[256·u + v] for the input
+    values whose bit patterns are the bytes u, v (`_add_values` on the 65536 pairs: the values of
+    the definition, elementwise), or ok False when the definition raises on some pair."""
+
+    def __init__(self, da, db, params, attrs, dtype):
+        va, vb = (np.arange(256, dtype=np.uint8).view(d).astype(np.int64) for d in (da, db))
+        xa, xb = np.repeat(va, 256) - attrs["a_zp"], np.tile(vb, 256) - attrs["b_zp"]
+        try:
+            y, s, _ = _add_values(xa, xb, params, attrs, keep_s=True)
+        except FixedPointError:
+            self.ok = False
+            return
+        small = s.size and INT32_MIN <= s.min() and s.max() <= INT32_MAX
+        self.ok, self.y, self.s = True, y.astype(dtype), s.astype(np.int32) if small else s
+
+
+def add_narrow(inputs, params, attrs, memo=None, dtype=None):
+    """(int_add's y as an array of `dtype`, AccExtremes): for two byte-sized inputs (int8, uint8)
+    a lookup in the `_PairTable` of its parameters (`cached_table`), block by block:
+    the same values as the definition, elementwise, and the same extremes (a and b from the
+    inputs' min and max, a = (x_a − a_zp)·2^L being increasing in x_a; s from the table); else
+    the plain path. dtype None: `act_dtype`."""
+    xa, xb = (int_values(x, f"int_add input {k}") for x, k in zip(inputs, "ab"))
+    if memo is None or "checked" not in memo:
+        _add_shape([xa.shape, xb.shape], attrs, params)
+        if memo is not None:
+            memo["checked"] = True
+    dtype = act_dtype(attrs) if dtype is None else dtype
+    table = None
+    if xa.itemsize == xb.itemsize == 1 and xa.size and xb.size:
+        table = cached_table("int_add", params, attrs, (xa.dtype.str, xb.dtype.str,
+                                                        np.dtype(dtype).str),
+                             lambda: _PairTable(xa.dtype, xb.dtype, params, attrs, dtype))
+    if table is None or not table.ok:
+        y, m = _add_accumulate(inputs, params, attrs)
+        return y.astype(dtype, copy=False), m
+    ua, ub = xa.view(np.uint8), xb.view(np.uint8)
+    if ua.shape != ub.shape:
+        ua, ub = np.broadcast_arrays(ua, ub)
+        ua, ub = np.ascontiguousarray(ua), np.ascontiguousarray(ub)
+    y = np.empty(ua.shape, dtype)
+    fa, fb, fy = ua.reshape(-1), ub.reshape(-1), y.reshape(-1)
+    pair, idx = np.empty(min(fa.size, BLOCK), np.uint16), np.empty(min(fa.size, BLOCK), np.intp)
+    s = np.empty(idx.size, table.s.dtype)
+    lo, hi = [], []
+    for i in range(0, fa.size, BLOCK):
+        n = min(BLOCK, fa.size - i)
+        p, k, sb = pair[:n], idx[:n], s[:n]
+        np.left_shift(fa[i:i + n], 8, out=p, dtype=np.uint16)
+        p |= fb[i:i + n]
+        np.copyto(k, p)
+        np.take(table.y, k, out=fy[i:i + n])
+        np.take(table.s, k, out=sb)
+        lo.append(int(sb.min()))
+        hi.append(int(sb.max()))
+    bounds = [(min(lo), max(hi))]
+    if attrs["add"] != "float":
+        shift = attrs["left_shift"]
+        bounds += [((int(x.min()) - attrs[zp]) << shift, (int(x.max()) - attrs[zp]) << shift)
+                   for x, zp in ((xa, "a_zp"), (xb, "b_zp"))]
+    return y, AccExtremes.of(*bounds)
 
 
 def _add_forward(inputs, params, attrs):
@@ -205,10 +280,60 @@ def _requant_forward(inputs, params, attrs):
         FixedPointError when x − input_zp leaves int32, for parameters outside the scheme's range,
         act_min > act_max or an output_zp outside its dtype; ParamError as int_multiply.
     """
+    return requant_narrow(inputs, params, attrs, dtype=np.int64)[0]
+
+
+def requant_plain(inputs, params, attrs):
+    """int_requantize by the plain path (int64 throughout)."""
     x = int_input(inputs[0], "int_requantize input")
     _requant_shape([x.shape], attrs, params)
     return requant(x - attrs["input_zp"], params, attrs, zero_point=attrs["output_zp"],
                    overwrite=True)
+
+
+def _per_tensor(params, attrs) -> bool:
+    names = ("real_multiplier",) if attrs["scheme"] in FLOAT_SCHEMES else ("multiplier", "shift")
+    return all(np.size(params[n]) == 1 for n in names)
+
+
+def _code_table(xdtype, params, attrs, dtype):
+    """int_requantize of every value of a byte-sized dtype, indexed by its bit pattern (the plain
+    definition on the 256 values), or None when the definition raises on one of them."""
+    v = np.arange(256, dtype=np.uint8).view(xdtype).astype(np.int64)
+    try:
+        return requant(v - attrs["input_zp"], params, attrs,
+                       zero_point=attrs["output_zp"]).astype(dtype)
+    except FixedPointError:
+        return None
+
+
+def requant_narrow(inputs, params, attrs, memo=None, dtype=None):
+    """(int_requantize's y as an array of `dtype`, None): for a byte-sized x and per-tensor
+    parameters, a lookup in `_code_table` (the definition on each of the 256 values;
+    `cached_table`); else the node's `Requantizer` on x with the offset input_zp, its
+    bounds those of x's dtype (int8, uint8, int16) or its min and max; the plain path when those
+    do not prove the preconditions. dtype None: `act_dtype`."""
+    x = int_values(inputs[0], "int_requantize input")
+    if memo is None or "checked" not in memo:
+        _requant_shape([x.shape], attrs, params)
+        if memo is not None:
+            memo["checked"] = True
+    dtype = act_dtype(attrs) if dtype is None else dtype
+    izp = attrs["input_zp"]
+    if x.itemsize == 1 and x.size and _per_tensor(params, attrs):
+        table = cached_table("int_requantize", params, attrs, (x.dtype.str, np.dtype(dtype).str),
+                             lambda: _code_table(x.dtype, params, attrs, dtype))
+        if table is not None:
+            return np.take(table, x.view(np.uint8)), None
+    if x.dtype.itemsize <= 2:
+        lo, hi = np.iinfo(x.dtype).min, np.iinfo(x.dtype).max
+    else:
+        lo, hi = _bounds(x)
+    rq = requantizer(params, attrs, x.shape[-1] if x.ndim else 1, memo)
+    r = rq(x, (lo - izp, hi - izp), dtype, offset=izp)
+    if r is None:
+        return requant_plain(inputs, params, attrs).astype(dtype, copy=False), None
+    return r[0], None
 
 
 # ---- int_clamp -------------------------------------------------------------------------------
@@ -272,6 +397,45 @@ def _quantize_forward(inputs, params, attrs):
                     qmin=attrs["qmin"], qmax=attrs["qmax"], rounding=attrs["rounding"])
 
 
+def quantize_narrow(inputs, params, attrs, memo=None, dtype=None):
+    """(int_quantize's q as an array of `dtype`, None), block by block: the operations of
+    `refq.fixedpoint.quantize` on float32 values (the rounding to float32, the float32 division,
+    the clip to [qmin − zp, qmax − zp], rint or the half-away rounding t + trunc(2·(v − t)),
+    t = trunc(v), which is `round_half_away_float`'s t + sign(v)·[|v − t| >= 0.5] as v − t is
+    exact and |v − t| < 1), then + zero_point in float32 on those small integers (exact) and the
+    cast. dtype None: the narrowest dtype holding [qmin, qmax]."""
+    _quantize_shape([inputs[0].shape], attrs, params)
+    x = np.asarray(inputs[0])
+    qmin, qmax, zp = attrs["qmin"], attrs["qmax"], attrs["zero_point"]
+    dtype = np.dtype(output_dtype(qmin, qmax)) if dtype is None else dtype
+    if x.dtype.kind != "f" or max(abs(qmin), abs(qmax), abs(qmin - zp), abs(qmax - zp)) > 1 << 24:
+        return _quantize_forward(inputs, params, attrs).astype(dtype), None
+    scale, lo, hi = np.float32(attrs["scale"]), np.float32(qmin - zp), np.float32(qmax - zp)
+    y = np.empty(x.shape, dtype)
+    flat, fy = x.reshape(-1), y.reshape(-1)
+    v, t = np.empty(min(BLOCK, flat.size), np.float32), np.empty(min(BLOCK, flat.size), np.float32)
+    for i in range(0, flat.size, BLOCK):
+        n = min(BLOCK, flat.size - i)
+        vb, tb = v[:n], t[:n]
+        np.copyto(vb, flat[i:i + n], casting="same_kind")
+        if np.isnan(vb).any():
+            raise FixedPointError("quantize: x contains NaN")
+        vb /= scale
+        np.clip(vb, lo, hi, out=vb)
+        if attrs["rounding"] == "half_even":
+            np.rint(vb, out=vb)
+        else:
+            np.trunc(vb, out=tb)
+            vb -= tb
+            vb *= 2
+            np.trunc(vb, out=vb)
+            vb += tb
+        if zp:
+            vb += np.float32(zp)
+        np.copyto(fy[i:i + n], vb, casting="unsafe")
+    return y, None
+
+
 def _dequantize_shape(in_shapes, attrs, params):
     _check_scale(attrs["scale"], "int_dequantize")
     check_zp(attrs["zero_point"], "int_dequantize: zero_point", DTYPE_RANGES["int32"], "int32")
@@ -320,3 +484,7 @@ OPS = [
     Op("int_dequantize", _dequantize_forward, _dequantize_shape,
        attrs={"scale": Attr("float"), "zero_point": Attr("int", 0)}),
 ]
+
+#: `run_int`'s kernels: (y in the narrowest dtype holding [act_min, act_max], None).
+NARROW = {"int_requantize": requant_narrow, "int_add": add_narrow,
+          "int_quantize": quantize_narrow}

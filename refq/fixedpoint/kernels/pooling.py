@@ -16,9 +16,9 @@ from ...layers.conv import PADDINGS, pad_hw, window_geometry
 from ...layers.pooling import valid_counts
 from ..requantize import REQUANT_SCHEMES, apply_scale_32, float_scale_round, requantize
 from ..rounding import _bounds
-from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes,
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes, act_dtype,
                      check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
-                     int_input, requant)
+                     int_input, int_values, requant)
 
 _POOL_ATTRS = {"pool_size": Attr("ints", length=2), "strides": Attr("ints", length=2),
                "padding": Attr("str", "valid", choices=PADDINGS),
@@ -52,10 +52,29 @@ def _max_forward(inputs, params, attrs):
         ShapeError as max_pool2d (an explicit pad must be smaller than the pool, so no window is
         all padding); FixedPointError when act_min > act_max.
     """
+    return max_pool_narrow(inputs, params, attrs, dtype=np.int64)[0]
+
+
+def max_pool_plain(inputs, params, attrs):
+    """int_max_pool2d by the plain path: int64 throughout."""
     x = int_input(inputs[0], "int_max_pool2d input")
     _max_shape([x.shape], attrs, params)
     y = REGISTRY["max_pool2d"].forward([x], {}, _geo(attrs))
     return np.clip(y, attrs["act_min"], attrs["act_max"])
+
+
+def max_pool_narrow(inputs, params, attrs, memo=None, dtype=None):
+    """(int_max_pool2d's y as an array of `dtype`, None): the maximum in x's own dtype (max_pool2d
+    pads integer inputs with the least value of their dtype, so padding never wins there either),
+    then the clamp in a dtype holding both x's values and [act_min, act_max]. dtype None:
+    `act_dtype`."""
+    x = int_values(inputs[0], "int_max_pool2d input")
+    _max_shape([x.shape], attrs, params)
+    dtype = act_dtype(attrs) if dtype is None else np.dtype(dtype)
+    y = REGISTRY["max_pool2d"].forward([x], {}, _geo(attrs))
+    y = y.astype(np.result_type(y.dtype, dtype), copy=False)
+    np.clip(y, attrs["act_min"], attrs["act_max"], out=y)
+    return y.astype(dtype, copy=False), None
 
 
 # ---- int_avg_pool2d --------------------------------------------------------------------------
@@ -267,3 +286,6 @@ OPS = [
               "scheme": Attr("str", choices=REQUANT_SCHEMES), **ACC_ATTRS},
        params=dict(REQUANT_PARAMS), macs=_mean_macs, accumulate=_mean_accumulate),
 ]
+
+#: `run_int`'s kernels: (y in the narrowest dtype holding [act_min, act_max], None).
+NARROW = {"int_max_pool2d": max_pool_narrow}
