@@ -17,10 +17,15 @@ from refq.fixedpoint.kernels import conv as kconv
 from refq.fixedpoint.kernels import elementwise as kel
 from refq.fixedpoint.kernels import shape as kshape
 from refq.fixedpoint.kernels.common import AccExtremes, act_dtype
+from refq.fixedpoint.profiles import PROFILES
 from refq.fixedpoint.rounding import INT32_MAX, INT32_MIN
+from refq.fixedpoint.run import faithful_graph
 from test_fixedpoint_kernels_conv import (ACT, ENCODINGS, GEOMETRIES, _overflow_case, make_case,
                                           requant_params)
 from test_fixedpoint_kernels_ops import add_params
+
+
+PROFILE_NAMES = list(PROFILES) + ["reference"]
 
 
 def norm(name, attrs):
@@ -105,6 +110,38 @@ def test_conv_float32_bound_is_per_channel(monkeypatch):
                         or real(wd, b, dtype))
     same(kconv.conv_narrow([x], params, attrs, {}), kconv.conv_plain([x], params, attrs))
     assert seen[0] == np.float32
+
+
+@pytest.mark.parametrize("izp", [-128, 0, 37])
+@pytest.mark.parametrize("geo", [(3, 3, (1, 1), "same"), (1, 1, (2, 2), "valid"),
+                                 (3, 2, (2, 1), "valid")])
+def test_conv_float64_layer_runs_as_float32_channel_parts(izp, geo, monkeypatch):
+    """A group-1 layer whose bound needs float64 is accumulated as float32 parts over ranges of
+    input channels (each part within 2^24, the bias in the first), summed in float64: the same
+    integers."""
+    kh, kw, strides, padding = geo
+    rng = np.random.default_rng(9)
+    c = 5400 // (kh * kw)  # about 243000 for Σ|w| over the taps: beyond 2^24 / 255 · 2
+    x = rng.integers(-128, 128, size=(2, 5, 6, c)).astype(np.int8)
+    x[0, 0, 0, :] = 127
+    w = rng.integers(-90, 91, size=(4, kh, kw, c)).astype(np.int8)
+    w[1] = np.abs(w[1])  # one output channel with weights of one sign
+    params = {"weight": w, "bias": rng.integers(-50000, 50000, 4).astype(np.int32),
+              **requant_params("tflite_double", [2.0 ** -14] * 4)}
+    attrs = norm("int_conv2d", {"strides": list(strides), "padding": padding, "input_zp": izp,
+                                "output_zp": 3, "act_min": -128, "act_max": 127,
+                                "scheme": "tflite_double"})
+    seen = []
+    real = kconv._blas_params
+    monkeypatch.setattr(kconv, "_blas_params", lambda wd, b, dtype=np.float64: seen.append(
+        (np.dtype(dtype).name, wd.shape[-1], b is not None)) or real(wd, b, dtype))
+    want = kconv.conv_plain([x], params, attrs)
+    assert seen == [("float64", c, True)]
+    seen.clear()
+    same(kconv.conv_narrow([x], params, attrs, {}), want)
+    assert len(seen) > 1 and {d for d, _, _ in seen} == {"float32"}
+    assert sum(n for _, n, _ in seen) == c and [b for _, _, b in seen] == \
+        [True] + [False] * (len(seen) - 1)
 
 
 # ---- int_requantize ------------------------------------------------------------------------------
@@ -204,7 +241,7 @@ def test_add_narrow_accumulator_policies(policy):
          INT_REGISTRY["int_add"].accumulate(list(big), params, attrs))
 
 
-# ---- int_quantize, int_pad, int_concat ------------------------------------------------------------
+# ---- int_quantize, int_pad, int_concat, int_max_pool2d ------------------------------------------
 @pytest.mark.parametrize("rounding", ["half_away", "half_even"])
 @pytest.mark.parametrize("grid", [(-128, 127, -1), (0, 255, 128), (-32768, 32767, 0),
                                   (-128, 127, 127)])
@@ -242,13 +279,36 @@ def test_pad_and_concat_narrow_equal_plain():
         [a.astype(np.int64), b.astype(np.int64)], {}, {"axis": -1}))
 
 
+@pytest.mark.parametrize("pool", [((3, 3), (2, 2), "same", (0, 0, 0, 0)),
+                                  ((2, 2), (1, 1), "valid", (0, 0, 0, 0)),
+                                  ((3, 2), (2, 1), "explicit", (1, 1, 0, 1))])
+@pytest.mark.parametrize("adt", ["int8", "uint8", "int16"])
+def test_max_pool_narrow_equals_plain(pool, adt):
+    from refq.fixedpoint.kernels import pooling as kpool
+
+    size, strides, padding, pads = pool
+    lo, hi = ACT[adt]
+    x = np.random.default_rng(8).integers(lo, hi + 1, size=(2, 7, 6, 3))
+    x[0, 0, 0] = lo  # the least value of the dtype: padding must not win over it
+    for amin, amax in ((lo, hi), (max(lo, 0), hi), (lo + 10, hi - 10), (-(1 << 20), 1 << 20)):
+        attrs = norm("int_max_pool2d", {"pool_size": list(size), "strides": list(strides),
+                                        "padding": padding, "pads": list(pads),
+                                        "act_min": amin, "act_max": amax})
+        want = kpool.max_pool_plain([x], {}, attrs)
+        for xi in narrow_inputs(x, adt):
+            for dtype in (None, np.int64):
+                y, _ = kpool.max_pool_narrow([xi], {}, attrs, {}, dtype)
+                np.testing.assert_array_equal(y, want)
+                assert y.dtype == (act_dtype(attrs) if dtype is None else dtype)
+
+
 def test_every_narrow_kernel_takes_a_memo():
     assert set(NARROW) <= set(INT_REGISTRY)
     assert {"int_conv2d", "int_dense", "int_requantize", "int_add", "int_pad", "int_concat",
             "int_quantize"} <= set(NARROW)
 
 
-# ---- run_int: the narrow, threaded forward against the traced plain one ---------------------------
+# ---- run_int: the narrow, threaded forward against the traced plain one -------------------------
 @pytest.fixture(scope="module")
 def tiny_int_graphs():
     """The benchmark architectures at 32x32, BN folded, per-channel W8A8, lowered per profile."""
@@ -268,13 +328,13 @@ def tiny_int_graphs():
         folded, _ = fold_batch_norms(ARCHITECTURES[name].build(resolution=32))
         sim = QuantSim(folded, "per_channel")
         sim.compute_encodings([rng.standard_normal((4, 32, 32, 3)).astype(np.float32)])
-        for profile in ("tflite", "tosa", "onnx", "cmsis-nn", "reference"):
+        for profile in PROFILE_NAMES:
             graphs[name, profile] = lower(sim, profile) if profile != "reference" else \
-                __import__("refq.fixedpoint.run", fromlist=["faithful_graph"]).faithful_graph(sim)
+                faithful_graph(sim)
     return graphs
 
 
-@pytest.mark.parametrize("profile", ["tflite", "tosa", "onnx", "cmsis-nn", "reference"])
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
 def test_run_int_narrow_threaded_equals_traced_plain(tiny_int_graphs, profile, monkeypatch):
     import refq.fixedpoint.run as R
 
@@ -301,26 +361,3 @@ def test_run_int_narrow_threaded_equals_traced_plain(tiny_int_graphs, profile, m
         assert st1 == st_plain
         assert all(v.dtype == np.int64 for k, v in traced.items()
                    if k not in [i.name for i in g.inputs] and v.dtype.kind in "iu")
-
-
-@pytest.mark.parametrize("pool", [((3, 3), (2, 2), "same", (0, 0, 0, 0)),
-                                  ((2, 2), (1, 1), "valid", (0, 0, 0, 0)),
-                                  ((3, 2), (2, 1), "explicit", (1, 1, 0, 1))])
-@pytest.mark.parametrize("adt", ["int8", "uint8", "int16"])
-def test_max_pool_narrow_equals_plain(pool, adt):
-    from refq.fixedpoint.kernels import pooling as kpool
-
-    size, strides, padding, pads = pool
-    lo, hi = ACT[adt]
-    x = np.random.default_rng(8).integers(lo, hi + 1, size=(2, 7, 6, 3))
-    x[0, 0, 0] = lo  # the least value of the dtype: padding must not win over it
-    for amin, amax in ((lo, hi), (max(lo, 0), hi), (lo + 10, hi - 10), (-(1 << 20), 1 << 20)):
-        attrs = norm("int_max_pool2d", {"pool_size": list(size), "strides": list(strides),
-                                        "padding": padding, "pads": list(pads),
-                                        "act_min": amin, "act_max": amax})
-        want = kpool.max_pool_plain([x], {}, attrs)
-        for xi in narrow_inputs(x, adt):
-            for dtype in (None, np.int64):
-                y, _ = kpool.max_pool_narrow([xi], {}, attrs, {}, dtype)
-                np.testing.assert_array_equal(y, want)
-                assert y.dtype == (act_dtype(attrs) if dtype is None else dtype)

@@ -165,6 +165,22 @@ def test_blocks_beyond_float64_exactness_use_the_definition(scheme, monkeypatch)
     assert calls and len(calls) < 3
 
 
+def test_channels_with_a_tiny_multiplier_go_to_the_definition(monkeypatch):
+    """A channel whose rounding shift is too long for float64 is evaluated by requantize_bounded
+    on its column; the other channels keep the float64 path."""
+    for scheme in ("tflite_double", "tosa_double", "single_round", "tosa_single"):
+        m, s = params(scheme, TINY)
+        acc = np.clip(edge_acc(m, s, scheme, len(TINY)), -(1 << 20), 1 << 20)
+        cols = []
+        real = rf.requantize_bounded
+        monkeypatch.setattr(rf, "requantize_bounded",
+                            lambda a, *r, **k: cols.append(a.shape[-1]) or real(a, *r, **k))
+        for zp, lo, hi, dtype in CLAMPS[:6]:
+            assert check(acc, m, s, scheme, zp, lo, hi, dtype=dtype) is not None
+        assert cols and set(cols) == {1}
+        monkeypatch.undo()
+
+
 def test_zero_point_added_after_the_floor_when_it_does_not_fold(monkeypatch):
     """A large |zp|·2^k leaves 2^52: the zero point is added after the floor (and the NEG term
     stays when zp > act_min)."""

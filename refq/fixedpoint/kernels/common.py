@@ -123,23 +123,24 @@ def check_zp(zp: int, what: str, bounds=ACT_ZP_RANGE, why: str = "an activation 
 
 def check_int_values(arr, lo: int, hi: int, what: str, err=ParamError) -> np.ndarray:
     """`arr` must be an integer array with values in [lo, hi]; returns it as int64."""
-    return checked_range(arr, lo, hi, what, err)[0]
+    checked_range(arr, lo, hi, what, err)
+    return np.asarray(arr).astype(np.int64, copy=False)
 
 
-def checked_range(arr, lo: int, hi: int, what: str, err=ParamError):
-    """`check_int_values`, returning (the int64 array, (its min, its max)) ((0, 0) when empty);
-    the elementwise search for the first offending value only when min or max is outside."""
+def checked_range(arr, lo: int, hi: int, what: str, err=ParamError) -> tuple[int, int]:
+    """`check_int_values` returning (min, max) of arr ((0, 0) when empty), read in arr's own
+    dtype; the elementwise search for the first offending value only when one is outside."""
     a = np.asarray(arr)
     if a.dtype.kind not in "iu":
         raise ParamError(f"{what} must be an integer array, got dtype {a.dtype}")
-    a = a.astype(np.int64, copy=False)
     bounds = _bounds(a)
     if bounds[0] < lo or bounds[1] > hi:
+        a = a.astype(np.int64, copy=False)
         bad = (a < lo) | (a > hi)
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise err(f"{what} must lie in [{lo}, {hi}]; {int(bad.sum())} value(s) do not, the "
                   f"first is {int(a[idx])} at index {list(idx)}")
-    return a, bounds
+    return bounds
 
 
 def check_channels(arr, channels, what: str) -> None:

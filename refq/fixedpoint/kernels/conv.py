@@ -13,8 +13,12 @@ input channel per group), which the float forward computes as a multiply-accumul
 tap rather than a GEMM, runs on int32 copies instead when the bound is at most 2^31 − 1
 (`INT32_EXACT`): no product or partial sum then leaves int32, the target's own accumulator. When
 not even float64 is proven, an exact int64 path runs (`conv_int64` / `dense_int64`: one int64
-contraction per kernel tap, no BLAS) and adds the bias in int64. `blas_is_exact` is the coarser
-bound k·max|x − input_zp|·max|w − weight_zp| + max|bias| of the same argument.
+contraction per kernel tap, no BLAS) and adds the bias in int64. A group-1 convolution that
+needs float64 runs instead, on the fast path, as float32 convolutions over ranges of its input
+channels, each range short enough for its own bound to be within 2^24 (the bias in the first),
+their exact results summed in float64 (exact: every sum is an integer within the whole bound).
+`blas_is_exact` is the coarser bound k·max|x − input_zp|·max|w − weight_zp| + max|bias| of the
+same argument.
 
 Requantization. The exact accumulator goes to `common.finish_fast` as it is, with the bound from
 the operands: it requantizes block by block in float64 straight into the output dtype
@@ -80,7 +84,7 @@ def _check_operands(k, xa, wa, what):
 def _check_weights(params, attrs, what):
     if "weight" not in params:
         raise ParamError(f"{what}: parameter 'weight' is missing")
-    _, (wmin, wmax) = checked_range(params["weight"], -128, 255, f"{what}: parameter 'weight'")
+    wmin, wmax = checked_range(params["weight"], -128, 255, f"{what}: parameter 'weight'")
     if wmin < 0 and wmax > 127:
         raise ParamError(f"{what}: weight values span [{wmin}, {wmax}], which "
                          "fits neither int8 (int4) nor uint8")
@@ -145,12 +149,43 @@ class _Weights:
         self.babs = np.zeros(o, np.int64) if self.bias is None else np.abs(self.bias)
         self.wa = int(max(flat.max(), -flat.min())) if flat.size else 0
         self.k = int(np.prod(self.wd.shape[1:]))
-        self._blas = {}
+        self._blas, self._splits = {}, {}
 
-    def blas(self, dtype):
-        if dtype not in self._blas:
-            self._blas[dtype] = _blas_params(self.wd, self.bias, dtype)
-        return self._blas[dtype]
+    def split(self, xlo: int, xhi: int):
+        """[(c0, c1), ...]: consecutive ranges of input channels such that each one's part of the
+        accumulator (its taps, with the bias in the first part) has a `channel_bound` within
+        FLOAT32_EXACT, for x − input_zp within [xlo, xhi]; None when a single channel exceeds it.
+        Greedy: each range is the longest that fits (the bound only grows with more channels)."""
+        key = (xlo, xhi)
+        if key not in self._splits:
+            o, c = self.wd.shape[0], self.wd.shape[-1]
+            if "cum" not in self._splits:  # Σ max(±w, 0) over the taps, cumulated over channels
+                per = self.wd.reshape(o, -1, c)
+                self._splits["cum"] = [
+                    np.concatenate([np.zeros((o, 1), np.int64), np.cumsum(t.sum(axis=1), axis=1)],
+                                   axis=1) for t in (np.maximum(per, 0), np.maximum(-per, 0))]
+            cum = self._splits["cum"]
+            h, low = max(xhi, 0), max(-xlo, 0)
+            parts, start = [], 0
+            while start < c and parts is not None:
+                pos, neg = (t[:, start + 1:] - t[:, start:start + 1] for t in cum)
+                bound = np.maximum(h * pos + low * neg, low * pos + h * neg)
+                if not parts:
+                    bound = bound + self.babs[:, None]
+                fits = int(np.sum(bound.max(axis=0) <= FLOAT32_EXACT))  # a prefix: bound grows
+                parts = parts + [(start, start + fits)] if fits else None
+                start += fits
+            self._splits[key] = parts
+        return self._splits[key]
+
+    def blas(self, dtype, channels=None, bias: bool = True):
+        """The float conv's parameters in `dtype`: the weight (its input channels c0:c1 when
+        `channels` = (c0, c1)) and the bias (unless bias is False)."""
+        key = (dtype, channels, bias)
+        if key not in self._blas:
+            wd = self.wd if channels is None else self.wd[..., channels[0]:channels[1]]
+            self._blas[key] = _blas_params(wd, self.bias if bias else None, dtype)
+        return self._blas[key]
 
 
 def channel_bound(xlo: int, xhi: int, pos, neg, babs) -> int:
@@ -171,9 +206,9 @@ def channel_bound(xlo: int, xhi: int, pos, neg, babs) -> int:
 
 
 def _operands(x, params, attrs, what, memo=None):
-    """(x as given, max|x − input_zp|, the node's `_Weights` (kept in memo, a dict for this node
-    that `run_int` keeps during one run, when given), `channel_bound`), with the int64 bound of
-    the reduction checked (`_check_operands`)."""
+    """(x as given, (min, max) of x − input_zp, the node's `_Weights` (kept in memo, a dict for
+    this node that `run_int` keeps during one run, when given), `channel_bound`), with the int64
+    bound of the reduction checked (`_check_operands`)."""
     x = int_values(x, f"{what} input")
     w = memo.get("weights") if memo is not None else None
     if w is None:
@@ -184,7 +219,8 @@ def _operands(x, params, attrs, what, memo=None):
     zp = attrs["input_zp"]
     xa = max(abs(lo - zp), abs(hi - zp)) if x.size else 0
     _check_operands(w.k, xa, w.wa, what)
-    return x, xa, w, channel_bound(lo - zp, hi - zp, w.pos, w.neg, w.babs) if x.size else 0
+    return x, (lo - zp, hi - zp), w, \
+        channel_bound(lo - zp, hi - zp, w.pos, w.neg, w.babs) if x.size else 0
 
 
 def _blas_dtype(bound: int, depthwise: bool):
@@ -223,8 +259,10 @@ def conv_accumulator(x, params, attrs, exact: bool = True, memo=None):
     """(acc, (lo, hi)): acc[n, i, j, o] = Σ (x − input_zp)·(w − weight_zp) over the in-bounds taps
     + bias[o], exact, before the accumulator policy: float32, float64 or (depthwise) int32 holding
     the integers when `channel_bound` proves that dtype exact, else int64 (module docstring).
-    (lo, hi) = the min and max of acc, or with exact=False (−bound, bound) from the operands."""
-    x, xa, w, bound = _operands(x, params, attrs, "int_conv2d", memo)
+    (lo, hi) = the min and max of acc, or with exact=False (−bound, bound) from the operands; with
+    exact=False a group-1 layer that needs float64 runs as float32 parts over ranges of input
+    channels (`_Weights.split`), summed in float64."""
+    x, xrange, w, bound = _operands(x, params, attrs, "int_conv2d", memo)
     wd, bias = w.wd, w.bias
     _, kh, kw, cg = wd.shape
     dtype = _blas_dtype(bound, cg == 1 and attrs["groups"] == x.shape[3] > 1)
@@ -233,8 +271,18 @@ def conv_accumulator(x, params, attrs, exact: bool = True, memo=None):
                                   attrs["padding"], attrs["pads"], "int_conv2d")
         geo = {**{key: attrs[key] for key in _GEOMETRY}, "padding": "explicit",
                "pads": (0, 0, 0, 0)}
-        acc = REGISTRY["conv2d"].forward([_padded(x, attrs["input_zp"], pads, dtype)],
-                                         w.blas(dtype), geo)
+        split = w.split(*xrange) if not exact and dtype is np.float64 and \
+            attrs["groups"] == 1 else None
+        if split:  # float32 parts over ranges of input channels, summed in float64
+            acc = None
+            for i, (c0, c1) in enumerate(split):
+                part = REGISTRY["conv2d"].forward(
+                    [_padded(x[..., c0:c1], attrs["input_zp"], pads, np.float32)],
+                    w.blas(np.float32, (c0, c1), bias=i == 0), geo)
+                acc = part.astype(np.float64) if acc is None else np.add(acc, part, out=acc)
+        else:
+            acc = REGISTRY["conv2d"].forward([_padded(x, attrs["input_zp"], pads, dtype)],
+                                             w.blas(dtype), geo)
     else:
         acc = conv_int64(x.astype(np.int64) - attrs["input_zp"], wd, attrs)
         if bias is not None:
@@ -334,7 +382,7 @@ def dense_int64(xd, wd):
 def dense_accumulator(x, params, attrs, exact: bool = True, memo=None):
     """(acc, (lo, hi)): acc[..., o] = Σ_i (x[..., i] − input_zp)·(w[o, i] − weight_zp) + bias[o],
     exact, as `conv_accumulator` (float32 or float64 through BLAS when proven exact, else int64)."""
-    x, xa, w, bound = _operands(x, params, attrs, "int_dense", memo)
+    x, _, w, bound = _operands(x, params, attrs, "int_dense", memo)
     wd, bias = w.wd, w.bias
     dtype = _blas_dtype(bound, False)
     if dtype is not None:

@@ -30,9 +30,9 @@ floor. Exactness: every value formed is a power of two times an integer of magni
 each of them is a float64, so each operation, whose exact result is one of them, is exact, as are
 the scalings by powers of two, the floor and the compares with integer bounds. A block that fails
 the check (or would need the int32 wrap of the left shift) is evaluated by `requantize_bounded`
-itself. The check holds for accumulators up to about 2^53 / (M·2^left) when the rounding shift r
-is at most 22 (A < 2^53); a node whose every block fails it (a tiny multiplier on some channel)
-is evaluated by the definition throughout.
+itself. The check holds for accumulators up to about 2^53 / (M·2^left); it needs |A| < 2^52,
+i.e. a rounding shift of at most about 21 bits: the channels with a longer one (a tiny
+multiplier) are evaluated by `requantize_bounded` column by column after each block.
 
 Float schemes (`_Float`) run the definition's own float operations (`scaling.float_values`) on the
 block: the same products, sums and roundings in the same precision, hence the same floats; the
@@ -101,12 +101,17 @@ class _Dyadic:
             lmax = 0
         if zp <= lo:
             neg = None  # every value NEG changes is clamped to act_min anyway (class docstring)
-        a1 = a0 + (zp - lo) * _pow2(k)   # zp − act_min folded in: exact while below 2^52
+        # A must leave room within 2^53: a channel with a longer rounding shift (about 21 bits) is
+        # evaluated by the definition, column by column (`bad`), and gets 0 here
+        bad = np.abs(a0) >= 2.0 ** 52
+        self.bad = np.flatnonzero(bad) if bad.any() and not bad.all() else None
+        a0, big_m = np.where(bad, 0.0, a0), np.where(bad, 0.0, big_m)
+        a1 = np.where(bad, 0.0, a0 + (zp - lo) * _pow2(k))  # zp − act_min folded in
         folded = np.max(np.abs(a1)) < 2.0 ** 52
         a, self.base = (a1, lo) if folded else (a0, zp)
         amax, mmax = float(np.max(np.abs(a))), int(big_m.max())
         room = _EXACT - int(amax) - (0 if neg is None else 1 << 31) if amax <= _EXACT else -1
-        bound = -1 if room < 0 else (room if mmax == 0 else room // mmax)
+        bound = -1 if room < 0 or bad.all() else (room if mmax == 0 else room // mmax)
         self.xlo, self.xhi = max(-bound, INT32_MIN >> lmax), min(bound, INT32_MAX >> lmax)
         j = k if neg is None else 31
         self.ms, self.as_ = big_m * _pow2(-j), a * _pow2(-j)
@@ -148,11 +153,9 @@ class _Float:
 
     def run(self, v, out, c, work):
         q, _, t = work
-        if q.dtype != v.dtype == np.float32 or q.dtype == np.float64:
-            np.multiply(v, c["ms"], out=q, dtype=q.dtype)  # float64(x)·m, float32(x)·m
-        else:  # float32(float64(x)) = float32(x) for |x| <= 2^53, then the float32 product
-            np.copyto(q, v, casting="unsafe")
-            q *= c["ms"]
+        # float64(x)·m, or float32(x)·m in float32: x is cast to the loop's dtype first, and
+        # float32(x) = float32(float64(x)) for the integers |x| <= 2^53
+        np.multiply(v, c["ms"], out=q, dtype=q.dtype)
         if self.off is not None:
             q += self.off
         if self.half_away:
@@ -313,6 +316,13 @@ class Requantizer:
             shape = (n // width, width)
             form.run(v.reshape(shape), out.reshape(shape), self.consts[width // channels],
                      tuple(w[:n].reshape(shape) for w in work))
+            if getattr(form, "bad", None) is not None:  # those channels by the definition
+                cols, m, sh, scheme = form.bad, *self.args
+                rows, outs = v.reshape(-1, channels), out.reshape(-1, channels)
+                outs[:, cols] = requantize_bounded(
+                    rows[:, cols], (blo, bhi), np.broadcast_to(m, (channels,))[cols],
+                    np.broadcast_to(sh, (channels,))[cols], scheme, zero_point=self.zp,
+                    act_min=self.lo, act_max=self.hi, zp_before_round=self.zp_before_round)
         return y, (min(amin), max(amax))
 
 
