@@ -56,7 +56,6 @@ from .layers import dense as dense_layer
 from .layers import get_op
 from .layers.inplace import inplace_step
 from . import parallel
-from .parallel import map_threads
 from .progress import progress
 
 __all__ = ["Plan", "CHUNK_BYTES"]
@@ -269,7 +268,7 @@ class Plan:
 
         if threads is None:
             threads = 1 if on_tensor or on_input or call else parallel.threads()
-        parts = list(progress(map_threads(one, chunks, threads),
+        parts = list(progress(parallel.map_threads(one, chunks, threads),
                               total=len(chunks), desc="run", quiet=quiet, unit="batch"))
         if len(parts) == 1:
             return parts[0]

@@ -66,7 +66,7 @@ def _check_feeds(graph: Graph, feeds) -> dict:
 
 def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: int | None = None,
         quiet: bool = True, params: dict | None = None, on_tensor=None, on_input=None,
-        call=None) -> dict:
+        call=None, threads: int | None = None) -> dict:
     """Run `graph` on `feeds` ({input name: array}, or one array for a single-input graph).
 
     Returns {output name: array}; with trace=True, every tensor of the graph by name (inputs,
@@ -83,7 +83,8 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
       what it returns is seen by that node only.
     call(node, op, inputs, params) -> array: replaces `op.forward(inputs, params, node.attrs)`
       (the integer runtime uses it to collect accumulator statistics per node).
-    With any of these three hooks the graph runs node by node, one chunk after the other.
+    With any of these three hooks the graph runs node by node, one chunk after the other unless
+    `threads` (as in `Plan.run`) says the hooks are thread-safe.
     Integer parameters (integer graphs) are passed to ops as int64; floating ones in `dtype`.
 
     Each call validates the graph and copies its parameters; to run one graph many times, build
@@ -92,4 +93,4 @@ def run(graph: Graph, feeds, trace: bool = False, dtype=np.float64, batch_size: 
     from .plan import Plan
 
     return Plan(graph, dtype, params).run(feeds, trace, batch_size, quiet, on_tensor=on_tensor,
-                                          on_input=on_input, call=call)
+                                          on_input=on_input, call=call, threads=threads)

@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
+from refq import parallel
 from refq.errors import FixedPointError
 from refq.fixedpoint.kernels import INT_REGISTRY, NARROW
 from refq.fixedpoint.kernels import conv as kconv
@@ -343,12 +344,13 @@ def test_run_int_narrow_threaded_equals_traced_plain(tiny_int_graphs, profile, m
         if prof != profile:
             continue
         traced, st_plain = R.run_int(g, x, trace=True)
-        monkeypatch.setattr(R, "PARALLEL_MIN_VALUES", 0)  # two threads even on this small batch
-        calls, real_run = [], R.run
-        monkeypatch.setattr(R, "run", lambda *a, **k: calls.append(1) or real_run(*a, **k))
+        calls, real_map = [], parallel.map_threads   # the plan's chunks, on the threads
+        monkeypatch.setattr(parallel, "map_threads",
+                            lambda fn, items, workers: calls.append((len(items), workers))
+                            or real_map(fn, items, workers))
         out, st = R.run_int(g, x)
         monkeypatch.undo()
-        assert len(calls) == min(R.threads(), len(x))
+        assert calls == [(2, R.threads())]
         for t in g.outputs:
             assert out[t].dtype == traced[t].dtype
             np.testing.assert_array_equal(out[t], traced[t])

@@ -21,12 +21,11 @@ an accumulator of exactly −2^(bits−1).
 Evaluation (speed only; no value, statistic or error depends on it): without a trace, the nodes
 whose op has a kernel in `kernels.NARROW` run it instead (the same values in the narrowest dtype
 holding the node's output range, e.g. int8 instead of int64; every kernel accepts such inputs),
-with a per-node memo of what the kernel derives from its parameters during the run. The batch is
-cut into `refq.parallel.threads()` parts run on as many threads (NumPy and BLAS release the GIL;
-the statistics are merged under a lock), each part by `run`, with one BLAS thread per thread,
-when the feeds hold at least PARALLEL_MIN_VALUES values.
+with a per-node memo of what the kernel derives from its parameters during the run. The batch
+chunks of the runtime's plan (`refq.plan`) run on `refq.parallel.threads()` threads (NumPy and
+BLAS release the GIL; the statistics are merged under a lock).
 With trace=True the nodes run through `Op.accumulate` / `Op.forward` (every traced integer
-tensor is int64), and with trace=True or quiet=False (a progress bar) on one thread.
+tensor is int64), on one thread.
 
 Integer codes in and out (`codes=True`, for codes from another toolchain): each feed is the integer
 codes of its input's quantizer, `input_encodings(g)[name]` (the encoding of the graph's
@@ -65,7 +64,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import FixedPointError, InputError
-from ..parallel import map_threads, single_blas_thread, threads
+from ..parallel import threads
 from ..runtime import feeds_dict, run
 from .kernels import NARROW
 from .kernels.common import AccExtremes, output_dtype
@@ -195,27 +194,6 @@ def _check_codes(graph, feeds, encs) -> dict:
     return out
 
 
-#: Feeds of fewer values than this run on one thread (speed only: below it a second thread, with
-#: its own plan and the contention for the interpreter, costs more than it saves).
-PARALLEL_MIN_VALUES = 1 << 20
-
-
-def _parts(feeds: dict, workers: int) -> list:
-    """The feeds cut along the batch axis into `workers` contiguous parts of near-equal sizes
-    (fewer for a smaller batch), in order; [feeds] when they cannot be cut (the runtime then
-    checks them) or hold fewer than PARALLEL_MIN_VALUES values."""
-    arrays = list(feeds.values())
-    if workers < 2 or not arrays or not all(isinstance(a, np.ndarray) and a.ndim for a in arrays) \
-            or sum(a.size for a in arrays) < PARALLEL_MIN_VALUES:
-        return [feeds]
-    n = arrays[0].shape[0]
-    if n < 2 or any(a.shape[0] != n for a in arrays):
-        return [feeds]
-    k = min(workers, n)
-    cuts = [n * i // k for i in range(k + 1)]
-    return [{name: a[s:e] for name, a in feeds.items()} for s, e in zip(cuts, cuts[1:])]
-
-
 def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
             quiet: bool = True, *, codes: bool = False):
     """Run integer graph `graph` on float `feeds`; return (outputs, or every tensor with
@@ -275,12 +253,8 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
             s["overflowed"] = s["overflowed"] or over
         return y
 
-    parts = _parts(feeds_dict(graph, feeds), 1 if trace or not quiet else threads())
-    with single_blas_thread():
-        outs = list(map_threads(lambda f: run(graph, f, trace=trace, batch_size=batch_size,
-                                              quiet=quiet, call=call), parts, len(parts)))
-    out = outs[0] if len(outs) == 1 else \
-        {k: np.concatenate([o[k] for o in outs], axis=0) for k in outs[0]}
+    out = run(graph, feeds, trace=trace, batch_size=batch_size, quiet=quiet, call=call,
+              threads=1 if trace else threads())
     for s in stats.values():
         s["headroom_bits"] = accumulator_headroom(s["max_abs_acc"], s["accumulator_bits"])
     if codes:
