@@ -14,7 +14,9 @@ import pytest
 from refq import parallel
 from refq.errors import FixedPointError
 from refq.fixedpoint.kernels import INT_REGISTRY, NARROW
+from refq.fixedpoint.kernels import add as kadd
 from refq.fixedpoint.kernels import conv as kconv
+from refq.fixedpoint.kernels import operands as kops
 from refq.fixedpoint.kernels import elementwise as kel
 from refq.fixedpoint.kernels import shape as kshape
 from refq.fixedpoint.kernels.common import AccExtremes, act_dtype
@@ -104,10 +106,10 @@ def test_conv_float32_bound_is_per_channel(monkeypatch):
     params = {"weight": w, **requant_params("tflite_double", [2.0 ** -12] * 3)}
     attrs = norm("int_conv2d", {"input_zp": -128, "output_zp": 0, "act_min": -128,
                                 "act_max": 127, "scheme": "tflite_double"})
-    assert not kconv.blas_is_exact(600, 255, 127, 0, kconv.FLOAT32_EXACT)
+    assert not kops.blas_is_exact(600, 255, 127, 0, kops.FLOAT32_EXACT)
     seen = []
-    real = kconv._blas_params
-    monkeypatch.setattr(kconv, "_blas_params", lambda wd, b, dtype=np.float64: seen.append(dtype)
+    real = kops.blas_params
+    monkeypatch.setattr(kops, "blas_params", lambda wd, b, dtype=np.float64: seen.append(dtype)
                         or real(wd, b, dtype))
     same(kconv.conv_narrow([x], params, attrs, {}), kconv.conv_plain([x], params, attrs))
     assert seen[0] == np.float32
@@ -133,8 +135,8 @@ def test_conv_float64_layer_runs_as_float32_channel_parts(izp, geo, monkeypatch)
                                 "output_zp": 3, "act_min": -128, "act_max": 127,
                                 "scheme": "tflite_double"})
     seen = []
-    real = kconv._blas_params
-    monkeypatch.setattr(kconv, "_blas_params", lambda wd, b, dtype=np.float64: seen.append(
+    real = kops.blas_params
+    monkeypatch.setattr(kops, "blas_params", lambda wd, b, dtype=np.float64: seen.append(
         (np.dtype(dtype).name, wd.shape[-1], b is not None)) or real(wd, b, dtype))
     want = kconv.conv_plain([x], params, attrs)
     assert seen == [("float64", c, True)]
@@ -215,10 +217,10 @@ def test_add_narrow_equals_plain(scheme, mode, adt):
                 except FixedPointError as e:  # int16 << 20 leaves the int32 accumulator
                     for xa, xb in ((shapes[0].astype(adt), shapes[1].astype(adt)), shapes):
                         with pytest.raises(FixedPointError, match=re.escape(str(e))):
-                            kel.add_narrow([xa, xb], params, attrs, {})
+                            kadd.add_narrow([xa, xb], params, attrs, {})
                     continue
                 for xa, xb in ((shapes[0].astype(adt), shapes[1].astype(adt)), shapes):
-                    same(kel.add_narrow([xa, xb], params, attrs, {}), want)
+                    same(kadd.add_narrow([xa, xb], params, attrs, {}), want)
 
 
 @pytest.mark.parametrize("policy", ["error", "wrap", "saturate"])
@@ -232,13 +234,13 @@ def test_add_narrow_accumulator_policies(policy):
     small = (np.array([[-3, 0, 5, 60]], np.int8), np.array([[7, 0, -60, 2]], np.int8))
     big = (np.array([[-128, -3, 0, 100, 127]], np.int8), np.array([[127, 7, 0, -100, 127]],
                                                                    np.int8))
-    same(kel.add_narrow(list(small), params, attrs, {}),
+    same(kadd.add_narrow(list(small), params, attrs, {}),
          INT_REGISTRY["int_add"].accumulate(list(small), params, attrs))
     if policy == "error":
         with pytest.raises(FixedPointError, match="accumulator.*index"):
-            kel.add_narrow(list(big), params, attrs, {})
+            kadd.add_narrow(list(big), params, attrs, {})
         return
-    same(kel.add_narrow(list(big), params, attrs, {}),
+    same(kadd.add_narrow(list(big), params, attrs, {}),
          INT_REGISTRY["int_add"].accumulate(list(big), params, attrs))
 
 

@@ -12,6 +12,7 @@ from refq.errors import FixedPointError
 from refq.fixedpoint import quantize_multiplier, tosa_scale32
 from refq.fixedpoint.kernels import INT_REGISTRY
 from refq.fixedpoint.kernels import conv as kconv
+from refq.fixedpoint.kernels import operands as kops
 
 ACT = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 WEIGHTS = {"int8": (-127, 127), "int4": (-8, 7), "uint8": (0, 255)}
@@ -162,11 +163,11 @@ def test_dense_matches_integer_loops(enc):
 
 # ---- exactness bound and int64 fallback ------------------------------------------------------
 def test_blas_bound_is_checked_at_2_pow_53():
-    assert kconv.blas_is_exact(1 << 33, 1 << 10, 1 << 10)
-    assert not kconv.blas_is_exact((1 << 33) + 1, 1 << 10, 1 << 10)
+    assert kops.blas_is_exact(1 << 33, 1 << 10, 1 << 10)
+    assert not kops.blas_is_exact((1 << 33) + 1, 1 << 10, 1 << 10)
     # int8 x int8: any realistic reduction qualifies; int16 x int8 needs > 2^29 taps to fail
-    assert kconv.blas_is_exact(1 << 20, 255, 255)
-    assert not kconv.blas_is_exact(1 << 30, 65535, 255)
+    assert kops.blas_is_exact(1 << 20, 255, 255)
+    assert not kops.blas_is_exact(1 << 30, 65535, 255)
 
 
 @pytest.mark.parametrize("geo", GEOMETRIES[:5])
@@ -177,7 +178,7 @@ def test_conv2d_int64_fallback_taken_when_bound_fails(monkeypatch, geo):
     x, params, attrs = make_case(5, geo, ENCODINGS[4])  # int16 activations
     y_blas, _ = run("int_conv2d", [x], params, attrs)
     assert not calls
-    monkeypatch.setattr(kconv, "FLOAT64_EXACT", 1000)  # no reduction can be proven exact now
+    monkeypatch.setattr(kops, "FLOAT64_EXACT", 1000)  # no reduction can be proven exact now
     y_int, _ = run("int_conv2d", [x], params, attrs)
     assert calls
     np.testing.assert_array_equal(y_int, y_blas)
@@ -189,7 +190,7 @@ def test_dense_int64_fallback_taken_when_bound_fails(monkeypatch):
     calls = []
     real = kconv.dense_int64
     monkeypatch.setattr(kconv, "dense_int64", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(kconv, "FLOAT64_EXACT", 0)
+    monkeypatch.setattr(kops, "FLOAT64_EXACT", 0)
     rng = np.random.default_rng(2)
     x = rng.integers(-32768, 32768, size=(3, 9)).astype(np.int64)
     w = rng.integers(-128, 128, size=(5, 9)).astype(np.int8)
@@ -216,7 +217,7 @@ def test_conv_int64_equals_blas_on_a_larger_case():
 
 def test_unprovable_int64_reduction_raises():
     with pytest.raises(FixedPointError, match="int64"):
-        kconv._check_operands(1 << 40, 1 << 16, 1 << 8, "int_dense")
+        kops.check_operands(1 << 40, 1 << 16, 1 << 8, "int_dense")
 
 
 # ---- accumulator overflow policies -----------------------------------------------------------
@@ -261,8 +262,8 @@ def test_conv2d_blas_dtype_follows_the_exactness_bound(monkeypatch, enc, want):
     """int8 operands keep every partial sum within 2^24 (float32 BLAS); int16 activations need
     float64. Either way the result is the exact reference."""
     seen = []
-    real = kconv._blas_params
-    monkeypatch.setattr(kconv, "_blas_params",
+    real = kops.blas_params
+    monkeypatch.setattr(kops, "blas_params",
                         lambda wd, bias, dtype=np.float64: seen.append(dtype) or
                         real(wd, bias, dtype))
     x, params, attrs = make_case(7, GEOMETRIES[0], enc)
@@ -273,5 +274,5 @@ def test_conv2d_blas_dtype_follows_the_exactness_bound(monkeypatch, enc, want):
 
 
 def test_float32_bound_is_2_pow_24():
-    assert kconv.blas_is_exact(1 << 10, 1 << 7, 1 << 7, 0, kconv.FLOAT32_EXACT)
-    assert not kconv.blas_is_exact(1 << 10, 1 << 7, 1 << 7, 1, kconv.FLOAT32_EXACT)
+    assert kops.blas_is_exact(1 << 10, 1 << 7, 1 << 7, 0, kops.FLOAT32_EXACT)
+    assert not kops.blas_is_exact(1 << 10, 1 << 7, 1 << 7, 1, kops.FLOAT32_EXACT)

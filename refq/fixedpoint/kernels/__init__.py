@@ -7,8 +7,10 @@ semantics with the rounding/saturation of every attribute value and its source i
 ../shared/reference/fixedpoint.md, Errors); the module docstrings give the shared evaluation.
 
 conv.py         int_conv2d, int_dense (exact BLAS accumulation, int64 fallback)
+operands.py     the operands of an exact integer contraction and the dtype they prove exact
 requant_fast.py the requantization block by block in float64, into the output dtype
-elementwise.py  int_add, int_multiply, int_requantize, int_clamp, int_quantize, int_dequantize
+add.py          int_add (and its table of byte pairs)
+elementwise.py  int_multiply, int_requantize, int_clamp, int_quantize, int_dequantize
 pooling.py      int_max_pool2d, int_avg_pool2d, int_mean
 shape.py        int_concat, int_pad
 lut.py          int_lut and the table builders (build_lut, gemmlowp_lut, hard_swish_fixed_lut)
@@ -18,7 +20,7 @@ common.py       shared validation and requantization helpers
 """
 from __future__ import annotations
 
-from . import conv, elementwise, lut, pooling, shape, softmax
+from . import add, conv, elementwise, lut, pooling, shape, softmax
 from .lut import build_lut, gemmlowp_lut, hard_swish_fixed_lut
 from .softmax import tflite_softmax_params
 
@@ -30,7 +32,7 @@ INT_REGISTRY: dict = {}
 #: instead of `Op.accumulate`/`Op.forward`, with the same values in a narrower dtype than int64
 #: where [act_min, act_max] allows (int8, uint8, int16, int32); every kernel accepts such inputs.
 NARROW: dict = {}
-for _module in (conv, elementwise, pooling, shape, lut, softmax):
+for _module in (conv, add, elementwise, pooling, shape, lut, softmax):
     for _op in _module.OPS:
         assert _op.name not in INT_REGISTRY, _op.name
         INT_REGISTRY[_op.name] = _op

@@ -2,23 +2,14 @@
 
 Accumulation. Both accumulate through the float `conv2d`/`dense` forwards of refq.layers on copies
 of (x − input_zp) and (w − weight_zp) in a floating (or int32) dtype, bias included (the float
-forward pads with 0, which on x − input_zp is padding the integer input with input_zp). This is
-exact when every partial sum that any summation order can form is representable:
-`channel_bound` bounds them per output channel from the signs and sums of its weights and the
-range of x − input_zp (at most max|x − input_zp|·Σ|w − weight_zp| + |bias|), computed per call
-from the actual operands. Every integer of magnitude <= 2^24 (`FLOAT32_EXACT`) is a float32 and
-every one <= 2^53 (`FLOAT64_EXACT`) a float64, so the copies are float32 when the bound is at
-most 2^24 (int8 operands with a few hundred taps), else float64. A depthwise convolution (one
-input channel per group), which the float forward computes as a multiply-accumulate per kernel
-tap rather than a GEMM, runs on int32 copies instead when the bound is at most 2^31 − 1
-(`INT32_EXACT`): no product or partial sum then leaves int32, the target's own accumulator. When
-not even float64 is proven, an exact int64 path runs (`conv_int64` / `dense_int64`: one int64
-contraction per kernel tap, no BLAS) and adds the bias in int64. A group-1 convolution that
-needs float64 runs instead, on the fast path, as float32 convolutions over ranges of its input
-channels, each range short enough for its own bound to be within 2^24 (the bias in the first),
-their exact results summed in float64 (exact: every sum is an integer within the whole bound).
-`blas_is_exact` is the coarser bound k·max|x − input_zp|·max|w − weight_zp| + max|bias| of the
-same argument.
+forward pads with 0, which on x − input_zp is padding the integer input with input_zp), when the
+bound of `operands` proves that dtype exact (`operands.blas_dtype`: float32 within 2^24, float64
+within 2^53, int32 for a depthwise convolution within 2^31 − 1). When not even float64 is
+proven, an exact int64 path runs (`conv_int64` / `dense_int64`: one int64 contraction per kernel
+tap, no BLAS) and adds the bias in int64. A group-1 convolution that needs float64 runs instead,
+on the fast path, as float32 convolutions over ranges of its input channels, each range short
+enough for its own bound to be within 2^24 (the bias in the first; `Weights.split`), their exact
+results summed in float64 (exact: every sum is an integer within the whole bound).
 
 Requantization. The exact accumulator goes to `common.finish_fast` as it is, with the bound from
 the operands: it requantizes block by block in float64 straight into the output dtype
@@ -36,23 +27,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import FixedPointError, ParamError, ShapeError
+from ...errors import ParamError, ShapeError
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.conv import PADDINGS, pad_hw, window_geometry
 from ..rounding import INT32_MAX, INT32_MIN, _bounds
+from .operands import blas_dtype, operands, padded
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS,
                      act_dtype, check_acc_attrs, check_act, check_int_values, check_requant,
-                     check_zp, checked_range, finish_accumulator, finish_fast, int_values)
+                     check_zp, checked_range, finish_accumulator, finish_fast)
 
-#: Every integer of magnitude <= 2^53 is exactly representable in float64.
-FLOAT64_EXACT = 1 << 53
-#: Every integer of magnitude <= 2^24 is exactly representable in float32.
-FLOAT32_EXACT = 1 << 24
-#: The int32 depthwise path needs every partial sum (and the sum with the bias) within int32.
-INT32_EXACT = INT32_MAX
-#: The int64 path needs every partial sum below 2^63.
-INT64_EXACT = (1 << 63) - 1
 
 _GEOMETRY = ("strides", "dilations", "padding", "pads", "groups")
 _CONV_ATTRS = {"strides": Attr("ints", (1, 1), length=2),
@@ -65,20 +49,8 @@ _COMMON_ATTRS = {"input_zp": Attr("int", 0), "weight_zp": Attr("int", 0),
 _PARAMS = {"weight": True, "bias": False, **REQUANT_PARAMS}
 
 
-def blas_is_exact(k: int, x_absmax: int, w_absmax: int, bias_absmax: int = 0,
-                  limit: int | None = None) -> bool:
-    """True when a float64 contraction of length k of integers bounded by x_absmax and w_absmax,
-    plus a bias bounded by bias_absmax, is exact in any summation order:
-    k·x_absmax·w_absmax + bias_absmax <= 2^53 (Python ints, no overflow). limit=FLOAT32_EXACT
-    asks the same of a float32 contraction (<= 2^24)."""
-    limit = FLOAT64_EXACT if limit is None else limit
-    return int(k) * int(x_absmax) * int(w_absmax) + int(bias_absmax) <= limit
 
 
-def _check_operands(k, xa, wa, what):
-    if int(k) * int(xa) * int(wa) > INT64_EXACT:
-        raise FixedPointError(f"{what}: a reduction of {k} products of |x - input_zp| <= {xa} and "
-                              f"|w - weight_zp| <= {wa} may leave int64; no exact path exists")
 
 
 def _check_weights(params, attrs, what):
@@ -132,127 +104,16 @@ def conv_int64(xd, wd, attrs):
     return acc.reshape(n, oh, ow, o)
 
 
-class _Weights:
-    """A node's weight operands: wd = w − weight_zp (int64), bias (int64 or None), per output
-    channel pos[o] = Σ max(wd[o], 0) and neg[o] = Σ max(−wd[o], 0) over its taps and
-    babs[o] = |bias[o]|, max|wd|, taps per output k, and the BLAS copies (`blas`, per dtype,
-    made on first use)."""
-
-    def __init__(self, params, attrs):
-        w = np.asarray(params["weight"], dtype=np.int64)
-        self.wd = w - attrs["weight_zp"] if attrs["weight_zp"] else w
-        self.bias = np.asarray(params["bias"], dtype=np.int64) if "bias" in params else None
-        o = len(self.wd)
-        flat = self.wd.reshape(o, -1)
-        self.pos = np.maximum(flat, 0).sum(axis=1) if flat.size else np.zeros(o, np.int64)
-        self.neg = self.pos - flat.sum(axis=1) if flat.size else np.zeros(o, np.int64)
-        self.babs = np.zeros(o, np.int64) if self.bias is None else np.abs(self.bias)
-        self.wa = int(max(flat.max(), -flat.min())) if flat.size else 0
-        self.k = int(np.prod(self.wd.shape[1:]))
-        self._blas, self._splits = {}, {}
-
-    def split(self, xlo: int, xhi: int):
-        """[(c0, c1), ...]: consecutive ranges of input channels such that each one's part of the
-        accumulator (its taps, with the bias in the first part) has a `channel_bound` within
-        FLOAT32_EXACT, for x − input_zp within [xlo, xhi]; None when a single channel exceeds it.
-        Greedy: each range is the longest that fits (the bound only grows with more channels)."""
-        key = (xlo, xhi)
-        if key not in self._splits:
-            o, c = self.wd.shape[0], self.wd.shape[-1]
-            if "cum" not in self._splits:  # Σ max(±w, 0) over the taps, cumulated over channels
-                per = self.wd.reshape(o, -1, c)
-                self._splits["cum"] = [
-                    np.concatenate([np.zeros((o, 1), np.int64), np.cumsum(t.sum(axis=1), axis=1)],
-                                   axis=1) for t in (np.maximum(per, 0), np.maximum(-per, 0))]
-            cum = self._splits["cum"]
-            h, low = max(xhi, 0), max(-xlo, 0)
-            parts, start = [], 0
-            while start < c and parts is not None:
-                pos, neg = (t[:, start + 1:] - t[:, start:start + 1] for t in cum)
-                bound = np.maximum(h * pos + low * neg, low * pos + h * neg)
-                if not parts:
-                    bound = bound + self.babs[:, None]
-                fits = int(np.sum(bound.max(axis=0) <= FLOAT32_EXACT))  # a prefix: bound grows
-                parts = parts + [(start, start + fits)] if fits else None
-                start += fits
-            self._splits[key] = parts
-        return self._splits[key]
-
-    def blas(self, dtype, channels=None, bias: bool = True):
-        """The float conv's parameters in `dtype`: the weight (its input channels c0:c1 when
-        `channels` = (c0, c1)) and the bias (unless bias is False)."""
-        key = (dtype, channels, bias)
-        if key not in self._blas:
-            wd = self.wd if channels is None else self.wd[..., channels[0]:channels[1]]
-            self._blas[key] = _blas_params(wd, self.bias if bias else None, dtype)
-        return self._blas[key]
 
 
-def channel_bound(xlo: int, xhi: int, pos, neg, babs) -> int:
-    """A bound (Python int) on |acc| and on every partial sum, in any order, of acc's terms,
-    for x − input_zp within [xlo, xhi] and the per-output-channel pos, neg, babs of `_Weights`.
-    With h = max(xhi, 0) and l = max(−xlo, 0), a term (x − input_zp)·w of output o is at most
-    h·w (w > 0) or l·|w| (w < 0) and at least −l·w (w > 0) or −h·|w| (w < 0), so any sum of
-    its terms lies in [−(l·pos[o] + h·neg[o]), h·pos[o] + l·neg[o]], and the bias adds at most
-    babs[o]; the bound is the largest of these over o. It is at most max|x − input_zp|·Σ|w| + |b|,
-    and about half of that for x − input_zp of one sign (a ReLU output) with balanced weights."""
-    if not pos.size:
-        return 0
-    h, low = max(xhi, 0), max(-xlo, 0)
-    top = max(h, low) * int((pos + neg).max()) + int(babs.max())
-    if top >= 1 << 62:  # loose, beyond any exact BLAS path
-        return top
-    return int(np.max(np.maximum(h * pos + low * neg, low * pos + h * neg) + babs))
 
 
-def _operands(x, params, attrs, what, memo=None):
-    """(x as given, (min, max) of x − input_zp, the node's `_Weights` (kept in memo, a dict for
-    this node that `run_int` keeps during one run, when given), `channel_bound`), with the int64
-    bound of the reduction checked (`_check_operands`)."""
-    x = int_values(x, f"{what} input")
-    w = memo.get("weights") if memo is not None else None
-    if w is None:
-        w = _Weights(params, attrs)
-        if memo is not None:
-            memo["weights"] = w
-    lo, hi = _bounds(x)
-    zp = attrs["input_zp"]
-    xa = max(abs(lo - zp), abs(hi - zp)) if x.size else 0
-    _check_operands(w.k, xa, w.wa, what)
-    return x, (lo - zp, hi - zp), w, \
-        channel_bound(lo - zp, hi - zp, w.pos, w.neg, w.babs) if x.size else 0
 
 
-def _blas_dtype(bound: int, depthwise: bool):
-    """The accumulation dtype proven exact by `bound` (module docstring), or None (int64)."""
-    if bound > FLOAT64_EXACT:
-        return None
-    if depthwise and bound <= INT32_EXACT:
-        return np.int32
-    return np.float32 if bound <= FLOAT32_EXACT else np.float64
 
 
-def _padded(x, zp, pads, dtype):
-    """x − zp in `dtype` (exact: the caller proved the values fit), padded with 0 by pads =
-    (top, bottom, left, right): the float conv's own zero padding, done in the same copy (a
-    converting copy, then the subtraction in `dtype`: faster than a mixed-type subtraction)."""
-    t, b, l, r = pads
-    n, h, w, c = x.shape
-    xp = np.empty((n, h + t + b, w + l + r, c), dtype)
-    inner = xp[:, t:t + h, l:l + w]
-    np.copyto(inner, x, casting="unsafe")
-    if zp:
-        np.subtract(inner, dtype(zp), out=inner)
-    for border in (xp[:, :t], xp[:, t + h:], xp[:, t:t + h, :l], xp[:, t:t + h, l + w:]):
-        border.fill(0)
-    return xp
 
 
-def _blas_params(wd, bias, dtype=np.float64):
-    fp = {"weight": wd.astype(dtype)}
-    if bias is not None:
-        fp["bias"] = bias.astype(dtype)
-    return fp
 
 
 def conv_accumulator(x, params, attrs, exact: bool = True, memo=None):
@@ -261,11 +122,11 @@ def conv_accumulator(x, params, attrs, exact: bool = True, memo=None):
     the integers when `channel_bound` proves that dtype exact, else int64 (module docstring).
     (lo, hi) = the min and max of acc, or with exact=False (−bound, bound) from the operands; with
     exact=False a group-1 layer that needs float64 runs as float32 parts over ranges of input
-    channels (`_Weights.split`), summed in float64."""
-    x, xrange, w, bound = _operands(x, params, attrs, "int_conv2d", memo)
+    channels (`Weights.split`), summed in float64."""
+    x, xrange, w, bound = operands(x, params, attrs, "int_conv2d", memo)
     wd, bias = w.wd, w.bias
     _, kh, kw, cg = wd.shape
-    dtype = _blas_dtype(bound, cg == 1 and attrs["groups"] == x.shape[3] > 1)
+    dtype = blas_dtype(bound, cg == 1 and attrs["groups"] == x.shape[3] > 1)
     if dtype is not None:
         pads, _ = window_geometry(x.shape[1:3], (kh, kw), attrs["strides"], attrs["dilations"],
                                   attrs["padding"], attrs["pads"], "int_conv2d")
@@ -277,11 +138,11 @@ def conv_accumulator(x, params, attrs, exact: bool = True, memo=None):
             acc = None
             for i, (c0, c1) in enumerate(split):
                 part = REGISTRY["conv2d"].forward(
-                    [_padded(x[..., c0:c1], attrs["input_zp"], pads, np.float32)],
+                    [padded(x[..., c0:c1], attrs["input_zp"], pads, np.float32)],
                     w.blas(np.float32, (c0, c1), bias=i == 0), geo)
                 acc = part.astype(np.float64) if acc is None else np.add(acc, part, out=acc)
         else:
-            acc = REGISTRY["conv2d"].forward([_padded(x, attrs["input_zp"], pads, dtype)],
+            acc = REGISTRY["conv2d"].forward([padded(x, attrs["input_zp"], pads, dtype)],
                                              w.blas(dtype), geo)
     else:
         acc = conv_int64(x.astype(np.int64) - attrs["input_zp"], wd, attrs)
@@ -328,19 +189,25 @@ def _conv_accumulate(inputs, params, attrs):
     return conv_narrow(inputs, params, attrs, dtype=np.int64)
 
 
-def conv_narrow(inputs, params, attrs, memo=None, dtype=None):
-    """int_conv2d's (y, AccExtremes) with y an array of `dtype` (None: `act_dtype`, the narrowest
-    dtype holding [act_min, act_max]): the accumulator from `conv_accumulator` with the bound
-    from the operands, requantized block by block (`finish_fast`). memo: a dict that `run_int`
-    keeps for this node during one run (None: none), where the checks of the parameters, the
-    weight operands and the requantization constants are kept after the first call."""
+def _narrow(check, accumulator, inputs, params, attrs, memo, dtype):
+    """(y, AccExtremes) with y an array of `dtype` (None: `act_dtype`, the narrowest dtype holding
+    [act_min, act_max]): `check` of the input shape and parameters (once per memo), then the
+    accumulator from `accumulator` with the bound from the operands, requantized block by block
+    (`finish_fast`). memo: a dict that `run_int` keeps for this node during one run (None: none),
+    where the checks of the parameters, the weight operands and the requantization constants are
+    kept after the first call."""
     if memo is None or "checked" not in memo:
-        _conv_shape([inputs[0].shape], attrs, params)
+        check([inputs[0].shape], attrs, params)
         if memo is not None:
             memo["checked"] = True
-    acc, bounds = conv_accumulator(inputs[0], params, attrs, exact=False, memo=memo)
+    acc, bounds = accumulator(inputs[0], params, attrs, exact=False, memo=memo)
     return finish_fast(acc, bounds, params, attrs, act_dtype(attrs) if dtype is None else dtype,
                        memo=memo)
+
+
+def conv_narrow(inputs, params, attrs, memo=None, dtype=None):
+    """int_conv2d's (y, AccExtremes) in `dtype` (`_narrow`)."""
+    return _narrow(_conv_shape, conv_accumulator, inputs, params, attrs, memo, dtype)
 
 
 def conv_plain(inputs, params, attrs):
@@ -382,9 +249,9 @@ def dense_int64(xd, wd):
 def dense_accumulator(x, params, attrs, exact: bool = True, memo=None):
     """(acc, (lo, hi)): acc[..., o] = Σ_i (x[..., i] − input_zp)·(w[o, i] − weight_zp) + bias[o],
     exact, as `conv_accumulator` (float32 or float64 through BLAS when proven exact, else int64)."""
-    x, _, w, bound = _operands(x, params, attrs, "int_dense", memo)
+    x, _, w, bound = operands(x, params, attrs, "int_dense", memo)
     wd, bias = w.wd, w.bias
-    dtype = _blas_dtype(bound, False)
+    dtype = blas_dtype(bound, False)
     if dtype is not None:
         xf = x.astype(dtype)
         if attrs["input_zp"]:
@@ -420,14 +287,8 @@ def _dense_accumulate(inputs, params, attrs):
 
 
 def dense_narrow(inputs, params, attrs, memo=None, dtype=None):
-    """int_dense's (y, AccExtremes) with y an array of `dtype`, as `conv_narrow`."""
-    if memo is None or "checked" not in memo:
-        _dense_shape([inputs[0].shape], attrs, params)
-        if memo is not None:
-            memo["checked"] = True
-    acc, bounds = dense_accumulator(inputs[0], params, attrs, exact=False, memo=memo)
-    return finish_fast(acc, bounds, params, attrs, act_dtype(attrs) if dtype is None else dtype,
-                       memo=memo)
+    """int_dense's (y, AccExtremes) in `dtype` (`_narrow`)."""
+    return _narrow(_dense_shape, dense_accumulator, inputs, params, attrs, memo, dtype)
 
 
 def dense_plain(inputs, params, attrs):
