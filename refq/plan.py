@@ -57,6 +57,7 @@ from .layers import get_op
 from .layers.inplace import inplace_step
 from . import parallel
 from .progress import progress
+from .runtime import _check_feeds
 
 __all__ = ["Plan", "CHUNK_BYTES"]
 
@@ -246,8 +247,6 @@ class Plan:
         itself: the rest is the runtime's own cost). threads: how many threads compute batch
         chunks; None: `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks
         that may not be thread-safe); any other number promises the hooks are."""
-        from .runtime import _check_feeds
-
         feeds = _check_feeds(self, feeds)
         if batch_size is not None and batch_size <= 0:
             raise InputError(f"run: batch_size must be positive, got {batch_size}")
@@ -256,8 +255,8 @@ class Plan:
                 raise InputError(f"run: a hook names tensor '{name}', which graph "
                                  f"'{self.name}' does not have")
         hooks = _Hooks(self, tensor_hooks, inplace_hooks, input_hooks, on_tensor, on_input)
-        plain = trace or on_tensor is not None or on_input is not None or call is not None
-        steps = self._steps(hooks, not plain, trace, call)
+        every_node = on_tensor is not None or on_input is not None or call is not None
+        steps = self._steps(hooks, not (trace or every_node), trace, call)
         n = next(iter(feeds.values())).shape[0] if feeds else 0
         chunks = _chunks(n, batch_size, self.chunk_images)
         arrays = list(feeds.values())
@@ -267,7 +266,7 @@ class Plan:
             return self._forward([v[s:e] for v in arrays], steps, trace, hooks, step_times)
 
         if threads is None:
-            threads = 1 if on_tensor or on_input or call else parallel.threads()
+            threads = 1 if every_node else parallel.threads()
         parts = list(progress(parallel.map_threads(one, chunks, threads),
                               total=len(chunks), desc="run", quiet=quiet, unit="batch"))
         if len(parts) == 1:

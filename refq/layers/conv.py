@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import ParamError, ShapeError
 from .base import Attr, Op
+from .blocking import blocks
 from .depthwise import depthwise_conv
 
 BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES = 4096, 16384, 1 << 21  # block sizes (speed only)
@@ -100,20 +101,6 @@ def pad_hw(x, pads, value=0):
     for border in (out[:, :t], out[:, t + h:], out[:, t:t + h, :l], out[:, t:t + h, l + w:]):
         border.fill(value)
     return out
-
-
-def blocks(n, oh, ow, target):
-    """Yield (n0, n1, i0, i1): whole images when one image is below `target` pixels, else row bands
-    of one image; each block is a contiguous slice of an [N, OH, OW, ...] array."""
-    if oh * ow >= target:
-        r = max(1, target // ow)
-        for n0 in range(n):
-            for i0 in range(0, oh, r):
-                yield n0, n0 + 1, i0, min(oh, i0 + r)
-    else:
-        b = max(1, target // (oh * ow))
-        for n0 in range(0, n, b):
-            yield n0, min(n, n0 + b), 0, oh
 
 
 def _weight(params):

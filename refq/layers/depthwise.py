@@ -45,6 +45,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .blocking import blocks
+
 DW_BLOCK_BYTES = 6 << 20  # working-set bytes of a depthwise block (speed only)
 
 
@@ -71,7 +73,7 @@ def depthwise_conv(x, pads, w, b, y, oh, ow, strides, dil, epilogue=None):
     pixels = max(ow, DW_BLOCK_BYTES // pixel_bytes(o, x.itemsize, strides))
     # NumPy's ufunc buffer at most one output row long (module docstring, Why it is fast)
     bufsize = max(16, min(np.getbufsize(), ow * o) // 16 * 16)
-    for n0, n1, i0, i1 in _blocks(x.shape[0], oh, ow, pixels):
+    for n0, n1, i0, i1 in blocks(x.shape[0], oh, ow, pixels, even=True):
         r, acc = i1 - i0, y[n0:n1, i0:i1]
         with _numpy_bufsize(bufsize):
             rows = _padded_rows(x, pads, i0 * sh, (i1 - 1) * sh + (kh - 1) * dh + 1, n0, n1, m,
@@ -109,27 +111,6 @@ def pixel_bytes(o, itemsize, strides):
     sh·sw padded input pixels and, for sw > 1, as many again for their column phases."""
     sh, sw = strides
     return o * itemsize * (2 + sh * sw * (2 if sw > 1 else 1))
-
-
-def _blocks(n, oh, ow, target):
-    """(n0, n1, i0, i1): groups of whole images when one image has fewer than `target` pixels,
-    else row bands of one image, of even sizes; each block is a contiguous slice of an
-    [N, OH, OW, ...] array."""
-    if oh * ow >= target:
-        r = _even(oh, max(1, target // ow))
-        for n0 in range(n):
-            for i0 in range(0, oh, r):
-                yield n0, n0 + 1, i0, min(oh, i0 + r)
-    else:
-        per = _even(n, max(1, target // (oh * ow)))
-        for n0 in range(0, n, per):
-            yield n0, min(n, n0 + per), 0, oh
-
-
-def _even(total, most):
-    """The smallest part size that cuts `total` into as few parts of at most `most` as possible."""
-    parts = -(-total // most)
-    return -(-total // parts)
 
 
 _LOCAL = threading.local()   # per thread: {(name, dtype): flat buffer}, kept across calls
