@@ -280,9 +280,12 @@ def _zero_point(neg_min_over_s, qmin, qmax, rounding):
     return np.clip(r + qmin, qmin, qmax).astype(np.int64)
 
 
-def _finish(scale, zp, b, qmin, qmax, symmetric, axis, where):
+def _finish(scale, zp, b, qmin, qmax, symmetric, axis, lo, hi):
+    """The Encoding, or QuantError naming the range [lo, hi] (formatted only then: printing
+    per-channel arrays costs more than computing the encoding)."""
     if not np.all(np.isfinite(scale)):
-        raise QuantError(f"{where}: the range is too wide for a float32 scale (scale={scale})")
+        raise QuantError(f"range [{lo}, {hi}]: the range is too wide for a float32 scale "
+                         f"(scale={scale})")
     return Encoding(scale, zp, b, qmin, qmax, symmetric, axis)
 
 
@@ -304,7 +307,7 @@ def encoding_from_range(min, max, bitwidth, symmetric, *, axis=None, strict=Fals
         zp = np.zeros(scale.shape, dtype=np.int64)
     else:
         zp = _zero_point(-lo / scale, qmin, qmax, numerics.rounding)
-    return _finish(scale, zp, b, qmin, qmax, symmetric, axis, f"range [{min}, {max}]")
+    return _finish(scale, zp, b, qmin, qmax, symmetric, axis, min, max)
 
 
 def encoding_from_min_max(min, max, bitwidth, symmetric, *, axis=None, strict=False,
@@ -327,7 +330,7 @@ def encoding_from_min_max(min, max, bitwidth, symmetric, *, axis=None, strict=Fa
             delta = big_m / _F32(qmax) if unsigned else np.maximum(-m, big_m) / _F32(qmax)
         scale = np.maximum(delta, minimum_scale(qmax - qmin))
         zp = np.zeros(scale.shape, dtype=np.int64)
-        return _finish(scale, zp, b, qmin, qmax, True, axis, f"range [{min}, {max}]")
+        return _finish(scale, zp, b, qmin, qmax, True, axis, min, max)
     lo, hi = adjust_min_max(lo, hi, b, symmetric, strict=strict,
                             unsigned_symmetric=unsigned_symmetric, numerics=numerics,
                             two_bit_rule=two_bit_rule)

@@ -107,16 +107,23 @@ def detect_prequantized(w, bitwidth: int, *, axis: int | None = None, strict: bo
     if _too_many_magnitudes(blocks, limit):
         return None
     ms = float(minimum_scale(qmax - qmin))
-    scales = np.full(blocks.shape[0], ms)
-    accepted, codes_nonzero, err2 = 0, False, 0.0
+    # steps 2-4 for every block first: the scales (step 6) only for a tensor that can pass step 5
+    divisor = np.zeros(blocks.shape[0])   # k of each non-zero block; 0 for an all-zero block
+    accepted = 0
     for c, x in enumerate(blocks):
         if accepted + blocks.shape[0] - c < 0.9 * blocks.shape[0]:
             return None   # too many blocks rejected already: step 5 fails whatever follows
         if not np.any(x):
             accepted += 1
             continue
-        k, off = _choose_k(x, u, limit - 1)
+        divisor[c], off = _choose_k(x, u, limit - 1)
         accepted += off <= 0.05
+    if accepted < 0.9 * blocks.shape[0]:
+        return None
+    scales = np.full(blocks.shape[0], ms)
+    codes_nonzero, err2 = False, 0.0
+    for c in np.flatnonzero(divisor):
+        x, k = blocks[c], divisor[c]
         q = np.rint(x / (np.abs(x).max() / k))
         s0 = np.median(np.abs(x[q != 0]) / np.abs(q[q != 0]))
         s = max(_refine(x, s0, qmin, qmax), ms)
@@ -125,7 +132,7 @@ def detect_prequantized(w, bitwidth: int, *, axis: int | None = None, strict: bo
         codes_nonzero |= bool(np.any(q))
         err2 += float(np.sum((x - s * q) ** 2))
     total2 = float(np.sum(blocks ** 2))
-    if accepted < 0.9 * blocks.shape[0] or not codes_nonzero:
+    if not codes_nonzero:
         return None
     if np.sqrt(err2 / total2) > max(5 * u, 1e-3):
         return None
