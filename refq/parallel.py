@@ -96,12 +96,28 @@ def map_threads(fn, items: list, workers: int):
     if workers < 2 or len(items) < 2:
         yield from map(fn, items)
         return
-    import concurrent.futures as cf
     import contextvars
 
     context = contextvars.copy_context()   # e.g. np.errstate, which threads do not inherit
-    with single_blas_thread(), cf.ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(lambda item: context.copy().run(fn, item), items)
+    with single_blas_thread():
+        yield from _pool(workers).map(lambda item: context.copy().run(fn, item), items)
+
+
+_POOLS: dict = {}   # {workers: ThreadPoolExecutor} of this process, kept across calls
+
+
+def _pool(workers: int):
+    """A thread pool of `workers` threads kept across calls, so that what a thread keeps (e.g. the
+    depthwise kernel's scratch buffers) is reused; a forked child starts without the parent's."""
+    import concurrent.futures as cf
+
+    if workers not in _POOLS:
+        _POOLS[workers] = cf.ThreadPoolExecutor(workers, thread_name_prefix="refq")
+    return _POOLS[workers]
+
+
+if hasattr(os, "register_at_fork"):   # the parent's threads do not exist in a forked child
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _run_job(i: int):

@@ -35,7 +35,9 @@ class Analyzer:
 
     kind = "?"
     #: True when the statistics do not depend on how the data is cut into updates nor on their
-    #: order (then calibration may update from batch chunks on several threads, one at a time).
+    #: order; such an analyzer has `statistics(x)` (of one batch, changing nothing) and
+    #: `merge(stats)`, with update(x) = merge(statistics(x)), so that calibration computes the
+    #: statistics of batch chunks on several threads and merges them one at a time.
     chunk_invariant = False
 
     def __init__(self, axis: int | None = None):
@@ -100,12 +102,19 @@ class MinMaxAnalyzer(Analyzer):
         super().__init__(axis)
         self.min = self.max = None
 
-    def update(self, x) -> None:
-        mn, mx = finite_extremes(self.rows(x), f"{self.kind} analyzer")
+    def statistics(self, x):
+        """(min, max) per channel of the finite values of one batch."""
+        return finite_extremes(self.rows(x), f"{self.kind} analyzer")
+
+    def merge(self, stats) -> None:
+        mn, mx = stats
         if self.min is None:
             self.min, self.max = mn, mx
         else:
             self.min, self.max = np.minimum(self.min, mn), np.maximum(self.max, mx)
+
+    def update(self, x) -> None:
+        self.merge(self.statistics(x))
 
     def compute_encoding(self, bitwidth, symmetric, *, numerics=AIMET_V2, strict=False,
                          unsigned_symmetric=False) -> Encoding:

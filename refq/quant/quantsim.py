@@ -200,16 +200,22 @@ class QuantSim:
                      for q in self.quantizers.values()
                      if q.kind != "param" and q.fixed_range is None}
 
-        # Analyzers whose statistics do not depend on how the batch is cut (min/max) are updated
-        # from batch chunks computed on several threads, one update at a time; the others see
-        # each calibration batch whole, in order.
+        # Analyzers whose statistics do not depend on how the batch is cut (min/max) take the
+        # statistics of batch chunks computed on several threads, merged one at a time; the
+        # others see each calibration batch whole, in order.
         invariant = all(a.chunk_invariant for a in analyzers.values())
         lock = threading.Lock()
 
         def observer(name):
+            a = analyzers[name]
+
             def observe(x):
-                with lock:
-                    analyzers[name].update(x)
+                if invariant:
+                    stats = a.statistics(x)
+                    with lock:
+                        a.merge(stats)
+                else:
+                    a.update(x)
                 return x
             return observe
 
