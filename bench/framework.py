@@ -31,7 +31,8 @@ images / one float32 forward over the same images (target <= 2), and the tracema
 calibration on 64 and on 256 images beside that of a float forward at batch 32: bounded by one
 batch means the two calibration peaks are about equal.
 
-Times are the minimum over --repeats runs (after one warm-up run unless --quick). A full run takes
+Times are the minimum over --repeats runs (after one warm-up run unless --quick), each run
+starting SETTLE seconds after the previous one ends. A full run takes
 about 6-10 minutes on this 2-CPU machine; --quick (one repeat, no warm-up, fewer batch-1 runs)
 about 2.
 This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which force slower BLAS kernels;
@@ -75,6 +76,10 @@ BATCH, BIG_BATCH = 32, 128
 TARGETS = {"b128": 1.0, "outside": 0.05, "int": 1.5, "sim": 1.2, "keras": 1.0, "litert": 10.0,
            "calib_time": 2.0}
 CALIB_MODEL, CALIB_IMAGES, CALIB_SMALL = "mobilenet_v2_0.35_96", 256, 64
+#: Seconds between timed calls: OpenBLAS's idle threads spin about 0.1 s after a call (measured:
+#: 0.10 s of CPU in a 0.5 s sleep after a 2048^3 matmul), which would take a core from the next
+#: figure timed, whichever it is.
+SETTLE = 0.2
 
 
 def alternate(fns: dict, repeats: dict, warmup: bool) -> dict:
@@ -90,6 +95,7 @@ def alternate(fns: dict, repeats: dict, warmup: bool) -> dict:
     while any(left.values()):
         for k, fn in fns.items():
             if left[k]:
+                time.sleep(SETTLE)
                 t = time.perf_counter()
                 fn()
                 best[k] = min(best[k], time.perf_counter() - t)

@@ -97,9 +97,6 @@ class _Hooks:
         self.before = None if on_input is not None else {n for n, _ in self.input_hooks}
         self.any = bool(after or self.input_hooks or on_tensor or on_input)
 
-    def kept(self) -> frozenset:
-        return frozenset(self.tensor_hooks) | frozenset(self.inplace_hooks)
-
     def tensor(self, name: str, y, owned: bool):
         """y after the hooks of tensor `name`; `owned`: y may be overwritten."""
         if self.on_tensor is not None:
@@ -159,10 +156,13 @@ class Plan:
         return steps
 
     def _fused_steps(self, hooks: _Hooks):
-        """Steps with fusion and in-place forms (module docstring). Graph outputs and hooked
-        tensors stay visible; a node with a hooked input reads the hooked value, so it is never
-        fused into its producer; an in-place hook ends an epilogue."""
-        kept = frozenset(self.outputs) | hooks.kept()
+        """Steps with fusion and in-place forms (module docstring). Graph outputs and tensors
+        with a tensor hook stay visible; a node with a hooked input reads the hooked value, so it
+        is never fused into its producer; a tensor's in-place hook runs in the epilogue where the
+        tensor is produced, and the epilogue may go on to its one reader."""
+        kept = frozenset(self.outputs) | frozenset(hooks.tensor_hooks)
+        if hooks.on_tensor is not None:
+            kept |= frozenset(hooks.inplace_hooks)
         read_hooked = {n for n, _ in hooks.input_hooks}
         readers: dict = {}
         for node in self.order:
@@ -170,7 +170,7 @@ class Plan:
                 readers.setdefault(t, []).append(node)
 
         def private(t):
-            """t is read once, by one node, and seen by nothing else."""
+            """t is read once, by one node, and seen by nothing else but its in-place hook."""
             r = readers.get(t, ())
             return t not in kept and len(r) == 1 and r[0].inputs.count(t) == 1 \
                 and r[0].name not in read_hooked
@@ -180,7 +180,8 @@ class Plan:
             if node.name in skip:
                 continue
             a, p, out = self.attrs[node.name], self.params[node.name], node.outputs[0]
-            if node.op == "zero_pad2d" and private(out) and node.name not in read_hooked:
+            if node.op == "zero_pad2d" and private(out) and node.name not in read_hooked \
+                    and out not in hooks.inplace_hooks:
                 conv = readers[out][0]
                 ca = self.attrs[conv.name]
                 if conv.op == "conv2d" and ca["padding"] in ("valid", "explicit"):
@@ -194,8 +195,14 @@ class Plan:
             slots = [self.slot[t] for t in ins]
             if node.op in _FUSED_PRODUCERS:
                 epilogue, names, last = [], [node.name], node
-                while private(last.outputs[0]):
-                    nxt = readers[last.outputs[0]][0]
+                while True:
+                    t = last.outputs[0]
+                    hook = hooks.inplace_hooks.get(t) if t not in kept else None
+                    if hook is not None:
+                        epilogue.append(hook)   # the hooked value is what the reader sees
+                    if not private(t):
+                        break
+                    nxt = readers[t][0]
                     step = inplace_step(nxt.op, self.params[nxt.name], self.attrs[nxt.name],
                                         self.dtype)
                     if step is None:
@@ -204,13 +211,9 @@ class Plan:
                     names.append(nxt.name)
                     skip.add(nxt.name)
                     last = nxt
-                hook = hooks.inplace_hooks.get(last.outputs[0])
-                if hook is not None and hooks.on_tensor is None and \
-                        last.outputs[0] not in hooks.tensor_hooks:
-                    epilogue.append(hook)
                 steps.append(_Step(_producer(_FUSED_PRODUCERS[node.op], p, a, epilogue), slots,
                                    self.slot[last.outputs[0]], tuple(names),
-                                   hooked=hook is not None and epilogue[-1] is hook))
+                                   hooked=hook is not None))
                 continue
             op = get_op(node.op)
             step = _Step(lambda xs, op=op, p=p, a=a: op.forward(xs, p, a), slots, self.slot[out],
