@@ -4,11 +4,15 @@
 contiguous slice and together they cover y once, in order: groups of whole images when one image
 has fewer than `target` output pixels, else row bands of one image. Parts are `target`'s worth
 (the last one what is left), or with even=True of even sizes: the fewest parts of at most that
-size, cut as evenly as whole rows or images allow. Speed only: the blocking changes no number.
+size, cut as evenly as whole rows or images allow. `rows_in_blocks` adds a bias and applies an
+elementwise epilogue to an [..., O] output ROWS rows at a time. Speed only: the blocking changes
+no number.
 """
 from __future__ import annotations
 
-__all__ = ["blocks"]
+__all__ = ["blocks", "rows_in_blocks", "ROWS"]
+
+ROWS = 4096   # rows of O values per block of rows_in_blocks (speed only)
 
 
 def blocks(n: int, oh: int, ow: int, target: int, even: bool = False):
@@ -31,3 +35,17 @@ def _part(total: int, most: int, even: bool) -> int:
         return most
     parts = -(-total // most)
     return -(-total // parts)
+
+
+def rows_in_blocks(y, b, epilogue, rows: int = ROWS):
+    """Add the bias `b` (or None) to y [..., O] and apply `epilogue` (or None) block by block of
+    `rows` rows of O values, so that each block stays in cache between the two."""
+    if b is None and epilogue is None:
+        return
+    flat = y.reshape(-1, y.shape[-1])
+    for r0 in range(0, flat.shape[0], rows):
+        block = flat[r0:r0 + rows]
+        if b is not None:
+            block += b
+        if epilogue is not None:
+            epilogue(block)

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import ParamError, ShapeError
 from .base import Attr, Op
-from .blocking import blocks
+from .blocking import blocks, rows_in_blocks
 from .depthwise import depthwise_conv
 
 BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES = 4096, 16384, 1 << 21  # block sizes (speed only)
@@ -233,20 +233,6 @@ def _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue=None):
             out += b
         if epilogue is not None:
             epilogue(out)
-
-
-def rows_in_blocks(y, b, epilogue, rows=BLOCK_ROWS):
-    """Add the bias `b` (or None) to y [..., O] and apply `epilogue` (or None) block by block of
-    `rows` rows of O values, so that each block stays in cache between the two."""
-    if b is None and epilogue is None:
-        return
-    flat = y.reshape(-1, y.shape[-1])
-    for r0 in range(0, flat.shape[0], rows):
-        block = flat[r0:r0 + rows]
-        if b is not None:
-            block += b
-        if epilogue is not None:
-            epilogue(block)
 
 
 def _forward(inputs, params, attrs):

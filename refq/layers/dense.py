@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ParamError, ShapeError
 from .base import Op
-from .conv import rows_in_blocks
+from .blocking import rows_in_blocks
 
 
 def _weight_shape(params):
@@ -66,7 +66,7 @@ def _forward(inputs, params, attrs):
 
 def forward_fused(inputs, params, attrs, epilogue):
     """dense's forward, then the bias and `epilogue` (None or an in-place elementwise step,
-    `refq.plan`) block by block of rows (`refq.layers.conv.rows_in_blocks`)."""
+    `refq.plan`) block by block of rows (`refq.layers.blocking.rows_in_blocks`)."""
     x = inputs[0]
     _infer_shape([x.shape], attrs, params)
     w = params["weight"].astype(x.dtype, copy=False)
