@@ -13,7 +13,8 @@ from refq.ppocr_data import load_calibration_set, load_model, load_test_set
 from refq.fixedpoint import PROFILES
 from refq.fixedpoint.compare import compare, format_compare
 from refq.fixedpoint.lowering import lower
-from refq.fixedpoint.run import (REFERENCE, accumulator_headroom, faithful_graph, run_faithful,
+from refq.fixedpoint.run import (REFERENCE, IntPlan, accumulator_headroom, faithful_graph,
+                                 run_faithful,
                                  run_int)
 from refq.quant.quantsim import QuantSim
 
@@ -130,6 +131,28 @@ def test_run_int_stats_and_streaming(sims, calib):
     yf, sf = run_faithful(sim, {"x": x[:1]}, like="tflite")
     yf2, _ = run_int(faithful_graph(sim, like="tflite"), {"x": x[:1]})
     assert np.array_equal(yf["predictions"], yf2["predictions"]) and sf
+
+
+def test_int_plan_runs_many_times_as_run_int_does(sims, calib):
+    """An IntPlan built once gives, on every run, the outputs and statistics of run_int; it is a
+    snapshot (later changes to the graph do not reach it), and what its kernels keep from one run
+    is kept per shape of the feeds."""
+    g = lower(sims["per_channel"], "tflite")
+    plan = IntPlan(g)
+    for x in (calib[:3], calib[3:8], calib[:3]):
+        y, stats = plan.run({"x": x})
+        ref, ref_stats = run_int(g, {"x": x})
+        assert np.array_equal(y["predictions"], ref["predictions"]) and stats == ref_stats
+        traced, _ = plan.run({"x": x}, trace=True)
+        assert np.array_equal(traced["predictions"], ref["predictions"])
+    conv = next(n for n in g.nodes if n.op == "int_conv2d")
+    saved = conv.params["weight"]
+    conv.params["weight"] = np.zeros_like(saved)
+    try:
+        assert np.array_equal(plan.run({"x": calib[:3]})[0]["predictions"], ref["predictions"])
+    finally:
+        conv.params["weight"] = saved
+    assert len(plan._memos) == 1
 
 
 def _one_conv_graph(w, weight_zp, policy):

@@ -65,13 +65,14 @@ import numpy as np
 
 from ..errors import FixedPointError, InputError
 from ..parallel import threads
-from ..runtime import feeds_dict, run
+from ..plan import Plan
+from ..runtime import feeds_dict
 from .kernels import NARROW
 from .kernels.common import AccExtremes, output_dtype
 from .lower_encodings import NP_DTYPES, TensorQ
 from .profiles import Profile, get_profile
 
-__all__ = ["run_int", "faithful_graph", "run_faithful", "REFERENCE", "reference_profile",
+__all__ = ["run_int", "IntPlan", "faithful_graph", "run_faithful", "REFERENCE", "reference_profile",
            "accumulator_headroom", "input_encodings", "output_encodings"]
 
 #: The profile of the integer-faithful simulation (not a target; see the module docstring).
@@ -206,64 +207,90 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
     dtype, every value in [qmin, qmax], else InputError naming the input, index, value and range)
     and the outputs are the integer codes of each output's encoding (`output_encodings`), as
     arrays of that encoding's dtype; see the module docstring. With trace=True the graph inputs
-    are traced as the codes given (int64) and the other tensors as usual."""
-    stats: dict = {}
-    memos: dict = {}   # per node: what its kernel derives from the parameters, for this run
-    lock = threading.Lock()
-    skip = {}
-    if codes:
-        quant, deq = _boundary_nodes(graph)
-        in_encs, out_encs = _input_qs(graph, quant), _output_qs(graph, deq)
-        feeds = _check_codes(graph, feeds, in_encs)
-        skip = {n.name for nodes in quant.values() for n in nodes} | {n.name for n in deq.values()}
+    are traced as the codes given (int64) and the other tensors as usual.
 
-    def call(node, op, xs, params):
-        if node.name in skip:  # codes in (int_quantize) and out (int_dequantize) pass unchanged
-            return np.asarray(xs[0]).astype(np.int64)
-        narrow = None if trace else NARROW.get(node.op)
-        try:
-            if narrow is not None:
-                y, m = narrow(xs, params, node.attrs, memos.setdefault(node.name, {}))
-                if m is None:
-                    return y
-            elif op.accumulate is None:
-                return op.forward(xs, params, node.attrs)
-            else:
-                y, m = op.accumulate(xs, params, node.attrs)
-        except FixedPointError as e:
-            msg = str(e)
-            if f"'{node.name}'" not in msg:
-                msg = f"node '{node.name}' ({node.op}): {msg}"
-            raise FixedPointError(msg) from None
-        bits = int(node.attrs.get("accumulator_bits", 32))
-        policy = node.attrs.get("overflow", "error")
-        exact = isinstance(m, AccExtremes)
-        lo, hi = (m.lo, m.hi) if exact else (-int(m), int(m))
-        m = int(m)
-        over = lo < -(1 << (bits - 1)) or hi > (1 << (bits - 1)) - 1
-        if over and policy == "error" and exact:  # the kernel raises first; a safety net
-            raise FixedPointError(f"node '{node.name}' ({node.op}): accumulator range "
-                                  f"[{lo}, {hi}] does not fit {bits} bits (overflow policy "
-                                  "'error')")
-        with lock:
-            s = stats.setdefault(node.name, {"op": node.op, "max_abs_acc": 0,
-                                             "accumulator_bits": bits, "overflow_policy": policy,
-                                             "overflowed": False})
-            s["max_abs_acc"] = max(s["max_abs_acc"], m)
-            s["overflowed"] = s["overflowed"] or over
-        return y
+    Each call validates the graph and prepares every node's parameters; to run one integer graph
+    many times, build an `IntPlan(graph)` once and call its `run`."""
+    return IntPlan(graph).run(feeds, trace, batch_size, quiet, codes=codes)
 
-    out = run(graph, feeds, trace=trace, batch_size=batch_size, quiet=quiet, call=call,
-              threads=1 if trace else threads())
-    for s in stats.values():
-        s["headroom_bits"] = accumulator_headroom(s["max_abs_acc"], s["accumulator_bits"])
-    if codes:
-        for name, q in out_encs.items():
-            out[name] = out[name].astype(NP_DTYPES[q.dtype])
-        for name in in_encs:
-            if name in out:
-                out[name] = out[name].astype(np.int64)
-    return out, stats
+
+class IntPlan:
+    """An integer graph compiled once: `IntPlan(graph).run(feeds, ...)` returns what
+    `run_int(graph, feeds, ...)` returns. Like `refq.Plan` (which it holds), it is a snapshot:
+    the graph is validated and its parameters copied when it is built. What each node's kernel
+    derives from its parameters (checked parameters, weight operands, requantization constants)
+    is kept across runs, per shape of the feeds (a kernel checks its input shape once per memo)."""
+
+    def __init__(self, graph):
+        self.graph, self.plan = graph, Plan(graph, np.float64)
+        self._memos: dict = {}      # {feed shapes after the batch: {node: memo}}
+        self._boundary = None       # (int_quantize nodes per input, int_dequantize per output)
+
+    def run(self, feeds, trace: bool = False, batch_size: int | None = None,
+            quiet: bool = True, *, codes: bool = False):
+        """(outputs, stats) as `run_int`."""
+        graph, stats, lock, skip = self.graph, {}, threading.Lock(), {}
+        if codes:
+            if self._boundary is None:
+                self._boundary = _boundary_nodes(graph)
+            quant, deq = self._boundary
+            in_encs, out_encs = _input_qs(graph, quant), _output_qs(graph, deq)
+            feeds = _check_codes(graph, feeds, in_encs)
+            skip = {n.name for nodes in quant.values() for n in nodes} | \
+                {n.name for n in deq.values()}
+        feeds = feeds_dict(graph, feeds)
+        shapes = tuple(np.shape(feeds[s.name])[1:] if s.name in feeds else None
+                       for s in graph.inputs)
+        memos = self._memos.setdefault(shapes, {})
+
+        def call(node, op, xs, params):
+            if node.name in skip:  # codes in (int_quantize) and out (int_dequantize) pass unchanged
+                return np.asarray(xs[0]).astype(np.int64)
+            narrow = None if trace else NARROW.get(node.op)
+            attrs = self.plan.attrs[node.name]
+            try:
+                if narrow is not None:
+                    y, m = narrow(xs, params, attrs, memos.setdefault(node.name, {}))
+                    if m is None:
+                        return y
+                elif op.accumulate is None:
+                    return op.forward(xs, params, attrs)
+                else:
+                    y, m = op.accumulate(xs, params, attrs)
+            except FixedPointError as e:
+                msg = str(e)
+                if f"'{node.name}'" not in msg:
+                    msg = f"node '{node.name}' ({node.op}): {msg}"
+                raise FixedPointError(msg) from None
+            bits = int(attrs.get("accumulator_bits", 32))
+            policy = attrs.get("overflow", "error")
+            exact = isinstance(m, AccExtremes)
+            lo, hi = (m.lo, m.hi) if exact else (-int(m), int(m))
+            m = int(m)
+            over = lo < -(1 << (bits - 1)) or hi > (1 << (bits - 1)) - 1
+            if over and policy == "error" and exact:  # the kernel raises first; a safety net
+                raise FixedPointError(f"node '{node.name}' ({node.op}): accumulator range "
+                                      f"[{lo}, {hi}] does not fit {bits} bits (overflow policy "
+                                      "'error')")
+            with lock:
+                s = stats.setdefault(node.name, {"op": node.op, "max_abs_acc": 0,
+                                                 "accumulator_bits": bits,
+                                                 "overflow_policy": policy, "overflowed": False})
+                s["max_abs_acc"] = max(s["max_abs_acc"], m)
+                s["overflowed"] = s["overflowed"] or over
+            return y
+
+        out = self.plan.run(feeds, trace, batch_size, quiet, call=call,
+                            threads=1 if trace else threads())
+        for s in stats.values():
+            s["headroom_bits"] = accumulator_headroom(s["max_abs_acc"], s["accumulator_bits"])
+        if codes:
+            for name, q in out_encs.items():
+                out[name] = out[name].astype(NP_DTYPES[q.dtype])
+            for name in in_encs:
+                if name in out:
+                    out[name] = out[name].astype(np.int64)
+        return out, stats
 
 
 def faithful_graph(sim, like=None):
