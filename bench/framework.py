@@ -18,14 +18,16 @@ For each model it prints, beside its target:
   (validation, parameter copies) on every call;
 - a model quantized with refq's QuantSim (BN folded, per-channel W8A8 config 'per_channel', minmax
   calibration on a few random batches) and lowered for profile `tflite`: simulated forward
-  (`QuantSim.run`, which builds its plan on each call) / float32 forward and integer forward
-  (`run_int`) / float32 forward at batch 32, timed alternately (targets <= 1.2 and <= 1.5); the
+  (`QuantSim.run`) / float32 forward and integer forward (`IntPlan.run`, the plan built once)
+  / float32 forward at batch 32, timed alternately (targets <= 1.2 and <= 1.5); the
   float forward is the plan of the model as given (with its batch norms); the ratios against the
   BN-folded float graph are printed beside;
-- Keras side by side (refq / Keras, target <= 1) and LiteRT's reference kernels on the same
-  architecture converted to a fully integer .tflite (LiteRT time per image / refq integer time per
-  image, target >= 10) where `tensorflow` and `ai_edge_litert` import; refq never installs them,
-  and the benchmark prints one line saying what it skipped when they are absent.
+- where `tensorflow` (with Keras 3) and `ai_edge_litert` import (refq never installs them; install
+  them in the benchmark's own environment, e.g. `pip install tensorflow ai-edge-litert`), unless
+  --no-frameworks: Keras side by side, the same keras.applications model imported into refq
+  (refq / Keras at batch 32, target <= 1; `keras_side_by_side`), and LiteRT's reference kernels
+  on the architecture converted to a fully integer .tflite (LiteRT time per image / refq integer
+  time per image, target >= 10; `litert_side_by_side`); one line says what was skipped and why.
 On MobileNetV2-0.35 also calibration (`QuantSim.compute_encodings`, default batch size) on 256
 images / one float32 forward over the same images (target <= 2), and the tracemalloc peak of the
 calibration on 64 and on 256 images beside that of a float forward at batch 32: bounded by one
@@ -55,7 +57,9 @@ if __name__ == "__main__" and "--native-blas" in sys.argv and \
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import gc  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
@@ -68,7 +72,7 @@ from architectures import ARCHITECTURES  # noqa: E402
 from forward import MM_FLOP, blas_header, matmul  # noqa: E402
 from refq.algorithms import fold_batch_norms  # noqa: E402
 from refq.fixedpoint.lowering import lower  # noqa: E402
-from refq.fixedpoint.run import run_int  # noqa: E402
+from refq.fixedpoint.run import IntPlan  # noqa: E402
 from refq.quant.quantsim import QuantSim  # noqa: E402
 from refq.summary import summarize  # noqa: E402
 
@@ -171,10 +175,11 @@ def quantized_modes(graph, sim, int_graph, res, repeats, warmup, rng):
     one the simulation runs), the simulated and the integer forwards, timed alternately."""
     x = images(rng, BATCH, res)
     plan, folded = refq.Plan(graph, np.float32), refq.Plan(sim.graph, np.float32)
+    int_plan = IntPlan(int_graph)
     fns = {"float": lambda: plan.run(x),
            "folded": lambda: folded.run(x),
            "sim": lambda: sim.run(x),
-           "int": lambda: run_int(int_graph, x)}
+           "int": lambda: int_plan.run(x)}
     return alternate(fns, {k: repeats for k in fns}, warmup)
 
 
@@ -204,61 +209,152 @@ def calibration(graph, sim, res, repeats, warmup, rng):
             "peak_float32": traced_peak(lambda: plan.run(x[:BATCH])) * mib}
 
 
-def optional_frameworks(name, arch, graph, int_graph, macs, repeats, warmup, rng):
-    """Keras side by side and LiteRT reference kernels, where they import; one line each else."""
+@contextlib.contextmanager
+def _quiet_fds():
+    """stdout and stderr (the file descriptors: TensorFlow's C++ logs and its converter's prints)
+    sent to /dev/null for the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
     try:
-        import tensorflow as tf  # noqa: F401  (never a refq dependency)
-        import keras
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [null]:
+            os.close(fd)
+
+
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _keras_model(keras, arch, graph, **kwargs):
+    """`keras.applications.<arch>` with the weights of `graph` (the benchmark's own model, whose
+    nodes carry the Keras layer names): Keras' default initialisation makes the activations of
+    these deep models vanish, so that every output would be the same."""
+    cls, extra = arch.keras
+    res = arch.resolution
+    model = getattr(keras.applications, cls)(weights=None, input_shape=(res, res, 3),
+                                             **extra, **kwargs)
+    nodes = {n.name: n for n in graph.nodes}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        p = nodes[layer.name].params
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
+            values = [p["gamma"], p["beta"], p["mean"], p["variance"]]
+        elif kind == "DepthwiseConv2D":  # [C, kh, kw, 1] -> [kh, kw, C, 1]
+            values = [p["weight"].transpose(1, 2, 0, 3)]
+        elif kind == "Conv2D":  # OHWI -> HWIO
+            values = [p["weight"].transpose(1, 2, 3, 0)]
+        elif kind == "Dense":
+            values = [p["weight"].T]
+        else:
+            raise ValueError(f"layer '{layer.name}': no weight mapping for {kind}")
+        if "bias" in p:
+            values.append(p["bias"])
+        layer.set_weights([np.asarray(v, np.float32) for v in values])
+    return model
+
+
+def keras_side_by_side(arch, graph, macs, repeats, warmup, rng):
+    """refq / Keras at batch 32 on the same model, or None with a line saying why not.
+
+    The Keras model is `keras.applications.<arch>` with the weights of the benchmark's model
+    (`_keras_model`), saved as a .keras file and imported with `refq.import_keras`, so that both
+    run the same function (their outputs are compared); Keras is timed eagerly and as a
+    tf.function (the faster counts), refq as a Plan of the imported graph built once, alternately
+    with the matmul baseline."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with _quiet_fds():
+            import tensorflow as tf  # never a refq dependency
+            import keras
     except ImportError as e:
         print(f"   Keras:  skipped: tensorflow/keras is not importable here ({e}); refq never "
               "installs it")
-        print("   LiteRT: skipped: converting to .tflite needs TensorFlow's converter")
-        return {}
-    out = {}
+        return None
+    x = images(rng, BATCH, arch.resolution)
+    try:
+        with _quiet_fds():
+            model = _keras_model(keras, arch, graph)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, f"{arch.keras[0]}.keras")
+                model.save(path)
+                imported = refq.import_keras(path)
+        compiled = tf.function(lambda v: model(v, training=False))
+        plan = refq.Plan(imported, np.float32)
+        ref = plan.run(x)[imported.outputs[0]]
+        got = np.asarray(compiled(x))
+        diff = float(np.max(np.abs(ref - got)))
+        t = alternate({"eager": lambda: model(x, training=False), "function": lambda: compiled(x),
+                       "refq": lambda: plan.run(x), "mm": matmul},
+                      {"eager": repeats, "function": repeats, "refq": repeats, "mm": repeats},
+                      warmup)
+    except Exception as e:  # an optional comparison must not end the benchmark
+        print(f"   Keras:  skipped: {_first_line(e)}")
+        return None
+    keras_t = min(t["eager"], t["function"])
+    share = 2 * macs * BATCH / keras_t / 1e9 / (MM_FLOP / t["mm"] / 1e9)
+    ratio = t["refq"] / keras_t
+    print(f"   Keras {keras.__version__} (TensorFlow {tf.__version__}), the same model imported into "
+          f"refq (outputs differ by at most {diff:.1e}; top-1 agrees on "
+          f"{np.mean(ref.argmax(-1) == got.argmax(-1)):.0%}): eager {t['eager'] * 1e3:.0f} ms, "
+          f"tf.function {t['function'] * 1e3:.0f} ms, {share:.0%} of matmul GFLOP/s; refq "
+          f"{t['refq'] * 1e3:.0f} ms; refq / Keras = {ratio:.2f} (target <= {TARGETS['keras']:g}) "
+          f"{mark(ratio <= TARGETS['keras'])}", flush=True)
+    return {"keras": ratio, "keras_ms": keras_t * 1e3, "keras_share": share}
+
+
+def litert_side_by_side(arch, graph, int_graph, rng):
+    """LiteRT's reference kernels (BUILTIN_REF) / refq's integer forward, per image at batch 32,
+    on the same model (`_keras_model`) converted to a fully integer .tflite by TFLite's converter
+    (calibrated on 8 random images); or None
+    with a line saying why not. The Keras model ends at its logits (classifier_activation=None):
+    LiteRT's reference int8 SOFTMAX aborts the process on 1000 classes (ai-edge-litert 2.3.0).
+    One timed call each after one untimed call (a reference-kernel call takes seconds to minutes)."""
+    try:
+        with _quiet_fds():
+            import tensorflow as tf
+            import keras
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError as e:
+        print(f"   LiteRT: skipped: ai_edge_litert or tensorflow is not importable here ({e}); "
+              "refq never installs them")
+        return None
     res = arch.resolution
     x = images(rng, BATCH, res)
     try:
-        cls, kwargs = arch.keras
-        model = getattr(keras.applications, cls)(weights=None, input_shape=(res, res, 3), **kwargs)
-        plan = refq.Plan(graph, np.float32)
-        t = alternate({"keras": lambda: model(x, training=False), "refq": lambda: plan.run(x),
-                       "mm": matmul},
-                      {"keras": repeats, "refq": repeats, "mm": repeats}, warmup)
-        share = 2 * macs * BATCH / t["keras"] / 1e9 / (MM_FLOP / t["mm"] / 1e9)
-        out["keras"] = t["refq"] / t["keras"]
-        print(f"   Keras {keras.__version__}: {BATCH / t['keras']:.1f} images/s at batch {BATCH}, "
-              f"{share:.0%} of matmul GFLOP/s; refq / Keras = {out['keras']:.2f} "
-              f"(target <= {TARGETS['keras']:g}) {mark(out['keras'] <= TARGETS['keras'])}")
-    except Exception as e:  # an optional comparison must not end the benchmark
-        print(f"   Keras:  skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        return out
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError as e:
-        print(f"   LiteRT: skipped: ai_edge_litert is not importable here ({e}); refq never "
-              "installs it")
-        return out
-    try:
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([images(rng, 1, res)] for _ in range(8))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.int8
-        interp = Interpreter(model_content=conv.convert(),
+        with _quiet_fds():
+            model = _keras_model(keras, arch, graph, classifier_activation=None)
+            conv = tf.lite.TFLiteConverter.from_keras_model(model)
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ([images(rng, 1, res)] for _ in range(8))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = conv.inference_output_type = tf.int8
+            blob = conv.convert()
+        interp = Interpreter(model_content=blob,
                              experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
         inp = interp.get_input_details()[0]
         interp.resize_tensor_input(inp["index"], [BATCH, res, res, 3])
         interp.allocate_tensors()
         interp.set_tensor(inp["index"], np.zeros((BATCH, res, res, 3), np.int8))
-        t = alternate({"litert": interp.invoke, "int": lambda: run_int(int_graph, x)},
-                      {"litert": repeats, "int": repeats}, warmup)
-        out["litert"] = t["litert"] / t["int"]
-        print(f"   LiteRT reference kernels: {BATCH / t['litert']:.1f} images/s at batch {BATCH}; "
-              f"LiteRT / refq integer time per image = {out['litert']:.2f} "
-              f"(target >= {TARGETS['litert']:g}) {mark(out['litert'] >= TARGETS['litert'])}")
+        int_plan = IntPlan(int_graph)
+        t = alternate({"litert": interp.invoke, "int": lambda: int_plan.run(x)},
+                      {"litert": 1, "int": 1}, True)
     except Exception as e:
-        print(f"   LiteRT: skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    return out
+        print(f"   LiteRT: skipped: {_first_line(e)}")
+        return None
+    ratio = t["litert"] / t["int"]
+    print(f"   LiteRT reference kernels: {t['litert']:.1f} s at batch {BATCH}, refq integer "
+          f"{t['int'] * 1e3:.0f} ms; LiteRT / refq time per image = {ratio:.1f} (target >= "
+          f"{TARGETS['litert']:g}) {mark(ratio >= TARGETS['litert'])}", flush=True)
+    return {"litert": ratio}
 
 
 def bench_model(name, args, rng):
@@ -295,8 +391,9 @@ def bench_model(name, args, rng):
           f"{mark(r['sim'] <= TARGETS['sim'])}; int / float = {r['int']:.2f} (target <= "
           f"{TARGETS['int']:g}) {mark(r['int'] <= TARGETS['int'])}; against the BN-folded float "
           f"graph: sim {q['sim'] / q['folded']:.2f}, int {q['int'] / q['folded']:.2f}", flush=True)
-    r.update(optional_frameworks(name, arch, graph, int_graph, macs, args.repeats, args.warmup,
-                                 rng))
+    if not args.no_frameworks:
+        r.update(keras_side_by_side(arch, graph, macs, args.repeats, args.warmup, rng) or {})
+        r.update(litert_side_by_side(arch, graph, int_graph, rng) or {})
     if name == CALIB_MODEL:
         c = calibration(graph, sim, res, args.repeats, args.warmup, rng)
         r["calib"] = c
@@ -344,6 +441,8 @@ def main(argv=None):
                     help="one repeat, no warm-up, fewer batch-1 runs and calibration images")
     ap.add_argument("--models", nargs="+", choices=list(ARCHITECTURES), default=list(ARCHITECTURES),
                     metavar="NAME", help=f"any of {', '.join(ARCHITECTURES)} (default: all)")
+    ap.add_argument("--no-frameworks", action="store_true",
+                    help="skip the Keras and LiteRT comparisons even where they are installed")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per figure (default 3, "
                     "--quick 1)")
     args = ap.parse_args(argv)
