@@ -18,8 +18,8 @@ For each model it prints, beside its target:
   (validation, parameter copies) on every call;
 - a model quantized with refq's QuantSim (BN folded, per-channel W8A8 config 'per_channel', minmax
   calibration on a few random batches) and lowered for profile `tflite`: simulated forward
-  (`QuantSim.run`) / float32 forward and integer forward (`IntPlan.run`, the plan built once)
-  / float32 forward at batch 32, timed alternately (targets <= 1.2 and <= 1.5); the
+  (`sim.plan().run`) / float32 forward and integer forward (`IntPlan.run`), each plan built once
+  as the float one is, / float32 forward at batch 32, timed alternately (targets <= 1.2 and <= 1.5); the
   float forward is the plan of the model as given (with its batch norms); the ratios against the
   BN-folded float graph are printed beside;
 - where `tensorflow` (with Keras 3) and `ai_edge_litert` import (refq never installs them; install
@@ -175,10 +175,10 @@ def quantized_modes(graph, sim, int_graph, res, repeats, warmup, rng):
     one the simulation runs), the simulated and the integer forwards, timed alternately."""
     x = images(rng, BATCH, res)
     plan, folded = refq.Plan(graph, np.float32), refq.Plan(sim.graph, np.float32)
-    int_plan = IntPlan(int_graph)
+    int_plan, sim_plan = IntPlan(int_graph), sim.plan()
     fns = {"float": lambda: plan.run(x),
            "folded": lambda: folded.run(x),
-           "sim": lambda: sim.run(x),
+           "sim": lambda: sim_plan.run(x),
            "int": lambda: int_plan.run(x)}
     return alternate(fns, {k: repeats for k in fns}, warmup)
 

@@ -16,6 +16,7 @@ processes of this run; no file is read).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 import time
@@ -27,8 +28,10 @@ __all__ = ["single_blas_thread", "parallel", "timed", "children_cpu", "WORKERS",
            "map_threads"]
 
 
+@functools.lru_cache(maxsize=None)
 def _openblas():
-    """The OpenBLAS library NumPy loaded, with its set/get thread-count functions, or None."""
+    """The OpenBLAS library NumPy loaded, with its set/get thread-count functions, or None (found
+    once per process: reading /proc/self/maps takes milliseconds in a large process)."""
     try:
         with open("/proc/self/maps") as f:
             paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()

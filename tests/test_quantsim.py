@@ -265,6 +265,24 @@ def test_all_quantizers_disabled_is_the_float32_run(ppocr, ppocr_sim, images):
         assert np.array_equal(got[k], ref[k]), k
 
 
+def test_sim_plan_is_sim_run_compiled_once(ppocr, images):
+    """sim.plan() gives sim.run's outputs on every run, and is a snapshot: encodings computed
+    after it was built do not reach it."""
+    sim = QuantSim(ppocr).compute_encodings(images[:1])
+    plan = sim.plan()
+    for x in (images[2:], images[1:], images[2:]):
+        ref = sim.run({"x": x})
+        got = plan.run({"x": x})
+        assert got.keys() == ref.keys()
+        for k in ref:
+            assert np.array_equal(got[k], ref[k]), k
+    sim.compute_encodings(images[1:])
+    moved = sim.run({"x": images[2:]})
+    still = plan.run({"x": images[2:]})
+    out = ppocr.outputs[0]
+    assert np.array_equal(still[out], ref[out]) and not np.array_equal(moved[out], ref[out])
+
+
 def test_only_weights_enabled(ppocr, ppocr_sim, images):
     sim, x = ppocr_sim, images[2:]
     weights = {q.name: True for q in sim.quantizers.values() if q.kind == "param"}

@@ -289,26 +289,15 @@ class QuantSim:
             quiet: bool = True, enabled: dict | None = None) -> dict:
         """The simulated forward: like `refq.run`, with the enabled quantizers applied.
 
-        enabled: {quantizer name: bool} overriding `self.enabled` (missing names count as off)."""
-        enabled = self.enabled if enabled is None else enabled
-        tq = {t: n for t, n in self.tensor_quantizers().items() if enabled.get(n, False)}
-        iq = {k: n for k, n in self.input_quantizers().items() if enabled.get(n, False)}
-        encs = {n: self._encoding(n) for n in set(tq.values()) | set(iq.values())}
-        num = self.numerics
+        enabled: {quantizer name: bool} overriding `self.enabled` (missing names count as off).
+        Each call fake-quantizes the parameters and builds the plan; to run the same simulation
+        many times, build `sim.plan()` once and call its `run`."""
+        return self.plan(enabled).run(feeds, trace=trace, batch_size=batch_size, quiet=quiet)
 
-        def fake_quant(name):
-            return lambda x: quantize_dequantize(x, encs[name], num)
-
-        def fake_quant_inplace(name):
-            return lambda a: fake_quantize_inplace(a, encs[name], num)
-
-        per_tensor = {t for t, n in tq.items() if encs[n].axis is None}
-        plan = Plan(self.graph, num.dtype.type, params=self.sim_params(enabled))
-        return plan.run(feeds, trace=trace, batch_size=batch_size, quiet=quiet,
-                        tensor_hooks={t: fake_quant(n) for t, n in tq.items()
-                                      if t not in per_tensor},
-                        inplace_hooks={t: fake_quant_inplace(tq[t]) for t in per_tensor},
-                        input_hooks={k: fake_quant(n) for k, n in iq.items()})
+    def plan(self, enabled: dict | None = None) -> "SimPlan":
+        """The simulation compiled once (`SimPlan`): a snapshot of the graph, its fake-quantized
+        parameters and the encodings as they are now (later changes do not reach it)."""
+        return SimPlan(self, self.enabled if enabled is None else enabled)
 
     # ---- persistence (`refq.quant.sim_section`) ----------------------------------------------
     def to_json(self) -> dict:
@@ -348,3 +337,36 @@ class QuantSim:
                              f"it first (`refq quantize {path} --calib DATA -o Q.refq.h5`) and give "
                              "Q.refq.h5")
         return cls.from_json(graph, doc, source=str(path))
+
+
+class SimPlan:
+    """A QuantSim's forward compiled once: `sim.plan().run(feeds)` returns what `sim.run(feeds)`
+    returns. It holds a `refq.Plan` of the graph with the fake-quantized parameters of the enabled
+    parameter quantizers, and the hooks that fake-quantize the enabled tensor and input
+    quantizers' tensors with their encodings (per-tensor encodings in place, in the epilogue of the
+    step that produces the tensor; `refq.plan`)."""
+
+    def __init__(self, sim: QuantSim, enabled: dict):
+        tq = {t: n for t, n in sim.tensor_quantizers().items() if enabled.get(n, False)}
+        iq = {k: n for k, n in sim.input_quantizers().items() if enabled.get(n, False)}
+        encs = {n: sim._encoding(n) for n in set(tq.values()) | set(iq.values())}
+        num = sim.numerics
+
+        def fake_quant(name):
+            return lambda x: quantize_dequantize(x, encs[name], num)
+
+        def fake_quant_inplace(name):
+            return lambda a: fake_quantize_inplace(a, encs[name], num)
+
+        per_tensor = {t for t, n in tq.items() if encs[n].axis is None}
+        self.plan = Plan(sim.graph, num.dtype.type, params=sim.sim_params(enabled))
+        self.hooks = {"tensor_hooks": {t: fake_quant(n) for t, n in tq.items()
+                                       if t not in per_tensor},
+                      "inplace_hooks": {t: fake_quant_inplace(tq[t]) for t in per_tensor},
+                      "input_hooks": {k: fake_quant(n) for k, n in iq.items()}}
+
+    def run(self, feeds, *, trace: bool = False, batch_size: int | None = None,
+            quiet: bool = True) -> dict:
+        """The simulated forward (`QuantSim.run`)."""
+        return self.plan.run(feeds, trace=trace, batch_size=batch_size, quiet=quiet,
+                             **self.hooks)
