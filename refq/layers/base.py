@@ -1,7 +1,7 @@
 """The description of one operator: its attributes, parameters, shape inference, MACs and forward.
 
 An `Op` is the executable form of an operator page. Every op in `refq.layers` is one `Op` value built
-from plain functions, so that a gradient (`backward`) can later sit beside each `forward`.
+from plain functions; its vector-Jacobian product (`vjp`) sits beside its `forward`.
 
 Conventions shared by every op:
 - shapes are tuples whose first entry is the batch dimension, `None` when unknown;
@@ -136,6 +136,12 @@ class Op:
     check_params(params, attrs, where) -> None: raises ParamError on parameter values the op's
       Definition excludes (e.g. a negative variance); run by graph validation, so that such a
       model is refused when it is loaded or imported, not when it runs (None: no such values).
+    vjp(inputs, params, attrs, y, gy) -> (g_inputs, g_params): the vector-Jacobian product of
+      the forward at `inputs` (y = forward(inputs, params, attrs), gy = ∂L/∂y of y's shape):
+      g_inputs is a list with ∂L/∂x_i for every input (None for an input nothing differentiable
+      flows to), g_params {name: ∂L/∂p} for every parameter present, each of its operand's shape
+      and dtype. At a kink (relu at 0, a clip bound, a max-pool tie) it takes the one-sided
+      derivative its docstring names. None: the op has no gradient (integer kernels).
     """
 
     name: str
@@ -148,6 +154,7 @@ class Op:
     macs: Callable = _no_macs
     accumulate: Callable | None = None
     check_params: Callable | None = None
+    vjp: Callable | None = None
 
     def check_arity(self, n: int, where: str):
         if isinstance(self.num_inputs, int):
