@@ -429,6 +429,15 @@ def print_summary(results):
                   f"{c['ratio']:.2f} (<= 2) {mark(c['ratio'] <= 2)}; peak memory {CALIB_SMALL} -> "
                   f"{CALIB_IMAGES} images x{grows:.2f} (~1 when bounded by one batch) "
                   f"{mark(grows <= 1.25)}")
+    for r in results:
+        if "keras" in r or "litert" in r:
+            parts = []
+            if "keras" in r:
+                parts.append(f"refq / Keras {r['keras']:.2f} (<= 1) {mark(r['keras'] <= 1)}")
+            if "litert" in r:
+                parts.append(f"LiteRT reference / refq integer {r['litert']:.1f} (>= 10) "
+                             f"{mark(r['litert'] >= TARGETS['litert'])}")
+            print(f"   {r['name']}: " + "; ".join(parts))
     met = sum(r["share"] >= r["target_share"] for r in results)
     print(f"   float32 share target met on {met}/{len(results)} models")
 
