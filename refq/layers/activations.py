@@ -23,6 +23,43 @@ hard_swish is x · hard_sigmoid_keras3(x) in both (Keras 3 calls it `hard_silu`)
 
 sigmoid is evaluated as exp(min(x,0)) / (1 + exp(−|x|)), which equals 1/(1+exp(−x)) and never
 overflows.
+
+VJP (the vector-Jacobian product g = ∂L/∂x for gy = ∂L/∂y, y the forward's output; no params)
+    relu          g = gy · [x > 0]
+    relu6         g = gy · [0 < x < 6]
+    clip          g = gy · [min < x < max]
+    leaky_relu    g = gy · (1 if x > 0 else alpha)
+    sigmoid       g = gy · y · (1 − y)
+    tanh          g = gy · (1 − y²), evaluated as gy · (1 − y) · (1 + y)
+    hard_sigmoid  g = gy · alpha · [0 < alpha·x + beta < 1]
+    hard_swish    g = gy · (0 if x < −3; x/3 + 1/2 if −3 <= x <= 3; 1 if x > 3)
+    softmax       g = y ⊙ (gy − Σ_axis gy ⊙ y)   (the sum keeps `axis` as a size-1 axis)
+    [P] is 1 where P holds and 0 elsewhere, applied as a select: where the op is flat (leaky_relu
+    and hard_sigmoid with alpha = 0 included) the gradient is an exact 0 whatever gy is, ±inf or
+    NaN included, as PyTorch's threshold, hardtanh, hardsigmoid and hardswish kernels select it.
+    Computed in x's dtype (gy is cast to it): float32 inputs give float32 gradients.
+Kinks: PyTorch's autograd (its backward kernel in brackets)
+    relu at 0: 0, the derivative from the left [threshold_backward].
+    relu6 at 0 and 6, clip at min and max: 0, the derivative from outside [hardtanh_backward];
+      the gradient passes only strictly inside, so clip with min == max is 0 everywhere. clip's
+      bounds are cast to x's dtype, as in the forward.
+    leaky_relu at 0: alpha, the derivative from the left [leaky_relu_backward].
+    hard_sigmoid at its corners alpha·x + beta ∈ {0, 1} (tested on the value the forward
+      computes, i.e. 0 < y < 1): 0, from outside. At the Keras 3 default this is
+      [hardsigmoid_backward] (1/6 on −3 < x < 3, 0 elsewhere); for other alpha, beta (Keras 2:
+      corners at ±2.5) PyTorch has no Hardsigmoid, and the rule is that of its
+      hardtanh(alpha·x + beta, 0, 1), the same as at the default.
+    hard_swish at −3: −1/2, the derivative from the right; at 3: 3/2, the derivative from the
+      left [hardswish_backward, as its scalar and CUDA kernels take it; its vectorised CPU
+      kernel takes 1 at x = 3].
+Special values
+    x = ±inf gets the limit of the derivative: relu 1 at +inf and 0 at −inf; leaky_relu 1 and
+    alpha; hard_swish 1 and 0 (although its forward is NaN at −inf: −inf · 0); relu6, clip,
+    sigmoid, tanh and hard_sigmoid 0 at both.
+    x = NaN: a NaN gradient in every op, as the forward (softmax: the whole lane along `axis`,
+    whose output is NaN, as it is for a lane holding +inf; a −inf entry of a finite lane has
+    y = 0 and gradient 0). PyTorch differs here: its comparisons let gy, alpha·gy or 0 through
+    at a NaN depending on the kernel.
 """
 from __future__ import annotations
 
@@ -39,17 +76,50 @@ def _same_shape(in_shapes, attrs, params):
     return tuple(in_shapes[0])
 
 
+def _gy_as(x, gy):
+    """gy in x's dtype: every VJP here computes in the dtype of its input."""
+    return np.asarray(gy, dtype=x.dtype)
+
+
+def _nan_where_nan(x, g):
+    """g (a new array) with NaN wherever x is NaN: no branch of a piecewise VJP holds there."""
+    nan = np.isnan(x)
+    if nan.any():
+        g[nan] = np.nan
+    return g
+
+
 def _relu(inputs, params, attrs):
     return np.maximum(inputs[0], 0)
+
+
+def _relu_vjp(inputs, params, attrs, y, gy):
+    """g = gy where x > 0, else 0; relu'(0) = 0, the derivative from the left (PyTorch)."""
+    x = inputs[0]
+    return [_nan_where_nan(x, np.where(x > 0, _gy_as(x, gy), 0))], {}
 
 
 def _relu6(inputs, params, attrs):
     return np.clip(inputs[0], 0, 6)
 
 
+def _relu6_vjp(inputs, params, attrs, y, gy):
+    """g = gy where 0 < x < 6, else 0: 0 on both kinks (PyTorch's hardtanh_backward)."""
+    x = inputs[0]
+    return [_nan_where_nan(x, np.where((x > 0) & (x < 6), _gy_as(x, gy), 0))], {}
+
+
 def _clip(inputs, params, attrs):
     x = inputs[0]
     return np.clip(x, x.dtype.type(attrs["min"]), x.dtype.type(attrs["max"]))
+
+
+def _clip_vjp(inputs, params, attrs, y, gy):
+    """g = gy where min < x < max, else 0: 0 on both bounds (PyTorch's hardtanh_backward), so
+    min == max gives 0 everywhere. The bounds are cast to x's dtype, as in the forward."""
+    x = inputs[0]
+    lo, hi = x.dtype.type(attrs["min"]), x.dtype.type(attrs["max"])
+    return [_nan_where_nan(x, np.where((x > lo) & (x < hi), _gy_as(x, gy), 0))], {}
 
 
 def _clip_shape(in_shapes, attrs, params):
@@ -63,19 +133,49 @@ def _leaky_relu(inputs, params, attrs):
     return np.where(x >= 0, x, x * x.dtype.type(attrs["alpha"]))
 
 
+def _leaky_relu_vjp(inputs, params, attrs, y, gy):
+    """g = gy where x > 0, else alpha·gy; at x = 0 alpha, the derivative from the left (PyTorch's
+    leaky_relu_backward). With alpha = 0 the x <= 0 branch is an exact 0 (a select, as relu)."""
+    x = inputs[0]
+    gy = _gy_as(x, gy)
+    alpha = x.dtype.type(attrs["alpha"])
+    return [_nan_where_nan(x, np.where(x > 0, gy, gy * alpha if alpha else 0))], {}
+
+
 def _sigmoid(inputs, params, attrs):
     x = inputs[0]
     return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
+
+
+def _sigmoid_vjp(inputs, params, attrs, y, gy):
+    """g = gy · y · (1 − y), from the output (finite for every x, 0 once y rounds to 0 or 1)."""
+    return [_gy_as(inputs[0], gy) * (y * (1 - y))], {}
 
 
 def _tanh(inputs, params, attrs):
     return np.tanh(inputs[0])
 
 
+def _tanh_vjp(inputs, params, attrs, y, gy):
+    """g = gy · (1 − y²), evaluated as gy · (1 − y) · (1 + y) (1 − |y| is exact for |y| >= 1/2)."""
+    return [_gy_as(inputs[0], gy) * ((1 - y) * (1 + y))], {}
+
+
 def _hard_sigmoid(inputs, params, attrs):
     x = inputs[0]
     t = x.dtype.type
     return np.clip(x * t(attrs["alpha"]) + t(attrs["beta"]), 0, 1)
+
+
+def _hard_sigmoid_vjp(inputs, params, attrs, y, gy):
+    """g = alpha·gy where 0 < alpha·x + beta < 1 (as the forward computes it: 0 < y < 1), else 0:
+    0 on both corners, as PyTorch's hardsigmoid_backward (and hardtanh of alpha·x + beta). With
+    alpha = 0 the op is constant and g an exact 0."""
+    x = inputs[0]
+    t = x.dtype.type
+    alpha = t(attrs["alpha"])
+    inside = _gy_as(x, gy) * alpha if alpha else t(0)
+    return [_nan_where_nan(x, np.where((y > 0) & (y < 1), inside, t(0)))], {}
 
 
 _BLOCK = 1 << 16  # elements per block of hard_swish: its four passes over a block stay in cache
@@ -95,10 +195,28 @@ def _hard_swish(inputs, params, attrs):
     return out
 
 
+def _hard_swish_vjp(inputs, params, attrs, y, gy):
+    """g = 0 where x < −3, gy · (x/3 + 1/2) where −3 <= x <= 3, gy where x > 3 (PyTorch's
+    hardswish_backward): at x = −3 the derivative from the right (−1/2), at x = 3 the one from
+    the left (3/2)."""
+    x = inputs[0]
+    gy = _gy_as(x, gy)
+    t = x.dtype.type
+    inner = gy * (x / t(3) + t(0.5))
+    return [_nan_where_nan(x, np.where(x < -3, 0, np.where(x <= 3, inner, gy)))], {}
+
+
 def _softmax(inputs, params, attrs):
     x = inputs[0]
     e = np.exp(x - np.max(x, axis=attrs["axis"], keepdims=True))
     return e / np.sum(e, axis=attrs["axis"], keepdims=True)
+
+
+def _softmax_vjp(inputs, params, attrs, y, gy):
+    """g = y ⊙ (gy − Σ_axis gy ⊙ y), the sum over `axis` kept as a size-1 axis."""
+    gy = _gy_as(inputs[0], gy)
+    axis = attrs["axis"]
+    return [y * (gy - np.sum(gy * y, axis=axis, keepdims=True))], {}
 
 
 def _softmax_shape(in_shapes, attrs, params):
@@ -109,15 +227,18 @@ def _softmax_shape(in_shapes, attrs, params):
 
 
 OPS = [
-    Op("relu", _relu, _same_shape),
-    Op("relu6", _relu6, _same_shape),
-    Op("clip", _clip, _clip_shape, attrs={"min": Attr("float"), "max": Attr("float")}),
-    Op("leaky_relu", _leaky_relu, _same_shape, attrs={"alpha": Attr("float", 0.3)}),
-    Op("sigmoid", _sigmoid, _same_shape),
-    Op("tanh", _tanh, _same_shape),
+    Op("relu", _relu, _same_shape, vjp=_relu_vjp),
+    Op("relu6", _relu6, _same_shape, vjp=_relu6_vjp),
+    Op("clip", _clip, _clip_shape, attrs={"min": Attr("float"), "max": Attr("float")},
+       vjp=_clip_vjp),
+    Op("leaky_relu", _leaky_relu, _same_shape, attrs={"alpha": Attr("float", 0.3)},
+       vjp=_leaky_relu_vjp),
+    Op("sigmoid", _sigmoid, _same_shape, vjp=_sigmoid_vjp),
+    Op("tanh", _tanh, _same_shape, vjp=_tanh_vjp),
     Op("hard_sigmoid", _hard_sigmoid, _same_shape,
        attrs={"alpha": Attr("float", HARD_SIGMOID_KERAS3["alpha"]),
-              "beta": Attr("float", HARD_SIGMOID_KERAS3["beta"])}),
-    Op("hard_swish", _hard_swish, _same_shape),
-    Op("softmax", _softmax, _softmax_shape, attrs={"axis": Attr("int", -1)}),
+              "beta": Attr("float", HARD_SIGMOID_KERAS3["beta"])},
+       vjp=_hard_sigmoid_vjp),
+    Op("hard_swish", _hard_swish, _same_shape, vjp=_hard_swish_vjp),
+    Op("softmax", _softmax, _softmax_shape, attrs={"axis": Attr("int", -1)}, vjp=_softmax_vjp),
 ]

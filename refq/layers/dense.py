@@ -3,6 +3,11 @@
 Definition
     y[..., o] = b[o] + Σ_{i<In} x[..., i] · W[o, i]        i.e. y = x · Wᵀ + b
     applied independently to every position of the leading axes; b = 0 when there is no bias.
+VJP
+    With the leading axes flattened to R rows (x → X [R, In], gy → G [R, units]):
+    ∂L/∂X = G · W          ∂L/∂W = Gᵀ · X          ∂L/∂b = Σ_r G[r, :]
+    (∂L/∂x is X's gradient reshaped to x's shape). dense is linear in each operand, so there is
+    no kink; ∂L/∂x does not read x, and a NaN or inf in x[..., i] reaches only column i of ∂L/∂W.
 Shapes
     x: [N, ..., In] (rank >= 2); weight: [units, In] (axis 0 = output); bias: [units];
     y: [N, ..., units].
@@ -76,7 +81,23 @@ def forward_fused(inputs, params, attrs, epilogue):
     return y
 
 
+def _vjp(inputs, params, attrs, y, gy):
+    """dense's vector-Jacobian product (module docstring, VJP): two BLAS matmuls on the rows of
+    the flattened leading axes, in x's dtype; each parameter gradient in its parameter's dtype."""
+    x = inputs[0]
+    w = params["weight"]
+    units, n_in = w.shape
+    rows = math.prod(x.shape[:-1])
+    xr = x.reshape(rows, n_in)
+    g = np.asarray(gy, dtype=x.dtype).reshape(rows, units)
+    gx = np.matmul(g, w.astype(x.dtype, copy=False)).reshape(x.shape)
+    g_params = {"weight": np.matmul(g.T, xr).astype(w.dtype, copy=False)}
+    if "bias" in params:
+        g_params["bias"] = np.sum(g, axis=0).astype(params["bias"].dtype, copy=False)
+    return [gx], g_params
+
+
 OPS = [
     Op("dense", _forward, _infer_shape, params={"weight": True, "bias": False},
-       param_shapes=_param_shapes, macs=_macs),
+       param_shapes=_param_shapes, macs=_macs, vjp=_vjp),
 ]

@@ -9,6 +9,17 @@ Shapes
     x_i: broadcast-compatible, same rank; y: the broadcast shape.
 Errors
     ShapeError when the shapes do not broadcast or ranks differ.
+VJP (`_add_vjp`, `_multiply_vjp`)
+    add:      ∂L/∂x_i = sum_to(x_i.shape, gy)
+    multiply: ∂L/∂x_i = sum_to(x_i.shape, gy · Π_{j≠i} x_j)
+    where sum_to sums gy over the axes x_i was stretched along (its size-1 axes, and any leading
+    axes it lacks) back to x_i's shape. Π_{j≠i} x_j is a product of the other inputs (prefix
+    and suffix products), never y / x_i, so a zero x_i is exact: its own gradient is
+    gy·Π_{j≠i} x_j (y / x_i would be 0/0) and the others' are 0 there. An infinite x_j makes the
+    other inputs' gradients infinite there, or NaN where a third input is 0 (0·inf), while its
+    own gradient stays finite: the product rule ∂L/∂a = gy·b of PyTorch's mul gives the same
+    values. add's gradients do not depend on the inputs. Both ops are smooth: no kinks. Each
+    gradient is a new array, never gy.
 """
 from __future__ import annotations
 
@@ -50,8 +61,41 @@ def _macs(in_shapes, out_shape, attrs, params):
     return n * (len(in_shapes) - 1)
 
 
+def sum_to(g, shape):
+    """g summed over the axes that broadcasting stretched an operand of `shape` along (the
+    leading axes g has beyond len(shape), and the axes of size 1 in `shape`), as an array of
+    `shape`."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1)
+    if axes:
+        g = np.sum(g, axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def _add_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x_i = sum_to(x_i.shape, gy) (module docstring)."""
+    return [sum_to(gy, x.shape).astype(x.dtype) for x in inputs], {}
+
+
+def _multiply_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x_i = sum_to(x_i.shape, gy · Π_{j≠i} x_j), the product of the others built from
+    prefix products x_0···x_{i−1} and suffix products x_{i+1}···x_{k−1} (module docstring)."""
+    k = len(inputs)
+    prefix, suffix = [None] * k, [None] * k
+    for i in range(1, k):
+        prefix[i] = inputs[0] if i == 1 else prefix[i - 1] * inputs[i - 1]
+        j = k - 1 - i
+        suffix[j] = inputs[k - 1] if i == 1 else suffix[j + 1] * inputs[j + 1]
+    grads = []
+    for i, x in enumerate(inputs):
+        others = [p for p in (prefix[i], suffix[i]) if p is not None]
+        g = gy * (others[0] if len(others) == 1 else others[0] * others[1])
+        grads.append(sum_to(g, x.shape).astype(x.dtype, copy=False))
+    return grads, {}
+
+
 OPS = [
-    Op("add", lambda xs, p, a: reduce(np.add, xs), _infer, num_inputs=(2, None)),
+    Op("add", lambda xs, p, a: reduce(np.add, xs), _infer, num_inputs=(2, None), vjp=_add_vjp),
     Op("multiply", lambda xs, p, a: reduce(np.multiply, xs), _infer, num_inputs=(2, None),
-       macs=_macs),
+       macs=_macs, vjp=_multiply_vjp),
 ]

@@ -13,6 +13,34 @@ Errors
     ParamError when a statistic is not [C], a variance is negative, or a variance + epsilon is not
     positive in float32 (the least precise compute dtype: a positive float64 sum can round to 0).
     Graph validation checks these, so a model with such statistics is refused at import and load.
+VJP (`_vjp`)
+    With r = 1/sqrt(variance + epsilon) and Σ the sum over every axis but `axis`:
+        ∂L/∂x[..., c] = gy[..., c]·gamma[c]·r[c]        ∂L/∂beta = Σ gy
+        ∂L/∂gamma = r·Σ gy·(x − mean)                  ∂L/∂mean = −gamma·r·Σ gy
+        ∂L/∂variance = −½·gamma·r³·Σ gy·(x − mean)
+    The forward is smooth wherever it is defined (variance + epsilon > 0): there is no kink. A
+    variance of exactly 0 (the edge of the statistics' domain, epsilon > 0) takes the same formula,
+    the derivative of the definition, which extends smoothly down to −epsilon (as PyTorch's does).
+    A non-finite x makes ∂L/∂gamma and ∂L/∂variance of its channel non-finite; ∂L/∂x, ∂L/∂beta
+    and ∂L/∂mean do not depend on x and stay finite.
+Training mode (`batch_norm_train`, `batch_norm_train_vjp`: functions, not an op)
+    The batch's own statistics normalise: with M the number of values per channel (the product of
+    every axis but `axis`, the batch axis included),
+        μ[c] = Σ x / M,   σ²[c] = Σ (x − μ)² / M  (biased),
+        y = gamma·(x − μ)/sqrt(σ² + epsilon) + beta.
+    The running statistics move towards the batch's with PyTorch's convention (torch.nn.BatchNorm2d,
+    whose default momentum is 0.1; Keras's `momentum` is 1 − this one):
+        mean ← (1 − momentum)·mean + momentum·μ
+        variance ← (1 − momentum)·variance + momentum·σ²·M/(M − 1)  (the unbiased batch variance).
+    VJP, through the batch statistics (μ and σ² depend on x): with r = 1/sqrt(σ² + epsilon) and
+    x̂ = (x − μ)·r,
+        ∂L/∂beta = Σ gy,   ∂L/∂gamma = Σ gy·x̂,
+        ∂L/∂x = gamma·r·(gy − (∂L/∂beta + x̂·∂L/∂gamma)/M).
+    σ² is a polynomial of x, so for σ² + epsilon > 0 there is no kink, a channel constant over the
+    batch included (x̂ = 0 there). A NaN or inf in x makes its whole channel of y and of ∂L/∂x NaN.
+    Errors: ShapeError when M < 2 (the unbiased variance needs two values; PyTorch refuses it too:
+    "Expected more than 1 value per channel when training"); ParamError when σ² + epsilon is 0
+    (epsilon 0 and a channel constant over the batch); GraphError when momentum is outside [0, 1].
 """
 from __future__ import annotations
 
@@ -105,9 +133,115 @@ def _forward(inputs, params, attrs):
     return y
 
 
+def _channel_shape(x, axis):
+    """The shape that broadcasts a [C] vector along `axis` of x."""
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    return shape
+
+
+def _channel_sum(a, axis):
+    """Σ a over every axis but `axis`: a [C] vector."""
+    return np.sum(a, axis=tuple(d for d in range(a.ndim) if d != axis))
+
+
+def _channel_dot(a, b, axis):
+    """Σ a·b over every axis but `axis`: a [C] vector, one contraction without a temporary."""
+    index = list(range(a.ndim))
+    return np.einsum(a, index, b, index, [axis], optimize=False)
+
+
+def _vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x = gy·gamma·r; ∂L/∂beta = Σ gy; ∂L/∂gamma = r·Σ gy·(x − mean); ∂L/∂mean =
+    −gamma·r·Σ gy; ∂L/∂variance = −½·gamma·r³·Σ gy·(x − mean), with r = 1/sqrt(variance +
+    epsilon) and Σ over every axis but `axis` (module docstring). No kink; ParamError when a
+    variance + epsilon is not positive, as the forward."""
+    x = inputs[0]
+    axis = _axis(x.shape, attrs)
+    t = x.dtype.type
+    s, _ = scale_and_shift(params, attrs["epsilon"], t)   # gamma·r, the forward's slope
+    r = 1 / np.sqrt(params["variance"].astype(t) + t(attrs["epsilon"]))
+    gamma = params["gamma"].astype(t)
+    bshape = _channel_shape(x, axis)
+    g_x = gy * s.reshape(bshape)
+    g_beta = _channel_sum(gy, axis)
+    centred_dot = _channel_dot(gy, x - params["mean"].astype(t).reshape(bshape), axis)
+    grads = {"gamma": r * centred_dot, "beta": g_beta, "mean": -s * g_beta,
+             "variance": t(-0.5) * gamma * r ** 3 * centred_dot}
+    return [g_x.astype(x.dtype, copy=False)], {
+        k: grads[k].astype(params[k].dtype) for k in params}
+
+
+_MOMENTUM = Attr("float", minimum=0.0, maximum=1.0)
+
+
+def _batch_statistics(x, attrs):
+    """(axis, M, μ, σ² biased, r = 1/sqrt(σ² + epsilon)) of x in x's dtype (module docstring)."""
+    axis = _axis(x.shape, attrs)
+    m = x.size // x.shape[axis]
+    if m < 2:
+        raise ShapeError(f"batch_norm_train: {m} value(s) per channel on axis {axis} of shape "
+                         f"{list(x.shape)}; training mode needs at least 2 (the unbiased variance "
+                         "divides by M − 1)")
+    t = x.dtype.type
+    bshape = _channel_shape(x, axis)
+    mu = _channel_sum(x, axis) / t(m)
+    centred = x - mu.reshape(bshape)
+    var = _channel_dot(centred, centred, axis) / t(m)
+    total = var + t(attrs["epsilon"])
+    zero = np.flatnonzero(total == 0)
+    if zero.size:
+        c = int(zero[0])
+        raise ParamError(f"batch_norm_train: channel {c} is constant over the batch and epsilon is "
+                         "0, so 1/sqrt(batch variance + epsilon) is undefined; use a positive "
+                         "epsilon (e.g. 1e-3)")
+    return axis, m, mu, var, 1 / np.sqrt(total)
+
+
+def batch_norm_train(x, params, attrs, momentum):
+    """Training-mode batch norm: (y, new_params) (module docstring, Training mode).
+
+    y normalises x with the batch mean μ and biased variance σ²; new_params holds gamma and beta
+    (copies) and the running statistics updated with PyTorch's convention: mean ← (1 − momentum)·
+    mean + momentum·μ, variance ← (1 − momentum)·variance + momentum·σ²·M/(M − 1). attrs: the op's
+    (epsilon, axis), normalised as for the forward. Computed in x's dtype; each new parameter has
+    the dtype of the old one; the arguments are not modified."""
+    momentum = _MOMENTUM.check(momentum, "batch_norm_train: momentum")
+    axis, m, mu, var, r = _batch_statistics(x, attrs)
+    t = x.dtype.type
+    bshape = _channel_shape(x, axis)
+    gamma, beta = params["gamma"].astype(t), params["beta"].astype(t)
+    y = (x - mu.reshape(bshape)) * (gamma * r).reshape(bshape) + beta.reshape(bshape)
+    keep, step = t(1 - momentum), t(momentum)
+    new_mean = keep * params["mean"].astype(t) + step * mu
+    new_var = keep * params["variance"].astype(t) + step * (var * t(m) / t(m - 1))
+    new_params = {"gamma": params["gamma"].copy(), "beta": params["beta"].copy(),
+                  "mean": new_mean.astype(params["mean"].dtype),
+                  "variance": new_var.astype(params["variance"].dtype)}
+    return y, new_params
+
+
+def batch_norm_train_vjp(x, params, attrs, y, gy):
+    """(∂L/∂x, {"gamma": ∂L/∂gamma, "beta": ∂L/∂beta}) of `batch_norm_train`'s y, through the
+    batch statistics: with x̂ = (x − μ)·r, ∂L/∂beta = Σ gy, ∂L/∂gamma = Σ gy·x̂, ∂L/∂x =
+    gamma·r·(gy − (∂L/∂beta + x̂·∂L/∂gamma)/M) (module docstring). x̂ is recomputed from x (y
+    gives it only where gamma ≠ 0); the running statistics do not affect y and get no gradient."""
+    axis, m, mu, var, r = _batch_statistics(x, attrs)
+    t = x.dtype.type
+    bshape = _channel_shape(x, axis)
+    x_hat = (x - mu.reshape(bshape)) * r.reshape(bshape)
+    g_beta = _channel_sum(gy, axis)
+    g_gamma = _channel_dot(gy, x_hat, axis)
+    scale = params["gamma"].astype(t) * r
+    g_x = (gy - (g_beta.reshape(bshape) + x_hat * g_gamma.reshape(bshape)) / t(m)) \
+        * scale.reshape(bshape)
+    return g_x.astype(x.dtype, copy=False), {"gamma": g_gamma.astype(params["gamma"].dtype),
+                                             "beta": g_beta.astype(params["beta"].dtype)}
+
+
 OPS = [
     Op("batch_norm", _forward, _infer_shape,
        attrs={"epsilon": Attr("float", 1e-3, minimum=0.0), "axis": Attr("int", -1)},
        params={p: True for p in PARAMS}, param_shapes=_param_shapes, check_params=_check_params,
-       macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0),
+       vjp=_vjp, macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0),
 ]

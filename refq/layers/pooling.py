@@ -11,6 +11,23 @@ Definition
     global_avg_pool2d  y[n, c] = Σ_{h<H, w<W} x[n, h, w, c] / (H·W)
     Padding and output sizes follow conv2d (`refq.layers.conv.window_geometry`) with dilation 1:
     "same" is TensorFlow's rule (out = ceil(in / stride), the extra pad row/column at the bottom/right).
+VJP
+    gy = ∂L/∂y; ∂L/∂x is ∂L/∂x_pad without its padded rows and columns (padding never receives
+    gradient), where ∂L/∂x_pad sums the contributions of every window holding the position
+    (overlapping windows, stride < pool size, accumulate; positions no window covers get 0):
+    avg_pool2d         ∂L/∂x_pad[n, i·sh + u, j·sw + v, c] += gy[n, i, j, c] / |V(i, j)|
+                       for (u, v) ∈ V(i, j): the same valid count the forward divides by.
+    max_pool2d         ∂L/∂x_pad[n, i·sh + u*, j·sw + v*, c] += gy[n, i, j, c]
+                       for the one tap (u*, v*) = t*(n, i, j, c) ∈ V(i, j) that PyTorch's max-pool
+                       kernels pick: scan V(i, j) in row-major order (u, then v) from its first tap
+                       with running maximum −inf, and move to a tap whose value is greater than the
+                       running maximum or is NaN. Hence: on a tie the first maximum in row-major
+                       window order takes all of gy (the derivative of the branch in which it is
+                       the maximum); a window holding NaN (y = NaN) sends gy to its last NaN; a
+                       window whose values are all −inf sends it to its first valid tap.
+    global_avg_pool2d  ∂L/∂x[n, h, w, c] = gy[n, c] / (H·W)   (gy [N, 1, 1, C] with keepdims).
+    All three are linear in gy and, but for the choice of t*, independent of x: a NaN or inf in x
+    does not reach ∂L/∂x of avg_pool2d or global_avg_pool2d.
 Shapes
     x: [N, H, W, C]; max/avg: y [N, OH, OW, C]; global: y [N, C], or [N, 1, 1, C] with keepdims.
 Attributes
@@ -100,6 +117,69 @@ def _avg_pool(inputs, params, attrs):
     return y
 
 
+def _tap(a, u, v, oh, ow, s):
+    """The [N, OH, OW, C] strided view of `a` (a padded input or its gradient) at tap (u, v)."""
+    sh, sw = s
+    return a[:, u:u + (oh - 1) * sh + 1:sh, v:v + (ow - 1) * sw + 1:sw]
+
+
+def _unpad(gp, pads, shape):
+    """The gradient of the unpadded input: gp [N, H + pt + pb, W + pl + pr, C] without its pads."""
+    t, _, l, _ = pads
+    _, h, w, _ = shape
+    return gp if gp.shape == tuple(shape) else gp[:, t:t + h, l:l + w].copy()
+
+
+def _max_pool_vjp(inputs, params, attrs, y, gy):
+    """max_pool2d's vector-Jacobian product (module docstring, VJP): the PyTorch scan over the
+    kh·kw taps picks t* per output element, then each tap adds gy where it was picked."""
+    x = inputs[0]
+    pads, (oh, ow) = _geometry(x.shape, attrs, "max_pool2d")
+    (kh, kw), s = attrs["pool_size"], attrs["strides"]
+    xp = pad_hw(x, pads, value=-np.inf)
+    out_shape = (x.shape[0], oh, ow, x.shape[3])
+    # the first valid tap (u0(i), v0(j)) of each window: the pick while nothing beats −inf
+    u0 = np.maximum(pads[0] - np.arange(oh) * s[0], 0)
+    v0 = np.maximum(pads[2] - np.arange(ow) * s[1], 0)
+    pick = np.empty(out_shape, np.intp)
+    pick[...] = (u0[:, None] * kw + v0[None, :])[None, :, :, None]
+    best = np.full(out_shape, -np.inf, x.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            val = _tap(xp, u, v, oh, ow, s)
+            moves = np.greater(val, best) | np.isnan(val)
+            np.copyto(best, val, where=moves)
+            np.copyto(pick, u * kw + v, where=moves)
+    g = np.asarray(gy, dtype=x.dtype)
+    gp = np.zeros(xp.shape, x.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            dst = _tap(gp, u, v, oh, ow, s)
+            np.add(dst, g, out=dst, where=pick == u * kw + v)
+    return [_unpad(gp, pads, x.shape)], {}
+
+
+def _avg_pool_vjp(inputs, params, attrs, y, gy):
+    """avg_pool2d's vector-Jacobian product (module docstring, VJP): gy over the valid counts,
+    spread back over the windows separably (the adjoint of `_reduce`: the kh row taps, then the
+    kw column taps)."""
+    x = inputs[0]
+    pads, (oh, ow) = _geometry(x.shape, attrs, "avg_pool2d")
+    (kh, kw), (sh, sw) = attrs["pool_size"], attrs["strides"]
+    count = np.multiply.outer(valid_counts(x.shape[1], kh, sh, pads[0], oh),
+                              valid_counts(x.shape[2], kw, sw, pads[2], ow))
+    g = np.asarray(gy, dtype=x.dtype) / count.astype(x.dtype)[None, :, :, None]
+    n, h, w, c = x.shape
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    rows = np.zeros((n, hp, ow, c), x.dtype)
+    for u in range(kh):
+        rows[:, u:u + (oh - 1) * sh + 1:sh] += g
+    gp = np.zeros((n, hp, wp, c), x.dtype)
+    for v in range(kw):
+        gp[:, :, v:v + (ow - 1) * sw + 1:sw] += rows
+    return [_unpad(gp, pads, x.shape)], {}
+
+
 def _pool_macs(in_shapes, out_shape, attrs, params):
     if out_shape[1] is None or out_shape[2] is None:
         return 0
@@ -118,6 +198,17 @@ def _gap(inputs, params, attrs):
     return np.mean(x, axis=(1, 2), keepdims=attrs["keepdims"]).astype(x.dtype, copy=False)
 
 
+def _gap_vjp(inputs, params, attrs, y, gy):
+    """global_avg_pool2d's vector-Jacobian product (module docstring, VJP): gy / (H·W) broadcast
+    over H and W."""
+    x = inputs[0]
+    n, h, w, c = x.shape
+    gx = np.zeros(x.shape, x.dtype)
+    if h * w:
+        gx[...] = np.asarray(gy, dtype=x.dtype).reshape(n, 1, 1, c) / x.dtype.type(h * w)
+    return [gx], {}
+
+
 def _gap_macs(in_shapes, out_shape, attrs, params):
     _, h, w, c = in_shapes[0]
     return 0 if h is None or w is None else int(h * w * c)
@@ -129,9 +220,10 @@ _POOL_ATTRS = {"pool_size": Attr("ints", length=2),
                "pads": Attr("ints", (0, 0, 0, 0), length=4)}
 
 OPS = [
-    Op("max_pool2d", _max_pool, _infer_pool("max_pool2d"), attrs=dict(_POOL_ATTRS)),
+    Op("max_pool2d", _max_pool, _infer_pool("max_pool2d"), attrs=dict(_POOL_ATTRS),
+       vjp=_max_pool_vjp),
     Op("avg_pool2d", _avg_pool, _infer_pool("avg_pool2d"), attrs=dict(_POOL_ATTRS),
-       macs=_pool_macs),
+       macs=_pool_macs, vjp=_avg_pool_vjp),
     Op("global_avg_pool2d", _gap, _gap_shape, attrs={"keepdims": Attr("bool", False)},
-       macs=_gap_macs),
+       macs=_gap_macs, vjp=_gap_vjp),
 ]

@@ -10,6 +10,18 @@
 
 Flatten and reshape act on NHWC data, so they agree with Keras `Flatten`/`Reshape` with
 channels_last. Errors: ShapeError when sizes do not agree.
+
+VJPs: each op only moves values, so its VJP moves gy back (all are linear: no kinks).
+
+| op         | ∂L/∂x                                                                      |
+|------------|----------------------------------------------------------------------------|
+| concat     | ∂L/∂x_k = gy[..., o_k : o_k + size_k, ...] on `axis`, o_k = Σ_{j<k} size_j |
+| flatten    | gy[n] read in C order into x[n]'s shape                                    |
+| reshape    | gy[n] read in C order into x[n]'s shape                                    |
+| zero_pad2d | gy[n, top : top + H, left : left + W, c] (the constant padding gets none)  |
+| identity   | gy                                                                         |
+
+Each gradient is a new C-contiguous array, never gy or a view of it.
 """
 from __future__ import annotations
 
@@ -97,11 +109,40 @@ def _pad(inputs, params, attrs):
     return y
 
 
+def _pad_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x = gy cropped to the window x occupies in y (module docstring)."""
+    top, _, left, _ = attrs["pads"]
+    x = inputs[0]
+    _, h, w, _ = x.shape
+    window = gy[:, top:top + h, left:left + w, :]
+    return [np.array(window, dtype=x.dtype, order="C")], {}
+
+
+def _concat_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x_k = the slice of gy that x_k occupies along `axis` (module docstring)."""
+    axis = attrs["axis"]
+    ends = np.cumsum([x.shape[axis] for x in inputs])[:-1]
+    return [np.array(g, dtype=x.dtype, order="C")
+            for x, g in zip(inputs, np.split(gy, ends, axis=axis))], {}
+
+
+def _reshape_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x = gy read in C order into x's shape (flatten and reshape; module docstring)."""
+    x = inputs[0]
+    return [np.array(gy.reshape(x.shape), dtype=x.dtype, order="C")], {}
+
+
+def _identity_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x = gy (a copy)."""
+    return [np.array(gy, dtype=inputs[0].dtype, order="C")], {}
+
+
 OPS = [
     Op("concat", lambda xs, p, a: np.concatenate(xs, axis=a["axis"]), _concat_shape,
-       num_inputs=(1, None), attrs={"axis": Attr("int", -1)}),
-    Op("flatten", _flatten, _flatten_shape),
-    Op("reshape", _reshape, _reshape_shape, attrs={"shape": Attr("ints")}),
-    Op("zero_pad2d", _pad, _pad_shape, attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4)}),
-    Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0])),
+       num_inputs=(1, None), attrs={"axis": Attr("int", -1)}, vjp=_concat_vjp),
+    Op("flatten", _flatten, _flatten_shape, vjp=_reshape_vjp),
+    Op("reshape", _reshape, _reshape_shape, attrs={"shape": Attr("ints")}, vjp=_reshape_vjp),
+    Op("zero_pad2d", _pad, _pad_shape, attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4)},
+       vjp=_pad_vjp),
+    Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0]), vjp=_identity_vjp),
 ]
