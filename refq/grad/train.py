@@ -1,0 +1,97 @@
+"""Training a graph's parameters: `train(graph, data, loss, optimizer, ...)` -> (graph, report).
+
+    trained, report = train(g, x, cross_entropy, Adam(1e-3), targets=labels, epochs=2,
+                            output="logits")
+
+Each epoch visits the samples in the seeded order of `batch_order(n, batch_size, seed, epoch)`;
+each step computes the loss of one batch and its gradients (`value_and_grad`, in the compute
+dtype) and applies the optimizer to the parameters named by `wrt` (default: all), held in the
+compute dtype while training and stored back in their own dtype at the end. The input
+graph is not changed: training works on a copy, returned with a report
+{"epochs", "steps", "loss": [loss of each step], "eval": [evaluate(graph) after each epoch]}.
+
+Training stops with a TrainingError when a step's loss is not finite, naming the step and the
+first parameter (in topological order) whose gradient is not finite, if one is; the parameters
+are left as they were before that step. A progress bar shows the steps with the last loss on a
+terminal (nothing with quiet=True or off a terminal).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError, RefqError
+from ..progress import progress
+from ..runtime import feeds_dict
+from .backward import value_and_grad
+from .optim import batch_order
+
+__all__ = ["train", "TrainingError"]
+
+
+class TrainingError(RefqError):
+    """Training cannot go on: a loss or gradient that is not finite."""
+
+
+def _first_non_finite(grads, order):
+    for node in order:
+        for k, g in grads.get(node, {}).items():
+            if not np.all(np.isfinite(g)):
+                return f"{node}/{k}"
+    return None
+
+
+def train(graph, data, loss, optimizer, *, targets=None, epochs: int = 1,
+          batch_size: int = 32, seed: int = 0, output: str | None = None, wrt=None,
+          dtype=np.float64, evaluate=None, quiet: bool = True):
+    """(trained copy of `graph`, report): `epochs` passes over `data` ({input: array} or one
+    array, batch on axis 0) with `targets` (batch on axis 0, or None for a loss that needs none),
+    minimising `loss` on tensor `output` with `optimizer` (`refq.grad.optim`); module docstring.
+    evaluate: None or a callable(graph) -> number recorded after each epoch."""
+    if epochs < 1 or batch_size < 1:
+        raise InputError(f"train: epochs and batch_size must be positive, got {epochs} and "
+                         f"{batch_size}")
+    g = graph.copy()
+    feeds = feeds_dict(g, data)
+    n = next(iter(feeds.values())).shape[0] if feeds else 0
+    if n == 0:
+        raise InputError("train: the training data holds no samples")
+    if targets is not None and len(targets) != n:
+        raise InputError(f"train: {len(targets)} targets for {n} samples")
+    order = [node.name for node in g.topological_order()]
+    nodes = {node.name: node for node in g.nodes}
+    report = {"epochs": epochs, "steps": 0, "loss": [], "eval": []}
+    batches = [(e, b) for e in range(epochs) for b in batch_order(n, batch_size, seed, e)]
+    bar = progress(batches, total=len(batches), desc="train", quiet=quiet, unit="step")
+    epoch_done, stored = 0, {}
+    for step, (epoch, idx) in enumerate(bar):
+        if epoch != epoch_done:
+            if evaluate is not None:
+                report["eval"].append(evaluate(g))
+            epoch_done = epoch
+        value, grads = value_and_grad(g, {k: v[idx] for k, v in feeds.items()}, loss,
+                                      None if targets is None else targets[idx], output=output,
+                                      wrt=wrt, dtype=dtype)
+        bad = _first_non_finite(grads, order)
+        if not np.isfinite(value) or bad is not None:
+            where = f"; first non-finite gradient: '{bad}'" if bad else ""
+            raise TrainingError(f"train: step {step} (epoch {epoch}) gave loss {value!r}{where}; "
+                                "lower the learning rate or check the data")
+        params = {f"{node}/{k}": nodes[node].params[k] for node, per in grads.items()
+                  for k in per}
+        flat = {f"{node}/{k}": v for node, per in grads.items() for k, v in per.items()}
+        for key, p in params.items():
+            if p.dtype != np.dtype(dtype):   # trained in the compute dtype (stored back at the end)
+                node, _, k = key.partition("/")
+                stored.setdefault(key, p.dtype)
+                nodes[node].params[k] = params[key] = p.astype(dtype)
+        optimizer.step(params, flat)
+        report["loss"].append(float(value))
+        report["steps"] += 1
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+    for key, dt in stored.items():
+        node, _, k = key.partition("/")
+        nodes[node].params[k] = nodes[node].params[k].astype(dt)
+    if evaluate is not None:
+        report["eval"].append(evaluate(g))
+    return g, report
