@@ -8,6 +8,29 @@ Definition
     is not flipped.
     Depthwise convolution is groups == C with weight [C·m, kh, kw, 1]: output channel o reads input
     channel o // m (channel multiplier m; the order of Keras DepthwiseConv2D).
+Vector-Jacobian product (`conv2d_vjp`)
+    For gy = ∂L/∂y [N, OH, OW, O], with g = o // (O / groups) the group of output channel o:
+        ∂L/∂b[o]          = Σ_{n,i,j} gy[n, i, j, o]
+        ∂L/∂w[o, u, v, c] = Σ_{n,i,j} gy[n, i, j, o] · x_pad[n, i·sh + u·dh, j·sw + v·dw, g·Cg + c]
+        ∂L/∂x_pad[n, p, q, g·Cg + c] = Σ gy[n, i, j, o] · w[o, u, v, c]   over the o of group g
+                                       and the (u, v, i, j) with i·sh + u·dh = p, j·sw + v·dw = q
+        ∂L/∂x = ∂L/∂x_pad[:, pt:pt + H, pl:pl + W]
+    ∂L/∂w is the correlation of the padded input with gy, one tap (u, v) at a time; ∂L/∂x is the
+    transposed convolution: every gy pixel times the kernel scattered back through its window,
+    the padding cropped. An input pixel that no window reads (a row or column the strides step
+    over, e.g. the last row when sh does not divide H + pt + pb − k', k' the effective kernel
+    height) gets exactly 0; an output pixel whose window reads only padding adds to no entry of
+    ∂L/∂x and adds gy · 0 to ∂L/∂w.
+    y is bilinear in (x, w) and affine in b, so these are the derivatives everywhere: conv2d has
+    no kinks. Non-finite values go through the products of these sums, every one of which is
+    formed, also with the padding's zeros (0 · inf = NaN). A NaN or ±inf makes non-finite exactly:
+    in x, the ∂L/∂w[o, u, v, c] of the taps (u, v) that read it, for o in its group and c its
+    channel (∂L/∂x and ∂L/∂b do not depend on x); in w[o, u, v, c], the ∂L/∂x entries that tap
+    reaches in input channel g·Cg + c (∂L/∂w and ∂L/∂b do not depend on w); in gy[n, i, j, o],
+    ∂L/∂b[o], all of ∂L/∂w[o] and the ∂L/∂x entries of that pixel's window in the channels of
+    o's group.
+    Computed in x's dtype (the forward's compute dtype; w and gy are cast to it); each gradient is
+    returned in its operand's dtype.
 Padding (`window_geometry`, shared with the pooling ops)
     valid:    pt = pb = pl = pr = 0.
     same:     TensorFlow/Keras rule, per spatial axis of size n, stride s, effective kernel
@@ -267,6 +290,55 @@ def forward_fused(inputs, params, attrs, epilogue):
     return y
 
 
+def conv2d_vjp(inputs, params, attrs, y, gy):
+    """([∂L/∂x], {"weight": ∂L/∂w, "bias": ∂L/∂b if there is a bias}) at x = inputs[0] for the
+    cotangent gy (module docstring, Vector-Jacobian product); y is not used.
+
+    One pass per kernel tap (u, v) over T = x_pad[:, u·dh::sh, v·dw::sw] (OH x OW pixels), the
+    window view that tap reads, with the P = N·OH·OW pixels as rows and the groups as a batch:
+    ∂L/∂w[:, u, v] = gy^T @ T and ∂L/∂x_pad[same view] += gy @ w[:, u, v], two matmuls per group;
+    depthwise (one input channel per group, groups > 1), the same sums as two einsums over the
+    channel multiplier instead. ∂L/∂x_pad is a zero buffer of x_pad's shape, cropped at the end.
+    """
+    x = inputs[0]
+    dt = x.dtype
+    pads, (oh, ow), (o, kh, kw, cg) = _check(x.shape, attrs, params)
+    n, h, wd, c = x.shape
+    g = attrs["groups"]
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+    w = params["weight"].astype(dt, copy=False)
+    gy = np.ascontiguousarray(gy, dtype=dt)
+    xp = pad_hw(x, pads)
+    gxp = np.zeros(xp.shape, dt)
+    gw = np.empty(w.shape, dt)
+    depthwise = cg == 1 and g > 1
+    if depthwise:  # m = O / C output channels per input channel
+        gy_t = gy.reshape(n, oh, ow, c, o // c)
+        w_t = w.reshape(c, o // c, kh, kw)
+    else:          # [groups, P, O / groups] and [groups, O / groups, kh, kw, Cg]
+        gy_t = gy.reshape(n * oh * ow, g, o // g).transpose(1, 0, 2)
+        w_t = w.reshape(g, o // g, kh, kw, cg)
+    for u in range(kh):
+        for v in range(kw):
+            window = (slice(None), slice(u * dh, u * dh + (oh - 1) * sh + 1, sh),
+                      slice(v * dw, v * dw + (ow - 1) * sw + 1, sw))
+            x_uv, gx_uv = xp[window], gxp[window]
+            if depthwise:
+                gx_uv += np.einsum("nijcm,cm->nijc", gy_t, w_t[:, :, u, v])
+                gw[:, u, v, 0] = np.einsum("nijcm,nijc->cm", gy_t, x_uv).reshape(o)
+            else:
+                x_g = x_uv.reshape(n * oh * ow, g, cg).transpose(1, 0, 2)
+                gx_g = np.matmul(gy_t, w_t[:, :, u, v])                       # [groups, P, Cg]
+                gx_uv += gx_g.transpose(1, 0, 2).reshape(n, oh, ow, c)
+                gw[:, u, v] = np.matmul(gy_t.transpose(0, 2, 1), x_g).reshape(o, cg)
+    t, _, l, _ = pads
+    gx = np.ascontiguousarray(gxp[:, t:t + h, l:l + wd])
+    g_params = {"weight": gw.astype(params["weight"].dtype, copy=False)}
+    if "bias" in params:
+        g_params["bias"] = gy.sum(axis=(0, 1, 2)).astype(params["bias"].dtype, copy=False)
+    return [gx], g_params
+
+
 def _use_rowfold(w_shape, oh, strides, dil):
     """Row-fold beat im2col (bench) for kh > 1, patch rows of >= 128 values and outputs >= 8 times
     taller than the scratch rows per image."""
@@ -282,5 +354,5 @@ OPS = [
               "pads": Attr("ints", (0, 0, 0, 0), length=4),
               "groups": Attr("int", 1)},
        params={"weight": True, "bias": False},
-       param_shapes=_param_shapes, macs=_macs),
+       param_shapes=_param_shapes, macs=_macs, vjp=conv2d_vjp),
 ]
