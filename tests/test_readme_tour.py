@@ -118,3 +118,32 @@ def test_python_snippet_on_every_model(name, tmp_path, monkeypatch):
     want = refq.run(g, x, dtype=np.float32, call=lambda n, op, xs, p: op.forward(xs, p, n.attrs))
     for k in g.outputs:
         assert scope["y"][k].tobytes() == want[k].tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_gradient_snippet_on_every_model(name):
+    """The README's gradients block, run as written with `g` the model, `sim` its W8A8
+    simulation, "logits" the input of its final softmax (or its output when it ends at the
+    logits) and "x" its input: the loss is finite, every parameter gets a finite gradient, and
+    fine-tuning returns a new simulation."""
+    import refq
+    from refq.quant.quantsim import QuantSim
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.findall(r"```python\n(.*?)```", text.split("## Gradients and fine-tuning", 1)[1],
+                      flags=re.S)[0]
+    g = refq.import_keras(str(MODELS[name]))
+    x = model_inputs(name)[:4]
+    last = g.nodes[-1]
+    logits = last.inputs[0] if last.op == "softmax" else last.outputs[0]
+    sim = QuantSim(g, "per_channel").compute_encodings(x)
+    labels = np.arange(len(x)) % sim.run(x)[g.outputs[0]].shape[-1]
+    scope = {"g": g, "sim": sim, "x": x, "labels": labels}
+    code = code.replace('"logits"', repr(logits)).replace('{"x": x}',
+                                                                  f'{{{g.inputs[0].name!r}: x}}')
+    exec(compile(code, "README.md", "exec"), scope)
+    assert np.isfinite(scope["loss"])
+    params = {(n.name, k) for n in g.nodes for k in n.params}
+    assert {(n, k) for n, per in scope["grads"].items() for k in per} == params
+    assert all(np.all(np.isfinite(v)) for per in scope["grads"].values() for v in per.values())
+    assert isinstance(scope["tuned"], QuantSim) and scope["report"]["steps"] == 1

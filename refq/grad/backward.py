@@ -10,11 +10,13 @@ For L = loss(y, targets) of the tensor y (a graph output, or any tensor named by
       (g_inputs, g_params) = op.vjp(inputs, params, attrs, output, ∂L/∂output)
   ∂L/∂t of a tensor read by several nodes is the sum over its readers (fan-out), added in the
   readers' reverse topological order; a parameter's gradient is kept when `wrt` asks for it.
-- batches: with `batch_size` the batch runs in chunks of that many samples, one after the other,
-  and the gradients are summed over them; memory is bounded by one chunk's tensors. The loss of
-  the batch is Σ total / Σ count of the loss's chunk sums (`refq.grad.losses`), and each gradient
-  is divided by Σ count once at the end, so the result is the one-batch value up to the order of
-  the float sums.
+- batches: the batch runs in chunks (of `batch_size` samples, or the plan's own chunks: about
+  `refq.plan.CHUNK_BYTES` of activations, an even number of them), forward and backward, on
+  `refq.parallel.threads()` threads; memory is bounded by the tensors of the chunks in flight. The
+  loss of the batch is Σ total / Σ count of the loss's chunk sums (`refq.grad.losses`), the chunks'
+  gradients are summed in chunk order and divided by Σ count once at the end, so the result is the
+  one-batch value up to the order of the float sums, and the same for the same chunking whatever
+  the threads.
 A node whose op has no VJP (an integer kernel) is an error naming the node and op when a
 gradient must flow through it.
 """
@@ -24,7 +26,8 @@ import numpy as np
 
 from ..errors import GraphError, InputError
 from ..layers import get_op
-from ..plan import Plan
+from .. import parallel
+from ..plan import Plan, _chunks
 from ..runtime import feeds_dict
 
 __all__ = ["value_and_grad", "param_names"]
@@ -36,15 +39,18 @@ def param_names(graph) -> list:
 
 
 def _wanted(graph, wrt) -> set:
-    """{(node, param)} named by wrt: None = every parameter; else names "node/param" or "node"
-    (all of that node's parameters); an unknown name is an InputError listing the known ones."""
+    """{(node, param)} named by wrt: None = every parameter; else names "node" (all of that node's
+    parameters) or "node/param"; an unknown name is an InputError listing the known ones."""
     every = {(n.name, k) for n in graph.nodes for k in n.params}
     if wrt is None:
         return every
     out = set()
     for name in ([wrt] if isinstance(wrt, str) else wrt):
-        node, _, param = str(name).partition("/")
-        hit = {(a, b) for a, b in every if a == node and (not param or b == param)}
+        name = str(name)
+        hit = {(a, b) for a, b in every if a == name}        # a node (its name may hold "/")
+        if not hit:
+            node, _, param = name.rpartition("/")               # "node/param"
+            hit = {(a, b) for a, b in every if a == node and b == param}
         if not hit:
             raise InputError(f"value_and_grad: wrt names '{name}', which is not a parameter of "
                              f"graph '{graph.name}'; parameters are {param_names(graph)[:20]}"
@@ -77,16 +83,28 @@ def value_and_grad(graph, feeds, loss, targets=None, *, output: str | None = Non
                          f"batch of {n}")
     if batch_size is not None and batch_size <= 0:
         raise InputError(f"value_and_grad: batch_size must be positive, got {batch_size}")
-    step = batch_size or max(n, 1)
     grads = {node: {k: np.zeros_like(plan.params[node][k]) for k in plan.params[node]
                     if (node, k) in wanted} for node in {a for a, _ in wanted}}
+
+    def one(chunk):
+        s, e = chunk
+        t = plan.run({k: v[s:e] for k, v in feeds.items()}, trace=True, batch_size=e - s)
+        try:
+            part, g_out, c = loss(t[output], None if targets is None else targets[s:e])
+        except InputError as err:   # the loss sees one chunk: say which
+            raise InputError(f"{err} (in the chunk of samples {s} to {e - 1} of the batch)") \
+                from None
+        mine = {node: {k: np.zeros_like(v) for k, v in per.items()} for node, per in grads.items()}
+        _backward(plan, nodes, t, output, np.asarray(g_out, dtype=plan.dtype), mine)
+        return part, c, mine
+
     total, count = 0.0, 0
-    for s in range(0, max(n, 1), step):
-        chunk = {k: v[s:s + step] for k, v in feeds.items()}
-        t = plan.run(chunk, trace=True)
-        part, g_out, c = loss(t[output], None if targets is None else targets[s:s + step])
-        total, count = total + part, count + c
-        _backward(plan, nodes, t, output, np.asarray(g_out, dtype=plan.dtype), grads)
+    chunks = _chunks(n, batch_size, plan.chunk_images) if n else [(0, 0)]
+    for part, c, mine in parallel.map_threads(one, chunks, parallel.threads()):
+        total, count = total + part, count + c   # summed in chunk order, whatever the threads
+        for node, per in mine.items():
+            for k, v in per.items():
+                grads[node][k] += v
     if count == 0:
         raise InputError("value_and_grad: the loss counted no terms (an empty batch?)")
     for g in grads.values():

@@ -1,7 +1,13 @@
-"""Training a graph's parameters: `train(graph, data, loss, optimizer, ...)` -> (graph, report).
+"""Training a graph's or a simulation's parameters: `train(model, data, loss, optimizer, ...)`.
 
     trained, report = train(g, x, cross_entropy, Adam(1e-3), targets=labels, epochs=2,
                             output="logits")
+    tuned, report = train(sim, x, cross_entropy, Adam(1e-4), targets=labels)  # a QuantSim
+
+A Graph trains through `value_and_grad` in the compute dtype `dtype`; a QuantSim (calibrated)
+through `sim_value_and_grad`: its simulated forward with every enabled quantizer, the gradients
+passing each one by the straight-through estimator of its frozen encoding (quantization-aware
+fine-tuning with fixed ranges; the encodings are not changed).
 
 Each epoch visits the samples in the seeded order of `batch_order(n, batch_size, seed, epoch)`;
 each step computes the loss of one batch and its gradients (`value_and_grad`, in the compute
@@ -16,6 +22,8 @@ are left as they were before that step. A progress bar shows the steps with the 
 terminal (nothing with quiet=True or off a terminal).
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -40,17 +48,31 @@ def _first_non_finite(grads, order):
     return None
 
 
-def train(graph, data, loss, optimizer, *, targets=None, epochs: int = 1,
+def train(model, data, loss, optimizer, *, targets=None, epochs: int = 1,
           batch_size: int = 32, seed: int = 0, output: str | None = None, wrt=None,
           dtype=np.float64, evaluate=None, quiet: bool = True):
-    """(trained copy of `graph`, report): `epochs` passes over `data` ({input: array} or one
+    """(trained copy of `model`, report): `epochs` passes over `data` ({input: array} or one
     array, batch on axis 0) with `targets` (batch on axis 0, or None for a loss that needs none),
-    minimising `loss` on tensor `output` with `optimizer` (`refq.grad.optim`); module docstring.
-    evaluate: None or a callable(graph) -> number recorded after each epoch."""
+    minimising `loss` on tensor `output` with `optimizer` (`refq.grad.optim`); `model` a Graph or
+    a QuantSim (module docstring). evaluate: None or a callable(model) -> number recorded after
+    each epoch."""
+    from ..quant.quantsim import QuantSim
+    from .sim import sim_value_and_grad
+
     if epochs < 1 or batch_size < 1:
         raise InputError(f"train: epochs and batch_size must be positive, got {epochs} and "
                          f"{batch_size}")
-    g = graph.copy()
+    if isinstance(model, QuantSim):
+        m = copy.deepcopy(model)
+        g = m.graph
+
+        def grads_of(batch, t):
+            return sim_value_and_grad(m, batch, loss, t, output=output, wrt=wrt)
+    else:
+        m = g = model.copy()
+
+        def grads_of(batch, t):
+            return value_and_grad(g, batch, loss, t, output=output, wrt=wrt, dtype=dtype)
     feeds = feeds_dict(g, data)
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     if n == 0:
@@ -66,32 +88,28 @@ def train(graph, data, loss, optimizer, *, targets=None, epochs: int = 1,
     for step, (epoch, idx) in enumerate(bar):
         if epoch != epoch_done:
             if evaluate is not None:
-                report["eval"].append(evaluate(g))
+                report["eval"].append(evaluate(m))
             epoch_done = epoch
-        value, grads = value_and_grad(g, {k: v[idx] for k, v in feeds.items()}, loss,
-                                      None if targets is None else targets[idx], output=output,
-                                      wrt=wrt, dtype=dtype)
+        value, grads = grads_of({k: v[idx] for k, v in feeds.items()},
+                                None if targets is None else targets[idx])
         bad = _first_non_finite(grads, order)
         if not np.isfinite(value) or bad is not None:
             where = f"; first non-finite gradient: '{bad}'" if bad else ""
             raise TrainingError(f"train: step {step} (epoch {epoch}) gave loss {value!r}{where}; "
                                 "lower the learning rate or check the data")
-        params = {f"{node}/{k}": nodes[node].params[k] for node, per in grads.items()
-                  for k in per}
-        flat = {f"{node}/{k}": v for node, per in grads.items() for k, v in per.items()}
-        for key, p in params.items():
+        params = {(node, k): nodes[node].params[k] for node, per in grads.items() for k in per}
+        flat = {(node, k): v for node, per in grads.items() for k, v in per.items()}
+        for (node, k), p in params.items():
             if p.dtype != np.dtype(dtype):   # trained in the compute dtype (stored back at the end)
-                node, _, k = key.partition("/")
-                stored.setdefault(key, p.dtype)
-                nodes[node].params[k] = params[key] = p.astype(dtype)
+                stored.setdefault((node, k), p.dtype)
+                nodes[node].params[k] = params[(node, k)] = p.astype(dtype)
         optimizer.step(params, flat)
         report["loss"].append(float(value))
         report["steps"] += 1
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-    for key, dt in stored.items():
-        node, _, k = key.partition("/")
+    for (node, k), dt in stored.items():
         nodes[node].params[k] = nodes[node].params[k].astype(dt)
     if evaluate is not None:
-        report["eval"].append(evaluate(g))
-    return g, report
+        report["eval"].append(evaluate(m))
+    return m, report

@@ -71,6 +71,7 @@ from .blocking import blocks, rows_in_blocks
 from .depthwise import depthwise_conv
 
 BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES = 4096, 16384, 1 << 21  # block sizes (speed only)
+VJP_BLOCK_BYTES = 1 << 18   # gy bytes per block of images of the depthwise VJP (speed only)
 
 PADDINGS = ("valid", "same", "explicit")
 
@@ -298,7 +299,8 @@ def conv2d_vjp(inputs, params, attrs, y, gy):
     window view that tap reads, with the P = N·OH·OW pixels as rows and the groups as a batch:
     ∂L/∂w[:, u, v] = gy^T @ T and ∂L/∂x_pad[same view] += gy @ w[:, u, v], two matmuls per group;
     depthwise (one input channel per group, groups > 1), the same sums as two einsums over the
-    channel multiplier instead. ∂L/∂x_pad is a zero buffer of x_pad's shape, cropped at the end.
+    channel multiplier instead (with multiplier 1: a channel-wise product added into ∂L/∂x_pad and
+    one einsum over the pixels for ∂L/∂w, `_depthwise_vjp`, by blocks of images). ∂L/∂x_pad is a zero buffer of x_pad's shape, cropped at the end.
     """
     x = inputs[0]
     dt = x.dtype
@@ -312,7 +314,10 @@ def conv2d_vjp(inputs, params, attrs, y, gy):
     gxp = np.zeros(xp.shape, dt)
     gw = np.empty(w.shape, dt)
     depthwise = cg == 1 and g > 1
-    if depthwise:  # m = O / C output channels per input channel
+    if depthwise and o == c:   # multiplier 1: channel-wise products, blocks of images in cache
+        _depthwise_vjp(xp, gxp, gy, w[:, :, :, 0], gw, (sh, sw), (dh, dw))
+        kh = kw = 0   # done: no tap loop below
+    elif depthwise:  # m = O / C output channels per input channel
         gy_t = gy.reshape(n, oh, ow, c, o // c)
         w_t = w.reshape(c, o // c, kh, kw)
     else:          # [groups, P, O / groups] and [groups, O / groups, kh, kw, Cg]
@@ -337,6 +342,30 @@ def conv2d_vjp(inputs, params, attrs, y, gy):
     if "bias" in params:
         g_params["bias"] = gy.sum(axis=(0, 1, 2)).astype(params["bias"].dtype, copy=False)
     return [gx], g_params
+
+
+def _depthwise_vjp(xp, gxp, gy, w, gw, strides, dil):
+    """The depthwise (multiplier 1) part of `conv2d_vjp`, block by block of images whose gy holds
+    about VJP_BLOCK_BYTES, so that each tap's products stay in cache: per tap (u, v)
+    ∂L/∂x_pad[window] += gy·w[:, u, v] (channel-wise) and ∂L/∂w[:, u, v] += Σ_pixels gy·x_pad[window],
+    the weight gradient summed over the blocks in order."""
+    n, oh, ow, c = gy.shape
+    _, kh, kw = w.shape
+    (sh, sw), (dh, dw) = strides, dil
+    per = max(1, VJP_BLOCK_BYTES // (oh * ow * c * gy.itemsize))
+    acc = np.zeros((kh, kw, c), gy.dtype)
+    tmp = np.empty((min(per, n), oh, ow, c), gy.dtype)
+    for n0 in range(0, n, per):
+        g_b, xp_b, gxp_b = gy[n0:n0 + per], xp[n0:n0 + per], gxp[n0:n0 + per]
+        t = tmp[:len(g_b)]
+        for u in range(kh):
+            for v in range(kw):
+                window = (slice(None), slice(u * dh, u * dh + (oh - 1) * sh + 1, sh),
+                          slice(v * dw, v * dw + (ow - 1) * sw + 1, sw))
+                np.multiply(g_b, w[:, u, v], out=t)
+                gxp_b[window] += t
+                acc[u, v] += np.einsum("nijc,nijc->c", g_b, xp_b[window])
+    gw[:, :, :, 0] = acc.transpose(2, 0, 1)
 
 
 def _use_rowfold(w_shape, oh, strides, dil):
