@@ -36,10 +36,11 @@ from scipy import special, stats
 from ..errors import QuantError
 from ..graph import Graph
 from ..layers.conv import window_geometry
+from ..layers import ops_with
 
 __all__ = ["clipped_normal_mean", "CORRECTED_OPS"]
 
-CORRECTED_OPS = ("conv2d", "dense")
+CORRECTED_OPS = ops_with("bn_foldable")   # the weighted layers (`Traits.bn_foldable`)
 """The ops whose bias is corrected."""
 _TRANSPARENT = ("zero_pad2d", "identity")
 _ACTIVATIONS = ("relu", "relu6", "clip")

@@ -47,13 +47,14 @@ from ..errors import ParamError
 from ..graph import Graph
 from ..layers.normalization import scale_and_shift
 from ..quant.placement import require_float_model
+from ..layers import ops_with
 
 __all__ = ["fold_batch_norms", "reads_padding", "FOLD_DTYPE"]
 
 FOLD_DTYPE = np.float64
 """Precision of the fold and of the stored folded parameters (AIMET 2.42: float32)."""
 
-LAYER_OPS = ("conv2d", "dense")
+LAYER_OPS = ops_with("bn_foldable")   # the layers a batch norm folds into (`Traits`)
 
 
 def fold_batch_norms(graph: Graph):

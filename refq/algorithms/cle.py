@@ -67,6 +67,7 @@ import numpy as np
 from ..graph import Graph
 from ..quant.placement import require_float_model
 from .high_bias import absorb_in_place
+from ..layers import ops_with
 
 __all__ = ["equalize", "find_chains", "split_into_sets", "pair_scales", "triplet_scales",
            "layer_kind", "FLOAT_DTYPE"]
@@ -74,7 +75,7 @@ __all__ = ["equalize", "find_chains", "split_into_sets", "pair_scales", "triplet
 FLOAT_DTYPE = np.float64
 """Precision of ranges, scales and scaled weights (AIMET 2.42: float32)."""
 
-TRANSPARENT_OPS = ("relu", "leaky_relu", "zero_pad2d", "identity")
+TRANSPARENT_OPS = ops_with("cle_transparent")   # chains continue through them (`Traits`)
 
 
 def layer_kind(node):

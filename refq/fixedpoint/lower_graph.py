@@ -31,6 +31,7 @@ from . import lower_activations, lower_layers
 from .lower_encodings import where_of
 from .profiles import Profile
 from .requantize import FLOAT_SCHEMES
+from ..layers import ops_with
 
 __all__ = ["Builder", "Source", "Walk", "walk", "LOWERINGS", "SUPPORTED_OPS", "LUT_OPS",
            "GRID_PASS", "FUSABLE_PRODUCERS", "FUSABLE_ACTIVATIONS"]
@@ -41,11 +42,12 @@ LUT_OPS = lower_activations.LUT_OPS
 SUPPORTED_OPS = ("conv2d", "dense", "add", "multiply", "relu", "relu6", "clip", "max_pool2d",
                  "avg_pool2d", "global_avg_pool2d", "concat", "flatten", "reshape", "identity",
                  "zero_pad2d", "softmax") + LUT_OPS
-#: Ops that keep their input's grid (no requantization of their own).
-GRID_PASS = ("max_pool2d", "zero_pad2d", "flatten", "reshape", "identity")
-#: Ops whose output can take a fused activation, and the activations that fuse into them.
-FUSABLE_PRODUCERS = ("conv2d", "dense", "add", "multiply")
-FUSABLE_ACTIVATIONS = ("relu", "relu6", "clip")
+#: Ops that keep their input's grid (no requantization of their own): `Traits.grid_preserving`.
+GRID_PASS = ops_with("grid_preserving")
+#: Ops whose output can take a fused activation, and the activations that fuse into them
+#: (`Traits.takes_activation`, `Traits.fusable_activation`).
+FUSABLE_PRODUCERS = ops_with("takes_activation")
+FUSABLE_ACTIVATIONS = ops_with("fusable_activation")
 #: op -> lower(w, node), the lowering function of its family.
 LOWERINGS = {**lower_layers.LOWERINGS, **lower_activations.LOWERINGS}
 assert set(LOWERINGS) == set(SUPPORTED_OPS)

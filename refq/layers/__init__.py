@@ -3,15 +3,20 @@ from __future__ import annotations
 
 from ..errors import GraphError
 from . import activations, conv, dense, elementwise, normalization, pooling, shape_ops
-from .base import Attr, Op
+from .base import Attr, Op, Traits
 
-__all__ = ["REGISTRY", "get_op", "Op", "Attr"]
+__all__ = ["REGISTRY", "get_op", "ops_with", "Op", "Attr", "Traits"]
 
 REGISTRY: dict = {}
 for _module in (conv, dense, normalization, activations, pooling, elementwise, shape_ops):
     for _op in _module.OPS:
         assert _op.name not in REGISTRY, _op.name
         REGISTRY[_op.name] = _op
+
+
+def ops_with(trait: str) -> tuple:
+    """The names of the float ops whose `Traits` field `trait` is true, in registry order."""
+    return tuple(name for name, op in REGISTRY.items() if getattr(op.traits, trait))
 
 
 INTEGER_PREFIX = "int_"

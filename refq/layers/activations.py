@@ -66,7 +66,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from .base import Attr, Op
+from .base import Attr, Op, Traits
 
 HARD_SIGMOID_KERAS2 = {"alpha": 0.2, "beta": 0.5}
 HARD_SIGMOID_KERAS3 = {"alpha": 1.0 / 6.0, "beta": 0.5}
@@ -227,18 +227,22 @@ def _softmax_shape(in_shapes, attrs, params):
 
 
 OPS = [
-    Op("relu", _relu, _same_shape, vjp=_relu_vjp),
-    Op("relu6", _relu6, _same_shape, vjp=_relu6_vjp),
+    Op("relu", _relu, _same_shape, vjp=_relu_vjp,
+       traits=Traits("Relu", fusable_activation=True, cle_transparent=True)),
+    Op("relu6", _relu6, _same_shape, vjp=_relu6_vjp,
+       traits=Traits("Clip", fusable_activation=True)),
     Op("clip", _clip, _clip_shape, attrs={"min": Attr("float"), "max": Attr("float")},
-       vjp=_clip_vjp),
+       vjp=_clip_vjp, traits=Traits("Clip", fusable_activation=True)),
     Op("leaky_relu", _leaky_relu, _same_shape, attrs={"alpha": Attr("float", 0.3)},
-       vjp=_leaky_relu_vjp),
-    Op("sigmoid", _sigmoid, _same_shape, vjp=_sigmoid_vjp),
-    Op("tanh", _tanh, _same_shape, vjp=_tanh_vjp),
+       vjp=_leaky_relu_vjp, traits=Traits("LeakyRelu", cle_transparent=True)),
+    Op("sigmoid", _sigmoid, _same_shape, vjp=_sigmoid_vjp, traits=Traits("Sigmoid")),
+    Op("tanh", _tanh, _same_shape, vjp=_tanh_vjp, traits=Traits("Tanh")),
     Op("hard_sigmoid", _hard_sigmoid, _same_shape,
        attrs={"alpha": Attr("float", HARD_SIGMOID_KERAS3["alpha"]),
               "beta": Attr("float", HARD_SIGMOID_KERAS3["beta"])},
-       vjp=_hard_sigmoid_vjp),
-    Op("hard_swish", _hard_swish, _same_shape, vjp=_hard_swish_vjp),
-    Op("softmax", _softmax, _softmax_shape, attrs={"axis": Attr("int", -1)}, vjp=_softmax_vjp),
+       vjp=_hard_sigmoid_vjp, traits=Traits("HardSigmoid")),
+    Op("hard_swish", _hard_swish, _same_shape, vjp=_hard_swish_vjp,
+       traits=Traits("HardSwish")),
+    Op("softmax", _softmax, _softmax_shape, attrs={"axis": Attr("int", -1)}, vjp=_softmax_vjp,
+       traits=Traits("Softmax")),
 ]

@@ -109,6 +109,32 @@ def short_repr(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+@dataclass(frozen=True)
+class Traits:
+    """What other parts of refq need to know about an op, so that no module keeps a list of op
+    names of its own (`refq.layers.ops_with` derives every such list from these records).
+
+    onnx_type: the ONNX op type AIMET's quantsim config and supergroups name it by (ReLU6 is
+      "Clip", as it exports).
+    grid_preserving: every output value is one of the input's values or 0 (max pooling, padding,
+      reshapes): an integer model keeps the input's encoding, no requantization of its own.
+    fusable_activation: a clamp an integer producer applies as its output clamp (act_min/act_max).
+    takes_activation: an integer producer whose output clamp can take a fusable activation.
+    cle_transparent: positively homogeneous per channel, f(s ⊙ x) = s ⊙ f(x) for s > 0, and a
+      cross-layer-equalization chain continues through it (AIMET ends chains at pooling, which
+      is homogeneous too).
+    bn_foldable: a weighted layer (weight, optional bias) a batch norm folds into, whose bias
+      bias correction adjusts.
+    """
+
+    onnx_type: str
+    grid_preserving: bool = False
+    fusable_activation: bool = False
+    takes_activation: bool = False
+    cle_transparent: bool = False
+    bn_foldable: bool = False
+
+
 def _no_macs(in_shapes, out_shape, attrs, params) -> int:
     return 0
 
@@ -142,6 +168,7 @@ class Op:
       flows to), g_params {name: ∂L/∂p} for every parameter present, each of its operand's shape
       and dtype. At a kink (relu at 0, a clip bound, a max-pool tie) it takes the one-sided
       derivative its docstring names. None: the op has no gradient (integer kernels).
+    traits: its `Traits` (every float op has them; None for integer kernels).
     """
 
     name: str
@@ -155,6 +182,7 @@ class Op:
     accumulate: Callable | None = None
     check_params: Callable | None = None
     vjp: Callable | None = None
+    traits: Traits | None = None
 
     def check_arity(self, n: int, where: str):
         if isinstance(self.num_inputs, int):

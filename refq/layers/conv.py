@@ -66,7 +66,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParamError, ShapeError
-from .base import Attr, Op
+from .base import Attr, Op, Traits
 from .blocking import blocks, rows_in_blocks
 from .depthwise import depthwise_conv
 
@@ -383,5 +383,6 @@ OPS = [
               "pads": Attr("ints", (0, 0, 0, 0), length=4),
               "groups": Attr("int", 1)},
        params={"weight": True, "bias": False},
-       param_shapes=_param_shapes, macs=_macs, vjp=conv2d_vjp),
+       param_shapes=_param_shapes, macs=_macs, vjp=conv2d_vjp,
+       traits=Traits("Conv", bn_foldable=True, takes_activation=True)),
 ]

@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ..errors import ParamError, ShapeError
-from .base import Op
+from .base import Op, Traits
 from .blocking import rows_in_blocks
 
 
@@ -99,5 +99,6 @@ def _vjp(inputs, params, attrs, y, gy):
 
 OPS = [
     Op("dense", _forward, _infer_shape, params={"weight": True, "bias": False},
-       param_shapes=_param_shapes, macs=_macs, vjp=_vjp),
+       param_shapes=_param_shapes, macs=_macs, vjp=_vjp,
+       traits=Traits("Gemm", bn_foldable=True, takes_activation=True)),
 ]

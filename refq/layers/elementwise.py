@@ -28,7 +28,7 @@ from functools import reduce
 import numpy as np
 
 from ..errors import ShapeError
-from .base import Op
+from .base import Op, Traits
 
 
 def broadcast_shape(in_shapes):
@@ -95,7 +95,8 @@ def _multiply_vjp(inputs, params, attrs, y, gy):
 
 
 OPS = [
-    Op("add", lambda xs, p, a: reduce(np.add, xs), _infer, num_inputs=(2, None), vjp=_add_vjp),
+    Op("add", lambda xs, p, a: reduce(np.add, xs), _infer, num_inputs=(2, None), vjp=_add_vjp,
+       traits=Traits("Add", takes_activation=True)),
     Op("multiply", lambda xs, p, a: reduce(np.multiply, xs), _infer, num_inputs=(2, None),
-       macs=_macs, vjp=_multiply_vjp),
+       macs=_macs, vjp=_multiply_vjp, traits=Traits("Mul", takes_activation=True)),
 ]

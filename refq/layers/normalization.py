@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParamError, ShapeError
-from .base import Attr, Op
+from .base import Attr, Op, Traits
 
 PARAMS = ("gamma", "beta", "mean", "variance")
 
@@ -243,5 +243,6 @@ OPS = [
     Op("batch_norm", _forward, _infer_shape,
        attrs={"epsilon": Attr("float", 1e-3, minimum=0.0), "axis": Attr("int", -1)},
        params={p: True for p in PARAMS}, param_shapes=_param_shapes, check_params=_check_params,
-       vjp=_vjp, macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0),
+       vjp=_vjp, macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0,
+       traits=Traits("BatchNormalization")),
 ]

@@ -50,7 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from .base import Attr, Op
+from .base import Attr, Op, Traits
 from .conv import PADDINGS, pad_hw, window_geometry
 
 
@@ -221,9 +221,9 @@ _POOL_ATTRS = {"pool_size": Attr("ints", length=2),
 
 OPS = [
     Op("max_pool2d", _max_pool, _infer_pool("max_pool2d"), attrs=dict(_POOL_ATTRS),
-       vjp=_max_pool_vjp),
+       vjp=_max_pool_vjp, traits=Traits("MaxPool", grid_preserving=True)),
     Op("avg_pool2d", _avg_pool, _infer_pool("avg_pool2d"), attrs=dict(_POOL_ATTRS),
-       macs=_pool_macs, vjp=_avg_pool_vjp),
+       macs=_pool_macs, vjp=_avg_pool_vjp, traits=Traits("AveragePool")),
     Op("global_avg_pool2d", _gap, _gap_shape, attrs={"keepdims": Attr("bool", False)},
-       macs=_gap_macs, vjp=_gap_vjp),
+       macs=_gap_macs, vjp=_gap_vjp, traits=Traits("GlobalAveragePool")),
 ]

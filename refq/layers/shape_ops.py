@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from .base import Attr, Op
+from .base import Attr, Op, Traits
 
 
 def _concat_axis(in_shapes, attrs):
@@ -139,10 +139,14 @@ def _identity_vjp(inputs, params, attrs, y, gy):
 
 OPS = [
     Op("concat", lambda xs, p, a: np.concatenate(xs, axis=a["axis"]), _concat_shape,
-       num_inputs=(1, None), attrs={"axis": Attr("int", -1)}, vjp=_concat_vjp),
-    Op("flatten", _flatten, _flatten_shape, vjp=_reshape_vjp),
-    Op("reshape", _reshape, _reshape_shape, attrs={"shape": Attr("ints")}, vjp=_reshape_vjp),
+       num_inputs=(1, None), attrs={"axis": Attr("int", -1)}, vjp=_concat_vjp,
+       traits=Traits("Concat")),
+    Op("flatten", _flatten, _flatten_shape, vjp=_reshape_vjp,
+       traits=Traits("Flatten", grid_preserving=True)),
+    Op("reshape", _reshape, _reshape_shape, attrs={"shape": Attr("ints")}, vjp=_reshape_vjp,
+       traits=Traits("Reshape", grid_preserving=True)),
     Op("zero_pad2d", _pad, _pad_shape, attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4)},
-       vjp=_pad_vjp),
-    Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0]), vjp=_identity_vjp),
+       vjp=_pad_vjp, traits=Traits("Pad", grid_preserving=True, cle_transparent=True)),
+    Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0]), vjp=_identity_vjp,
+       traits=Traits("Identity", grid_preserving=True, cle_transparent=True)),
 ]

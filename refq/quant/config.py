@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from ..errors import QuantError
+from ..layers import REGISTRY
 
 __all__ = ["QuantsimConfig", "load_config", "parse_config", "BUNDLED_CONFIGS", "ONNX_TYPE",
            "PARAM_TYPE", "GRID_PRESERVING", "ONNX_OP_TYPES", "AIMET_PARAM_NAMES"]
@@ -54,16 +55,8 @@ BUNDLED_CONFIGS = {"default": "default_per_channel.json",
                    "per_channel": "default_per_channel.json",
                    "per_tensor": "default_per_tensor.json"}
 
-ONNX_TYPE = {
-    "conv2d": "Conv", "dense": "Gemm", "batch_norm": "BatchNormalization", "relu": "Relu",
-    "relu6": "Clip", "clip": "Clip", "leaky_relu": "LeakyRelu", "sigmoid": "Sigmoid",
-    "tanh": "Tanh", "hard_sigmoid": "HardSigmoid", "hard_swish": "HardSwish",
-    "softmax": "Softmax", "max_pool2d": "MaxPool", "avg_pool2d": "AveragePool",
-    "global_avg_pool2d": "GlobalAveragePool", "add": "Add", "multiply": "Mul",
-    "concat": "Concat", "flatten": "Flatten", "reshape": "Reshape", "zero_pad2d": "Pad",
-    "identity": "Identity",
-}
-"""refq op -> the ONNX op type AIMET's config names (ReLU6 exports as Clip)."""
+ONNX_TYPE = {name: op.traits.onnx_type for name, op in REGISTRY.items()}
+"""refq op -> the ONNX op type AIMET's config names (ReLU6 exports as Clip): `Traits.onnx_type`."""
 
 PARAM_TYPE = {"weight": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
               "mean": "running_mean", "variance": "running_var"}

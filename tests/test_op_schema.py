@@ -1,0 +1,44 @@
+"""The op record is the one source of every fact about an op: each float op has all of them, and
+the lists other modules use are derived from the records."""
+from __future__ import annotations
+
+import pytest
+
+from refq.layers import REGISTRY, ops_with
+from refq.quant.config import ONNX_OP_TYPES, ONNX_TYPE
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_float_op_has_every_entry(name):
+    op = REGISTRY[name]
+    assert op.forward is not None and op.infer_shape is not None
+    assert op.vjp is not None, f"op '{name}' has no VJP"
+    assert op.traits is not None, f"op '{name}' has no Traits"
+    assert op.traits.onnx_type in ONNX_OP_TYPES, op.traits.onnx_type
+    assert (op.vjp.__doc__ or "").strip(), f"op '{name}': its VJP has no docstring"
+
+
+def test_the_derived_lists():
+    """What the quantizer placement, the lowering and the algorithms read from the records."""
+    assert ONNX_TYPE["relu6"] == ONNX_TYPE["clip"] == "Clip" and ONNX_TYPE["dense"] == "Gemm"
+    assert set(ONNX_TYPE) == set(REGISTRY)
+    assert set(ops_with("grid_preserving")) == {"max_pool2d", "zero_pad2d", "flatten", "reshape",
+                                                "identity"}
+    assert set(ops_with("takes_activation")) == {"conv2d", "dense", "add", "multiply"}
+    assert set(ops_with("fusable_activation")) == {"relu", "relu6", "clip"}
+    assert set(ops_with("cle_transparent")) == {"relu", "leaky_relu", "zero_pad2d", "identity"}
+    assert set(ops_with("bn_foldable")) == {"conv2d", "dense"}
+    from refq.algorithms.bias_analytical import CORRECTED_OPS
+    from refq.algorithms.bn_fold import LAYER_OPS
+    from refq.algorithms.cle import TRANSPARENT_OPS
+    from refq.fixedpoint.lower_graph import FUSABLE_ACTIVATIONS, FUSABLE_PRODUCERS, GRID_PASS
+    assert GRID_PASS == ops_with("grid_preserving") and TRANSPARENT_OPS == ops_with(
+        "cle_transparent")
+    assert FUSABLE_PRODUCERS == ops_with("takes_activation")
+    assert FUSABLE_ACTIVATIONS == ops_with("fusable_activation")
+    assert LAYER_OPS == CORRECTED_OPS == ops_with("bn_foldable")
+
+
+def test_an_unknown_trait_is_an_error():
+    with pytest.raises(AttributeError):
+        ops_with("no_such_trait")
