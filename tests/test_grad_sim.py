@@ -157,3 +157,20 @@ def test_range_learning_fine_tunes_and_moves_the_encodings(sim):
     moved = [n for n in s.encodings if tuned.encodings[n] != s.encodings[n]]
     assert moved, "no encoding moved"
     assert all(tuned.encodings[n].axis == s.encodings[n].axis for n in s.encodings)
+
+
+def test_a_simulation_resumes_from_its_checkpoint(sim, tmp_path):
+    s, x = sim
+    labels = (x.mean(axis=(1, 2, 3)) > 0).astype(int)
+    kw = dict(targets=labels, batch_size=8, output="logits", learn_ranges=True)
+    straight, report = train(s, {"x": x}, cross_entropy, Adam(1e-2), epochs=2, **kw)
+    path = str(tmp_path / "sim.refq.h5")
+    train(s, {"x": x}, cross_entropy, Adam(1e-2), epochs=1, checkpoint=path, **kw)
+    assert isinstance(QuantSim.load(path), QuantSim)
+    resumed, report2 = train(None, {"x": x}, cross_entropy, Adam(1e-2), epochs=2, resume=path,
+                             **kw)
+    assert report2["loss"] == report["loss"]
+    assert all(resumed.encodings[n] == straight.encodings[n] for n in straight.encodings)
+    for a, b in zip(straight.graph.nodes, resumed.graph.nodes):
+        for k in a.params:
+            assert a.params[k].tobytes() == b.params[k].tobytes(), (a.name, k)

@@ -86,3 +86,42 @@ def test_bad_training_input():
         train(g, x, cross_entropy, SGD(0.1), targets=labels, epochs=0)
     with pytest.raises(InputError, match="no samples"):
         train(g, x[:0], cross_entropy, SGD(0.1), targets=labels[:0])
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run(tmp_path):
+    import refq
+    from refq.errors import InputError
+
+    g, (x, labels) = mlp(), two_blobs(40)
+    for n in g.nodes:   # stored as float32, trained in float64
+        for k in n.params:
+            n.params[k] = n.params[k].astype(np.float32)
+    kw = dict(targets=labels, batch_size=16, seed=3)
+    straight, report = train(g, x, cross_entropy, Adam(0.05), epochs=3, **kw)
+    path = str(tmp_path / "ck.refq.h5")
+    train(g, x, cross_entropy, Adam(0.05), epochs=2, checkpoint=path, **kw)
+    saved = refq.load(path)
+    assert saved.meta["training"]["epochs_done"] == 2
+    assert all(v.dtype == np.float32 for n in saved.nodes for v in n.params.values())
+    resumed, report2 = train(None, x, cross_entropy, Adam(0.05), epochs=3, resume=path, **kw)
+    assert report2["loss"] == report["loss"] and report2["steps"] == report["steps"] == 9
+    for a, b in zip(straight.nodes, resumed.nodes):
+        for k in a.params:
+            assert a.params[k].tobytes() == b.params[k].tobytes(), (a.name, k)
+    with pytest.raises(InputError, match="trained with seed 3 \\(given 4\\)"):
+        train(None, x, cross_entropy, Adam(0.05), epochs=3, resume=path, targets=labels,
+              batch_size=16, seed=4)
+    with pytest.raises(InputError, match="optimizer 'Adam' \\(given 'SGD'\\)"):
+        train(None, x, cross_entropy, SGD(0.1), epochs=3, resume=path, **kw)
+    state = tmp_path / "ck.refq.h5.state.npz"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="does not belong to"):
+        train(None, x, cross_entropy, Adam(0.05), epochs=3, resume=path, **kw)
+    state.unlink()
+    with pytest.raises(InputError, match="cannot be read"):
+        train(None, x, cross_entropy, Adam(0.05), epochs=3, resume=path, **kw)
+    with pytest.raises(InputError, match="not a training checkpoint"):
+        refq.save(g, str(tmp_path / "plain.refq.h5"))
+        train(None, x, cross_entropy, Adam(0.05), resume=str(tmp_path / "plain.refq.h5"), **kw)

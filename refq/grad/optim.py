@@ -2,7 +2,7 @@
 
 An optimizer updates parameters in place: `opt.step(params, grads)` with params and grads two
 dicts {name: array} of the same keys (the arrays of `params` are overwritten), its state kept per
-name. The arithmetic is that of PyTorch's single-tensor implementations (torch.optim.SGD and
+name (`state()` / `load_state()` for checkpoints). The arithmetic is that of PyTorch's single-tensor implementations (torch.optim.SGD and
 torch.optim.Adam with foreach=False, fused=False), written out below, so that one step can be
 compared number for number in float64:
 
@@ -83,6 +83,13 @@ class SGD:
                 g = g + self.momentum * b if self.nesterov else b
             p -= self.lr * g
 
+    def state(self) -> dict:
+        """{"buffers": {key: array}}: what `load_state` restores (a checkpoint)."""
+        return {"buffers": dict(self.buffers)}
+
+    def load_state(self, state: dict) -> None:
+        self.buffers = {k: np.array(v) for k, v in state["buffers"].items()}
+
 
 class Adam:
     """Adam with PyTorch's defaults and order of operations (module docstring); `t` counts the
@@ -122,6 +129,15 @@ class Adam:
             d = np.sqrt(v) / c2_sqrt
             d += self.eps
             p += (-size * m) / d
+
+    def state(self) -> dict:
+        """{"t", "m", "v"}: what `load_state` restores (a checkpoint)."""
+        return {"t": self.t, "m": dict(self.m), "v": dict(self.v)}
+
+    def load_state(self, state: dict) -> None:
+        self.t = int(state["t"])
+        self.m = {k: np.array(v) for k, v in state["m"].items()}
+        self.v = {k: np.array(v) for k, v in state["v"].items()}
 
 
 def cosine_lr(t: int, total: int, lr0: float, lr_min: float = 0.0) -> float:

@@ -67,79 +67,145 @@ def _first_non_finite(grads, order):
 
 def train(model, data, loss, optimizer, *, targets=None, epochs: int = 1,
           batch_size: int = 32, seed: int = 0, output: str | None = None, wrt=None,
-          dtype=np.float64, evaluate=None, quiet: bool = True, learn_ranges: bool = False):
+          dtype=np.float64, evaluate=None, quiet: bool = True, learn_ranges: bool = False,
+          checkpoint=None, resume=None):
     """(trained copy of `model`, report): `epochs` passes over `data` ({input: array} or one
     array, batch on axis 0) with `targets` (batch on axis 0, or None for a loss that needs none),
     minimising `loss` on tensor `output` with `optimizer` (`refq.grad.optim`); `model` a Graph or
     a QuantSim (module docstring). evaluate: None or a callable(model) -> number recorded after
-    each epoch."""
+    each epoch. checkpoint: a .refq.h5 path written after every epoch (`refq.grad.checkpoint`);
+    resume: such a path to go on from (model None: the checkpoint's model), up to `epochs` in all,
+    with the same data, seed and batch size: the result is the uninterrupted run's, bit for bit."""
     from ..quant.quantsim import QuantSim
-    from .sim import learnable_ranges, sim_value_and_grad
 
     if epochs < 1 or batch_size < 1:
         raise InputError(f"train: epochs and batch_size must be positive, got {epochs} and "
                          f"{batch_size}")
-    ranges = {}
-    if isinstance(model, QuantSim):
-        m = copy.deepcopy(model)
-        g = m.graph
-        ranges = learnable_ranges(m) if learn_ranges else {}
+    state = None
+    if resume is not None:
+        from .checkpoint import load_checkpoint
 
-        def grads_of(batch, t):
-            if not learn_ranges:
-                return sim_value_and_grad(m, batch, loss, t, output=output, wrt=wrt)
-            value, grads, range_grads = sim_value_and_grad(m, batch, loss, t, output=output,
-                                                           wrt=wrt, ranges=ranges)
-            return value, {**grads, **{(RANGE, name): per for name, per in range_grads.items()}}
-    else:
-        if learn_ranges:
-            raise InputError("train: learn_ranges needs a QuantSim, not a float graph")
-        m = g = model.copy()
-
-        def grads_of(batch, t):
-            return value_and_grad(g, batch, loss, t, output=output, wrt=wrt, dtype=dtype)
+        model, state = load_checkpoint(resume)
+        _check_resume(state, resume, optimizer, seed, batch_size, learn_ranges)
+    is_sim = isinstance(model, QuantSim)
+    if learn_ranges and not is_sim:
+        raise InputError("train: learn_ranges needs a QuantSim, not a float graph")
+    m = copy.deepcopy(model) if is_sim else model.copy()
+    g = m.graph if is_sim else m
     feeds = feeds_dict(g, data)
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     if n == 0:
         raise InputError("train: the training data holds no samples")
     if targets is not None and len(targets) != n:
         raise InputError(f"train: {len(targets)} targets for {n} samples")
+    run = _Run(m, is_sim, loss, output, wrt, dtype, learn_ranges)
+    report = {"epochs": epochs, "steps": 0, "loss": [], "eval": [], "ranges": len(run.ranges)}
+    first = 0
+    if state is not None:
+        run.restore(state)
+        optimizer.load_state(state["optimizer"])
+        report.update(steps=state["steps"], loss=list(state["loss"]), eval=list(state["eval"]))
+        first = state["epochs_done"]
     order = [node.name for node in g.topological_order()]
-    nodes = {node.name: node for node in g.nodes}
-    report = {"epochs": epochs, "steps": 0, "loss": [], "eval": []}
-    batches = [(e, b) for e in range(epochs) for b in batch_order(n, batch_size, seed, e)]
+    batches = [(e, b) for e in range(first, epochs) for b in batch_order(n, batch_size, seed, e)]
     bar = progress(batches, total=len(batches), desc="train", quiet=quiet, unit="step")
-    epoch_done, stored = 0, {}
-    range_keys = {(RANGE, name) for name in ranges}
-    report["ranges"] = len(ranges)
-    for step, (epoch, idx) in enumerate(bar):
-        if epoch != epoch_done:
-            if evaluate is not None:
-                report["eval"].append(evaluate(m))
-            epoch_done = epoch
-        value, grads = grads_of({k: v[idx] for k, v in feeds.items()},
-                                None if targets is None else targets[idx])
+    for i, (epoch, idx) in enumerate(bar):
+        value, grads = run.grads({k: v[idx] for k, v in feeds.items()},
+                                 None if targets is None else targets[idx])
         bad = _first_non_finite(grads, order)
         if not np.isfinite(value) or bad is not None:
             where = f"; first non-finite gradient: '{bad}'" if bad else ""
-            raise TrainingError(f"train: step {step} (epoch {epoch}) gave loss {value!r}{where}; "
-                                "lower the learning rate or check the data")
-        params = {(node, k): ranges[node[1]][k == "max"] if node in range_keys
-                  else nodes[node].params[k] for node, per in grads.items() for k in per}
-        flat = {(node, k): v for node, per in grads.items() for k, v in per.items()}
-        for (node, k), p in params.items():
-            if node not in range_keys and p.dtype != np.dtype(dtype):   # trained in the compute dtype (stored back at the end)
-                stored.setdefault((node, k), p.dtype)
-                nodes[node].params[k] = params[(node, k)] = p.astype(dtype)
-        optimizer.step(params, flat)
+            raise TrainingError(f"train: step {report['steps']} (epoch {epoch}) gave loss "
+                                f"{value!r}{where}; lower the learning rate or check the data")
+        optimizer.step(run.params(grads), {(a, k): v for a, per in grads.items()
+                                           for k, v in per.items()})
         report["loss"].append(float(value))
         report["steps"] += 1
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-    for (node, k), dt in stored.items():
-        nodes[node].params[k] = nodes[node].params[k].astype(dt)
-    for name, (lo, hi) in ranges.items():   # the encodings of the learned ranges
-        m.encodings[name] = _learned_encoding(m, name, lo, hi)
-    if evaluate is not None:
-        report["eval"].append(evaluate(m))
-    return m, report
+        if i + 1 == len(batches) or batches[i + 1][0] != epoch:   # the epoch is over
+            if evaluate is not None:
+                report["eval"].append(evaluate(run.finished()))
+            if checkpoint is not None:
+                from .checkpoint import save_checkpoint
+
+                save_checkpoint(checkpoint, run.finished(), {
+                    "epochs_done": epoch + 1, "steps": report["steps"], "loss": report["loss"],
+                    "eval": report["eval"], "optimizer": optimizer.state(), **run.state(),
+                    "config": {"optimizer": type(optimizer).__name__, "seed": seed,
+                               "batch_size": batch_size, "learn_ranges": learn_ranges}})
+    return run.finished(), report
+
+
+def _check_resume(state, path, optimizer, seed, batch_size, learn_ranges):
+    cfg = state["config"]
+    mine = {"optimizer": type(optimizer).__name__, "seed": seed, "batch_size": batch_size,
+            "learn_ranges": learn_ranges}
+    diff = [f"{k} {cfg[k]!r} (given {v!r})" for k, v in mine.items() if cfg[k] != v]
+    if diff:
+        raise InputError(f"{path}: the checkpoint was trained with " + ", ".join(diff) +
+                         "; resume with the same settings")
+
+
+class _Run:
+    """The model being trained: its parameters in the training dtype (each stored back in its
+    own dtype by `finished`), learned ranges, and the gradient function."""
+
+    def __init__(self, m, is_sim, loss, output, wrt, dtype, learn_ranges):
+        from .sim import learnable_ranges, sim_value_and_grad
+
+        self.m, self.is_sim, self.dtype = m, is_sim, np.dtype(dtype)
+        g = m.graph if is_sim else m
+        self.nodes = {node.name: node for node in g.nodes}
+        self.ranges = learnable_ranges(m) if learn_ranges else {}
+        self.stored = {}     # {(node, param): its dtype} of parameters held in the training dtype
+        if is_sim and learn_ranges:
+            def grads(batch, t):
+                value, gr, range_grads = sim_value_and_grad(m, batch, loss, t, output=output,
+                                                            wrt=wrt, ranges=self.ranges)
+                return value, {**gr, **{(RANGE, name): per for name, per in range_grads.items()}}
+        elif is_sim:
+            def grads(batch, t):
+                return sim_value_and_grad(m, batch, loss, t, output=output, wrt=wrt)
+        else:
+            def grads(batch, t):
+                return value_and_grad(g, batch, loss, t, output=output, wrt=wrt, dtype=dtype)
+        self.grads = grads
+
+    def params(self, grads) -> dict:
+        """{(node, param) or ((RANGE, quantizer), "min"|"max"): the array the optimizer updates}
+        for every gradient, parameters moved to the training dtype on first use."""
+        out = {}
+        for a, per in grads.items():
+            for k in per:
+                if isinstance(a, tuple):   # a learned range
+                    out[(a, k)] = self.ranges[a[1]][k == "max"]
+                    continue
+                p = self.nodes[a].params[k]
+                if p.dtype != self.dtype:
+                    self.stored.setdefault((a, k), p.dtype.str)
+                    p = self.nodes[a].params[k] = p.astype(self.dtype)
+                out[(a, k)] = p
+        return out
+
+    def state(self) -> dict:
+        return {"params": {key: self.nodes[key[0]].params[key[1]] for key in self.stored},
+                "stored": dict(self.stored), "ranges": dict(self.ranges)}
+
+    def restore(self, state) -> None:
+        for (node, k), v in state["params"].items():
+            self.nodes[node].params[k] = np.array(v)
+        self.stored = dict(state["stored"])
+        for name, (lo, hi) in state["ranges"].items():
+            self.ranges[name] = (np.array(lo), np.array(hi))
+
+    def finished(self):
+        """A copy of the model with each parameter in its own dtype and, for learned ranges, the
+        encodings they give."""
+        out = copy.deepcopy(self.m)
+        nodes = {node.name: node for node in (out.graph if self.is_sim else out).nodes}
+        for (node, k), dt in self.stored.items():
+            nodes[node].params[k] = nodes[node].params[k].astype(dt)
+        for name, (lo, hi) in self.ranges.items():
+            out.encodings[name] = _learned_encoding(out, name, lo, hi)
+        return out
