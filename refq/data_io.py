@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from .errors import FormatError, InputError, QuantError, one_line
-from .runtime import check_input
+from .feeds import check_input
 
 __all__ = ["load_arrays", "iter_batches", "iterate_batches", "check_data", "DEFAULT_BATCH_SIZE"]
 
@@ -108,7 +108,7 @@ def iter_batches(path: str, inputs: list, batch_size: int | None = None):
     """Yield {input name: array} batches from an .npy/.npz file or a directory of .npy files.
 
     `inputs` are the model's input names, or its TensorSpecs (`graph.inputs`) to check every
-    array's shape and dtype against them (`refq.runtime.check_input`) before anything runs.
+    array's shape and dtype against them (`refq.feeds.check_input`) before anything runs.
 
     A directory yields its `*.npy` files in sorted name order, each split into `batch_size` chunks;
     a file is split into chunks of `batch_size` (default `DEFAULT_BATCH_SIZE`). Every array is

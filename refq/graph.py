@@ -247,7 +247,7 @@ class Graph:
 
     def infer_shapes(self) -> dict:
         """tensor name -> shape (batch first, None when free), by each op's shape inference."""
-        from .layers import get_op
+        from .ops import get_op
 
         shapes = {spec.name: tuple(spec.shape) for spec in self.inputs}
         for n in self.topological_order():
@@ -273,7 +273,7 @@ class Graph:
 
     def validated_shapes(self, check_values: bool = True) -> dict:
         """`validate`, returning the shapes it inferred (as `infer_shapes`) instead of self."""
-        from .layers import get_op
+        from .ops import get_op
 
         order = self.topological_order()
         for spec in self.inputs:

@@ -50,14 +50,14 @@ import sys
 import numpy as np
 
 from .errors import InputError
+from .feeds import _check_feeds
 from .graph import Graph
 from .layers import conv as conv_layer
 from .layers import dense as dense_layer
-from .layers import get_op
 from .layers.inplace import inplace_step
+from .ops import get_op
 from . import parallel
 from .progress import progress
-from .runtime import _check_feeds
 
 __all__ = ["Plan", "CHUNK_BYTES"]
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .graph import Graph
-from .layers import get_op
+from .ops import get_op
 
 __all__ = ["summarize", "format_table"]
 

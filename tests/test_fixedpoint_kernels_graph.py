@@ -10,7 +10,7 @@ from refq.errors import FixedPointError, GraphError, ParamError, ShapeError
 from refq.fixedpoint import quantize_multiplier
 from refq.fixedpoint.kernels import build_lut, tflite_softmax_params
 from refq.graph import Graph, Node, TensorSpec
-from refq.layers import get_op
+from refq.ops import get_op
 from test_fixedpoint_kernels_ops import add_params
 
 

@@ -8,11 +8,10 @@
 Cases are code (cases_float, cases_quant, cases_integer, cases_models), registered in `CASES` when
 this package is imported (building a case's data happens only when it is rendered).
 """
-from .case import CASES, Case, CaseData, _load_all, render, select
+from .case import CASES, Case, CaseData, render, select
 from .case_reader import load_case
 from .generate import check, format_check, generate, reproduce
-
-_load_all()
+from . import cases_float, cases_integer, cases_models, cases_quant  # noqa: F401 (register)
 
 __all__ = ["CASES", "Case", "CaseData", "load_case", "render", "select", "generate", "check",
            "format_check", "reproduce"]

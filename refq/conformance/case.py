@@ -74,7 +74,8 @@ class Case:
     tolerance: dict = field(default_factory=lambda: dict(EXACT))
 
 
-#: Every registered case by id, in registration order.
+#: Every registered case by id, in registration order (the case modules register theirs when
+#: `refq.conformance` is imported).
 CASES: dict = {}
 
 
@@ -89,14 +90,9 @@ def register(case: Case) -> Case:
     return case
 
 
-def _load_all():
-    from . import cases_float, cases_integer, cases_models, cases_quant  # noqa: F401 (register)
-
-
 def select(pattern: str | None = None) -> list:
     """The cases whose id matches `pattern` (fnmatch globs, comma-separated; None = all), in
     registration order. InputError when a glob matches no case."""
-    _load_all()
     if pattern is None:
         return list(CASES.values())
     chosen = match_ids(

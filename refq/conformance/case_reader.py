@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from ..errors import FormatError, RefqError, one_line
+from ..exporters.npy import read_npy
 from ..exporters.sidecar import read_json_file
 from ..graph import Graph, Node, TensorSpec
 from .case import MANIFEST, sha256
@@ -45,8 +46,6 @@ class GoldenCase:
     def array(self, section: str, name: str) -> np.ndarray:
         """The array `name` of `section` (params/inputs/outputs/trace), read without unpickling;
         FormatError when it is not a .npy file of the dtype and shape case.json declares."""
-        from ..exporters.hardware import read_npy
-
         key = (section, name)
         if key not in self._cache:
             e = self.entries(section)[name]

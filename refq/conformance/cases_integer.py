@@ -19,7 +19,7 @@ import numpy as np
 from ..fixedpoint.lowering import lower_from_params
 from ..fixedpoint.profiles import PROFILES, get_profile
 from .case import EXACT, Case, CaseData, register
-from .generate import quantization_of, run_integer
+from .integer_graphs import quantization_of, run_integer
 
 F32 = np.float32
 GENERATORS = ("uniform", "quantize_ties", "saturate_high", "saturate_low", "all_equal",

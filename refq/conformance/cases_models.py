@@ -25,7 +25,7 @@ from ..fixedpoint.lowering import lower
 from ..fixedpoint.profiles import PROFILES, get_profile
 from ..quant.encoding import AIMET_V2
 from .case import EXACT, Case, CaseData, register
-from .generate import quantization_of, run_integer
+from .integer_graphs import quantization_of, run_integer
 
 NUMERICS = dataclasses.replace(AIMET_V2, dtype=np.dtype(np.float64))
 CALIBRATION = 8

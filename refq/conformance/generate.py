@@ -7,8 +7,8 @@ generate renders each selected case in memory, writes it into a temporary direct
 output directory (each file atomically), then swaps the case directories in and rewrites
 manifest.json; an interrupted or failing run leaves every committed case as it was. A full
 generation (no pattern) also removes case directories of cases that no longer exist.
-`run_integer` and `quantization_of` compute what integer and model cases hold; `reproduce` runs a
-loaded case again.
+`run_integer` and `quantization_of` (`refq.conformance.integer_graphs`, re-exported here) compute
+what integer and model cases hold; `reproduce` runs a loaded case again.
 """
 from __future__ import annotations
 
@@ -17,14 +17,12 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
-
 from ..atomic import atomic_path
 from ..errors import FormatError, OutputError
-from ..fixedpoint.run import run_int
 from ..progress import progress
 from .case import CASES, MANIFEST, manifest_entry, render, render_manifest, select
 from .case_reader import case_dir_hint, read_manifest
+from .integer_graphs import quantization_of, run_integer  # re-exported
 
 __all__ = ["generate", "check", "format_check", "check_failure", "reproduce", "run_integer",
            "quantization_of"]
@@ -194,46 +192,6 @@ def format_check(report: dict, limit: int = 20) -> str:
         lines.append(f"  regenerated cases written to {report['regenerated']} (diff them); if the "
                      "change is intended, run `refq golden generate` and commit")
     return "\n".join(lines)
-
-
-# ---- running integer graphs (integer and model cases, and `reproduce`) -----------------------
-
-def run_integer(graph, feeds) -> tuple:
-    """(outputs, trace) of integer graph `graph`: every node output, integer tensors in their
-    declared dtype (graph.meta["integer"]["tensors"]), float tensors as float32 (they hold
-    float32 values)."""
-    values, _ = run_int(graph, feeds, trace=True)
-    tensors = graph.meta["integer"]["tensors"]
-    trace = {}
-    for n in graph.topological_order():
-        t = n.outputs[0]
-        v = values[t]
-        if t in tensors:
-            info = np.iinfo(tensors[t]["dtype"])
-            if v.size and (v.min() < info.min or v.max() > info.max):
-                raise AssertionError(f"tensor {t} leaves its dtype {tensors[t]['dtype']}")
-            trace[t] = v.astype(tensors[t]["dtype"])
-        else:
-            v32 = v.astype(np.float32)
-            if not np.array_equal(v32.astype(v.dtype), v):
-                raise AssertionError(f"float tensor {t} does not hold float32 values")
-            trace[t] = v32
-    outputs = {t: trace[t] for t in graph.outputs}
-    return outputs, trace
-
-
-def quantization_of(graph, weight_scales: dict) -> dict:
-    """case.json "quantization": every integer tensor's encoding, and each "<node>/weight"."""
-    q = {}
-    for t, e in graph.meta["integer"]["tensors"].items():
-        q[t] = {"scale": [e["scale"]], "zero_point": [e["zero_point"]], "qmin": e["qmin"],
-                "qmax": e["qmax"], "axis": None, "dtype": e["dtype"]}
-    for node, (s_w, zp, dtype) in weight_scales.items():
-        s = np.atleast_1d(np.asarray(s_w, dtype=np.float32)).astype(np.float64).tolist()
-        lo, hi = {"int4": (-8, 7), "int8": (-128, 127), "uint8": (0, 255)}[dtype]
-        q[f"{node}/weight"] = {"scale": s, "zero_point": [int(zp)] * len(s), "qmin": lo,
-                               "qmax": hi, "axis": 0 if len(s) > 1 else None, "dtype": dtype}
-    return q
 
 
 def reproduce(graph, inputs: dict, case_json: dict) -> tuple:

@@ -9,13 +9,14 @@
     export_case("golden/layer.dense.basic", "out/")   # every array of a golden case
 
 All three formats are produced from the same array by the same bit layout. This is the public
-entry point; the work is split in five modules:
+entry point; the work is split in six modules:
     `refq.exporters.packing`   the bit layout: elements' bit patterns, packed into words;
     `refq.exporters.sidecar`   element types (dtype, width) and the JSON sidecar every file gets;
     `refq.exporters.hex`       `$readmemh` hex (`write_hex`, `read_hex`);
     `refq.exporters.c_header`  C headers (`write_c_header`, `read_c_header`, `c_identifier`);
-    `refq.exporters.binary`    raw little-endian binaries (`write_bin`, `read_bin`).
-Here: reading any dump by its suffix (`read_dump`, `read_npy`) and exporting many arrays at once
+    `refq.exporters.binary`    raw little-endian binaries (`write_bin`, `read_bin`);
+    `refq.exporters.npy`       .npy files, never unpickled (`read_npy`).
+Here: reading any dump by its suffix (`read_dump`) and exporting many arrays at once
 (`export_arrays`, `export_integer_model` after `check_integer_metadata`, `export_case`); an export
 checks every input before it writes its first file.
 
@@ -24,7 +25,6 @@ Every file is written atomically (refq.atomic); a parse error is a FormatError n
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -35,6 +35,7 @@ from . import sidecar as _sidecar_module
 from .binary import read_bin, write_bin
 from .c_header import check_c_array, c_identifier, read_c_header, write_c_header
 from .hex import read_hex, write_hex
+from .npy import read_npy
 from .packing import _check_pack
 from .sidecar import _is_int, _version, element_type, read_sidecar
 
@@ -53,39 +54,6 @@ SIDECAR_VERSION = _sidecar_module.SIDECAR_VERSION
 
 _READERS = {"hex": read_hex, "c": read_c_header, "bin": read_bin}
 _WRITERS = {"hex": write_hex, "c": write_c_header, "bin": write_bin}
-
-
-def read_npy(path) -> np.ndarray:
-    """The array of .npy file `path`, read with numpy.lib.format: never unpickled, never an .npz.
-    FormatError naming the file when it is missing, is not a .npy file (format 1.0 or 2.0), holds
-    Python objects (pickled data), or when its data is shorter or longer than its header says
-    (checked before anything is allocated)."""
-    path = os.fspath(path)
-    fmt = np.lib.format
-    try:
-        with open(path, "rb") as f:
-            version = fmt.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"npy format version {version[0]}.{version[1]} is not read here "
-                                 "(1.0 and 2.0 are)")
-            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, _, dtype = header(f)
-            if dtype.hasobject:
-                raise ValueError(f"it holds Python objects (dtype {dtype}), which are pickled "
-                                 "data; numeric arrays only")
-            have = os.fstat(f.fileno()).st_size - f.tell()
-            want = math.prod(shape) * dtype.itemsize
-            if have != want:
-                raise ValueError(f"its header declares {dtype} {list(shape)} ({want} bytes of "
-                                 f"data) but {have} bytes follow (truncated or padded)")
-            f.seek(0)
-            return fmt.read_array(f, allow_pickle=False)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory, not a .npy file") from None
-    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as e:
-        raise FormatError(f"{path}: not a readable .npy file ({one_line(e)})") from None
 
 
 def read_dump(path, sidecar=None) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError, InputError
-from .sidecar import ElementType
+from .sidecar import MAX_WORD_BITS, ElementType
 
 
 # ---- element bit patterns -----------------------------------------------------------------------
@@ -116,11 +116,6 @@ def _from_bytes(b: np.ndarray, et: ElementType, pack: int, count: int, where: st
                           "packing or element order (element 0 belongs in the least significant "
                           "bits)?")
     return _values(flat[:count], et)
-
-
-#: The widest memory word (pack × element bits) any format holds: 4096 bits (512 bytes); a C
-#: header word holds at most 64 (uint64_t).
-MAX_WORD_BITS = 4096
 
 
 def _check_pack(pack, et, fmt):

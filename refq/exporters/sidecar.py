@@ -35,6 +35,9 @@ from ..errors import FormatError, InputError, one_line
 SIDECAR_VERSION = 1
 _INT_BITS = (4, 8, 16, 32, 64)
 _FLOATS = {"float16": 16, "float32": 32, "float64": 64}
+#: The widest memory word (pack × element bits) any format holds: 4096 bits (512 bytes); a C
+#: header word holds at most 64 (uint64_t).
+MAX_WORD_BITS = 4096
 
 
 def _version():
@@ -189,8 +192,6 @@ def _layout_of(path, sc: dict, fmt: str):
     optional fields (format, element_bits, signed, encoding, count, words, word_bits,
     padding_elements, hex_digits, order, element_order) agree with them; the file's sha256 is the
     sidecar's when it gives one. FormatError naming the file otherwise."""
-    from .packing import MAX_WORD_BITS
-
     where = os.fspath(path)
 
     def bad(what):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FixedPointError
-from ..layers import get_op
+from ..ops import get_op
 from ..progress import plural
 from ..data_io import iterate_batches
 from .lowering import lower

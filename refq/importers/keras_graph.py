@@ -156,7 +156,7 @@ class _Builder:
                 "the weights do not match the architecture: save the model again")
 
     def _add(self, layer, node, labels):
-        from ..layers import get_op
+        from ..ops import get_op
 
         where = (f"{self.where}: layer '{layer.name}' ({layer.class_name}), node '{node.name}' "
                  f"({node.op})")

@@ -23,17 +23,15 @@ INTEGER_PREFIX = "int_"
 
 
 def get_op(name: str, where: str = "") -> Op:
-    """The registered op called `name`; GraphError naming `where` if there is none.
+    """The float op called `name`; GraphError naming `where` if there is none.
 
-    Float ops live in this package; integer kernels (`int_*`, the integer accelerator model) in
-    `refq.fixedpoint.kernels`, imported on first use."""
+    Float ops only: the integer kernels (`int_*`, the integer accelerator model) are in
+    `refq.fixedpoint.kernels`, and `refq.ops.get_op` looks up both."""
     op = REGISTRY.get(name)
-    if op is None and name.startswith(INTEGER_PREFIX):
-        from ..fixedpoint.kernels import INT_REGISTRY
-
-        op = INT_REGISTRY.get(name)
     if op is None:
         prefix = f"{where}: " if where else ""
-        raise GraphError(f"{prefix}unknown op '{name}'; known ops: {', '.join(sorted(REGISTRY))} "
-                         f"and the integer kernels {INTEGER_PREFIX}*")
+        hint = (f"; the integer kernels {INTEGER_PREFIX}* are looked up with refq.ops.get_op"
+                if name.startswith(INTEGER_PREFIX) else "")
+        raise GraphError(f"{prefix}unknown op '{name}'; known ops: {', '.join(sorted(REGISTRY))}"
+                         f"{hint}")
     return op

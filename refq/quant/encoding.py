@@ -1,7 +1,8 @@
 """Quantization encodings: integer grids, (min, max) -> (scale, zero_point).
 
-An encoding defines q = clamp(round(x / scale) + zero_point, qmin, qmax); quantize, dequantize and
-fake quantization are in `refq.quant.fakequant` (re-exported here). AIMET's offset is
+An encoding defines q = clamp(round(x / scale) + zero_point, qmin, qmax); the `Encoding` record and
+the grids (`integer_grid`, `check_bitwidth`) are in `refq.quant.grid`, quantize, dequantize and
+fake quantization in `refq.quant.fakequant` (both re-exported here). AIMET's offset is
 o = −zero_point (`aimet_offset`). Grids, with N = 2^b − 1 (`aimet.md` §0.2.4, §1.1):
     signed   [−2^(b−1), 2^(b−1) − 1]    symmetric (AIMET 2.x)
     unsigned [0, 2^b − 1]               asymmetric; also unsigned-symmetric (1.x, when min ≥ 0, zero_point 0)
@@ -25,13 +26,11 @@ is the default everywhere.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..errors import QuantError
 from .fakequant import dequantize, quantize, quantize_dequantize  # re-exported
+from .grid import PASS_THROUGH_BITWIDTH, Encoding, check_bitwidth, integer_grid  # re-exported
 from .numerics import AIMET_V1, AIMET_V2, EncodingNumerics, round_half_away, round_half_even
 
 __all__ = [
@@ -41,171 +40,13 @@ __all__ = [
     "round_half_even", "round_half_away",
 ]
 
-PASS_THROUGH_BITWIDTH = 32
 _F32 = np.float32
 _F32_MAX = np.finfo(np.float32).max
-
-
-def check_bitwidth(bitwidth) -> int:
-    """Return `bitwidth` as an int; QuantError unless it is in 2..16 or 32 (pass-through)."""
-    if isinstance(bitwidth, (bool, np.bool_)) or not isinstance(bitwidth, (int, np.integer)) \
-            or not (2 <= bitwidth <= 16 or bitwidth == PASS_THROUGH_BITWIDTH):
-        raise QuantError(f"bitwidth must be an integer in 2..16, or 32 for pass-through; "
-                         f"got {bitwidth!r}")
-    return int(bitwidth)
-
-
-def integer_grid(bitwidth, symmetric, *, strict=False, unsigned=False) -> tuple[int, int]:
-    """(qmin, qmax): asymmetric or `unsigned` symmetric [0, 2^b−1]; symmetric [−2^(b−1), 2^(b−1)−1];
-    `strict` symmetric [−(2^(b−1)−1), 2^(b−1)−1]."""
-    b = check_bitwidth(bitwidth)
-    if strict and unsigned:
-        raise QuantError("a grid cannot be both strict symmetric and unsigned symmetric")
-    if not symmetric or unsigned:
-        return 0, 2 ** b - 1
-    half = 2 ** (b - 1)
-    return (-(half - 1) if strict else -half), half - 1
 
 
 def minimum_scale(num_steps: int) -> np.float32:
     """AIMET 2.42 `_get_minimum_scale(N) = min(2^−23, 0.01/N)` as float32 (1.1920929e-7 up to 16 bits)."""
     return _F32(min(2.0 ** -23, 0.01 / num_steps))
-
-
-@dataclass(frozen=True, eq=False)
-class Encoding:
-    """One quantizer's encoding. q = clamp(round(x/scale) + zero_point, qmin, qmax).
-
-    scale: float32, shape () per-tensor or (C,) per-channel; zero_point: int64, same shape;
-    bitwidth: 2..16, or 32 = pass-through; qmin/qmax: one of the grids of `integer_grid`;
-    symmetric: zero_point is 0; axis: None per-tensor, else the channel axis of the tensor.
-    Arrays are read-only copies. Equality compares every field exactly.
-    """
-
-    scale: np.ndarray
-    zero_point: np.ndarray
-    bitwidth: int
-    qmin: int
-    qmax: int
-    symmetric: bool
-    axis: int | None = None
-
-    def __post_init__(self):
-        scale = np.array(self.scale, dtype=np.float32)
-        zp = np.array(self.zero_point)
-        if zp.dtype.kind == "f" and not np.array_equal(zp, np.round(zp)):
-            raise QuantError(f"Encoding: zero_point must hold integers, got {zp}")
-        zp = zp.astype(np.int64)
-        bitwidth = check_bitwidth(self.bitwidth)
-        where = f"Encoding(bitwidth={bitwidth}, qmin={self.qmin}, qmax={self.qmax})"
-        if scale.ndim > 1 or zp.shape != scale.shape:
-            raise QuantError(f"{where}: scale and zero_point must share shape () or (C,); "
-                             f"got {scale.shape} and {zp.shape}")
-        if (self.axis is None) != (scale.ndim == 0):
-            raise QuantError(f"{where}: axis must be None exactly when the scale is per-tensor; "
-                             f"got axis={self.axis} with scale shape {scale.shape}")
-        grids = {integer_grid(bitwidth, s, strict=t) for s in (False, True) for t in (False, True)
-                 if s or not t}
-        if (int(self.qmin), int(self.qmax)) not in grids:
-            raise QuantError(f"{where}: not a {bitwidth}-bit grid; expected one of {sorted(grids)}")
-        if not np.all(np.isfinite(scale) & (scale > 0)):
-            raise QuantError(f"{where}: scale must be finite and positive, got {scale}")
-        if np.any(zp < self.qmin) or np.any(zp > self.qmax):
-            raise QuantError(f"{where}: zero_point {zp} lies outside [qmin, qmax]")
-        if self.symmetric and np.any(zp != 0):
-            raise QuantError(f"{where}: a symmetric encoding has zero_point 0, got {zp}")
-        scale.setflags(write=False)
-        zp.setflags(write=False)
-        for name, value in (("scale", scale), ("zero_point", zp), ("bitwidth", bitwidth),
-                            ("qmin", int(self.qmin)), ("qmax", int(self.qmax)),
-                            ("symmetric", bool(self.symmetric)),
-                            ("axis", None if self.axis is None else int(self.axis))):
-            object.__setattr__(self, name, value)
-
-    def __eq__(self, other):
-        if not isinstance(other, Encoding):
-            return NotImplemented
-        return (np.array_equal(self.scale, other.scale) and self.scale.shape == other.scale.shape
-                and np.array_equal(self.zero_point, other.zero_point)
-                and (self.bitwidth, self.qmin, self.qmax, self.symmetric, self.axis)
-                == (other.bitwidth, other.qmin, other.qmax, other.symmetric, other.axis))
-
-    __hash__ = None
-
-    @property
-    def is_per_channel(self) -> bool:
-        return self.axis is not None
-
-    @property
-    def is_pass_through(self) -> bool:
-        return self.bitwidth == PASS_THROUGH_BITWIDTH
-
-    @property
-    def min(self) -> np.ndarray:
-        """Effective minimum fl(scale·(qmin − zero_point)) (AIMET `get_min`), float32."""
-        return self.scale * (self.qmin - self.zero_point).astype(np.float32)
-
-    @property
-    def max(self) -> np.ndarray:
-        """Effective maximum fl(scale·(qmax − zero_point)) (AIMET `get_max`), float32."""
-        return self.scale * (self.qmax - self.zero_point).astype(np.float32)
-
-    def broadcast_shape(self, ndim: int) -> tuple:
-        """Shape that broadcasts scale/zero_point against a tensor of `ndim` dims (() per-tensor)."""
-        if self.axis is None:
-            return ()
-        if not -ndim <= self.axis < ndim:
-            raise QuantError(f"per-channel axis {self.axis} does not exist in a {ndim}-d tensor")
-        shape = [1] * ndim
-        shape[self.axis] = self.scale.shape[0]
-        return tuple(shape)
-
-    def to_json(self) -> dict:
-        """A JSON-ready dict of plain Python values; floats round-trip exactly through `from_json`."""
-        return {"scale": self.scale.tolist(), "zero_point": self.zero_point.tolist(),
-                "bitwidth": self.bitwidth, "qmin": self.qmin, "qmax": self.qmax,
-                "symmetric": self.symmetric, "axis": self.axis}
-
-    @classmethod
-    def from_json(cls, data) -> "Encoding":
-        """Inverse of `to_json`; accepts the dict or its JSON text. QuantError naming the key on an
-        unknown or missing key, a value of the wrong type, or a malformed value."""
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError as e:
-                raise QuantError(f"an encoding is JSON text, got invalid JSON ({e})") from None
-        keys = ("axis", "bitwidth", "qmax", "qmin", "scale", "symmetric", "zero_point")
-        if not isinstance(data, dict):
-            raise QuantError(f"an encoding is a JSON object with keys {list(keys)}, got "
-                             f"{type(data).__name__}")
-        unknown = sorted(set(data) - set(keys))
-        missing = [k for k in keys if k not in data]
-        if unknown or missing:
-            what = f"unknown key '{unknown[0]}'" if unknown else f"missing key '{missing[0]}'"
-            raise QuantError(f"an encoding: {what}; allowed keys: {list(keys)}")
-
-        def number(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        def integer(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def one_or_list(v, ok):
-            return ok(v) or (isinstance(v, list) and len(v) > 0 and all(ok(x) for x in v))
-
-        checks = {"scale": (one_or_list(data["scale"], number), "a number or a list of numbers"),
-                  "zero_point": (one_or_list(data["zero_point"], integer),
-                                 "an integer or a list of integers"),
-                  "bitwidth": (integer(data["bitwidth"]), "an integer"),
-                  "qmin": (integer(data["qmin"]), "an integer"),
-                  "qmax": (integer(data["qmax"]), "an integer"),
-                  "symmetric": (isinstance(data["symmetric"], bool), "true or false"),
-                  "axis": (data["axis"] is None or integer(data["axis"]), "an integer or null")}
-        for key, (ok, desc) in checks.items():
-            if not ok:
-                raise QuantError(f"an encoding: '{key}' must be {desc}, got {data[key]!r:.60}")
-        return cls(**data)
 
 
 def aimet_offset(enc: Encoding) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Quantize, dequantize and fake-quantize a tensor with an `Encoding` (`refq.quant.encoding`).
+"""Quantize, dequantize and fake-quantize a tensor with an `Encoding` (`refq.quant.grid`).
 
 Definition (AIMET 2.42 by default; `aimet.md` §0.2.2, §0.2.4):
     q  = clamp(round(x / scale) + zero_point, qmin, qmax)          quantize
@@ -12,15 +12,11 @@ fields of `EncodingNumerics` (`refq.quant.numerics`); `AIMET_V2` is the default.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..errors import QuantError
+from .grid import Encoding
 from .numerics import AIMET_V2, EncodingNumerics, round_half_away, round_half_even
-
-if TYPE_CHECKING:  # annotations only: refq.quant.encoding imports (and re-exports) this module
-    from .encoding import Encoding
 
 __all__ = ["quantize", "dequantize", "quantize_dequantize", "fake_quantize_inplace"]
 

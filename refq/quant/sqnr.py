@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import QuantError
-from .analyzers import Analyzer
+from .analyzer_base import Analyzer
 from .encoding import AIMET_V2, Encoding, check_bitwidth, encoding_from_range, minimum_scale
 from .histogram import HistogramObserver
 

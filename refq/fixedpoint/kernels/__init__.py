@@ -1,7 +1,7 @@
 """The integer kernels of the accelerator model: `INT_REGISTRY = {name: Op}` of every `int_*` op.
 
 An integer graph (see the integer graph contract in the lowering) is an ordinary refq Graph whose
-integer tensors are int64 arrays holding values of their declared dtype; `refq.layers.get_op`
+integer tensors are int64 arrays holding values of their declared dtype; `refq.ops.get_op`
 finds these ops here. Each op's forward docstring is its operator page (Definition, Integer
 semantics with the rounding/saturation of every attribute value and its source in
 ../shared/reference/fixedpoint.md, Errors); the module docstrings give the shared evaluation.
