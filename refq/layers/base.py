@@ -123,8 +123,9 @@ class Traits:
     cle_transparent: positively homogeneous per channel, f(s ⊙ x) = s ⊙ f(x) for s > 0, and a
       cross-layer-equalization chain continues through it (AIMET ends chains at pooling, which
       is homogeneous too).
-    bn_foldable: a weighted layer (weight, optional bias) a batch norm folds into, whose bias
-      bias correction adjusts.
+    bn_foldable: a weighted layer (weight [O, ...], optional bias [O]): a batch norm folds into
+      it (and fuses with it in a quantization simulation), bias correction adjusts its bias, and
+      its weight is the one a per-channel config quantizes per output channel.
     """
 
     onnx_type: str

@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 
 from ..errors import QuantError
 from ..graph import Graph
+from ..layers import ops_with
 from .config import GRID_PRESERVING, ONNX_TYPE, PARAM_TYPE, QuantsimConfig
+
+#: The weighted layers (`Traits.bn_foldable`): a batch norm after them is fused, their weights
+#: are quantized per output channel where the config says so.
+WEIGHTED = ops_with("bn_foldable")
 
 __all__ = ["QuantizerSpec", "place_quantizers", "param_quantizer_name", "is_depthwise",
            "integer_model_kind", "require_float_model"]
@@ -145,7 +150,7 @@ def place_quantizers(graph: Graph, config: QuantsimConfig, param_bw: int = 8,
     fused_bn = {}
     for n in order:
         nxt = consumers.get(n.outputs[0], [])
-        if n.op in ("conv2d", "dense") and len(nxt) == 1 and nxt[0].op == "batch_norm":
+        if n.op in WEIGHTED and len(nxt) == 1 and nxt[0].op == "batch_norm":
             bn = nxt[0]
             fused_bn[bn.name] = n.name
             out_on[bn.name], out_on[n.name] = out_on[n.name], False
@@ -241,7 +246,7 @@ def place_quantizers(graph: Graph, config: QuantsimConfig, param_bw: int = 8,
             if not param_on[(n.name, p)]:
                 continue
             ptype = PARAM_TYPE.get(p, p)
-            per_channel = (ptype == "weight" and n.op in ("conv2d", "dense")
+            per_channel = (ptype == "weight" and n.op in WEIGHTED
                            and config.per_channel(otype[n.name]))
             quantizers.append(QuantizerSpec(
                 name=param_quantizer_name(n.name, p), kind="param", bitwidth=param_bw,

@@ -52,7 +52,8 @@ from .config import QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     encoding_from_range, quantize_dequantize
 from .fakequant import fake_quantize_inplace
-from .placement import QuantizerSpec, integer_model_kind, place_quantizers, require_float_model
+from .placement import (WEIGHTED, QuantizerSpec, integer_model_kind, place_quantizers,
+                        require_float_model)
 from .prequantized import prequantized_encoding
 from .sim_section import section_json, sim_from_section
 
@@ -258,7 +259,7 @@ class QuantSim:
         iq = self.input_quantizers()
         for q in self._by_kind("param"):
             node = self.graph.node(q.node)
-            if node.op not in ("conv2d", "dense") or q.param != "weight":
+            if node.op not in WEIGHTED or q.param != "weight":
                 continue
             in_name = iq.get((node.name, 0), tq.get(node.inputs[0]))
             out_name = tq.get(node.outputs[0])
