@@ -10,6 +10,9 @@ For L = loss(y, targets) of the tensor y (a graph output, or any tensor named by
       (g_inputs, g_params) = op.vjp(inputs, params, attrs, output, ∂L/∂output)
   ∂L/∂t of a tensor read by several nodes is the sum over its readers (fan-out), added in the
   readers' reverse topological order; a parameter's gradient is kept when `wrt` asks for it.
+  Only the nodes through which a gradient reaches a wanted parameter run their VJP (a node with
+  such a parameter, or one reading the output of such a node): the rest of the graph, e.g. a
+  zero_pad2d of the graph's input, is skipped, and no gradient is kept for a graph input.
 - batches: the batch runs in chunks (of `batch_size` samples, or the plan's own chunks: about
   `refq.plan.CHUNK_BYTES` of activations, an even number of them), forward and backward, on
   `refq.parallel.threads()` threads; memory is bounded by the tensors of the chunks in flight. The
@@ -86,6 +89,8 @@ def value_and_grad(graph, feeds, loss, targets=None, *, output: str | None = Non
     grads = {node: {k: np.zeros_like(plan.params[node][k]) for k in plan.params[node]
                     if (node, k) in wanted} for node in {a for a, _ in wanted}}
 
+    schedule = _schedule(nodes, {a for a, _ in wanted})
+
     def one(chunk):
         s, e = chunk
         t = plan.run({k: v[s:e] for k, v in feeds.items()}, trace=True, batch_size=e - s)
@@ -95,7 +100,7 @@ def value_and_grad(graph, feeds, loss, targets=None, *, output: str | None = Non
             raise InputError(f"{err} (in the chunk of samples {s} to {e - 1} of the batch)") \
                 from None
         mine = {node: {k: np.zeros_like(v) for k, v in per.items()} for node, per in grads.items()}
-        _backward(plan, nodes, t, output, np.asarray(g_out, dtype=plan.dtype), mine)
+        _backward(plan, schedule, t, output, np.asarray(g_out, dtype=plan.dtype), mine)
         return part, c, mine
 
     total, count = 0.0, 0
@@ -123,12 +128,31 @@ def _upstream(order, output):
     return keep[::-1]
 
 
-def _backward(plan, nodes, values, output, g_out, grads):
-    """Add ∂L/∂p of this chunk into `grads` (the reverse pass of the module docstring)."""
+def _schedule(nodes, wanted_nodes) -> list:
+    """[(node, runs, keep)] for the reverse pass over `nodes` (topological order), last node
+    first. runs: whether the node's VJP is needed, i.e. it has a wanted parameter (its name is in
+    `wanted_nodes`) or an input that is the output of a node that runs (a gradient reaching such
+    a parameter flows through it); the others, e.g. a zero_pad2d of the graph's input, are
+    skipped. keep: per input, whether its gradient is kept (it is the output of a node that runs;
+    not a graph input)."""
+    flows, out = set(), []
+    for node in nodes:
+        runs = node.name in wanted_nodes or any(t in flows for t in node.inputs)
+        if runs:
+            flows.add(node.outputs[0])
+        out.append((node, runs, [t in flows for t in node.inputs]))
+    return out[::-1]
+
+
+def _backward(plan, schedule, values, output, g_out, grads):
+    """Add ∂L/∂p of this chunk into `grads` (the reverse pass of the module docstring), by the
+    `_schedule` of the upstream nodes. The chunk's trace is kept whole until the pass ends:
+    the peak memory is the trace itself, and freeing each tensor after its last VJP would hand
+    pages back to the system that the next allocations fault in again, at a cost in time."""
     g = {output: g_out}
-    for node in reversed(nodes):
+    for node, runs, keep in schedule:
         gy = g.pop(node.outputs[0], None)
-        if gy is None:
+        if not runs or gy is None:
             continue
         op = get_op(node.op)
         if op.vjp is None:
@@ -137,8 +161,8 @@ def _backward(plan, nodes, values, output, g_out, grads):
         xs = [values[t] for t in node.inputs]
         p = plan.params[node.name]
         g_in, g_par = op.vjp(xs, p, plan.attrs[node.name], values[node.outputs[0]], gy)
-        for t, gx in zip(node.inputs, g_in):
-            if gx is not None:
+        for t, kept, gx in zip(node.inputs, keep, g_in):
+            if kept and gx is not None:
                 g[t] = gx if t not in g else g[t] + gx
         mine = grads.get(node.name)
         if mine:

@@ -89,6 +89,23 @@ def _nan_where_nan(x, g):
     return g
 
 
+def _zero_where(cond, a, out=None, mask=None):
+    """out (a new array unless given) = +0 where cond, else a (any value, ±inf and NaN included):
+    a select without a branch per element (np.where and masked copies take one, several times
+    slower on a mixed mask). mask (unsigned, a's item size; scratch, allocated unless given)
+    becomes cond − 1, i.e. 0 where cond and all ones elsewhere, and out's bits are a's and-ed
+    with it."""
+    a = np.asarray(a)
+    if mask is None:
+        mask = np.empty(a.shape, np.dtype(f"u{a.itemsize}"))
+    if out is None:
+        out = np.empty_like(a)
+    mask[...] = cond
+    mask -= 1
+    np.bitwise_and(a.view(mask.dtype), mask, out=out.view(mask.dtype))
+    return out
+
+
 def _relu(inputs, params, attrs):
     return np.maximum(inputs[0], 0)
 
@@ -96,7 +113,7 @@ def _relu(inputs, params, attrs):
 def _relu_vjp(inputs, params, attrs, y, gy):
     """g = gy where x > 0, else 0; relu'(0) = 0, the derivative from the left (PyTorch)."""
     x = inputs[0]
-    return [_nan_where_nan(x, np.where(x > 0, _gy_as(x, gy), 0))], {}
+    return [_nan_where_nan(x, _zero_where(x <= 0, _gy_as(x, gy)))], {}
 
 
 def _relu6(inputs, params, attrs):
@@ -105,8 +122,7 @@ def _relu6(inputs, params, attrs):
 
 def _relu6_vjp(inputs, params, attrs, y, gy):
     """g = gy where 0 < x < 6, else 0: 0 on both kinks (PyTorch's hardtanh_backward)."""
-    x = inputs[0]
-    return [_nan_where_nan(x, np.where((x > 0) & (x < 6), _gy_as(x, gy), 0))], {}
+    return _clip_vjp(inputs, params, {"min": 0.0, "max": 6.0}, y, gy)
 
 
 def _clip(inputs, params, attrs):
@@ -119,7 +135,9 @@ def _clip_vjp(inputs, params, attrs, y, gy):
     min == max gives 0 everywhere. The bounds are cast to x's dtype, as in the forward."""
     x = inputs[0]
     lo, hi = x.dtype.type(attrs["min"]), x.dtype.type(attrs["max"])
-    return [_nan_where_nan(x, np.where((x > lo) & (x < hi), _gy_as(x, gy), 0))], {}
+    outside = x <= lo
+    outside |= x >= hi
+    return [_nan_where_nan(x, _zero_where(outside, _gy_as(x, gy)))], {}
 
 
 def _clip_shape(in_shapes, attrs, params):
@@ -198,12 +216,19 @@ def _hard_swish(inputs, params, attrs):
 def _hard_swish_vjp(inputs, params, attrs, y, gy):
     """g = 0 where x < −3, gy · (x/3 + 1/2) where −3 <= x <= 3, gy where x > 3 (PyTorch's
     hardswish_backward): at x = −3 the derivative from the right (−1/2), at x = 3 the one from
-    the left (3/2)."""
+    the left (3/2).
+
+    Evaluated as slope = x/3 + 1/2, set to 1 where x > 3; g = gy · slope, set to +0 where x < −3
+    (so an infinite or NaN gy gives 0 there too); a NaN x gives a NaN slope and g. The two masks
+    hold the tails of x, usually few elements, which the masked assignments skip quickly."""
     x = inputs[0]
-    gy = _gy_as(x, gy)
     t = x.dtype.type
-    inner = gy * (x / t(3) + t(0.5))
-    return [_nan_where_nan(x, np.where(x < -3, 0, np.where(x <= 3, inner, gy)))], {}
+    slope = np.divide(x, t(3))
+    slope += t(0.5)
+    slope[x > 3] = 1
+    g = np.multiply(_gy_as(x, gy), slope, out=slope)
+    g[x < -3] = 0
+    return [g], {}
 
 
 def _softmax(inputs, params, attrs):

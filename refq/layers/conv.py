@@ -8,36 +8,10 @@ Definition
     is not flipped.
     Depthwise convolution is groups == C with weight [C·m, kh, kw, 1]: output channel o reads input
     channel o // m (channel multiplier m; the order of Keras DepthwiseConv2D).
-Vector-Jacobian product (`conv2d_vjp`)
-    For gy = ∂L/∂y [N, OH, OW, O], with g = o // (O / groups) the group of output channel o:
-        ∂L/∂b[o]          = Σ_{n,i,j} gy[n, i, j, o]
-        ∂L/∂w[o, u, v, c] = Σ_{n,i,j} gy[n, i, j, o] · x_pad[n, i·sh + u·dh, j·sw + v·dw, g·Cg + c]
-        ∂L/∂x_pad[n, p, q, g·Cg + c] = Σ gy[n, i, j, o] · w[o, u, v, c]   over the o of group g
-                                       and the (u, v, i, j) with i·sh + u·dh = p, j·sw + v·dw = q
-        ∂L/∂x = ∂L/∂x_pad[:, pt:pt + H, pl:pl + W]
-    ∂L/∂w is the correlation of the padded input with gy, one tap (u, v) at a time; ∂L/∂x is the
-    transposed convolution: every gy pixel times the kernel scattered back through its window,
-    the padding cropped. An input pixel that no window reads (a row or column the strides step
-    over, e.g. the last row when sh does not divide H + pt + pb − k', k' the effective kernel
-    height) gets exactly 0; an output pixel whose window reads only padding adds to no entry of
-    ∂L/∂x and adds gy · 0 to ∂L/∂w.
-    y is bilinear in (x, w) and affine in b, so these are the derivatives everywhere: conv2d has
-    no kinks. Non-finite values go through the products of these sums, every one of which is
-    formed, also with the padding's zeros (0 · inf = NaN). A NaN or ±inf makes non-finite exactly:
-    in x, the ∂L/∂w[o, u, v, c] of the taps (u, v) that read it, for o in its group and c its
-    channel (∂L/∂x and ∂L/∂b do not depend on x); in w[o, u, v, c], the ∂L/∂x entries that tap
-    reaches in input channel g·Cg + c (∂L/∂w and ∂L/∂b do not depend on w); in gy[n, i, j, o],
-    ∂L/∂b[o], all of ∂L/∂w[o] and the ∂L/∂x entries of that pixel's window in the channels of
-    o's group.
-    Computed in x's dtype (the forward's compute dtype; w and gy are cast to it); each gradient is
-    returned in its operand's dtype.
-Padding (`window_geometry`, shared with the pooling ops)
-    valid:    pt = pb = pl = pr = 0.
-    same:     TensorFlow/Keras rule, per spatial axis of size n, stride s, effective kernel
-              k' = (k − 1)·d + 1: out = ceil(n / s), total = max((out − 1)·s + k' − n, 0),
-              before = total // 2, after = total − total // 2 (the extra row goes to the bottom/right).
-    explicit: pads = [top, bottom, left, right] as given, each >= 0.
-    Output size per axis: out = floor((n + before + after − k') / s) + 1.
+Vector-Jacobian product
+    `refq.layers.conv_vjp` (its formulas, the non-finite rules and the paths that compute it).
+Padding
+    valid, same (TensorFlow/Keras rule) or explicit pads: `refq.layers.conv_geometry`.
 Shapes
     x: [N, H, W, C]; weight: [O, kh, kw, C/groups] (OHWI; kernel size from the weight);
     bias: [O]; y: [N, OH, OW, O]. H and W may be None (unknown) in shape inference.
@@ -65,102 +39,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParamError, ShapeError
 from .base import Attr, Op, Traits
 from .blocking import blocks, rows_in_blocks
+from .conv_geometry import (BLOCK_BYTES, BLOCK_ROWS, PADDINGS, check, pad_hw, weight,
+                            window_geometry, windows)
+from .conv_vjp import conv2d_vjp
 from .depthwise import depthwise_conv
 
-BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES = 4096, 16384, 1 << 21  # block sizes (speed only)
-VJP_BLOCK_BYTES = 1 << 18   # gy bytes per block of images of the depthwise VJP (speed only)
+__all__ = ["forward_fused", "conv2d_vjp", "window_geometry", "pad_hw", "PADDINGS", "OPS"]
 
-PADDINGS = ("valid", "same", "explicit")
-
-
-def window_geometry(hw, kernel, strides, dilations, padding, pads, what="conv2d"):
-    """((top, bottom, left, right), (OH, OW)) of a sliding window; sizes and pads None if unknown.
-
-    hw, kernel, strides, dilations: pairs; padding and pads as in the module docstring.
-    Raises ShapeError on strides/dilations < 1, negative pads or a window larger than the input.
-    """
-    if min(strides) < 1 or min(dilations) < 1:
-        raise ShapeError(f"{what}: strides {list(strides)} and dilations {list(dilations)} must be >= 1")
-    if padding == "explicit" and min(pads) < 0:
-        raise ShapeError(f"{what}: explicit pads {list(pads)} must be >= 0")
-    before_after, out = [], []
-    for axis, (n, k, s, d) in enumerate(zip(hw, kernel, strides, dilations)):
-        keff = (k - 1) * d + 1
-        if padding == "valid":
-            b, a = 0, 0
-        elif padding == "explicit":
-            b, a = pads[2 * axis], pads[2 * axis + 1]
-        elif n is None:
-            b, a = None, None
-        else:
-            o = -(-n // s)
-            total = max((o - 1) * s + keff - n, 0)
-            b, a = total // 2, total - total // 2
-        if n is None:
-            before_after += [b, a]
-            out.append(None)
-            continue
-        if n + b + a < keff:
-            name = "height" if axis == 0 else "width"
-            raise ShapeError(
-                f"{what}: the kernel {name} {k} (dilation {d}, effective {keff}) is larger than the "
-                f"padded input {name} {n} + {b} + {a} = {n + b + a}")
-        before_after += [b, a]
-        out.append((n + b + a - keff) // s + 1)
-    return tuple(before_after), tuple(out)
-
-
-def pad_hw(x, pads, value=0):
-    """x [N, H, W, C] with pads (top, bottom, left, right) of `value` (C-contiguous); x itself when
-    all are 0."""
-    t, b, l, r = pads
-    if not (t or b or l or r):
-        return x
-    n, h, w, c = x.shape
-    out = np.empty((n, h + t + b, w + l + r, c), x.dtype)
-    out[:, t:t + h, l:l + w] = x
-    for border in (out[:, :t], out[:, t + h:], out[:, t:t + h, :l], out[:, t:t + h, l + w:]):
-        border.fill(value)
-    return out
-
-
-def _weight(params):
-    if "weight" not in params:
-        raise ParamError("conv2d: parameter 'weight' [O, kh, kw, C/groups] is missing")
-    return params["weight"]
-
-
-def _check(x_shape, attrs, params):
-    """Check everything; return (pads, (OH, OW), weight shape)."""
-    if len(x_shape) != 4:
-        raise ShapeError(f"conv2d expects an NHWC input of rank 4, got shape {list(x_shape)}")
-    w = _weight(params)
-    if w.ndim != 4:
-        raise ShapeError(f"conv2d weight must be OHWI [O, kh, kw, C/groups], got shape {list(w.shape)}")
-    o, kh, kw, cg = w.shape
-    c, g = x_shape[3], attrs["groups"]
-    if g < 1:
-        raise ShapeError(f"conv2d groups must be >= 1, got {g}")
-    if c is not None and c % g:
-        raise ShapeError(f"conv2d groups {g} does not divide the {c} input channels")
-    if o % g:
-        raise ShapeError(f"conv2d groups {g} does not divide the {o} output channels of the weight")
-    if c is not None and c // g != cg:
-        raise ShapeError(
-            f"conv2d channel mismatch: input has {c} channels / groups {g} = {c // g} per group, "
-            f"but the weight {list(w.shape)} expects {cg}")
-    if "bias" in params and tuple(params["bias"].shape) != (o,):
-        raise ShapeError(f"conv2d bias must be [O] = [{o}], got shape {list(params['bias'].shape)}")
-    pads, out = window_geometry(x_shape[1:3], (kh, kw), attrs["strides"], attrs["dilations"],
-                                attrs["padding"], attrs["pads"])
-    return pads, out, w.shape
-
+ROWFOLD_ROWS = 16384   # output pixels per row-fold block (speed only)
 
 def _infer_shape(in_shapes, attrs, params):
-    _, (oh, ow), wshape = _check(tuple(in_shapes[0]), attrs, params)
+    _, (oh, ow), wshape = check(tuple(in_shapes[0]), attrs, params)
     return (in_shapes[0][0], oh, ow, wshape[0])
 
 
@@ -171,23 +62,10 @@ def _param_shapes(in_shapes, attrs):
 
 
 def _macs(in_shapes, out_shape, attrs, params):
-    o, kh, kw, cg = _weight(params).shape
+    o, kh, kw, cg = weight(params).shape
     if out_shape[1] is None or out_shape[2] is None:
         return 0
     return int(out_shape[1] * out_shape[2] * o * kh * kw * cg)
-
-
-def _windows(xp, n0, n1, h0, rows, sh, ow, sw, kw, dw):
-    """View [b, rows, ow, kw, C] of C-contiguous xp: [.., i, j, v, c] = xp[n, h0 + i·sh, j·sw + v·dw, c].
-
-    The kw taps of one output column are adjacent in memory (a contiguous run of kw·C values when
-    dw = 1), so copying this view moves long runs instead of C-sized pieces.
-    """
-    b, c = n1 - n0, xp.shape[3]
-    flat = xp[n0:n1, h0:h0 + (rows - 1) * sh + 1:sh].reshape(b, rows, -1)
-    span = (kw - 1) * dw + 1
-    win = np.lib.stride_tricks.sliding_window_view(flat, span * c, axis=2)[:, :, ::sw * c][:, :, :ow]
-    return win.reshape(b, rows, ow, span, c)[:, :, :, ::dw]
 
 
 def _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue=None):
@@ -213,7 +91,7 @@ def _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue=None):
         flat = {}
         for p, e in extra.items():
             patches = np.empty((nb, rr, ow, kw, c), xp.dtype)
-            patches[:, :r + e] = _windows(xp, n0, n1, i0 * sh + p, r + e, sh, ow, sw, kw, dw)
+            patches[:, :r + e] = windows(xp, n0, n1, i0 * sh + p, r + e, sh, ow, sw, kw, dw)
             patches[:, r + e:] = 0
             flat[p] = patches.reshape(nb * rr * ow, k)
         m = ((nb - 1) * rr + r) * ow
@@ -245,7 +123,7 @@ def _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue=None):
         nb, r = n1 - n0, i1 - i0
         cols = np.empty((g, nb, r, ow, kh, kw, cg), xp.dtype)
         for u in range(kh):
-            win = _windows(xp, n0, n1, i0 * sh + u * dh, r, sh, ow, sw, kw, dw)
+            win = windows(xp, n0, n1, i0 * sh + u * dh, r, sh, ow, sw, kw, dw)
             cols[:, :, :, :, u] = np.moveaxis(win.reshape(nb, r, ow, kw, g, cg), 4, 0)
         a = cols.reshape(g, nb * r * ow, kh * kw * cg)
         out = y[n0:n1, i0:i1]
@@ -268,7 +146,7 @@ def forward_fused(inputs, params, attrs, epilogue):
     place: the elementwise ops fused after the convolution, `refq.plan`), applied once to every
     block of the output right after its bias, while the block is in cache."""
     x = inputs[0]
-    pads, (oh, ow), (o, kh, kw, cg) = _check(x.shape, attrs, params)
+    pads, (oh, ow), (o, kh, kw, cg) = check(x.shape, attrs, params)
     w = params["weight"].astype(x.dtype, copy=False)
     strides, dil, groups = attrs["strides"], attrs["dilations"], attrs["groups"]
     n, c = x.shape[0], x.shape[3]
@@ -289,83 +167,6 @@ def forward_fused(inputs, params, attrs, epilogue):
     else:
         _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue)
     return y
-
-
-def conv2d_vjp(inputs, params, attrs, y, gy):
-    """([∂L/∂x], {"weight": ∂L/∂w, "bias": ∂L/∂b if there is a bias}) at x = inputs[0] for the
-    cotangent gy (module docstring, Vector-Jacobian product); y is not used.
-
-    One pass per kernel tap (u, v) over T = x_pad[:, u·dh::sh, v·dw::sw] (OH x OW pixels), the
-    window view that tap reads, with the P = N·OH·OW pixels as rows and the groups as a batch:
-    ∂L/∂w[:, u, v] = gy^T @ T and ∂L/∂x_pad[same view] += gy @ w[:, u, v], two matmuls per group;
-    depthwise (one input channel per group, groups > 1), the same sums as two einsums over the
-    channel multiplier instead (with multiplier 1: a channel-wise product added into ∂L/∂x_pad and
-    one einsum over the pixels for ∂L/∂w, `_depthwise_vjp`, by blocks of images). ∂L/∂x_pad is a zero buffer of x_pad's shape, cropped at the end.
-    """
-    x = inputs[0]
-    dt = x.dtype
-    pads, (oh, ow), (o, kh, kw, cg) = _check(x.shape, attrs, params)
-    n, h, wd, c = x.shape
-    g = attrs["groups"]
-    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
-    w = params["weight"].astype(dt, copy=False)
-    gy = np.ascontiguousarray(gy, dtype=dt)
-    xp = pad_hw(x, pads)
-    gxp = np.zeros(xp.shape, dt)
-    gw = np.empty(w.shape, dt)
-    depthwise = cg == 1 and g > 1
-    if depthwise and o == c:   # multiplier 1: channel-wise products, blocks of images in cache
-        _depthwise_vjp(xp, gxp, gy, w[:, :, :, 0], gw, (sh, sw), (dh, dw))
-        kh = kw = 0   # done: no tap loop below
-    elif depthwise:  # m = O / C output channels per input channel
-        gy_t = gy.reshape(n, oh, ow, c, o // c)
-        w_t = w.reshape(c, o // c, kh, kw)
-    else:          # [groups, P, O / groups] and [groups, O / groups, kh, kw, Cg]
-        gy_t = gy.reshape(n * oh * ow, g, o // g).transpose(1, 0, 2)
-        w_t = w.reshape(g, o // g, kh, kw, cg)
-    for u in range(kh):
-        for v in range(kw):
-            window = (slice(None), slice(u * dh, u * dh + (oh - 1) * sh + 1, sh),
-                      slice(v * dw, v * dw + (ow - 1) * sw + 1, sw))
-            x_uv, gx_uv = xp[window], gxp[window]
-            if depthwise:
-                gx_uv += np.einsum("nijcm,cm->nijc", gy_t, w_t[:, :, u, v])
-                gw[:, u, v, 0] = np.einsum("nijcm,nijc->cm", gy_t, x_uv).reshape(o)
-            else:
-                x_g = x_uv.reshape(n * oh * ow, g, cg).transpose(1, 0, 2)
-                gx_g = np.matmul(gy_t, w_t[:, :, u, v])                       # [groups, P, Cg]
-                gx_uv += gx_g.transpose(1, 0, 2).reshape(n, oh, ow, c)
-                gw[:, u, v] = np.matmul(gy_t.transpose(0, 2, 1), x_g).reshape(o, cg)
-    t, _, l, _ = pads
-    gx = np.ascontiguousarray(gxp[:, t:t + h, l:l + wd])
-    g_params = {"weight": gw.astype(params["weight"].dtype, copy=False)}
-    if "bias" in params:
-        g_params["bias"] = gy.sum(axis=(0, 1, 2)).astype(params["bias"].dtype, copy=False)
-    return [gx], g_params
-
-
-def _depthwise_vjp(xp, gxp, gy, w, gw, strides, dil):
-    """The depthwise (multiplier 1) part of `conv2d_vjp`, block by block of images whose gy holds
-    about VJP_BLOCK_BYTES, so that each tap's products stay in cache: per tap (u, v)
-    ∂L/∂x_pad[window] += gy·w[:, u, v] (channel-wise) and ∂L/∂w[:, u, v] += Σ_pixels gy·x_pad[window],
-    the weight gradient summed over the blocks in order."""
-    n, oh, ow, c = gy.shape
-    _, kh, kw = w.shape
-    (sh, sw), (dh, dw) = strides, dil
-    per = max(1, VJP_BLOCK_BYTES // (oh * ow * c * gy.itemsize))
-    acc = np.zeros((kh, kw, c), gy.dtype)
-    tmp = np.empty((min(per, n), oh, ow, c), gy.dtype)
-    for n0 in range(0, n, per):
-        g_b, xp_b, gxp_b = gy[n0:n0 + per], xp[n0:n0 + per], gxp[n0:n0 + per]
-        t = tmp[:len(g_b)]
-        for u in range(kh):
-            for v in range(kw):
-                window = (slice(None), slice(u * dh, u * dh + (oh - 1) * sh + 1, sh),
-                          slice(v * dw, v * dw + (ow - 1) * sw + 1, sw))
-                np.multiply(g_b, w[:, u, v], out=t)
-                gxp_b[window] += t
-                acc[u, v] += np.einsum("nijc,nijc->c", g_b, xp_b[window])
-    gw[:, :, :, 0] = acc.transpose(2, 0, 1)
 
 
 def _use_rowfold(w_shape, oh, strides, dil):

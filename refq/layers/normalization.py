@@ -155,21 +155,67 @@ def _vjp(inputs, params, attrs, y, gy):
     """∂L/∂x = gy·gamma·r; ∂L/∂beta = Σ gy; ∂L/∂gamma = r·Σ gy·(x − mean); ∂L/∂mean =
     −gamma·r·Σ gy; ∂L/∂variance = −½·gamma·r³·Σ gy·(x − mean), with r = 1/sqrt(variance +
     epsilon) and Σ over every axis but `axis` (module docstring). No kink; ParamError when a
-    variance + epsilon is not positive, as the forward."""
+    variance + epsilon is not positive, as the forward. Channels last (a float x): computed in
+    x's dtype, block by block (`_channel_sums`)."""
     x = inputs[0]
     axis = _axis(x.shape, attrs)
     t = x.dtype.type
     s, _ = scale_and_shift(params, attrs["epsilon"], t)   # gamma·r, the forward's slope
     r = 1 / np.sqrt(params["variance"].astype(t) + t(attrs["epsilon"]))
     gamma = params["gamma"].astype(t)
-    bshape = _channel_shape(x, axis)
-    g_x = gy * s.reshape(bshape)
-    g_beta = _channel_sum(gy, axis)
-    centred_dot = _channel_dot(gy, x - params["mean"].astype(t).reshape(bshape), axis)
+    mean = params["mean"].astype(t)
+    if axis == x.ndim - 1 and x.dtype.kind == "f" and x.size:
+        g_x, g_beta, centred_dot = _channel_sums(x, np.asarray(gy, dtype=x.dtype), s, mean)
+    else:
+        bshape = _channel_shape(x, axis)
+        g_x = gy * s.reshape(bshape)
+        g_beta = _channel_sum(gy, axis)
+        centred_dot = _channel_dot(gy, x - mean.reshape(bshape), axis)
     grads = {"gamma": r * centred_dot, "beta": g_beta, "mean": -s * g_beta,
              "variance": t(-0.5) * gamma * r ** 3 * centred_dot}
     return [g_x.astype(x.dtype, copy=False)], {
         k: grads[k].astype(params[k].dtype) for k in params}
+
+
+#: batch_norm's VJP views a channels-last array as rows of _VJP_ROW elements (whole rows of
+#: channels, the per-channel vectors tiled to a row) and works on _VJP_BLOCK elements of them at a
+#: time: long contiguous loops, few NumPy calls, a bounded scratch block (speed only).
+_VJP_ROW, _VJP_BLOCK = 1 << 12, 1 << 18
+
+
+def _channel_sums(x, gy, s, mean):
+    """(gy·s, Σ gy, Σ gy·(x − mean)) for channels on the last axis, in x's dtype: x, gy and gy·s
+    viewed as rows of k = (_VJP_ROW // C)·C elements (the last elements, fewer than k, as rows of
+    C), s and mean tiled to a row; per block of rows, the product, then the sums over the block's
+    rows as products with a ones vector (BLAS), added in block order; at the end each column's
+    sum is folded onto its channel."""
+    shape, c = x.shape, x.shape[-1]
+    fx, fgy = np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(gy).reshape(-1)
+    g_x = np.empty(x.size, x.dtype)
+    k = max(1, _VJP_ROW // c) * c
+    split = x.size // k * k
+    g_beta = np.zeros(c, x.dtype)
+    centred_dot = np.zeros(c, x.dtype)
+    for lo, hi, width in ((0, split, k), (split, x.size, c)):
+        if hi == lo:
+            continue
+        xs, gys, gxs = (a[lo:hi].reshape(-1, width) for a in (fx, fgy, g_x))
+        s_row, m_row = np.tile(s, width // c), np.tile(mean, width // c)
+        rows = max(1, _VJP_BLOCK // width)
+        ones = np.ones(min(rows, len(xs)), x.dtype)
+        tmp = np.empty((len(ones), width), x.dtype)
+        beta_row, dot_row = np.zeros(width, x.dtype), np.zeros(width, x.dtype)
+        for i in range(0, len(xs), rows):
+            g_b = gys[i:i + rows]
+            n = len(g_b)
+            np.multiply(g_b, s_row, out=gxs[i:i + rows])
+            beta_row += ones[:n] @ g_b
+            d = np.subtract(xs[i:i + rows], m_row, out=tmp[:n])
+            d *= g_b
+            dot_row += ones[:n] @ d
+        g_beta += beta_row.reshape(-1, c).sum(axis=0)
+        centred_dot += dot_row.reshape(-1, c).sum(axis=0)
+    return g_x.reshape(shape), g_beta, centred_dot
 
 
 _MOMENTUM = Attr("float", minimum=0.0, maximum=1.0)

@@ -51,6 +51,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from .base import Attr, Op, Traits
+from .activations import _zero_where
 from .conv import PADDINGS, pad_hw, window_geometry
 
 
@@ -132,30 +133,51 @@ def _unpad(gp, pads, shape):
 
 def _max_pool_vjp(inputs, params, attrs, y, gy):
     """max_pool2d's vector-Jacobian product (module docstring, VJP): the PyTorch scan over the
-    kh·kw taps picks t* per output element, then each tap adds gy where it was picked."""
+    kh·kw taps picks t* per output element, then each tap adds gy where it was picked.
+
+    The scan keeps, per tap, where it moved (its value greater than the running maximum, or NaN;
+    the running maximum is then np.maximum's, NaN once a NaN was seen); t* is the last tap that
+    moved, or the first valid tap where none did. Each tap's share, gy where it is t* and +0
+    elsewhere, is a branch-free select (`_zero_where`), written straight into ∂L/∂x_pad when
+    the windows do not overlap (strides >= pool size), added otherwise."""
     x = inputs[0]
     pads, (oh, ow) = _geometry(x.shape, attrs, "max_pool2d")
     (kh, kw), s = attrs["pool_size"], attrs["strides"]
     xp = pad_hw(x, pads, value=-np.inf)
     out_shape = (x.shape[0], oh, ow, x.shape[3])
-    # the first valid tap (u0(i), v0(j)) of each window: the pick while nothing beats −inf
-    u0 = np.maximum(pads[0] - np.arange(oh) * s[0], 0)
-    v0 = np.maximum(pads[2] - np.arange(ow) * s[1], 0)
-    pick = np.empty(out_shape, np.intp)
-    pick[...] = (u0[:, None] * kw + v0[None, :])[None, :, :, None]
+    taps = [(u, v) for u in range(kh) for v in range(kw)]
     best = np.full(out_shape, -np.inf, x.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            val = _tap(xp, u, v, oh, ow, s)
-            moves = np.greater(val, best) | np.isnan(val)
-            np.copyto(best, val, where=moves)
-            np.copyto(pick, u * kw + v, where=moves)
+    moved = []
+    for u, v in taps:
+        val = _tap(xp, u, v, oh, ow, s)
+        m = np.greater(val, best)
+        m |= np.isnan(val)
+        moved.append(m)
+        np.maximum(best, val, out=best)
     g = np.asarray(gy, dtype=x.dtype)
     gp = np.zeros(xp.shape, x.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            dst = _tap(gp, u, v, oh, ow, s)
-            np.add(dst, g, out=dst, where=pick == u * kw + v)
+    overlap = s[0] < kh or s[1] < kw
+    share = np.empty(out_shape, x.dtype) if overlap else None
+    mask = np.empty(out_shape, np.dtype(f"u{x.itemsize}"))
+    later = np.zeros(out_shape, bool)            # a later tap moved
+    not_picked = [None] * len(taps)
+    for k in reversed(range(len(taps))):
+        not_picked[k] = np.logical_or(later, np.logical_not(moved[k]))
+        later |= moved[k]
+    for (u, v), skip in zip(taps, not_picked):  # row-major order, as the scan
+        dst = _tap(gp, u, v, oh, ow, s)
+        if overlap:
+            dst += _zero_where(skip, g, share, mask)
+        else:
+            _zero_where(skip, g, dst, mask)
+    none_moved = ~later
+    if none_moved.any():   # windows of −inf only: gy goes to the first valid tap (u0(i), v0(j))
+        u0 = np.maximum(pads[0] - np.arange(oh) * s[0], 0)
+        v0 = np.maximum(pads[2] - np.arange(ow) * s[1], 0)
+        first = (u0[:, None] * kw + v0[None, :])[None, :, :, None]
+        for k, (u, v) in enumerate(taps):
+            here = none_moved & (first == k)
+            _tap(gp, u, v, oh, ow, s)[here] += g[here]
     return [_unpad(gp, pads, x.shape)], {}
 
 
@@ -203,8 +225,8 @@ def _gap_vjp(inputs, params, attrs, y, gy):
     over H and W."""
     x = inputs[0]
     n, h, w, c = x.shape
-    gx = np.zeros(x.shape, x.dtype)
-    if h * w:
+    gx = np.empty(x.shape, x.dtype)
+    if gx.size:
         gx[...] = np.asarray(gy, dtype=x.dtype).reshape(n, 1, 1, c) / x.dtype.type(h * w)
     return [gx], {}
 
