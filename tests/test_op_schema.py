@@ -37,6 +37,11 @@ def test_the_derived_lists():
     assert FUSABLE_PRODUCERS == ops_with("takes_activation")
     assert FUSABLE_ACTIVATIONS == ops_with("fusable_activation")
     assert LAYER_OPS == CORRECTED_OPS == ops_with("bn_foldable")
+    from refq.fixedpoint.lower_graph import LOWERINGS, SUPPORTED_OPS
+    from refq.quant.placement import WEIGHTED
+    assert WEIGHTED == LAYER_OPS
+    assert SUPPORTED_OPS == ops_with("lowerable") and set(LOWERINGS) == set(SUPPORTED_OPS)
+    assert set(REGISTRY) - set(SUPPORTED_OPS) == {"batch_norm"}   # folded before lowering
 
 
 def test_an_unknown_trait_is_an_error():

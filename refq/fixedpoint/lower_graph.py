@@ -38,10 +38,8 @@ __all__ = ["Builder", "Source", "Walk", "walk", "LOWERINGS", "SUPPORTED_OPS", "L
 
 #: Ops lowered to a lookup table.
 LUT_OPS = lower_activations.LUT_OPS
-#: Ops with an integer lowering.
-SUPPORTED_OPS = ("conv2d", "dense", "add", "multiply", "relu", "relu6", "clip", "max_pool2d",
-                 "avg_pool2d", "global_avg_pool2d", "concat", "flatten", "reshape", "identity",
-                 "zero_pad2d", "softmax") + LUT_OPS
+#: Ops with an integer lowering (`Traits.lowerable`).
+SUPPORTED_OPS = ops_with("lowerable")
 #: Ops that keep their input's grid (no requantization of their own): `Traits.grid_preserving`.
 GRID_PASS = ops_with("grid_preserving")
 #: Ops whose output can take a fused activation, and the activations that fuse into them

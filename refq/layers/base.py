@@ -123,6 +123,7 @@ class Traits:
     cle_transparent: positively homogeneous per channel, f(s ⊙ x) = s ⊙ f(x) for s > 0, and a
       cross-layer-equalization chain continues through it (AIMET ends chains at pooling, which
       is homogeneous too).
+    lowerable: refq.fixedpoint lowers it to integer ops (`lower_graph.LOWERINGS` has its lowering).
     bn_foldable: a weighted layer (weight [O, ...], optional bias [O]): a batch norm folds into
       it (and fuses with it in a quantization simulation), bias correction adjusts its bias, and
       its weight is the one a per-channel config quantizes per output channel.
@@ -133,6 +134,7 @@ class Traits:
     fusable_activation: bool = False
     takes_activation: bool = False
     cle_transparent: bool = False
+    lowerable: bool = False
     bn_foldable: bool = False
 
 
