@@ -4,14 +4,12 @@ Nodes run in topological order; each op's `forward` receives its inputs and para
 compute dtype (float64 by default, the reference precision; float32 to compare with float32
 frameworks). `run` builds a `refq.plan.Plan` and runs it once: the plan's docstring says how the
 batch is cut into chunks, which evaluations it fuses (none changes a number) and how memory stays
-bounded. The feed checks for the other runners (`check_input`, `feeds_dict`) are in `refq.feeds`
-(re-exported here).
+bounded. The feed checks (`check_input`, `feeds_dict`) are in `refq.feeds`.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .feeds import _check_feeds, check_input, feeds_dict  # re-exported
 from .graph import Graph
 from .plan import Plan
 

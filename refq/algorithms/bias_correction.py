@@ -83,7 +83,7 @@ from ..quant.encoding import AIMET_V2, EncodingNumerics
 from ..data_io import iterate_batches
 from ..quant.placement import require_float_model
 from ..quant.quantsim import QuantSim, check_calibration_batch
-from ..runtime import _check_feeds
+from ..feeds import _check_feeds
 from .bias_analytical import CORRECTED_OPS, _analytical_source, _expected_error, clipped_normal_mean
 
 __all__ = ["correct_bias", "clipped_normal_mean", "CORRECTED_OPS"]

@@ -66,7 +66,7 @@ import numpy as np
 from ..errors import FixedPointError, InputError
 from ..parallel import threads
 from ..plan import Plan
-from ..runtime import feeds_dict
+from ..feeds import feeds_dict
 from .kernels import NARROW
 from .kernels.common import AccExtremes, output_dtype
 from .lower_encodings import NP_DTYPES, TensorQ

@@ -31,7 +31,7 @@ from ..errors import GraphError, InputError
 from ..layers import get_op
 from .. import parallel
 from ..plan import Plan, _chunks
-from ..runtime import feeds_dict
+from ..feeds import feeds_dict
 
 __all__ = ["value_and_grad", "param_names"]
 

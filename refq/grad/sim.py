@@ -32,7 +32,7 @@ from ..errors import GraphError, InputError
 from ..layers import get_op
 from ..quant.fakequant import quantize_dequantize
 from ..quant.ste import fake_quant_ste, learned_range_forward, learned_range_vjp
-from ..runtime import feeds_dict
+from ..feeds import feeds_dict
 from .backward import _upstream, _wanted
 
 __all__ = ["sim_value_and_grad", "learnable_ranges"]

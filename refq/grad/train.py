@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError, RefqError
 from ..progress import progress
-from ..runtime import feeds_dict
+from ..feeds import feeds_dict
 from .backward import value_and_grad
 from .optim import batch_order
 
