@@ -40,8 +40,15 @@ def test_the_derived_lists():
     from refq.fixedpoint.lower_graph import LOWERINGS, SUPPORTED_OPS
     from refq.quant.placement import WEIGHTED
     assert WEIGHTED == LAYER_OPS
-    assert SUPPORTED_OPS == ops_with("lowerable") and set(LOWERINGS) == set(SUPPORTED_OPS)
+    assert SUPPORTED_OPS == ops_with("lowering") and set(LOWERINGS) == set(SUPPORTED_OPS)
     assert set(REGISTRY) - set(SUPPORTED_OPS) == {"batch_norm"}   # folded before lowering
+    from refq.fixedpoint import lower_activations, lower_layers
+    families = {**lower_layers.FAMILIES, **lower_activations.FAMILIES}
+    assert {op.traits.lowering for op in REGISTRY.values()} - {None} == set(families)
+    assert set(ops_with("lowering", "grid")) == set(ops_with("grid_preserving"))
+    assert set(ops_with("lowering", "clamp")) == set(ops_with("fusable_activation"))
+    assert set(ops_with("lowering", "lut")) == {"hard_swish", "sigmoid", "tanh", "hard_sigmoid",
+                                               "leaky_relu"}
 
 
 def test_an_unknown_trait_is_an_error():

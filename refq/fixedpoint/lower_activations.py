@@ -20,13 +20,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FixedPointError
+from ..layers import ops_with
 from .lower_encodings import DTYPE_RANGES, NP_DTYPES, TensorQ, where_of
 from .requantize import quantize as quantize_float
 
-__all__ = ["LUT_OPS", "act_range", "lut_table", "LOWERINGS"]
+__all__ = ["LUT_OPS", "act_range", "lut_table", "FAMILIES"]
 
 #: Ops lowered to a lookup table.
-LUT_OPS = ("hard_swish", "sigmoid", "tanh", "hard_sigmoid", "leaky_relu")
+LUT_OPS = ops_with("lowering", "lut")
 _ACT_NAMES = ("none", "relu", "relu6", "relu_n1_to_1")
 
 
@@ -175,5 +176,5 @@ def lower_softmax(w, n):
            requants=1)
 
 
-LOWERINGS = {"relu": lower_clamp, "relu6": lower_clamp, "clip": lower_clamp,
-             "softmax": lower_softmax, **{op: lower_lut for op in LUT_OPS}}
+#: The lowering function of each family of `Traits.lowering` this module lowers.
+FAMILIES = {"clamp": lower_clamp, "softmax": lower_softmax, "lut": lower_lut}

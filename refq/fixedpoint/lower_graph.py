@@ -31,24 +31,24 @@ from . import lower_activations, lower_layers
 from .lower_encodings import where_of
 from .profiles import Profile
 from .requantize import FLOAT_SCHEMES
-from ..layers import ops_with
+from ..layers import REGISTRY, ops_with
 
 __all__ = ["Builder", "Source", "Walk", "walk", "LOWERINGS", "SUPPORTED_OPS", "LUT_OPS",
            "GRID_PASS", "FUSABLE_PRODUCERS", "FUSABLE_ACTIVATIONS"]
 
 #: Ops lowered to a lookup table.
 LUT_OPS = lower_activations.LUT_OPS
-#: Ops with an integer lowering (`Traits.lowerable`).
-SUPPORTED_OPS = ops_with("lowerable")
+#: Ops with an integer lowering (`Traits.lowering` is not None).
+SUPPORTED_OPS = ops_with("lowering")
 #: Ops that keep their input's grid (no requantization of their own): `Traits.grid_preserving`.
 GRID_PASS = ops_with("grid_preserving")
 #: Ops whose output can take a fused activation, and the activations that fuse into them
 #: (`Traits.takes_activation`, `Traits.fusable_activation`).
 FUSABLE_PRODUCERS = ops_with("takes_activation")
 FUSABLE_ACTIVATIONS = ops_with("fusable_activation")
-#: op -> lower(w, node), the lowering function of its family.
-LOWERINGS = {**lower_layers.LOWERINGS, **lower_activations.LOWERINGS}
-assert set(LOWERINGS) == set(SUPPORTED_OPS)
+#: op -> lower(w, node): the lowering function of the op's family (`Traits.lowering`).
+_FAMILIES = {**lower_layers.FAMILIES, **lower_activations.FAMILIES}
+LOWERINGS = {op: _FAMILIES[REGISTRY[op].traits.lowering] for op in SUPPORTED_OPS}
 
 
 class Builder:

@@ -15,7 +15,7 @@ from .lower_activations import act_range
 from .lower_encodings import where_of
 from .requantize import FLOAT_SCHEMES
 
-__all__ = ["LOWERINGS"]
+__all__ = ["FAMILIES"]
 
 _CONV_GEOMETRY = ("strides", "dilations", "padding", "pads", "groups")
 _POOL_GEOMETRY = ("pool_size", "strides", "padding", "pads")
@@ -204,8 +204,6 @@ def lower_concat(w, n):
            tq=q_out)
 
 
-LOWERINGS = {"conv2d": lower_conv, "dense": lower_conv, "add": lower_binary,
-             "multiply": lower_binary, "global_avg_pool2d": lower_mean,
-             "avg_pool2d": lower_avg_pool, "concat": lower_concat,
-             **{op: lower_grid_op for op in ("max_pool2d", "zero_pad2d", "flatten", "reshape",
-                                             "identity")}}
+#: The lowering function of each family of `Traits.lowering` this module lowers.
+FAMILIES = {"conv": lower_conv, "binary": lower_binary, "mean": lower_mean,
+            "avg_pool": lower_avg_pool, "concat": lower_concat, "grid": lower_grid_op}

@@ -13,20 +13,16 @@ import numpy as np
 from ..errors import FixedPointError, RefqError
 from ..graph import Graph, Node, TensorSpec
 from .lower_encodings import DTYPE_RANGES, TensorQ, check_scale, weight_form
-from .lower_graph import FUSABLE_PRODUCERS, LUT_OPS, Source, walk
+from ..layers import REGISTRY, ops_with
+from .lower_graph import FUSABLE_PRODUCERS, SUPPORTED_OPS, Source, walk
 from .profiles import get_profile
 
 __all__ = ["lower_from_params"]
 
-_PARAM_OPS = ("conv2d", "dense", "add", "multiply", "concat", "max_pool2d", "avg_pool2d",
-              "global_avg_pool2d", "flatten", "reshape", "identity", "zero_pad2d", "relu",
-              "relu6", "clip", "softmax") + LUT_OPS
-_FLOAT_ATTRS = {"conv2d": ("strides", "dilations", "padding", "pads", "groups"),
-                "max_pool2d": ("pool_size", "strides", "padding", "pads"),
-                "avg_pool2d": ("pool_size", "strides", "padding", "pads"),
-                "global_avg_pool2d": ("keepdims",), "reshape": ("shape",), "zero_pad2d": ("pads",),
-                "clip": ("min", "max"), "softmax": ("axis",), "concat": ("axis",),
-                "leaky_relu": ("alpha",), "hard_sigmoid": ("alpha", "beta")}
+_PARAM_OPS = SUPPORTED_OPS
+WEIGHTED = ops_with("bn_foldable")   # the layers whose spec gives a weight (and bias)
+#: The float attributes a layer spec may give: those of the op's own schema.
+_FLOAT_ATTRS = {op: tuple(REGISTRY[op].attrs) for op in _PARAM_OPS if REGISTRY[op].attrs}
 
 
 _ENCODING_KEYS = ("scale", "zero_point", "dtype", "qmin", "qmax")
@@ -36,7 +32,7 @@ _WEIGHT_KEYS = ("weight", "weight_scale", "weight_zero_point", "weight_dtype", "
 _ACTIVATIONS = ("none", "relu", "relu6", "relu_n1_to_1")
 _WEIGHT_DTYPES = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7)}
 _LAYER_KEYS = {op: ("name", "op", "inputs", "output") + _FLOAT_ATTRS.get(op, ())
-               + (_WEIGHT_KEYS if op in ("conv2d", "dense") else ())
+               + (_WEIGHT_KEYS if op in WEIGHTED else ())
                + (("activation",) if op in FUSABLE_PRODUCERS else ()) for op in _PARAM_OPS}
 """The keys a lower_from_params spec may use, per level (see `lower_from_params`)."""
 
@@ -250,7 +246,7 @@ def lower_from_params(spec: dict, profile) -> Graph:
                                   f"inputs and earlier layers: {list(tq)})")
         attrs = {k: L[k] for k in _FLOAT_ATTRS.get(op, ()) if k in L}
         params = {}
-        if op in ("conv2d", "dense"):
+        if op in WEIGHTED:
             weights[name], bias = _spec_weights(L, p, where)
             params["weight"] = np.asarray(L["weight"]).astype(np.float64)
             if bias is not None:

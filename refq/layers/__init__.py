@@ -14,9 +14,12 @@ for _module in (conv, dense, normalization, activations, pooling, elementwise, s
         REGISTRY[_op.name] = _op
 
 
-def ops_with(trait: str) -> tuple:
-    """The names of the float ops whose `Traits` field `trait` is true, in registry order."""
-    return tuple(name for name, op in REGISTRY.items() if getattr(op.traits, trait))
+def ops_with(trait: str, value=True) -> tuple:
+    """The names of the float ops whose `Traits` field `trait` is true (or equals `value` when
+    one is given other than True), in registry order."""
+    return tuple(name for name, op in REGISTRY.items()
+                 if (bool(getattr(op.traits, trait)) if value is True
+                     else getattr(op.traits, trait) == value))
 
 
 INTEGER_PREFIX = "int_"

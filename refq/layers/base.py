@@ -123,7 +123,11 @@ class Traits:
     cle_transparent: positively homogeneous per channel, f(s ⊙ x) = s ⊙ f(x) for s > 0, and a
       cross-layer-equalization chain continues through it (AIMET ends chains at pooling, which
       is homogeneous too).
-    lowerable: refq.fixedpoint lowers it to integer ops (`lower_graph.LOWERINGS` has its lowering).
+    lowering: the family of its integer lowering in refq.fixedpoint (`lower_graph.LOWERINGS`
+      maps each family to its function): "conv" (conv2d, dense), "binary" (add, multiply),
+      "mean", "avg_pool", "concat", "grid" (the input's codes pass unchanged), "clamp" (relu,
+      relu6, clip), "softmax", "lut" (a table of the 256 or 65536 input codes); None when it has
+      no lowering (batch_norm, folded first).
     bn_foldable: a weighted layer (weight [O, ...], optional bias [O]): a batch norm folds into
       it (and fuses with it in a quantization simulation), bias correction adjusts its bias, and
       its weight is the one a per-channel config quantizes per output channel.
@@ -134,7 +138,7 @@ class Traits:
     fusable_activation: bool = False
     takes_activation: bool = False
     cle_transparent: bool = False
-    lowerable: bool = False
+    lowering: str | None = None
     bn_foldable: bool = False
 
 

@@ -185,5 +185,5 @@ OPS = [
               "groups": Attr("int", 1)},
        params={"weight": True, "bias": False},
        param_shapes=_param_shapes, macs=_macs, vjp=conv2d_vjp,
-       traits=Traits("Conv", bn_foldable=True, takes_activation=True, lowerable=True)),
+       traits=Traits("Conv", bn_foldable=True, takes_activation=True, lowering="conv")),
 ]

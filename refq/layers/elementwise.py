@@ -96,7 +96,7 @@ def _multiply_vjp(inputs, params, attrs, y, gy):
 
 OPS = [
     Op("add", lambda xs, p, a: reduce(np.add, xs), _infer, num_inputs=(2, None), vjp=_add_vjp,
-       traits=Traits("Add", takes_activation=True, lowerable=True)),
+       traits=Traits("Add", takes_activation=True, lowering="binary")),
     Op("multiply", lambda xs, p, a: reduce(np.multiply, xs), _infer, num_inputs=(2, None),
-       macs=_macs, vjp=_multiply_vjp, traits=Traits("Mul", takes_activation=True, lowerable=True)),
+       macs=_macs, vjp=_multiply_vjp, traits=Traits("Mul", takes_activation=True, lowering="binary")),
 ]

@@ -243,9 +243,9 @@ _POOL_ATTRS = {"pool_size": Attr("ints", length=2),
 
 OPS = [
     Op("max_pool2d", _max_pool, _infer_pool("max_pool2d"), attrs=dict(_POOL_ATTRS),
-       vjp=_max_pool_vjp, traits=Traits("MaxPool", grid_preserving=True, lowerable=True)),
+       vjp=_max_pool_vjp, traits=Traits("MaxPool", grid_preserving=True, lowering="grid")),
     Op("avg_pool2d", _avg_pool, _infer_pool("avg_pool2d"), attrs=dict(_POOL_ATTRS),
-       macs=_pool_macs, vjp=_avg_pool_vjp, traits=Traits("AveragePool", lowerable=True)),
+       macs=_pool_macs, vjp=_avg_pool_vjp, traits=Traits("AveragePool", lowering="avg_pool")),
     Op("global_avg_pool2d", _gap, _gap_shape, attrs={"keepdims": Attr("bool", False)},
-       macs=_gap_macs, vjp=_gap_vjp, traits=Traits("GlobalAveragePool", lowerable=True)),
+       macs=_gap_macs, vjp=_gap_vjp, traits=Traits("GlobalAveragePool", lowering="mean")),
 ]
