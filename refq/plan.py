@@ -52,9 +52,6 @@ import numpy as np
 from .errors import InputError
 from .feeds import _check_feeds
 from .graph import Graph
-from .layers import conv as conv_layer
-from .layers import dense as dense_layer
-from .layers.inplace import inplace_step
 from .ops import get_op
 from . import parallel
 from .progress import progress
@@ -66,7 +63,6 @@ CHUNK_BYTES = 32 << 20
 #: The number of chunks is a multiple of this, so that both threads have work (speed only).
 CHUNK_MULTIPLE = 2
 
-_FUSED_PRODUCERS = {"conv2d": conv_layer.forward_fused, "dense": dense_layer.forward_fused}
 
 
 class _Step:
@@ -193,7 +189,7 @@ class Plan:
                 ins[0], pads = pads_of[node.name]
                 a = dict(a, padding="explicit", pads=pads)
             slots = [self.slot[t] for t in ins]
-            if node.op in _FUSED_PRODUCERS:
+            if get_op(node.op).forward_fused is not None:
                 epilogue, names, last = [], [node.name], node
                 while True:
                     t = last.outputs[0]
@@ -211,7 +207,7 @@ class Plan:
                     names.append(nxt.name)
                     skip.add(nxt.name)
                     last = nxt
-                steps.append(_Step(_producer(_FUSED_PRODUCERS[node.op], p, a, epilogue), slots,
+                steps.append(_Step(_producer(get_op(node.op).forward_fused, p, a, epilogue), slots,
                                    self.slot[last.outputs[0]], tuple(names),
                                    hooked=hook is not None))
                 continue
@@ -306,6 +302,12 @@ class Plan:
         if trace:
             return {t: values[i] for t, i in self.slot.items()}
         return {t: values[self.slot[t]] for t in self.outputs}
+
+
+def inplace_step(op: str, params, attrs, dtype):
+    """The in-place step of op `op` for these parameters (`Op.inplace`), or None."""
+    make = get_op(op).inplace
+    return None if make is None else make(params, attrs, dtype)
 
 
 def _producer(forward_fused, params, attrs, epilogue):

@@ -42,8 +42,10 @@ __all__ = ["clipped_normal_mean", "CORRECTED_OPS"]
 
 CORRECTED_OPS = ops_with("bn_foldable")   # the weighted layers (`Traits.bn_foldable`)
 """The ops whose bias is corrected."""
-_TRANSPARENT = ("zero_pad2d", "identity")
-_ACTIVATIONS = ("relu", "relu6", "clip")
+#: Linear links (zero padding, identity) and the clamps (relu, relu6, clip) between a batch norm's
+#: statistics and the layer they feed (`Traits`).
+_TRANSPARENT = tuple(op for op in ops_with("cle_transparent") if op in ops_with("grid_preserving"))
+_ACTIVATIONS = ops_with("fusable_activation")
 
 
 def clipped_normal_mean(beta, gamma, lo=-np.inf, hi=np.inf) -> np.ndarray:

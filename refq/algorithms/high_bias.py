@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..layers import ops_with
+
 from .bn_fold import reads_padding
 
 __all__ = ["absorb_in_place", "absorbed_shift", "HBA_SIGMAS", "NONLINEAR_LINK_OPS"]
@@ -40,7 +42,10 @@ __all__ = ["absorb_in_place", "absorbed_shift", "HBA_SIGMAS", "NONLINEAR_LINK_OP
 HBA_SIGMAS = 3.0
 """c = max(0, β̃ − HBA_SIGMAS·|γ̃|) across a ReLU (AIMET `HbfImpl`, the paper's 3 sigma)."""
 
-NONLINEAR_LINK_OPS = ("relu", "leaky_relu")
+#: The links of a CLE chain that are not linear (relu, leaky_relu): where the shift moved across
+#: them must stay below the activation's kink (`Traits.cle_transparent`, not grid-preserving).
+NONLINEAR_LINK_OPS = tuple(op for op in ops_with("cle_transparent")
+                           if op not in ops_with("grid_preserving"))
 
 
 def absorbed_shift(beta, gamma, through_relu: bool) -> np.ndarray:

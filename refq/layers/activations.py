@@ -66,6 +66,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from . import inplace
 from .base import Attr, Op, Traits
 
 HARD_SIGMOID_KERAS2 = {"alpha": 0.2, "beta": 0.5}
@@ -252,12 +253,13 @@ def _softmax_shape(in_shapes, attrs, params):
 
 
 OPS = [
-    Op("relu", _relu, _same_shape, vjp=_relu_vjp,
+    Op("relu", _relu, _same_shape, vjp=_relu_vjp, inplace=inplace.relu,
        traits=Traits("Relu", fusable_activation=True, cle_transparent=True, lowering="clamp")),
     Op("relu6", _relu6, _same_shape, vjp=_relu6_vjp,
-       traits=Traits("Clip", fusable_activation=True, lowering="clamp")),
+       inplace=inplace.relu6, traits=Traits("Clip", fusable_activation=True, lowering="clamp")),
     Op("clip", _clip, _clip_shape, attrs={"min": Attr("float"), "max": Attr("float")},
-       vjp=_clip_vjp, traits=Traits("Clip", fusable_activation=True, lowering="clamp")),
+       vjp=_clip_vjp, inplace=inplace.clip,
+       traits=Traits("Clip", fusable_activation=True, lowering="clamp")),
     Op("leaky_relu", _leaky_relu, _same_shape, attrs={"alpha": Attr("float", 0.3)},
        vjp=_leaky_relu_vjp, traits=Traits("LeakyRelu", cle_transparent=True, lowering="lut")),
     Op("sigmoid", _sigmoid, _same_shape, vjp=_sigmoid_vjp,
@@ -268,7 +270,7 @@ OPS = [
               "beta": Attr("float", HARD_SIGMOID_KERAS3["beta"])},
        vjp=_hard_sigmoid_vjp, traits=Traits("HardSigmoid", lowering="lut")),
     Op("hard_swish", _hard_swish, _same_shape, vjp=_hard_swish_vjp,
-       traits=Traits("HardSwish", lowering="lut")),
+       inplace=inplace.hard_swish, traits=Traits("HardSwish", lowering="lut")),
     Op("softmax", _softmax, _softmax_shape, attrs={"axis": Attr("int", -1)}, vjp=_softmax_vjp,
        traits=Traits("Softmax", lowering="softmax")),
 ]

@@ -176,6 +176,11 @@ class Op:
       and dtype. At a kink (relu at 0, a clip bound, a max-pool tie) it takes the one-sided
       derivative its docstring names. None: the op has no gradient (integer kernels).
     traits: its `Traits` (every float op has them; None for integer kernels).
+    inplace(params, attrs, dtype) -> step(a) or None: the op computed in place on an array, bit
+      for bit its forward (`refq.layers.inplace`); the compiled plan runs it as an epilogue of
+      the convolution before it. None: no in-place form.
+    forward_fused(inputs, params, attrs, epilogue): the forward that applies `epilogue` to each
+      output block while it is in cache (conv2d, dense; `refq.plan`). None: no such form.
     """
 
     name: str
@@ -190,6 +195,8 @@ class Op:
     check_params: Callable | None = None
     vjp: Callable | None = None
     traits: Traits | None = None
+    inplace: Callable | None = None
+    forward_fused: Callable | None = None
 
     def check_arity(self, n: int, where: str):
         if isinstance(self.num_inputs, int):

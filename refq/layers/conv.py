@@ -185,5 +185,6 @@ OPS = [
               "groups": Attr("int", 1)},
        params={"weight": True, "bias": False},
        param_shapes=_param_shapes, macs=_macs, vjp=conv2d_vjp,
+       forward_fused=forward_fused,
        traits=Traits("Conv", bn_foldable=True, takes_activation=True, lowering="conv")),
 ]

@@ -100,5 +100,6 @@ def _vjp(inputs, params, attrs, y, gy):
 OPS = [
     Op("dense", _forward, _infer_shape, params={"weight": True, "bias": False},
        param_shapes=_param_shapes, macs=_macs, vjp=_vjp,
+       forward_fused=forward_fused,
        traits=Traits("Gemm", bn_foldable=True, takes_activation=True, lowering="conv")),
 ]

@@ -1,9 +1,11 @@
 """In-place forms of elementwise ops, equal bit for bit to their forwards.
 
-`inplace_step(op, params, attrs, dtype)` returns `step(a)` that overwrites the array `a` with
-op(a), or None when the op has no in-place form here. Each step performs, per element, the same
-IEEE operations in the same order as the op's `forward` (refq.layers.activations,
-refq.layers.normalization), so its result is identical bit for bit:
+An op's record gives its in-place form as `Op.inplace(params, attrs, dtype)`, which returns
+`step(a)` overwriting the array `a` with op(a) (or None when this node has none, e.g. a batch norm
+whose channel axis is not the last). The activations' forms are defined here, batch_norm's beside
+its forward (`refq.layers.normalization`, which this module may not import from). Each step
+performs, per element, the same IEEE operations in the same order as the op's `forward`, so its
+result is identical bit for bit:
 
 | op          | forward                          | in place on a                                      |
 |-------------|----------------------------------|----------------------------------------------------|
@@ -21,38 +23,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from .normalization import scale_and_shift
-
-__all__ = ["inplace_step", "INPLACE_OPS"]
+__all__ = ["relu", "relu6", "clip", "hard_swish"]
 
 _BLOCK = 1 << 16   # elements of hard_swish's scratch block
 
 
-def _relu(params, attrs, dtype):
+def relu(params, attrs, dtype):
     return lambda a: np.maximum(a, 0, out=a)
 
 
-def _relu6(params, attrs, dtype):
+def relu6(params, attrs, dtype):
     return lambda a: np.clip(a, 0, 6, out=a)
 
 
-def _clip(params, attrs, dtype):
+def clip(params, attrs, dtype):
     lo, hi = dtype(attrs["min"]), dtype(attrs["max"])
     return lambda a: np.clip(a, lo, hi, out=a)
 
 
-def _batch_norm(params, attrs, dtype):
-    if attrs["axis"] != -1:
-        return None
-    s, t = scale_and_shift(params, attrs["epsilon"], dtype)
-
-    def step(a):
-        a *= s
-        a += t
-    return step
-
-
-def _hard_swish(params, attrs, dtype):
+def hard_swish(params, attrs, dtype):
     def step(a):
         flat = a.reshape(-1)
         gate = np.empty(min(flat.size, _BLOCK), a.dtype)
@@ -65,13 +54,3 @@ def _hard_swish(params, attrs, dtype):
             xs *= g
     return step
 
-
-INPLACE_OPS = {"relu": _relu, "relu6": _relu6, "clip": _clip, "batch_norm": _batch_norm,
-               "hard_swish": _hard_swish}
-
-
-def inplace_step(op: str, params: dict, attrs: dict, dtype):
-    """`step(a)` computing op in place on `a` (module docstring), or None. params: the node's
-    parameters in the compute dtype; dtype: np.float32 or np.float64."""
-    make = INPLACE_OPS.get(op)
-    return None if make is None else make(params, attrs, dtype)

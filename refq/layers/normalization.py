@@ -285,10 +285,23 @@ def batch_norm_train_vjp(x, params, attrs, y, gy):
                                              "beta": g_beta.astype(params["beta"].dtype)}
 
 
+def _inplace(params, attrs, dtype):
+    """batch_norm in place (`refq.layers.inplace`): a *= s; a += t, with (s, t) of
+    `scale_and_shift` (the forward's x·s + t), for the channel axis last; None otherwise."""
+    if attrs["axis"] != -1:
+        return None
+    s, t = scale_and_shift(params, attrs["epsilon"], dtype)
+
+    def step(a):
+        a *= s
+        a += t
+    return step
+
+
 OPS = [
     Op("batch_norm", _forward, _infer_shape,
        attrs={"epsilon": Attr("float", 1e-3, minimum=0.0), "axis": Attr("int", -1)},
        params={p: True for p in PARAMS}, param_shapes=_param_shapes, check_params=_check_params,
        vjp=_vjp, macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0,
-       traits=Traits("BatchNormalization")),
+       inplace=_inplace, traits=Traits("BatchNormalization")),
 ]
