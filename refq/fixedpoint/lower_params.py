@@ -21,6 +21,10 @@ __all__ = ["lower_from_params"]
 
 _PARAM_OPS = SUPPORTED_OPS
 WEIGHTED = ops_with("bn_foldable")   # the layers whose spec gives a weight (and bias)
+#: The layers whose spec may leave out the output encoding (it is then the input's): the
+#: lowering families that keep the input's grid or scale (`Traits.lowering`).
+_KEEPS_ENCODING = tuple(op for op in _PARAM_OPS
+                        if REGISTRY[op].traits.lowering in ("grid", "clamp", "avg_pool", "mean"))
 #: The float attributes a layer spec may give: those of the op's own schema.
 _FLOAT_ATTRS = {op: tuple(REGISTRY[op].attrs) for op in _PARAM_OPS if REGISTRY[op].attrs}
 
@@ -261,8 +265,7 @@ def lower_from_params(spec: dict, profile) -> Graph:
         if "output" in L:
             _spec_dict(L["output"], _ENCODING_KEYS, f"{where} output")
             tq[name] = _tq_from_dict(L["output"], p, f"{where} output")
-        elif op in ("max_pool2d", "avg_pool2d", "global_avg_pool2d", "flatten", "reshape",
-                    "identity", "zero_pad2d", "relu", "relu6", "clip"):
+        elif op in _KEEPS_ENCODING:
             tq[name] = tq[ins[0]]
         else:
             raise FixedPointError(f"{where}: needs an 'output' encoding {{scale, zero_point, "
