@@ -49,10 +49,6 @@ _COMMON_ATTRS = {"input_zp": Attr("int", 0), "weight_zp": Attr("int", 0),
 _PARAMS = {"weight": True, "bias": False, **REQUANT_PARAMS}
 
 
-
-
-
-
 def _check_weights(params, attrs, what):
     if "weight" not in params:
         raise ParamError(f"{what}: parameter 'weight' is missing")
@@ -102,18 +98,6 @@ def conv_int64(xd, wd, attrs):
             tap = xp[:, u * dh:u * dh + (oh - 1) * sh + 1:sh, v * dw:v * dw + (ow - 1) * sw + 1:sw]
             acc += np.einsum("nhwgc,goc->nhwgo", tap.reshape(n, oh, ow, g, cg), wg[:, :, u, v])
     return acc.reshape(n, oh, ow, o)
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def conv_accumulator(x, params, attrs, exact: bool = True, memo=None):
