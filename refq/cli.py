@@ -9,6 +9,9 @@
              [--encodings OUT.encodings] [--load-encodings AIMET.encodings] [--batch-size N]
              [--no-fold-bn] [--cle [--relu6-to-relu] [--through-se] [--no-high-bias]]
              [--bias-correction empirical|analytical] [--report DFQ.json]
+    refq qat Q.refq.h5 --data TRAIN.npy (--labels Y.npy | --teacher F.refq.h5) -o T.refq.h5
+             [--epochs 1] [--lr 1e-3] [--batch-size 32] [--seed 0] [--learn-ranges]
+             [--logits TENSOR] [--checkpoint CK.refq.h5] [--resume CK.refq.h5]
     refq equalize MODEL.refq.h5 -o EQ.refq.h5 [--report CLE.json] [--relu6-to-relu]
              [--through-se] [--no-high-bias]
     refq report Q.refq.h5 --data X.npy [--json REPORT.json] [--top N] [--batch-size N]
@@ -41,6 +44,7 @@ from .commands.golden import add_golden_parsers
 from .commands.integer import cmd_compare, cmd_export, cmd_lower, cmd_profiles
 from .commands.model import DEFAULT_MAX_TRACE, cmd_demo, cmd_import, cmd_info, cmd_run
 from .commands.quant import cmd_equalize, cmd_quantize, cmd_report
+from .commands.train import cmd_qat
 from .data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
 from .errors import RefqError
 from .progress import loop_lines
@@ -214,6 +218,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("qat", help="quantization-aware fine-tuning of a quantized model")
+    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    s.add_argument("--data", required=True, metavar="TRAIN",
+                   help="training inputs: .npy (one-input model) or .npz keyed by input name")
+    s.add_argument("--labels", metavar="LABELS.npy",
+                   help="class index per sample: cross-entropy on the logits")
+    s.add_argument("--teacher", metavar="FLOAT.refq.h5",
+                   help="a float model whose logits are the targets (distillation, KL divergence)")
+    s.add_argument("-o", "--output", required=True, metavar="T.refq.h5",
+                   help="output .refq.h5 with the fine-tuned simulation")
+    s.add_argument("--epochs", type=_positive_int, default=1, help="passes over the data "
+                                                                    "(default 1)")
+    s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    s.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                   help="samples per step (default 32)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sample order (default 0)")
+    s.add_argument("--learn-ranges", action="store_true",
+                   help="learn every quantizer's min and max too (AIMET 2.42 range learning; "
+                        "default: ranges frozen)")
+    s.add_argument("--logits", metavar="TENSOR",
+                   help="the tensor the loss reads (default: the input of the final softmax, "
+                        "else the output)")
+    s.add_argument("--checkpoint", metavar="CK.refq.h5",
+                   help="write the model and its training state after every epoch")
+    s.add_argument("--resume", metavar="CK.refq.h5",
+                   help="go on from a checkpoint (same data, seed and batch size)")
+    s.set_defaults(func=cmd_qat)
 
     s = sub.add_parser("lower", help="lower a quantized model to an integer model for a profile")
     _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")

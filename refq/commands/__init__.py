@@ -2,6 +2,7 @@
 
     model    import, info, run, demo
     quant    quantize, equalize, report
+    train    qat
     integer  lower, compare, profiles, export
     golden   golden generate / check / verify, conformance run
 
