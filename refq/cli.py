@@ -8,7 +8,7 @@
              [--scheme minmax|tf_enhanced|percentile|sqnr|mse] [--param-bw 8] [--act-bw 8]
              [--encodings OUT.encodings] [--load-encodings AIMET.encodings] [--batch-size N]
              [--no-fold-bn] [--cle [--relu6-to-relu] [--through-se] [--no-high-bias]]
-             [--bias-correction empirical|analytical] [--report DFQ.json]
+             [--bias-correction empirical|analytical] [--seq-mse] [--report DFQ.json]
     refq qat Q.refq.h5 --data TRAIN.npy (--labels Y.npy | --teacher F.refq.h5) -o T.refq.h5
              [--epochs 1] [--lr 1e-3] [--batch-size 32] [--seed 0] [--learn-ranges]
              [--logits TENSOR] [--checkpoint CK.refq.h5] [--resume CK.refq.h5]
@@ -196,8 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross-layer equalization with high-bias absorption")
     s.add_argument("--bias-correction", choices=["empirical", "analytical"],
                    help="correct the mean output error of weight quantization (default: off)")
+    s.add_argument("--seq-mse", action="store_true",
+                   help="Sequential MSE: search each conv/dense layer's per-channel weight ranges "
+                        "on the calibration data and freeze them (weights of 4 bits or fewer)")
     s.add_argument("--report", metavar="DFQ.json",
-                   help="write the BN fold / CLE / bias correction report (JSON)")
+                   help="write the BN fold / CLE / bias correction / SeqMSE report (JSON)")
     _equalize_options(s)
     s.set_defaults(func=cmd_quantize)
 

@@ -60,3 +60,27 @@ def test_a_float_model_is_refused(capsys, files, monkeypatch):
     monkeypatch.chdir(files)
     fails_cleanly(capsys, files, "qat", "f.refq.h5", "--data", "x.npy", "--labels", "y.npy",
                   "-o", "out.refq.h5", needles=["quantize it first"])
+
+
+def test_quantize_with_sequential_mse(capsys, tmp_path):
+    """`refq quantize --seq-mse`: the weight ranges searched on the calibration data, recorded
+    in the report; the saved simulation runs."""
+    import json
+
+    from real_models import MODELS
+
+    x = np.load(MODELS["mnv1"].parent / "reference_outputs.npz")["inputs"].astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, _, _ = cli(capsys, "import", MODELS["mnv1"], "-o", tmp_path / "m.refq.h5")
+    assert code == 0
+    code, out, _ = cli(capsys, "quantize", tmp_path / "m.refq.h5", "--calib", tmp_path / "x.npy",
+                       "--per-channel", "--param-bw", "4", "--seq-mse", "--report",
+                       tmp_path / "r.json", "-o", tmp_path / "q.refq.h5")
+    assert code == 0 and "SeqMSE weight ranges of" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["seq_mse"]["layers"] and report["seq_mse"]["algorithm"] == "seq_mse"
+    sim = QuantSim.load(str(tmp_path / "q.refq.h5"))
+    assert sim.run(x)[sim.graph.outputs[0]].shape == (len(x), 10)
+    fails_cleanly(capsys, tmp_path, "quantize", tmp_path / "m.refq.h5", "--load-encodings",
+                  tmp_path / "r.json", "--seq-mse", "-o", tmp_path / "z.refq.h5",
+                  needles=["--seq-mse", "--calib"])

@@ -32,6 +32,8 @@ def cmd_quantize(args):
     if args.calib is None and args.load_encodings is None:
         raise InputError("give calibration data (--calib) or an AIMET encodings file "
                          "(--load-encodings)")
+    if args.seq_mse and args.calib is None:
+        raise InputError("--seq-mse searches weight encodings on calibration data: give --calib")
     if args.bias_correction == "empirical" and args.calib is None:
         raise InputError("--bias-correction empirical needs calibration data (--calib)")
     if args.cle and not args.fold_bn:
@@ -61,6 +63,11 @@ def cmd_quantize(args):
         if not args.allow_weight_clipping:
             _check_loaded_weight_ranges(sim, args.load_encodings, folded="bn_fold" in report)
     else:
+        if args.seq_mse:   # weight encodings searched first and frozen, then the calibration
+            from ..algorithms.seq_mse import seq_mse
+
+            sim, report["seq_mse"] = seq_mse(
+                sim, list(iter_batches(args.calib, inputs, args.batch_size)))
         sim.compute_encodings(iter_batches(args.calib, inputs, args.batch_size), quiet=args.quiet)
     if args.encodings:
         from ..exporters.aimet_encodings import export_aimet_encodings
@@ -114,6 +121,8 @@ def _steps(report: dict) -> str:
     if "bias_correction" in report:
         bc = report["bias_correction"]
         steps.append(f"{bc['mode']} bias correction of {len(bc['corrected'])} layers")
+    if "seq_mse" in report:
+        steps.append(f"SeqMSE weight ranges of {len(report['seq_mse']['layers'])} layers")
     return ", ".join(steps)
 
 
