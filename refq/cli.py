@@ -12,6 +12,9 @@
     refq qat Q.refq.h5 --data TRAIN.npy (--labels Y.npy | --teacher F.refq.h5) -o T.refq.h5
              [--epochs 1] [--lr 1e-3] [--batch-size 32] [--seed 0] [--learn-ranges]
              [--logits TENSOR] [--checkpoint CK.refq.h5] [--resume CK.refq.h5]
+    refq adaround Q.refq.h5 --data CALIB.npy -o R.refq.h5 [--iterations N] [--param-bw B]
+             [--reg 0.01] [--beta 20,2] [--warm-start 0.2] [--seed S] [--encodings OUT]
+    refq bn-reestimate MODEL.refq.h5 --data X.npy -o OUT.refq.h5 [--num-batches 100] [--fold]
     refq equalize MODEL.refq.h5 -o EQ.refq.h5 [--report CLE.json] [--relu6-to-relu]
              [--through-se] [--no-high-bias]
     refq report Q.refq.h5 --data X.npy [--json REPORT.json] [--top N] [--batch-size N]
@@ -44,7 +47,7 @@ from .commands.golden import add_golden_parsers
 from .commands.integer import cmd_compare, cmd_export, cmd_lower, cmd_profiles
 from .commands.model import DEFAULT_MAX_TRACE, cmd_demo, cmd_import, cmd_info, cmd_run
 from .commands.quant import cmd_equalize, cmd_quantize, cmd_report
-from .commands.train import cmd_qat
+from .commands.train import cmd_adaround, cmd_bn_reestimate, cmd_qat
 from .data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
 from .errors import RefqError
 from .progress import loop_lines
@@ -249,6 +252,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="CK.refq.h5",
                    help="go on from a checkpoint (same data, seed and batch size)")
     s.set_defaults(func=cmd_qat)
+
+    s = sub.add_parser("adaround", help="AdaRound the weights of a quantized model")
+    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    s.add_argument("--data", required=True, metavar="CALIB",
+                   help="calibration inputs: .npy (one-input model) or .npz keyed by input name")
+    s.add_argument("-o", "--output", required=True, metavar="R.refq.h5",
+                   help="output .refq.h5 with the rounded weights and their encodings")
+    s.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
+                   help="iterations per layer (default AIMET's: 10000 at >= 8-bit weights, "
+                        "else 15000)")
+    s.add_argument("--param-bw", type=_bitwidth, default=None, metavar="BITS",
+                   help="weight bitwidth (default: the model's)")
+    s.add_argument("--reg", type=float, default=0.01, help="rounding regularizer weight "
+                                                           "(default 0.01)")
+    s.add_argument("--beta", default="20,2", help="start,end of the annealed beta (default 20,2)")
+    s.add_argument("--warm-start", type=float, default=0.2,
+                   help="fraction of the iterations without the regularizer (default 0.2)")
+    s.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                   help="samples per iteration (default 32)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sample draws (default 0)")
+    s.add_argument("--encodings", metavar="OUT.encodings",
+                   help="also write AIMET encodings JSON here")
+    s.set_defaults(func=cmd_adaround)
+
+    s = sub.add_parser("bn-reestimate", help="re-estimate batch-norm statistics on data")
+    _model_argument(s, "a float or quantized model with batch norms")
+    s.add_argument("--data", required=True, metavar="DATA",
+                   help="inputs: .npy (one-input model) or .npz keyed by input name")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.refq.h5", help="output .refq.h5")
+    s.add_argument("--num-batches", type=_positive_int, default=100, metavar="N",
+                   help="batches to average over (default 100, AIMET's)")
+    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
+    s.add_argument("--fold", action="store_true",
+                   help="then fold the batch norms (into the quantized weights' scales for a "
+                        "quantized model)")
+    s.set_defaults(func=cmd_bn_reestimate)
 
     s = sub.add_parser("lower", help="lower a quantized model to an integer model for a profile")
     _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")

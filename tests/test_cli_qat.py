@@ -84,3 +84,30 @@ def test_quantize_with_sequential_mse(capsys, tmp_path):
     fails_cleanly(capsys, tmp_path, "quantize", tmp_path / "m.refq.h5", "--load-encodings",
                   tmp_path / "r.json", "--seq-mse", "-o", tmp_path / "z.refq.h5",
                   needles=["--seq-mse", "--calib"])
+
+
+def test_adaround_and_bn_reestimate_commands(capsys, tmp_path):
+    from real_models import MODELS
+
+    x = np.load(MODELS["mnv1"].parent / "reference_outputs.npz")["inputs"].astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert cli(capsys, "import", MODELS["mnv1"], "-o", tmp_path / "m.refq.h5")[0] == 0
+    code, out, _ = cli(capsys, "bn-reestimate", tmp_path / "m.refq.h5", "--data",
+                       tmp_path / "x.npy", "--batch-size", "5", "-o", tmp_path / "b.refq.h5")
+    assert code == 0 and "(11 nodes, 2 batches)" in out
+    before, after = (refq.load(str(tmp_path / f)) for f in ("m.refq.h5", "b.refq.h5"))
+    assert not np.array_equal(before.node("conv0_bn").params["mean"],
+                              after.node("conv0_bn").params["mean"])
+    assert cli(capsys, "quantize", tmp_path / "m.refq.h5", "--calib", tmp_path / "x.npy",
+               "--per-channel", "--param-bw", "4", "-o", tmp_path / "q.refq.h5")[0] == 0
+    code, out, _ = cli(capsys, "adaround", tmp_path / "q.refq.h5", "--data", tmp_path / "x.npy",
+                       "--iterations", "5", "--batch-size", "4", "--encodings",
+                       tmp_path / "r.encodings", "-o", tmp_path / "r.refq.h5")
+    assert code == 0 and "AdaRound of" in out and (tmp_path / "r.encodings").exists()
+    rounded = QuantSim.load(str(tmp_path / "r.refq.h5"))
+    assert rounded.encodings == QuantSim.load(str(tmp_path / "q.refq.h5")).encodings
+    fails_cleanly(capsys, tmp_path, "adaround", tmp_path / "m.refq.h5", "--data",
+                  tmp_path / "x.npy", "-o", tmp_path / "z.refq.h5", needles=["quantize it first"])
+    fails_cleanly(capsys, tmp_path, "adaround", tmp_path / "q.refq.h5", "--data",
+                  tmp_path / "x.npy", "--beta", "3", "-o", tmp_path / "z.refq.h5",
+                  needles=["--beta 3"])

@@ -2,7 +2,7 @@
 
     model    import, info, run, demo
     quant    quantize, equalize, report
-    train    qat
+    train    qat, adaround, bn-reestimate
     integer  lower, compare, profiles, export
     golden   golden generate / check / verify, conformance run
 

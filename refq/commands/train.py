@@ -1,5 +1,6 @@
-"""`refq qat`: quantization-aware fine-tuning of a quantized model (`refq.grad.train` on its
-QuantSim), with labels (cross-entropy) or a teacher (distillation to its logits)."""
+"""The learned-quantization commands: `refq qat` (quantization-aware fine-tuning of a quantized
+model, `refq.grad.train` on its QuantSim, with labels or a teacher), `refq adaround` (AdaRound of
+its weights) and `refq bn-reestimate` (batch-norm statistics re-estimated on data)."""
 from __future__ import annotations
 
 import sys
@@ -125,3 +126,70 @@ def cmd_qat(args):
               f"{what} on '{logits}'{ranges}, loss {first:.4g} (first {k}) -> {last:.4g} (last {k}) "
               f"-> {args.output}",
               file=sys.stdout)
+
+
+def _quantized(path, command: str):
+    """The QuantSim of `path`; an InputError naming the file when it holds none."""
+    from ..model_io import load, load_section
+    from ..quant.placement import integer_model_kind
+    from ..quant.quantsim import QuantSim
+
+    if integer_model_kind(load(path)) is not None:
+        raise InputError(f"{path}: an integer model; {command} takes the quantized model it was "
+                         "lowered from (the output of `refq quantize`)")
+    if load_section(path, "encodings") is None:
+        raise InputError(f"{path}: a float model without a quantization simulation; quantize it "
+                         f"first (`refq quantize {path} --calib DATA -o Q.refq.h5`)")
+    return QuantSim.load(path)
+
+
+def cmd_adaround(args):
+    from ..algorithms.adaround import adaround
+
+    check_outputs(args.output, args.encodings)
+    sim = _quantized(args.model, "`refq adaround`")
+    feeds, n = _training_data(args.data, sim.graph)
+    try:
+        beta = tuple(float(v) for v in args.beta.split(","))
+    except ValueError:
+        beta = ()
+    if len(beta) != 2:
+        raise InputError(f"--beta {args.beta}: give the start and end, e.g. 20,2")
+    rounded, report = adaround(sim, feeds, iterations=args.iterations, reg=args.reg, beta=beta,
+                               warm_start=args.warm_start, seed=args.seed,
+                               batch_size=args.batch_size, param_bw=args.param_bw)
+    if args.encodings:
+        from ..exporters.aimet_encodings import export_aimet_encodings
+
+        export_aimet_encodings(rounded, args.encodings)
+    rounded.save(args.output)
+    if not args.quiet:
+        layers = report["layers"]
+        print(f"AdaRound of {args.model}: {len(layers)} layers, {n} samples -> {args.output}"
+              + (f"; AIMET encodings {args.encodings}" if args.encodings else ""))
+
+
+def cmd_bn_reestimate(args):
+    from ..algorithms.bn_reestimation import fold_reestimated_bns, reestimate_bn_stats
+    from ..model_io import load, load_section
+    from ..quant.quantsim import QuantSim
+
+    check_outputs(args.output)
+    model = QuantSim.load(args.model) if load_section(args.model, "encodings") is not None \
+        else load(args.model)
+    graph = model.graph if isinstance(model, QuantSim) else model
+    feeds, _ = _training_data(args.data, graph)
+    new, report = reestimate_bn_stats(model, feeds, num_batches=args.num_batches,
+                                      batch_size=args.batch_size, quiet=args.quiet)
+    if args.fold:
+        new, _ = fold_reestimated_bns(new)
+    if isinstance(new, QuantSim):
+        new.save(args.output)
+    else:
+        from ..model_io import save
+
+        save(new, args.output)
+    if not args.quiet:
+        print(f"re-estimated the batch norms of {args.model} ({len(report['batch_norms'])} "
+              f"nodes, {report['num_batches']} batches)"
+              + (", folded" if args.fold else "") + f" -> {args.output}")
