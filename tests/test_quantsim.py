@@ -783,3 +783,34 @@ def test_load_malformed_quantsim_section(tmp_path, mutate):
     with pytest.raises(QuantError) as err:
         QuantSim.load(path)
     assert str(path) in str(err.value)
+
+
+def test_frozen_encodings_survive_calibration_and_saving(tmp_path):
+    g = net_for_freeze()
+    x = np.random.default_rng(3).uniform(-1, 1, (4, 5, 5, 2)).astype(f32)
+    sim = QuantSim(g).compute_encodings(x)
+    w = next(q.name for q in sim.quantizers.values() if q.kind == "param")
+    a = next(q.name for q in sim.quantizers.values() if q.kind == "activation")
+    kept = {w: sim.encodings[w], a: sim.encodings[a]}
+    sim.freeze([w, a])
+    sim.graph.node(sim.quantizers[w].node).params[sim.quantizers[w].param] *= 3
+    sim.compute_encodings(x * 5)
+    assert sim.encodings[w] == kept[w] and sim.encodings[a] == kept[a]
+    sim.save(str(tmp_path / "s.refq.h5"))
+    back = QuantSim.load(str(tmp_path / "s.refq.h5"))
+    assert back.frozen == {w, a}
+    back.compute_encodings(x * 7)
+    assert back.encodings[w] == kept[w] and back.encodings[a] == kept[a]
+    with pytest.raises(QuantError, match="'nope' is not a quantizer"):
+        sim.freeze(["nope"])
+
+
+def net_for_freeze():
+    rng = np.random.default_rng(4)
+    nodes = [Node("c", "conv2d", ["x"], ["y"], {"padding": "same"},
+                  {"weight": rng.standard_normal((3, 3, 3, 2)).astype(f32),
+                   "bias": np.zeros(3, f32)}),
+             Node("r", "relu", ["y"], ["z"])]
+    graph = Graph([TensorSpec("x", (None, 5, 5, 2))], ["z"], nodes, name="freeze")
+    graph.validate()
+    return graph

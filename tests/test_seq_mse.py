@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import refq
-from refq.algorithms.seq_mse import (FrozenEncodingSim, SUPPORTED_PARAM_BW, candidate_losses,
+from refq.algorithms.seq_mse import (SUPPORTED_PARAM_BW, candidate_losses,
                                      candidate_ranges, seq_mse)
 from refq.errors import QuantError, RefqError
 from refq.graph import Graph, Node, TensorSpec
@@ -178,7 +178,7 @@ def test_wider_weights_are_skipped_as_aimet_does():
                                   "(AIMET SUPPORTED_PARAM_BW)"} for n in ("c1", "c2")]
     ref = QuantSim(g, param_bw=8)
     ref.compute_param_encodings()
-    assert new.encodings == ref.encodings and new.frozen_encodings == {}
+    assert new.encodings == ref.encodings and new.frozen == set()
 
 
 # ----------------------------------------------------------------------------- contract
@@ -193,7 +193,8 @@ def test_input_sim_unchanged_and_result_frozen():
     assert sim.to_json() == before and type(sim) is QuantSim
     for name, w in weights.items():
         np.testing.assert_array_equal(sim.graph.node(name).params["weight"], w)
-    assert isinstance(new, FrozenEncodingSim) and new.graph is not sim.graph
+    assert type(new) is QuantSim and new.graph is not sim.graph
+    assert new.frozen == {"c1.weight", "c2.weight"} and sim.frozen == set()
     chosen = {k: new.encodings[k] for k in ("c1.weight", "c2.weight")}
     assert chosen["c1.weight"] != sim.encodings["c1.weight"]
     new.compute_param_encodings()

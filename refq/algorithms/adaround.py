@@ -44,9 +44,10 @@ Per layer
 Output
     A new QuantSim: the working copy, whose graph holds the soft-rounded weights and whose
     parameter encodings are the ones the rounding was optimised for, so that `new_sim.run` gives
-    the rounded model (activation encodings the input sim had are kept as they were; calling
-    `compute_encodings` or `compute_param_encodings` recomputes the weight encodings, which
-    AIMET's `set_and_freeze_param_encodings` prevents). Report: {"iterations", "layers": {name:
+    the rounded model (activation encodings the input sim had are kept as they were). The
+    rounded layers' weight encodings are frozen (`QuantSim.freeze`, as AIMET's
+    `set_and_freeze_param_encodings`): a later `compute_encodings` calibrates the activations and
+    keeps them, also after saving and loading. Report: {"iterations", "layers": {name:
     {"op", "activation", "loss", "recon_loss", "round_loss", "hard_fraction", "seconds"}},
     "skipped": {name: reason}}, with the final iteration's losses and the fraction of h exactly
     0 or 1.
@@ -260,4 +261,5 @@ def adaround(sim: QuantSim, data, iterations=None, reg=0.01, beta=(20, 2), warm_
             "loss": total, "recon_loss": recon, "round_loss": round_value,
             "hard_fraction": float(np.mean((h == 0) | (h == 1))),
             "seconds": time.perf_counter() - start}
+        work.freeze([qname])
     return work, report

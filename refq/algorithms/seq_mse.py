@@ -60,12 +60,10 @@ Sources of the rules
     absmax/8) there, absmax/7 here). AIMET's blockwise path passes (XW, X̂Ŵ) to the loss in
     that order for dense layers; refq always takes XW as the signal of the SQNR loss.
 Frozen encodings
-    The returned sim is a `FrozenEncodingSim`: a QuantSim whose `compute_encodings` and
-    `compute_param_encodings` keep the chosen weight encodings (AIMET `allow_overwrite(False)`),
-    so the usual flow is seq_mse, then `compute_encodings` for the activations (whose overflow
-    protection still re-snaps conv/dense weight scales, aimet.md §0.2.5). The frozen set is
-    not part of the saved `/encodings` section: a sim read back from a file holds the encodings
-    but recomputes them if calibrated again.
+    The chosen weight encodings are frozen in the returned sim (`QuantSim.freeze`, AIMET
+    `allow_overwrite(False)`): `compute_encodings` and `compute_param_encodings` keep them, and
+    so does a sim saved and read back, so the usual flow is seq_mse, then `compute_encodings`
+    for the activations.
 Report
     {"algorithm", "num_candidates", "inp_symmetry", "loss_fn", "num_batches",
      "layers": [{"node", "quantizer", "bitwidth", "per_channel", "candidate": [k* per channel,
@@ -87,7 +85,7 @@ from ..plan import Plan
 from ..quant.encoding import encoding_from_min_max, quantize_dequantize
 from ..quant.quantsim import QuantSim, check_calibration_batch
 
-__all__ = ["seq_mse", "candidate_ranges", "candidate_losses", "FrozenEncodingSim",
+__all__ = ["seq_mse", "candidate_ranges", "candidate_losses",
            "SUPPORTED_OPS", "SUPPORTED_PARAM_BW", "INPUT_SYMMETRIES", "LOSS_FUNCTIONS"]
 
 #: the ops whose weight encodings are searched (AIMET: torch.nn.Linear, torch.nn.Conv2d)
@@ -100,26 +98,15 @@ LOSS_FUNCTIONS = ("mse", "l1", "sqnr")
 SQNR_EPS = 1e-10
 
 
-class FrozenEncodingSim(QuantSim):
-    """A QuantSim whose parameter quantizers named in `frozen_encodings` keep that encoding when
-    parameter encodings are computed (`compute_param_encodings`, `compute_encodings`)."""
-
-    frozen_encodings: dict
-
-    def _param_encoding(self, q):
-        frozen = self.frozen_encodings.get(q.name)
-        return super()._param_encoding(q) if frozen is None else frozen
-
-
-def _copy_sim(sim: QuantSim) -> FrozenEncodingSim:
-    """A FrozenEncodingSim holding copies of `sim`'s graph, encodings and switches."""
-    new = FrozenEncodingSim.__new__(FrozenEncodingSim)
+def _copy_sim(sim: QuantSim) -> QuantSim:
+    """A QuantSim holding copies of `sim`'s graph, encodings, switches and frozen set."""
+    new = QuantSim.__new__(QuantSim)
     new.__dict__.update(sim.__dict__)
     new.graph = sim.graph.copy()
     new.quantizers = dict(sim.quantizers)
     new.encodings = dict(sim.encodings)
     new.enabled = dict(sim.enabled)
-    new.frozen_encodings = dict(getattr(sim, "frozen_encodings", {}))
+    new.frozen = set(sim.frozen)
     return new
 
 
@@ -259,7 +246,7 @@ def seq_mse(sim: QuantSim, data, num_candidates: int = 20, inp_symmetry: str = "
         channels = np.arange(losses.shape[1])
         enc = _encoding(q, mins[best, channels], maxs[best, channels], new.numerics)
         new.encodings[q.name] = enc
-        new.frozen_encodings[q.name] = enc
+        new.freeze([q.name])
         report["layers"].append({
             "node": node.name, "quantizer": q.name, "bitwidth": q.bitwidth,
             "per_channel": q.axis is not None, "candidate": (best + 1).tolist(),

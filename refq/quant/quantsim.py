@@ -140,6 +140,7 @@ class QuantSim:
         self.quantizers = {q.name: q for q in specs}
         self.encodings: dict = {}
         self.enabled = {q.name: True for q in specs}
+        self.frozen: set = set()   # quantizers whose encoding calibration does not change
 
     # ---- lookups ----------------------------------------------------------------------------
     def _by_kind(self, kind):
@@ -174,9 +175,24 @@ class QuantSim:
                                   unsigned_symmetric=q.unsigned_symmetric)
 
     def compute_param_encodings(self) -> None:
-        """Encodings of every parameter quantizer, from the current weights."""
+        """Encodings of every parameter quantizer that is not frozen, from the current weights."""
         for q in self._by_kind("param"):
-            self.encodings[q.name] = self._param_encoding(q)
+            if q.name not in self.frozen:
+                self.encodings[q.name] = self._param_encoding(q)
+
+    def freeze(self, names=None) -> "QuantSim":
+        """Keep the encodings of the quantizers `names` (default: every quantizer that has one)
+        through later calibration (`compute_param_encodings`, `compute_encodings`, its overflow
+        protection), as AIMET's `set_and_freeze_param_encodings` does; saved with the simulation.
+        QuantError for a name that is not a quantizer with an encoding. Returns self."""
+        names = [n for n in self.quantizers if n in self.encodings] if names is None \
+            else list(names)
+        for n in names:
+            if n not in self.encodings:
+                raise QuantError(f"freeze: '{n}' is not a quantizer with an encoding of this "
+                                 "simulation")
+        self.frozen.update(names)
+        return self
 
     def sim_params(self, enabled: dict | None = None) -> dict:
         """{node: {param: array}} with every enabled parameter quantizer applied."""
@@ -199,7 +215,7 @@ class QuantSim:
         tq, iq = self.tensor_quantizers(), self.input_quantizers()
         analyzers = {q.name: make_analyzer(self.scheme, None, **self.scheme_options)
                      for q in self.quantizers.values()
-                     if q.kind != "param" and q.fixed_range is None}
+                     if q.kind != "param" and q.fixed_range is None and q.name not in self.frozen}
 
         # Analyzers whose statistics do not depend on how the batch is cut (min/max) take the
         # statistics of batch chunks computed on several threads, merged one at a time; the
@@ -241,7 +257,7 @@ class QuantSim:
             raise QuantError("compute_encodings: the calibration data holds no batch; give at "
                              "least one non-empty batch (`refq quantize --calib DATA`)")
         for q in self.quantizers.values():
-            if q.kind == "param":
+            if q.kind == "param" or q.name in self.frozen:
                 continue
             if q.fixed_range is not None:
                 self.encodings[q.name] = encoding_from_min_max(
@@ -259,7 +275,7 @@ class QuantSim:
         iq = self.input_quantizers()
         for q in self._by_kind("param"):
             node = self.graph.node(q.node)
-            if node.op not in WEIGHTED or q.param != "weight":
+            if node.op not in WEIGHTED or q.param != "weight" or q.name in self.frozen:
                 continue
             in_name = iq.get((node.name, 0), tq.get(node.inputs[0]))
             out_name = tq.get(node.outputs[0])

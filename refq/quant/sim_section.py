@@ -1,4 +1,4 @@
-"""The stored quantization simulation: the `/encodings` section of a .refq.h5 file (version 2),
+"""The stored quantization simulation: the `/encodings` section of a .refq.h5 file (version 3),
 its schema and its checks.
 
 `section_json(sim)` gives the document: settings, the quantsim config itself (its checked JSON
@@ -7,8 +7,10 @@ quantizer with its encoding. `sim_from_section(cls, graph, doc, source)` rebuild
 `graph` without re-placing quantizers. Reading checks every key against `_SECTION_SCHEMA`: unknown,
 missing or mistyped keys are a QuantError naming the file and the key path; then
 `check_against_graph` checks that every quantizer fits the graph (its node, parameter, input and
-tensors exist; a per-channel encoding has the parameter's channel count). Version 1 sections (a
-`config_source` string instead of the config) are still read; their config is unknown.
+tensors exist; a per-channel encoding has the parameter's channel count). Version 3 records for
+each quantizer whether its encoding is frozen (`QuantSim.freeze`); version 2 sections (none
+frozen) and version 1 sections (a `config_source` string instead of the config, which is then
+unknown) are still read.
 """
 from __future__ import annotations
 
@@ -49,34 +51,35 @@ _OPT_INT = _kind("an integer or null", lambda v: v is None or is_json_int(v))
 _NUMBER = (int, float)
 _SETTINGS = {"param_bw": _INT, "act_bw": _INT, "scheme": _STR, "scheme_options": _OBJ,
              "numerics": _OBJ, "overflow_protection": _BOOL, "detect_prequantized": _BOOL}
+_CONFIG = _kind('null or {"name": string, "document": object}',
+                lambda v: v is None or (isinstance(v, dict) and set(v) == {"name", "document"}
+                                        and isinstance(v["name"], str)
+                                        and isinstance(v["document"], dict)))
+_QUANTIZER = {
+    "name": _STR, "kind": _kind('"activation", "input" or "param"',
+                                lambda v: v in ("activation", "input", "param")),
+    "bitwidth": _INT, "symmetric": _BOOL,
+    "tensors": _kind("a list of strings",
+                     lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    "node": _OPT_STR, "param": _OPT_STR, "input_index": _OPT_INT, "axis": _OPT_INT,
+    "strict": _BOOL, "unsigned_symmetric": _BOOL,
+    "fixed_range": _kind("null or [min, max]", lambda v: v is None or (
+        isinstance(v, list) and len(v) == 2
+        and all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in v))),
+    "enabled": _BOOL, "encoding": _kind("an object or null",
+                                        lambda v: v is None or isinstance(v, dict)),
+}
 _SECTION_SCHEMA = {
     "format": _kind('"refq-quantsim"', lambda v: v == "refq-quantsim"),
-    "version": _kind("1 or 2", lambda v: is_json_int(v) and v in (1, 2)),
-    "settings": {2: dict(_SETTINGS, config=_kind(
-                     'null or {"name": string, "document": object}',
-                     lambda v: v is None or (isinstance(v, dict) and set(v) == {"name", "document"}
-                                             and isinstance(v["name"], str)
-                                             and isinstance(v["document"], dict)))),
+    "version": _kind("1, 2 or 3", lambda v: is_json_int(v) and v in (1, 2, 3)),
+    "settings": {3: dict(_SETTINGS, config=_CONFIG), 2: dict(_SETTINGS, config=_CONFIG),
                  1: dict(_SETTINGS, config_source=_STR)},
     "placement": {"supergroups": _LIST, "fused_batch_norms": _OBJ, "shared": _LIST,
                   "activation_quantizers": _INT, "param_quantizers": _INT},
-    "quantizers": [{
-        "name": _STR, "kind": _kind('"activation", "input" or "param"',
-                                    lambda v: v in ("activation", "input", "param")),
-        "bitwidth": _INT, "symmetric": _BOOL,
-        "tensors": _kind("a list of strings",
-                         lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
-        "node": _OPT_STR, "param": _OPT_STR, "input_index": _OPT_INT, "axis": _OPT_INT,
-        "strict": _BOOL, "unsigned_symmetric": _BOOL,
-        "fixed_range": _kind("null or [min, max]", lambda v: v is None or (
-            isinstance(v, list) and len(v) == 2
-            and all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in v))),
-        "enabled": _BOOL, "encoding": _kind("an object or null",
-                                            lambda v: v is None or isinstance(v, dict)),
-    }],
+    "quantizers": {3: [dict(_QUANTIZER, frozen=_BOOL)], 2: [_QUANTIZER], 1: [_QUANTIZER]},
 }
-"""The keys of the stored quantsim section, each with what its value must be; `settings` depends
-on the section's version."""
+"""The keys of the stored quantsim section, each with what its value must be; `settings` and
+`quantizers` depend on the section's version."""
 
 
 def _check_value(value, schema, path, where, hint):
@@ -112,7 +115,9 @@ def _check_section(doc, where, hint):
             raise QuantError(f"{where}: missing key '{key}'; allowed keys: "
                              f"{sorted(_SECTION_SCHEMA)}{hint}")
         _check_value(doc[key], _SECTION_SCHEMA[key], key, where, hint)
-    schema = dict(_SECTION_SCHEMA, settings=_SECTION_SCHEMA["settings"][doc["version"]])
+    v = doc["version"]
+    schema = dict(_SECTION_SCHEMA, settings=_SECTION_SCHEMA["settings"][v],
+                  quantizers=_SECTION_SCHEMA["quantizers"][v])
     _check_value(doc, schema, "", where, hint)
 
 
@@ -121,7 +126,7 @@ def section_json(sim) -> dict:
     config = None if sim.config is None else {"name": sim.config.name,
                                               "document": sim.config.to_json()}
     return {
-        "format": "refq-quantsim", "version": 2,
+        "format": "refq-quantsim", "version": 3,
         "settings": {"param_bw": sim.param_bw, "act_bw": sim.act_bw, "scheme": sim.scheme,
                      "scheme_options": sim.scheme_options,
                      "numerics": _numerics_json(sim.numerics),
@@ -131,7 +136,8 @@ def section_json(sim) -> dict:
         "placement": sim.placement,
         "quantizers": [dict(q.to_json(), enabled=sim.enabled[q.name],
                             encoding=(sim.encodings[q.name].to_json()
-                                      if q.name in sim.encodings else None))
+                                      if q.name in sim.encodings else None),
+                            frozen=q.name in sim.frozen)
                        for q in sim.quantizers.values()],
     }
 
@@ -173,10 +179,15 @@ def sim_from_section(cls, graph: Graph, doc: dict, source: str):
     sim.overflow_protection = s["overflow_protection"]
     sim.detect_prequantized = s["detect_prequantized"]
     sim.placement = doc["placement"]
-    sim.quantizers, sim.enabled, sim.encodings = {}, {}, {}
+    sim.quantizers, sim.enabled, sim.encodings, sim.frozen = {}, {}, {}, set()
     for i, qd in enumerate(doc["quantizers"]):
         qd = dict(qd)
         enabled, enc = qd.pop("enabled"), qd.pop("encoding")
+        if qd.pop("frozen", False):
+            if enc is None:
+                raise QuantError(f"{where}, quantizers[{i}] ('{qd['name']}'): frozen without an "
+                                 f"encoding{hint}")
+            sim.frozen.add(qd["name"])
         q = QuantizerSpec.from_json(qd)
         if q.name in sim.quantizers:
             raise QuantError(f"{where}, quantizers[{i}]: the name '{q.name}' appears twice"
