@@ -319,7 +319,7 @@ class QuantSim:
     # ---- persistence (`refq.quant.sim_section`) ----------------------------------------------
     def to_json(self) -> dict:
         """Settings, the config, placement and encodings as one JSON document (the `/encodings`
-        section of .refq.h5 files, version 2). The config is stored as its checked document with
+        section of .refq.h5 files, version 3). The config is stored as its checked document with
         its display name, so the file does not depend on (or reveal) the machine that made it."""
         return section_json(self)
 

@@ -122,7 +122,7 @@ def _check_section(doc, where, hint):
 
 
 def section_json(sim) -> dict:
-    """The `/encodings` section (version 2) of QuantSim `sim`; see the module docstring."""
+    """The `/encodings` section (version 3) of QuantSim `sim`; see the module docstring."""
     config = None if sim.config is None else {"name": sim.config.name,
                                               "document": sim.config.to_json()}
     return {
