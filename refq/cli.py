@@ -43,36 +43,15 @@ import sys
 import numpy as np
 
 from . import __version__
+from .commands import BATCH_HELP, bitwidth, model_argument, positive_int
 from .commands.golden import add_golden_parsers
 from .commands.integer import cmd_compare, cmd_export, cmd_lower, cmd_profiles
 from .commands.model import DEFAULT_MAX_TRACE, cmd_demo, cmd_import, cmd_info, cmd_run
 from .commands.quant import cmd_equalize, cmd_quantize, cmd_report
-from .commands.train import cmd_adaround, cmd_bn_reestimate, cmd_qat
+from .commands.train import add_learning_parsers
 from .data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
 from .errors import RefqError
 from .progress import loop_lines
-
-
-def _positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _bitwidth(text):
-    """argparse type: a quantizer bitwidth (`refq.quant.encoding.check_bitwidth`)."""
-    from .quant.encoding import check_bitwidth
-
-    value = _positive_int(text)
-    try:
-        return check_bitwidth(value)
-    except RefqError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _byte_size(text):
@@ -102,19 +81,12 @@ def _scheme_names():
     return list(ANALYZERS)
 
 
-BATCH_HELP = "images per forward pass (default: {} per batch; smaller uses less memory)"
-
-
 def _equalize_options(s):
     s.add_argument("--relu6-to-relu", action="store_true",
                    help="replace ReLU6 by ReLU so CLE can pass it (AIMET <= 2.3; changes the model)")
     s.add_argument("--through-se", action="store_true",
                    help="let CLE pass squeeze-excitation blocks (a refq extension)")
     s.add_argument("--no-high-bias", action="store_true", help="skip high-bias absorption")
-
-
-def _model_argument(s, what="a model in the refq format (.refq.h5)"):
-    s.add_argument("model", metavar="MODEL", help=what)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     profiles, schemes = _profile_names(), _scheme_names()
 
     s = sub.add_parser("import", help="import a Keras HDF5 model into the refq format")
-    _model_argument(s, "Keras .h5/.hdf5, .keras or .weights.h5 file")
+    model_argument(s, "Keras .h5/.hdf5, .keras or .weights.h5 file")
     s.add_argument("-o", "--output", required=True, metavar="OUT.refq.h5",
                    help="the refq model to write")
     s.add_argument("--architecture", metavar="ARCH.json",
@@ -133,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("info", help="print a model's nodes, shapes, parameters and MACs")
-    _model_argument(s)
+    model_argument(s)
     s.add_argument("--json", action="store_true", help="print the graph JSON instead")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("run", help="run a model on an input array")
-    _model_argument(s, "a float, quantized (`refq quantize`) or integer (`refq lower`) model")
+    model_argument(s, "a float, quantized (`refq quantize`) or integer (`refq lower`) model")
     s.add_argument("--input", required=True, metavar="X.npy|X.npz",
                    help=".npy (single input) or .npz {input name: array}")
     s.add_argument("--output", required=True, metavar="Y.npy|Y.npz",
@@ -157,12 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the output is written as integer codes (default: real values)")
     s.add_argument("--dtype", choices=["float64", "float32"], default=None,
                    help="float mode compute dtype (default float64)")
-    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help=BATCH_HELP.format("the whole input"))
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("quantize", help="place quantizers, calibrate, store the simulation")
-    _model_argument(s, "a float model (.refq.h5 from `refq import`)")
+    model_argument(s, "a float model (.refq.h5 from `refq import`)")
     s.add_argument("--calib", metavar="DATA",
                    help="calibration data: .npy, .npz or a directory of .npy batches")
     s.add_argument("-o", "--output", required=True, metavar="Q.refq.h5",
@@ -174,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range analyzer for weights and activations (default minmax)")
     s.add_argument("--percentile", type=float, help="percentile for --scheme percentile "
                                                     "(default 99.9)")
-    s.add_argument("--param-bw", type=_bitwidth, default=8, metavar="BITS",
+    s.add_argument("--param-bw", type=bitwidth, default=8, metavar="BITS",
                    help="weight bitwidth (default 8)")
-    s.add_argument("--act-bw", type=_bitwidth, default=8, metavar="BITS",
+    s.add_argument("--act-bw", type=bitwidth, default=8, metavar="BITS",
                    help="activation bitwidth (default 8)")
     s.add_argument("--encodings", metavar="OUT.encodings",
                    help="also write AIMET encodings JSON here")
@@ -188,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --load-encodings: accept weight encodings that clip more than 1%% "
                         "of their weights (refused by default: they usually belong to other "
                         "weights, e.g. to the model with unfolded batch norms)")
-    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
     s.add_argument("--fold-bn", action="store_true", default=True,
                    help="fold batch norms into the preceding layers first (the default)")
@@ -208,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("equalize", help="fold batch norms and equalize across layers")
-    _model_argument(s, "a float model (.refq.h5)")
+    model_argument(s, "a float model (.refq.h5)")
     s.add_argument("-o", "--output", required=True, metavar="EQ.refq.h5", help="output .refq.h5")
     s.add_argument("--report", metavar="CLE.json",
                    help="write the fold and equalization report (JSON)")
@@ -216,82 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_equalize)
 
     s = sub.add_parser("report", help="per-quantizer SQNR report of a quantized model")
-    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
     s.add_argument("--data", required=True, help=".npy, .npz or a directory of .npy batches")
     s.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
-    s.add_argument("--top", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--top", type=positive_int, default=None, metavar="N",
                    help="show only the N worst quantizers (default: all)")
-    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("qat", help="quantization-aware fine-tuning of a quantized model")
-    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
-    s.add_argument("--data", required=True, metavar="TRAIN",
-                   help="training inputs: .npy (one-input model) or .npz keyed by input name")
-    s.add_argument("--labels", metavar="LABELS.npy",
-                   help="class index per sample: cross-entropy on the logits")
-    s.add_argument("--teacher", metavar="FLOAT.refq.h5",
-                   help="a float model whose logits are the targets (distillation, KL divergence)")
-    s.add_argument("-o", "--output", required=True, metavar="T.refq.h5",
-                   help="output .refq.h5 with the fine-tuned simulation")
-    s.add_argument("--epochs", type=_positive_int, default=1, help="passes over the data "
-                                                                    "(default 1)")
-    s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    s.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
-                   help="samples per step (default 32)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the sample order (default 0)")
-    s.add_argument("--learn-ranges", action="store_true",
-                   help="learn every quantizer's min and max too (AIMET 2.42 range learning; "
-                        "default: ranges frozen)")
-    s.add_argument("--logits", metavar="TENSOR",
-                   help="the tensor the loss reads (default: the input of the final softmax, "
-                        "else the output)")
-    s.add_argument("--checkpoint", metavar="CK.refq.h5",
-                   help="write the model and its training state after every epoch")
-    s.add_argument("--resume", metavar="CK.refq.h5",
-                   help="go on from a checkpoint (same data, seed and batch size)")
-    s.set_defaults(func=cmd_qat)
-
-    s = sub.add_parser("adaround", help="AdaRound the weights of a quantized model")
-    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
-    s.add_argument("--data", required=True, metavar="CALIB",
-                   help="calibration inputs: .npy (one-input model) or .npz keyed by input name")
-    s.add_argument("-o", "--output", required=True, metavar="R.refq.h5",
-                   help="output .refq.h5 with the rounded weights and their encodings")
-    s.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
-                   help="iterations per layer (default AIMET's: 10000 at >= 8-bit weights, "
-                        "else 15000)")
-    s.add_argument("--param-bw", type=_bitwidth, default=None, metavar="BITS",
-                   help="weight bitwidth (default: the model's)")
-    s.add_argument("--reg", type=float, default=0.01, help="rounding regularizer weight "
-                                                           "(default 0.01)")
-    s.add_argument("--beta", default="20,2", help="start,end of the annealed beta (default 20,2)")
-    s.add_argument("--warm-start", type=float, default=0.2,
-                   help="fraction of the iterations without the regularizer (default 0.2)")
-    s.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
-                   help="samples per iteration (default 32)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the sample draws (default 0)")
-    s.add_argument("--encodings", metavar="OUT.encodings",
-                   help="also write AIMET encodings JSON here")
-    s.set_defaults(func=cmd_adaround)
-
-    s = sub.add_parser("bn-reestimate", help="re-estimate batch-norm statistics on data")
-    _model_argument(s, "a float or quantized model with batch norms")
-    s.add_argument("--data", required=True, metavar="DATA",
-                   help="inputs: .npy (one-input model) or .npz keyed by input name")
-    s.add_argument("-o", "--output", required=True, metavar="OUT.refq.h5", help="output .refq.h5")
-    s.add_argument("--num-batches", type=_positive_int, default=100, metavar="N",
-                   help="batches to average over (default 100, AIMET's)")
-    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                   help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
-    s.add_argument("--fold", action="store_true",
-                   help="then fold the batch norms (into the quantized weights' scales for a "
-                        "quantized model)")
-    s.set_defaults(func=cmd_bn_reestimate)
+    add_learning_parsers(sub)
 
     s = sub.add_parser("lower", help="lower a quantized model to an integer model for a profile")
-    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
     s.add_argument("--profile", required=True, choices=profiles,
                    help="numerics profile (see `refq profiles`)")
     s.add_argument("-o", "--output", required=True, metavar="INT.refq.h5",
@@ -299,13 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_lower)
 
     s = sub.add_parser("compare", help="per layer LSB differences: integer model vs simulation")
-    _model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
     s.add_argument("--profile", required=True, choices=profiles,
                    help="numerics profile (see `refq profiles`)")
     s.add_argument("--data", required=True, help=".npy, .npz or a directory of .npy batches")
     s.add_argument("--json", metavar="CMP.json", help="also write the comparison as JSON")
     s.add_argument("--all-layers", action="store_true", help="list layers without differences too")
-    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
     s.set_defaults(func=cmd_compare)
 
@@ -317,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="write integer parameters or a golden case's arrays as "
                                       "$readmemh hex, C headers or raw binaries, with sidecars")
-    _model_argument(s, "an integer .refq.h5 (from `refq lower`) or a golden case directory")
+    model_argument(s, "an integer .refq.h5 (from `refq lower`) or a golden case directory")
     s.add_argument("--format", required=True, help="hex | c | bin, or a comma list (hex,c,bin)")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
-    s.add_argument("--pack", type=_positive_int, default=1, metavar="K",
+    s.add_argument("--pack", type=positive_int, default=1, metavar="K",
                    help="K elements per memory word, element 0 in the least significant bits; "
                         "applies to elements of <= 8 bits (wider ones stay one per word; "
                         "default 1)")

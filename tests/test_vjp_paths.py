@@ -49,6 +49,18 @@ def conv_reference(x, w, attrs, gy):
     return gx, gw
 
 
+def assert_vjp_is_the_forwards(x, w, strides, dil, padding, pads, groups=1):
+    """conv2d's VJP equals the reference built from the forward, to 1e-12."""
+    attrs = {"strides": list(strides), "dilations": list(dil), "padding": padding,
+             "groups": groups}
+    if pads:
+        attrs["pads"] = pads
+    gy, gx, gw = conv_vjp(x, w, attrs)
+    rx, rw = conv_reference(x, w, attrs, gy)
+    np.testing.assert_allclose(gx, rx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, rw, rtol=1e-12, atol=1e-12)
+
+
 GROUP1 = [  # (kernel, strides, dilations, padding, pads, C): every branch of the group-1 paths
     ((1, 1), (1, 1), (1, 1), "valid", None, 3),              # 1x1: x itself
     ((1, 1), (2, 3), (1, 1), "valid", None, 2),              # 1x1 strided: unread pixels get 0
@@ -68,13 +80,7 @@ def test_group1_paths_match_the_forward(kernel, strides, dil, padding, pads, c, 
     r = np.random.default_rng(width + c)
     x = r.standard_normal((2, 6, width, c))
     w = r.standard_normal((3, *kernel, c))
-    attrs = {"strides": list(strides), "dilations": list(dil), "padding": padding}
-    if pads:
-        attrs["pads"] = pads
-    gy, gx, gw = conv_vjp(x, w, attrs)
-    rx, rw = conv_reference(x, w, attrs, gy)
-    np.testing.assert_allclose(gx, rx, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(gw, rw, rtol=1e-12, atol=1e-12)
+    assert_vjp_is_the_forwards(x, w, strides, dil, padding, pads)
 
 
 DEPTHWISE = [  # (kernel, strides, dilations, padding, pads, H, W)
@@ -90,13 +96,7 @@ def test_depthwise_paths_match_the_forward(kernel, strides, dil, padding, pads, 
     r = np.random.default_rng(h * w)
     x = r.standard_normal((2, h, w, 3))
     wt = r.standard_normal((3, *kernel, 1))
-    attrs = {"strides": list(strides), "dilations": list(dil), "padding": padding, "groups": 3}
-    if pads:
-        attrs["pads"] = pads
-    gy, gx, gw = conv_vjp(x, wt, attrs)
-    rx, rw = conv_reference(x, wt, attrs, gy)
-    np.testing.assert_allclose(gx, rx, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(gw, rw, rtol=1e-12, atol=1e-12)
+    assert_vjp_is_the_forwards(x, wt, strides, dil, padding, pads, groups=3)
 
 
 @pytest.mark.parametrize("groups,kernel", [(1, (1, 1)), (3, (3, 3))])

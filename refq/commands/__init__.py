@@ -7,14 +7,47 @@
     golden   golden generate / check / verify, conformance run
 
 Each `cmd_*` takes the parsed arguments and returns None (success) or an exit status. The heavy
-modules are imported inside the commands, so that `refq --help` starts quickly.
+modules are imported inside the commands, so that `refq --help` starts quickly. The argparse
+types and arguments that several parsers share are here; `refq.cli` builds the parser (the golden
+and learned-quantization subcommands through their modules' `add_*_parsers`).
 """
 from __future__ import annotations
 
+import argparse
 import json
 
 from ..atomic import atomic_path, check_output_path
-from ..errors import OutputError
+from ..errors import OutputError, RefqError
+
+#: Help of the --batch-size of the commands that stream data, formatted with their default.
+BATCH_HELP = "images per forward pass (default: {} per batch; smaller uses less memory)"
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def bitwidth(text):
+    """argparse type: a quantizer bitwidth (`refq.quant.encoding.check_bitwidth`)."""
+    from ..quant.encoding import check_bitwidth
+
+    value = positive_int(text)
+    try:
+        return check_bitwidth(value)
+    except RefqError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def model_argument(s, what="a model in the refq format (.refq.h5)"):
+    """The positional MODEL argument of a subcommand parser."""
+    s.add_argument("model", metavar="MODEL", help=what)
 
 
 def check_outputs(*paths, flag: str | None = None):

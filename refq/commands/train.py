@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 
+from ..data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
 from ..errors import InputError
-from . import check_outputs
+from . import BATCH_HELP, bitwidth, check_outputs, model_argument, positive_int
 
 
 def logits_tensor(graph, name=None) -> str:
@@ -83,26 +84,30 @@ def _teacher_logits(path, feeds, logits, batch_size):
     return np.concatenate(parts)
 
 
-def cmd_qat(args):
-    from ..grad import Adam, cross_entropy, kl_divergence
-    from ..grad.train import train
+def _quantized(path, command: str):
+    """The QuantSim of `path`; an InputError naming the file when it holds none."""
     from ..model_io import load, load_section
     from ..quant.placement import integer_model_kind
     from ..quant.quantsim import QuantSim
+
+    if integer_model_kind(load(path)) is not None:
+        raise InputError(f"{path}: an integer model; {command} takes the quantized model it was "
+                         "lowered from (the output of `refq quantize`)")
+    if load_section(path, "encodings") is None:
+        raise InputError(f"{path}: a float model without a quantization simulation; quantize it "
+                         f"first (`refq quantize {path} --calib DATA -o Q.refq.h5`)")
+    return QuantSim.load(path)
+
+
+def cmd_qat(args):
+    from ..grad import Adam, cross_entropy, kl_divergence
+    from ..grad.train import train
 
     if (args.labels is None) == (args.teacher is None):
         raise InputError("give --labels LABELS.npy (cross-entropy) or --teacher FLOAT.refq.h5 "
                          "(distillation), one of the two")
     check_outputs(args.output, args.checkpoint)
-    graph = load(args.model)
-    if integer_model_kind(graph) is not None:
-        raise InputError(f"{args.model}: an integer model; `refq qat` fine-tunes the quantized "
-                         "model it was lowered from (the output of `refq quantize`)")
-    if load_section(args.model, "encodings") is None:
-        raise InputError(f"{args.model}: a float model without a quantization simulation; "
-                         f"quantize it first (`refq quantize {args.model} --calib DATA -o "
-                         "Q.refq.h5`)")
-    sim = QuantSim.load(args.model)
+    sim = _quantized(args.model, "`refq qat`")
     logits = logits_tensor(sim.graph, args.logits)
     feeds, n = _training_data(args.data, sim.graph)
     if n < args.batch_size:
@@ -126,21 +131,6 @@ def cmd_qat(args):
               f"{what} on '{logits}'{ranges}, loss {first:.4g} (first {k}) -> {last:.4g} (last {k}) "
               f"-> {args.output}",
               file=sys.stdout)
-
-
-def _quantized(path, command: str):
-    """The QuantSim of `path`; an InputError naming the file when it holds none."""
-    from ..model_io import load, load_section
-    from ..quant.placement import integer_model_kind
-    from ..quant.quantsim import QuantSim
-
-    if integer_model_kind(load(path)) is not None:
-        raise InputError(f"{path}: an integer model; {command} takes the quantized model it was "
-                         "lowered from (the output of `refq quantize`)")
-    if load_section(path, "encodings") is None:
-        raise InputError(f"{path}: a float model without a quantization simulation; quantize it "
-                         f"first (`refq quantize {path} --calib DATA -o Q.refq.h5`)")
-    return QuantSim.load(path)
 
 
 def cmd_adaround(args):
@@ -193,3 +183,74 @@ def cmd_bn_reestimate(args):
         print(f"re-estimated the batch norms of {args.model} ({len(report['batch_norms'])} "
               f"nodes, {report['num_batches']} batches)"
               + (", folded" if args.fold else "") + f" -> {args.output}")
+
+def _sampling_options(s, unit: str):
+    """--batch-size and --seed of a command that draws seeded samples every `unit`."""
+    s.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                   help=f"samples per {unit} (default 32)")
+    s.add_argument("--seed", type=int, default=0,
+                   help=f"seed of the samples each {unit} draws (default 0)")
+
+
+def add_learning_parsers(sub):
+    """Add `refq qat`, `refq adaround` and `refq bn-reestimate` to `sub`."""
+    s = sub.add_parser("qat", help="quantization-aware fine-tuning of a quantized model")
+    model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    s.add_argument("--data", required=True, metavar="TRAIN",
+                   help="training inputs: .npy (one-input model) or .npz keyed by input name")
+    s.add_argument("--labels", metavar="LABELS.npy",
+                   help="class index per sample: cross-entropy on the logits")
+    s.add_argument("--teacher", metavar="FLOAT.refq.h5",
+                   help="a float model whose logits are the targets (distillation, KL divergence)")
+    s.add_argument("-o", "--output", required=True, metavar="T.refq.h5",
+                   help="output .refq.h5 with the fine-tuned simulation")
+    s.add_argument("--epochs", type=positive_int, default=1, help="passes over the data "
+                                                                    "(default 1)")
+    s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    _sampling_options(s, "step")
+    s.add_argument("--learn-ranges", action="store_true",
+                   help="learn every quantizer's min and max too (AIMET 2.42 range learning; "
+                        "default: ranges frozen)")
+    s.add_argument("--logits", metavar="TENSOR",
+                   help="the tensor the loss reads (default: the input of the final softmax, "
+                        "else the output)")
+    s.add_argument("--checkpoint", metavar="CK.refq.h5",
+                   help="write the model and its training state after every epoch")
+    s.add_argument("--resume", metavar="CK.refq.h5",
+                   help="go on from a checkpoint (same data, seed and batch size)")
+    s.set_defaults(func=cmd_qat)
+
+    s = sub.add_parser("adaround", help="AdaRound the weights of a quantized model")
+    model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
+    s.add_argument("--data", required=True, metavar="CALIB",
+                   help="calibration inputs: .npy (one-input model) or .npz keyed by input name")
+    s.add_argument("-o", "--output", required=True, metavar="R.refq.h5",
+                   help="output .refq.h5 with the rounded weights and their encodings")
+    s.add_argument("--iterations", type=positive_int, default=None, metavar="N",
+                   help="iterations per layer (default AIMET's: 10000 at >= 8-bit weights, "
+                        "else 15000)")
+    s.add_argument("--param-bw", type=bitwidth, default=None, metavar="BITS",
+                   help="weight bitwidth (default: the model's)")
+    s.add_argument("--reg", type=float, default=0.01, help="rounding regularizer weight "
+                                                           "(default 0.01)")
+    s.add_argument("--beta", default="20,2", help="start,end of the annealed beta (default 20,2)")
+    s.add_argument("--warm-start", type=float, default=0.2,
+                   help="fraction of the iterations without the regularizer (default 0.2)")
+    _sampling_options(s, "iteration")
+    s.add_argument("--encodings", metavar="OUT.encodings",
+                   help="also write AIMET encodings JSON here")
+    s.set_defaults(func=cmd_adaround)
+
+    s = sub.add_parser("bn-reestimate", help="re-estimate batch-norm statistics on data")
+    model_argument(s, "a float or quantized model with batch norms")
+    s.add_argument("--data", required=True, metavar="DATA",
+                   help="inputs: .npy (one-input model) or .npz keyed by input name")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.refq.h5", help="output .refq.h5")
+    s.add_argument("--num-batches", type=positive_int, default=100, metavar="N",
+                   help="batches to average over (default 100, AIMET's)")
+    s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help=BATCH_HELP.format(DEFAULT_DATA_BATCH))
+    s.add_argument("--fold", action="store_true",
+                   help="then fold the batch norms (into the quantized weights' scales for a "
+                        "quantized model)")
+    s.set_defaults(func=cmd_bn_reestimate)
