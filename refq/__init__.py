@@ -17,8 +17,23 @@ def import_keras(path, architecture=None) -> Graph:
     return _import(path, architecture=architecture)
 
 
+def import_tflite(path):
+    """Import a `.tflite` model (float, fully integer or dynamic-range); needs the `tflite` extra."""
+    from .importers.tflite import import_tflite as _import
+
+    return _import(path)
+
+
+def import_onnx(path):
+    """Import an `.onnx` model (float, QDQ or integer-op); needs the `onnx` extra."""
+    from .importers.onnx import import_onnx as _import
+
+    return _import(path)
+
+
 __all__ = [
-    "Graph", "Node", "TensorSpec", "load", "save", "run", "Plan", "import_keras", "summarize",
+    "Graph", "Node", "TensorSpec", "load", "save", "run", "Plan", "import_keras", "import_tflite",
+    "import_onnx", "summarize",
     "RefqError", "FormatError", "GraphError", "ShapeError", "ParamError",
     "UnsupportedLayerError", "InputError", "OutputError", "QuantError", "__version__",
 ]

@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     profiles, schemes = _profile_names(), _scheme_names()
 
-    s = sub.add_parser("import", help="import a Keras HDF5 model into the refq format")
-    model_argument(s, "Keras .h5/.hdf5, .keras or .weights.h5 file")
+    s = sub.add_parser("import", help="import a Keras, TFLite or ONNX model into the refq format")
+    model_argument(s, "Keras .h5/.hdf5, .keras or .weights.h5 file, .tflite or .onnx file")
     s.add_argument("-o", "--output", required=True, metavar="OUT.refq.h5",
                    help="the refq model to write")
     s.add_argument("--architecture", metavar="ARCH.json",

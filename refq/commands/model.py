@@ -16,13 +16,21 @@ from . import check_outputs
 
 
 def cmd_import(args):
-    from .. import import_keras, save
+    """Keras HDF5 files become float graphs; `.tflite` and `.onnx` files become what they hold
+    (a float graph, a quantization simulation or an integer graph), through their readers."""
+    from .. import save
+    from ..importers.by_suffix import import_model
 
     check_outputs(args.output)
-    graph = import_keras(args.model, architecture=args.architecture)
-    save(graph, args.output)
+    model = import_model(args.model, architecture=args.architecture)
+    if hasattr(model, "save"):
+        model.save(args.output)
+        nodes = len(model.graph.nodes)
+    else:
+        save(model, args.output)
+        nodes = len(model.nodes)
     if not args.quiet:
-        print(f"imported {args.model}: {len(graph.nodes)} nodes -> {args.output}")
+        print(f"imported {args.model}: {nodes} nodes -> {args.output}")
 
 
 def cmd_info(args):
