@@ -10,7 +10,11 @@ The model and its 1,000 labelled text lines are `refq.ppocr_data`. The demo
 4. lowers the per-channel W8A8 model to an integer model for every shipped numerics profile and
    prints each one's accuracy and how many values differ from the integer-faithful simulation
    (each layer on the simulation's own inputs, so a difference belongs to that layer's rounding);
-5. prints its wall time with a breakdown by section, and the CPU time of each section (which a
+5. prints the learned-quantization table (`refq.demo_learned`): PP-OCR at W4A8 per-channel with
+   nearest rounding, SeqMSE, AdaRound and quantization-aware training, learned from the bundled
+   training lines and measured on the test lines, each with the share of nearest rounding's loss
+   it recovers and its time;
+6. prints its wall time with a breakdown by section, and the CPU time of each section (which a
    loaded machine does not inflate). The forward passes run as jobs in worker processes (Speed);
    the time of a section is the sum of its jobs' own times (plus, for import + FP32 and W8A8, the
    import and the calibration), so the sections overlap.
@@ -21,9 +25,10 @@ the batch loops show bars instead. `--quiet` silences both.
 Speed: work is shared where the printed numbers allow it (the BN-folded graph and the W8A8
 simulations reused by the data-free table, the lowering done once per profile); BLAS runs on one
 thread for the duration of the demo (`refq.parallel.single_blas_thread`). Only the import and
-the two W8A8 calibrations (200 lines) run first, in this process; every pass over the test set is
-then an independent job (the FP32 forward, the two W8A8 accuracies, the report, each simulation
-of the data-free table, each integer profile), run in `refq.parallel.WORKERS` forked processes,
+the two W8A8 calibrations (200 lines) and the W4A8 one (64 training lines) run first, in this
+process; every pass over the test set is then an independent job (the FP32 forward, the two W8A8
+accuracies, the report, each simulation of the data-free table, each integer profile, each
+learned-quantization method), run in `refq.parallel.WORKERS` forked processes,
 longest first, and their results are printed in the sequential order as soon as the jobs before
 them are done (`refq.parallel.parallel`). Every number is that of the sequential run.
 """
@@ -34,7 +39,9 @@ import time
 import numpy as np
 
 from . import parallel as par
-from .ppocr_data import EXPECTED_FP32_ACCURACY, load_calibration_set, load_model, load_test_set
+from . import demo_learned
+from .ppocr_data import (EXPECTED_FP32_ACCURACY, load_calibration_set, load_model, load_test_set,
+                         load_training_set)
 from .progress import Stage, on_terminal, stage
 
 def main(quiet: bool = False) -> dict:
@@ -44,7 +51,7 @@ def main(quiet: bool = False) -> dict:
 
 
 SECTIONS = (("fp32", "import + FP32"), ("w8a8", "W8A8"), ("report", "report"),
-            ("data_free", "data-free"), ("integer", "integer"))
+            ("data_free", "data-free"), ("integer", "integer"), ("learned", "learned"))
 
 
 def _demo(quiet: bool) -> dict:
@@ -74,25 +81,36 @@ def _demo(quiet: bool) -> dict:
         sims = {config: _calibrated(folded, config, calib, quiet_loops)
                 for config in ("per_tensor", "per_channel")}
         w8a8.detail = f"2 simulations on {len(calib)} lines"
+    with stage("W4A8 calibration", quiet) as w4a8:
+        train = load_training_set()
+        w4_calib = train[0][:demo_learned.LEARNED_CALIBRATION_LINES]
+        w4_sim, w4_seconds = demo_learned.nearest_sim(folded, w4_calib, quiet_loops)
+        w4a8.detail = f"{len(w4_calib)} training lines"
     sequential = time.perf_counter() - t0
     out = {"calibration_lines": len(calib)}
-    jobs = [("fp32", _fp32_job(graph, x, y, p_onnx, quiet))]
+    learned = demo_learned.learned_jobs(w4_sim, w4_seconds, w4_calib, train, x, y, quiet)
+    # the longest jobs first (AdaRound, QAT, SeqMSE, bias correction, an integer profile, the FP32
+    # forward), so that the workers finish together
+    by_method = {key[1]: (key, job) for key, job in learned}
+    jobs = [by_method[m] for m in ("AdaRound", "QAT", "SeqMSE")]
+    jobs.append(("fp32", _fp32_job(graph, x, y, p_onnx, quiet)))
     data_free = _data_free_jobs(graph, folded, x, y, calib, quiet)
-    # the longest jobs first (bias correction, an integer profile, the FP32 forward), so that the
-    # workers finish together
     jobs += [j for j in data_free if j[0][2] == "bias_correction"]
     jobs += _integer_jobs(sims["per_channel"], x, y, quiet)
     jobs.append(("report", _report_job(sims["per_tensor"], x, quiet)))
     jobs += [(("w8a8", config), _accuracy_job(config, sim, x, y, quiet))
              for config, sim in sims.items()]
     jobs += [j for j in data_free if j[0][2] != "bias_correction"]
+    jobs.append(by_method["nearest"])
     printers = [_FP32Printer(out, len(y), import_seconds), _W8A8Printer(out, sims, w8a8.wall),
-                _ReportPrinter(out), _DataFreePrinter(out, len(y)), _IntegerPrinter(out)]
+                _ReportPrinter(out), _DataFreePrinter(out, len(y)), _IntegerPrinter(out),
+                demo_learned.LearnedPrinter(out, len(y), len(train[1]))]
     spent = {key: Stage(key) for key, _ in SECTIONS}
     spent["fp32"].wall, spent["fp32"].cpu = fp32.wall, fp32.cpu
     spent["w8a8"].wall, spent["w8a8"].cpu = w8a8.wall, w8a8.cpu
+    spent["learned"].wall, spent["learned"].cpu = w4a8.wall, w4a8.cpu
     children = par.children_cpu()
-    with stage("FP32, W8A8, report, data-free, integer", quiet) as section:
+    with stage("FP32, W8A8, report, data-free, integer, learned", quiet) as section:
         results = {}
         work = par.parallel([job for _, job in jobs], "jobs", quiet_loops)
         for i, (result, wall, cpu) in work:
@@ -157,15 +175,20 @@ def _fp32_job(graph, x, y, p_onnx, quiet):
     return job
 
 
+def _index(jobs, key) -> int:
+    """The index of the job whose key is `key`."""
+    return next(i for i, (k, _) in enumerate(jobs) if k == key)
+
+
 class _FP32Printer:
     def __init__(self, out, lines, import_seconds):
         self.out, self.lines, self.import_seconds = out, lines, import_seconds
 
     def ready(self, jobs, results):
-        return 0 in results
+        return _index(jobs, "fp32") in results
 
     def emit(self, jobs, results):
-        r = dict(results[0])
+        r = dict(results[_index(jobs, "fp32")])
         forward = r.pop("forward_seconds")
         self.out.update(r)
         print(f"FP32    accuracy {r['fp32_accuracy']:.1%} (expected "
@@ -226,12 +249,12 @@ class _ReportPrinter:
         self.out = out
 
     def ready(self, jobs, results):
-        return jobs.index(next(j for j in jobs if j[0] == "report")) in results
+        return _index(jobs, "report") in results
 
     def emit(self, jobs, results):
         from .report import format_report
 
-        report = results[jobs.index(next(j for j in jobs if j[0] == "report"))]
+        report = results[_index(jobs, "report")]
         self.out["worst_quantizers"] = [r["quantizer"] for r in report["quantizers"][:5]]
         print("\nfive worst quantizers, per-tensor W8A8 (first 200 test lines):")
         print("\n".join("  " + line for line in format_report(report, top=5).splitlines()))

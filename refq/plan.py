@@ -49,7 +49,7 @@ import sys
 
 import numpy as np
 
-from .errors import InputError
+from .errors import GraphError, InputError
 from .feeds import _check_feeds
 from .graph import Graph
 from .ops import get_op
@@ -222,31 +222,32 @@ class Plan:
             steps.append(step)
         return steps
 
-    def _steps(self, hooks: _Hooks, fused: bool, trace: bool, call):
+    def _steps(self, hooks: _Hooks, fused: bool, trace, call):
         """The steps of a run: cached when the run has no hooks (they depend on its hooks)."""
         key = (fused, trace, call)
         if not hooks.any and key in self._cache:
             return self._cache[key]
         steps = self._fused_steps(hooks) if fused else self._plain_steps(call)
-        keep = set(self.slot.values()) if trace else {self.slot[t] for t in self.outputs}
+        keep = {self.slot[t] for t in self._returned(trace)}
         _set_lifetimes(steps, keep)
         if not hooks.any and call is None:
             self._cache[key] = steps
         return steps
 
     # ---- running ----------------------------------------------------------------------------------
-    def run(self, feeds, trace: bool = False, batch_size: int | None = None, quiet: bool = True,
+    def run(self, feeds, trace=False, batch_size: int | None = None, quiet: bool = True,
             *, tensor_hooks: dict | None = None, inplace_hooks: dict | None = None,
             input_hooks: dict | None = None, on_tensor=None, on_input=None, call=None,
             threads: int | None = None, step_times: list | None = None) -> dict:
-        """{output name: array} (with trace=True, every tensor by name) of the graph on `feeds`
-        ({input name: array}, or one array for a single-input graph); see `refq.runtime.run`
-        and the module docstring. step_times: a list that receives (node names, seconds) of
+        """{output name: array} (with trace=True, every tensor by name; with trace a collection of
+        tensor names, those tensors) of the graph on `feeds` ({input name: array}, or one array
+        for a single-input graph); see `refq.runtime.run` and the module docstring. step_times: a list that receives (node names, seconds) of
         every step of every chunk: the time of its computation alone (for profiling the runtime
         itself: the rest is the runtime's own cost). threads: how many threads compute batch
         chunks; None: `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks
         that may not be thread-safe); any other number promises the hooks are."""
         feeds = _check_feeds(self, feeds)
+        trace = self._check_trace(trace)
         if batch_size is not None and batch_size <= 0:
             raise InputError(f"run: batch_size must be positive, got {batch_size}")
         for name in list(tensor_hooks or ()) + list(inplace_hooks or ()):
@@ -271,6 +272,16 @@ class Plan:
         if len(parts) == 1:
             return parts[0]
         return {k: np.concatenate([c[k] for c in parts], axis=0) for k in parts[0]}
+
+    def _check_trace(self, trace):
+        """True, False, or a frozenset of tensor names (GraphError naming an unknown one)."""
+        if isinstance(trace, (bool, np.bool_)):
+            return bool(trace)
+        names = frozenset(trace)
+        unknown = sorted(names - set(self.slot))
+        if unknown:
+            raise GraphError(f"model '{self.name}' has no tensor '{unknown[0]}' to trace")
+        return names
 
     def _forward(self, feeds: list, steps, trace, hooks, step_times) -> dict:
         values: list = [None] * len(self.slot)
@@ -299,9 +310,14 @@ class Plan:
                 owned = y.flags.owndata and y.flags.writeable and sys.getrefcount(y) == 2
                 y = hooks.tensor(hooks.name_of[step.out], y, owned)
             values[step.out] = y
-        if trace:
-            return {t: values[i] for t, i in self.slot.items()}
-        return {t: values[self.slot[t]] for t in self.outputs}
+        return {t: values[self.slot[t]] for t in self._returned(trace)}
+
+    def _returned(self, trace) -> tuple:
+        """The tensors a run returns: every tensor (trace=True), the named ones (a frozenset) or
+        the graph outputs."""
+        if trace is True:
+            return tuple(self.slot)
+        return tuple(trace) if trace else tuple(self.outputs)
 
 
 def inplace_step(op: str, params, attrs, dtype):

@@ -2,7 +2,9 @@
 
 The model (MobileNetV3-small x0.35, Keras 3 HDF5) and the lines ship in `refq/data/ppocr_cls/`
 (Apache-2.0, see LICENSE and NOTICE there). `load_test_set` gives the labelled test inputs,
-`load_calibration_set` unlabelled calibration inputs drawn with another noise seed.
+`load_calibration_set` unlabelled calibration inputs drawn with another noise seed, and
+`load_training_set` 1,000 further labelled lines (none with a test line's text) for the methods
+that learn from data (SeqMSE, AdaRound, quantization-aware training).
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from importlib import resources
 import numpy as np
 
 __all__ = ["load_model", "load_test_set", "load_calibration_set", "textline_inputs", "data_path",
-           "EXPECTED_FP32_ACCURACY", "CALIBRATION_LINES", "CALIBRATION_NOISE_SEED"]
+           "EXPECTED_FP32_ACCURACY", "CALIBRATION_LINES", "CALIBRATION_NOISE_SEED", "load_training_set",
+           "TRAINING_NOISE_SEED"]
 
 DATA = "data/ppocr_cls"
 EXPECTED_FP32_ACCURACY = 0.979
 CALIBRATION_LINES = 200
 CALIBRATION_NOISE_SEED = 1
+TRAINING_NOISE_SEED = 2
 
 
 def data_path(name: str) -> str:
@@ -58,6 +62,15 @@ def load_calibration_set(n: int = CALIBRATION_LINES) -> np.ndarray:
     """Unlabelled calibration inputs: the first n lines with noise seed CALIBRATION_NOISE_SEED."""
     X, _, widths, _ = _lines()
     return textline_inputs(X[:n], widths[:n], noise_seed=CALIBRATION_NOISE_SEED)
+
+
+def load_training_set(n: int | None = None):
+    """(inputs NHWC float32, labels) of the first n (default all 1,000) training lines, drawn with
+    noise seed TRAINING_NOISE_SEED. The lines come from the test set's generator with another seed,
+    and no line has the text of a test line (NOTICE)."""
+    with np.load(data_path("textlines_train1000.npz"), allow_pickle=False) as z:
+        X, y, widths = z["X"][:n], z["y"][:n], z["widths"][:n]
+    return textline_inputs(X, widths, noise_seed=TRAINING_NOISE_SEED), y
 
 
 def load_model():

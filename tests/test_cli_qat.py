@@ -111,3 +111,6 @@ def test_adaround_and_bn_reestimate_commands(capsys, tmp_path):
     fails_cleanly(capsys, tmp_path, "adaround", tmp_path / "q.refq.h5", "--data",
                   tmp_path / "x.npy", "--beta", "3", "-o", tmp_path / "z.refq.h5",
                   needles=["--beta 3"])
+    fails_cleanly(capsys, tmp_path, "adaround", tmp_path / "q.refq.h5", "--data",
+                  tmp_path / "x.npy", "--batch-size", "1000", "-o", tmp_path / "z.refq.h5",
+                  needles=["fewer than --batch-size 1000"])

@@ -150,6 +150,22 @@ def test_residual_add_in_place_and_feeds_untouched():
         assert np.array_equal(x, keep)
 
 
+def test_trace_of_named_tensors_returns_those_bit_for_bit():
+    """trace={names} returns exactly those tensors, equal to the full trace's; an unknown name
+    is a GraphError naming it."""
+    g = Graph([TensorSpec("x", (None, 6), "float32")], ["t"],
+              [node("relu", "a", ["x"]), node("add", "s", ["a", "x"]),
+               node("relu6", "b", ["s"]), node("add", "t", ["b", "x"])])
+    x = RNG.normal(size=(70, 6))
+    plan = Plan(g, np.float32)
+    full = plan.run(x, trace=True, batch_size=16)
+    some = plan.run(x, trace={"a", "s"}, batch_size=16)
+    assert set(some) == {"a", "s"}
+    same_bits(some, {k: full[k] for k in some})
+    with pytest.raises(refq.GraphError, match="no tensor 'nope'"):
+        plan.run(x, trace=["nope"])
+
+
 def test_identity_and_reshape_views_are_never_overwritten():
     """identity returns its input and reshape a view of it: both stay live and correct while an
     in-place op consumes one of them."""

@@ -515,3 +515,48 @@ def test_strict_and_unsigned_symmetric_flags():
     c = parse_config(minimal(), SRC)
     assert c.strict_symmetric is False and c.unsigned_symmetric is False
     assert c.model_input_quantized is False and c.model_output_quantized is None
+
+
+# ------------------------------------------------------------------------- supported kernels
+
+def _kernel(act, param, dtype="int"):
+    return {"activation": {"bitwidth": act, "dtype": dtype}, "param": {"bitwidth": param,
+                                                                      "dtype": dtype}}
+
+
+def test_supported_kernels_allow_only_the_listed_integer_kernels():
+    """defaults.supported_kernels [A8/W8, A16/W8, fp16]: A8/W8 and A16/W8 pass, A8/W4 is refused
+    naming the key path and the allowed pairs; an op type's own list applies when the model has
+    that op type; an empty list or none allows every bitwidth."""
+    cfg = parse_config(with_(minimal(), "defaults.supported_kernels",
+                             [_kernel(8, 8), _kernel(16, 8), _kernel(16, 16, "float")]), SRC)
+    cfg.check_bitwidths(8, 8)
+    cfg.check_bitwidths(8, 16)
+    with pytest.raises(QuantError) as err:
+        cfg.check_bitwidths(4, 8)
+    msg = str(err.value)
+    for part in (SRC, "defaults.supported_kernels", "A8/W8, A16/W8", "parameter bitwidth 4"):
+        assert part in msg, msg
+    conv = parse_config(with_(minimal(), "op_type.Conv.supported_kernels", [_kernel(8, 4)]), SRC)
+    conv.check_bitwidths(8, 8)                    # no Conv in the model
+    with pytest.raises(QuantError, match="op_type.Conv.supported_kernels allows A8/W4"):
+        conv.check_bitwidths(8, 8, {"Conv", "Relu"})
+    conv.check_bitwidths(4, 8, {"Conv"})
+    parse_config(full(), SRC).check_bitwidths(3, 5, {"Conv"})   # empty lists
+
+
+def test_quantsim_and_adaround_refuse_a_bitwidth_the_config_forbids():
+    import numpy as np
+
+    from refq.algorithms import adaround
+    from refq.graph import Graph, Node, TensorSpec
+    from refq.quant.quantsim import QuantSim
+
+    g = Graph([TensorSpec("x", (None, 3), "float32")], ["y"],
+              [Node("fc", "dense", ["x"], ["y"], {}, {"weight": np.eye(2, 3)})])
+    cfg = with_(minimal(), "defaults.supported_kernels", [_kernel(8, 8)])
+    with pytest.raises(QuantError, match="allows A8/W8"):
+        QuantSim(g, cfg, param_bw=4)
+    sim = QuantSim(g, cfg).compute_encodings(np.ones((4, 3), np.float32))
+    with pytest.raises(QuantError, match="parameter bitwidth 4"):
+        adaround(sim, np.ones((4, 3), np.float32), iterations=2, param_bw=4)

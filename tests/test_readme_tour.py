@@ -79,20 +79,31 @@ def test_golden_commands_from_the_repository_root(monkeypatch, capsys):
 
 
 def test_demo_runs_end_to_end_on_a_subset(monkeypatch, capsys):
-    """`refq demo` (the quick start's first command) on 40 test lines and 20 calibration lines:
-    every section runs, in the worker processes, and prints its table and its times."""
-    from refq import demo
+    """`refq demo` (the quick start's first command) on 40 test lines, 20 calibration lines and
+    40 training lines (8 of them for W4A8 calibration, SeqMSE and AdaRound; AdaRound 3 iterations
+    per layer, QAT one epoch): every section runs, in the worker processes, and prints its table
+    and its times."""
+    from refq import demo, demo_learned
 
     x, y, p = demo.load_test_set()
     pick = np.r_[0:20, 980:1000]   # both classes
     monkeypatch.setattr(demo, "load_test_set", lambda: (x[pick], y[pick], p[pick]))
     monkeypatch.setattr(demo, "load_calibration_set",
                         lambda n=20, f=demo.load_calibration_set: f(20))
+    monkeypatch.setattr(demo, "load_training_set",
+                        lambda n=40, f=demo.load_training_set: f(40))
+    monkeypatch.setattr(demo_learned, "LEARNED_CALIBRATION_LINES", 8)
+    monkeypatch.setattr(demo_learned, "ADAROUND_ITERATIONS", 3)
+    monkeypatch.setattr(demo_learned, "QAT_EPOCHS", 1)
     code, out, err = cli(capsys, "demo", "--quiet")
     assert code == 0, err
     for heading in ("FP32    accuracy", "W8A8 quantization simulation", "five worst quantizers",
-                    "data-free quantization", "integer models", "time    "):
+                    "data-free quantization", "integer models", "learned quantization",
+                    "time    "):
         assert heading in out, heading
+    for method in ("nearest rounding", "SeqMSE (20 candidates, mse)",
+                   "AdaRound (3 iterations/layer)", "QAT (1 epoch, labels)"):
+        assert re.search(rf"^  {re.escape(method)} +\d+\.\d%", out, flags=re.M), method
     assert len(re.findall(r"^  W[865]A8 ", out, flags=re.M)) == 3
     from refq.fixedpoint.profiles import PROFILES
     for profile in PROFILES:

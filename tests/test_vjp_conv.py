@@ -134,6 +134,23 @@ def test_every_entry_matches_the_forward(geometry):
         close(gp["bias"], gy.sum(axis=(0, 1, 2)))
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES[::7], ids=IDS[::7])
+def test_parameter_gradients_alone_are_the_same_numbers(geometry):
+    """inputs_grad=False (AdaRound's weight-only VJP) gives bit-identical parameter gradients and
+    no ∂L/∂x where the evaluation can skip it (depthwise, pointwise and group-1 kernels)."""
+    x, params, attrs = make_case(*geometry, seed=GEOMETRIES.index(geometry))
+    y, gy, gx, gp = vjp(x, params, attrs)
+    (gx2,), gp2 = OP.vjp([x], params, attrs_of(**attrs), y, gy, inputs_grad=False)
+    assert set(gp2) == set(gp)
+    for k in gp:
+        np.testing.assert_array_equal(gp2[k], gp[k])
+    groups = attrs["groups"]
+    if groups == 1 or groups == x.shape[3] == params["weight"].shape[0]:
+        assert gx2 is None
+    else:
+        np.testing.assert_array_equal(gx2, gx)
+
+
 ADJOINT = [  # (C, O, attrs) on x [3, 17, 19, C] with a 3x3 kernel unless "k" says otherwise
     (8, 12, {}),
     (8, 12, {"padding": "same", "strides": [2, 2]}),

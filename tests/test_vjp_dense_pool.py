@@ -60,6 +60,20 @@ def test_dense_vjp_finite_differences(xs, units, bias):
     check_vjp("dense", [rng.standard_normal(xs)], params, samples=60)
 
 
+def test_dense_parameter_gradients_alone_are_the_same_numbers():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 7))
+    params = {"weight": rng.standard_normal((5, 7)), "bias": rng.standard_normal(5)}
+    op = REGISTRY["dense"]
+    y = op.forward([x], params, {})
+    gy = rng.standard_normal(y.shape)
+    _, gp = op.vjp([x], params, {}, y, gy)
+    (gx,), gp2 = op.vjp([x], params, {}, y, gy, inputs_grad=False)
+    assert gx is None and set(gp2) == set(gp)
+    for k in gp:
+        np.testing.assert_array_equal(gp2[k], gp[k])
+
+
 @pytest.mark.parametrize("xs,units", DENSE_SHAPES)
 def test_dense_vjp_matches_definition(xs, units):
     """∂L/∂x = G·W, ∂L/∂W = Gᵀ·X, ∂L/∂b = Σ_r G[r] as explicit sums over Python floats."""

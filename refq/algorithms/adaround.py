@@ -53,7 +53,9 @@ Output
     0 or 1.
 Errors
     QuantError: no conv2d/dense has an enabled weight quantizer; data with no samples or NaN/Inf;
-    bad iterations, reg, beta, warm_start, batch_size or param_bw. InputError: data that does not
+    bad iterations, reg, beta, warm_start, batch_size or param_bw, or a param_bw that the
+    config's `supported_kernels` do not list. (Fewer samples than batch_size is allowed, as in
+    AIMET: each step then uses all of them; `refq adaround` refuses it.) InputError: data that does not
     match the graph's inputs (a scalar, a wrong shape).
 """
 from __future__ import annotations
@@ -68,6 +70,7 @@ from ..errors import QuantError
 from ..grad.optim import Adam
 from ..layers import REGISTRY, activations
 from ..plan import Plan
+from ..quant.config import ONNX_TYPE
 from ..quant.grid import check_bitwidth
 from ..quant.quantsim import QuantSim, check_calibration_batch
 from .adaround_loss import (beta_at, floor_codes, in_warm_start, initial_alpha,
@@ -131,7 +134,7 @@ class LayerProblem:
         recon, g_out = recon_loss_and_grad(out, self.target[idx])
         g_y = g_out if self.act_op is None else \
             self.act_op.vjp([pre], {}, dict(self.act.attrs), out, g_out)[0][0]
-        g_w = self.op.vjp([x], params, self.attrs, y, g_y)[1]["weight"]
+        g_w = self.op.vjp([x], params, self.attrs, y, g_y, inputs_grad=False)[1]["weight"]
         grad = (g_w.astype(np.float32) * dw_dh) * soft_rounding_grad(alpha)
         round_value = 0.0
         if not in_warm_start(iteration, self.iterations, self.warm_start):
@@ -225,6 +228,8 @@ def adaround(sim: QuantSim, data, iterations=None, reg=0.01, beta=(20, 2), warm_
     params_on = {q.name: q.kind == "param" and bool(sim.enabled.get(q.name, False))
                  for q in work.quantizers.values()}
     if param_bw is not None:
+        work.config.check_bitwidths(int(param_bw), work.act_bw,
+                                    {ONNX_TYPE.get(n.op) for n in work.graph.nodes})
         work.param_bw = int(param_bw)
         for q in work.quantizers.values():
             if q.kind == "param":
@@ -241,13 +246,13 @@ def adaround(sim: QuantSim, data, iterations=None, reg=0.01, beta=(20, 2), warm_
     if iterations is None:
         iterations = default_iterations([work.quantizers[n].bitwidth for _, n in layers])
     dtype = work.numerics.dtype.type
-    float_out = Plan(sim.graph, dtype).run(feeds, trace=True)
+    float_out = Plan(sim.graph, dtype).run(feeds, trace={n.outputs[0] for n, _ in layers})
     rng = np.random.default_rng(seed)
     report = {"iterations": int(iterations), "layers": {}, "skipped": skipped}
     for node, qname in layers:
         start = time.perf_counter()
         node = work.graph.node(node.name)
-        x = work.plan(params_on).run(feeds, trace=True)[node.inputs[0]]
+        x = work.plan(params_on).run(feeds, trace={node.inputs[0]})[node.inputs[0]]
         act = following_activation(work.graph, node)
         problem = LayerProblem(node, work.encodings[qname], x, float_out[node.outputs[0]], act,
                                iterations=int(iterations), reg=float(reg),

@@ -145,6 +145,8 @@ def cmd_adaround(args):
         beta = ()
     if len(beta) != 2:
         raise InputError(f"--beta {args.beta}: give the start and end, e.g. 20,2")
+    if n < args.batch_size:
+        raise InputError(f"{args.data}: {n} samples, fewer than --batch-size {args.batch_size}")
     rounded, report = adaround(sim, feeds, iterations=args.iterations, reg=args.reg, beta=beta,
                                warm_start=args.warm_start, seed=args.seed,
                                batch_size=args.batch_size, param_bw=args.param_bw)

@@ -33,9 +33,11 @@ from .conv_geometry import BLOCK_BYTES, BLOCK_ROWS, check, pad_hw, windows
 __all__ = ["conv2d_vjp"]
 
 
-def conv2d_vjp(inputs, params, attrs, y, gy):
+def conv2d_vjp(inputs, params, attrs, y, gy, inputs_grad: bool = True):
     """([∂L/∂x], {"weight": ∂L/∂w, "bias": ∂L/∂b if there is a bias}) at x = inputs[0] for the
-    cotangent gy (module docstring, Vector-Jacobian product); y is not used.
+    cotangent gy (module docstring, Vector-Jacobian product); y is not used. With
+    inputs_grad=False ∂L/∂x is not formed ([None]) where that saves work (the depthwise,
+    pointwise and group-1 evaluations), for a caller that needs the parameters' gradients only.
 
     Four evaluations of the same sums, by the structure of the convolution:
     - depthwise with multiplier 1 (`_depthwise_vjp`): per kernel tap (u, v), channel-wise
@@ -66,13 +68,13 @@ def conv2d_vjp(inputs, params, attrs, y, gy):
     elif any(pads):   # only its finiteness: a product with a ones vector, one BLAS pass
         g_sum = np.matmul(np.ones(gy.size // o, dt), gy.reshape(-1, o))
     if cg == 1 and g == c == o and g > 1:
-        gx, gw = _depthwise_vjp(x, gy, w, pads, strides, dil)
+        gx, gw = _depthwise_vjp(x, gy, w, pads, strides, dil, inputs_grad)
         _nan_where_padding_read(gy, g_sum, gw, x.shape, pads, strides, dil)
     elif g == 1 and kh == kw == 1:
-        gx, gw = _pointwise_vjp(x, gy, w, pads, strides)
+        gx, gw = _pointwise_vjp(x, gy, w, pads, strides, inputs_grad)
         _nan_where_padding_read(gy, g_sum, gw, x.shape, pads, strides, dil)
     elif g == 1:
-        gx, gw = _dense_vjp(x, gy, w, pads, strides, dil)
+        gx, gw = _dense_vjp(x, gy, w, pads, strides, dil, inputs_grad)
     else:
         gx, gw = _grouped_vjp(x, gy, w, g, pads, strides, dil)
     g_params = {"weight": gw.astype(params["weight"].dtype, copy=False)}
@@ -125,7 +127,7 @@ def _nan_where_padding_read(gy, g_sum, gw, shape, pads, strides, dil):
             gw[total > reads.get((u, v), 0), u, v] = np.nan
 
 
-def _depthwise_vjp(x, gy, w, pads, strides, dil):
+def _depthwise_vjp(x, gy, w, pads, strides, dil, inputs_grad=True):
     """(∂L/∂x, ∂L/∂w) of a depthwise convolution with multiplier 1 (w [C, kh, kw, 1]). Per tap
     (u, v), over the output pixels [i0:i1, j0:j1] whose tap reads x (`_taps`):
         ∂L/∂x[tap's view] += gy[:, i0:i1, j0:j1]·w[:, u, v]    (channel-wise)
@@ -140,18 +142,19 @@ def _depthwise_vjp(x, gy, w, pads, strides, dil):
     w_row = np.ascontiguousarray(np.broadcast_to(w[:, :, :, 0].transpose(1, 2, 0)[:, :, None],
                                                  (kh, kw, ow, c)))
     acc = np.zeros((kh, kw, ow, c), dt)
-    gx = np.zeros(x.shape, dt)
+    gx = np.zeros(x.shape, dt) if inputs_grad else None
     tmp = np.empty(gy.size, dt)
     for u, v, rows, cols, (i0, i1), (j0, j1) in _taps(x.shape, (oh, ow), (kh, kw), pads,
                                                      strides, dil):
         g_uv = gy[:, i0:i1, j0:j1]
-        t = np.multiply(g_uv, w_row[u, v, :j1 - j0], out=tmp[:g_uv.size].reshape(g_uv.shape))
-        gx[:, rows, cols] += t
+        if inputs_grad:
+            t = np.multiply(g_uv, w_row[u, v, :j1 - j0], out=tmp[:g_uv.size].reshape(g_uv.shape))
+            gx[:, rows, cols] += t
         np.einsum("nijc,nijc->jc", g_uv, x[:, rows, cols], out=acc[u, v, :j1 - j0])
     return gx, np.ascontiguousarray(acc.sum(axis=2).transpose(2, 0, 1)[:, :, :, None])
 
 
-def _pointwise_vjp(x, gy, w, pads, strides):
+def _pointwise_vjp(x, gy, w, pads, strides, inputs_grad=True):
     """(∂L/∂x, ∂L/∂w) of a group-1 1x1 convolution: with X [P', C] the input pixels the kernel
     reads and G [P', O] their gy, ∂L/∂w = Gᵀ @ X and ∂L/∂x[read pixels] = G @ w (0 elsewhere)."""
     o, c = w.shape[0], w.shape[3]
@@ -163,6 +166,8 @@ def _pointwise_vjp(x, gy, w, pads, strides):
     g2 = g_in.reshape(-1, o)                       # a copy only when some pixels read padding
     xs = x[:, rows, cols]
     gw = np.matmul(g2.T, xs.reshape(-1, c)).reshape(w.shape)
+    if not inputs_grad:
+        return None, gw
     gx_in = np.matmul(g2, w.reshape(o, c)).reshape(xs.shape)
     if xs.shape == x.shape:
         return gx_in, gw
@@ -171,7 +176,7 @@ def _pointwise_vjp(x, gy, w, pads, strides):
     return gx, gw
 
 
-def _dense_vjp(x, gy, w, pads, strides, dil):
+def _dense_vjp(x, gy, w, pads, strides, dil, inputs_grad=True):
     """(∂L/∂x, ∂L/∂w) of a group-1 convolution, block by block of output pixels (BLOCK_ROWS or
     BLOCK_BYTES of patches): ∂L/∂w += G_bᵀ @ X_b with X_b the block's patch matrix [pixels,
     kh·kw·C] of the padded input (as the forward's im2col), and ∂L/∂x_pad[tap's window] +=
@@ -189,8 +194,8 @@ def _dense_vjp(x, gy, w, pads, strides, dil):
     k = kh * kw * c
     xp = np.ascontiguousarray(pad_hw(x, pads))
     wp = xp.shape[2]
-    gxp = np.zeros(xp.shape, dt)
-    g_rows = gxp.reshape(n, xp.shape[1], wp * c)   # [N, padded rows, W·C]: the runs are slices
+    gxp = np.zeros(xp.shape if inputs_grad else 0, dt)
+    g_rows = gxp.reshape(n, xp.shape[1], wp * c) if inputs_grad else None  # the runs are slices
     if dw == 1:   # groups of taps [a, b) whose columns a .. a + ow·sw − 1 form one run per row
         groups = [(a, min(a + sw, kw)) for a in range(0, kw, sw)]
         runs = [a + ow * sw <= wp for a, _ in groups]
@@ -207,6 +212,8 @@ def _dense_vjp(x, gy, w, pads, strides, dil):
             cols[:, :, :, u] = windows(xp, n0, n1, i0 * sh + u * dh, r, sh, ow, sw, kw, dw)
         g_b = gy[n0:n1, i0:i1].reshape(-1, o)
         gw += np.matmul(g_b.T, cols.reshape(-1, k))
+        if not inputs_grad:
+            continue
         run = np.empty((len(g_b), sw * c), dt)    # a whole group's products
         short = np.zeros_like(run)                # a shorter group's products, then zeros
         for u in range(kh):
@@ -221,6 +228,8 @@ def _dense_vjp(x, gy, w, pads, strides, dil):
                 prod = np.matmul(g_b, w_ab).reshape(nb, r, ow, b - a, c)
                 for v in range(a, b):
                     gxp[n0:n1, p, v * dw:v * dw + (ow - 1) * sw + 1:sw] += prod[:, :, :, v - a]
+    if not inputs_grad:
+        return None, gw.reshape(w.shape)
     t, _, l, _ = pads
     h, wd = x.shape[1:3]
     gx = gxp if gxp.shape == x.shape else np.ascontiguousarray(gxp[:, t:t + h, l:l + wd])

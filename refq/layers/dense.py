@@ -81,16 +81,17 @@ def forward_fused(inputs, params, attrs, epilogue):
     return y
 
 
-def _vjp(inputs, params, attrs, y, gy):
+def _vjp(inputs, params, attrs, y, gy, inputs_grad: bool = True):
     """dense's vector-Jacobian product (module docstring, VJP): two BLAS matmuls on the rows of
-    the flattened leading axes, in x's dtype; each parameter gradient in its parameter's dtype."""
+    the flattened leading axes, in x's dtype; each parameter gradient in its parameter's dtype.
+    inputs_grad=False: ∂L/∂x is not formed ([None]), for a caller that needs ∂L/∂w only."""
     x = inputs[0]
     w = params["weight"]
     units, n_in = w.shape
     rows = math.prod(x.shape[:-1])
     xr = x.reshape(rows, n_in)
     g = np.asarray(gy, dtype=x.dtype).reshape(rows, units)
-    gx = np.matmul(g, w.astype(x.dtype, copy=False)).reshape(x.shape)
+    gx = np.matmul(g, w.astype(x.dtype, copy=False)).reshape(x.shape) if inputs_grad else None
     g_params = {"weight": np.matmul(g.T, xr).astype(w.dtype, copy=False)}
     if "bias" in params:
         g_params["bias"] = np.sum(g, axis=0).astype(params["bias"].dtype, copy=False)

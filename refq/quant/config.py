@@ -259,6 +259,29 @@ class QuantsimConfig:
         c = self.op_type.get(op_type, {}).get("encoding_constraints")
         return None if c is None else (c["min"], c["max"])
 
+    def check_bitwidths(self, param_bw: int, act_bw: int, op_types=()) -> None:
+        """QuantError when the config lists `supported_kernels` (in `defaults`, or in `op_type.<T>`
+        for a T of `op_types`) and none of them is the integer kernel (activation bitwidth
+        act_bw, parameter bitwidth param_bw). AIMET's kernel descriptions read
+        {"activation": {"bitwidth": 8, "dtype": "int"}, "param": {"bitwidth": 8, "dtype": "int"}}
+        (a missing dtype is int). A config without `supported_kernels` allows every bitwidth."""
+        levels = [("defaults", self.defaults)] + [(f"op_type.{t}", self.op_type[t])
+                                                  for t in op_types if t in self.op_type]
+        for path, spec in levels:
+            kernels = spec.get("supported_kernels")
+            if not kernels:
+                continue
+            allowed = [(k.get("activation", {}).get("bitwidth"), k.get("param", {}).get("bitwidth"))
+                       for k in kernels
+                       if all(k.get(kind, {}).get("dtype", "int") == "int"
+                              for kind in ("activation", "param"))]
+            if (act_bw, param_bw) not in allowed:
+                listed = ", ".join(f"A{a}/W{w}" for a, w in allowed) or "no integer kernel"
+                raise QuantError(f"{self.source}: {path}.supported_kernels allows {listed}; "
+                                 f"activation bitwidth {act_bw} with parameter bitwidth "
+                                 f"{param_bw} is not among them (choose --act-bw/--param-bw "
+                                 "from that list, or another config)")
+
     @property
     def strict_symmetric(self) -> bool:
         return self.defaults.get("strict_symmetric", False)

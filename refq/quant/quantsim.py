@@ -48,7 +48,7 @@ from ..graph import Graph
 from ..plan import Plan
 from ..progress import progress
 from .analyzers import ANALYZERS, make_analyzer
-from .config import QuantsimConfig, load_config, parse_config
+from .config import ONNX_TYPE, QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     encoding_from_range, quantize_dequantize
 from .fakequant import fake_quantize_inplace
@@ -130,6 +130,8 @@ class QuantSim:
                     or not (2 <= bw <= 16 or bw == 32):
                 raise QuantError(f"{what} (--{what.replace('_', '-')}) must be an integer in "
                                  f"2..16 (or 32), got {bw!r}")
+        self.config.check_bitwidths(int(param_bw), int(act_bw),
+                                    {ONNX_TYPE.get(n.op) for n in graph.nodes})
         self.graph = graph.copy()
         self.param_bw, self.act_bw = int(param_bw), int(act_bw)
         self.scheme, self.scheme_options = scheme, dict(scheme_options or {})
