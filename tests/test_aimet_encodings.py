@@ -28,7 +28,7 @@ def _graph(seed=0):
     nodes = [
         Node("conv_1", "conv2d", ["x"], ["c1"], {"padding": "same"},
              {"weight": w(4, 3, 3, 3), "bias": w(4)}),
-        Node("bn_1", "batch_norm", ["c1"], ["b1"], {},
+        Node("bn_1", "batch_norm", ["c1"], ["b1"], {"epsilon": 1e-3},
              {"gamma": 1 + 0.1 * w(4), "beta": w(4), "mean": w(4), "variance": 1 + np.abs(w(4))}),
         Node("relu_1", "relu", ["b1"], ["r1"]),
         Node("conv_2", "conv2d", ["r1"], ["c2"], {"padding": "same", "groups": 4},
@@ -387,7 +387,7 @@ def test_adaround_style_and_per_channel_conv(tmp_path):
 def test_batch_norm_param_names(tmp_path):
     """A free-standing BN's gamma is quantized as `<node>.weight`; `<node>.gamma` is accepted too."""
     g = Graph([TensorSpec("x", (None, 3))], ["y"],
-              [Node("bn", "batch_norm", ["x"], ["y"], {}, {"gamma": np.array([1.0, 2.0, 3.0]),
+              [Node("bn", "batch_norm", ["x"], ["y"], {"epsilon": 1e-3}, {"gamma": np.array([1.0, 2.0, 3.0]),
                "beta": np.zeros(3), "mean": np.zeros(3), "variance": np.ones(3)})])
     sim = QuantSim(g)
     assert "bn.weight" in sim.quantizers

@@ -28,7 +28,7 @@ def single_graph():
     return Graph(
         [TensorSpec("x", (None, 2, 2, 3), "float32")], ["prob"],
         [
-            Node("block/bn", "batch_norm", ["x"], ["block/bn:0"], {}, bn),
+            Node("block/bn", "batch_norm", ["x"], ["block/bn:0"], {"epsilon": 1e-3}, bn),
             Node("block/relu", "relu", ["block/bn:0"], ["block/relu:0"]),
             Node("flat", "flatten", ["block/relu:0"], ["flat:0"]),
             Node("fc", "dense", ["flat:0"], ["logits"], {},

@@ -28,7 +28,7 @@ def conv_graph():
         Node("conv", "conv2d", ["x"], ["c"], {"padding": "same"},
              {"weight": r.normal(size=(4, 3, 3, 3)).astype(f32),
               "bias": r.normal(size=4).astype(f32)}),
-        Node("bn", "batch_norm", ["c"], ["b"], {}, bn),
+        Node("bn", "batch_norm", ["c"], ["b"], {"epsilon": 1e-3}, bn),
         Node("relu", "relu", ["b"], ["r"]),
         Node("gap", "global_avg_pool2d", ["r"], ["g"]),
         Node("fc", "dense", ["g"], ["logits"], {},

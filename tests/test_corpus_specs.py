@@ -38,7 +38,7 @@ def _graph(bn: bool) -> Graph:
                    "bias": r.normal(0, 0.1, 4).astype(f32)})]
     t = "c"
     if bn:
-        nodes.append(Node("bn", "batch_norm", ["c"], ["b"], {},
+        nodes.append(Node("bn", "batch_norm", ["c"], ["b"], {"epsilon": 1e-3},
                           {"gamma": (1 + 0.1 * r.normal(size=4)).astype(f32),
                            "beta": r.normal(size=4).astype(f32),
                            "mean": r.normal(size=4).astype(f32),

@@ -35,7 +35,7 @@ def dwconv(name, x, y, c, k=3):
 
 
 def bn(name, x, y, c):
-    return Node(name, "batch_norm", [x], [y], {},
+    return Node(name, "batch_norm", [x], [y], {"epsilon": 1e-3},
                 {"gamma": RNG.uniform(0.5, 1.5, c).astype(f32), "beta": RNG.normal(size=c).astype(f32),
                  "mean": RNG.normal(size=c).astype(f32), "variance": RNG.uniform(0.5, 2, c).astype(f32)})
 

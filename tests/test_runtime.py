@@ -185,7 +185,7 @@ def test_batching_is_byte_identical_without_dense():
     """The runtime's chunking alone (elementwise, softmax, batch_norm, shape ops) changes no bit."""
     g = Graph([TensorSpec("img", (None, 3, 3, 2)), TensorSpec("gate", (None, 1, 1, 2))], ["y", "s"],
               [Node("se", "multiply", ["img", "gate"], ["m"]),
-               Node("bn", "batch_norm", ["m"], ["n"], {}, two_input().node("bn").params),
+               Node("bn", "batch_norm", ["m"], ["n"], {"epsilon": 1e-3}, two_input().node("bn").params),
                Node("cat", "concat", ["n", "img"], ["c"], {"axis": 2}),
                Node("flat", "flatten", ["c"], ["f"]),
                Node("s", "sigmoid", ["f"], ["s"]),

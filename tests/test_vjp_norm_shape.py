@@ -83,7 +83,7 @@ def test_batch_norm_vjp_matches_finite_differences(shape, axis, eps):
 
 def test_batch_norm_vjp_empty_batch_is_zero():
     x = np.zeros((0, 2, 3))
-    _, (g_x,), g_par = run_vjp("batch_norm", [x], bn_params(3, 1), {})
+    _, (g_x,), g_par = run_vjp("batch_norm", [x], bn_params(3, 1), {"epsilon": 1e-3})
     assert g_x.shape == (0, 2, 3)
     for k, g in g_par.items():
         np.testing.assert_array_equal(g, np.zeros(3), err_msg=k)
@@ -124,11 +124,11 @@ def test_batch_norm_vjp_non_finite_x():
     """A non-finite x reaches only ∂L/∂gamma and ∂L/∂variance of its own channel."""
     x = np.random.default_rng(0).standard_normal((4, 3))
     p = bn_params(3, 2)
-    _, (g_x0,), g0 = run_vjp("batch_norm", [x], p, {})
+    _, (g_x0,), g0 = run_vjp("batch_norm", [x], p, {"epsilon": 1e-3})
     for bad in (np.inf, -np.inf, np.nan):
         xb = x.copy()
         xb[1, 2] = bad
-        _, (g_x,), g = run_vjp("batch_norm", [xb], p, {})
+        _, (g_x,), g = run_vjp("batch_norm", [xb], p, {"epsilon": 1e-3})
         np.testing.assert_array_equal(g_x, g_x0)
         for k in ("beta", "mean"):
             np.testing.assert_array_equal(g[k], g0[k])
@@ -143,9 +143,10 @@ def test_batch_norm_vjp_float32(shape, axis):
     x = np.random.default_rng(3).standard_normal(shape)
     p = bn_params(c, 4)
     gy = np.random.default_rng(5).standard_normal(shape)
-    _, (g_x64,), g64 = run_vjp("batch_norm", [x], p, {"axis": axis}, gy=gy)
+    _, (g_x64,), g64 = run_vjp("batch_norm", [x], p, {"axis": axis, "epsilon": 1e-3}, gy=gy)
     p32 = {k: v.astype(np.float32) for k, v in p.items()}
-    _, (g_x32,), g32 = run_vjp("batch_norm", [x.astype(np.float32)], p32, {"axis": axis},
+    _, (g_x32,), g32 = run_vjp("batch_norm", [x.astype(np.float32)], p32,
+                               {"axis": axis, "epsilon": 1e-3},
                                gy=gy.astype(np.float32))
     assert g_x32.dtype == np.float32
     np.testing.assert_allclose(g_x32, g_x64, rtol=1e-5, atol=1e-5)
@@ -555,7 +556,7 @@ def test_shape_ops_vjp_float32(name, shapes, attrs):
 
 
 @pytest.mark.parametrize("name,shapes,attrs,params", [
-    ("batch_norm", [(2, 3, 4)], {}, bn_params(4, 0, np.float32)),
+    ("batch_norm", [(2, 3, 4)], {"epsilon": 1e-3}, bn_params(4, 0, np.float32)),
     ("add", [(2, 3, 4), (1, 3, 1), (4,)], {}, {}),
     ("multiply", [(2, 3, 4), (1, 3, 1), (4,)], {}, {}),
     ("concat", [(2, 3, 2), (2, 3, 1)], {"axis": -1}, {}),

@@ -90,7 +90,8 @@ def _activation_bounds(node) -> tuple:
         return 0.0, np.inf
     if node.op == "relu6":
         return 0.0, 6.0
-    return float(node.attrs["min"]), float(node.attrs["max"])
+    lo, hi = node.attrs["min"], node.attrs["max"]   # clip: a missing bound is None
+    return (-np.inf if lo is None else float(lo)), (np.inf if hi is None else float(hi))
 
 
 def _stats_of(graph: Graph, producer) -> tuple:

@@ -215,7 +215,7 @@ def _bn(c, eps=None, x="x", y="y"):
 
 
 float_case("float.batch_norm.nhwc", "batch_norm (inference) on NHWC, epsilon 1e-3 (Keras), one "
-           "channel with variance 0", single(_bn(3)), {"x": _x((3, 3, 3))})
+           "channel with variance 0", single(_bn(3, 1e-3)), {"x": _x((3, 3, 3))})
 float_case("float.batch_norm.nc_eps1e-5", "batch_norm on [N, C], epsilon 1e-5 (PyTorch)",
            single(_bn(4, 1e-5)), {"x": _x((4,), n=3)})
 

@@ -93,11 +93,18 @@ def _dense_fields(cfg):
             "activation": activation_field(cfg)}
 
 
+#: Keras's BatchNormalization(epsilon=1e-3): the value a config without the field means (Keras
+#: 2 and 3 `keras.layers.BatchNormalization`); the node states it, as every batch_norm must.
+KERAS_BN_EPSILON = 1e-3
+
+
 def _batch_norm_fields(cfg):
-    """BatchNormalization: axis (one integer), epsilon >= 0 (default 1e-3), momentum in [0, 1]
-    (read only to be checked), center and scale (flags)."""
+    """BatchNormalization: axis (one integer), epsilon >= 0 (the config's; KERAS_BN_EPSILON when
+    the config has none, as Keras reads it), momentum in [0, 1] (read only to be checked),
+    center and scale (flags)."""
     number(cfg, "momentum", 0.99, minimum=0, maximum=1)
-    return {"axis": single_axis(cfg), "epsilon": number(cfg, "epsilon", 1e-3, minimum=0),
+    return {"axis": single_axis(cfg),
+            "epsilon": number(cfg, "epsilon", KERAS_BN_EPSILON, minimum=0),
             "center": flag(cfg, "center", True), "scale": flag(cfg, "scale", True)}
 
 

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from ..errors import GraphError
-from . import activations, conv, dense, elementwise, normalization, pooling, shape_ops
+from . import (activations, conv, conv_transpose, dense, elementwise, matmul, normalization,
+               pooling, shape_ops)
 from .base import Attr, Op, Traits
 
 __all__ = ["REGISTRY", "get_op", "ops_with", "Op", "Attr", "Traits"]
 
 REGISTRY: dict = {}
-for _module in (conv, dense, normalization, activations, pooling, elementwise, shape_ops):
+for _module in (conv, dense, normalization, activations, pooling, elementwise, shape_ops,
+                conv_transpose, matmul):
     for _op in _module.OPS:
         assert _op.name not in REGISTRY, _op.name
         REGISTRY[_op.name] = _op

@@ -6,7 +6,8 @@ Every op here maps an array to an array of the same shape and dtype and has no p
 |--------------|---------------------------------------------------------|-------------------|
 | relu         | y = max(x, 0)                                           |                   |
 | relu6        | y = min(max(x, 0), 6)                                   |                   |
-| clip         | y = min(max(x, min), max)                               | min, max          |
+| clip         | y = min(max(x, min), max); a missing bound (None) is no bound | min, max (None) |
+| round        | y = x rounded to the nearest integer, ties to even      |                   |
 | leaky_relu   | y = x if x >= 0 else alpha·x                            | alpha (0.3)       |
 | sigmoid      | y = 1 / (1 + exp(−x))                                   |                   |
 | tanh         | y = tanh(x)                                             |                   |
@@ -27,7 +28,9 @@ overflows.
 VJP (the vector-Jacobian product g = ∂L/∂x for gy = ∂L/∂y, y the forward's output; no params)
     relu          g = gy · [x > 0]
     relu6         g = gy · [0 < x < 6]
-    clip          g = gy · [min < x < max]
+    clip          g = gy · [min < x < max]   (a missing bound is no condition)
+    round         g = 0 (round is piecewise constant; at its jumps, the half-integers, PyTorch's
+                  round backward also gives 0, and so does a NaN or ±inf x)
     leaky_relu    g = gy · (1 if x > 0 else alpha)
     sigmoid       g = gy · y · (1 − y)
     tanh          g = gy · (1 − y²), evaluated as gy · (1 − y) · (1 + y)
@@ -42,7 +45,8 @@ Kinks: PyTorch's autograd (its backward kernel in brackets)
     relu at 0: 0, the derivative from the left [threshold_backward].
     relu6 at 0 and 6, clip at min and max: 0, the derivative from outside [hardtanh_backward];
       the gradient passes only strictly inside, so clip with min == max is 0 everywhere. clip's
-      bounds are cast to x's dtype, as in the forward.
+      bounds are cast to x's dtype, as in the forward. clip with one bound keeps this rule (0 at
+      the bound, as relu [threshold_backward]; torch.clamp_min's backward would pass gy there).
     leaky_relu at 0: alpha, the derivative from the left [leaky_relu_backward].
     hard_sigmoid at its corners alpha·x + beta ∈ {0, 1} (tested on the value the forward
       computes, i.e. 0 < y < 1): 0, from outside. At the Keras 3 default this is
@@ -126,23 +130,41 @@ def _relu6_vjp(inputs, params, attrs, y, gy):
     return _clip_vjp(inputs, params, {"min": 0.0, "max": 6.0}, y, gy)
 
 
+def clip_bounds(attrs, dtype):
+    """(lo, hi) of clip in `dtype`, None for a missing bound (ONNX Clip without min or max)."""
+    return tuple(None if attrs[k] is None else dtype(attrs[k]) for k in ("min", "max"))
+
+
 def _clip(inputs, params, attrs):
     x = inputs[0]
-    return np.clip(x, x.dtype.type(attrs["min"]), x.dtype.type(attrs["max"]))
+    lo, hi = clip_bounds(attrs, x.dtype.type)
+    if lo is None and hi is None:
+        return x.copy()
+    return np.clip(x, lo, hi)
 
 
 def _clip_vjp(inputs, params, attrs, y, gy):
     """g = gy where min < x < max, else 0: 0 on both bounds (PyTorch's hardtanh_backward), so
-    min == max gives 0 everywhere. The bounds are cast to x's dtype, as in the forward."""
+    min == max gives 0 everywhere; a missing bound sets no condition, and the one given keeps
+    the same rule, 0 at the bound (as relu, the clip with min 0 alone: threshold_backward;
+    PyTorch's clamp_min / clamp_max backward would pass gy at the bound). The bounds are cast to
+    x's dtype, as in the forward."""
     x = inputs[0]
-    lo, hi = x.dtype.type(attrs["min"]), x.dtype.type(attrs["max"])
-    outside = x <= lo
-    outside |= x >= hi
+    lo, hi = clip_bounds(attrs, x.dtype.type)
+    outside = np.zeros(x.shape, bool) if lo is None else x <= lo
+    if hi is not None:
+        outside |= x >= hi
     return [_nan_where_nan(x, _zero_where(outside, _gy_as(x, gy)))], {}
 
 
+def _round_vjp(inputs, params, attrs, y, gy):
+    """g = 0 everywhere: round is piecewise constant, and PyTorch's round backward is 0 at its
+    jumps (the half-integers) and for non-finite x as well."""
+    return [np.zeros(inputs[0].shape, inputs[0].dtype)], {}
+
+
 def _clip_shape(in_shapes, attrs, params):
-    if not attrs["min"] <= attrs["max"]:
+    if None not in (attrs["min"], attrs["max"]) and not attrs["min"] <= attrs["max"]:
         raise ShapeError(f"clip needs min <= max, got min={attrs['min']} max={attrs['max']}")
     return tuple(in_shapes[0])
 
@@ -257,9 +279,11 @@ OPS = [
        traits=Traits("Relu", fusable_activation=True, cle_transparent=True, lowering="clamp")),
     Op("relu6", _relu6, _same_shape, vjp=_relu6_vjp,
        inplace=inplace.relu6, traits=Traits("Clip", fusable_activation=True, lowering="clamp")),
-    Op("clip", _clip, _clip_shape, attrs={"min": Attr("float"), "max": Attr("float")},
+    Op("clip", _clip, _clip_shape, attrs={"min": Attr("float", None), "max": Attr("float", None)},
        vjp=_clip_vjp, inplace=inplace.clip,
        traits=Traits("Clip", fusable_activation=True, lowering="clamp")),
+    Op("round", lambda xs, p, a: np.round(xs[0]), _same_shape, vjp=_round_vjp,
+       traits=Traits("Round")),
     Op("leaky_relu", _leaky_relu, _same_shape, attrs={"alpha": Attr("float", 0.3)},
        vjp=_leaky_relu_vjp, traits=Traits("LeakyRelu", cle_transparent=True, lowering="lut")),
     Op("sigmoid", _sigmoid, _same_shape, vjp=_sigmoid_vjp,

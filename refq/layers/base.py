@@ -27,7 +27,9 @@ class Attr:
     """Schema of one attribute.
 
     kind: "int", "float", "bool", "str", or "ints" (a list of ints, of `length` if given).
-    default: the value when absent; `Attr.REQUIRED` when it must be given.
+    default: the value when absent; `Attr.REQUIRED` when it must be given. A default of None
+      makes the attribute optional: None (JSON null, how a saved graph keeps an absent value)
+      is then accepted as a value too, and means "not given" (e.g. clip's missing bound).
     choices: the allowed values of a "str" attribute.
     minimum, maximum: inclusive bounds of an "int" or "float" value or of every entry of "ints"
       (e.g. minimum=1 for strides and sizes, minimum=0 for pads and epsilons).
@@ -51,6 +53,8 @@ class Attr:
     def check(self, value, where: str):
         """Return `value` normalised to its kind (tuples to lists, ints to floats); raise GraphError."""
         kind = self.kind
+        if value is None and self.default is None:
+            return None
         if kind == "bool":
             if not isinstance(value, bool):
                 raise GraphError(f"{where}: expected a bool, got {value!r}")
@@ -127,7 +131,10 @@ class Traits:
       maps each family to its function): "conv" (conv2d, dense), "binary" (add, multiply),
       "mean", "avg_pool", "concat", "grid" (the input's codes pass unchanged), "clamp" (relu,
       relu6, clip), "softmax", "lut" (a table of the 256 or 65536 input codes); None when it has
-      no lowering (batch_norm, folded first).
+      no lowering (batch_norm, folded first; conv_transpose2d, matmul, gemm, round, the 1-D and
+      3-D poolings, global_max_pool2d and the max-pool indices, which the lowering refuses by
+      name). An op without a lowering claims none of the traits the lowering reads
+      (grid_preserving, fusable_activation, takes_activation), even where they hold.
     bn_foldable: a weighted layer (weight [O, ...], optional bias [O]): a batch norm folds into
       it (and fuses with it in a quantization simulation), bias correction adjusts its bias, and
       its weight is the one a per-channel config quantizes per output channel.

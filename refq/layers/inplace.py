@@ -11,7 +11,7 @@ result is identical bit for bit:
 |-------------|----------------------------------|----------------------------------------------------|
 | relu        | max(x, 0)                        | np.maximum(a, 0, out=a)                            |
 | relu6       | clip(x, 0, 6)                    | np.clip(a, 0, 6, out=a)                            |
-| clip        | clip(x, min, max)                | np.clip(a, min, max, out=a)                        |
+| clip        | clip(x, min, max)                | np.clip(a, min, max, out=a) (no bound: nothing)    |
 | batch_norm  | x·s, then + t (channels last)    | a *= s; a += t  (s, t of `scale_and_shift`)        |
 | hard_swish  | g = clip(x + 3, 0, 6)/6; g·x     | g in a scratch block; a *= g (x·g = g·x exactly)   |
 
@@ -37,7 +37,9 @@ def relu6(params, attrs, dtype):
 
 
 def clip(params, attrs, dtype):
-    lo, hi = dtype(attrs["min"]), dtype(attrs["max"])
+    lo, hi = (None if attrs[k] is None else dtype(attrs[k]) for k in ("min", "max"))
+    if lo is None and hi is None:   # the forward copies: nothing to do in place
+        return lambda a: None
     return lambda a: np.clip(a, lo, hi, out=a)
 
 

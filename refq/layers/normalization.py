@@ -7,7 +7,8 @@ Definition
 Shapes
     x: any rank >= 2, channels on `axis`; gamma, beta, mean, variance: [C]; y: as x.
 Attributes
-    epsilon (float, 1e-3: the Keras default; PyTorch uses 1e-5), axis (int, −1).
+    epsilon (float >= 0, required: Keras's layer default is 1e-3, PyTorch's and ONNX's 1e-5, so
+    every producer states its own; the Keras importer writes the file's value), axis (int, −1).
 Errors
     ShapeError when `axis` is the batch axis or out of range; GraphError when epsilon is negative;
     ParamError when a statistic is not [C], a variance is negative, or a variance + epsilon is not
@@ -300,7 +301,7 @@ def _inplace(params, attrs, dtype):
 
 OPS = [
     Op("batch_norm", _forward, _infer_shape,
-       attrs={"epsilon": Attr("float", 1e-3, minimum=0.0), "axis": Attr("int", -1)},
+       attrs={"epsilon": Attr("float", minimum=0.0), "axis": Attr("int", -1)},
        params={p: True for p in PARAMS}, param_shapes=_param_shapes, check_params=_check_params,
        vjp=_vjp, macs=lambda s, o, a, p: int(np.prod(o[1:])) if all(o[1:]) else 0,
        inplace=_inplace, traits=Traits("BatchNormalization")),

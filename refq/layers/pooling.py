@@ -1,218 +1,211 @@
-"""Spatial pooling on NHWC activations: max_pool2d, avg_pool2d, global_avg_pool2d.
+"""Pooling on channels-last activations [N, *spatial, C] of spatial rank r = 1, 2 or 3:
+max_pool{r}d, avg_pool{r}d, max_pool{r}d_indices, global_avg_pool2d, global_max_pool2d.
 
 Definition
-    With x_pad the input padded by (pt, pb, pl, pr) and V(i, j) the set of taps (u, v), u < kh,
-    v < kw, whose position (i·sh + u, j·sw + v) in x_pad lies inside the original input:
-    max_pool2d         y[n, i, j, c] = max_{(u,v) ∈ V(i,j)} x_pad[n, i·sh + u, j·sw + v, c]
+    With the window geometry of `refq.layers.pool_geometry` (pool size k, strides s, dilations d,
+    padding valid / same / same_lower / explicit, ceil_mode) and V(i) the valid taps u of the
+    window of output i (its position p = i·s + u·d in the padded input lies inside the input):
+    max_pool{r}d       y[n, i, c] = max_{u ∈ V(i)} x_pad[n, i·s + u·d, c]
                        (padding never wins: it is −inf, the least value of an integer dtype)
-    avg_pool2d         y[n, i, j, c] = Σ_{(u,v) ∈ V(i,j)} x_pad[n, i·sh + u, j·sw + v, c] / |V(i, j)|
-                       (count_include_pad = False: divide by the number of valid elements, as
-                       Keras/TensorFlow 'same' pooling does)
+    avg_pool{r}d       y[n, i, c] = Σ_{u ∈ V(i)} x_pad[n, i·s + u·d, c] / count(i)
+                       count(i) = |V(i)| (count_include_pad False: Keras/TensorFlow 'same'
+                       pooling, ONNX's default), or with count_include_pad the taps inside the
+                       input and its padding (not the ceil_mode overhang)
+    max_pool{r}d_indices  the flat NCHW index of the maximum (ONNX MaxPool's second output,
+                       storage_order 0; `refq.layers.max_pool_scan`), int64
     global_avg_pool2d  y[n, c] = Σ_{h<H, w<W} x[n, h, w, c] / (H·W)
-    Padding and output sizes follow conv2d (`refq.layers.conv.window_geometry`) with dilation 1:
-    "same" is TensorFlow's rule (out = ceil(in / stride), the extra pad row/column at the bottom/right).
+    global_max_pool2d  y[n, c] = max_{h<H, w<W} x[n, h, w, c]
+    The 2-D ops with their original attributes (dilations 1, ceil_mode and count_include_pad
+    False, padding valid / same / explicit) compute exactly what they computed before these
+    attributes existed. ONNX MaxPool with both outputs is two nodes, max_pool{r}d and
+    max_pool{r}d_indices, with the same attributes (a refq node has one output).
 VJP
-    gy = ∂L/∂y; ∂L/∂x is ∂L/∂x_pad without its padded rows and columns (padding never receives
-    gradient), where ∂L/∂x_pad sums the contributions of every window holding the position
-    (overlapping windows, stride < pool size, accumulate; positions no window covers get 0):
-    avg_pool2d         ∂L/∂x_pad[n, i·sh + u, j·sw + v, c] += gy[n, i, j, c] / |V(i, j)|
-                       for (u, v) ∈ V(i, j): the same valid count the forward divides by.
-    max_pool2d         ∂L/∂x_pad[n, i·sh + u*, j·sw + v*, c] += gy[n, i, j, c]
-                       for the one tap (u*, v*) = t*(n, i, j, c) ∈ V(i, j) that PyTorch's max-pool
-                       kernels pick: scan V(i, j) in row-major order (u, then v) from its first tap
-                       with running maximum −inf, and move to a tap whose value is greater than the
-                       running maximum or is NaN. Hence: on a tie the first maximum in row-major
-                       window order takes all of gy (the derivative of the branch in which it is
-                       the maximum); a window holding NaN (y = NaN) sends gy to its last NaN; a
-                       window whose values are all −inf sends it to its first valid tap.
-    global_avg_pool2d  ∂L/∂x[n, h, w, c] = gy[n, c] / (H·W)   (gy [N, 1, 1, C] with keepdims).
-    All three are linear in gy and, but for the choice of t*, independent of x: a NaN or inf in x
-    does not reach ∂L/∂x of avg_pool2d or global_avg_pool2d.
+    gy = ∂L/∂y; ∂L/∂x is ∂L/∂x_pad without its padding (which never receives gradient):
+    avg_pool{r}d       ∂L/∂x_pad[n, i·s + u·d, c] += gy[n, i, c] / count(i) for u ∈ V(i)
+    max_pool{r}d       gy to the tap PyTorch's kernels pick (`refq.layers.max_pool_scan`: the
+                       first maximum in row-major window order; the last NaN of a window)
+    global_max_pool2d  as max_pool2d with the whole image as its window (PyTorch's
+                       adaptive_max_pool2d to 1x1: one position takes gy)
+    global_avg_pool2d  ∂L/∂x[n, h, w, c] = gy[n, c] / (H·W)
+    max_pool{r}d_indices  0 (piecewise constant; an integer output).
+    All are linear in gy; but for the choice of the maximum, independent of x.
 Shapes
-    x: [N, H, W, C]; max/avg: y [N, OH, OW, C]; global: y [N, C], or [N, 1, 1, C] with keepdims.
+    x: [N, *spatial, C] (rank r + 2); pools y: [N, *out, C]; global: [N, C], or [N, 1, 1, C]
+    with keepdims.
 Attributes
-    max_pool2d, avg_pool2d: pool_size (ints[2], required), strides (ints[2], required: Keras
-    defaults it to pool_size, importers fill it in), padding ("valid" | "same" | "explicit",
-    "valid"), pads (ints[4] [top, bottom, left, right], zeros; read only when padding == "explicit").
-    global_avg_pool2d: keepdims (bool, False).
+    pool_size (ints[r], required), strides (ints[r], required: Keras defaults it to pool_size,
+    importers fill it in), dilations (ints[r], ones), padding ("valid" | "same" | "same_lower" |
+    "explicit", "valid"), pads (ints[2r], per axis before then after; zeros; read only when
+    padding == "explicit"), ceil_mode (bool, False), count_include_pad (bool, False; avg only).
+    Missing keys read as their defaults, so that callers passing only the original four
+    attributes (the integer kernels) keep working. global_*: keepdims (bool, False).
 MACs (accumulations per batch element)
-    max_pool2d 0 (comparisons only); avg_pool2d OH·OW·C·kh·kw; global_avg_pool2d H·W·C.
+    max 0 (comparisons only); avg Π out · C · Π k; global_avg_pool2d H·W·C; global_max 0.
 Errors
-    ShapeError when x is not rank 4, a pool size or stride is < 1, an explicit pad is < 0 or not
-    smaller than the pool size on its axis (a window would hold only padding), or the window is
-    larger than the padded input.
+    ShapeError when x has the wrong rank or the geometry is invalid (`pool_geometry`).
 
 Evaluation (not part of the definition): the window is separable, so the reduction runs over the
-kw column taps and then the kh row taps, each a vectorised operation on strided views.
+taps of the last spatial axis, then of the one before, and so on, each a vectorised operation on
+strided views.
 """
 from __future__ import annotations
+
+from functools import reduce
 
 import numpy as np
 
 from ..errors import ShapeError
 from .base import Attr, Op, Traits
-from .activations import _zero_where
-from .conv import PADDINGS, pad_hw, window_geometry
+from .max_pool_scan import max_pool_indices, max_pool_vjp
+from .pool_geometry import POOL_PADDINGS, pad_spatial, pool_geometry, valid_counts
+
+__all__ = ["OPS", "valid_counts"]
 
 
-def _check_rank4(shape, what):
-    if len(shape) != 4:
-        raise ShapeError(f"{what} expects an NHWC input of rank 4, got shape {list(shape)}")
+def _check_rank(shape, r, what):
+    if len(shape) != r + 2:
+        layout = {1: "NLC", 2: "NHWC", 3: "NDHWC"}[r]
+        raise ShapeError(f"{what} expects an {layout} input of rank {r + 2}, got shape "
+                         f"{list(shape)}")
 
 
-def _geometry(shape, attrs, what):
-    _check_rank4(shape, what)
-    k, s = attrs["pool_size"], attrs["strides"]
-    if min(k) < 1 or min(s) < 1:
-        raise ShapeError(f"{what}: pool_size {list(k)} and strides {list(s)} must be >= 1")
-    if attrs["padding"] == "explicit":
-        p = attrs["pads"]
-        if max(p[0], p[1]) >= k[0] or max(p[2], p[3]) >= k[1]:
-            raise ShapeError(f"{what}: explicit pads {list(p)} must be smaller than the pool size "
-                             f"{list(k)} (a window would hold only padding)")
-    return window_geometry(shape[1:3], k, s, (1, 1), attrs["padding"], attrs["pads"], what)
+def _full(attrs, r):
+    """attrs with every pooling attribute present (defaults for the keys a caller left out)."""
+    out = dict(attrs)
+    out.setdefault("dilations", [1] * r)
+    out.setdefault("ceil_mode", False)
+    out.setdefault("count_include_pad", False)
+    out.setdefault("padding", "valid")
+    out.setdefault("pads", [0] * (2 * r))
+    return out
 
 
-def _infer_pool(what):
+def _geometry(shape, attrs, r, what):
+    _check_rank(shape, r, what)
+    return pool_geometry(shape[1:-1], attrs, what)
+
+
+def _infer_pool(r, what):
     def infer(in_shapes, attrs, params):
         shape = tuple(in_shapes[0])
-        _, (oh, ow) = _geometry(shape, attrs, what)
-        return (shape[0], oh, ow, shape[3])
+        _, outs, _ = _geometry(shape, _full(attrs, r), r, what)
+        return (shape[0], *outs, shape[-1])
     return infer
 
 
-def _reduce(xp, k, s, oh, ow, combine):
-    """Separable window reduction: over the kw columns, then over the kh rows of the result."""
-    (kh, kw), (sh, sw) = k, s
-    cols = xp[:, :, 0:(ow - 1) * sw + 1:sw].copy()
-    for v in range(1, kw):
-        combine(cols, xp[:, :, v:v + (ow - 1) * sw + 1:sw], out=cols)
-    y = cols[:, 0:(oh - 1) * sh + 1:sh].copy()
-    for u in range(1, kh):
-        combine(y, cols[:, u:u + (oh - 1) * sh + 1:sh], out=y)
-    return y
+def _reduce(xp, k, s, d, outs, combine):
+    """Separable window reduction: over the taps of the last spatial axis, then of the one
+    before, ... (2-D: the kw columns, then the kh rows of the result)."""
+    acc = xp
+    for axis in reversed(range(len(k))):
+        def view(a, u):
+            idx = [slice(None)] * a.ndim
+            idx[axis + 1] = slice(u * d[axis], u * d[axis] + (outs[axis] - 1) * s[axis] + 1,
+                                  s[axis])
+            return a[tuple(idx)]
+        y = view(acc, 0).copy()
+        for u in range(1, k[axis]):
+            combine(y, view(acc, u), out=y)
+        acc = y
+    return acc
 
 
-def _max_pool(inputs, params, attrs):
-    x = inputs[0]
-    pads, (oh, ow) = _geometry(x.shape, attrs, "max_pool2d")
-    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    xp = pad_hw(x, pads, value=low)
-    return _reduce(xp, attrs["pool_size"], attrs["strides"], oh, ow, np.maximum)
+def _max_forward(r, what):
+    def forward(inputs, params, attrs):
+        x = inputs[0]
+        a = _full(attrs, r)
+        sides, outs, extents = _geometry(x.shape, a, r, what)
+        low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        xp = pad_spatial(x, sides, extents, low)
+        return _reduce(xp, a["pool_size"], a["strides"], a["dilations"], outs, np.maximum)
+    return forward
 
 
-def valid_counts(size, k, s, before, out):
-    """Per output position along one axis: how many of the k taps fall inside [before, before+size)."""
-    pos = np.arange(out)[:, None] * s + np.arange(k)[None, :]
-    return np.sum((pos >= before) & (pos < before + size), axis=1)
+def _counts(x_shape, a, sides, outs):
+    """count(i) as an integer array [*outs] (module docstring): a product over the axes."""
+    per_axis = [valid_counts(n, k, s, b, m, d, (b + n + e) if a["count_include_pad"] else None)
+                for n, k, s, d, (b, e), m in zip(x_shape[1:-1], a["pool_size"], a["strides"],
+                                                  a["dilations"], sides, outs)]
+    return reduce(np.multiply.outer, per_axis)
 
 
-def _avg_pool(inputs, params, attrs):
-    x = inputs[0]
-    pads, (oh, ow) = _geometry(x.shape, attrs, "avg_pool2d")
-    (kh, kw), (sh, sw) = attrs["pool_size"], attrs["strides"]
-    y = _reduce(pad_hw(x, pads), (kh, kw), (sh, sw), oh, ow, np.add)
-    count = np.multiply.outer(valid_counts(x.shape[1], kh, sh, pads[0], oh),
-                              valid_counts(x.shape[2], kw, sw, pads[2], ow))
-    y /= count.astype(y.dtype)[None, :, :, None]
-    return y
+def _avg_forward(r, what):
+    def forward(inputs, params, attrs):
+        x = inputs[0]
+        a = _full(attrs, r)
+        sides, outs, extents = _geometry(x.shape, a, r, what)
+        y = _reduce(pad_spatial(x, sides, extents, 0), a["pool_size"], a["strides"],
+                    a["dilations"], outs, np.add)
+        y /= _counts(x.shape, a, sides, outs).astype(y.dtype)[None, ..., None]
+        return y
+    return forward
 
 
-def _tap(a, u, v, oh, ow, s):
-    """The [N, OH, OW, C] strided view of `a` (a padded input or its gradient) at tap (u, v)."""
-    sh, sw = s
-    return a[:, u:u + (oh - 1) * sh + 1:sh, v:v + (ow - 1) * sw + 1:sw]
+def _avg_vjp(r, what):
+    def vjp(inputs, params, attrs, y, gy):
+        """avg pooling's vector-Jacobian product (module docstring, VJP): gy over the counts,
+        spread back over the windows separably (the adjoint of `_reduce`: the first spatial
+        axis's taps, then the next one's, ...)."""
+        x = inputs[0]
+        a = _full(attrs, r)
+        sides, outs, extents = _geometry(x.shape, a, r, what)
+        k, s, d = a["pool_size"], a["strides"], a["dilations"]
+        g = np.asarray(gy, dtype=x.dtype) / _counts(x.shape, a, sides, outs).astype(
+            x.dtype)[None, ..., None]
+        for axis in range(r):
+            shape = list(g.shape)
+            shape[axis + 1] = extents[axis]
+            spread = np.zeros(shape, x.dtype)
+            for u in range(k[axis]):
+                idx = [slice(None)] * spread.ndim
+                idx[axis + 1] = slice(u * d[axis], u * d[axis] + (outs[axis] - 1) * s[axis] + 1,
+                                      s[axis])
+                spread[tuple(idx)] += g
+            g = spread
+        crop = (slice(None),) + tuple(slice(b, b + n) for (b, _), n in zip(sides, x.shape[1:-1]))
+        gx = g[crop]
+        return [gx if gx.shape == g.shape else np.ascontiguousarray(gx)], {}
+    return vjp
 
 
-def _unpad(gp, pads, shape):
-    """The gradient of the unpadded input: gp [N, H + pt + pb, W + pl + pr, C] without its pads."""
-    t, _, l, _ = pads
-    _, h, w, _ = shape
-    return gp if gp.shape == tuple(shape) else gp[:, t:t + h, l:l + w].copy()
+def _max_vjp(r, what):
+    def vjp(inputs, params, attrs, y, gy):
+        """max pooling's vector-Jacobian product: gy to the tap PyTorch's kernels pick
+        (`refq.layers.max_pool_scan.max_pool_vjp`)."""
+        x = inputs[0]
+        a = _full(attrs, r)
+        _geometry(x.shape, a, r, what)
+        return [max_pool_vjp(x, gy, a, what)], {}
+    return vjp
 
 
-def _max_pool_vjp(inputs, params, attrs, y, gy):
-    """max_pool2d's vector-Jacobian product (module docstring, VJP): the PyTorch scan over the
-    kh·kw taps picks t* per output element, then each tap adds gy where it was picked.
-
-    The scan keeps, per tap, where it moved (its value greater than the running maximum, or NaN;
-    the running maximum is then np.maximum's, NaN once a NaN was seen); t* is the last tap that
-    moved, or the first valid tap where none did. Each tap's share, gy where it is t* and +0
-    elsewhere, is a branch-free select (`_zero_where`), written straight into ∂L/∂x_pad when
-    the windows do not overlap (strides >= pool size), added otherwise."""
-    x = inputs[0]
-    pads, (oh, ow) = _geometry(x.shape, attrs, "max_pool2d")
-    (kh, kw), s = attrs["pool_size"], attrs["strides"]
-    xp = pad_hw(x, pads, value=-np.inf)
-    out_shape = (x.shape[0], oh, ow, x.shape[3])
-    taps = [(u, v) for u in range(kh) for v in range(kw)]
-    best = np.full(out_shape, -np.inf, x.dtype)
-    moved = []
-    for u, v in taps:
-        val = _tap(xp, u, v, oh, ow, s)
-        m = np.greater(val, best)
-        m |= np.isnan(val)
-        moved.append(m)
-        np.maximum(best, val, out=best)
-    g = np.asarray(gy, dtype=x.dtype)
-    gp = np.zeros(xp.shape, x.dtype)
-    overlap = s[0] < kh or s[1] < kw
-    share = np.empty(out_shape, x.dtype) if overlap else None
-    mask = np.empty(out_shape, np.dtype(f"u{x.itemsize}"))
-    later = np.zeros(out_shape, bool)            # a later tap moved
-    not_picked = [None] * len(taps)
-    for k in reversed(range(len(taps))):
-        not_picked[k] = np.logical_or(later, np.logical_not(moved[k]))
-        later |= moved[k]
-    for (u, v), skip in zip(taps, not_picked):  # row-major order, as the scan
-        dst = _tap(gp, u, v, oh, ow, s)
-        if overlap:
-            dst += _zero_where(skip, g, share, mask)
-        else:
-            _zero_where(skip, g, dst, mask)
-    none_moved = ~later
-    if none_moved.any():   # windows of −inf only: gy goes to the first valid tap (u0(i), v0(j))
-        u0 = np.maximum(pads[0] - np.arange(oh) * s[0], 0)
-        v0 = np.maximum(pads[2] - np.arange(ow) * s[1], 0)
-        first = (u0[:, None] * kw + v0[None, :])[None, :, :, None]
-        for k, (u, v) in enumerate(taps):
-            here = none_moved & (first == k)
-            _tap(gp, u, v, oh, ow, s)[here] += g[here]
-    return [_unpad(gp, pads, x.shape)], {}
+def _indices_forward(r, what):
+    def forward(inputs, params, attrs):
+        x = inputs[0]
+        a = _full(attrs, r)
+        _geometry(x.shape, a, r, what)
+        return max_pool_indices(x, a, what)
+    return forward
 
 
-def _avg_pool_vjp(inputs, params, attrs, y, gy):
-    """avg_pool2d's vector-Jacobian product (module docstring, VJP): gy over the valid counts,
-    spread back over the windows separably (the adjoint of `_reduce`: the kh row taps, then the
-    kw column taps)."""
-    x = inputs[0]
-    pads, (oh, ow) = _geometry(x.shape, attrs, "avg_pool2d")
-    (kh, kw), (sh, sw) = attrs["pool_size"], attrs["strides"]
-    count = np.multiply.outer(valid_counts(x.shape[1], kh, sh, pads[0], oh),
-                              valid_counts(x.shape[2], kw, sw, pads[2], ow))
-    g = np.asarray(gy, dtype=x.dtype) / count.astype(x.dtype)[None, :, :, None]
-    n, h, w, c = x.shape
-    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
-    rows = np.zeros((n, hp, ow, c), x.dtype)
-    for u in range(kh):
-        rows[:, u:u + (oh - 1) * sh + 1:sh] += g
-    gp = np.zeros((n, hp, wp, c), x.dtype)
-    for v in range(kw):
-        gp[:, :, v:v + (ow - 1) * sw + 1:sw] += rows
-    return [_unpad(gp, pads, x.shape)], {}
+def _zero_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x = 0: the indices are piecewise constant in x (an integer output)."""
+    return [np.zeros(inputs[0].shape, inputs[0].dtype)], {}
 
 
 def _pool_macs(in_shapes, out_shape, attrs, params):
-    if out_shape[1] is None or out_shape[2] is None:
+    if None in out_shape[1:]:
         return 0
-    kh, kw = attrs["pool_size"]
-    return int(out_shape[1] * out_shape[2] * out_shape[3] * kh * kw)
+    return int(np.prod(out_shape[1:], dtype=np.int64)) * int(np.prod(attrs["pool_size"]))
 
 
-def _gap_shape(in_shapes, attrs, params):
-    shape = tuple(in_shapes[0])
-    _check_rank4(shape, "global_avg_pool2d")
-    return (shape[0], 1, 1, shape[3]) if attrs["keepdims"] else (shape[0], shape[3])
+# ---- global pools ----------------------------------------------------------------------------
+def _global_shape(what):
+    def infer(in_shapes, attrs, params):
+        shape = tuple(in_shapes[0])
+        _check_rank(shape, 2, what)
+        return (shape[0], 1, 1, shape[3]) if attrs["keepdims"] else (shape[0], shape[3])
+    return infer
 
 
 def _gap(inputs, params, attrs):
@@ -236,16 +229,55 @@ def _gap_macs(in_shapes, out_shape, attrs, params):
     return 0 if h is None or w is None else int(h * w * c)
 
 
-_POOL_ATTRS = {"pool_size": Attr("ints", length=2),
-               "strides": Attr("ints", length=2),
-               "padding": Attr("str", "valid", choices=PADDINGS),
-               "pads": Attr("ints", (0, 0, 0, 0), length=4)}
+def _gmp(inputs, params, attrs):
+    x = inputs[0]
+    return np.max(x, axis=(1, 2), keepdims=attrs["keepdims"])
+
+
+def _gmp_vjp(inputs, params, attrs, y, gy):
+    """global_max_pool2d's vector-Jacobian product: max_pool2d's with the whole image as the
+    window (module docstring, VJP)."""
+    x = inputs[0]
+    _, h, w, _ = x.shape
+    a = _full({"pool_size": [h, w], "strides": [1, 1]}, 2)
+    return [max_pool_vjp(x, gy, a, "global_max_pool2d")], {}
+
+
+# ---- records ---------------------------------------------------------------------------------
+def _attrs(r, avg):
+    a = {"pool_size": Attr("ints", length=r),
+         "strides": Attr("ints", length=r),
+         "dilations": Attr("ints", (1,) * r, length=r),
+         "padding": Attr("str", "valid", choices=POOL_PADDINGS),
+         "pads": Attr("ints", (0,) * (2 * r), length=2 * r),
+         "ceil_mode": Attr("bool", False)}
+    if avg:
+        a["count_include_pad"] = Attr("bool", False)
+    return a
+
+
+def _pool_ops(r):
+    mx, av, ix = f"max_pool{r}d", f"avg_pool{r}d", f"max_pool{r}d_indices"
+    two = r == 2   # the 2-D ops have an integer lowering; the others none (yet)
+    return [
+        Op(mx, _max_forward(r, mx), _infer_pool(r, mx), attrs=_attrs(r, False),
+           vjp=_max_vjp(r, mx),
+           traits=Traits("MaxPool", grid_preserving=two, lowering="grid" if two else None)),
+        Op(av, _avg_forward(r, av), _infer_pool(r, av), attrs=_attrs(r, True),
+           macs=_pool_macs, vjp=_avg_vjp(r, av),
+           traits=Traits("AveragePool", lowering="avg_pool" if two else None)),
+        Op(ix, _indices_forward(r, ix), _infer_pool(r, ix), attrs=_attrs(r, False),
+           vjp=_zero_vjp, traits=Traits("MaxPool")),
+    ]
+
 
 OPS = [
-    Op("max_pool2d", _max_pool, _infer_pool("max_pool2d"), attrs=dict(_POOL_ATTRS),
-       vjp=_max_pool_vjp, traits=Traits("MaxPool", grid_preserving=True, lowering="grid")),
-    Op("avg_pool2d", _avg_pool, _infer_pool("avg_pool2d"), attrs=dict(_POOL_ATTRS),
-       macs=_pool_macs, vjp=_avg_pool_vjp, traits=Traits("AveragePool", lowering="avg_pool")),
-    Op("global_avg_pool2d", _gap, _gap_shape, attrs={"keepdims": Attr("bool", False)},
-       macs=_gap_macs, vjp=_gap_vjp, traits=Traits("GlobalAveragePool", lowering="mean")),
+    *_pool_ops(2),
+    Op("global_avg_pool2d", _gap, _global_shape("global_avg_pool2d"),
+       attrs={"keepdims": Attr("bool", False)}, macs=_gap_macs, vjp=_gap_vjp,
+       traits=Traits("GlobalAveragePool", lowering="mean")),
+    Op("global_max_pool2d", _gmp, _global_shape("global_max_pool2d"),
+       attrs={"keepdims": Attr("bool", False)}, vjp=_gmp_vjp, traits=Traits("GlobalMaxPool")),
+    *_pool_ops(1),
+    *_pool_ops(3),
 ]

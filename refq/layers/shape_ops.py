@@ -3,13 +3,18 @@
 | op         | definition                                                      | attributes                  |
 |------------|-----------------------------------------------------------------|-----------------------------|
 | concat     | y = x_0 ‖ x_1 ‖ ... along `axis` (not the batch axis)           | axis (−1)                   |
-| flatten    | y[n, k] = x[n, i, j, c] with k the row-major (C-order) index    |                             |
+| flatten    | x read in C order into [Π dims[:axis], Π dims[axis:]] (ONNX)    | axis (1; 1 <= axis <= rank) |
 | reshape    | y[n] = x[n] read in C order into `shape` (one entry may be −1)  | shape (without batch)       |
 | zero_pad2d | y[n, i+top, j+left, c] = x[n, i, j, c], zeros elsewhere (NHWC)  | pads [top, bottom, left, right] |
 | identity   | y = x (Dropout, noise and regularisation layers at inference)   |                             |
 
 Flatten and reshape act on NHWC data, so they agree with Keras `Flatten`/`Reshape` with
-channels_last. Errors: ShapeError when sizes do not agree.
+channels_last. flatten with axis = 1 (the default) is y[n, k] = x[n, i, j, c], k the row-major
+index; with axis a > 1 (ONNX Flatten) the leading axis of y is N·Π dims[1:a], rows in batch order,
+so a run cut into batch chunks concatenates them correctly. A negative axis counts from the end
+(axis + rank). axis 0 (ONNX's [1, N·...], the whole batch in one row) is refused: it mixes the
+batch, which refq cuts into chunks. Errors: ShapeError when sizes do not agree or the axis is out
+of range.
 
 VJPs: each op only moves values, so its VJP moves gy back (all are linear: no kinks).
 
@@ -54,9 +59,25 @@ def _concat_shape(in_shapes, attrs, params):
     return tuple(out)
 
 
+def _flatten_axis(shape, attrs):
+    """flatten's axis in 1..rank (a negative one counted from the end); ShapeError otherwise."""
+    rank, axis = len(shape), attrs["axis"]
+    a = axis + rank if axis < 0 else axis
+    if not 1 <= a <= rank:
+        raise ShapeError(f"flatten axis {axis} of a rank-{rank} input must be in 1..{rank} (or "
+                         f"{1 - rank}..-1); axis 0 would put the whole batch in one row, which "
+                         "refq, running the batch in chunks, does not support")
+    return a
+
+
+def _prod(dims):
+    return None if None in dims else int(np.prod(dims, dtype=np.int64))
+
+
 def _flatten_shape(in_shapes, attrs, params):
-    rest = in_shapes[0][1:]
-    return (in_shapes[0][0], None if None in rest else int(np.prod(rest, dtype=np.int64)))
+    shape = tuple(in_shapes[0])
+    a = _flatten_axis(shape, attrs)
+    return (_prod(shape[:a]), _prod(shape[a:]))
 
 
 def _reshape_shape(in_shapes, attrs, params):
@@ -86,7 +107,9 @@ def _reshape(inputs, params, attrs):
 
 def _flatten(inputs, params, attrs):
     x = inputs[0]
-    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))  # N = 0 works too
+    a = _flatten_axis(x.shape, attrs)
+    # the sizes from the shape (not -1) so that an empty batch (N = 0) works too
+    return x.reshape(_prod(x.shape[:a]), _prod(x.shape[a:]))
 
 
 def _pad_shape(in_shapes, attrs, params):
@@ -141,7 +164,7 @@ OPS = [
     Op("concat", lambda xs, p, a: np.concatenate(xs, axis=a["axis"]), _concat_shape,
        num_inputs=(1, None), attrs={"axis": Attr("int", -1)}, vjp=_concat_vjp,
        traits=Traits("Concat", lowering="concat")),
-    Op("flatten", _flatten, _flatten_shape, vjp=_reshape_vjp,
+    Op("flatten", _flatten, _flatten_shape, attrs={"axis": Attr("int", 1)}, vjp=_reshape_vjp,
        traits=Traits("Flatten", grid_preserving=True, lowering="grid")),
     Op("reshape", _reshape, _reshape_shape, attrs={"shape": Attr("ints")}, vjp=_reshape_vjp,
        traits=Traits("Reshape", grid_preserving=True, lowering="grid")),
