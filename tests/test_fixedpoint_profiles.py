@@ -8,11 +8,11 @@ from refq.errors import FixedPointError
 from refq.fixedpoint import (FLOAT_SCHEMES, INT32_MAX, PROFILES, Profile, describe_profiles,
                              get_profile, quantize_multiplier, requantize, tosa_scale32)
 
-NAMES = ("tflite", "tflite-single", "tosa", "onnx", "cmsis-nn")
+NAMES = ("tflite", "tflite-single", "tosa", "onnx", "ort", "cmsis-nn")
 KW = dict(zero_point=-3, act_min=-128, act_max=127)
 
 
-def test_exactly_the_five_profiles_ship():
+def test_exactly_the_six_profiles_ship():
     assert tuple(PROFILES) == NAMES
     with pytest.raises(TypeError):
         PROFILES["mine"] = PROFILES["tflite"]  # the registry is read-only
@@ -31,15 +31,26 @@ def test_shipped_profile_is_valid_and_frozen(name):
 
 
 def test_profiles_encode_the_notes_table():
-    t, ts, tosa, onnx, cm = (PROFILES[n] for n in NAMES)
-    assert (t.requant, ts.requant, tosa.requant, onnx.requant, cm.requant) == (
-        "tflite_double", "single_round", "tosa_double", "float_rne", "tflite_double")
-    assert [p.zp_before_round for p in (t, ts, tosa, onnx, cm)] == [False, False, False, True,
-                                                                    False]
-    assert [p.quantize_rounding for p in (t, tosa, onnx, cm)] == [
-        "half_away", "half_even", "half_even", "half_away"]
+    t, ts, tosa, onnx, ort, cm = (PROFILES[n] for n in NAMES)
+    assert (t.requant, ts.requant, tosa.requant, onnx.requant, ort.requant, cm.requant) == (
+        "tflite_double", "single_round", "tosa_double", "float_rne", "float32_rne",
+        "tflite_double")
+    assert [p.zp_before_round for p in (t, ts, tosa, onnx, ort, cm)] == [
+        False, False, False, True, False, False]
+    assert [p.quantize_rounding for p in (t, tosa, onnx, ort, cm)] == [
+        "half_away", "half_even", "half_even", "half_even", "half_away"]
     assert not t.weight_zero_point and tosa.weight_zero_point and onnx.per_channel_weight_zero_point
-    assert (t.add, tosa.add, onnx.add, cm.add) == ("tflite", "tosa", "float", "tflite")
+    assert ort.weight_zero_point and not ort.per_channel_weight_zero_point
+    assert (t.add, tosa.add, onnx.add, ort.add, cm.add) == ("tflite", "tosa", "qdq", "ort",
+                                                             "tflite")
+    # the ONNX spec computes every non-conv op as DequantizeLinear -> float32 op -> QuantizeLinear
+    assert (onnx.avgpool, onnx.mean, onnx.mul, onnx.rescale, onnx.logistic_tanh, onnx.softmax,
+            onnx.hard_swish) == ("qdq", "qdq", "qdq", "qdq", "float32", "float32", "float32")
+    # onnxruntime's fused kernels where it fuses, float32 inside QDQ elsewhere
+    assert (ort.avgpool, ort.mean, ort.mul, ort.rescale, ort.logistic_tanh) == (
+        "ort", "ort", "ort", "qdq", "float32")
+    assert (ort.multiplier, ort.scale_math, ort.multiplier_bits) == ("float32", "float32", 32)
+    assert [p.mul for p in (t, tosa, cm)] == ["requant"] * 3
     assert (t.logistic_tanh, cm.logistic_tanh) == ("lut_float", "gemmlowp")
     assert t.fc_requant == "float_half_away" and cm.fc_requant is None
     assert cm.fc_per_tensor_scale_math == "float32_product" and onnx.scale_math == "float32"
@@ -81,7 +92,8 @@ def test_describe_profiles():
     lines = text.splitlines()
     header = next(line for line in lines if line.strip().startswith("field"))
     assert header.split() == ["field", *NAMES]
-    for field in ("requant", "zp_before_round", "quantize_rounding", "multiplier", "avgpool"):
+    for field in ("requant", "zp_before_round", "quantize_rounding", "multiplier", "avgpool",
+                  "add", "mean", "mul", "rescale"):
         row = next(line.split() for line in lines if line.strip().startswith(field + " "))
         assert row[1:] == [str(getattr(PROFILES[n], field)) for n in NAMES]
     shared = next(line for line in lines if line.startswith("Shared by all"))
@@ -162,3 +174,33 @@ def test_profile_quantize_and_activation_range_rounding():
     cm_fc = get_profile("cmsis-nn").real_multiplier(0.0123, 0.0031, 0.047, kind="fc_per_tensor")
     assert cm_fc == float(np.float32(np.float32(0.0123) * np.float32(0.0031))) / float(
         np.float32(0.047))
+
+
+def test_ort_profile_float32_multiplier_and_zero_point_after_rounding():
+    """onnxruntime `MlasRequantizeOutput`: rint(float32(acc)·float32(M)) + zp, M formed as
+    float32(float32(s_x·s_w)/s_y) (`ComputeOutputScale`)."""
+    o = get_profile("ort")
+    M = o.real_multiplier(0.02, 0.0041, 0.05)
+    assert M == float(np.float32(np.float32(np.float32(0.02) * np.float32(0.0041)) /
+                                 np.float32(0.05)))
+    m, s = o.derive_multiplier(M)
+    assert m.dtype == np.float32 and int(s) == 0
+    acc = np.array([16, 48, -16, -48])  # ·3/32 = ±1.5, ±4.5: ties
+    got = o.requantize(acc, np.float32(3 / 32), None, zero_point=1, act_min=-128, act_max=127)
+    np.testing.assert_array_equal(got, [3, 5, -1, -3])  # rint(x) + 1, not rint(x + 1)
+    onnx = get_profile("onnx").requantize(acc, 3 / 32, None, zero_point=1, act_min=-128,
+                                          act_max=127)
+    np.testing.assert_array_equal(onnx, [2, 6, 0, -4])
+    # float32(acc) is inexact beyond 2^24: 2^24 + 1 becomes 2^24 before the product (float64
+    # keeps it)
+    big, wide = np.array([(1 << 24) + 1]), dict(zero_point=0, act_min=-(1 << 31),
+                                                 act_max=(1 << 31) - 1)
+    assert int(o.requantize(big, np.float32(1.0), None, **wide)[0]) == 1 << 24
+    assert int(get_profile("onnx").requantize(big, 1.0, None, **wide)[0]) == (1 << 24) + 1
+
+
+def test_new_profile_fields_are_validated():
+    for field, bad in (("mul", "float"), ("rescale", "ort"), ("add", "onnx"), ("mean", "x"),
+                       ("softmax", "float16")):
+        with pytest.raises(FixedPointError, match=field):
+            dataclasses.replace(PROFILES["onnx"], **{field: bad})

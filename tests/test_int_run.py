@@ -72,8 +72,8 @@ def test_lsb_differences_per_profile(sims, calib, config):
         assert s["local_within_bound"], s["local_out_of_bound"]
         assert s["local_max_lsb"] <= 1
         assert s["min_headroom_bits"] >= 0
-        if name == "onnx":
-            # float32 multiplier, zero point before rounding: at most a rare tie
+        if name in ("onnx", "ort"):
+            # float requantization (float32 multiplier): at most a rare tie
             assert s["local_differ_elements"] <= s["local_elements"] // 10000
         else:
             assert s["local_differ_elements"] > 0

@@ -310,7 +310,7 @@ def test_input_quantizer_gets_a_requantize():
 def test_batch_norm_left_is_an_error():
     g = Graph([TensorSpec("x", (None, 4, 4, 2))], ["b"], [
         Node("c", "conv2d", ["x"], ["c"], {}, {"weight": np.ones((2, 1, 1, 2), f32)}),
-        Node("bn", "batch_norm", ["c"], ["b"], {},
+        Node("bn", "batch_norm", ["c"], ["b"], {"epsilon": 1e-3},
              {"gamma": np.ones(2, f32), "beta": np.zeros(2, f32), "mean": np.zeros(2, f32),
               "variance": np.ones(2, f32)})])
     sim = QuantSim(g, cfg()).compute_encodings(data(2)[..., :2][:, :4, :4])
@@ -546,3 +546,41 @@ def test_lower_from_params_handwritten_spec_and_errors():
     bad["inputs"][0]["dtype"] = "uint8"
     with pytest.raises(FixedPointError, match="does not support uint8"):
         lower_from_params(bad, "tflite")
+
+
+@pytest.mark.parametrize("op,attrs,named", [
+    ("avg_pool2d", {"dilations": [2, 2]}, "dilations"),
+    ("avg_pool2d", {"ceil_mode": True}, "ceil_mode"),
+    ("avg_pool2d", {"count_include_pad": True, "padding": "same"}, "count_include_pad"),
+    ("max_pool2d", {"padding": "same_lower"}, "same_lower"),
+    ("max_pool2d", {"dilations": [1, 2]}, "dilations"),
+])
+def test_pool_attributes_the_kernels_lack_are_refused(op, attrs, named):
+    """A pool attribute value the integer kernels do not implement is an error naming the node
+    and attribute, never dropped."""
+    g = Graph([TensorSpec("x", (None, 8, 8, 3))], ["p"],
+              [conv("c", "x", "c", (4, 1, 1, 3), np.random.default_rng(0)),
+               Node("p", op, ["c"], ["p"], {"pool_size": [2, 2], "strides": [2, 2], **attrs})])
+    sim = QuantSim(g, cfg()).compute_encodings(data(4))
+    with pytest.raises(FixedPointError, match=rf"node 'p' \({op}\).*{named}.*no integer lowering"):
+        lower(sim, "tflite")
+
+
+def test_clip_with_one_bound_clamps_at_the_grid_end():
+    """clip with a missing bound lowers as clip with that bound at ±1e30 (which saturates to the
+    grid's end): the same act_min/act_max (int8 under tflite: 127 or -128) and the same outputs."""
+    x = data(4)
+    for bounds, wide in (({"min": 0.0, "max": None}, {"min": 0.0, "max": 1e30}),
+                         ({"min": None, "max": 1.0}, {"min": -1e30, "max": 1.0})):
+        lowered = []
+        for attrs in (bounds, wide):
+            g = Graph([TensorSpec("x", (None, 8, 8, 3))], ["y"],
+                      [conv("c", "x", "c", (4, 1, 1, 3), np.random.default_rng(0)),
+                       Node("k", "clip", ["c"], ["y"], attrs)])
+            ig = lower(QuantSim(g, cfg("per_tensor")).compute_encodings(data(8)), "tflite")
+            node = next(n for n in ig.nodes if n.op == "int_conv2d")
+            lowered.append(((node.attrs["act_min"], node.attrs["act_max"]),
+                            run_int(ig, {"x": x})[0]["y"]))
+        (rng1, y1), (rng2, y2) = lowered
+        assert rng1 == rng2 and (127 in rng1 if bounds["max"] is None else -128 in rng1)
+        np.testing.assert_array_equal(y1, y2)

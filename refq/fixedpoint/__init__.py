@@ -7,7 +7,7 @@ requantize.py         requantization schemes, quantize, activation clamp bounds
 scaling.py            the requantization schemes fused into few int64 passes (used by requantize)
 blocks.py             elementwise pipelines run block by block in cache (speed only)
 profiles.py           `Profile` and the shipped profiles (tflite, tflite-single, tosa, onnx,
-                      cmsis-nn)
+                      ort, cmsis-nn)
 lowering.py           `lower` (QuantSim -> integer graph), `lower_from_params`; the lowering rules
 lower_encodings.py    integer tensor encodings, weight codes, int32 biases
 lower_graph.py        the integer graph under construction and the graph walk

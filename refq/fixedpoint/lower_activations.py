@@ -5,7 +5,10 @@ w (`lower_graph.Walk`); `act_range` gives the clamp bounds of fused and standalo
 Lookup tables (`lut_table`, built by the kernels' `build_lut`), one entry per code v of the input
 dtype, x = (v − zp_in)·s_in:
   "float"        f(x) in float64 (refq's float op), q = rint(f/s_out) + zp_out (the
-                 integer-faithful definition; ONNX's float op inside QDQ).
+                 integer-faithful definition).
+  "float32"      the ONNX op in float32 between DequantizeLinear and QuantizeLinear, as
+                 `onnx.reference` evaluates it (`kernels.lut.onnx_float32_function`; refq's
+                 hard_swish is ONNX HardSwish x·max(0, min(1, x/6 + 1/2))).
   "lut_float"    TFLite `LUTPopulate` (fixedpoint.md §6.2): x = fl32(s_in·fl32(v − zp_in)), f in
                  float32, q = roundf(f·fl32(1/s_out)) + zp_out (half away), clamped.
   "fixed_point"  hard_swish: TFLite/TFLM `reference_ops::HardSwish` (§6.5) on every int8 code.
@@ -38,10 +41,12 @@ def act_range(profile, kind, attrs, tq, where):
             return profile.activation_range(kind, tq.scale, tq.zero_point, qmin=tq.qmin,
                                             qmax=tq.qmax)
         if kind == "clip":
-            lo, hi = (int(quantize_float(np.float32(attrs[k]), tq.scale, tq.zero_point,
+            # a missing bound (None) is the grid's own end
+            lo, hi = (bound if attrs[k] is None else
+                      int(quantize_float(np.float32(attrs[k]), tq.scale, tq.zero_point,
                                          qmin=tq.qmin, qmax=tq.qmax,
                                          rounding=profile.activation_range_rounding))
-                      for k in ("min", "max"))
+                      for k, bound in (("min", tq.qmin), ("max", tq.qmax)))
             return lo, hi
     except FixedPointError as e:
         raise FixedPointError(f"{where}: {e}") from None
@@ -81,10 +86,18 @@ def lut_table(op: str, attrs: dict, tq_in: TensorQ, tq_out: TensorQ, scheme: str
     `scheme`, one entry per code of tq_in's dtype, built by the kernels' `build_lut` (see the
     module docstring): "lut_float" uses TFLite's float32 transforms for sigmoid/tanh/hard_swish
     (and the Keras 3 hard_sigmoid), refq's float op evaluated in float32 otherwise; "float" uses
-    refq's float op in float64 with the node's attributes."""
+    refq's float op in float64 with the node's attributes; "float32" the ONNX op in float32 with
+    the node's attributes (`kernels.lut.onnx_float32_function`)."""
     from .kernels.lut import build_lut
 
-    if scheme in ("lut_float",) and (op in _NAMED or (
+    if scheme == "float32":
+        from .kernels.lut import onnx_float32_function
+
+        try:
+            fn = onnx_float32_function(op, attrs)
+        except FixedPointError as e:
+            raise FixedPointError(f"{where}: {e}") from None
+    elif scheme in ("lut_float",) and (op in _NAMED or (
             op == "hard_sigmoid" and all(np.isclose(attrs[k], v, rtol=0, atol=0)
                                          for k, v in _KERAS3_HARD_SIGMOID.items()))):
         fn = op
@@ -108,7 +121,7 @@ def _lut_scheme(w, n, q_in, q_out):
     elif n.op == "hard_swish":
         scheme = p.hard_swish
     else:
-        scheme = "float" if p.logistic_tanh == "float" else "lut_float"
+        scheme = p.logistic_tanh if p.logistic_tanh in ("float", "float32") else "lut_float"
     if scheme == "gemmlowp":
         want = (1.0 / 256, -128) if n.op == "sigmoid" else (1.0 / 128, 0)
         if (q_in.dtype, q_out.dtype) != ("int8", "int8") or \
@@ -164,6 +177,8 @@ def lower_softmax(w, n):
         except FixedPointError as e:
             raise FixedPointError(f"node '{n.name}' (softmax): {e}") from None
         attrs["softmax"] = "tflite"
+    elif p.softmax == "float32":
+        attrs.update(softmax="float32", input_scale=tq_in.scale, output_scale=tq_out.scale)
     else:
         if p.softmax != "float":
             why = ("its output encoding is not scale 1/256, zero point -128 (int8)"

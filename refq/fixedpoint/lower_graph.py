@@ -134,11 +134,19 @@ class Builder:
                          {"scale": tq.scale, "zero_point": tq.zero_point})
 
     def requantize(self, name, x, out, tq_in, tq_out, act=None):
-        """x -> clamp(requantize(x − zp_in) + zp_out, act) with M = s_in/s_out."""
+        """x -> clamp(requantize(x − zp_in) + zp_out, act) with M = s_in/s_out; with the profile's
+        rescale "qdq", int_requantize mode "qdq" (float32 DequantizeLinear -> QuantizeLinear)."""
         p = self.profile
         where = f"node '{name}' (requantize)"
-        real = p.real_multiplier(tq_in.scale, 1.0, tq_out.scale)
         act = (tq_out.qmin, tq_out.qmax) if act is None else act
+        if p.rescale == "qdq":  # DequantizeLinear -> QuantizeLinear in float32
+            return self.emit(name, "int_requantize", [x], out, {
+                "input_zp": tq_in.zero_point, "output_zp": tq_out.zero_point,
+                "act_min": int(act[0]), "act_max": int(act[1]), "scheme": self.float_scheme(),
+                "zp_before_round": False, "mode": "qdq"},
+                {"in_scale": np.array([float(tq_in.scale)]),
+                 "out_scale": np.array([float(tq_out.scale)])}, tq=tq_out, requants=1)
+        real = p.real_multiplier(tq_in.scale, 1.0, tq_out.scale)
         return self.emit(name, "int_requantize", [x], out, {
             "input_zp": tq_in.zero_point, "output_zp": tq_out.zero_point,
             "act_min": int(act[0]), "act_max": int(act[1]), **self.scheme_attrs(p.requant)},

@@ -74,6 +74,10 @@ def _add(b, name, a, c, out, tq_a, tq_b, tq_out, act):
     attrs = {"a_zp": tq_a.zero_point, "b_zp": tq_b.zero_point, "output_zp": tq_out.zero_point,
              "act_min": int(act[0]), "act_max": int(act[1]), "accumulator_bits": p.acc_bits,
              "overflow": p.overflow}
+    if p.add in ("qdq", "ort"):
+        params = {"a_scale": np.array([sa]), "b_scale": np.array([sb]), "out_scale": np.array([so])}
+        attrs.update(scheme=b.float_scheme(), add=p.add)
+        return b.emit(name, "int_add", [a, c], out, attrs, params, tq=tq_out, requants=1)
     if p.add in ("tflite", "tosa") and p.requant not in FLOAT_SCHEMES:
         ls = p.add_left_shift
         twice = 2.0 * max(sa, sb)
@@ -93,13 +97,27 @@ def _add(b, name, a, c, out, tq_a, tq_b, tq_out, act):
 
 
 def _multiply(b, name, a, c, out, tq_a, tq_b, tq_out, act):
+    """int_multiply by the profile's `mul`: "requant" (M = s_a·s_b/s_out by mul_scale_math, the
+    profile's requant scheme), "qdq" (float32 DequantizeLinear -> Mul -> QuantizeLinear), "ort"
+    (onnxruntime QLinearMul: scheme float32_rne, float32 M, zero point before rounding)."""
     p = b.profile
     where = f"node '{name}' (multiply)"
+    attrs = {"a_zp": tq_a.zero_point, "b_zp": tq_b.zero_point, "output_zp": tq_out.zero_point,
+             "act_min": int(act[0]), "act_max": int(act[1])}
+    if p.mul == "qdq":
+        attrs.update(scheme=b.float_scheme(), zp_before_round=False, mode="qdq")
+        params = {"a_scale": np.array([np.float64(np.float32(tq_a.scale))]),
+                  "b_scale": np.array([np.float64(np.float32(tq_b.scale))]),
+                  "out_scale": np.array([np.float64(np.float32(tq_out.scale))])}
+        return b.emit(name, "int_multiply", [a, c], out, attrs, params, tq=tq_out, requants=1)
     real = p.real_multiplier(tq_a.scale, tq_b.scale, tq_out.scale, kind="mul")
-    return b.emit(name, "int_multiply", [a, c], out, {
-        "a_zp": tq_a.zero_point, "b_zp": tq_b.zero_point, "output_zp": tq_out.zero_point,
-        "act_min": int(act[0]), "act_max": int(act[1]), **b.scheme_attrs(p.requant)},
-        b.requant_params(real, p.requant, where), tq=tq_out, requants=1)
+    if p.mul == "ort":
+        attrs.update(scheme="float32_rne", zp_before_round=True)
+        return b.emit(name, "int_multiply", [a, c], out, attrs,
+                      b.requant_params(real, "float32_rne", where), tq=tq_out, requants=1)
+    attrs.update(b.scheme_attrs(p.requant))
+    return b.emit(name, "int_multiply", [a, c], out, attrs,
+                  b.requant_params(real, p.requant, where), tq=tq_out, requants=1)
 
 
 def lower_binary(w, n):
@@ -126,7 +144,10 @@ def lower_mean(w, n):
     p, b = w.p, w.b
     where = f"node '{n.name}' (global_avg_pool2d)"
     s_in, s_out = np.float64(np.float32(tq_in.scale)), np.float64(np.float32(tq_out.scale))
-    if p.mean == "float":
+    if p.mean in ("qdq", "ort"):
+        scheme = b.float_scheme()
+        params = {"in_scale": np.array([s_in]), "out_scale": np.array([s_out])}
+    elif p.mean == "float":
         scheme = b.float_scheme()
         params = {"multiplier": np.zeros(1, np.int32), "shift": np.zeros(1, np.int32),
                   "real_multiplier": np.array([s_in / s_out])}
@@ -145,9 +166,30 @@ def lower_mean(w, n):
         "overflow": p.overflow}, params, tq=tq_out, requants=1)
 
 
+def _check_plain_pool(n):
+    """FixedPointError when a pool uses an attribute value the integer kernels do not implement
+    (they pool with dilations 1, ceil_mode and count_include_pad False, and valid, same or
+    explicit padding): lowering must not drop it silently."""
+    a = n.attrs
+    extra = {k: a[k] for k, plain in (("dilations", [1, 1]), ("ceil_mode", False),
+                                       ("count_include_pad", False))
+             if _differs(a.get(k, plain), plain)}
+    if a.get("padding") == "same_lower":
+        extra["padding"] = "same_lower"
+    if extra:
+        raise FixedPointError(f"{where_of(n)}: {n.op} with {extra} has no integer lowering; the "
+                              "integer kernels pool with dilations 1, ceil_mode and "
+                              "count_include_pad false, and valid, same or explicit padding")
+
+
+def _differs(value, plain) -> bool:
+    return list(value) != plain if isinstance(plain, list) else bool(value) != plain
+
+
 def lower_avg_pool(w, n):
     """avg_pool2d -> int_avg_pool2d by the profile's AvgPool scheme, with requantization
     parameters when the output encoding differs from the input's."""
+    _check_plain_pool(n)
     x, tq_in = w.read(n, 0)
     attrs = {k: n.attrs[k] for k in _POOL_GEOMETRY}
     out, tq_out = w.out_name(n.outputs[0]), w.tq[n.outputs[0]]
@@ -156,6 +198,10 @@ def lower_avg_pool(w, n):
     attrs.update({"input_zp": tq_in.zero_point, "output_zp": tq_out.zero_point,
                   "act_min": tq_out.qmin, "act_max": tq_out.qmax, "avg": p.avgpool})
     params = {}
+    if p.avgpool in ("qdq", "ort"):
+        params = {"in_scale": np.array([np.float64(np.float32(tq_in.scale))]),
+                  "out_scale": np.array([np.float64(np.float32(tq_out.scale))])}
+        return b.emit(n.name, "int_avg_pool2d", [x], out, attrs, params, tq=tq_out, requants=1)
     if (tq_in.scale, tq_in.zero_point) != (tq_out.scale, tq_out.zero_point):
         scheme = b.float_scheme() if p.avgpool == "float" else p.requant
         real = p.real_multiplier(tq_in.scale, 1.0, tq_out.scale)
@@ -174,6 +220,8 @@ def lower_grid_op(w, n):
     x, q_in = w.read(n, 0)
     b, a = w.b, n.attrs
     if n.op == "max_pool2d":
+        _check_plain_pool(n)
+
         def emit(name, out, tq):
             attrs = {k: a[k] for k in _POOL_GEOMETRY}
             attrs.update(act_min=tq.qmin, act_max=tq.qmax)

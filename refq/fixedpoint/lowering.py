@@ -46,18 +46,28 @@ Rules (`lower`):
   leaky_relu -> int_lut (`lower_activations.lut_table`), softmax -> int_softmax, flatten/reshape/identity
   unchanged. Any op whose output encoding differs from the one its integer op produces gets an
   int_requantize after it. A node input with its own input quantizer gets an int_requantize.
-- Rescaling ops: multiply M = s_a·s_b/s_out (`mul_scale_math`); add "tflite" and "tosa" use the
-  three-requantization formula (inputs << add_left_shift, 2·max(s_a, s_b); TOSA's multipliers and
-  tosa_double = the legalizer's RESCALE chain), a float-requantizing profile or add "float" uses
-  a_real = s_a/s_out, b_real = s_b/s_out; mean "tflite" encodes s_in/s_out (the kernel folds 1/n),
-  "tosa" s_in/(n·s_out) with a single-rounded RESCALE, "float" s_in/s_out; avg_pool2d carries
-  requantization parameters (M = s_in/s_out) when its output encoding differs from its input's.
+- Rescaling ops: multiply by the profile's `mul`: "requant" M = s_a·s_b/s_out (`mul_scale_math`)
+  and the profile's scheme, "qdq" int_multiply mode "qdq" with the three float32 scales, "ort"
+  scheme float32_rne with the zero point before rounding (onnxruntime QLinearMul); add "tflite" and
+  "tosa" use the three-requantization formula (inputs << add_left_shift, 2·max(s_a, s_b); TOSA's
+  multipliers and tosa_double = the legalizer's RESCALE chain), add "float" (or another add under
+  a float-requantizing profile) uses a_real = s_a/s_out, b_real = s_b/s_out, add "qdq"/"ort" the
+  float32 scales a_scale, b_scale, out_scale; mean "tflite" encodes s_in/s_out (the kernel folds
+  1/n), "tosa" s_in/(n·s_out) with a single-rounded RESCALE, "float" s_in/s_out, "qdq"/"ort" the
+  float32 scales in_scale, out_scale; avg_pool2d "qdq"/"ort" always carries in_scale/out_scale,
+  the other schemes requantization parameters (M = s_in/s_out) when its output encoding differs
+  from its input's. Every int_requantize (concat inputs, input quantizers, changes of encoding)
+  follows the profile's `rescale`: "requant" (M = s_in/s_out by the scheme) or "qdq" (float32
+  DequantizeLinear -> QuantizeLinear).
 - LUT schemes (`lower_activations.lut_table`): sigmoid/tanh use `profile.logistic_tanh` ("gemmlowp", TFLM's
   fixed point, only with TFLite's fixed int8 output encodings, else "lut_float" with a note),
   hard_swish `profile.hard_swish` ("fixed_point" needs 8-bit tensors), hard_sigmoid/leaky_relu
-  "float" when the profile's logistic_tanh is "float", else "lut_float".
+  the profile's logistic_tanh when it is "float" or "float32" (the ONNX op in float32), else
+  "lut_float".
 - Softmax: "tflite" (TFLM's fixed point) when the profile's softmax is "gemmlowp" and the output
-  is scale 1/256 with the zero point at the 8-bit type minimum; otherwise "float", with a note.
+  is scale 1/256 with the zero point at the 8-bit type minimum; "float32" (DequantizeLinear ->
+  ONNX Softmax in float32 -> QuantizeLinear) when the profile's softmax is "float32"; otherwise
+  "float", with a note.
 `lower_from_params` and the checks of its spec live in `refq.fixedpoint.lower_params`.
 Everything is deterministic; the graph saves and loads with refq.save / refq.load.
 """

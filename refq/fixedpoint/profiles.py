@@ -30,10 +30,13 @@ _CHOICES = {
     "quantize_rounding": ("half_away", "half_even"),
     "activation_range_rounding": ("half_away", "half_even"),
     "overflow": OVERFLOW_POLICIES, "conv_padding": ("input_zero_point",),
-    "add": ("tflite", "tosa", "float"), "avgpool": ("tflite", "tosa", "float"),
-    "mean": ("tflite", "tosa", "float"), "logistic_tanh": ("lut_float", "gemmlowp", "float"),
-    "hard_swish": ("fixed_point", "lut_float", "float"),
-    "softmax": ("gemmlowp", "lut_float", "tosa_legalized", "float"),
+    "add": ("tflite", "tosa", "float", "qdq", "ort"),
+    "avgpool": ("tflite", "tosa", "float", "qdq", "ort"),
+    "mean": ("tflite", "tosa", "float", "qdq", "ort"),
+    "mul": ("requant", "qdq", "ort"), "rescale": ("requant", "qdq"),
+    "logistic_tanh": ("lut_float", "gemmlowp", "float", "float32"),
+    "hard_swish": ("fixed_point", "lut_float", "float", "float32"),
+    "softmax": ("gemmlowp", "lut_float", "tosa_legalized", "float", "float32"),
 }
 _ACT_DTYPES = ("int8", "uint8", "int16")
 _WEIGHT_DTYPES = ("int8", "uint8", "int4")
@@ -47,7 +50,9 @@ class Profile:
     scale_math: how the real multiplier M = s_in·s_w/s_out of conv/depthwise/per-channel FC is
         formed from the float32 scales (`real_multiplier`): "float64" (TFLite
         `PopulateConvolutionQuantizationParams`, TOSA legalizer; §1.1), "float32_product",
-        "float32" (ONNX reference, onnxruntime; §8.2).
+        "float32" (float32(float32(s_in·s_w)/s_out): ONNX reference `x_scale * w_scale /
+        y_scale` on float32 arrays, onnxruntime `qlinearconv.cc::ComputeOutputScale` and
+        `quantize_linear_matmul.cc`; §8.2).
     fc_per_tensor_scale_math: the same for per-tensor FullyConnected; TFLM's
         `GetQuantizedConvolutionMultipler` rounds s_in·s_w to float32 first ("float32_product",
         §1.1).
@@ -59,7 +64,10 @@ class Profile:
         as a float of that width; §1.3).
     multiplier_bits: the width of that multiplier: 32 (int32 Q31), 16 (TOSA scale16), or the float
         width 64/32 (Appendix A `multiplier_repr`).
-    requant: the accumulator requantization scheme (`requantize`, §2; §8.2 for the float ones).
+    requant: the accumulator requantization scheme (`requantize`, §2; §8.2 for the float ones):
+        ONNX reference QLinearConv/QLinearMatMul "float_rne" (float64(acc)·float64(M));
+        onnxruntime "float32_rne" (`MlasRequantizeOutput`: float32(acc)·M in float32, clamp to
+        [qmin − zp, qmax − zp], round half to even (cvtps2dq), then + zp).
     fc_requant: the scheme of FullyConnected when it differs, else None. LiteRT's reference FC
         requantizes in double with round half away ("float_half_away", §2.5).
     zp_before_round: whether the output zero point is added before rounding (ONNX reference
@@ -86,22 +94,50 @@ class Profile:
         zp-subtracted input with 0; all equivalent, §3).
     add: int8 ADD/SUB: "tflite" (inputs << add_left_shift, three `MultiplyByQuantizedMultiplier`
         with 2·max(s1, s2); §4.1), "tosa" (RESCALE(<<20) -> RESCALE -> ADD i32 -> RESCALE chain;
-        §4.3), "float" (dequantize, float add, quantize; §4.4).
+        §4.3), "float" (float64 s_a/s_out, s_b/s_out, round half to even), "qdq" (the ONNX
+        spec's DequantizeLinear -> float32 Add -> QuantizeLinear, §4.4, §8.1), "ort"
+        (onnxruntime's fused QLinearAdd, MLAS `qladd_avx2.cpp`: float32 ratios s_a/s_c, s_b/s_c
+        and fused multiply-adds on the raw codes; `kernels.add`).
     add_left_shift: the left shift of the "tflite"/"tosa" Add (20 for int8; §4.1).
+    mul: elementwise MUL: "requant" (the exact product (x_a − zp_a)(x_b − zp_b) requantized by
+        `requant` with M from mul_scale_math; TFLite §4.2, TOSA §4.3), "qdq" (DequantizeLinear ->
+        float32 Mul -> QuantizeLinear, the ONNX spec), "ort" (onnxruntime QLinearMul, MLAS
+        `qlmul.cpp`: float32(product)·float32(float32(s_a·s_b)/s_c) + float32(zp_c), then
+        round half to even: the zero point is added before rounding).
+    rescale: a change of encoding (concat inputs, input quantizers, activations whose output
+        encoding differs): "requant" (the integer rescale of `requant`, TFLite QUANTIZE int->int,
+        TOSA RESCALE, §8.1), "qdq" (DequantizeLinear -> QuantizeLinear in float32: ONNX spec;
+        onnxruntime's QLinearConcat table `QlinearBuildLookupTable` computes the same).
     avgpool: "tflite" (raw sum, division rounding half away, padding not counted, no zero point;
-        §5.1), "tosa" (`reciprocal_scale` + single round on x − zp; §5.1), "float" (float average
-        then quantize half-even).
-    mean: "tflite" (`QuantizedMeanOrSum`, §5.3), "tosa" (REDUCE_SUM + RESCALE), "float".
+        §5.1), "tosa" (`reciprocal_scale` + single round on x − zp; §5.1), "float" (float64
+        average then quantize half-even), "qdq" (DequantizeLinear -> float32 AveragePool,
+        count_include_pad 0, summed as `onnx.reference` sums -> QuantizeLinear), "ort"
+        (onnxruntime QLinearAveragePool `qlinear_pool.cc`: float32 dequantize, sequential float32
+        sum over the window, / count, nearbyintf(y/s_out + zp_out); a window covering the whole
+        unpadded image takes the QLinearGlobalAveragePool path; §5.1).
+    mean: "tflite" (`QuantizedMeanOrSum`, §5.3), "tosa" (REDUCE_SUM + RESCALE), "float" (float64),
+        "qdq" (DequantizeLinear -> float32 GlobalAveragePool (numpy mean, as `onnx.reference`) ->
+        QuantizeLinear), "ort" (onnxruntime QLinearGlobalAveragePool, MLAS `qlgavgpool.cpp`:
+        exact int32 Σ(x − zp_in), M = float32(s_in/float32(s_out·n)), `MlasRequantizeOutput`;
+        §5.3).
     logistic_tanh: int8 LOGISTIC/TANH: "lut_float" (LiteRT `LUTPopulate`, float32 + roundf, §6.2;
         also the TOSA legalizer's TABLE, §6.4), "gemmlowp" (TFLM fixed point, §6.1), "float" (float
-        op inside QDQ).
+        op inside QDQ, float64), "float32" (DequantizeLinear -> the ONNX op in float32 ->
+        QuantizeLinear, as `onnx.reference` evaluates it; the table scheme of `kernels.lut`).
+        onnxruntime builds its QLinearSigmoid/QLinearLeakyRelu tables and runs unfused Tanh with
+        MLAS's own float32 approximations of exp/tanh; on every 8-bit code at the scales of
+        tests/data/ort they round to the same codes as "float32" (measured, not guaranteed for
+        every scale: a function value within an ulp of a rounding boundary may differ).
     hard_swish: "fixed_point" (TFLite/TFLM `reference_ops::HardSwish`, §6.5), "lut_float" (TOSA
-        TABLE from the legalizer), "float".
+        TABLE from the legalizer), "float", "float32" (ONNX HardSwish in float32 inside QDQ).
     softmax: "gemmlowp" (TFLM/BUILTIN_REF/CMSIS-NN fixed point, §7), "lut_float" (LiteRT
         optimized), "tosa_legalized" (the legalizer's TABLE/REDUCE_SUM/CLZ/RESCALE network, not
-        bit-exact to TFLite), "float".
+        bit-exact to TFLite), "float" (float64), "float32" (DequantizeLinear -> ONNX Softmax in
+        float32 -> QuantizeLinear).
     activation_dtypes, weight_dtypes: the integer types the target's kernels accept (tuples of
-        "int8", "uint8", "int16" / "int8", "uint8", "int4").
+        "int8", "uint8", "int16" / "int8", "uint8", "int4"). "ort" is 8-bit only: onnxruntime's
+        QLinearConv/MatMul take 8-bit tensors, and a 16-bit QDQ convolution runs as a float
+        convolution, whose summation order is the library's.
     Errors: an invalid or inconsistent field raises FixedPointError.
     """
 
@@ -132,6 +168,8 @@ class Profile:
     bias_bits: int = 32
     conv_padding: str = "input_zero_point"
     add_left_shift: int = 20
+    mul: str = "requant"
+    rescale: str = "requant"
 
     def __post_init__(self):
         def bad(msg):
@@ -238,14 +276,29 @@ _PROFILES = (
     ),
     Profile(
         name="onnx",
-        description="onnx.reference evaluator (onnx 1.23): float32 M, float64 product, zero point "
-                    "added before round-half-even; non-conv ops in float inside QDQ",
+        description="the ONNX spec as onnx.reference (1.23) evaluates it: QLinearConv/MatMul with "
+                    "float32 M, float64 product, zero point added before round-half-even; every "
+                    "other op DequantizeLinear -> float32 op -> QuantizeLinear",
         scale_math="float32", fc_per_tensor_scale_math="float32", mul_scale_math="float32",
         multiplier="float64", multiplier_bits=64, requant="float_rne", fc_requant=None,
         zp_before_round=True, quantize_rounding="half_even", activation_range_rounding="half_even",
-        weight_zero_point=True, per_channel_weight_zero_point=True, add="float", avgpool="float",
-        mean="float", logistic_tanh="float", hard_swish="float", softmax="float",
+        weight_zero_point=True, per_channel_weight_zero_point=True, add="qdq", avgpool="qdq",
+        mean="qdq", logistic_tanh="float32", hard_swish="float32", softmax="float32",
         activation_dtypes=("int8", "uint8", "int16"), weight_dtypes=("int8", "uint8"),
+        mul="qdq", rescale="qdq",
+    ),
+    Profile(
+        name="ort",
+        description="onnxruntime CPU kernels (x86-64 AVX2/FMA MLAS) on a QDQ model with graph "
+                    "optimizations on: QLinearConv/MatMul rint(f32(acc)·f32(M)) + zp, fused "
+                    "QLinearAdd/Mul/AveragePool/GlobalAveragePool; other ops float32 inside QDQ",
+        scale_math="float32", fc_per_tensor_scale_math="float32", mul_scale_math="float32",
+        multiplier="float32", multiplier_bits=32, requant="float32_rne", fc_requant=None,
+        zp_before_round=False, quantize_rounding="half_even", activation_range_rounding="half_even",
+        weight_zero_point=True, per_channel_weight_zero_point=False, add="ort", avgpool="ort",
+        mean="ort", logistic_tanh="float32", hard_swish="float32", softmax="float32",
+        activation_dtypes=("int8", "uint8"), weight_dtypes=("int8", "uint8"),
+        mul="ort", rescale="qdq",
     ),
     Profile(
         name="cmsis-nn",

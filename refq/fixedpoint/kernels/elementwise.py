@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import FixedPointError
+from ...errors import FixedPointError, ParamError
 from ...layers.base import Attr, Op
 from ...layers.elementwise import broadcast_shape
 from ..requantize import FLOAT_SCHEMES, quantize
@@ -12,7 +12,22 @@ from ..rounding import _bounds
 from .common import (ACT_ATTRS, ACT_ZP_RANGE, DTYPE_RANGES, REQUANT_ATTRS, REQUANT_PARAMS,
                      act_dtype, cached_table, check_act, check_requant, check_zp, int_input,
                      int_values, output_dtype, requant, requantizer)
+from .qdq import dequantize32, f32, quantize32
 from .requant_fast import BLOCK
+
+_QDQ_SCALES = {"int_multiply": ("a_scale", "b_scale", "out_scale"),
+               "int_requantize": ("in_scale", "out_scale")}
+
+
+def _check_scales(params, names, what):
+    """The float32 scales of a "qdq" node: present, one value each, finite and > 0."""
+    for n in names:
+        if n not in params:
+            raise ParamError(f"{what}: mode 'qdq' needs parameter '{n}'")
+        v = np.asarray(params[n], dtype=np.float64)
+        if v.size != 1 or not np.isfinite(v).all() or not np.float32(v.ravel()[0]) > 0:
+            raise FixedPointError(f"{what}: parameter '{n}' must be one finite scale > 0 in "
+                                  f"float32, got {v.tolist()}")
 
 
 def _same_shape(in_shapes, attrs, params):
@@ -25,7 +40,10 @@ def _mul_shape(in_shapes, attrs, params):
     for name in ("a_zp", "b_zp"):
         check_zp(attrs[name], f"int_multiply: {name}", ACT_ZP_RANGE)
     check_act(attrs, "int_multiply")
-    check_requant(params, attrs, out[-1], "int_multiply")
+    if attrs["mode"] == "qdq":
+        _check_scales(params, _QDQ_SCALES["int_multiply"], "int_multiply")
+    else:
+        check_requant(params, attrs, out[-1], "int_multiply")
     return out
 
 
@@ -33,13 +51,20 @@ def _mul_forward(inputs, params, attrs):
     """int_multiply — integer elementwise product (broadcasting, e.g. an SE gate (N, 1, 1, C)).
 
     Definition
-        p = (x_a − a_zp)·(x_b − b_zp)                                   (exact int64)
-        y = clamp(requantize(p) + output_zp, act_min, act_max)
+        mode "requant" (default):
+            p = (x_a − a_zp)·(x_b − b_zp)                               (exact int64)
+            y = clamp(requantize(p) + output_zp, act_min, act_max)
+        mode "qdq" (the ONNX spec: DequantizeLinear -> float32 Mul -> QuantizeLinear), with the
+        float32 scales a_scale, b_scale, out_scale:
+            v = fl32(fl32((x_a − a_zp)·s_a)·fl32((x_b − b_zp)·s_b))
+            y = clamp(rint(fl32(v / s_out)) + output_zp, act_min, act_max)
     Integer semantics
         fixedpoint.md §4.2 (TFLite MUL: MultiplyByQuantizedMultiplier of the int32 product with
         M = s_a·s_b/s_out; TOSA: RESCALE(DOUBLE_ROUND) after an int32 MUL), by `scheme` with
         multiplier/shift or real_multiplier ([C] along the last axis or [1]); zp_before_round as
-        int_conv2d.
+        int_conv2d. onnxruntime's QLinearMul (MLAS `qlmul.cpp`, x86: float32(p)·M + float32(zp)
+        then cvtps2dq, M = fl32(fl32(s_a·s_b)/s_out)) is mode "requant" with scheme float32_rne
+        and zp_before_round.
     Errors
         ShapeError when the shapes do not broadcast; ParamError for missing/wrong-length
         requantization parameters; FixedPointError when p leaves int32 (the requantization input),
@@ -49,6 +74,11 @@ def _mul_forward(inputs, params, attrs):
     _mul_shape([x.shape for x in inputs], attrs, params)
     da = int_input(inputs[0], "int_multiply input a") - attrs["a_zp"]
     db = int_input(inputs[1], "int_multiply input b") - attrs["b_zp"]
+    if attrs["mode"] == "qdq":
+        sa, sb, so = (f32(params[n]) for n in _QDQ_SCALES["int_multiply"])
+        v = dequantize32(da, sa, 0) * dequantize32(db, sb, 0)
+        return np.clip(quantize32(v, so, attrs["output_zp"], attrs["act_min"], attrs["act_max"]),
+                       attrs["act_min"], attrs["act_max"])
     if da.size < db.size:
         da, db = db, da
     p = np.multiply(da, db, out=da if da.shape == np.broadcast_shapes(da.shape, db.shape)
@@ -60,7 +90,11 @@ def _mul_forward(inputs, params, attrs):
 def _requant_shape(in_shapes, attrs, params):
     check_zp(attrs["input_zp"], "int_requantize: input_zp", DTYPE_RANGES["int32"], "int32")
     check_act(attrs, "int_requantize")
-    check_requant(params, attrs, in_shapes[0][-1] if in_shapes[0] else None, "int_requantize")
+    if attrs["mode"] == "qdq":
+        _check_scales(params, _QDQ_SCALES["int_requantize"], "int_requantize")
+    else:
+        check_requant(params, attrs, in_shapes[0][-1] if in_shapes[0] else None,
+                      "int_requantize")
     return tuple(in_shapes[0])
 
 
@@ -68,9 +102,14 @@ def _requant_forward(inputs, params, attrs):
     """int_requantize — change the encoding of an integer tensor.
 
     Definition
-        y = clamp(requantize(x − input_zp) + output_zp, act_min, act_max)
-        with M = s_in/s_out; the lowering inserts it before `int_concat` inputs whose encoding
-        differs from the output's.
+        mode "requant" (default):
+            y = clamp(requantize(x − input_zp) + output_zp, act_min, act_max)
+            with M = s_in/s_out; the lowering inserts it before `int_concat` inputs whose encoding
+            differs from the output's.
+        mode "qdq" (DequantizeLinear -> QuantizeLinear, the ONNX spec; onnxruntime's
+        QLinearConcat tables compute the same, `QlinearBuildLookupTable`), float32 scales
+        in_scale, out_scale:
+            y = clamp(rint(fl32(fl32((x − input_zp)·s_in) / s_out)) + output_zp, act_min, act_max)
     Integer semantics
         TFLite QUANTIZE int->int (§8.1 table: MultiplyByQuantizedMultiplier) and TOSA RESCALE
         (§2.6) are this op: `requantize` by `scheme` with multiplier/shift or real_multiplier
@@ -87,11 +126,22 @@ def requant_plain(inputs, params, attrs):
     """int_requantize by the plain path (int64 throughout)."""
     x = int_input(inputs[0], "int_requantize input")
     _requant_shape([x.shape], attrs, params)
+    if attrs["mode"] == "qdq":
+        return _requant_qdq(x, params, attrs)
     return requant(x - attrs["input_zp"], params, attrs, zero_point=attrs["output_zp"],
                    overwrite=True)
 
 
+def _requant_qdq(x, params, attrs):
+    si, so = (f32(params[n]) for n in _QDQ_SCALES["int_requantize"])
+    q = quantize32(dequantize32(x, si, attrs["input_zp"]), so, attrs["output_zp"],
+                   attrs["act_min"], attrs["act_max"])
+    return np.clip(q, attrs["act_min"], attrs["act_max"])
+
+
 def _per_tensor(params, attrs) -> bool:
+    if attrs["mode"] == "qdq":
+        return True
     names = ("real_multiplier",) if attrs["scheme"] in FLOAT_SCHEMES else ("multiplier", "shift")
     return all(np.size(params[n]) == 1 for n in names)
 
@@ -101,6 +151,8 @@ def _code_table(xdtype, params, attrs, dtype):
     definition on the 256 values), or None when the definition raises on one of them."""
     v = np.arange(256, dtype=np.uint8).view(xdtype).astype(np.int64)
     try:
+        if attrs["mode"] == "qdq":
+            return _requant_qdq(v, params, attrs).astype(dtype)
         return requant(v - attrs["input_zp"], params, attrs,
                        zero_point=attrs["output_zp"]).astype(dtype)
     except FixedPointError:
@@ -125,6 +177,8 @@ def requant_narrow(inputs, params, attrs, memo=None, dtype=None):
                              lambda: _code_table(x.dtype, params, attrs, dtype))
         if table is not None:
             return np.take(table, x.view(np.uint8)), None
+    if attrs["mode"] == "qdq":
+        return _requant_qdq(x, params, attrs).astype(dtype, copy=False), None
     if x.dtype.itemsize <= 2:
         lo, hi = np.iinfo(x.dtype).min, np.iinfo(x.dtype).max
     else:
@@ -262,14 +316,14 @@ def _dequantize_forward(inputs, params, attrs):
     return v.astype(np.float64)
 
 
-_REQ = {**ACT_ATTRS, **REQUANT_ATTRS}
+_REQ = {**ACT_ATTRS, **REQUANT_ATTRS, "mode": Attr("str", "requant", choices=("requant", "qdq"))}
 OPS = [
     Op("int_multiply", _mul_forward, _mul_shape, num_inputs=2,
        attrs={"a_zp": Attr("int", 0), "b_zp": Attr("int", 0), "output_zp": Attr("int", 0), **_REQ},
-       params=dict(REQUANT_PARAMS)),
+       params={**REQUANT_PARAMS, **{k: False for k in _QDQ_SCALES["int_multiply"]}}),
     Op("int_requantize", _requant_forward, _requant_shape,
        attrs={"input_zp": Attr("int", 0), "output_zp": Attr("int", 0), **_REQ},
-       params=dict(REQUANT_PARAMS)),
+       params={**REQUANT_PARAMS, **{k: False for k in _QDQ_SCALES["int_requantize"]}}),
     Op("int_clamp", _clamp_forward, _clamp_shape, attrs=dict(ACT_ATTRS)),
     Op("int_quantize", _quantize_forward, _quantize_shape,
        attrs={"scale": Attr("float"), "zero_point": Attr("int", 0), "qmin": Attr("int"),

@@ -7,6 +7,12 @@ profile's scheme (`Profile.logistic_tanh`, `Profile.hard_swish`) through `build_
                 dequantize, float32 function, roundf (half away) of f·(1/s_out), + zp_out, clamp;
   "float"       float64 dequantize, float64 function (the float op of refq.layers), round half to
                 even of f/s_out, + zp_out, clamp (the float op inside QDQ, §6.4 ONNX);
+  "float32"     the ONNX spec's DequantizeLinear -> float32 op -> QuantizeLinear, evaluated as
+                `onnx.reference` does (`onnx_float32_function`): d = fl32(fl32(v − zp_in)·s_in),
+                f in float32, q = clamp(rint(fl32(f / s_out)) + zp_out). exp and tanh are
+                NumPy's float32 ones, whose SIMD forms may differ by an ulp between CPUs (as the
+                reference evaluator's own results do): an 8-bit table rarely moves, a 65,536-entry
+                int16 table does;
   "gemmlowp"    TFLM reference int8 LOGISTIC/TANH fixed point (§6.1), `gemmlowp_lut`;
   "fixed_point" TFLite/TFLM reference int8 HARD_SWISH (§6.5), `hard_swish_fixed_lut`.
 Tabulating is exact: each entry is the target's own per-element computation on that input.
@@ -24,7 +30,7 @@ from ..rounding import _bounds, round_shift_half_away, wrap
 from . import gemmlowp
 from .common import ACT_ZP_RANGE, check_zp, int_input
 
-LUT_SCHEMES = ("lut_float", "float", "gemmlowp", "fixed_point")
+LUT_SCHEMES = ("lut_float", "float", "float32", "gemmlowp", "fixed_point")
 
 
 # ---- int_lut ---------------------------------------------------------------------------------
@@ -96,6 +102,51 @@ _FLOAT_OPS = {"sigmoid": "sigmoid", "logistic": "sigmoid", "tanh": "tanh",
               "hard_sigmoid": "hard_sigmoid", "hard_swish": "hard_swish"}
 
 
+def _onnx_sigmoid32(x):
+    """`onnx.reference` Sigmoid: x > 0: 1/(1 + exp(−x)), else exp(x)/(1 + exp(x)), float32."""
+    one = np.float32(1)
+    e = np.exp(np.minimum(x, np.float32(0)))
+    with np.errstate(over="ignore"):
+        pos = one / (one + np.exp(-x))
+    return np.where(x > 0, pos, e / (one + e))
+
+
+def _onnx_hard_sigmoid32(alpha, beta):
+    """ONNX HardSigmoid: max(0, min(1, x·alpha + beta)), alpha, beta float32 attributes."""
+    a, b = np.float32(alpha), np.float32(beta)
+    return lambda x: np.maximum(np.float32(0), np.minimum(np.float32(1), x * a + b))
+
+
+def _onnx_hard_swish32(x):
+    """ONNX HardSwish (a function op: x·HardSigmoid(x; alpha = 1/6, beta = 0.5)), float32."""
+    return x * _onnx_hard_sigmoid32(1.0 / 6.0, 0.5)(x)
+
+
+def _onnx_leaky_relu32(alpha):
+    """ONNX LeakyRelu: x > 0 ? x : x·float32(alpha)."""
+    a = np.float32(alpha)
+    return lambda x: np.where(x > 0, x, x * a)
+
+
+def onnx_float32_function(op: str, attrs: dict):
+    """The float32 function of ONNX op `op` (refq names sigmoid, tanh, hard_sigmoid, hard_swish,
+    leaky_relu; node attributes `attrs`) as `onnx.reference` evaluates it on float32 arrays.
+    refq's hard_swish (x·relu6(x + 3)/6) is ONNX HardSwish; hard_sigmoid and leaky_relu take
+    their alpha (and beta) from attrs. Errors: FixedPointError for another op."""
+    if op in ("sigmoid", "logistic"):
+        return _onnx_sigmoid32
+    if op == "tanh":
+        return np.tanh
+    if op == "hard_swish":
+        return _onnx_hard_swish32
+    if op == "hard_sigmoid":
+        return _onnx_hard_sigmoid32(attrs.get("alpha", 0.2), attrs.get("beta", 0.5))
+    if op == "leaky_relu":
+        return _onnx_leaky_relu32(attrs.get("alpha", 0.01))
+    raise FixedPointError(f"build_lut: scheme 'float32' has no ONNX function for {op!r}; use "
+                          "sigmoid, tanh, hard_sigmoid, hard_swish or leaky_relu")
+
+
 def _float64_fn(name):
     op = REGISTRY[_FLOAT_OPS[name]]
     attrs = op.normalise_attrs({}, f"build_lut {name}")
@@ -116,6 +167,10 @@ def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range
                    may differ from a C libm by an ulp (§6.2: verify a table once per target).
       "float"      d = float64(s_in)·(v − zp_in); f = fn(d) in float64; q = rint(f/float64(s_out))
                    + zp_out (half even), clamp.
+      "float32"    the ONNX QDQ form: d = `qdq.dequantize32`(v) = fl32(fl32(v − zp_in)·s_in);
+                   f = fn(d) in float32 (a name: `onnx_float32_function`, the ONNX op as
+                   `onnx.reference` evaluates it); q = `qdq.quantize32`(f) =
+                   clamp(rint(fl32(f / s_out)) + zp_out) (half even, zero point after rounding).
       "gemmlowp"   fn "sigmoid"/"logistic"/"tanh" only: `gemmlowp_lut` (int8, fixed output
                    encodings).
       "fixed_point" fn "hard_swish" only: `hard_swish_fixed_lut`.
@@ -131,11 +186,21 @@ def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range
             raise FixedPointError(f"build_lut: scheme 'fixed_point' is TFLite's HARD_SWISH only, "
                                   f"got {fn!r}")
         return hard_swish_fixed_lut(s_in, zp_in, s_out, zp_out, qmin, qmax, input_range=(lo, hi))
-    if scheme not in ("lut_float", "float"):
+    if scheme not in ("lut_float", "float", "float32"):
         raise FixedPointError(f"build_lut: unknown scheme {scheme!r}; choose one of {LUT_SCHEMES}")
     for s in (s_in, s_out):
         if not np.isfinite(np.float32(s)) or np.float32(s) <= 0:
             raise FixedPointError(f"build_lut: scales must be finite and > 0, got {s!r}")
+    if scheme == "float32":
+        from .qdq import dequantize32, quantize32
+
+        f = onnx_float32_function(fn, {}) if isinstance(fn, str) else fn
+        v = np.arange(lo, hi + 1, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            y = np.asarray(f(dequantize32(v, s_in, zp_in)), dtype=np.float32)
+        if np.any(np.isnan(y)):
+            raise FixedPointError("build_lut: the function returned NaN")
+        return quantize32(np.nan_to_num(y), s_out, zp_out, qmin, qmax)
     if isinstance(fn, str) and fn not in FLOAT32_FUNCTIONS:
         raise FixedPointError(f"build_lut: unknown function {fn!r}; named functions are "
                               f"{sorted(FLOAT32_FUNCTIONS)} (or pass a callable)")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import FixedPointError, ShapeError
+from ...errors import FixedPointError, ParamError, ShapeError
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.conv import PADDINGS, pad_hw, window_geometry
 from ...layers.pooling import valid_counts
 from ..requantize import REQUANT_SCHEMES, apply_scale_32, float_scale_round, requantize
 from ..rounding import _bounds
+from .qdq import dequantize32, f32, quantize32, quantize32_zp_first
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes, act_dtype,
                      check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
                      int_input, int_values, requant)
@@ -24,8 +25,9 @@ _POOL_ATTRS = {"pool_size": Attr("ints", length=2), "strides": Attr("ints", leng
                "padding": Attr("str", "valid", choices=PADDINGS),
                "pads": Attr("ints", (0, 0, 0, 0), length=4)}
 _GEO = tuple(_POOL_ATTRS)
-AVG_MODES = ("tflite", "tosa", "float")
-MEAN_MODES = ("tflite", "tosa", "float")
+AVG_MODES = ("tflite", "tosa", "float", "qdq", "ort")
+MEAN_MODES = ("tflite", "tosa", "float", "qdq", "ort")
+_SCALES = ("in_scale", "out_scale")
 
 
 def _geo(attrs):
@@ -82,12 +84,24 @@ def _requant_wanted(params):
     return any(k in params for k in REQUANT_PARAMS)
 
 
+def _check_scales(params, what, mode):
+    for n in _SCALES:
+        if n not in params:
+            raise ParamError(f"{what}: mode {mode!r} needs parameter '{n}'")
+        v = np.asarray(params[n], dtype=np.float64)
+        if v.size != 1 or not np.isfinite(v).all() or not np.float32(v.ravel()[0]) > 0:
+            raise FixedPointError(f"{what}: parameter '{n}' must be one finite scale > 0 in "
+                                  f"float32, got {v.tolist()}")
+
+
 def _avg_shape(in_shapes, attrs, params):
     what = "int_avg_pool2d"
     out = REGISTRY["avg_pool2d"].infer_shape(in_shapes, _geo(attrs), {})
     check_zp(attrs["input_zp"], f"{what}: input_zp", ACT_ZP_RANGE)
     check_act(attrs, what)
-    if attrs["avg"] == "float":
+    if attrs["avg"] in ("qdq", "ort"):
+        _check_scales(params, what, attrs["avg"])
+    elif attrs["avg"] == "float":
         if "real_multiplier" in params:
             check_requant(params, {"scheme": "float_rne"}, 1, what)
     elif _requant_wanted(params):
@@ -149,6 +163,18 @@ def _avg_forward(inputs, params, attrs):
         avg "float" (ONNX AveragePool / QLinearAveragePool in float, count_include_pad = 0):
             y = clamp(rint((float64(Σ_S (x − input_zp)) / n)·M) + output_zp, act_min, act_max)
             with M = real_multiplier (s_in/s_out; 1 when absent), half to even.
+        avg "qdq" (the ONNX spec: DequantizeLinear -> float32 AveragePool, count_include_pad 0 ->
+        QuantizeLinear), float32 scales in_scale, out_scale, d = `dequantize32`(x):
+            m = fl32(Σ_S d / n), the float32 sum of the taps in row-major (h, w) order reduced as
+                NumPy reduces a contiguous float32 row (`np.add.reduce`, pairwise in blocks of 8:
+                what `onnx.reference`'s `np.average` of the window computes)
+            y = clamp(rint(fl32(m / s_out)) + output_zp, act_min, act_max)
+        avg "ort" (onnxruntime QLinearAveragePool, `contrib_ops/cpu/quantization/qlinear_pool.cc`):
+            m = fl32(((0 + d_1) + d_2) + ... + d_n) / n   (sequential float32 sum over h, then w)
+            y = clamp(nearbyintf(fl32(m / s_out) + output_zp), act_min, act_max)
+                (the zero point is added in float32 BEFORE rounding half to even)
+            except when the window is the whole unpadded image (pool_size = (H, W), no padding):
+            onnxruntime then runs QLinearGlobalAveragePool, i.e. int_mean "ort".
     Integer semantics
         Window sums are exact int64; "tflite" rounds half away from zero by C truncating division
         (`round_div_half_away`), "tosa" by `reciprocal_scale` whose numerator 2^30 + 1 pushes
@@ -167,6 +193,8 @@ def _avg_forward(inputs, params, attrs):
     count = np.multiply.outer(valid_counts(x.shape[1], k[0], s[0], pads[0], oh),
                               valid_counts(x.shape[2], k[1], s[1], pads[2], ow))[:, :, None]
     zp, mode = attrs["input_zp"], attrs["avg"]
+    if mode in ("qdq", "ort"):
+        return _avg_float32(x, attrs, params, pads, count, oh, ow)
     if mode == "tflite":
         v = round_div_half_away(_window_sum(pad_hw(x, pads), k, s, oh, ow), count) - zp
     else:
@@ -182,6 +210,60 @@ def _avg_forward(inputs, params, attrs):
     return np.clip(v + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
 
 
+def _avg_float32(x, attrs, params, pads, count, oh, ow):
+    """int_avg_pool2d "qdq" and "ort" (see `_avg_forward`)."""
+    si, so = (f32(params[n]) for n in _SCALES)
+    (kh, kw), (sh, sw) = attrs["pool_size"], attrs["strides"]
+    lo, hi, ozp = attrs["act_min"], attrs["act_max"], attrs["output_zp"]
+    if attrs["avg"] == "ort" and (kh, kw) == tuple(x.shape[1:3]) and not any(pads):
+        return np.clip(_mean_ort(x, si, so, attrs["input_zp"], ozp, lo, hi, True), lo, hi)
+    d = pad_hw(dequantize32(x, si, attrs["input_zp"]), pads)
+    if attrs["avg"] == "ort":
+        acc = np.zeros(d.shape[:1] + (oh, ow) + d.shape[3:], np.float32)
+        for u in range(kh):      # padded taps hold 0.0: adding them changes no float32 sum
+            for v in range(kw):
+                acc += d[:, u:u + (oh - 1) * sh + 1:sh, v:v + (ow - 1) * sw + 1:sw]
+        acc /= count.astype(np.float32)
+        return np.clip(quantize32_zp_first(acc, so, ozp, lo, hi), lo, hi)
+    H, W = x.shape[1:3]
+    mean = np.empty(d.shape[:1] + (oh, ow) + d.shape[3:], np.float32)
+    rows = _valid_taps(H, kh, sh, pads[0], oh)
+    cols = _valid_taps(W, kw, sw, pads[2], ow)
+    for ti, ri in rows.items():
+        for tj, cj in cols.items():
+            # taps (u, v) of these windows, row-major, gathered into one contiguous last axis
+            r = (ri[:, None] * sh + np.asarray(ti)[None, :])[:, None, :, None]
+            c = (cj[:, None] * sw + np.asarray(tj)[None, :])[None, :, None, :]
+            vals = d[:, r, c, :]                                 # [N, nr, nc, nu, nv, C]
+            vals = np.ascontiguousarray(np.moveaxis(vals, -1, 3)).reshape(
+                vals.shape[:3] + (vals.shape[-1], -1))
+            mean[:, ri[:, None], cj[None, :], :] = (
+                np.add.reduce(vals, axis=-1) / np.float32(vals.shape[-1]))
+    return np.clip(quantize32(mean, so, ozp, lo, hi), lo, hi)
+
+
+def _valid_taps(size, k, stride, pad_before, out):
+    """{tuple of the in-bounds tap offsets u (into the padded axis): output indices having them}."""
+    groups = {}
+    for i in range(out):
+        taps = tuple(u for u in range(k) if 0 <= i * stride + u - pad_before < size)
+        groups.setdefault(taps, []).append(i)
+    return {t: np.asarray(v) for t, v in groups.items()}
+
+
+def _mean_ort(x, s_in, s_out, zp_in, zp_out, lo, hi, keepdims):
+    """onnxruntime QLinearGlobalAveragePool (see `_mean_accumulate`, mean "ort")."""
+    n = x.shape[1] * x.shape[2]
+    if n >= 1 << 24:
+        raise FixedPointError(f"int_mean 'ort': H·W = {n} >= 2^24 (onnxruntime refuses it)")
+    m = np.float32(s_in) / (np.float32(s_out) * np.float32(n))
+    if not (2.0 ** -32 <= m < 256.0):
+        raise FixedPointError(f"int_mean 'ort': s_in/(s_out·H·W) = {float(m)!r} lies outside "
+                              "[2^-32, 256), which onnxruntime refuses")
+    acc = np.sum(x, axis=(1, 2), keepdims=keepdims) - n * zp_in
+    return requantize(acc, m, None, "float32_rne", zero_point=zp_out, act_min=lo, act_max=hi)
+
+
 # ---- int_mean --------------------------------------------------------------------------------
 def _mean_shape(in_shapes, attrs, params):
     what = "int_mean"
@@ -192,6 +274,9 @@ def _mean_shape(in_shapes, attrs, params):
     check_act(attrs, what)
     check_acc_attrs(attrs, what)
     mode, scheme = attrs["mean"], attrs["scheme"]
+    if mode in ("qdq", "ort"):
+        _check_scales(params, what, mode)
+        return (shape[0], 1, 1, shape[3]) if attrs["keepdims"] else (shape[0], shape[3])
     want = {"tflite": ("tflite_double", "single_round"), "tosa": ("tosa_single", "tosa_double"),
             "float": REQUANT_SCHEMES}[mode]
     if scheme not in want:
@@ -227,6 +312,16 @@ def _mean_accumulate(inputs, params, attrs):
             y = clamp(apply_scale_32(acc', M, shift, single) + output_zp).
         mean "float": real_multiplier = s_in/s_out; y = clamp(rint(float64(acc')·(M/n)) +
             output_zp) (float64, half to even; M/n one float64 division).
+        mean "ort" (onnxruntime QLinearGlobalAveragePool, MLAS `qlgavgpool.cpp`, float32 scales
+            in_scale, out_scale): M = fl32(s_in / fl32(s_out·fl32(n))) (refused unless
+            2^-32 <= M < 256 and n < 2^24, as onnxruntime does);
+            y = requantize(acc', M, "float32_rne", output_zp) = clamp(rint(fl32(fl32(acc')·M))
+            + output_zp) (`MlasRequantizeOutput`: zero point after rounding).
+        mean "qdq" (the ONNX spec: DequantizeLinear -> float32 GlobalAveragePool ->
+            QuantizeLinear): m = the float32 mean over H, W of d = `dequantize32`(x) as
+            `onnx.reference` computes it (`np.average` over the spatial axes of the NCHW array);
+            y = clamp(rint(fl32(m / s_out)) + output_zp). The scheme attribute is not used by
+            "qdq" and "ort".
         keepdims: y [N, 1, 1, C] instead of [N, C].
     Integer semantics
         Accumulator policy attributes as int_conv2d (an addition to the contract, defaults 32 /
@@ -241,6 +336,20 @@ def _mean_accumulate(inputs, params, attrs):
     n = x.shape[1] * x.shape[2]
     if n == 0:
         raise ShapeError("int_mean: the input has no spatial positions (H·W = 0)")
+    if attrs["mean"] in ("qdq", "ort"):
+        si, so = (f32(params[k]) for k in _SCALES)
+        lo, hi, ozp = attrs["act_min"], attrs["act_max"], attrs["output_zp"]
+        acc = np.sum(x, axis=(1, 2), keepdims=attrs["keepdims"]) - n * attrs["input_zp"]
+        fit_accumulator(acc, attrs, _bounds(acc))
+        if attrs["mean"] == "ort":
+            y = _mean_ort(x, si, so, attrs["input_zp"], ozp, lo, hi, attrs["keepdims"])
+        else:
+            d = np.ascontiguousarray(dequantize32(x, si, attrs["input_zp"]).transpose(0, 3, 1, 2))
+            m = np.average(d, axis=(2, 3)).astype(np.float32)
+            if attrs["keepdims"]:
+                m = m[:, None, None, :]
+            y = quantize32(m, so, ozp, lo, hi)
+        return np.clip(y, lo, hi), AccExtremes(*_bounds(acc))
     # Σ (x − input_zp) = Σ x − n·input_zp, exact in int64
     acc = np.sum(x, axis=(1, 2), keepdims=attrs["keepdims"]) - n * attrs["input_zp"]
     bounds = _bounds(acc)
@@ -279,12 +388,14 @@ OPS = [
               **ACT_ATTRS, "avg": Attr("str", choices=AVG_MODES),
               "scheme": Attr("str", "none", choices=("none",) + REQUANT_SCHEMES),
               "zp_before_round": Attr("bool", False)},
-       params=dict(REQUANT_PARAMS), macs=REGISTRY["avg_pool2d"].macs),
+       params={**REQUANT_PARAMS, **{k: False for k in _SCALES}},
+       macs=REGISTRY["avg_pool2d"].macs),
     Op("int_mean", _mean_forward, _mean_shape,
        attrs={"keepdims": Attr("bool", False), "input_zp": Attr("int", 0),
               "output_zp": Attr("int", 0), **ACT_ATTRS, "mean": Attr("str", choices=MEAN_MODES),
               "scheme": Attr("str", choices=REQUANT_SCHEMES), **ACC_ATTRS},
-       params=dict(REQUANT_PARAMS), macs=_mean_macs, accumulate=_mean_accumulate),
+       params={**REQUANT_PARAMS, **{k: False for k in _SCALES}}, macs=_mean_macs,
+       accumulate=_mean_accumulate),
 ]
 
 #: `run_int`'s kernels: (y in the narrowest dtype holding [act_min, act_max], None).

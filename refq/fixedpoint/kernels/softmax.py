@@ -1,4 +1,5 @@
-"""int_softmax: softmax over the last axis on the integer grid ("tflite" fixed point, "float").
+"""int_softmax: softmax over the last axis on the integer grid ("tflite" fixed point, "float",
+"float32").
 
 Sections (§n) refer to ../shared/reference/fixedpoint.md.
 """
@@ -14,7 +15,7 @@ from ..rounding import INT32_MAX, round_shift_half_away, srdhm, wrap
 from . import gemmlowp
 from .common import ACT_ATTRS, ACT_ZP_RANGE, check_act, check_zp, int_input
 
-SOFTMAX_MODES = ("tflite", "float")
+SOFTMAX_MODES = ("tflite", "float", "float32")
 SCALED_DIFF_INTEGER_BITS = 5     # kScaledDiffIntegerBits of reference/softmax.h
 ACCUMULATION_INTEGER_BITS = 12   # kAccumulationIntegerBits
 
@@ -109,6 +110,10 @@ def _softmax_forward(inputs, params, attrs):
           float64, p = exp(x̂ − max x̂) / Σ exp(x̂ − max x̂) (float64),
           y = clamp(rint(p / output_scale) + output_zp, act_min, act_max) (half to even,
           `quantize` in float64; scales are float attrs).
+        softmax "float32" (the ONNX spec: DequantizeLinear -> float32 Softmax -> QuantizeLinear,
+          as `onnx.reference` evaluates them): d = fl32(fl32(x − input_zp)·input_scale),
+          t = d − max d, e = exp(t), p = e / Σ e (float32; the sum as NumPy reduces the
+          contiguous last axis), y = clamp(rint(fl32(p / output_scale)) + output_zp).
     Integer semantics
         "tflite" is bit-exact integer arithmetic (int64 arrays holding int32 values, the gemmlowp
         routines of `gemmlowp.py` on the primitives srdhm/RDBPOT; rounding as listed); "float"
@@ -125,6 +130,14 @@ def _softmax_forward(inputs, params, attrs):
         return x.copy()
     if attrs["softmax"] == "tflite":
         return _softmax_tflite(x, attrs)
+    if attrs["softmax"] == "float32":
+        from .qdq import dequantize32, quantize32
+
+        d = dequantize32(x, attrs["input_scale"], attrs["input_zp"])
+        e = np.exp(d - d.max(axis=-1, keepdims=True))
+        e /= e.sum(axis=-1, keepdims=True)
+        return np.clip(quantize32(e, attrs["output_scale"], attrs["output_zp"], attrs["act_min"],
+                                  attrs["act_max"]), attrs["act_min"], attrs["act_max"])
     v = (x - attrs["input_zp"]).astype(np.float64) * np.float64(attrs["input_scale"])
     e = np.exp(v - np.max(v, axis=-1, keepdims=True))
     p = e / np.sum(e, axis=-1, keepdims=True)
