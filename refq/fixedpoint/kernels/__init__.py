@@ -17,10 +17,12 @@ lut.py          int_lut and the table builders (build_lut, gemmlowp_lut, hard_sw
 softmax.py      int_softmax (and tflite_softmax_params)
 gemmlowp.py     gemmlowp fixed-point exp / reciprocal / logistic / tanh (vectorised)
 common.py       shared validation and requantization helpers
+qdq.py          float32 DequantizeLinear/QuantizeLinear and onnxruntime's fused multiply-add
+                (helpers, no ops)
 """
 from __future__ import annotations
 
-from . import add, conv, elementwise, lut, pooling, shape, softmax
+from . import add, conv, elementwise, hybrid, lut, pooling, shape, softmax
 from .lut import build_lut, gemmlowp_lut, hard_swish_fixed_lut
 from .softmax import tflite_softmax_params
 
@@ -32,7 +34,7 @@ INT_REGISTRY: dict = {}
 #: instead of `Op.accumulate`/`Op.forward`, with the same values in a narrower dtype than int64
 #: where [act_min, act_max] allows (int8, uint8, int16, int32); every kernel accepts such inputs.
 NARROW: dict = {}
-for _module in (conv, add, elementwise, pooling, shape, lut, softmax):
+for _module in (conv, add, elementwise, pooling, shape, lut, softmax, hybrid):
     for _op in _module.OPS:
         assert _op.name not in INT_REGISTRY, _op.name
         INT_REGISTRY[_op.name] = _op
