@@ -24,11 +24,14 @@ def import_tflite(path):
     return _import(path)
 
 
-def import_onnx(path):
-    """Import an `.onnx` model (float, QDQ or integer-op); needs the `onnx` extra."""
+def import_onnx(path, input_shapes=None, profile="onnx", numerics=None):
+    """Import an `.onnx` model (float, QDQ or integer-op); needs the `onnx` extra. input_shapes:
+    {input name: NCHW shape} for inputs whose shape the file leaves free; profile: the numerics
+    profile of an integer-op model; numerics: the encoding numerics of a QDQ model's simulation
+    (default ONNX's own, x / s)."""
     from .importers.onnx import import_onnx as _import
 
-    return _import(path)
+    return _import(path, input_shapes=input_shapes, profile=profile, numerics=numerics)
 
 
 __all__ = [

@@ -25,6 +25,7 @@
     refq golden check [--golden DIR] [--cases PATTERN]
     refq golden verify CASE_DIR --dut DIR [--json REPORT]
     refq export INT.refq.h5|CASE_DIR --format hex|c|bin[,...] -o DIR [--pack K]
+    refq export Q.refq.h5 --format onnx-qdq -o MODEL.onnx
     refq conformance run --adapter MODULE:FUNCTION [--golden DIR] [--cases PATTERN] [--json R]
              [--max-skipped N]
     refq demo
@@ -43,7 +44,7 @@ import sys
 import numpy as np
 
 from . import __version__
-from .commands import BATCH_HELP, bitwidth, model_argument, positive_int
+from .commands import BATCH_HELP, bitwidth, input_shape, model_argument, positive_int
 from .commands.golden import add_golden_parsers
 from .commands.integer import cmd_compare, cmd_export, cmd_lower, cmd_profiles
 from .commands.model import DEFAULT_MAX_TRACE, cmd_demo, cmd_import, cmd_info, cmd_run
@@ -102,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the refq model to write")
     s.add_argument("--architecture", metavar="ARCH.json",
                    help="architecture JSON (model.to_json()), required for .weights.h5")
+    s.add_argument("--input-shape", type=input_shape, action="append", metavar="NAME=N,C,H,W",
+                   help="the NCHW shape of an ONNX input the file leaves free (-1: stays free); "
+                        "repeat for several inputs")
+    s.add_argument("--profile", default=None, metavar="PROFILE",
+                   help="the numerics profile of an ONNX model with integer operators "
+                        "(QLinearConv, ...; default onnx, or ort for onnxruntime's kernels)")
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("info", help="print a model's nodes, shapes, parameters and MACs")
@@ -226,9 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="write integer parameters or a golden case's arrays as "
                                       "$readmemh hex, C headers or raw binaries, with sidecars")
-    model_argument(s, "an integer .refq.h5 (from `refq lower`) or a golden case directory")
-    s.add_argument("--format", required=True, help="hex | c | bin, or a comma list (hex,c,bin)")
-    s.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
+    model_argument(s, "an integer .refq.h5 (from `refq lower`) or a golden case directory; "
+                      "with --format onnx-qdq a quantized .refq.h5 (from `refq quantize`)")
+    s.add_argument("--format", required=True, help="hex | c | bin, or a comma list (hex,c,bin); "
+                                                    "or onnx-qdq: a quantized Q.refq.h5 as a QDQ "
+                                                    "ONNX model")
+    s.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="directory to write (onnx-qdq: the .onnx file)")
     s.add_argument("--pack", type=positive_int, default=1, metavar="K",
                    help="K elements per memory word, element 0 in the least significant bits; "
                         "applies to elements of <= 8 bits (wider ones stay one per word; "

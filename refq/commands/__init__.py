@@ -45,6 +45,19 @@ def bitwidth(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def input_shape(text):
+    """argparse type of --input-shape NAME=N,C,H,W: (name, [ints]), -1 for a free entry."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = [int(d) for d in dims.split(",")]
+    except ValueError:
+        shape = []
+    if not sep or not name or not shape or any(d < -1 or d == 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected NAME=N,C,H,W with positive sizes (or -1 for "
+                                         f"a free one), got {text!r}")
+    return name, shape
+
+
 def model_argument(s, what="a model in the refq format (.refq.h5)"):
     """The positional MODEL argument of a subcommand parser."""
     s.add_argument("model", metavar="MODEL", help=what)

@@ -46,10 +46,21 @@ def cmd_profiles(args):
 def cmd_export(args):
     from ..exporters.hardware import FORMATS, export_case, export_integer_model
 
+    if args.format.strip() == "onnx-qdq":
+        from ..exporters.onnx_qdq import export_qdq
+        from ..quant.quantsim import QuantSim
+
+        check_outputs(args.output)
+        report = export_qdq(QuantSim.load(args.model), args.output)
+        if not args.quiet:
+            print(f"exported {args.model} as a QDQ ONNX model (opset {report['opset']}, "
+                  f"{report['quantize_linear']} QuantizeLinear) -> {args.output}")
+        return
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise InputError(f"--format: unknown format(s) {bad}; use hex, c, bin or a comma list")
+        raise InputError(f"--format: unknown format(s) {bad}; use hex, c, bin or a comma list, "
+                         "or onnx-qdq")
     if args.pack < 1:
         raise InputError(f"--pack must be >= 1, got {args.pack}")
     if os.path.isdir(args.model):

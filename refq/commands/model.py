@@ -22,7 +22,8 @@ def cmd_import(args):
     from ..importers.by_suffix import import_model
 
     check_outputs(args.output)
-    model = import_model(args.model, architecture=args.architecture)
+    model = import_model(args.model, architecture=args.architecture,
+                         input_shapes=dict(args.input_shape or ()), profile=args.profile)
     if hasattr(model, "save"):
         model.save(args.output)
         nodes = len(model.graph.nodes)
