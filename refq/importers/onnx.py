@@ -2,13 +2,16 @@
 Graph, by what the file holds:
 
 - a float model -> a validated float `Graph` in refq's NHWC layout (`onnx_graph`, `onnx_ops`,
-  `onnx_ops_shape`; constant shape subgraphs are folded by `onnx_fold`);
+  `onnx_ops_pool`, `onnx_ops_shape`; constant shape subgraphs are folded by `onnx_fold`);
 - a QDQ model (QuantizeLinear/DequantizeLinear pairs) -> a `QuantSim` of the float graph with the
   file's encodings, frozen (`onnx_qdq`);
 - a model with integer operators (QLinearConv, QLinearMatMul, onnxruntime's com.microsoft
   QLinearAdd, QLinearMul, QLinearConcat, QLinearGlobalAveragePool; QuantizeLinear /
-  DequantizeLinear at its edges) -> an integer `Graph` with the file's parameters under a numerics
-  profile (`onnx_integer`); dynamically quantized models (ConvInteger, MatMulInteger) are refused.
+  DequantizeLinear or integer graph inputs and outputs at its edges) -> an integer `Graph` with
+  the file's parameters under a numerics profile (`onnx_integer`);
+- a model of ConvInteger / MatMulInteger on integer inputs -> an integer `Graph` whose outputs
+  are the int32 accumulators (`onnx_int_accumulate`); dynamically quantized models
+  (DynamicQuantizeLinear) are refused.
 
     from refq.importers.onnx import import_onnx
     g = import_onnx("model.onnx")                                        # float
@@ -16,8 +19,10 @@ Graph, by what the file holds:
     sim = import_onnx("model_qdq.onnx")                                  # QDQ
     g_int = import_onnx("model_qlinear.onnx", profile="ort")             # integer
 
-Free dimensions: a free batch stays free; free heights and widths stay free where every op can
-take them (refq's shape inference carries None), else the op that needs them asks for
+Layouts: channels-first tensors read by channel ops are held channels-last (`onnx_graph`);
+`graph.meta["onnx_layouts"]` names the inputs and outputs held so ("nchw") or as in the file
+("same"). Free dimensions: a free batch stays free; free heights and widths stay free where every
+op can take them (refq's shape inference carries None), else the op that needs them asks for
 `input_shapes`. A free channel count always needs `input_shapes`.
 The file is parsed by the `onnx` package and checked by `onnx.checker`; nothing in it is run.
 """
@@ -44,13 +49,17 @@ def import_onnx(path, input_shapes=None, profile="onnx", numerics=None):
 
     m = OnnxModel(path, load_model(path))
     ops = {n.op_type for n in m.nodes}
-    dynamic = sorted(ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
-    if dynamic:
-        node = next(n for n in m.nodes if n.op_type in dynamic)
+    if "DynamicQuantizeLinear" in ops:
+        node = next(n for n in m.nodes if n.op_type == "DynamicQuantizeLinear")
         raise UnsupportedLayerError(
             f"{m.path}: node '{node.name or node.output[0]}' ({node.op_type}): dynamically "
-            f"quantized models ({', '.join(dynamic)}) are not imported; export the model in QDQ "
-            "form (QuantizeLinear/DequantizeLinear around float operators) instead")
+            "quantized models (scales computed from the data at run time) are not imported; "
+            "export the model in QDQ form (QuantizeLinear/DequantizeLinear around float "
+            "operators) instead")
+    if ops & {"ConvInteger", "MatMulInteger"}:
+        from .onnx_int_accumulate import import_accumulators
+
+        return import_accumulators(m, input_shapes, profile)
     if ops & set(INTEGER_OPS):
         from .onnx_integer import import_integer
 
@@ -59,8 +68,7 @@ def import_onnx(path, input_shapes=None, profile="onnx", numerics=None):
         from .onnx_qdq import qdq_sim, split_qdq
 
         aliases, edges, weights = split_qdq(m)
-        b = Builder(m, input_shapes)
-        b.aliases.update(aliases)
+        b = Builder(m, input_shapes, aliases)
         graph = b.convert(CONVERTERS)
         return qdq_sim(b, graph, edges, weights, numerics)
     return Builder(m, input_shapes).convert(CONVERTERS)

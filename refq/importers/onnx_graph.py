@@ -1,14 +1,24 @@
 """The ONNX-to-refq float graph builder: tensors, layouts, node emission and the conversion loop.
 
-Layouts. ONNX activations are NCHW, refq's NHWC. Every converted tensor records its layout:
-    "nchw"   a rank-4 ONNX tensor [N, C, H, W] held by refq as [N, H, W, C];
-    "same"   refq holds the ONNX tensor as it is (rank 2, or a rank-4 tensor after an explicit
-             Transpose to NHWC);
+Layouts. ONNX activations are channels-first (NCL, NCHW, NCDHW), refq's channels-last. Every
+converted tensor records its layout:
+    "nchw"   a channels-first ONNX tensor [N, C, *spatial] (rank 3 to 5) held by refq as
+             [N, *spatial, C] (the name is the rank-4 case's);
+    "same"   refq holds the ONNX tensor as it is (rank 2, a tensor no channel op reads, or a
+             rank-4 tensor after an explicit Transpose to NHWC);
     ("flat", C, H, W)   the flattening [N, C·H·W] of an NCHW tensor with H·W > 1, held by refq in
              NHWC order [N, H·W·C]: index c·H·W + h·W + w of ONNX is index (h·W + w)·C + c of
              refq. Only a dense layer (Gemm, MatMul) may read it: its weight columns are permuted
              to match, which is exact.
-Graph inputs of rank 4 are NCHW and become NHWC inputs of the refq graph.
+Graph inputs. Axis 0 of every input is its batch axis: inputs of rank 0 or 1 are refused. An input
+of rank 3 to 5 is channels-first ("nchw", held channels-last by the refq graph) when a channel op
+(`CHANNEL_OPS`: convolutions, poolings, BatchNormalization, Pad; for rank 4 also a Transpose
+with perm (0, 2, 3, 1), NCHW -> NHWC) reads it, directly or through layout-free ops
+(`LAYOUT_FREE`: elementwise and activation ops, Concat, Softmax); otherwise, and at rank 2 or
+above 5, refq holds it as it is ("same": e.g. an NHWC input that a Transpose (0, 3, 1, 2) turns
+into NCHW).
+`graph.meta["onnx_layouts"]` = {"inputs": {name: layout}, "outputs": {ONNX name: layout}} says
+which tensors a caller feeds or reads with the channel axis last.
 
 `Builder.convert()` walks the ONNX nodes in file order (ONNX requires topological order): nodes
 whose inputs are all constants are folded (`onnx_fold`), the rest go to the converter of their
@@ -27,7 +37,16 @@ from ..layers import REGISTRY
 from .onnx_fold import BATCH, FOLDABLE, fold
 from .onnx_load import OnnxModel, attributes
 
-__all__ = ["Tensor", "Builder"]
+__all__ = ["Tensor", "Builder", "CHANNEL_OPS", "LAYOUT_FREE"]
+
+#: ONNX ops that read a channels-first tensor as such (module docstring, Graph inputs).
+CHANNEL_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
+               "GlobalMaxPool", "BatchNormalization", "Pad")
+#: ONNX ops whose output has its input's layout whatever it is (elementwise, activations).
+LAYOUT_FREE = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Identity",
+               "Dropout", "Clip", "Round", "Add", "Sub", "Mul", "Div", "Concat", "Softmax")
+#: ONNX ops with a second output refq computes (the converter emits it).
+MULTI_OUTPUT = ("MaxPool",)
 
 _NP_TO_REFQ = {np.dtype(t).name for t in (np.float32, np.float64, np.float16)}
 
@@ -44,14 +63,14 @@ class Tensor:
     def onnx_shape(self) -> tuple:
         s = self.shape
         if self.layout == "nchw":
-            return (s[0], s[3], s[1], s[2])
+            return (s[0], s[-1], *s[1:-1])
         return tuple(s)
 
 
 class Builder:
     """Converts one ONNX graph (an `OnnxModel`) into a refq float `Graph`."""
 
-    def __init__(self, model: OnnxModel, input_shapes=None):
+    def __init__(self, model: OnnxModel, input_shapes=None, aliases=None):
         self.model = model
         self.path = model.path
         self.opset = model.opset
@@ -60,7 +79,8 @@ class Builder:
         self.nodes: list = []
         self.names: set = set()
         self.skip: set = set()          # indices of ONNX nodes already converted by a fusion
-        self.aliases: dict = {}         # ONNX tensor -> ONNX tensor it equals (removed Q/DQ)
+        self.aliases: dict = dict(aliases or {})   # ONNX tensor -> the tensor it equals
+        #                                            (removed Q/DQ pairs)
         self.edges: dict = {}           # (ONNX node index, input slot) -> (refq node, input index)
         self.weights: dict = {}         # ONNX constant name -> [(refq node, param)]
         self.consumers: dict = {}
@@ -139,20 +159,45 @@ class Builder:
             if dtype is None or np.dtype(dtype).name not in _NP_TO_REFQ:
                 raise UnsupportedLayerError(f"{self.path}: input '{name}' has element type "
                                             f"{dtype}; refq imports float inputs")
-            if len(dims) not in (2, 4) or any(d is None for d in dims[1:2]):
+            if len(dims) < 2:
+                raise UnsupportedLayerError(
+                    f"{self.path}: input '{name}' has shape {list(dims)}: refq tensors have the "
+                    "batch axis first, and a rank-0 or rank-1 input has no batch axis; give the "
+                    "model a batch axis")
+            channels_first = 3 <= len(dims) <= 5 and self._reads_channels(name, len(dims))
+            if channels_first and dims[1] is None:
                 raise UnsupportedLayerError(
                     f"{self.path}: input '{name}' has shape "
-                    f"{['?' if d is None else d for d in dims]}; refq needs a rank-2 [N, C] or "
-                    f"rank-4 [N, C, H, W] input with a known channel count: give a fixed shape, "
-                    f"input_shapes={{'{name}': [1, C, H, W]}}")
-            if len(dims) == 4:
-                t = Tensor(name, (dims[0], dims[2], dims[3], dims[1]), "nchw")
+                    f"{['?' if d is None else d for d in dims]}; refq needs a known channel "
+                    f"count (axis 1): give a fixed shape, input_shapes={{'{name}': "
+                    f"[1, C, ...]}}")
+            if channels_first:
+                t = Tensor(name, (dims[0], *dims[2:], dims[1]), "nchw")
             else:
                 t = Tensor(name, tuple(dims), "same")
             self.tensors[name] = t
             self.names.add(name)
             specs.append(TensorSpec(name, t.shape, np.dtype(dtype).name))
         return specs
+
+    def _reads_channels(self, name: str, rank: int) -> bool:
+        """True when a channel op reads ONNX tensor `name` of rank `rank`, directly or through
+        layout-free ops (module docstring, Graph inputs)."""
+        seen, todo = set(), [name]
+        while todo:
+            t = todo.pop()
+            for index, _ in self.readers(t):
+                if index in seen:
+                    continue
+                seen.add(index)
+                n = self.model.nodes[index]
+                if n.op_type in CHANNEL_OPS or (n.op_type == "Transpose" and rank == 4 and
+                                                list(attributes(n).get("perm", [])) ==
+                                                [0, 2, 3, 1]):
+                    return True
+                if n.op_type in LAYOUT_FREE:
+                    todo.extend(o for o in n.output if o)
+        return False
 
     # ---- emission --------------------------------------------------------------------------
     def emit(self, node, op: str, inputs: list, output: str, attrs=None, params=None,
@@ -211,12 +256,12 @@ class Builder:
             if convert is None:
                 raise self.unsupported(node, f"op type {node.op_type} is not supported by refq; "
                                        f"supported: {', '.join(sorted(converters))}")
-            for extra in node.output[1:]:
+            for extra in node.output[1:] if node.op_type not in MULTI_OUTPUT else ():
                 if extra and self.readers(extra) or extra in self.model.outputs:
                     raise self.unsupported(node, f"its output '{extra}' is used; refq "
                                            "computes only the first output")
             convert(self, i, node, attrs)
-        outputs = []
+        outputs, layouts = [], {}
         for o in self.model.outputs:
             r = self.resolve(o)
             if r in self.consts:
@@ -229,9 +274,12 @@ class Builder:
                     f"{t.layout[2]}x{t.layout[3]} pixels, which refq holds in NHWC order; refq "
                     "lets only a dense layer read such a flattening")
             outputs.append(t.name)
+            layouts[o] = t.layout
         name = self.model.model.graph.name or "onnx"
         graph = Graph(list(self.graph_inputs), outputs, self.nodes, name,
-                      {"source": "onnx", "onnx_opset": self.opset})
+                      {"source": "onnx", "onnx_opset": self.opset, "onnx_layouts": {
+                          "inputs": {s.name: self.tensors[s.name].layout
+                                     for s in self.graph_inputs}, "outputs": layouts}})
         graph.validate()
         return graph
 

@@ -11,16 +11,27 @@ Operators (onnx.ai operator pages) and what they become (NCHW -> NHWC as in `onn
                                zp_y); attributes as Conv (pads, strides, dilations, group,
                                auto_pad)
     QLinearMatMul(a, s_a, zp_a, b, s_b, zp_b, s_y, zp_y)   dense with weight bᵀ ([K, M] -> [M, K];
-                               s_b per tensor or per column), no bias
+                               s_b per tensor or per column), no bias; with b an integer
+                               activation of a's rank (>= 3): matmul of the two
+    Weight zero points that differ per output channel: the integer kernels hold one weight zero
+                               point per layer, so the codes are rewritten w' = w − zp_w[o] with
+                               zero point 0 (the same integers (w − zp_w) enter every product:
+                               exact) when every w' fits int8; otherwise refused.
     MaxPool, Flatten, Reshape on an integer tensor   max_pool2d / flatten / reshape, keeping its
                                encoding (as `onnx_ops_shape` decides the layout)
     com.microsoft QLinearAdd, QLinearMul   add, multiply with the output encoding (s_C, zp_C)
     com.microsoft QLinearConcat(axis)      concat, output encoding (s_Y, zp_Y)
     com.microsoft QLinearGlobalAveragePool global_avg_pool2d (keepdims), output encoding
     DequantizeLinear(q, s, zp) a graph output: the integer graph's output (its name is the layer's)
+Integer graph inputs and outputs. An int8/uint8 graph input is the codes of the encoding its
+first reader states for it (the scale and zero point of that QLinear operator's operand): the
+refq graph's input takes those codes with `run_int(..., codes=True)` (its int_quantize is then
+skipped), or real values otherwise. An integer tensor that is a graph output (no
+DequantizeLinear) is returned as the codes of its encoding by `run_int(..., codes=True)`.
+`graph.meta["onnx_layouts"]` names the inputs and outputs held channels-last ("nchw").
 The scale and zero point a QLinear operator states for an input must be that input's encoding.
-ConvInteger, MatMulInteger (dynamic quantization: float arithmetic after the integer product)
-and other com.microsoft operators are refused, naming the node.
+ConvInteger and MatMulInteger models are read by `onnx_int_accumulate`; other com.microsoft
+operators are refused, naming the node.
 """
 from __future__ import annotations
 
@@ -54,8 +65,10 @@ class _IntBuilder:
         self.m, self.path = m, m.path
         self.given = dict(input_shapes or {})
         self.t: dict = {}
-        self.layers, self.inputs, self.outputs = [], [], []
-        self.floats = {name: (dims, has) for name, dims, _, has in m.inputs}
+        self.layers, self.inputs, self.outputs = [], [], {}
+        self.floats = {name: (dims, has) for name, dims, dtype, has in m.inputs
+                       if dtype is None or np.dtype(dtype).kind == "f"}
+        self.layouts = {}
 
     def where(self, n):
         return f"{self.path}: node '{n.name or n.output[0]}' ({n.op_type})"
@@ -70,6 +83,41 @@ class _IntBuilder:
         if v is None and what:
             raise self.refuse(n, f"its {what} (input {slot}) must be a constant of the file")
         return v
+
+    def integer_inputs(self):
+        """The int8/uint8 graph inputs, each with the encoding its first reader states for it
+        (module docstring)."""
+        slots = {"QLinearConv": {0: (1, 2)}, "QLinearMatMul": {0: (1, 2), 3: (4, 5)},
+                 "QLinearAdd": {0: (1, 2), 3: (4, 5)}, "QLinearMul": {0: (1, 2), 3: (4, 5)},
+                 "QLinearGlobalAveragePool": {0: (1, 2)}, "DequantizeLinear": {0: (1, 2)}}
+        for name, dims, dtype, has in self.m.inputs:
+            if dtype is None or np.dtype(dtype).kind == "f":
+                continue
+            readers = [(n, k) for n in self.m.nodes for k, t in enumerate(n.input) if t == name]
+            first = next(((n, slots[n.op_type][k]) for n, k in readers
+                          if k in slots.get(n.op_type, {})), None)
+            if first is None:
+                raise UnsupportedLayerError(
+                    f"{self.path}: integer input '{name}' is read by "
+                    f"{sorted({n.op_type for n, _ in readers}) or 'nothing'}; refq takes integer "
+                    "inputs into the QLinear operators and DequantizeLinear, whose scale and "
+                    "zero point give their encoding")
+            n, (s_slot, zp_slot) = first
+            enc = self.enc(n, s_slot, zp_slot)
+            if enc["dtype"] != _DTYPES.get(np.dtype(dtype)):
+                raise self.refuse(n, f"integer input '{name}' of type {np.dtype(dtype)} with a "
+                                  f"{enc['dtype']} zero point")
+            dims = tuple(self.given.get(name, dims))
+            if len(dims) < 2:
+                raise UnsupportedLayerError(
+                    f"{self.path}: input '{name}' has shape {list(dims)}: refq tensors have the "
+                    "batch axis first, and a rank-0 or rank-1 input has no batch axis")
+            nchw = len(dims) == 4 and any(r.op_type in ("QLinearConv", "QLinearGlobalAveragePool",
+                                                        "MaxPool") for r, _ in readers)
+            shape = (dims[0], *dims[2:], dims[1]) if nchw else dims
+            self.inputs.append(dict(name=name, shape=list(shape), **enc))
+            self.t[name] = _Tensor(name, shape, "nchw" if nchw else "same", enc)
+            self.layouts[name] = self.t[name].layout
 
     def enc(self, n, s_slot, zp_slot):
         s = np.asarray(self.const(n, s_slot, "scale"), np.float32)
@@ -112,6 +160,7 @@ class _IntBuilder:
         shape = (dims[0], dims[2], dims[3], dims[1])
         self.inputs.append(dict(name=name, shape=list(shape), **enc))
         self.t[n.output[0]] = _Tensor(name, shape, "nchw", enc)
+        self.layouts[name] = "nchw"
 
     def qconv(self, n, a):
         x = self.operand(n, 0, 1, 2)
@@ -123,10 +172,9 @@ class _IntBuilder:
         dilations = list(a.get("dilations", [1, 1]))
         padding, pads = _window(self, n, a, x, (kh, kw), strides, dilations)
         enc_y = self.enc(n, 6, 7)
-        layer = {"op": "conv2d", "inputs": [x.name], "weight": w.transpose(0, 2, 3, 1),
-                 "weight_dtype": _DTYPES[w.dtype], "strides": strides, "dilations": dilations,
+        layer = {"op": "conv2d", "inputs": [x.name], "strides": strides, "dilations": dilations,
                  "padding": padding, "pads": pads, "groups": int(a.get("group", 1)),
-                 "output": enc_y, **self.weight_scale(n, 4, 5, o)}
+                 "output": enc_y, **self.weight_scale(n, 4, 5, w.transpose(0, 2, 3, 1))}
         bias = self.const(n, 8, None)
         if bias is not None:
             layer["bias"] = np.asarray(bias).reshape(-1)
@@ -136,29 +184,49 @@ class _IntBuilder:
             "groups": layer["groups"]}, {"weight": layer["weight"]})
         self.add(n, layer, shape, "nchw", enc_y)
 
-    def weight_scale(self, n, s_slot, zp_slot, channels):
+    def weight_scale(self, n, s_slot, zp_slot, w):
+        """{weight, weight_dtype, weight_scale, weight_zero_point} of a layer whose weight codes
+        `w` have the output channel on axis 0 (module docstring: per-channel zero points)."""
+        channels = w.shape[0]
         s = np.asarray(self.const(n, s_slot, "weight scale"), np.float32).reshape(-1)
         zp = self.const(n, zp_slot, None)
-        zp = np.zeros(1, np.int64) if zp is None else np.asarray(zp).reshape(-1)
-        if s.size not in (1, channels) or np.any(zp != zp[0]):
-            raise self.refuse(n, f"weight scale of {s.size} values (refq: 1 or {channels}) or "
-                              "zero points that differ per channel")
-        return {"weight_scale": float(s[0]) if s.size == 1 else s.tolist(),
-                "weight_zero_point": int(zp[0])}
+        zp = np.zeros(1, w.dtype) if zp is None else np.asarray(zp).reshape(-1)
+        if s.size not in (1, channels) or zp.size not in (1, channels):
+            raise self.refuse(n, f"weight scale of {s.size} and zero point of {zp.size} values: "
+                              f"refq reads 1 or {channels} (one per output channel)")
+        codes, zp = per_tensor_zero_point(w, zp, lambda what: self.refuse(n, what))
+        return {"weight": codes, "weight_dtype": _DTYPES[codes.dtype],
+                "weight_scale": float(s[0]) if s.size == 1 else s.tolist(),
+                "weight_zero_point": zp}
 
     def qmatmul(self, n, a):
         x = self.operand(n, 0, 1, 2)
+        enc_y = self.enc(n, 6, 7)
+        if n.input[3] in self.t:        # two integer activations: matmul
+            y = self.operand(n, 3, 4, 5)
+            if x.layout != "same" or y.layout != "same" or len(x.shape) != len(y.shape) or \
+                    len(x.shape) < 3:
+                raise self.refuse(n, f"operands of shapes {list(x.onnx_shape)} and "
+                                  f"{list(y.onnx_shape)}: refq multiplies two activations of one "
+                                  "rank >= 3 (batch axis first)")
+            from ..layers import REGISTRY
+            shape = REGISTRY["matmul"].infer_shape([x.shape, y.shape], {}, {})
+            self.add(n, {"op": "matmul", "inputs": [x.name, y.name], "output": enc_y}, shape,
+                     "same", enc_y)
+            return
         b = self.const(n, 3, "weight")
         if len(x.shape) != 2 or b.ndim != 2 or b.dtype not in _DTYPES:
             raise self.refuse(n, "refq reads QLinearMatMul of an [N, K] input and a constant "
-                              "int8/uint8 [K, M] weight")
+                              "int8/uint8 [K, M] weight (or two integer activations of one rank "
+                              ">= 3)")
+        if x.shape[1] is not None and b.shape[0] != x.shape[1]:
+            raise self.refuse(n, f"weight of shape {list(b.shape)} on an input of "
+                              f"{x.shape[1]} values")
         weight = b.T
         if isinstance(x.layout, tuple):
             weight = weight[:, flat_permutation(*x.layout[1:])]
-        enc_y = self.enc(n, 6, 7)
-        layer = {"op": "dense", "inputs": [x.name], "weight": np.ascontiguousarray(weight),
-                 "weight_dtype": _DTYPES[b.dtype], "output": enc_y,
-                 **self.weight_scale(n, 4, 5, b.shape[1])}
+        layer = {"op": "dense", "inputs": [x.name], "output": enc_y,
+                 **self.weight_scale(n, 4, 5, np.ascontiguousarray(weight))}
         self.add(n, layer, (x.shape[0], b.shape[1]), "same", enc_y)
 
     def maxpool(self, n, a):
@@ -226,7 +294,10 @@ class _IntBuilder:
         if n.output[0] not in self.m.outputs:
             raise self.refuse(n, "dequantizes inside the graph; refq reads integer models "
                               "whose DequantizeLinear nodes give graph outputs")
-        self.outputs.append(x.name)
+        if isinstance(x.layout, tuple):
+            raise self.refuse(n, "dequantizes the NCHW flattening of a tensor, which refq holds "
+                              "in NHWC order; refq lets only a dense layer read it")
+        self.outputs[n.output[0]] = x
 
 
 _OPS = {"QuantizeLinear": "quantize", "QLinearConv": "qconv", "QLinearMatMul": "qmatmul",
@@ -240,15 +311,45 @@ def import_integer(m, input_shapes=None, profile="onnx"):
     from ..fixedpoint.lower_params import lower_from_params
 
     b = _IntBuilder(m, input_shapes)
+    b.integer_inputs()
     for n in m.nodes:
         method = _OPS.get(n.op_type)
         if method is None:
             raise b.refuse(n, f"op type {n.op_type} in an integer ONNX model; refq reads "
                            f"{', '.join(sorted(_OPS))} there (or export the model in QDQ form)")
         getattr(b, method)(n, attributes(n))
-    if len(b.outputs) != len(m.outputs):
-        raise UnsupportedLayerError(f"{b.path}: every graph output must be a DequantizeLinear "
-                                    "of an integer tensor")
+    outputs = []
+    for o in m.outputs:
+        x = b.outputs.get(o, b.t.get(o))
+        if x is None or x.name in {d["name"] for d in b.inputs}:
+            raise UnsupportedLayerError(f"{b.path}: output '{o}' is neither a DequantizeLinear "
+                                        "of an integer tensor nor an integer tensor refq "
+                                        "computes")
+        if isinstance(x.layout, tuple):
+            raise UnsupportedLayerError(f"{b.path}: output '{o}' is the NCHW flattening of a "
+                                        "tensor, which refq holds in NHWC order")
+        outputs.append(x.name)
+        b.layouts.setdefault(o, x.layout)
     spec = {"name": m.model.graph.name or "onnx", "inputs": b.inputs, "layers": b.layers,
-            "outputs": b.outputs}
-    return lower_from_params(spec, profile)
+            "outputs": outputs}
+    g = lower_from_params(spec, profile)
+    g.meta["onnx_layouts"] = {"inputs": {d["name"]: b.layouts[d["name"]] for d in b.inputs},
+                              "outputs": {o: b.layouts[o] for o in m.outputs}}
+    return g
+
+
+def per_tensor_zero_point(w, zp, refuse):
+    """(codes, one zero point) computing the same integers w − zp[o] as weight codes `w` (output
+    channel on axis 0) with zero points `zp` (1 or one per channel): the codes themselves when
+    the zero points agree, else w − zp[o] with zero point 0 as int8; `refuse(text)` gives the
+    error when those do not fit int8 (the integer kernels hold one weight zero point)."""
+    w = np.asarray(w)
+    zp = np.asarray(zp).astype(np.int64).reshape(-1)
+    if np.all(zp == zp[0]):
+        return w, int(zp[0])
+    shifted = w.astype(np.int64) - zp.reshape((-1,) + (1,) * (w.ndim - 1))
+    if shifted.min() < -128 or shifted.max() > 127:
+        raise refuse(f"weight zero points differ per output channel ({zp.tolist()[:4]}...) and "
+                     f"w − zero point spans [{shifted.min()}, {shifted.max()}], beyond int8: "
+                     "refq's integer kernels hold one weight zero point per layer")
+    return shifted.astype(np.int8), 0

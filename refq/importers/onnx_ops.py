@@ -1,5 +1,6 @@
-"""ONNX operators -> refq float nodes: convolutions, pooling, dense layers, normalisation and
-activations. Shape-moving and arithmetic ops are in `onnx_ops_shape`; `CONVERTERS` holds both.
+"""ONNX operators -> refq float nodes: convolutions, dense layers, normalisation and
+activations. Pooling is in `onnx_ops_pool`, shape-moving and arithmetic ops in `onnx_ops_shape`;
+`CONVERTERS` holds all three.
 
 Each converter `f(builder, index, node, attrs)` reads the ONNX operator's definition (onnx.ai
 operator pages, opsets 7..21) and emits the refq op computing the same values:
@@ -9,19 +10,32 @@ operator pages, opsets 7..21) and emits the refq op computing the same values:
                     TensorFlow's rule), SAME_LOWER -> explicit pads with the extra row first
                     (needs known H, W).
                     A following Add of a per-channel constant becomes the bias.
-    Gemm, MatMul    dense with weight [out, in] (Gemm: alpha·B, beta·C; transA = 0); reading the
-                    NCHW flattening of an NCHW tensor, its columns are permuted (onnx_graph).
-                    A following Add of a constant [out] becomes the bias.
+    ConvTranspose   conv_transpose2d; weight [C, O/group, kh, kw] -> [O, kh, kw, C/group] with
+                    w[g·Og + o', u, v, c] = W[g·Cg + c, o', u, v]; strides, dilations, group,
+                    output_padding, output_shape ([H, W], or the last two of [N, C, H, W]; ONNX
+                    then ignores pads), pads [t, l, b, r] -> explicit [t, b, l, r], auto_pad
+                    SAME_UPPER / SAME_LOWER -> same_upper / same_lower, VALID -> valid; bias B.
+                    2-D only.
+    MatMul          of two activations of one rank >= 3 held as they are: matmul (batched,
+                    leading axes broadcast). With a constant [K, M]: dense with weight [M, K] on
+                    the last axis (reading the NCHW flattening of an NCHW tensor, its columns are
+                    permuted, onnx_graph); a following Add of a constant [M] becomes the bias.
+                    With a constant [K] after an input of rank >= 3: dense with one unit, then
+                    a reshape dropping that axis (ONNX's 1-D promotion).
+    Gemm            alpha = beta = 1 and C absent or a vector: dense with weight [out, in] (the
+                    same operations; a following Add of a constant becomes the bias). Otherwise
+                    refq's gemm: y = alpha·(A·B') + beta·C with B' stored as [out, in]
+                    (transB = 1, axis 0 the output channel) and C of shape [], [1], [P],
+                    [1, 1] or [1, P]. transA = 1 (a sum over the batch axis)
+                    is refused; so is C varying along the rows (tied to one batch size).
     BatchNormalization   batch_norm with the file's epsilon (default 1e-5) on the channel axis.
-    MaxPool, AveragePool max_pool2d, avg_pool2d (count_include_pad = 0, or 1 without padding;
-                    ceil_mode = 1 only where it gives the same size; dilations 1).
-    GlobalAveragePool    global_avg_pool2d, keepdims; followed by a Flatten or Reshape to
-                    [N, C] it is one global_avg_pool2d without keepdims.
     Relu, Sigmoid, Tanh, Softmax, LeakyRelu(alpha 0.01), HardSigmoid(alpha 0.2, beta 0.5),
-    HardSwish, Identity, Dropout (inference: identity)   the refq op of the same definition.
+    HardSwish, Round (half to even), Identity, Dropout (inference: identity)   the refq op of
+                    the same definition.
     Clip            bounds from inputs (opset >= 11) or attributes: [0, 6] -> relu6, [0, none] ->
-                    relu, else clip (a missing or infinite bound is ±float64 max, which differs
-                    from no bound only for infinite inputs).
+                    relu, else clip with min/max None where a bound is missing or infinite (no
+                    bound); min > max gives max everywhere (min(max(x, min), max) = max), so min
+                    is set to max.
 Anything else, or an attribute value refq lacks, is an UnsupportedLayerError naming the file,
 node, op type and attribute.
 """
@@ -32,8 +46,6 @@ import numpy as np
 from .onnx_ops_shape import SHAPE_CONVERTERS, channel_vector, flat_permutation
 
 __all__ = ["CONVERTERS"]
-
-_F64_MAX = float(np.finfo(np.float64).max)
 
 
 def _act(b, node, slot=0, layouts=("nchw",)):
@@ -113,9 +125,10 @@ def fuse_bias_add(b, out_name, channels, layout, rank):
 def _conv(b, index, node, attrs):
     x = _act(b, node)
     w = _const_input(b, node, 1, "weight")
-    if w.ndim != 4:
-        raise b.unsupported(node, f"weight of shape {list(w.shape)}: refq converts 2-D "
-                            "convolutions (OIHW weights) only")
+    if w.ndim != 4 or len(x.shape) != 4:
+        raise b.unsupported(node, f"weight of shape {list(w.shape)} on ONNX shape "
+                            f"{list(x.onnx_shape)}: refq converts 2-D convolutions (NCHW "
+                            "inputs, OIHW weights) only")
     o, cg, kh, kw = w.shape
     if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
         raise b.unsupported(node, f"attribute kernel_shape={attrs['kernel_shape']} differs from "
@@ -141,49 +154,81 @@ def _conv(b, index, node, attrs):
 def _dense_weight(b, node, x, weight):
     """weight [out, in] with columns permuted when x is a flattened NCHW tensor."""
     if isinstance(x.layout, tuple):
+        size = int(np.prod(x.layout[1:]))
+        if weight.shape[1] != size:
+            raise b.unsupported(node, f"weight of {weight.shape[1]} inputs per output on a "
+                                f"flattened tensor of {size} values")
         weight = weight[:, flat_permutation(*x.layout[1:])]
     return np.ascontiguousarray(weight)
 
 
 def _dense_input(b, node):
     x = _act(b, node, 0, layouts=None)
-    if len(x.shape) != 2 or (x.layout == "nchw"):
+    if len(x.shape) < 2 or x.layout == "nchw":
         raise b.unsupported(node, f"input '{node.input[0]}' has ONNX shape "
-                            f"{list(x.onnx_shape)}; refq converts dense layers on [N, K] inputs")
+                            f"{list(x.onnx_shape)}; refq converts dense layers on [N, ..., K] "
+                            "inputs held as they are")
     return x
 
 
 def _matmul(b, index, node, attrs):
+    if not b.is_const(node.input[1]):       # two activations: refq's batched matmul
+        a, c = (_act(b, node, k, layouts=("same",)) for k in (0, 1))
+        if len(a.shape) != len(c.shape) or len(a.shape) < 3:
+            raise b.unsupported(node, f"operands of ONNX shapes {list(a.onnx_shape)} and "
+                                f"{list(c.onnx_shape)}: refq multiplies two activations of one "
+                                "rank >= 3 (batch axis first)")
+        b.emit(node, "matmul", [a, c], node.output[0], layout="same")
+        return
     x = _dense_input(b, node)
     w = _const_input(b, node, 1, "weight")
+    if w.ndim == 1 and len(x.shape) >= 3 and x.layout == "same" and None not in x.shape[1:]:
+        # [N, ..., K] @ [K] = [N, ...]: dense with one unit, then the unit axis dropped
+        t = b.emit(node, "dense", [x], node.output[0], {}, {"weight": w.reshape(1, -1)},
+                   layout="same", suffix="/dense", slots=[0])
+        b.record_weight(node.input[1], b.nodes[-1].name, "weight")
+        b.emit(node, "reshape", [t], node.output[0], {"shape": list(x.shape[1:-1])})
+        return
     if w.ndim != 2:
-        raise b.unsupported(node, f"weight of shape {list(w.shape)}: refq needs [K, M]")
+        raise b.unsupported(node, f"weight of shape {list(w.shape)}: refq needs [K, M] (or [K] "
+                            "after an input of rank >= 3)")
+    if isinstance(x.layout, tuple) and len(x.shape) != 2:
+        raise b.unsupported(node, "reads a flattened NCHW tensor of rank > 2")
     weight = _dense_weight(b, node, x, w.T)
-    bias, out = fuse_bias_add(b, node.output[0], w.shape[1], "same", 2)
+    bias, out = fuse_bias_add(b, node.output[0], w.shape[1], "same", len(x.shape))
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
     b.emit(node, "dense", [x], out, {}, params, layout="same", slots=[0])
     b.record_weight(node.input[1], b.nodes[-1].name, "weight")
 
 
 def _gemm(b, index, node, attrs):
+    """Gemm: dense when alpha = beta = 1 and C is a vector (the same operations), else refq's
+    gemm with B as stored, transB, alpha, beta and C's own shape (module docstring)."""
     if attrs.get("transA", 0):
-        raise b.unsupported(node, "attribute transA=1: refq reads Gemm with transA=0")
+        raise b.unsupported(node, "attribute transA=1 would sum over the batch axis (A's axis "
+                            "0); refq reads Gemm with transA=0")
     x = _dense_input(b, node)
+    if len(x.shape) != 2:
+        raise b.unsupported(node, f"input of ONNX shape {list(x.onnx_shape)}: Gemm reads [N, K]")
     w = _const_input(b, node, 1, "weight")
     if w.ndim != 2:
         raise b.unsupported(node, f"weight of shape {list(w.shape)}: refq needs a matrix")
-    weight = w if attrs.get("transB", 0) else w.T
+    trans_b = int(attrs.get("transB", 0))
+    weight = w if trans_b else w.T           # [out, in]
     alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
-    if alpha != 1.0:
-        weight = (weight * np.float32(alpha)).astype(w.dtype)
     c = _const_input(b, node, 2, "bias C")
-    bias = None
-    if c is not None:
-        bias = channel_vector(c, 2, 1, weight.shape[0])
-        if bias is None:
-            raise b.unsupported(node, f"bias C of shape {list(c.shape)}: refq needs a vector "
-                                f"of {weight.shape[0]}")
-        bias = bias * np.float32(beta) if beta != 1.0 else bias
+    vec = None if c is None else channel_vector(c, 2, 1, weight.shape[0])
+    if alpha != 1.0 or beta != 1.0 or (c is not None and vec is None):
+        # B' as [out, in] with transB = 1 whatever the file's transB (the same products; axis 0
+        # the output channel, as every refq weight); columns permuted for a flattening
+        params = {"weight": _dense_weight(b, node, x, weight)}
+        if c is not None:
+            params["bias"] = np.asarray(c)
+        b.emit(node, "gemm", [x], node.output[0], {"alpha": alpha, "beta": beta, "transB": 1},
+               params, layout="same", slots=[0])
+        b.record_weight(node.input[1], b.nodes[-1].name, "weight")
+        return
+    bias = vec
     extra, out = fuse_bias_add(b, node.output[0], weight.shape[0], "same", 2)
     if extra is not None:
         bias = extra if bias is None else bias + extra
@@ -205,39 +250,49 @@ def _batch_norm(b, index, node, attrs):
            {"gamma": gamma, "beta": beta, "mean": mean, "variance": var}, slots=[0])
 
 
-def _pool(b, index, node, attrs):
+def _conv_transpose(b, index, node, attrs):
+    """ConvTranspose -> conv_transpose2d (module docstring)."""
     x = _act(b, node)
-    kernel = _pairs(b, node, attrs, "kernel_shape", [])
-    strides = _pairs(b, node, attrs, "strides", [1, 1])
-    if list(attrs.get("dilations", [1, 1])) != [1, 1]:
-        raise b.unsupported(node, f"attribute dilations={attrs['dilations']}: refq pools "
-                            "with dilation 1")
-    padding, pads = _window(b, node, attrs, x, kernel, strides, (1, 1))
-    if node.op_type == "AveragePool" and attrs.get("count_include_pad", 0) and \
-            (padding == "same" or any(pads)):
-        raise b.unsupported(node, "attribute count_include_pad=1 with padding: refq's "
-                            "avg_pool2d divides by the valid count (count_include_pad=0)")
-    if attrs.get("ceil_mode", 0):
-        for n, k, s, p in zip(x.shape[1:3], kernel, strides, (pads[:2], pads[2:])):
-            if padding == "same" or n is None or (n + sum(p) - k) % s:
-                raise b.unsupported(node, "attribute ceil_mode=1 changes the output size here; "
-                                    "refq pools with ceil_mode=0")
-    op = "max_pool2d" if node.op_type == "MaxPool" else "avg_pool2d"
-    b.emit(node, op, [x], node.output[0], {"pool_size": kernel, "strides": strides,
-                                           "padding": padding, "pads": pads})
-
-
-def _global_pool(b, index, node, attrs):
-    x = _act(b, node)
-    r = b.sole_reader(node.output[0])
-    if r is not None and r[1].op_type in ("Flatten", "Reshape"):
-        from .onnx_ops_shape import flattens_to_batch_rows
-        if flattens_to_batch_rows(b, r[1], x.shape[3]):
-            b.skip.add(r[0])
-            b.emit(node, "global_avg_pool2d", [x], r[1].output[0], {"keepdims": False},
-                   layout="same")
-            return
-    b.emit(node, "global_avg_pool2d", [x], node.output[0], {"keepdims": True})
+    w = _const_input(b, node, 1, "weight")
+    if w.ndim != 4 or len(x.shape) != 4:
+        raise b.unsupported(node, f"weight of shape {list(w.shape)} on ONNX shape "
+                            f"{list(x.onnx_shape)}: refq converts 2-D transposed convolutions "
+                            "only")
+    g = int(attrs.get("group", 1))
+    c, og, kh, kw = w.shape
+    if g < 1 or c % g:
+        raise b.unsupported(node, f"attribute group={g} does not divide the weight's {c} input "
+                            "channels")
+    if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
+        raise b.unsupported(node, f"attribute kernel_shape={attrs['kernel_shape']} differs from "
+                            f"the weight's {[kh, kw]}")
+    weight = w.reshape(g, c // g, og, kh, kw).transpose(0, 2, 3, 4, 1).reshape(
+        g * og, kh, kw, c // g)
+    a = {"strides": _pairs(b, node, attrs, "strides", [1, 1]),
+         "dilations": _pairs(b, node, attrs, "dilations", [1, 1]), "groups": g,
+         "output_padding": _pairs(b, node, attrs, "output_padding", [0, 0])}
+    out_shape = [int(v) for v in attrs.get("output_shape", [])]
+    if out_shape:
+        if len(out_shape) not in (2, 4):
+            raise b.unsupported(node, f"attribute output_shape={out_shape}: refq reads [H, W] "
+                                "(or [N, C, H, W])")
+        a["output_shape"] = out_shape[-2:]
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER", "VALID"):
+        a["padding"] = auto.lower() if auto != "VALID" else "valid"
+    elif auto != "NOTSET":
+        raise b.unsupported(node, f"attribute auto_pad={auto!r} is not an ONNX value")
+    elif not out_shape and any(attrs.get("pads", [])):   # output_shape: ONNX ignores pads
+        p = [int(v) for v in attrs["pads"]]
+        if len(p) != 4 or min(p) < 0:
+            raise b.unsupported(node, f"attribute pads={p}: refq needs 4 non-negative pads")
+        a["padding"], a["pads"] = "explicit", [p[0], p[2], p[1], p[3]]
+    params = {"weight": np.ascontiguousarray(weight)}
+    bias = _const_input(b, node, 2, "bias")
+    if bias is not None:
+        params["bias"] = np.asarray(bias).reshape(-1)
+    b.emit(node, "conv_transpose2d", [x], node.output[0], a, params, slots=[0])
+    b.record_weight(node.input[1], b.nodes[-1].name, "weight")
 
 
 def _clip(b, index, node, attrs):
@@ -252,13 +307,14 @@ def _clip(b, index, node, attrs):
         raise b.unsupported(node, "a bound is NaN")
     lo = None if lo == -np.inf else lo       # an infinite bound is no bound
     hi = None if hi == np.inf else hi
+    if lo is not None and hi is not None and lo > hi:
+        lo = hi                              # min(max(x, lo), hi) = hi for every x
     if lo == 0.0 and hi == 6.0:
         b.emit(node, "relu6", [x], node.output[0])
     elif lo == 0.0 and hi is None:
         b.emit(node, "relu", [x], node.output[0])
     else:
-        b.emit(node, "clip", [x], node.output[0],
-               {"min": -_F64_MAX if lo is None else lo, "max": _F64_MAX if hi is None else hi})
+        b.emit(node, "clip", [x], node.output[0], {"min": lo, "max": hi})
 
 
 def _unary(op, defaults=None):
@@ -274,10 +330,15 @@ def _unary(op, defaults=None):
 
 CONVERTERS = {
     "Conv": _conv, "MatMul": _matmul, "Gemm": _gemm, "BatchNormalization": _batch_norm,
-    "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "Clip": _clip,
+    "Clip": _clip, "ConvTranspose": _conv_transpose,
+    "Round": _unary("round"),
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
     "HardSwish": _unary("hard_swish"), "Identity": _unary("identity"),
     "Dropout": _unary("identity"), "LeakyRelu": _unary("leaky_relu", {"alpha": 0.01}),
     "HardSigmoid": _unary("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
 }
 CONVERTERS.update(SHAPE_CONVERTERS)
+
+from .onnx_ops_pool import POOL_CONVERTERS  # noqa: E402  (it reads `_act` above)
+
+CONVERTERS.update(POOL_CONVERTERS)

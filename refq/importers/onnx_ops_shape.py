@@ -2,15 +2,18 @@
 
     Reshape, Flatten(axis 1), Squeeze, Unsqueeze   refq reshape/flatten. The batch axis stays
         first (a target's first entry is the batch: 0, the folded batch size, or its value).
+        Flatten(axis >= 2) of a tensor refq holds as it is: refq's flatten at that axis (rows
+        d0·…·d(axis−1)); Flatten(axis 0), which leaves no batch axis, is refused.
         An NCHW tensor with H·W = 1 holds its values in channel order in both layouts, so any
         reshape among [N, C], [N, C, 1, 1] is a plain refq reshape. Flattening an NCHW tensor
         with H·W > 1 gives refq's NHWC-order flatten, marked ("flat", C, H, W): a following
         dense layer permutes its weight columns (exact); anything else reading it is refused.
     Transpose   perm (0, 2, 3, 1) of an NCHW tensor is refq's own NHWC array (layout "same");
         perm (0, 3, 1, 2) turns it back; the identity perm is a no-op. Others are refused.
-    Concat(axis), Softmax(axis)   the ONNX axis mapped to refq's (NCHW axis 1 -> NHWC axis 3,
-        2 -> 1, 3 -> 2); Softmax before opset 13 flattens from `axis` on, accepted where every
-        axis after `axis` has size 1 (or axis is the last).
+    Concat(axis), Softmax(axis)   the ONNX axis mapped to refq's (channels-first axis 1 -> the
+        last axis, spatial axis k -> k − 1: NCHW 1 -> 3, 2 -> 1, 3 -> 2); Softmax before
+        opset 13 flattens from `axis` on, accepted where every axis after `axis` has size 1
+        (or axis is the last).
     Pad(mode constant, value 0)   zero_pad2d on H and W (pads on N and C, or negative: refused).
     Add, Mul (two activations)    add, multiply with broadcasting (equal ranks);
         Sub(a, b) = add(a, batch_norm(b) with gamma −1, beta 0, mean 0, variance 1, eps 0).
@@ -27,9 +30,9 @@ import numpy as np
 from ..errors import RefqError
 from .onnx_fold import BATCH
 
-__all__ = ["SHAPE_CONVERTERS", "channel_vector", "flat_permutation", "flattens_to_batch_rows"]
+__all__ = ["SHAPE_CONVERTERS", "channel_vector", "flat_permutation", "flattens_to_batch_rows",
+           "nhwc_axis"]
 
-_AXIS_NCHW_TO_NHWC = {1: 3, 2: 1, 3: 2}
 
 
 def channel_vector(c, rank, axis, channels):
@@ -55,10 +58,7 @@ def _target(b, node, attrs, x):
     shape = list(x.onnx_shape)
     op = node.op_type
     if op == "Flatten":
-        if attrs.get("axis", 1) != 1:
-            raise b.unsupported(node, f"attribute axis={attrs['axis']}: refq flattens from "
-                                "axis 1 (the batch axis stays first)")
-        return [-1]
+        return [-1]     # axis 1 (other axes: `_flatten_at`)
     if op in ("Squeeze", "Unsqueeze"):
         axes = attrs.get("axes") if b.opset < 13 else \
             (None if len(node.input) < 2 else b.const(node.input[1]))
@@ -117,8 +117,26 @@ class _One:
         self.onnx_shape = (None, c, 1, 1)
 
 
+def _flatten_at(b, node, x, axis):
+    """Flatten(axis) with axis >= 2: refq's flatten at that axis, [d0·…·d(a−1), da·…] (the batch
+    axis merges into the rows); axis 0 leaves no batch axis and is refused."""
+    rank = len(x.shape)
+    if not -rank <= axis <= rank or axis % (rank + 1) == 0 or axis == -rank:
+        raise b.unsupported(node, f"attribute axis={axis} on ONNX shape {list(x.onnx_shape)} "
+                            "flattens the batch axis into the columns: refq tensors keep the "
+                            "batch axis first")
+    axis = axis % rank if axis < 0 else axis
+    if x.layout != "same":
+        raise b.unsupported(node, f"attribute axis={axis} on a channels-first tensor of ONNX "
+                            f"shape {list(x.onnx_shape)}, which refq holds channels-last: the "
+                            "order of the values would differ")
+    b.emit(node, "flatten", [x], node.output[0], {"axis": axis}, layout="same")
+
+
 def _reshape(b, index, node, attrs):
     x = b.tensor(node, node.input[0])
+    if node.op_type == "Flatten" and attrs.get("axis", 1) != 1:
+        return _flatten_at(b, node, x, int(attrs["axis"]))
     shape = x.onnx_shape
     size = None if any(d is None for d in shape[1:]) else int(np.prod(shape[1:]))
     target = _resolved(size, _target(b, node, attrs, x))
@@ -138,14 +156,15 @@ def _reshape(b, index, node, attrs):
         else:
             b.emit(node, "reshape", [x], node.output[0], {"shape": target})
         return
-    if shape[2] * shape[3] == 1 and len(target) == 1:
+    pixels = int(np.prod(shape[2:]))
+    if pixels == 1 and len(target) == 1:
         b.emit(node, "flatten" if flat else "reshape", [x], node.output[0],
                {} if flat else {"shape": target}, layout="same")
         return
-    if shape[2] * shape[3] == 1 and len(target) == 3 and target[1] * target[2] == 1:
+    if pixels == 1 and len(shape) == 4 and len(target) == 3 and target[1] * target[2] == 1:
         b.emit(node, "reshape", [x], node.output[0], {"shape": [1, 1, target[0]]})
         return
-    if len(target) == 1:
+    if len(target) == 1 and len(shape) == 4:
         b.emit(node, "flatten", [x], node.output[0], layout=("flat",) + tuple(shape[1:]))
         return
     raise b.unsupported(node, f"reshapes ONNX shape {list(shape)} to [N, *{target}], which in "
@@ -174,7 +193,13 @@ def _axis(b, node, x, axis):
     if axis is None or axis == 0 or isinstance(x.layout, tuple):
         raise b.unsupported(node, f"axis {axis} of ONNX shape {list(x.onnx_shape)}: refq needs "
                             "a non-batch axis")
-    return _AXIS_NCHW_TO_NHWC[axis] if x.layout == "nchw" else axis
+    return nhwc_axis(axis, rank) if x.layout == "nchw" else axis
+
+
+def nhwc_axis(axis, rank):
+    """refq's axis of ONNX axis `axis` (>= 1) of a channels-first tensor of rank `rank` held
+    channels-last: the channel axis 1 is last, spatial axis k >= 2 is k − 1."""
+    return rank - 1 if axis == 1 else axis - 1
 
 
 def _concat(b, index, node, attrs):

@@ -134,6 +134,8 @@ def _weight_axis(node, onnx_axis):
     if onnx_axis is None:
         return None
     out_axis = {"Conv": 0, "MatMul": 1}.get(node.op_type)
+    if node.op_type == "ConvTranspose":     # W [C, O/group, kh, kw]: per channel of O at group 1
+        out_axis = 1 if attributes(node).get("group", 1) == 1 else None
     if node.op_type == "Gemm":
         out_axis = 0 if attributes(node).get("transB", 0) else 1
     return 0 if onnx_axis == out_axis else -1

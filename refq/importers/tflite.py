@@ -12,8 +12,8 @@ decides the graph (`model_kind`):
   have, runs as `int_f32_binary`.
 - dynamic range (float32 activations, int8 weights of some conv/depthwise/fully-connected
   layers): every op that computes runs LiteRT's reference kernels bit for bit
-  (`refq.fixedpoint.kernels.hybrid`: `int_hybrid_*` for the int8-weight layers, `int_f32_*` for
-  the float32 ones); max pooling, relu/relu6/clip, concatenation, padding and reshapes, which are
+  (`refq.fixedpoint.kernels.hybrid`: `int_hybrid_*` for the int8-weight layers;
+  `refq.fixedpoint.kernels.float_ref`: `int_f32_*` for the float32 ones); max pooling, relu/relu6/clip, concatenation, padding and reshapes, which are
   exact in any float dtype, stay refq float ops (`tflite_float`).
 - integer (int8 activations): an integer graph for the `tflite` profile, built by
   `refq.fixedpoint.lower_from_params` from the file's weights, biases, scales, zero points and
