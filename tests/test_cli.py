@@ -67,13 +67,15 @@ def test_info_table(capsys, model):
     lines = out.splitlines()
     assert lines[0].startswith("tiny (a float model): inputs x [None, 2, 2, 3] float32; outputs prob")
     assert lines[1].split() == ["node", "op", "output", "shape", "params", "MACs"]
-    rows = {ln.split()[0]: ln.split() for ln in lines[3:-2]}
+    rows = {ln.split()[0]: ln.split() for ln in lines[3:-3]}
     assert list(rows) == ["block/bn", "block/relu", "flat", "fc", "sm"]
     assert rows["block/bn"] == ["block/bn", "batch_norm", "(N,", "2,", "2,", "3)", "12", "12"]
     assert rows["flat"] == ["flat", "flatten", "(N,", "12)", "0", "0"]
     assert rows["fc"] == ["fc", "dense", "(N,", "4)", "52", "48"]
     assert rows["sm"][-2:] == ["0", "0"]
-    assert lines[-1].split() == ["total", "5", "nodes", "64", "60"]
+    assert lines[-2].split() == ["total", "5", "nodes", "64", "60"]
+    assert lines[-1] == ("AIMET compression cost of the 1 conv2d/dense layer: 48 MACs, "
+                         "48 weights (no biases)")
 
 
 def test_info_json(capsys, model):
@@ -88,7 +90,7 @@ def test_info_thousands_separator(capsys, tmp_path):
     refq.save(g, tmp_path / "m.refq.h5")
     code, out, _ = cli(capsys, "info", tmp_path / "m.refq.h5")
     assert code == 0
-    assert out.splitlines()[-1].split() == ["total", "1", "nodes", "2,000", "2,000"]
+    assert out.splitlines()[-2].split() == ["total", "1", "nodes", "2,000", "2,000"]
 
 
 # ---- run ------------------------------------------------------------------------------------
