@@ -125,10 +125,11 @@ def test_committed_exports_match_onnxruntime():
     - with graph optimisations off (Q, DQ and float operators one by one) the simulation agrees
       to within one step of each output's encoding (measured: equal, but for one flip of one
       step in the PP-OCR logits, where float32 sums in another order cross a rounding edge);
-    - with onnxruntime's default optimisations (its integer QDQ kernels) the simulation lowered
-      for the `ort` profile gives the logits bit for bit, and the probabilities to within one
-      step: onnxruntime's fused QLinearSoftmax rounds otherwise than the profile's float32
-      softmax."""
+    - with onnxruntime's default optimisations (its integer QDQ kernels, the Softmax fused into
+      QLinearSoftmax) the simulation lowered for the `ort` profile gives the logits and the
+      probabilities bit for bit (a float32 softmax instead differs on 3 of 20 small and 16 of 32
+      PP-OCR probabilities, by up to one step: QLinearSoftmax multiplies by floor(1/s_out) = 254
+      for s_out = 1/255)."""
     from refq.fixedpoint.lowering import lower
     from refq.fixedpoint.run import run_int
     from refq.ppocr_data import load_test_set
@@ -145,9 +146,10 @@ def test_committed_exports_match_onnxruntime():
         for t, key, step in ((logits, "logits", steps[0]), (probs, "y", steps[1])):
             assert np.abs(y[t] - exp[f"{case}/{key}_noopt"]).max() <= step * 1.001, (case, key)
         g = lower(sim, "ort")
+        assert [n.attrs["softmax"] for n in g.nodes if n.op == "int_softmax"] == ["ort"], case
         y, _ = run_int(g, {"x": x})
         assert np.array_equal(y[logits], exp[f"{case}/logits_opt"]), case
-        assert np.abs(y[probs] - exp[f"{case}/y_opt"]).max() <= steps[1] * 1.001, case
+        assert np.array_equal(y[probs], exp[f"{case}/y_opt"]), case
 
 
 def test_refusals(tmp_path):

@@ -584,3 +584,77 @@ def test_clip_with_one_bound_clamps_at_the_grid_end():
         (rng1, y1), (rng2, y2) = lowered
         assert rng1 == rng2 and (127 in rng1 if bounds["max"] is None else -128 in rng1)
         np.testing.assert_array_equal(y1, y2)
+
+
+# ------------------------------------------- pooling geometry beyond plain 2-D pooling, per profile
+
+def _pool_graph(op, attrs, shape=(None, 8, 8, 3)):
+    r = len(shape) - 2
+    if r == 2:
+        first = conv("c", "x", "c", (4, 1, 1, 3), np.random.default_rng(0))
+        c = "c"
+    else:   # rank 1 or 3: the pool reads the graph input
+        first, c = None, "x"
+    nodes = ([first] if first else []) + [Node("p", op, [c], ["p"], attrs)]
+    return Graph([TensorSpec("x", shape)], ["p"], nodes)
+
+
+_POOL_VARIANTS = [  # (op, extra attrs, the attribute named, profiles that lower it)
+    ("avg_pool2d", {"dilations": [2, 2]}, "dilations", {"onnx"}),
+    ("avg_pool2d", {"ceil_mode": True, "pool_size": [3, 3]}, "ceil_mode", {"onnx", "ort"}),
+    ("avg_pool2d", {"count_include_pad": True, "padding": "same", "pool_size": [3, 3]},
+     "count_include_pad", {"onnx", "ort"}),
+    ("avg_pool2d", {"padding": "same_lower", "pool_size": [3, 3]}, "same_lower",
+     {"onnx", "ort", "tosa"}),
+    ("max_pool2d", {"dilations": [1, 2]}, "dilations", {"onnx", "ort"}),
+    ("max_pool2d", {"padding": "same_lower", "pool_size": [3, 3]}, "same_lower",
+     {"onnx", "ort", "tosa"}),
+]
+
+
+@pytest.mark.parametrize("op,attrs,named,ok", _POOL_VARIANTS)
+def test_pool_geometry_lowers_where_the_profile_defines_it(op, attrs, named, ok):
+    """Each profile lowers the pool geometry its kernels define (Profile.avg_pool_attributes /
+    max_pool_attributes) and refuses the rest naming node, attribute and profile; where it
+    lowers, the float requantization profile equals the faithful simulation bit for bit and
+    the profile stays within 1 LSB per requantization of it."""
+    g = _pool_graph(op, {"pool_size": [2, 2], "strides": [2, 2], **attrs})
+    sim = QuantSim(g, cfg()).compute_encodings(data(8))
+    x = data(4, seed=5)
+    for name in NAMES:
+        if name not in ok:
+            with pytest.raises(FixedPointError, match=rf"node 'p' \({op}\).*{named}.*no integer "
+                                                      rf"lowering under profile '{name}'"):
+                lower(sim, name)
+            continue
+        ig = lower(sim, name)
+        node = ig.node("p")
+        assert node.op == "int_" + op and all(node.attrs[k] == v for k, v in attrs.items())
+        rep = compare(sim, name, x)
+        assert all(r["within_bound"] for r in rep["layers"]), name
+    ta, _ = run_int(lower(sim, FLOAT_PROFILE), {"x": x}, trace=True)
+    tf, _ = run_int(faithful_graph(sim, like=FLOAT_PROFILE), {"x": x}, trace=True)
+    for k in ta:
+        assert np.array_equal(ta[k], tf[k]), k
+    ys = sim.run({"x": x})["p"]
+    step = float(lower(sim, FLOAT_PROFILE).meta["integer"]["tensors"]["p:q"]["scale"])
+    assert np.abs(ys - tf["p"]).max() <= step * (1 if op.startswith("max") else 2)
+
+
+def test_plain_2d_pools_evaluate_as_before():
+    """A 2-D pool without the new attributes takes the int_avg_pool2d evaluation it always had;
+    the general evaluation (kernels.pool_nd) gives the same integers on it."""
+    from refq.fixedpoint.kernels import INT_REGISTRY
+    from refq.fixedpoint.kernels.pool_nd import avg_pool_nd
+    op = INT_REGISTRY["int_avg_pool2d"]
+    x = np.random.default_rng(3).integers(-128, 128, (2, 7, 6, 3))
+    for mode in ("tflite", "tosa", "float", "qdq", "ort"):
+        for geo in ({"pool_size": [3, 3], "strides": [2, 2], "padding": "same"},
+                    {"pool_size": [2, 3], "strides": [1, 2], "padding": "explicit",
+                     "pads": [1, 0, 1, 1]}):
+            a = op.normalise_attrs(dict(geo, input_zp=-3, output_zp=2, act_min=-128,
+                                        act_max=127, avg=mode), "p")
+            params = {"in_scale": np.array([0.03]), "out_scale": np.array([0.021])} \
+                if mode in ("qdq", "ort") else {}
+            np.testing.assert_array_equal(op.forward([x], params, a),
+                                          avg_pool_nd(x, params, a, 2, "p"), err_msg=mode)

@@ -19,9 +19,7 @@ def test_every_float_op_has_every_entry(name):
 
 
 #: Float ops without an integer lowering (lowering family None): lowering refuses them by name.
-NO_LOWERING_YET = {"conv_transpose2d", "matmul", "gemm", "round", "global_max_pool2d",
-                   "max_pool2d_indices", "max_pool1d", "avg_pool1d", "max_pool1d_indices",
-                   "max_pool3d", "avg_pool3d", "max_pool3d_indices"}
+NO_LOWERING_YET = {"max_pool2d_indices", "max_pool1d_indices", "max_pool3d_indices"}
 
 
 def test_ops_without_a_lowering_have_no_lowering_traits():
@@ -36,9 +34,11 @@ def test_the_derived_lists():
     """What the quantizer placement, the lowering and the algorithms read from the records."""
     assert ONNX_TYPE["relu6"] == ONNX_TYPE["clip"] == "Clip" and ONNX_TYPE["dense"] == "Gemm"
     assert set(ONNX_TYPE) == set(REGISTRY)
-    assert set(ops_with("grid_preserving")) == {"max_pool2d", "zero_pad2d", "flatten", "reshape",
-                                                "identity"}
-    assert set(ops_with("takes_activation")) == {"conv2d", "dense", "add", "multiply"}
+    assert set(ops_with("grid_preserving")) == {"max_pool1d", "max_pool2d", "max_pool3d",
+                                                "global_max_pool2d", "zero_pad2d", "flatten",
+                                                "reshape", "identity"}
+    assert set(ops_with("takes_activation")) == {"conv2d", "dense", "add", "multiply",
+                                                 "conv_transpose2d", "gemm", "matmul"}
     assert set(ops_with("fusable_activation")) == {"relu", "relu6", "clip"}
     assert set(ops_with("cle_transparent")) == {"relu", "leaky_relu", "zero_pad2d", "identity"}
     assert set(ops_with("bn_foldable")) == {"conv2d", "dense"}
@@ -56,13 +56,14 @@ def test_the_derived_lists():
     assert WEIGHTED == LAYER_OPS
     assert SUPPORTED_OPS == ops_with("lowering") and set(LOWERINGS) == set(SUPPORTED_OPS)
     assert set(REGISTRY) - set(SUPPORTED_OPS) == {"batch_norm"} | NO_LOWERING_YET  # bn: folded
-    from refq.fixedpoint import lower_activations, lower_layers
-    families = {**lower_layers.FAMILIES, **lower_activations.FAMILIES}
+    from refq.fixedpoint import lower_activations, lower_contractions, lower_layers
+    families = {**lower_layers.FAMILIES, **lower_contractions.FAMILIES,
+                **lower_activations.FAMILIES}
     assert {op.traits.lowering for op in REGISTRY.values()} - {None} == set(families)
     assert set(ops_with("lowering", "grid")) == set(ops_with("grid_preserving"))
     assert set(ops_with("lowering", "clamp")) == set(ops_with("fusable_activation"))
     assert set(ops_with("lowering", "lut")) == {"hard_swish", "sigmoid", "tanh", "hard_sigmoid",
-                                               "leaky_relu"}
+                                               "leaky_relu", "round"}
 
 
 def test_an_unknown_trait_is_an_error():

@@ -566,3 +566,50 @@ def test_mobilenet_like_block():
     assert p.activations == S("x", "er", "db", "dr", "pb", "s", "gp", "y")
     assert p.params == {"expand.weight": 0, "dw.weight": 0, "project.weight": 0, "fc.weight": 0}
     assert p.report["supergroups"] == [["expand", "bn1", "r1"]]
+
+
+# ----------------------------------------------------- weighted ops without a batch-norm fold
+
+@pytest.mark.parametrize("trans_b,axis", [(0, 1), (1, 0)])
+def test_gemm_weight_is_per_channel_on_its_output_axis(trans_b, axis):
+    """gemm's B is ONNX's [K, P] (transB = 0: the output column is axis 1) or [P, K]; the
+    per-channel config quantizes it per output column (aimet.md §0.2.6: Gemm per-channel),
+    with one scale per column; Gemm + Relu is a supergroup."""
+    from refq.quant.quantsim import QuantSim
+    w = RNG.normal(size=(4, 3) if trans_b == 0 else (3, 4)).astype(f32)
+    g = graph(vec(), ["r"], [Node("gm", "gemm", ["x"], ["y"], {"transB": trans_b},
+                                  {"weight": w, "bias": RNG.normal(size=3).astype(f32)}),
+                             op("relu", "relu", ["y"], "r")])
+    p = Placement(g)
+    assert p.params == {"gm.weight": axis} and p.activations == S("x", "r")
+    assert p.report["supergroups"] == [["gm", "relu"]]
+    assert Placement(g, "per_tensor").params == {"gm.weight": None}
+    sim = QuantSim(g, cfg()).compute_encodings(RNG.normal(size=(8, 4)).astype(f32))
+    enc = sim.encodings["gm.weight"]
+    assert enc.axis == axis and enc.scale.shape == (3,)
+    from refq.quant.analyzers import make_analyzer
+    for j in range(3):   # each column's scale is that column's own per-tensor encoding
+        a = make_analyzer(sim.scheme, None)
+        a.update(np.take(w, j, axis=axis))
+        alone = a.compute_encoding(8, True, numerics=sim.numerics)
+        assert enc.scale[j] == alone.scale
+
+
+def test_conv_transpose_weight_is_per_channel_on_axis_0():
+    """conv_transpose2d's weight [O, kh, kw, C/groups] has its output channel first (AIMET's
+    ConvTranspose axis 1 of [C, O/g, kh, kw], aimet.md §1.6); ConvTranspose + Relu is a
+    supergroup."""
+    w = RNG.normal(size=(5, 3, 3, 3)).astype(f32)
+    g = graph(img(), ["r"], [Node("ct", "conv_transpose2d", ["x"], ["y"], {"strides": [2, 2]},
+                                  {"weight": w}), op("relu", "relu", ["y"], "r")])
+    p = Placement(g)
+    assert p.params == {"ct.weight": 0} and p.activations == S("x", "r")
+    assert p.report["supergroups"] == [["ct", "relu"]]
+    assert Placement(g, "per_tensor").params == {"ct.weight": None}
+
+
+def test_matmul_of_two_activations_has_no_parameter_quantizer():
+    g = graph(TensorSpec("x", (None, 3, 4)), ["m"],
+              [op("rs", "reshape", ["x"], "t", shape=[4, 3]), op("mm", "matmul", ["x", "t"], "m")])
+    p = Placement(g)
+    assert p.params == {} and p.activations == S("x", "m")

@@ -163,7 +163,8 @@ def _write_index(out_dir, doc):
             f.write(json.dumps(doc, sort_keys=True, indent=1) + "\n")
 
 
-_PARAM_LAYOUTS = {("int_conv2d", "weight"): "OHWI", ("int_dense", "weight"): "OI"}
+_PARAM_LAYOUTS = {("int_conv2d", "weight"): "OHWI", ("int_dense", "weight"): "OI",
+                  ("int_conv_transpose2d", "weight"): "OHWI"}
 #: dtypes of the integer tensors of an integer graph (graph.meta["integer"]["tensors"])
 _INT_TENSOR_DTYPES = ("int8", "uint8", "int16", "int32")
 _RELOWER = "lower the model again with `refq lower` (refq.fixedpoint.lowering.lower)"

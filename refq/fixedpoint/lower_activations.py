@@ -1,5 +1,6 @@
 """Lowering of the activations: clamps (relu, relu6, clip), lookup tables (hard_swish, sigmoid,
-tanh, hard_sigmoid, leaky_relu) and softmax. Each `lower_*(w, n)` lowers float node n in the walk
+tanh, hard_sigmoid, leaky_relu, and round once its record names the "lut" family) and softmax.
+Each `lower_*(w, n)` lowers float node n in the walk
 w (`lower_graph.Walk`); `act_range` gives the clamp bounds of fused and standalone activations.
 
 Lookup tables (`lut_table`, built by the kernels' `build_lut`), one entry per code v of the input
@@ -17,6 +18,10 @@ dtype, x = (v − zp_in)·s_in:
                  says so in graph.meta["integer"]["notes"] otherwise).
 The scheme of each op and the softmax variants: the "LUT schemes" and "Softmax" items of the
 `refq.fixedpoint.lowering` module docstring.
+round is not grid-preserving: its outputs are integers, which lie on the input grid only when
+every integer does (1/s_in an integer and zp on it), so it gets a table like hard_sigmoid (the
+float op in the profile's float scheme: np.round, half to even, in float32 for "lut_float" and
+"float32", float64 for "float"), exact per code and correct for any pair of encodings.
 """
 from __future__ import annotations
 
@@ -155,7 +160,8 @@ def lower_lut(w, n):
 def lower_softmax(w, n):
     """int_softmax on the last axis: "tflite" (the TFLM fixed-point reference, §7) when the
     profile models it and the output is scale 1/256 with the zero point at the 8-bit type minimum;
-    otherwise "float", with a note."""
+    "ort" (onnxruntime's QLinearSoftmax) when input and output share their 8-bit type, else
+    "float32"; "float32" for the profile's "float32"; otherwise "float", with a note."""
     rank = len(w.shapes[n.inputs[0]])
     if n.attrs["axis"] not in (-1, rank - 1):
         raise FixedPointError(f"{where_of(n)}: the integer softmax works on the last axis, got "
@@ -177,7 +183,13 @@ def lower_softmax(w, n):
         except FixedPointError as e:
             raise FixedPointError(f"node '{n.name}' (softmax): {e}") from None
         attrs["softmax"] = "tflite"
-    elif p.softmax == "float32":
+    elif p.softmax == "ort" and tq_in.dtype == tq_out.dtype:
+        attrs.update(softmax="ort", input_scale=tq_in.scale, output_scale=tq_out.scale)
+    elif p.softmax in ("float32", "ort"):
+        if p.softmax == "ort":     # onnxruntime fuses only a Softmax of one 8-bit type
+            b.notes.append(f"{n.name}: softmax computed as 'float32' (DequantizeLinear, float32 "
+                           f"Softmax, QuantizeLinear) because its input ({tq_in.dtype}) and "
+                           f"output ({tq_out.dtype}) types differ")
         attrs.update(softmax="float32", input_scale=tq_in.scale, output_scale=tq_out.scale)
     else:
         if p.softmax != "float":

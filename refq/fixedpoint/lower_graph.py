@@ -4,7 +4,8 @@
 integer biases) into the integer graph; `lowering.lower` and `lowering.lower_from_params` only build
 the Source. Each float node is lowered by the function of its op family, `LOWERINGS[op](w, node)`
 with w the `Walk` (`lower_layers`: conv2d/dense, add/multiply, pooling, data movement;
-`lower_activations`: relu/relu6/clip, lookup-table activations and softmax). `Builder` accumulates
+`lower_contractions`: conv_transpose2d, gemm, matmul; `lower_activations`: relu/relu6/clip,
+lookup-table activations and softmax). `Builder` accumulates
 the nodes of the integer graph (ops `int_*` of `refq.fixedpoint.kernels`, plus the dtype-agnostic
 `reshape`, `flatten`, `identity`) and the encoding (`lower_encodings.TensorQ`) of every integer
 tensor. Nodes are emitted from explicit encodings, so the same code serves `lower` (encodings from
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..errors import FixedPointError, RefqError
 from ..graph import Graph, Node, TensorSpec
-from . import lower_activations, lower_layers
+from . import lower_activations, lower_contractions, lower_layers
 from .lower_encodings import where_of
 from .profiles import Profile
 from .requantize import FLOAT_SCHEMES
@@ -47,7 +48,8 @@ GRID_PASS = ops_with("grid_preserving")
 FUSABLE_PRODUCERS = ops_with("takes_activation")
 FUSABLE_ACTIVATIONS = ops_with("fusable_activation")
 #: op -> lower(w, node): the lowering function of the op's family (`Traits.lowering`).
-_FAMILIES = {**lower_layers.FAMILIES, **lower_activations.FAMILIES}
+_FAMILIES = {**lower_layers.FAMILIES, **lower_contractions.FAMILIES,
+             **lower_activations.FAMILIES}
 LOWERINGS = {op: _FAMILIES[REGISTRY[op].traits.lowering] for op in SUPPORTED_OPS}
 
 
@@ -158,8 +160,10 @@ class Source:
     """What the walk needs to know about a float-like graph.
 
     tq: {float tensor: TensorQ}; acts: {node: (activation kind, attrs, output tensor)} for fused
-    activations; absorbed: activation nodes fused into their producer; weight(node) -> (codes,
-    zero point, s_w float32 [C], per_channel); bias(node, tq_in, s_w) -> int32 [C] or None;
+    activations; absorbed: activation nodes fused into their producer; weight(node) -> (codes in
+    the layout of the node's weight, zero point, s_w float32 [C], per_channel), C the size of the
+    weight's output axis (`refq.quant.placement.weight_output_axis`); bias(node, tq_in, s_w) ->
+    int32 [C] or None;
     input_q: {(node, input index): TensorQ} for inputs requantized as a node reads them.
     """
 

@@ -13,12 +13,12 @@ import numpy as np
 from ..errors import FixedPointError
 from .lower_activations import act_range
 from .lower_encodings import where_of
+from .kernels.pool_nd import GEOMETRY_KEYS
 from .requantize import FLOAT_SCHEMES
 
-__all__ = ["FAMILIES"]
+__all__ = ["FAMILIES", "emit_weighted"]
 
 _CONV_GEOMETRY = ("strides", "dilations", "padding", "pads", "groups")
-_POOL_GEOMETRY = ("pool_size", "strides", "padding", "pads")
 
 
 def _fused(w, n, where):
@@ -33,25 +33,33 @@ def _fused(w, n, where):
 def lower_conv(w, n):
     """conv2d/dense -> int_conv2d/int_dense: weight codes, optional int32 bias, per-channel
     requantization, the fused activation's clamp, the profile's accumulator width and policy."""
-    where = where_of(n)
     x, tq_in = w.read(n, 0)
-    t_out, tq_out, act = _fused(w, n, where)
-    weight, weight_zp, s_w, per_channel = w.src.weight(n)
-    bias = w.src.bias(n, tq_in, s_w)
+    weight = w.src.weight(n)
+    bias = w.src.bias(n, tq_in, weight[2])
     geometry = {k: n.attrs[k] for k in _CONV_GEOMETRY} if n.op == "conv2d" else {}
+    emit_weighted(w, n, "int_" + n.op, x, tq_in, weight, bias, geometry)
+
+
+def emit_weighted(w, n, op, x, tq_in, weight, bias, geometry):
+    """Emit integer node `op` (int_conv2d, int_dense, int_conv_transpose2d) for float node n
+    reading integer tensor x (encoding tq_in): weight = (codes [O, ...], weight zero point,
+    s_w float32 [O], per_channel), bias int32 [O] or None, `geometry` the op's geometry attrs.
+    M[o] = s_in·s_w[o]/s_out by the profile's scale math ("fc_per_tensor" for a per-tensor
+    int_dense), the profile's scheme (fc_requant for int_dense), the fused activation's clamp."""
+    codes, weight_zp, s_w, per_channel = weight
+    t_out, tq_out, act = _fused(w, n, where_of(n))
     out = w.out_name(t_out)
     p, b = w.p, w.b
-    op = "int_" + n.op
     fc = op == "int_dense"
     scheme = (p.fc_requant or p.requant) if fc else p.requant
     kind = "fc_per_tensor" if fc and not per_channel else "conv"
-    where = f"node '{n.name}' ({op[4:]})"
-    s_w = np.broadcast_to(np.asarray(s_w, dtype=np.float32), (weight.shape[0],))
+    where = f"node '{n.name}' ({n.op})"
+    s_w = np.broadcast_to(np.asarray(s_w, dtype=np.float32), (codes.shape[0],))
     try:
         real = p.real_multiplier(tq_in.scale, s_w, tq_out.scale, kind=kind)
     except FixedPointError as e:
         raise FixedPointError(f"{where}: {e}") from None
-    params = {"weight": weight}
+    params = {"weight": codes}
     if bias is not None:
         params["bias"] = bias
     params.update(b.requant_params(real, scheme, where))
@@ -166,66 +174,107 @@ def lower_mean(w, n):
         "overflow": p.overflow}, params, tq=tq_out, requants=1)
 
 
-def _check_plain_pool(n):
-    """FixedPointError when a pool uses an attribute value the integer kernels do not implement
-    (they pool with dilations 1, ceil_mode and count_include_pad False, and valid, same or
-    explicit padding): lowering must not drop it silently."""
+def _pool_rank(op) -> int:
+    """The spatial rank of a pool op (max_pool1d -> 1, global_max_pool2d -> 2)."""
+    return int(op.rstrip("d")[-1])
+
+
+def check_pool_support(n, p):
+    """FixedPointError naming the node, the attribute values and the profile when a pool uses
+    geometry beyond plain 2-D pooling that the profile's kernels do not define
+    (`Profile.max_pool_attributes` / `avg_pool_attributes`): lowering must not drop or
+    reinterpret it."""
     a = n.attrs
-    extra = {k: a[k] for k, plain in (("dilations", [1, 1]), ("ceil_mode", False),
-                                       ("count_include_pad", False))
-             if _differs(a.get(k, plain), plain)}
+    r = _pool_rank(n.op)
+    used = {}
+    if list(a.get("dilations", [1] * r)) != [1] * r:
+        used["dilations"] = list(a["dilations"])
+    for k in ("ceil_mode", "count_include_pad"):
+        if a.get(k, False):
+            used[k] = True
     if a.get("padding") == "same_lower":
-        extra["padding"] = "same_lower"
-    if extra:
-        raise FixedPointError(f"{where_of(n)}: {n.op} with {extra} has no integer lowering; the "
-                              "integer kernels pool with dilations 1, ceil_mode and "
-                              "count_include_pad false, and valid, same or explicit padding")
+        used["same_lower"] = "padding"
+    if r != 2:
+        used[f"{r}d"] = "rank"
+    avg = n.op.startswith("avg_pool")
+    allowed = p.avg_pool_attributes if avg else p.max_pool_attributes
+    missing = {k: v for k, v in used.items() if k not in allowed}
+    if missing:
+        shown = {("padding" if v == "padding" else "spatial rank" if v == "rank" else k):
+                 (k if v in ("padding", "rank") else v) for k, v in missing.items()}
+        field = "avg_pool_attributes" if avg else "max_pool_attributes"
+        raise FixedPointError(f"{where_of(n)}: {n.op} with {shown} has no integer lowering under "
+                              f"profile '{p.name}', whose {'average' if avg else 'max'} pooling "
+                              f"kernels define {list(allowed) or 'none of these'} beyond plain "
+                              f"2-D pooling; choose a profile that defines them (`refq "
+                              f"profiles`, field {field}; 'onnx' defines all) or change the "
+                              "model")
 
 
-def _differs(value, plain) -> bool:
-    return list(value) != plain if isinstance(plain, list) else bool(value) != plain
+def _pool_geometry(n):
+    """The window attributes of pool node n that its integer op takes."""
+    return {k: n.attrs[k] for k in GEOMETRY_KEYS if k in n.attrs}
 
 
 def lower_avg_pool(w, n):
-    """avg_pool2d -> int_avg_pool2d by the profile's AvgPool scheme, with requantization
-    parameters when the output encoding differs from the input's."""
-    _check_plain_pool(n)
+    """avg_pool{r}d -> int_avg_pool{r}d by the profile's AvgPool scheme with the node's window
+    attributes (`check_pool_support`), with requantization parameters when the output encoding
+    differs from the input's."""
+    check_pool_support(n, w.p)
     x, tq_in = w.read(n, 0)
-    attrs = {k: n.attrs[k] for k in _POOL_GEOMETRY}
+    attrs = _pool_geometry(n)
     out, tq_out = w.out_name(n.outputs[0]), w.tq[n.outputs[0]]
     p, b = w.p, w.b
-    where = f"node '{n.name}' (avg_pool2d)"
+    op = "int_" + n.op
+    where = f"node '{n.name}' ({n.op})"
     attrs.update({"input_zp": tq_in.zero_point, "output_zp": tq_out.zero_point,
                   "act_min": tq_out.qmin, "act_max": tq_out.qmax, "avg": p.avgpool})
     params = {}
     if p.avgpool in ("qdq", "ort"):
         params = {"in_scale": np.array([np.float64(np.float32(tq_in.scale))]),
                   "out_scale": np.array([np.float64(np.float32(tq_out.scale))])}
-        return b.emit(n.name, "int_avg_pool2d", [x], out, attrs, params, tq=tq_out, requants=1)
+        return b.emit(n.name, op, [x], out, attrs, params, tq=tq_out, requants=1)
     if (tq_in.scale, tq_in.zero_point) != (tq_out.scale, tq_out.zero_point):
         scheme = b.float_scheme() if p.avgpool == "float" else p.requant
         real = p.real_multiplier(tq_in.scale, 1.0, tq_out.scale)
         params = b.requant_params(real, scheme, where)
         attrs.update(b.scheme_attrs(scheme))
-    b.emit(n.name, "int_avg_pool2d", [x], out, attrs, params, tq=tq_out,
+    b.emit(n.name, op, [x], out, attrs, params, tq=tq_out,
            requants=1 + bool(params and p.avgpool != "float"))
 
 
 # ---- ops on the input's grid -----------------------------------------------------------------
 
 def lower_grid_op(w, n):
-    """max_pool2d -> int_max_pool2d (clamped to the grid), zero_pad2d -> int_pad (value = the
-    input zero point, the image of 0), flatten/reshape/identity unchanged; each produces its
-    input's encoding and is followed by an int_requantize when the output's differs."""
+    """max_pool{r}d -> int_max_pool{r}d (clamped to the grid; `check_pool_support`),
+    global_max_pool2d -> int_max_pool2d over the whole image (static H, W) and a flatten unless
+    keepdims (exact: a maximum of codes is the code of the maximum), zero_pad2d -> int_pad
+    (value = the input zero point, the image of 0), flatten/reshape/identity unchanged; each
+    produces its input's encoding and is followed by an int_requantize when the output's
+    differs."""
     x, q_in = w.read(n, 0)
     b, a = w.b, n.attrs
-    if n.op == "max_pool2d":
-        _check_plain_pool(n)
+    if n.op.startswith("max_pool"):
+        check_pool_support(n, w.p)
 
         def emit(name, out, tq):
-            attrs = {k: a[k] for k in _POOL_GEOMETRY}
+            attrs = _pool_geometry(n)
             attrs.update(act_min=tq.qmin, act_max=tq.qmax)
-            return b.emit(name, "int_max_pool2d", [x], out, attrs, tq=tq)
+            return b.emit(name, "int_" + n.op, [x], out, attrs, tq=tq)
+    elif n.op == "global_max_pool2d":
+        h, wd = w.shapes[n.inputs[0]][1:3]
+        if h is None or wd is None:
+            raise FixedPointError(f"{where_of(n)}: the integer global max pool is int_max_pool2d "
+                                  "over the whole image and needs static H and W; give the "
+                                  "model input a fixed spatial size")
+
+        def emit(name, out, tq):
+            attrs = {"pool_size": [h, wd], "strides": [1, 1], "act_min": tq.qmin,
+                     "act_max": tq.qmax}
+            if a["keepdims"]:
+                return b.emit(name, "int_max_pool2d", [x], out, attrs, tq=tq)
+            mid = b.emit(name, "int_max_pool2d", [x], b.fresh(f"{out}:pooled"), attrs, tq=tq)
+            return b.emit(b.fresh(f"{name}:flatten", "node"), "flatten", [mid], out, {}, tq=tq)
     elif n.op == "zero_pad2d":
         def emit(name, out, tq):
             return b.emit(name, "int_pad", [x], out,

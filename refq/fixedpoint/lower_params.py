@@ -13,14 +13,21 @@ import numpy as np
 from ..errors import FixedPointError, RefqError
 from ..graph import Graph, Node, TensorSpec
 from .lower_encodings import DTYPE_RANGES, TensorQ, check_scale, weight_form
-from ..layers import REGISTRY, ops_with
+from ..layers import REGISTRY
+from ..quant.placement import weight_output_axis
 from .lower_graph import FUSABLE_PRODUCERS, SUPPORTED_OPS, Source, walk
 from .profiles import get_profile
 
 __all__ = ["lower_from_params"]
 
 _PARAM_OPS = SUPPORTED_OPS
-WEIGHTED = ops_with("bn_foldable")   # the layers whose spec gives a weight (and bias)
+#: The layers whose spec gives a weight (and bias): those whose op record requires a weight.
+WEIGHTED = tuple(op for op in _PARAM_OPS if REGISTRY[op].params.get("weight"))
+#: The rank and layout of each weighted layer's weight codes in a spec (the float op's own).
+_WEIGHT_LAYOUTS = {"conv2d": (4, "OHWI [out, kh, kw, in/groups]"),
+                   "conv_transpose2d": (4, "[out, kh, kw, in/groups]"),
+                   "dense": (2, "[units, in]"),
+                   "gemm": (2, "B [K, P] (transB = 0) or [P, K] (transB = 1)")}
 #: The layers whose spec may leave out the output encoding (it is then the input's): the
 #: lowering families that keep the input's grid or scale (`Traits.lowering`).
 _KEEPS_ENCODING = tuple(op for op in _PARAM_OPS
@@ -114,12 +121,14 @@ def _spec_weights(L, p, where):
     w = np.asarray(L["weight"])
     if w.dtype.kind not in "iu":
         raise FixedPointError(f"{where}: 'weight' must hold integer codes, got {w.dtype}")
-    rank = 4 if op == "conv2d" else 2
+    rank, layout = _WEIGHT_LAYOUTS[op]
     if w.ndim != rank:
-        layout = "OHWI [out, kh, kw, in/groups]" if op == "conv2d" else "[units, in]"
         raise FixedPointError(f"{where}: 'weight' must be {rank}-d ({layout}), got shape "
                               f"{list(w.shape)}")
-    c = w.shape[0]
+    if op == "gemm" and any(L.get(k, 1.0) != 1.0 for k in ("alpha", "beta")):
+        raise FixedPointError(f"{where}: give alpha = beta = 1 (the weight codes, weight_scale "
+                              "and int32 bias are used as given; fold alpha and beta into them)")
+    c = w.shape[weight_output_axis(Node(str(L.get("name")), op, [], [], L))]
     wdt = L.get("weight_dtype", "int8")
     if wdt not in _WEIGHT_DTYPES:
         raise FixedPointError(f"{where}: weight_dtype must be one of {list(_WEIGHT_DTYPES)}, got "
@@ -193,11 +202,22 @@ def lower_from_params(spec: dict, profile) -> Graph:
                conv2d), activation ("none" | "relu" | "relu6" | "relu_n1_to_1" | {"min", "max"}
                floats; default "none"), output (required).
       dense    weight [units, in], weight_scale, weight_zero_point, bias, activation, output.
+      conv_transpose2d   weight [out, kh, kw, in/groups] (the codes), weight_dtype, weight_scale,
+               weight_zero_point, bias [out], strides, dilations, groups, output_padding,
+               padding, pads, output_shape (as refq's conv_transpose2d), activation, output.
+      gemm     weight B [K, P] (transB = 0) or [P, K] (transB = 1), weight_scale (1 or P
+               values: per output column), weight_zero_point, bias [P] (int32, scale
+               s_in·s_w), transB, alpha and beta (1 only: fold them into the codes), activation,
+               output; lowered as dense.
+      matmul   inputs (two names, [N, ..., M, K] and [N, ..., K, P]), activation, output.
       add, multiply   inputs (two names), activation, output (required).
       concat   inputs, axis (default −1), output (required; inputs with other encodings are
                requantized to it).
-      max_pool2d, avg_pool2d   pool_size, strides, padding, pads, output (optional: default the
-               input's encoding).
+      max_pool2d, avg_pool2d   pool_size, strides, padding, pads, dilations, ceil_mode,
+               count_include_pad (avg), output (optional: default the input's encoding); the
+               1-D and 3-D pools alike where their records name a lowering family (the profile
+               must define the attributes used: `Profile.max_pool_attributes`,
+               `avg_pool_attributes`).
       global_avg_pool2d   keepdims (default False), output (optional).
       flatten, reshape (shape), identity, zero_pad2d (pads)   output (optional).
       relu, relu6, clip (min, max), hard_swish, sigmoid, tanh, hard_sigmoid, leaky_relu, softmax
@@ -209,6 +229,7 @@ def lower_from_params(spec: dict, profile) -> Graph:
     (zero points, qmin/qmax) must be integers; scales finite positive numbers; weight codes within
     weight_dtype's range and of rank 4 (conv2d) or 2 (dense); weight_scale 1 or `out` values; bias
     one int32 code per output channel; activation one of the names above or {"min", "max"}.
+    (Keys are per op: `_LAYER_KEYS`, from the op records; rank and layout: `_WEIGHT_LAYOUTS`.)
     """
     p = get_profile(profile)
     top = "lower_from_params"

@@ -38,9 +38,19 @@ Rules (`lower`):
   the simulation uses); bias int32 = round_half_even(b / (s_in·s_w[c])) in float64, an error naming
   layer and channel when it leaves bias_bits; multiplier/shift per channel from the profile
   (`scale_math`, `multiplier`; `fc_requant` and `fc_per_tensor_scale_math` for dense).
+- conv_transpose2d -> int_conv_transpose2d, gemm -> int_dense (B transposed to [P, K], bias
+  beta·C, alpha 1 only), matmul -> int_matmul (both operands' zero points, one multiplier by the
+  fc_per_tensor scale math, the profile's requant scheme): `lower_contractions`. Per-channel
+  weights of conv_transpose2d and gemm are per output channel (axis 0; gemm transB = 0: axis 1 of
+  B, `refq.quant.placement.weight_output_axis`).
 - zero_pad2d -> int_pad with value = the input zero point (the quantized image of 0); add ->
-  int_add, multiply -> int_multiply, global_avg_pool2d -> int_mean, avg_pool2d -> int_avg_pool2d,
-  max_pool2d -> int_max_pool2d, concat -> int_concat (+ int_requantize on inputs whose encoding
+  int_add, multiply -> int_multiply, global_avg_pool2d -> int_mean, avg_pool{r}d ->
+  int_avg_pool{r}d, max_pool{r}d -> int_max_pool{r}d (the window attributes as given: dilations,
+  ceil_mode, count_include_pad, same_lower and ranks 1 and 3 only where the profile's
+  `avg_pool_attributes` / `max_pool_attributes` define them, else a FixedPointError naming node,
+  attribute and profile), global_max_pool2d -> int_max_pool2d over the whole image (+ flatten),
+  round -> int_lut (the last three once their op records name a lowering family), concat ->
+  int_concat (+ int_requantize on inputs whose encoding
   differs), relu/relu6/clip not fused -> int_clamp (an int_requantize with the activation's bounds
   when the output encoding differs from the input's), hard_swish/sigmoid/tanh/hard_sigmoid/
   leaky_relu -> int_lut (`lower_activations.lut_table`), softmax -> int_softmax, flatten/reshape/identity
@@ -66,8 +76,9 @@ Rules (`lower`):
   "lut_float".
 - Softmax: "tflite" (TFLM's fixed point) when the profile's softmax is "gemmlowp" and the output
   is scale 1/256 with the zero point at the 8-bit type minimum; "float32" (DequantizeLinear ->
-  ONNX Softmax in float32 -> QuantizeLinear) when the profile's softmax is "float32"; otherwise
-  "float", with a note.
+  ONNX Softmax in float32 -> QuantizeLinear) when the profile's softmax is "float32"; "ort"
+  (onnxruntime's QLinearSoftmax) when it is "ort" and input and output share their 8-bit type
+  ("float32" with a note otherwise); otherwise "float", with a note.
 `lower_from_params` and the checks of its spec live in `refq.fixedpoint.lower_params`.
 Everything is deterministic; the graph saves and loads with refq.save / refq.load.
 """
@@ -78,7 +89,7 @@ import numpy as np
 from ..errors import FixedPointError
 from ..graph import Graph
 from ..quant.encoding import quantize as sim_quantize
-from ..quant.placement import integer_model_kind
+from ..quant.placement import integer_model_kind, weight_output_axis
 from .lower_encodings import TensorQ, activation_q, bias_int, check_scale, weight_form, where_of
 from .lower_graph import (FUSABLE_ACTIVATIONS, FUSABLE_PRODUCERS, GRID_PASS, SUPPORTED_OPS, Source,
                           walk)
@@ -187,7 +198,7 @@ def lower(sim, profile) -> Graph:
         s_w = check_scale(enc.scale, f"{where} weight")
         codes = sim_quantize(n.params["weight"], enc, sim.numerics)
         codes, zp = weight_form(codes, enc.zero_point, enc.bitwidth, enc.qmin < 0, p, where)
-        c = n.params["weight"].shape[0]
+        c = n.params["weight"].shape[weight_output_axis(n)]
         return codes, zp, np.broadcast_to(s_w.astype(np.float32), (c,)).copy(), \
             enc.axis is not None
 

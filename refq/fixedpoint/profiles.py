@@ -15,7 +15,7 @@ from .multiplier import MULTIPLIER_DERIVATIONS, SCALE_MATHS, derive_multiplier, 
 from .requantize import FLOAT_SCHEMES, REQUANT_SCHEMES, activation_range, quantize, requantize
 from .rounding import OVERFLOW_POLICIES
 
-__all__ = ["Profile", "PROFILES", "get_profile", "describe_profiles"]
+__all__ = ["Profile", "PROFILES", "get_profile", "describe_profiles", "POOL_ATTRIBUTES"]
 
 # The schemes each multiplier encoding feeds, and its width in bits.
 _SCHEMES_OF = {"tflite": ("tflite_double", "single_round"),
@@ -36,9 +36,12 @@ _CHOICES = {
     "mul": ("requant", "qdq", "ort"), "rescale": ("requant", "qdq"),
     "logistic_tanh": ("lut_float", "gemmlowp", "float", "float32"),
     "hard_swish": ("fixed_point", "lut_float", "float", "float32"),
-    "softmax": ("gemmlowp", "lut_float", "tosa_legalized", "float", "float32"),
+    "softmax": ("gemmlowp", "lut_float", "tosa_legalized", "float", "float32", "ort"),
 }
 _ACT_DTYPES = ("int8", "uint8", "int16")
+#: The pooling geometry beyond plain 2-D pooling (dilations 1, floor output size, padding not
+#: counted, valid / same (upper) / explicit padding) that a target's pooling kernels may define.
+POOL_ATTRIBUTES = ("dilations", "ceil_mode", "count_include_pad", "same_lower", "1d", "3d")
 _WEIGHT_DTYPES = ("int8", "uint8", "int4")
 
 
@@ -133,11 +136,27 @@ class Profile:
     softmax: "gemmlowp" (TFLM/BUILTIN_REF/CMSIS-NN fixed point, §7), "lut_float" (LiteRT
         optimized), "tosa_legalized" (the legalizer's TABLE/REDUCE_SUM/CLZ/RESCALE network, not
         bit-exact to TFLite), "float" (float64), "float32" (DequantizeLinear -> ONNX Softmax in
-        float32 -> QuantizeLinear).
+        float32 -> QuantizeLinear), "ort" (onnxruntime's com.microsoft QLinearSoftmax,
+        `qlinear_softmax.cc`, into which it fuses a QDQ Softmax of one 8-bit type: a float32
+        table of exponentials over the 256 code differences, a sequential float32 sum,
+        rint(e·floor(fl32(1/s_out))/sum) + zp in double; input and output of different types
+        stay "float32").
     activation_dtypes, weight_dtypes: the integer types the target's kernels accept (tuples of
         "int8", "uint8", "int16" / "int8", "uint8", "int4"). "ort" is 8-bit only: onnxruntime's
         QLinearConv/MatMul take 8-bit tensors, and a 16-bit QDQ convolution runs as a float
         convolution, whose summation order is the library's.
+    max_pool_attributes, avg_pool_attributes: the pooling geometry beyond plain 2-D pooling
+        that the target's max / average pooling kernels define (`POOL_ATTRIBUTES`; the lowering
+        refuses the others, naming them): "dilations", "ceil_mode", "count_include_pad" (average
+        only), "same_lower" (ONNX SAME_LOWER, the extra pad before), "1d", "3d" (spatial rank).
+        TFLite/TFLM/CMSIS-NN: AVERAGE_POOL_2D / MAX_POOL_2D take SAME or VALID padding only
+        (§5.1, §5.2); a 1-D pool is their 2-D kernel on [N, 1, L, C] (TensorFlow's pool1d is an
+        expand_dims + 2-D pool, which the converter keeps). TOSA AVG_POOL2D / MAX_POOL2D take
+        explicit pads (so same_lower) and no dilation; 1-D as TFLite. ONNX AveragePool-19 and
+        MaxPool define every attribute at ranks 1-3 (`onnx.reference` evaluates them;
+        AveragePool's count_include_pad and ceil_mode, §5.1). onnxruntime: MaxPool (int8/uint8)
+        as ONNX; QLinearAveragePool (`contrib_ops/cpu/quantization/qlinear_pool.cc`) has
+        ceil_mode, count_include_pad, auto_pad and ranks 1-3 but no dilations.
     Errors: an invalid or inconsistent field raises FixedPointError.
     """
 
@@ -170,6 +189,8 @@ class Profile:
     add_left_shift: int = 20
     mul: str = "requant"
     rescale: str = "requant"
+    max_pool_attributes: tuple = ("1d",)
+    avg_pool_attributes: tuple = ("1d",)
 
     def __post_init__(self):
         def bad(msg):
@@ -207,6 +228,12 @@ class Profile:
                 bad(f"{name} must be a bool")
         if self.per_channel_weight_zero_point and not self.weight_zero_point:
             bad("per_channel_weight_zero_point needs weight_zero_point")
+        for name in ("max_pool_attributes", "avg_pool_attributes"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or not set(v) <= set(POOL_ATTRIBUTES):
+                bad(f"{name} must be a tuple drawn from {POOL_ATTRIBUTES}, got {v!r}")
+        if "count_include_pad" in self.max_pool_attributes:
+            bad("max_pool_attributes cannot hold count_include_pad (max pooling counts nothing)")
         for name, allowed in (("activation_dtypes", _ACT_DTYPES),
                               ("weight_dtypes", _WEIGHT_DTYPES)):
             v = getattr(self, name)
@@ -273,6 +300,7 @@ _PROFILES = (
         weight_zero_point=True, per_channel_weight_zero_point=False, add="tosa", avgpool="tosa",
         mean="tosa", logistic_tanh="lut_float", hard_swish="lut_float", softmax="tosa_legalized",
         activation_dtypes=("int8", "int16"), weight_dtypes=("int8", "int4"),
+        max_pool_attributes=("same_lower", "1d"), avg_pool_attributes=("same_lower", "1d"),
     ),
     Profile(
         name="onnx",
@@ -286,19 +314,24 @@ _PROFILES = (
         mean="qdq", logistic_tanh="float32", hard_swish="float32", softmax="float32",
         activation_dtypes=("int8", "uint8", "int16"), weight_dtypes=("int8", "uint8"),
         mul="qdq", rescale="qdq",
+        max_pool_attributes=("dilations", "ceil_mode", "same_lower", "1d", "3d"),
+        avg_pool_attributes=POOL_ATTRIBUTES,
     ),
     Profile(
         name="ort",
         description="onnxruntime CPU kernels (x86-64 AVX2/FMA MLAS) on a QDQ model with graph "
                     "optimizations on: QLinearConv/MatMul rint(f32(acc)·f32(M)) + zp, fused "
-                    "QLinearAdd/Mul/AveragePool/GlobalAveragePool; other ops float32 inside QDQ",
+                    "QLinearAdd/Mul/AveragePool/GlobalAveragePool, QLinearSoftmax's exp "
+                    "table; other ops float32 inside QDQ",
         scale_math="float32", fc_per_tensor_scale_math="float32", mul_scale_math="float32",
         multiplier="float32", multiplier_bits=32, requant="float32_rne", fc_requant=None,
         zp_before_round=False, quantize_rounding="half_even", activation_range_rounding="half_even",
         weight_zero_point=True, per_channel_weight_zero_point=False, add="ort", avgpool="ort",
-        mean="ort", logistic_tanh="float32", hard_swish="float32", softmax="float32",
+        mean="ort", logistic_tanh="float32", hard_swish="float32", softmax="ort",
         activation_dtypes=("int8", "uint8"), weight_dtypes=("int8", "uint8"),
         mul="ort", rescale="qdq",
+        max_pool_attributes=("dilations", "ceil_mode", "same_lower", "1d", "3d"),
+        avg_pool_attributes=("ceil_mode", "count_include_pad", "same_lower", "1d", "3d"),
     ),
     Profile(
         name="cmsis-nn",

@@ -86,6 +86,8 @@ REFERENCE = Profile(
     weight_zero_point=True, per_channel_weight_zero_point=True, add="float", avgpool="float",
     mean="float", logistic_tanh="float", hard_swish="float", softmax="float",
     activation_dtypes=("int8", "uint8", "int16"), weight_dtypes=("int8", "uint8", "int4"),
+    max_pool_attributes=("dilations", "ceil_mode", "same_lower", "1d", "3d"),
+    avg_pool_attributes=("dilations", "ceil_mode", "count_include_pad", "same_lower", "1d", "3d"),
 )
 
 

@@ -283,7 +283,7 @@ OPS = [
        vjp=_clip_vjp, inplace=inplace.clip,
        traits=Traits("Clip", fusable_activation=True, lowering="clamp")),
     Op("round", lambda xs, p, a: np.round(xs[0]), _same_shape, vjp=_round_vjp,
-       traits=Traits("Round")),
+       traits=Traits("Round", lowering="lut")),
     Op("leaky_relu", _leaky_relu, _same_shape, attrs={"alpha": Attr("float", 0.3)},
        vjp=_leaky_relu_vjp, traits=Traits("LeakyRelu", cle_transparent=True, lowering="lut")),
     Op("sigmoid", _sigmoid, _same_shape, vjp=_sigmoid_vjp,

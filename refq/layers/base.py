@@ -130,11 +130,11 @@ class Traits:
     lowering: the family of its integer lowering in refq.fixedpoint (`lower_graph.LOWERINGS`
       maps each family to its function): "conv" (conv2d, dense), "binary" (add, multiply),
       "mean", "avg_pool", "concat", "grid" (the input's codes pass unchanged), "clamp" (relu,
-      relu6, clip), "softmax", "lut" (a table of the 256 or 65536 input codes); None when it has
-      no lowering (batch_norm, folded first; conv_transpose2d, matmul, gemm, round, the 1-D and
-      3-D poolings, global_max_pool2d and the max-pool indices, which the lowering refuses by
-      name). An op without a lowering claims none of the traits the lowering reads
-      (grid_preserving, fusable_activation, takes_activation), even where they hold.
+      relu6, clip), "softmax", "lut" (a table of the 256 or 65536 input codes, round included),
+      "conv_transpose", "gemm", "matmul" (`lower_contractions`); None when it has no lowering
+      (batch_norm, folded first; the max-pool indices, which the lowering refuses by name). An
+      op without a lowering claims none of the traits the lowering reads (grid_preserving,
+      fusable_activation, takes_activation), even where they hold.
     bn_foldable: a weighted layer (weight [O, ...], optional bias [O]): a batch norm folds into
       it (and fuses with it in a quantization simulation), bias correction adjusts its bias, and
       its weight is the one a per-channel config quantizes per output channel.

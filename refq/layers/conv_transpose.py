@@ -255,5 +255,6 @@ OPS = [
               "pads": Attr("ints", (0, 0, 0, 0), length=4),
               "output_shape": Attr("ints", ())},
        params={"weight": True, "bias": False}, param_shapes=_param_shapes, macs=_macs,
-       vjp=_vjp, traits=Traits("ConvTranspose")),
+       vjp=_vjp, traits=Traits("ConvTranspose", takes_activation=True,
+                                           lowering="conv_transpose")),
 ]

@@ -168,11 +168,11 @@ def _gemm_macs(in_shapes, out_shape, attrs, params):
 
 OPS = [
     Op("matmul", _matmul, _matmul_shape, num_inputs=2, vjp=_matmul_vjp, macs=_matmul_macs,
-       traits=Traits("MatMul")),
+       traits=Traits("MatMul", takes_activation=True, lowering="matmul")),
     Op("gemm", _gemm, _gemm_shape,
        attrs={"alpha": Attr("float", 1.0), "beta": Attr("float", 1.0),
               "transA": Attr("int", 0, minimum=0, maximum=1),
               "transB": Attr("int", 0, minimum=0, maximum=1)},
        params={"weight": True, "bias": False}, param_shapes=lambda s, a: {}, macs=_gemm_macs,
-       vjp=_gemm_vjp, traits=Traits("Gemm")),
+       vjp=_gemm_vjp, traits=Traits("Gemm", takes_activation=True, lowering="gemm")),
 ]

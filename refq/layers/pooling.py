@@ -258,14 +258,13 @@ def _attrs(r, avg):
 
 def _pool_ops(r):
     mx, av, ix = f"max_pool{r}d", f"avg_pool{r}d", f"max_pool{r}d_indices"
-    two = r == 2   # the 2-D ops have an integer lowering; the others none (yet)
     return [
         Op(mx, _max_forward(r, mx), _infer_pool(r, mx), attrs=_attrs(r, False),
            vjp=_max_vjp(r, mx),
-           traits=Traits("MaxPool", grid_preserving=two, lowering="grid" if two else None)),
+           traits=Traits("MaxPool", grid_preserving=True, lowering="grid")),
         Op(av, _avg_forward(r, av), _infer_pool(r, av), attrs=_attrs(r, True),
            macs=_pool_macs, vjp=_avg_vjp(r, av),
-           traits=Traits("AveragePool", lowering="avg_pool" if two else None)),
+           traits=Traits("AveragePool", lowering="avg_pool")),
         Op(ix, _indices_forward(r, ix), _infer_pool(r, ix), attrs=_attrs(r, False),
            vjp=_zero_vjp, traits=Traits("MaxPool")),
     ]
@@ -277,7 +276,8 @@ OPS = [
        attrs={"keepdims": Attr("bool", False)}, macs=_gap_macs, vjp=_gap_vjp,
        traits=Traits("GlobalAveragePool", lowering="mean")),
     Op("global_max_pool2d", _gmp, _global_shape("global_max_pool2d"),
-       attrs={"keepdims": Attr("bool", False)}, vjp=_gmp_vjp, traits=Traits("GlobalMaxPool")),
+       attrs={"keepdims": Attr("bool", False)}, vjp=_gmp_vjp,
+       traits=Traits("GlobalMaxPool", grid_preserving=True, lowering="grid")),
     *_pool_ops(1),
     *_pool_ops(3),
 ]

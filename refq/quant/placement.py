@@ -7,7 +7,11 @@ needs and a report of the decisions. The rules (aimet.md §0.2.6, §3.2-3.3), in
    Pad and Identity stay unquantized unless the config names them). Input quantizers exist only
    where an op_type sets `is_input_quantized`.
 2. Parameters: weights by `params`/`op_type.params`; a bias is never quantized in simulation.
-   Per-channel (axis 0) where `per_channel_quantization` holds for the op type, weights only.
+   Per-channel where `per_channel_quantization` holds for the op type, weights only, on the
+   weight's output-channel axis (`weight_output_axis`): axis 0 for conv2d, dense and
+   conv_transpose2d (refq's layouts put the output channel first; AIMET's axis 1 of ConvTranspose
+   is the same channel in PyTorch's layout, aimet.md §1.6), and for gemm axis 1 of B [K, P]
+   (transB = 0) or axis 0 of B [P, K] (transB = 1), the output column of ONNX's Gemm.
 3. BN fusion: a conv2d/dense whose only consumer is a batch_norm hands its output quantizer state
    to the BN output; the BN's input and parameter quantizers are turned off.
 4. Supergroups, longest pattern first, disjoint: inside a match the first op's output, the middle
@@ -32,15 +36,25 @@ from dataclasses import dataclass, field
 
 from ..errors import QuantError
 from ..graph import Graph
-from ..layers import ops_with
+from ..layers import REGISTRY, ops_with
 from .config import GRID_PRESERVING, ONNX_TYPE, PARAM_TYPE, QuantsimConfig
 
 #: The weighted layers (`Traits.bn_foldable`): a batch norm after them is fused, their weights
 #: are quantized per output channel where the config says so.
 WEIGHTED = ops_with("bn_foldable")
+#: The layers with a weight parameter (the op record requires one): their weights may be
+#: quantized per output channel (`weight_output_axis`), whether or not a batch norm folds in.
+PER_CHANNEL_WEIGHTED = tuple(name for name, op in REGISTRY.items() if op.params.get("weight"))
 
 __all__ = ["QuantizerSpec", "place_quantizers", "param_quantizer_name", "is_depthwise",
-           "integer_model_kind", "require_float_model"]
+           "integer_model_kind", "require_float_model", "weight_output_axis",
+           "PER_CHANNEL_WEIGHTED"]
+
+
+def weight_output_axis(node) -> int:
+    """The axis of `node`'s weight that indexes its output channels: 0 (refq's convention,
+    DESIGN.md) except for gemm with transB = 0, whose weight is ONNX's B [K, P] (axis 1)."""
+    return 1 if node.op == "gemm" and not node.attrs.get("transB", 0) else 0
 
 
 def integer_model_kind(graph) -> str | None:
@@ -246,12 +260,12 @@ def place_quantizers(graph: Graph, config: QuantsimConfig, param_bw: int = 8,
             if not param_on[(n.name, p)]:
                 continue
             ptype = PARAM_TYPE.get(p, p)
-            per_channel = (ptype == "weight" and n.op in WEIGHTED
+            per_channel = (ptype == "weight" and n.op in PER_CHANNEL_WEIGHTED
                            and config.per_channel(otype[n.name]))
             quantizers.append(QuantizerSpec(
                 name=param_quantizer_name(n.name, p), kind="param", bitwidth=param_bw,
                 symmetric=config.param_setting(otype[n.name], ptype, "is_symmetric"),
-                node=n.name, param=p, axis=0 if per_channel else None,
+                node=n.name, param=p, axis=weight_output_axis(n) if per_channel else None,
                 strict=config.strict_symmetric, unsigned_symmetric=config.unsigned_symmetric))
     report = {"supergroups": groups, "fused_batch_norms": fused_bn, "shared": shared,
               "activation_quantizers": sum(q.kind != "param" for q in quantizers),

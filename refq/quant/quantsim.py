@@ -11,12 +11,14 @@ Placement follows `refq.quant.placement` (AIMET 2.42's rules). Calibration (aime
 2. every batch runs with quantize-dequantized weights and *float* activations, while each activation
    quantizer's analyzer observes its tensors (a shared quantizer observes all of them);
 3. activation encodings are finalised (a config's `encoding_constraints` fix the range with the
-   min/max rule); then 4. AIMET's overflow protection re-snaps conv2d/dense weight scales.
+   min/max rule); then 4. AIMET's overflow protection re-snaps the weight scales of conv2d, dense,
+   conv_transpose2d and gemm (AIMET's QuantizedConv*, QuantizedConvTranspose*, QuantizedLinear).
 The simulation forward runs in `numerics.dtype` (float32 for AIMET_V2): weights and every
 quantized tensor are replaced by their fake-quantized values; biases stay float.
 
-Overflow protection (§0.2.5, `_compute_encodings_with_overflow_protection`), for a conv2d/dense with
-a quantized weight, an input encoding s_in (the tensor it reads is quantized) and its own output
+Overflow protection (§0.2.5, `_compute_encodings_with_overflow_protection`), for a weighted layer
+(`placement.PER_CHANNEL_WEIGHTED`; b per output channel: the bias, for gemm beta·C broadcast to
+its P outputs) with a quantized weight, an input encoding s_in (the tensor it reads is quantized) and its own output
 quantizer (s_out, offset o_out = −zero_point), in float64:
     s' = max(s_w, |b| / ((2^31 − 2^15)·s_in))            bias must fit int32 (per channel)
     s' = max(s', 2^−23.5 · s_out / s_in)                  requantization underflow
@@ -52,8 +54,8 @@ from .config import ONNX_TYPE, QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     encoding_from_range, quantize_dequantize
 from .fakequant import fake_quantize_inplace
-from .placement import (WEIGHTED, QuantizerSpec, integer_model_kind, place_quantizers,
-                        require_float_model)
+from .placement import (PER_CHANNEL_WEIGHTED, QuantizerSpec, integer_model_kind,
+                        place_quantizers, require_float_model, weight_output_axis)
 from .prequantized import prequantized_encoding
 from .sim_section import section_json, sim_from_section
 
@@ -277,7 +279,7 @@ class QuantSim:
         iq = self.input_quantizers()
         for q in self._by_kind("param"):
             node = self.graph.node(q.node)
-            if node.op not in WEIGHTED or q.param != "weight" or q.name in self.frozen:
+            if node.op not in PER_CHANNEL_WEIGHTED or q.param != "weight" or q.name in self.frozen:
                 continue
             in_name = iq.get((node.name, 0), tq.get(node.inputs[0]))
             out_name = tq.get(node.outputs[0])
@@ -288,8 +290,7 @@ class QuantSim:
             s_out, o_out = float(out.scale), -float(out.zero_point)
             w_enc = self._encoding(q.name)
             s = w_enc.scale.astype(np.float64)
-            b = node.params.get("bias")
-            b = np.zeros(node.params["weight"].shape[0]) if b is None else b.astype(np.float64)
+            b = _output_bias(node)
             if w_enc.axis is None:  # a per-tensor weight protects its largest bias (AIMET)
                 b = np.abs(b).max(initial=0.0)
             s = np.maximum(s, np.abs(b) / (_BIAS_LIMIT * s_in))
@@ -389,3 +390,16 @@ class SimPlan:
         """The simulated forward (`QuantSim.run`)."""
         return self.plan.run(feeds, trace=trace, batch_size=batch_size, quiet=quiet,
                              **self.hooks)
+
+
+def _output_bias(node) -> np.ndarray:
+    """The real bias each output channel of a weighted layer adds, float64 [C] (zeros without a
+    bias): the bias itself, for gemm beta·C broadcast to its outputs."""
+    c = node.params["weight"].shape[weight_output_axis(node)]
+    b = node.params.get("bias")
+    if b is None:
+        return np.zeros(c)
+    b = np.asarray(b, dtype=np.float64)
+    if node.op == "gemm":
+        b = np.float64(node.attrs["beta"]) * np.broadcast_to(b.reshape(-1), (c,))
+    return b

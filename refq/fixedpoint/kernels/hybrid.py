@@ -1,75 +1,30 @@
-"""The float-activation kernels of LiteRT's reference path: dynamic-range ("hybrid") layers and the
-float32 reference kernels a dynamic-range model runs between them.
+"""LiteRT's dynamic-range ("hybrid") layers: int8 weights on float32 activations.
 
 A dynamic-range TFLite model (converter `optimizations=[DEFAULT]`, no representative dataset) keeps
 float32 activations and stores int8 per-channel weights (zero point 0) for its large kernels. Its
 conv / depthwise / fully-connected layers quantize each input at run time (one scale and zero point
 per image, or per row of a fully-connected input), accumulate in int32 and rescale the accumulator
-to float32. Every other op computes in float32 in a fixed order. These kernels follow LiteRT's
-reference kernels (`OpResolverType.BUILTIN_REF`) as ../shared/reference/fixedpoint.md §8b states
-them, so that every tensor of such a model is reproduced bit for bit:
+to float32. Every other op computes in float32 in a fixed order (`float_ref`: the int_f32_*
+kernels). These kernels follow LiteRT's reference kernels (`OpResolverType.BUILTIN_REF`) as
+../shared/reference/fixedpoint.md §8b states them, so that every tensor of such a model is
+reproduced bit for bit:
 
 int_hybrid_conv2d   conv2d / depthwise conv2d with int8 weights, per-image input quantization
 int_hybrid_dense    fully connected with int8 weights, per-row input quantization
-int_f32_conv2d      float32 conv2d / depthwise conv2d, sequential accumulation
-int_f32_dense       float32 fully connected, sequential accumulation
-int_f32_binary      float32 add / sub / mul with broadcasting
-int_f32_avg_pool2d  float32 average pooling over the taps inside the image
-int_f32_mean        float32 mean over axes, sequential sum
-int_f32_softmax     float32 softmax with C's expf
-int_f32_unary       float32 logistic / tanh / hard_swish
 
-Conventions: activations NHWC; weights OHWI (depthwise: [C·multiplier, kh, kw, 1], groups = C).
-Inputs may arrive as float64 holding float32 values (a float64 run): every kernel rounds its inputs
-and float parameters to float32 (exact for such values) and returns float32 values in the input's
-dtype. The names start with `int_` because `refq.ops.get_op` finds the kernels of the accelerator
-model by that prefix; the tensors between them are float32.
-Fused activation (`activation`): none, relu (max(x, 0)), relu6 (min(max(x, 0), 6)), relu_n1_to_1
-(min(max(x, −1), 1)), applied to the float32 result, as TFLite's ActivationFunctionWithMinMax.
-Non-finite inputs are outside the contract (padded taps are computed as +0 products, which equals
-skipping them for finite values).
+Conventions as `float_ref` (NHWC, OHWI weights, float32 values returned in the input's float
+dtype, fused activations applied to the float32 result).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ...errors import ParamError, ShapeError
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
-from ...layers.conv import PADDINGS, pad_hw, window_geometry
-from ...layers.elementwise import broadcast_shape
+from .float_ref import (ACTIVATION_ATTR, ACTIVATIONS, CONV_ATTRS, F32, GEOMETRY_ATTRS, activate,
+                        as_f32, as_output, conv_macs, conv_shape, dense_macs, dense_shape, tanhf)
 
 __all__ = ["OPS", "quantize_per_image", "tanhf", "ACTIVATIONS"]
-
-F32 = np.float32
-ACTIVATIONS = ("none", "relu", "relu6", "relu_n1_to_1")
-_BOUNDS = {"none": (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0),
-           "relu_n1_to_1": (-1.0, 1.0)}
-_GEOMETRY = {"strides": Attr("ints", (1, 1), length=2, minimum=1),
-             "dilations": Attr("ints", (1, 1), length=2, minimum=1),
-             "padding": Attr("str", "valid", choices=PADDINGS),
-             "pads": Attr("ints", (0, 0, 0, 0), length=4, minimum=0),
-             "groups": Attr("int", 1, minimum=1)}
-_ACT = {"activation": Attr("str", "none", choices=ACTIVATIONS)}
-
-
-def _f32(x):
-    return np.asarray(x).astype(F32, copy=False)
-
-
-def _activate(y, activation):
-    """min(max(y, lo), hi) in float32 with the activation's bounds (None: no bound)."""
-    lo, hi = _BOUNDS[activation]
-    if lo is not None:
-        y = np.maximum(y, F32(lo))
-    if hi is not None:
-        y = np.minimum(y, F32(hi))
-    return y
-
-
-def _out(y, like):
-    return y.astype(np.asarray(like).dtype if np.asarray(like).dtype.kind == "f" else F32,
-                    copy=False)
 
 
 # ---- per-image input quantization ------------------------------------------------------------
@@ -86,7 +41,7 @@ def quantize_per_image(x, asymmetric: bool):
     Symmetric (`SymmetricQuantizeFloats`): r = max|x|; r == 0: codes 0, scale 1;
         s = r/127, codes = clamp(round_half_away(x·fl(127/r)), −127, 127), zp = 0.
     """
-    x = _f32(x)
+    x = as_f32(x)
     rows = x.reshape(x.shape[0], -1)
     n = rows.shape[0]
     if asymmetric:
@@ -118,82 +73,7 @@ def _round_away(v):
     return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64)
 
 
-# ---- convolutions ----------------------------------------------------------------------------
-def _conv_geometry(x_shape, w_shape, attrs):
-    pads, (oh, ow) = window_geometry(x_shape[1:3], w_shape[1:3], attrs["strides"],
-                                     attrs["dilations"], attrs["padding"], attrs["pads"],
-                                     "conv2d")
-    return pads, oh, ow
-
-
-def _conv_shape(in_shapes, attrs, params):
-    geo = {k: attrs[k] for k in _GEOMETRY}
-    float_params = {k: np.asarray(params[k]) for k in ("weight", "bias") if k in params}
-    out = REGISTRY["conv2d"].infer_shape(in_shapes, geo, float_params)
-    _check_scales(params, np.shape(params["weight"])[0], "weight_scale" in params)
-    return out
-
-
-def _check_scales(params, channels, needed):
-    if not needed:
-        return
-    s = np.asarray(params.get("weight_scale", []))
-    if s.ndim != 1 or s.size not in (1, channels):
-        raise ParamError(f"parameter 'weight_scale' must hold 1 or {channels} values, got shape "
-                         f"{list(s.shape)}")
-    if s.dtype.kind != "f" or not np.all(np.isfinite(s) & (s > 0)):
-        raise ParamError("parameter 'weight_scale' must hold finite positive floats")
-    w = np.asarray(params["weight"])
-    if w.size and (w.min() < -128 or w.max() > 127 or np.any(w != np.round(w))):
-        raise ParamError("parameter 'weight' must hold int8 codes")
-
-
-def _taps(x, w_shape, attrs):
-    """Yield (u, v, tap [N, OH, OW, C]) of the zero-padded input, in kernel order."""
-    pads, oh, ow = _conv_geometry(x.shape, w_shape, attrs)
-    xp = pad_hw(x, pads)
-    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
-    for u in range(w_shape[1]):
-        for v in range(w_shape[2]):
-            yield u, v, xp[:, u * dh:u * dh + (oh - 1) * sh + 1:sh,
-                           v * dw:v * dw + (ow - 1) * sw + 1:sw]
-
-
-def _input_channels(w_shape, channels, groups):
-    """[Cg, O]: the input channel that weight column c of output channel o reads."""
-    o, cg = w_shape[0], w_shape[3]
-    group = np.arange(o) // (o // groups)
-    return group[None, :] * cg + np.arange(cg)[:, None]
-
-
-def _f32_conv_forward(inputs, params, attrs):
-    """int_f32_conv2d — float32 convolution in LiteRT's reference order.
-
-    Definition
-        total[n, i, j, o] = 0; for (u, v, c) in row-major order over the kernel (taps outside
-        the image skipped):
-            total += x[n, i·sh + u·dh − pt, j·sw + v·dw − pl, g·Cg + c]·w[o, u, v, c]
-        (each product and sum rounded to float32, no fused multiply-add)
-        y = act(total + bias[o])                    (reference_ops::Conv, DepthwiseConv; §8b)
-        g = o // (O/groups); a depthwise conv2d is groups = C with weight [C·M, kh, kw, 1].
-    Shapes
-        x [N, H, W, C]; weight [O, kh, kw, C/groups] (OHWI); bias [O]; y [N, OH, OW, O].
-    Errors
-        ShapeError as conv2d.
-    """
-    x, w = _f32(inputs[0]), _f32(params["weight"])
-    _, oh, ow = _conv_geometry(x.shape, w.shape, attrs)
-    total = np.zeros((x.shape[0], oh, ow, w.shape[0]), F32)
-    chans = _input_channels(w.shape, x.shape[3], attrs["groups"])
-    for u, v, tap in _taps(x, w.shape, attrs):
-        for c in range(w.shape[3]):
-            xc = tap[..., c:c + 1] if attrs["groups"] == 1 else tap[..., chans[c]]
-            total += xc * w[:, u, v, c]
-    if "bias" in params:
-        total += _f32(params["bias"])
-    return _out(_activate(total, attrs["activation"]), inputs[0])
-
-
+# ---- convolutions and fully connected layers -------------------------------------------------
 def _hybrid_conv_forward(inputs, params, attrs):
     """int_hybrid_conv2d — conv2d / depthwise conv2d with int8 weights on a float32 input.
 
@@ -214,53 +94,22 @@ def _hybrid_conv_forward(inputs, params, attrs):
         ShapeError as conv2d; ParamError for weights outside int8 or a weight_scale of the wrong
         length.
     """
-    x = _f32(inputs[0])
+    x = as_f32(inputs[0])
     q, s, zp = quantize_per_image(x, attrs["asymmetric"])
-    geo = {**{k: attrs[k] for k in _GEOMETRY}}
+    geo = {**{k: attrs[k] for k in GEOMETRY_ATTRS}}
     w = np.asarray(params["weight"], dtype=np.float64)
     acc = REGISTRY["conv2d"].forward([(q - zp[:, None, None, None]).astype(np.float64)],
                                      {"weight": w}, geo)          # exact: |acc| < 2^53
     acc = acc.astype(F32)
-    ws = np.broadcast_to(_f32(params["weight_scale"]), (w.shape[0],))
+    ws = np.broadcast_to(as_f32(params["weight_scale"]), (w.shape[0],))
     s4 = s[:, None, None, None]
     if attrs["scale_order"] == "conv":
         y = (acc * ws) * s4
     else:
         y = acc * (ws * s4)
     if "bias" in params:
-        y = y + _f32(params["bias"])
-    return _out(_activate(y, attrs["activation"]), inputs[0])
-
-
-# ---- fully connected -------------------------------------------------------------------------
-def _dense_shape(in_shapes, attrs, params):
-    w = params["weight"]
-    if np.ndim(w) != 2:
-        raise ShapeError(f"weight must be [units, in], got shape {list(np.shape(w))}")
-    out = REGISTRY["dense"].infer_shape(in_shapes, {}, {k: np.asarray(params[k]) for k in
-                                                        ("weight", "bias") if k in params})
-    _check_scales(params, np.shape(w)[0], "weight_scale" in params)
-    return out
-
-
-def _f32_dense_forward(inputs, params, attrs):
-    """int_f32_dense — float32 fully connected layer on the last axis in LiteRT's reference order.
-
-    Definition
-        total[..., o] = 0; for d in 0..In−1: total += x[..., d]·w[o, d]   (float32 steps)
-        y = act(total + bias[o])                   (reference_ops::FullyConnected; §8b)
-    Shapes
-        x [N, ..., In]; weight [units, In]; bias [units]; y [N, ..., units].
-    Errors
-        ShapeError as dense.
-    """
-    x, w = _f32(inputs[0]), _f32(params["weight"])
-    total = np.zeros(x.shape[:-1] + (w.shape[0],), F32)
-    for d in range(w.shape[1]):
-        total += x[..., d:d + 1] * w[:, d]
-    if "bias" in params:
-        total += _f32(params["bias"])
-    return _out(_activate(total, attrs["activation"]), inputs[0])
+        y = y + as_f32(params["bias"])
+    return as_output(activate(y, attrs["activation"]), inputs[0])
 
 
 def _hybrid_dense_forward(inputs, params, attrs):
@@ -280,240 +129,26 @@ def _hybrid_dense_forward(inputs, params, attrs):
     Errors
         ShapeError as dense; ParamError for weights outside int8 or a bad weight_scale.
     """
-    x = _f32(inputs[0])
+    x = as_f32(inputs[0])
     rows = x.reshape(-1, x.shape[-1])
     q, s, zp = quantize_per_image(rows, attrs["asymmetric"])
     w = np.asarray(params["weight"], dtype=np.float64)
     acc = ((q - zp[:, None]).astype(np.float64) @ w.T).astype(F32)   # exact: |acc| < 2^53
-    ws = np.broadcast_to(_f32(params["weight_scale"]), (w.shape[0],))
+    ws = np.broadcast_to(as_f32(params["weight_scale"]), (w.shape[0],))
     y = acc * (s[:, None] * ws)
     if "bias" in params:
-        y = _f32(params["bias"]) + y
-    y = _activate(y, attrs["activation"]).reshape(x.shape[:-1] + (w.shape[0],))
-    return _out(y, inputs[0])
+        y = as_f32(params["bias"]) + y
+    y = activate(y, attrs["activation"]).reshape(x.shape[:-1] + (w.shape[0],))
+    return as_output(y, inputs[0])
 
-
-# ---- elementwise, pooling, reductions --------------------------------------------------------
-def _binary_shape(in_shapes, attrs, params):
-    return broadcast_shape(in_shapes)
-
-
-def _binary_forward(inputs, params, attrs):
-    """int_f32_binary — float32 add, sub or mul of two tensors with broadcasting.
-
-    Definition
-        y = act(a ∘ b), ∘ = + (add), − (sub), · (mul), one float32 rounding (reference_ops::Add,
-        Sub, Mul with ActivationFunctionWithMinMax).
-    Shapes
-        a, b broadcastable (NumPy rules); y their broadcast shape.
-    """
-    a, b = _f32(inputs[0]), _f32(inputs[1])
-    y = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[attrs["kind"]](a, b)
-    return _out(_activate(y, attrs["activation"]), inputs[0])
-
-
-def _avg_shape(in_shapes, attrs, params):
-    geo = {k: attrs[k] for k in ("pool_size", "strides", "padding", "pads")}
-    return REGISTRY["avg_pool2d"].infer_shape(in_shapes, geo, {})
-
-
-def _avg_forward(inputs, params, attrs):
-    """int_f32_avg_pool2d — float32 average pooling in LiteRT's reference order.
-
-    Definition
-        total = 0; for (u, v) in row-major order over the window, taps inside the image only:
-        total += x[...]; count = number of those taps; y = act(total / fl(count))
-        (reference_ops::AveragePool, float32)
-    Shapes
-        x [N, H, W, C]; y [N, OH, OW, C] (padding valid/same/explicit as avg_pool2d).
-    """
-    x = _f32(inputs[0])
-    (kh, kw), st = attrs["pool_size"], {"strides": attrs["strides"], "dilations": (1, 1),
-                                        "padding": attrs["padding"], "pads": attrs["pads"]}
-    ones = np.ones(x.shape[:3] + (1,), F32)
-    _, oh, ow = _conv_geometry(x.shape, (1, kh, kw, 1), st)
-    total = np.zeros((x.shape[0], oh, ow, x.shape[3]), F32)
-    count = np.zeros((x.shape[0], oh, ow, 1), F32)
-    for (_, _, tap), (_, _, one) in zip(_taps(x, (1, kh, kw, 1), st),
-                                        _taps(ones, (1, kh, kw, 1), st)):
-        total += tap
-        count += one
-    return _out(_activate(total / count, attrs["activation"]), inputs[0])
-
-
-def _mean_shape(in_shapes, attrs, params):
-    shape = list(in_shapes[0])
-    axes = _axes(attrs["axes"], len(shape))
-    if attrs["keepdims"]:
-        return tuple(1 if i in axes else d for i, d in enumerate(shape))
-    return tuple(d for i, d in enumerate(shape) if i not in axes)
-
-
-def _axes(axes, rank):
-    out = sorted({a % rank for a in axes}) if all(-rank <= a < rank for a in axes) else None
-    if out is None or 0 in out:
-        raise ShapeError(f"mean: axes {list(axes)} must lie in [1, {rank - 1}] (or their negative "
-                         "forms); the batch axis is not reduced")
-    return out
-
-
-def _mean_forward(inputs, params, attrs):
-    """int_f32_mean — float32 mean over `axes` with a sequential sum.
-
-    Definition
-        s = 0; for the reduced indices in row-major order: s += x[...]  (float32 steps)
-        y = s / fl(count)             (reference_ops::Mean / ReduceGeneric, float32; §8b)
-    Shapes
-        x [N, ...]; y with the reduced axes removed (kept as 1 with keepdims).
-    """
-    x = _f32(inputs[0])
-    axes = _axes(attrs["axes"], x.ndim)
-    keep = [i for i in range(x.ndim) if i not in axes]
-    moved = np.transpose(x, keep + axes)
-    flat = moved.reshape(moved.shape[:len(keep)] + (-1,))
-    s = np.zeros(flat.shape[:-1], F32)
-    for r in range(flat.shape[-1]):
-        s += flat[..., r]
-    y = s / F32(flat.shape[-1])
-    return _out(y.reshape(_mean_shape([x.shape], attrs, params)), inputs[0])
-
-
-def _softmax_forward(inputs, params, attrs):
-    """int_f32_softmax — float32 softmax over the last axis as LiteRT's reference kernel.
-
-    Definition
-        m = max x; e = expf((x − m)·beta); s = Σ e (sequential, float32); y = e / s
-        expf is C's single-precision exp: the float64 exp rounded to float32 (§8b).
-    Shapes
-        x [N, ..., K]; y the same.
-    """
-    x = _f32(inputs[0])
-    z = (x - x.max(axis=-1, keepdims=True)) * F32(attrs["beta"])
-    e = np.exp(z.astype(np.float64)).astype(F32)
-    s = np.zeros(x.shape[:-1] + (1,), F32)
-    for k in range(x.shape[-1]):
-        s += e[..., k:k + 1]
-    return _out(e / s, inputs[0])
-
-
-def _unary_forward(inputs, params, attrs):
-    """int_f32_unary — float32 logistic, tanh or hard_swish as LiteRT's reference kernels.
-
-    Definition
-        logistic    y = 1 / (1 + expf(−x))          (reference_ops::Logistic)
-        tanh        y = tanhf(x)                    (reference_ops::Tanh: std::tanh on float)
-        hard_swish  y = (x·min(6, max(0, x + 3))) / 6   (reference_ops::HardSwish)
-        every step in float32; expf as the float64 exp rounded to float32 (glibc's expf is
-        correctly rounded); tanhf as glibc's (`tanhf`, not correctly rounded: 698 of 4,000
-        uniform inputs in [−3, 3] differ from the rounded float64 tanh by 1 ulp).
-    Shapes
-        y has x's shape.
-    """
-    x = _f32(inputs[0])
-    kind = attrs["kind"]
-    if kind == "logistic":
-        y = F32(1) / (F32(1) + np.exp(-x.astype(np.float64)).astype(F32))
-    elif kind == "tanh":
-        y = tanhf(x)
-    else:
-        y = (x * np.minimum(F32(6), np.maximum(F32(0), x + F32(3)))) / F32(6)
-    return _out(y, inputs[0])
-
-
-def _expm1f(x):
-    """expm1 of float32 x (|x| < 64) by glibc's fdlibm `expm1f` (s_expm1f.c): reduction
-    x = k·ln2 + r (ln2_hi + ln2_lo), the rational approximation with Q1..Q5, then the
-    reconstruction of each range of k; every operation in float32."""
-    one, half = F32(1), F32(0.5)
-    neg, hx = x < 0, x.view(np.int32) & 0x7fffffff
-    ln2_hi, ln2_lo = F32(6.9313812256e-01), F32(9.0580006145e-06)
-    near = (hx > 0x3eb17218) & (hx < 0x3F851592)            # 0.5·ln2 < |x| < 1.5·ln2
-    far = hx >= 0x3F851592
-    k = np.where(near, np.where(neg, -1, 1), 0)
-    k = np.where(far, np.trunc(F32(1.4426950216) * x + np.where(neg, -half, half)), k)
-    k = k.astype(np.int32)
-    t = k.astype(F32)
-    hi = np.where(near, x - t * ln2_hi, np.where(far, x - t * ln2_hi, x))
-    lo = np.where(near | far, t * ln2_lo, F32(0))
-    r = np.where(near | far, hi - lo, x)
-    c = np.where(near | far, (hi - r) - lo, F32(0))
-    hfx = half * r
-    hxs = r * hfx
-    q = (F32(-3.3333335072e-02), F32(1.5873016091e-03), F32(-7.9365076090e-05),
-         F32(4.0082177293e-06), F32(-2.0109921195e-07))
-    r1 = one + hxs * (q[0] + hxs * (q[1] + hxs * (q[2] + hxs * (q[3] + hxs * q[4]))))
-    t3 = F32(3) - r1 * hfx
-    e = hxs * ((r1 - t3) / (F32(6) - r * t3))
-    e2 = (r * (e - c) - c) - hxs
-    kk = np.clip(k, -30, 100)
-
-    def scaled(y):       # y·2^k by adding k to the exponent field
-        return (y.view(np.int32) + (kk << 23)).view(F32)
-
-    y = np.where(k == 0, r - (r * e - hxs), scaled(one - (e2 - r)) - one)
-    y = np.where(k == -1, half * (r - e2) - half, y)
-    y = np.where(k == 1, np.where(r < F32(-0.25), F32(-2) * (e2 - (r + half)),
-                                  one + F32(2) * (r - e2)), y)
-    mid = (k >= 2) & (k < 23)
-    t_mid = (0x3f800000 - (0x1000000 >> np.clip(kk, 0, 22))).astype(np.int32).view(F32)
-    y = np.where(mid, scaled(t_mid - (e2 - r)), y)
-    big = (k >= 23) & (k <= 56)
-    t_big = ((0x7f - np.clip(kk, 23, 56)) << 23).astype(np.int32).view(F32)
-    y = np.where(big, scaled((r - (e2 + t_big)) + one), y)
-    return np.where(hx < 0x33000000, x, y)
-
-
-def tanhf(x):
-    """tanh of float32 x by glibc's fdlibm `tanhf` (s_tanhf.c), all in float32:
-    |x| >= 22: ±1; 1 <= |x|: t = expm1f(2|x|), z = 1 − 2/(t + 2); |x| < 1: t = expm1f(−2|x|),
-    z = −t/(t + 2); |x| < 2^−55: x·(1 + x); y = z with the sign of x."""
-    x = _f32(x)
-    ax, two, one = np.abs(x), F32(2), F32(1)
-    ix = ax.view(np.int32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        t1, t2 = _expm1f(two * np.minimum(ax, F32(22))), _expm1f(-two * ax)
-        z = np.where(ix >= 0x3f800000, one - two / (t1 + two), -t2 / (t2 + two))
-    z = np.where(ix < 0x41b00000, z, one)
-    z = np.where(ix < 0x24000000, ax * (one + ax), z)
-    return np.where(np.signbit(x), -z, z).astype(F32)
-
-
-def _same_shape(in_shapes, attrs, params):
-    return tuple(in_shapes[0])
-
-
-def _conv_macs(in_shapes, out_shape, attrs, params):
-    return REGISTRY["conv2d"].macs(in_shapes, out_shape, attrs, params)
-
-
-def _dense_macs(in_shapes, out_shape, attrs, params):
-    return REGISTRY["dense"].macs(in_shapes, out_shape, attrs, params)
-
-
-_CONV_ATTRS = {**_GEOMETRY, **_ACT}
-_POOL = {"pool_size": Attr("ints", length=2, minimum=1),
-         "strides": Attr("ints", length=2, minimum=1),
-         "padding": Attr("str", "valid", choices=PADDINGS),
-         "pads": Attr("ints", (0, 0, 0, 0), length=4, minimum=0)}
 _HYBRID = {"asymmetric": Attr("bool", True)}
 
 OPS = [
-    Op("int_hybrid_conv2d", _hybrid_conv_forward, _conv_shape,
-       attrs={**_CONV_ATTRS, **_HYBRID,
+    Op("int_hybrid_conv2d", _hybrid_conv_forward, conv_shape,
+       attrs={**CONV_ATTRS, **_HYBRID,
               "scale_order": Attr("str", "conv", choices=("conv", "depthwise"))},
-       params={"weight": True, "weight_scale": True, "bias": False}, macs=_conv_macs),
-    Op("int_hybrid_dense", _hybrid_dense_forward, _dense_shape, attrs={**_ACT, **_HYBRID},
-       params={"weight": True, "weight_scale": True, "bias": False}, macs=_dense_macs),
-    Op("int_f32_conv2d", _f32_conv_forward, _conv_shape, attrs=dict(_CONV_ATTRS),
-       params={"weight": True, "bias": False}, macs=_conv_macs),
-    Op("int_f32_dense", _f32_dense_forward, _dense_shape, attrs=dict(_ACT),
-       params={"weight": True, "bias": False}, macs=_dense_macs),
-    Op("int_f32_binary", _binary_forward, _binary_shape, num_inputs=2,
-       attrs={"kind": Attr("str", choices=("add", "sub", "mul")), **_ACT}),
-    Op("int_f32_avg_pool2d", _avg_forward, _avg_shape, attrs={**_POOL, **_ACT}),
-    Op("int_f32_mean", _mean_forward, _mean_shape,
-       attrs={"axes": Attr("ints"), "keepdims": Attr("bool", False)}),
-    Op("int_f32_softmax", _softmax_forward, _same_shape, attrs={"beta": Attr("float", 1.0)}),
-    Op("int_f32_unary", _unary_forward, _same_shape,
-       attrs={"kind": Attr("str", choices=("logistic", "tanh", "hard_swish"))}),
+       params={"weight": True, "weight_scale": True, "bias": False}, macs=conv_macs),
+    Op("int_hybrid_dense", _hybrid_dense_forward, dense_shape,
+       attrs={**ACTIVATION_ATTR, **_HYBRID},
+       params={"weight": True, "weight_scale": True, "bias": False}, macs=dense_macs),
 ]

@@ -130,7 +130,7 @@ def _onnx_leaky_relu32(alpha):
 
 def onnx_float32_function(op: str, attrs: dict):
     """The float32 function of ONNX op `op` (refq names sigmoid, tanh, hard_sigmoid, hard_swish,
-    leaky_relu; node attributes `attrs`) as `onnx.reference` evaluates it on float32 arrays.
+    leaky_relu, round; node attributes `attrs`) as `onnx.reference` evaluates it on float32 arrays.
     refq's hard_swish (x·relu6(x + 3)/6) is ONNX HardSwish; hard_sigmoid and leaky_relu take
     their alpha (and beta) from attrs. Errors: FixedPointError for another op."""
     if op in ("sigmoid", "logistic"):
@@ -143,8 +143,10 @@ def onnx_float32_function(op: str, attrs: dict):
         return _onnx_hard_sigmoid32(attrs.get("alpha", 0.2), attrs.get("beta", 0.5))
     if op == "leaky_relu":
         return _onnx_leaky_relu32(attrs.get("alpha", 0.01))
+    if op == "round":   # onnx.reference Round: np.round, half to even, in float32
+        return np.round
     raise FixedPointError(f"build_lut: scheme 'float32' has no ONNX function for {op!r}; use "
-                          "sigmoid, tanh, hard_sigmoid, hard_swish or leaky_relu")
+                          "sigmoid, tanh, hard_sigmoid, hard_swish, leaky_relu or round")
 
 
 def _float64_fn(name):

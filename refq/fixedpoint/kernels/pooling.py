@@ -1,9 +1,13 @@
-"""Integer pooling: int_max_pool2d, int_avg_pool2d, int_mean (global average over H, W).
+"""Integer pooling: int_max_pool2d, int_avg_pool2d, int_mean (global average over H, W); the
+pools of rank 1 and 3 (int_max_pool1d/3d, int_avg_pool1d/3d) are registered here from
+`kernels.pool_nd`.
 
 Window geometry (pool_size, strides, padding valid/same/explicit, pads) is that of the float
 max_pool2d/avg_pool2d (refq.layers.pooling), whose shape inference is reused; padded taps are never
-counted. Sums run in int64 over the kernel taps (a vectorised add per tap). Sections (§n) refer to
-../shared/reference/fixedpoint.md.
+counted. A 2-D pool with dilations, ceil_mode, count_include_pad or padding same_lower is
+evaluated by `kernels.pool_nd` (its Definition is int_avg_pool{r}d's there; max pooling is the
+float max_pool2d on the codes either way). Sums run in int64 over the kernel taps (a vectorised
+add per tap). Sections (§n) refer to ../shared/reference/fixedpoint.md.
 """
 from __future__ import annotations
 
@@ -12,26 +16,24 @@ import numpy as np
 from ...errors import FixedPointError, ParamError, ShapeError
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
-from ...layers.conv import PADDINGS, pad_hw, window_geometry
+from ...layers.conv import pad_hw, window_geometry
 from ...layers.pooling import valid_counts
 from ..requantize import REQUANT_SCHEMES, apply_scale_32, float_scale_round, requantize
 from ..rounding import _bounds
 from .qdq import dequantize32, f32, quantize32, quantize32_zp_first
+from .pool_nd import GEOMETRY_KEYS, avg_pool_nd, is_plain, pool_attrs
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes, act_dtype,
                      check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
                      int_input, int_values, requant)
 
-_POOL_ATTRS = {"pool_size": Attr("ints", length=2), "strides": Attr("ints", length=2),
-               "padding": Attr("str", "valid", choices=PADDINGS),
-               "pads": Attr("ints", (0, 0, 0, 0), length=4)}
-_GEO = tuple(_POOL_ATTRS)
+_GEO = GEOMETRY_KEYS
 AVG_MODES = ("tflite", "tosa", "float", "qdq", "ort")
 MEAN_MODES = ("tflite", "tosa", "float", "qdq", "ort")
 _SCALES = ("in_scale", "out_scale")
 
 
 def _geo(attrs):
-    return {k: attrs[k] for k in _GEO}
+    return {k: attrs[k] for k in _GEO if k in attrs}
 
 
 # ---- int_max_pool2d --------------------------------------------------------------------------
@@ -97,6 +99,12 @@ def _check_scales(params, what, mode):
 def _avg_shape(in_shapes, attrs, params):
     what = "int_avg_pool2d"
     out = REGISTRY["avg_pool2d"].infer_shape(in_shapes, _geo(attrs), {})
+    check_avg_attrs(params, attrs, out[-1], what)
+    return out
+
+
+def check_avg_attrs(params, attrs, channels, what):
+    """The checks of an int_avg_pool's zero points, clamp, avg mode and its parameters."""
     check_zp(attrs["input_zp"], f"{what}: input_zp", ACT_ZP_RANGE)
     check_act(attrs, what)
     if attrs["avg"] in ("qdq", "ort"):
@@ -107,8 +115,7 @@ def _avg_shape(in_shapes, attrs, params):
     elif _requant_wanted(params):
         if attrs["scheme"] == "none":
             raise FixedPointError(f"{what}: requantization parameters are given but no 'scheme'")
-        check_requant(params, attrs, out[-1], what)
-    return out
+        check_requant(params, attrs, channels, what)
 
 
 def _window_sum(xp, k, s, oh, ow):
@@ -144,6 +151,10 @@ def round_div_half_away(acc, count):
 
 def _avg_forward(inputs, params, attrs):
     """int_avg_pool2d — integer average pooling, padding never counted.
+
+    (A node with dilations, ceil_mode, count_include_pad or padding same_lower follows the
+    Definition of int_avg_pool{r}d in `kernels.pool_nd` (AVG_DOC), which on the other nodes
+    gives the same integers as the one below.)
 
     Definition (S = the in-bounds taps of a window, n = |S| >= 1)
         avg "tflite" (TFLite/TFLM reference, CMSIS-NN; §5.1):
@@ -187,6 +198,8 @@ def _avg_forward(inputs, params, attrs):
     """
     x = int_input(inputs[0], "int_avg_pool2d input")
     _avg_shape([x.shape], attrs, params)
+    if not is_plain(attrs):   # dilations, ceil_mode, count_include_pad or same_lower
+        return avg_pool_nd(x, params, attrs, 2, "int_avg_pool2d")
     k, s = attrs["pool_size"], attrs["strides"]
     pads, (oh, ow) = window_geometry(x.shape[1:3], k, s, (1, 1), attrs["padding"], attrs["pads"],
                                      "int_avg_pool2d")
@@ -381,13 +394,14 @@ def _mean_macs(in_shapes, out_shape, attrs, params):
     return 0 if h is None or w is None else int(h * w * c)
 
 
-OPS = [
-    Op("int_max_pool2d", _max_forward, _max_shape, attrs={**_POOL_ATTRS, **ACT_ATTRS}),
-    Op("int_avg_pool2d", _avg_forward, _avg_shape,
-       attrs={**_POOL_ATTRS, "input_zp": Attr("int", 0), "output_zp": Attr("int", 0),
-              **ACT_ATTRS, "avg": Attr("str", choices=AVG_MODES),
+_AVG_ATTRS = {"input_zp": Attr("int", 0), "output_zp": Attr("int", 0), **ACT_ATTRS,
+              "avg": Attr("str", choices=AVG_MODES),
               "scheme": Attr("str", "none", choices=("none",) + REQUANT_SCHEMES),
-              "zp_before_round": Attr("bool", False)},
+              "zp_before_round": Attr("bool", False)}
+
+OPS = [
+    Op("int_max_pool2d", _max_forward, _max_shape, attrs={**pool_attrs(2, False), **ACT_ATTRS}),
+    Op("int_avg_pool2d", _avg_forward, _avg_shape, attrs={**pool_attrs(2, True), **_AVG_ATTRS},
        params={**REQUANT_PARAMS, **{k: False for k in _SCALES}},
        macs=REGISTRY["avg_pool2d"].macs),
     Op("int_mean", _mean_forward, _mean_shape,
@@ -400,3 +414,9 @@ OPS = [
 
 #: `run_int`'s kernels: (y in the narrowest dtype holding [act_min, act_max], None).
 NARROW = {"int_max_pool2d": max_pool_narrow}
+
+# The pools of rank 1 and 3 (`kernels.pool_nd`), with int_avg_pool2d's other attributes.
+from . import pool_nd as _pool_nd  # noqa: E402
+
+OPS += _pool_nd.ops(_AVG_ATTRS)
+NARROW.update(_pool_nd.NARROW)

@@ -1,9 +1,11 @@
-"""int_softmax: softmax over the last axis on the integer grid ("tflite" fixed point, "float",
-"float32").
+"""int_softmax: softmax over the last axis on the integer grid ("tflite" fixed point, "ort"
+lookup table, "float", "float32").
 
 Sections (§n) refer to ../shared/reference/fixedpoint.md.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -15,9 +17,11 @@ from ..rounding import INT32_MAX, round_shift_half_away, srdhm, wrap
 from . import gemmlowp
 from .common import ACT_ATTRS, ACT_ZP_RANGE, check_act, check_zp, int_input
 
-SOFTMAX_MODES = ("tflite", "float", "float32")
+SOFTMAX_MODES = ("tflite", "ort", "float", "float32")
 SCALED_DIFF_INTEGER_BITS = 5     # kScaledDiffIntegerBits of reference/softmax.h
 ACCUMULATION_INTEGER_BITS = 12   # kAccumulationIntegerBits
+ORT_RESERVE = 5.0                # reserve_bit of onnxruntime's float table (qlinear_softmax.cc)
+_FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 
 def tflite_softmax_params(input_scale, beta: float = 1.0, *, single_rounding: bool = False):
@@ -36,6 +40,44 @@ def tflite_softmax_params(input_scale, beta: float = 1.0, *, single_rounding: bo
                               "QuantizeMultiplierGreaterThanOne needs a multiplier >= 1")
     radius = int(np.floor(31.0 * float(1 << 26) / float(1 << e)))
     return {"input_multiplier": m, "input_left_shift": e, "diff_min": -radius}
+
+
+def ort_softmax_table(input_scale, length: int) -> np.ndarray:
+    """onnxruntime's QLinearSoftmax table of exponentials (`QlinearBuildLookupTableUint32` in
+    contrib_ops/cpu/quantization/qlinear_softmax.cc, float table), float32 [256]:
+        s = float32(input_scale) (as a double), D = length (the softmax axis length),
+        L = logf(fl32(FLT_MAX / fl32(D)))     (single-precision log, as float32),
+        b = max(0, L − 5) / s                 (double),
+        T[k] = fl32(exp((k − 255 + b)·s))     (double exp, k = 0..255).
+    T[255 + d] is e^{d·s} scaled by e^{max(0, L − 5)} ≈ FLT_MAX/(D·e^5), so that a sum of D
+    entries stays finite. logf is taken as the correctly rounded float32 logarithm; for all
+    D < 2^20 it equals glibc 2.36's logf except at 22 lengths, the smallest 60594 (measured),
+    where glibc returns the other float32 neighbour. exp is the C library's (`math.exp`)."""
+    s = float(np.float32(input_scale))
+    m = float(np.float32(_FLT_MAX / np.float32(length)))
+    shift = max(0.0, float(np.float32(math.log(m))) - ORT_RESERVE) / s
+    return np.array([math.exp((k - 255.0 + shift) * s) for k in range(256)]).astype(np.float32)
+
+
+def ort_softmax_output_factor(output_scale) -> float:
+    """floor(fl32(1 / fl32(output_scale))) (float32 division, then floor): the integer that
+    QLinearSoftmax multiplies probabilities by instead of dividing by the output scale (for
+    s_out = fl32(1/255) it is 254, not 255)."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return float(np.floor(np.float32(1.0) / np.float32(output_scale)))
+
+
+def _softmax_ort(x, attrs):
+    """onnxruntime's QLinearSoftmax on int64 x (last axis; see `_softmax_forward`)."""
+    d = x - np.max(x, axis=-1, keepdims=True)
+    if np.any(d < -255):
+        raise FixedPointError("int_softmax: 'ort' reads 8-bit input codes (a row spans more "
+                              "than 255 codes); lower the softmax from an int8 or uint8 input")
+    e = ort_softmax_table(attrs["input_scale"], x.shape[-1])[255 + d]       # float32
+    total = np.add.accumulate(e, axis=-1, dtype=np.float32)[..., -1:]       # sequential
+    g = ort_softmax_output_factor(attrs["output_scale"])
+    q = np.rint(e.astype(np.float64) * g / total.astype(np.float64))       # double, half even
+    return np.clip(q.astype(np.int64) + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
 
 
 def _softmax_shape(in_shapes, attrs, params):
@@ -63,7 +105,18 @@ def _softmax_shape(in_shapes, attrs, params):
         for name in ("input_scale", "output_scale"):
             s = attrs[name]
             if not (np.isfinite(s) and s > 0):
-                raise FixedPointError(f"{what}: 'float' needs a finite positive {name}, got {s}")
+                raise FixedPointError(f"{what}: '{attrs['softmax']}' needs a finite positive "
+                                      f"{name}, got {s}")
+    if attrs["softmax"] == "ort":
+        if dtype not in ("int8", "uint8"):
+            raise FixedPointError(f"{what}: 'ort' (onnxruntime QLinearSoftmax) produces int8 or "
+                                  f"uint8 codes; [act_min, act_max] = [{attrs['act_min']}, "
+                                  f"{attrs['act_max']}] is {dtype}")
+        if not (np.float32(attrs["input_scale"]) > 0
+                and np.isfinite(ort_softmax_output_factor(attrs["output_scale"]))):
+            raise FixedPointError(f"{what}: 'ort' needs float32 scales with a finite "
+                                  f"1/output_scale and a positive input_scale, got "
+                                  f"{attrs['input_scale']}, {attrs['output_scale']}")
     return shape
 
 
@@ -106,6 +159,19 @@ def _softmax_forward(inputs, params, attrs):
           input_zp is not used (differences cancel it). A sum beyond int32 (a row of more than
           2^12 near-maximal entries) raises FixedPointError; final shifts beyond 31 (b > 8, which
           gemmlowp asserts against) are computed exactly.
+        softmax "ort" (onnxruntime's com.microsoft QLinearSoftmax, `qlinear_softmax.cc`, into
+          which onnxruntime fuses DequantizeLinear -> Softmax -> QuantizeLinear of one 8-bit
+          type), per row of length D, with T = `ort_softmax_table(input_scale, D)` (float32) and
+          g = `ort_softmax_output_factor(output_scale)` = floor(fl32(1/s_out)):
+            e_j = T[255 + x_j − max(row)]                               (float32)
+            S = fl32(…fl32(fl32(e_0 + e_1) + e_2)… + e_{D−1})           (sequential float32)
+            y_j = clamp(rint(e_j·g / S) + output_zp, act_min, act_max)  (e_j·g exact in double,
+              one double division, round half to even)
+          input_zp is not used. An axis of length 1 gives clamp(g + output_zp). Measured
+          against onnxruntime 1.32.0 (tests/data/ort/softmax): the quotient is a double one (the
+          float32 form fl32(fl32(e_j·g)/S) of older sources misses codes and overflows at
+          D = 1), and int8 codes saturate at 127 (the kernel before microsoft/onnxruntime#29728
+          wrapped them to −128).
         softmax "float" (ONNX: float Softmax inside QDQ): x̂ = (x − input_zp)·input_scale in
           float64, p = exp(x̂ − max x̂) / Σ exp(x̂ − max x̂) (float64),
           y = clamp(rint(p / output_scale) + output_zp, act_min, act_max) (half to even,
@@ -116,13 +182,15 @@ def _softmax_forward(inputs, params, attrs):
           contiguous last axis), y = clamp(rint(fl32(p / output_scale)) + output_zp).
     Integer semantics
         "tflite" is bit-exact integer arithmetic (int64 arrays holding int32 values, the gemmlowp
-        routines of `gemmlowp.py` on the primitives srdhm/RDBPOT; rounding as listed); "float"
-        rounds once, half to even, after float64 math.
+        routines of `gemmlowp.py` on the primitives srdhm/RDBPOT; rounding as listed); "ort"
+        rounds as listed (float32 table and sum, double quotient); "float" rounds once, half
+        to even, after float64 math.
     Errors
         ShapeError for rank < 2; FixedPointError for an int32 overflow of sum, invalid tflite
         attributes (multiplier <= 0, shift outside [0, 31], diff_min > 0), a tflite output
-        zero point other than the 8-bit type minimum, non-positive float scales,
-        act_min > act_max or zero points outside their dtype.
+        zero point other than the 8-bit type minimum, non-positive float scales, an "ort"
+        output that is not 8-bit or an input row spanning more than 255 codes, act_min >
+        act_max or zero points outside their dtype.
     """
     x = int_input(inputs[0], "int_softmax input")
     _softmax_shape([x.shape], attrs, params)
@@ -130,6 +198,8 @@ def _softmax_forward(inputs, params, attrs):
         return x.copy()
     if attrs["softmax"] == "tflite":
         return _softmax_tflite(x, attrs)
+    if attrs["softmax"] == "ort":
+        return _softmax_ort(x, attrs)
     if attrs["softmax"] == "float32":
         from .qdq import dequantize32, quantize32
 
