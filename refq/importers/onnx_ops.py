@@ -43,21 +43,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_ops_shape import SHAPE_CONVERTERS, channel_vector, flat_permutation
+from .onnx_ops_shape import SHAPE_CONVERTERS, activation_input as _act, channel_vector, flat_permutation
 
 __all__ = ["CONVERTERS"]
-
-
-def _act(b, node, slot=0, layouts=("nchw",)):
-    if b.is_const(node.input[slot]):
-        raise b.unsupported(node, f"input {slot} ('{node.input[slot]}') is a constant; refq "
-                            "needs an activation there")
-    x = b.tensor(node, node.input[slot])
-    if layouts is not None and x.layout not in layouts:
-        raise b.unsupported(node, f"input '{node.input[slot]}' has ONNX shape "
-                            f"{list(x.onnx_shape)}; refq converts this op on NCHW "
-                            "activations only")
-    return x
 
 
 def _const_input(b, node, slot, what):
@@ -339,6 +327,6 @@ CONVERTERS = {
 }
 CONVERTERS.update(SHAPE_CONVERTERS)
 
-from .onnx_ops_pool import POOL_CONVERTERS  # noqa: E402  (it reads `_act` above)
+from .onnx_ops_pool import POOL_CONVERTERS  # noqa: E402
 
 CONVERTERS.update(POOL_CONVERTERS)

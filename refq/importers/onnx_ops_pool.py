@@ -16,7 +16,7 @@
 """
 from __future__ import annotations
 
-from .onnx_ops import _act
+from .onnx_ops_shape import activation_input as _act
 
 __all__ = ["POOL_CONVERTERS"]
 

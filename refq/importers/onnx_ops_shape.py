@@ -35,6 +35,20 @@ __all__ = ["SHAPE_CONVERTERS", "channel_vector", "flat_permutation", "flattens_t
 
 
 
+def activation_input(b, node, slot=0, layouts=("nchw",)):
+    """The activation tensor read by input `slot` of `node` (an error when it is a constant or
+    not in one of `layouts`)."""
+    if b.is_const(node.input[slot]):
+        raise b.unsupported(node, f"input {slot} ('{node.input[slot]}') is a constant; refq "
+                            "needs an activation there")
+    x = b.tensor(node, node.input[slot])
+    if layouts is not None and x.layout not in layouts:
+        raise b.unsupported(node, f"input '{node.input[slot]}' has ONNX shape "
+                            f"{list(x.onnx_shape)}; refq converts this op on NCHW "
+                            "activations only")
+    return x
+
+
 def channel_vector(c, rank, axis, channels):
     """c as a vector of `channels` when it broadcasts against a rank-`rank` tensor along `axis`
     only (or is a scalar), else None."""

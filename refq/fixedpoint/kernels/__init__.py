@@ -6,14 +6,15 @@ finds these ops here. Each op's forward docstring is its operator page (Definiti
 semantics with the rounding/saturation of every attribute value and its source in
 ../shared/reference/fixedpoint.md, Errors); the module docstrings give the shared evaluation.
 
-conv.py         int_conv2d, int_dense (exact BLAS accumulation, int64 fallback); registers
-                int_conv_transpose2d (conv_transpose.py) and int_matmul (matmul.py)
+conv.py         int_conv2d, int_dense (exact BLAS accumulation, int64 fallback)
+conv_transpose.py int_conv_transpose2d;  matmul.py  int_matmul (both operands' zero points)
 operands.py     the operands of an exact integer contraction and the dtype they prove exact
 requant_fast.py the requantization block by block in float64, into the output dtype
 add.py          int_add (and its table of byte pairs)
 elementwise.py  int_multiply, int_requantize, int_clamp, int_quantize, int_dequantize
-pooling.py      int_max_pool2d, int_avg_pool2d, int_mean; registers the 1-D and 3-D pools and
-                the 2-D pools' dilations, ceil_mode, count_include_pad (pool_nd.py)
+pooling.py      int_max_pool2d, int_avg_pool2d, int_mean
+pool_nd.py      the 1-D and 3-D pools, and the 2-D pools' dilations, ceil_mode, count_include_pad
+pool_common.py  the average pools' attribute schema and checks, TOSA/TFLite division helpers
 shape.py        int_concat, int_pad
 lut.py          int_lut and the table builders (build_lut, gemmlowp_lut, hard_swish_fixed_lut)
 softmax.py      int_softmax (and tflite_softmax_params, onnxruntime's QLinearSoftmax table)
@@ -26,7 +27,8 @@ qdq.py          float32 DequantizeLinear/QuantizeLinear and onnxruntime's fused 
 """
 from __future__ import annotations
 
-from . import add, conv, elementwise, float_ref, hybrid, lut, pooling, shape, softmax
+from . import (add, conv, conv_transpose, elementwise, float_ref, hybrid, lut, matmul, pool_nd,
+               pooling, shape, softmax)
 from .lut import build_lut, gemmlowp_lut, hard_swish_fixed_lut
 from .softmax import tflite_softmax_params
 
@@ -38,7 +40,8 @@ INT_REGISTRY: dict = {}
 #: instead of `Op.accumulate`/`Op.forward`, with the same values in a narrower dtype than int64
 #: where [act_min, act_max] allows (int8, uint8, int16, int32); every kernel accepts such inputs.
 NARROW: dict = {}
-for _module in (conv, add, elementwise, pooling, shape, lut, softmax, hybrid, float_ref):
+for _module in (conv, conv_transpose, matmul, add, elementwise, pooling, pool_nd, shape, lut,
+                softmax, hybrid, float_ref):
     for _op in _module.OPS:
         assert _op.name not in INT_REGISTRY, _op.name
         INT_REGISTRY[_op.name] = _op

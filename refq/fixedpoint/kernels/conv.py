@@ -18,8 +18,8 @@ statistics), and falls back to the plain `finish_accumulator` when the bounds do
 preconditions. `conv_plain` / `dense_plain` are the plain evaluation (exact bounds first, then
 `finish_accumulator`, int64), kept beside the forwards for the tests that compare the two.
 
-Also registered here: int_conv_transpose2d (`kernels.conv_transpose`) and int_matmul
-(`kernels.matmul`), the other exact contractions.
+The other exact contractions, int_conv_transpose2d (`kernels.conv_transpose`) and int_matmul
+(`kernels.matmul`), reuse this module's checks and attribute schemas.
 
 Forms. `Op.forward`/`Op.accumulate` return int64 (the integer graph contract); `conv_narrow` /
 `dense_narrow` (`NARROW`, what `run_int` calls) return the same values in the narrowest dtype
@@ -310,10 +310,3 @@ OPS = [
 #: `run_int`'s kernels: (y in the narrowest dtype holding [act_min, act_max], AccExtremes).
 NARROW = {"int_conv2d": conv_narrow, "int_dense": dense_narrow}
 
-# The other exact contractions (int_conv_transpose2d, int_matmul) are registered with these:
-# their modules reuse this one's checks and attribute schemas.
-from . import conv_transpose as _conv_transpose, matmul as _matmul  # noqa: E402
-
-OPS += _conv_transpose._ops() + _matmul.OPS
-NARROW.update(_conv_transpose.NARROW)
-NARROW.update(_matmul.NARROW)

@@ -18,6 +18,7 @@ from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.conv_transpose import PADDINGS
 from ..rounding import _bounds
+from . import conv
 from .common import act_dtype, finish_accumulator, finish_fast
 from .operands import blas_dtype, operands
 
@@ -34,20 +35,12 @@ _GEOMETRY_ATTRS = {"strides": Attr("ints", (1, 1), length=2),
                    "output_shape": Attr("ints", ())}
 
 
-def _common():
-    """The attribute schema and checks shared with int_conv2d (imported late: conv.py registers
-    this module's ops)."""
-    from . import conv
-    return conv
-
-
 def _geo(attrs):
     return {k: attrs[k] for k in _GEOMETRY}
 
 
 def _shape(in_shapes, attrs, params):
     what = "int_conv_transpose2d"
-    conv = _common()
     conv._check_weights(params, attrs, what)
     float_params = {k: np.asarray(params[k]) for k in ("weight", "bias") if k in params}
     out = REGISTRY["conv_transpose2d"].infer_shape(in_shapes, _geo(attrs), float_params)
@@ -131,7 +124,6 @@ def _macs(in_shapes, out_shape, attrs, params):
 
 
 def _ops():
-    conv = _common()
     return [Op("int_conv_transpose2d", _forward, _shape,
                attrs={**_GEOMETRY_ATTRS, **conv._COMMON_ATTRS}, params=dict(conv._PARAMS),
                param_shapes=lambda s, a: {}, macs=_macs, accumulate=_accumulate)]
@@ -139,3 +131,4 @@ def _ops():
 
 #: `run_int`'s kernel: (y in the narrowest dtype holding [act_min, act_max], AccExtremes).
 NARROW = {"int_conv_transpose2d": conv_transpose_narrow}
+OPS = _ops()

@@ -26,6 +26,7 @@ from ...layers.base import Attr, Op
 from ...layers.pool_geometry import POOL_PADDINGS, pad_spatial, pool_geometry, valid_counts
 from ..requantize import apply_scale_32, requantize
 from .common import (ACT_ATTRS, REQUANT_PARAMS, act_dtype, int_input, int_values, requant)
+from .pool_common import AVG_ATTRS, check_avg_attrs, reciprocal_scale, round_div_half_away
 from .qdq import dequantize32, f32, quantize32, quantize32_zp_first
 
 __all__ = ["ops", "NARROW", "pool_attrs", "is_plain", "max_pool_nd", "avg_pool_nd",
@@ -119,8 +120,6 @@ def max_pool_nd(x, attrs, r, what, dtype=None):
 # ---- average -----------------------------------------------------------------------------------
 def avg_pool_nd(x, params, attrs, r, what):
     """int_avg_pool{r}d (see `AVG_DOC`): int64 [N, *outs, C]."""
-    from .pooling import reciprocal_scale, round_div_half_away
-
     x = int_input(x, f"{what} input")
     a = _full(attrs, r)
     sides, outs, extents = _geometry(x.shape, a, r, what)
@@ -233,7 +232,6 @@ def avg_shape(r):
     what = f"int_avg_pool{r}d"
 
     def infer(in_shapes, attrs, params):
-        from .pooling import check_avg_attrs
         out = REGISTRY[f"avg_pool{r}d"].infer_shape(in_shapes, _geo(attrs), {})
         check_avg_attrs(params, attrs, out[-1], what)
         return out
@@ -332,3 +330,5 @@ def ops(avg_attrs):
 
 #: `run_int`'s kernels of the max pools: (y in the narrowest dtype holding the clamp, None).
 NARROW = {f"int_max_pool{r}d": _max_narrow(r) for r in (1, 3)}
+#: the records of the pools of rank 1 and 3 (int_avg_pool2d's non-geometry attributes)
+OPS = ops(AVG_ATTRS)

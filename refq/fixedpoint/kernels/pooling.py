@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import FixedPointError, ParamError, ShapeError
+from ...errors import FixedPointError, ShapeError
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.conv import pad_hw, window_geometry
@@ -21,15 +21,15 @@ from ...layers.pooling import valid_counts
 from ..requantize import REQUANT_SCHEMES, apply_scale_32, float_scale_round, requantize
 from ..rounding import _bounds
 from .qdq import dequantize32, f32, quantize32, quantize32_zp_first
+from .pool_common import (AVG_ATTRS, SCALES, check_avg_attrs, check_scales, reciprocal_scale,
+                          requant_wanted, round_div_half_away)
 from .pool_nd import GEOMETRY_KEYS, avg_pool_nd, is_plain, pool_attrs
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes, act_dtype,
                      check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
                      int_input, int_values, requant)
 
 _GEO = GEOMETRY_KEYS
-AVG_MODES = ("tflite", "tosa", "float", "qdq", "ort")
 MEAN_MODES = ("tflite", "tosa", "float", "qdq", "ort")
-_SCALES = ("in_scale", "out_scale")
 
 
 def _geo(attrs):
@@ -82,40 +82,11 @@ def max_pool_narrow(inputs, params, attrs, memo=None, dtype=None):
 
 
 # ---- int_avg_pool2d --------------------------------------------------------------------------
-def _requant_wanted(params):
-    return any(k in params for k in REQUANT_PARAMS)
-
-
-def _check_scales(params, what, mode):
-    for n in _SCALES:
-        if n not in params:
-            raise ParamError(f"{what}: mode {mode!r} needs parameter '{n}'")
-        v = np.asarray(params[n], dtype=np.float64)
-        if v.size != 1 or not np.isfinite(v).all() or not np.float32(v.ravel()[0]) > 0:
-            raise FixedPointError(f"{what}: parameter '{n}' must be one finite scale > 0 in "
-                                  f"float32, got {v.tolist()}")
-
-
 def _avg_shape(in_shapes, attrs, params):
     what = "int_avg_pool2d"
     out = REGISTRY["avg_pool2d"].infer_shape(in_shapes, _geo(attrs), {})
     check_avg_attrs(params, attrs, out[-1], what)
     return out
-
-
-def check_avg_attrs(params, attrs, channels, what):
-    """The checks of an int_avg_pool's zero points, clamp, avg mode and its parameters."""
-    check_zp(attrs["input_zp"], f"{what}: input_zp", ACT_ZP_RANGE)
-    check_act(attrs, what)
-    if attrs["avg"] in ("qdq", "ort"):
-        _check_scales(params, what, attrs["avg"])
-    elif attrs["avg"] == "float":
-        if "real_multiplier" in params:
-            check_requant(params, {"scheme": "float_rne"}, 1, what)
-    elif _requant_wanted(params):
-        if attrs["scheme"] == "none":
-            raise FixedPointError(f"{what}: requantization parameters are given but no 'scheme'")
-        check_requant(params, attrs, channels, what)
 
 
 def _window_sum(xp, k, s, oh, ow):
@@ -126,27 +97,6 @@ def _window_sum(xp, k, s, oh, ow):
         for v in range(kw):
             acc += xp[:, u:u + (oh - 1) * sh + 1:sh, v:v + (ow - 1) * sw + 1:sw]
     return acc
-
-
-def reciprocal_scale(count):
-    """TOSA `reciprocal_scale(count)` (AVG_POOL2D.tosac; §5.1), elementwise on positive counts:
-    k = 32 − clz(count − 1) (= bit length of count − 1), multiplier = ((2^30 + 1)·2^k) // count,
-    shift = 30 + k. Returns int64 arrays (multiplier, shift) of count's shape."""
-    count = np.asarray(count, dtype=np.int64)
-    mult = np.empty_like(count)
-    shift = np.empty_like(count)
-    for c in np.unique(count):  # few distinct counts: one per window clipping pattern
-        k = int(c - 1).bit_length()
-        mult[count == c] = (((1 << 30) + 1) << k) // int(c)
-        shift[count == c] = 30 + k
-    return mult, shift
-
-
-def round_div_half_away(acc, count):
-    """acc / count rounded half away from zero, TFLite's `acc > 0 ? (acc + count/2)/count :
-    (acc − count/2)/count` with C truncating division (count > 0)."""
-    half = count // 2
-    return np.where(acc > 0, (acc + half) // count, -((half - acc) // count))
 
 
 def _avg_forward(inputs, params, attrs):
@@ -218,14 +168,14 @@ def _avg_forward(inputs, params, attrs):
             return np.clip(r + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
         mult, shift = reciprocal_scale(count)
         v = apply_scale_32(acc, mult, shift, double_round=False)
-    if _requant_wanted(params):
+    if requant_wanted(params):
         return requant(v, params, attrs, zero_point=attrs["output_zp"])
     return np.clip(v + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
 
 
 def _avg_float32(x, attrs, params, pads, count, oh, ow):
     """int_avg_pool2d "qdq" and "ort" (see `_avg_forward`)."""
-    si, so = (f32(params[n]) for n in _SCALES)
+    si, so = (f32(params[n]) for n in SCALES)
     (kh, kw), (sh, sw) = attrs["pool_size"], attrs["strides"]
     lo, hi, ozp = attrs["act_min"], attrs["act_max"], attrs["output_zp"]
     if attrs["avg"] == "ort" and (kh, kw) == tuple(x.shape[1:3]) and not any(pads):
@@ -288,7 +238,7 @@ def _mean_shape(in_shapes, attrs, params):
     check_acc_attrs(attrs, what)
     mode, scheme = attrs["mean"], attrs["scheme"]
     if mode in ("qdq", "ort"):
-        _check_scales(params, what, mode)
+        check_scales(params, what, mode)
         return (shape[0], 1, 1, shape[3]) if attrs["keepdims"] else (shape[0], shape[3])
     want = {"tflite": ("tflite_double", "single_round"), "tosa": ("tosa_single", "tosa_double"),
             "float": REQUANT_SCHEMES}[mode]
@@ -350,7 +300,7 @@ def _mean_accumulate(inputs, params, attrs):
     if n == 0:
         raise ShapeError("int_mean: the input has no spatial positions (H·W = 0)")
     if attrs["mean"] in ("qdq", "ort"):
-        si, so = (f32(params[k]) for k in _SCALES)
+        si, so = (f32(params[k]) for k in SCALES)
         lo, hi, ozp = attrs["act_min"], attrs["act_max"], attrs["output_zp"]
         acc = np.sum(x, axis=(1, 2), keepdims=attrs["keepdims"]) - n * attrs["input_zp"]
         fit_accumulator(acc, attrs, _bounds(acc))
@@ -394,29 +344,19 @@ def _mean_macs(in_shapes, out_shape, attrs, params):
     return 0 if h is None or w is None else int(h * w * c)
 
 
-_AVG_ATTRS = {"input_zp": Attr("int", 0), "output_zp": Attr("int", 0), **ACT_ATTRS,
-              "avg": Attr("str", choices=AVG_MODES),
-              "scheme": Attr("str", "none", choices=("none",) + REQUANT_SCHEMES),
-              "zp_before_round": Attr("bool", False)}
-
 OPS = [
     Op("int_max_pool2d", _max_forward, _max_shape, attrs={**pool_attrs(2, False), **ACT_ATTRS}),
-    Op("int_avg_pool2d", _avg_forward, _avg_shape, attrs={**pool_attrs(2, True), **_AVG_ATTRS},
-       params={**REQUANT_PARAMS, **{k: False for k in _SCALES}},
+    Op("int_avg_pool2d", _avg_forward, _avg_shape, attrs={**pool_attrs(2, True), **AVG_ATTRS},
+       params={**REQUANT_PARAMS, **{k: False for k in SCALES}},
        macs=REGISTRY["avg_pool2d"].macs),
     Op("int_mean", _mean_forward, _mean_shape,
        attrs={"keepdims": Attr("bool", False), "input_zp": Attr("int", 0),
               "output_zp": Attr("int", 0), **ACT_ATTRS, "mean": Attr("str", choices=MEAN_MODES),
               "scheme": Attr("str", choices=REQUANT_SCHEMES), **ACC_ATTRS},
-       params={**REQUANT_PARAMS, **{k: False for k in _SCALES}}, macs=_mean_macs,
+       params={**REQUANT_PARAMS, **{k: False for k in SCALES}}, macs=_mean_macs,
        accumulate=_mean_accumulate),
 ]
 
 #: `run_int`'s kernels: (y in the narrowest dtype holding [act_min, act_max], None).
 NARROW = {"int_max_pool2d": max_pool_narrow}
 
-# The pools of rank 1 and 3 (`kernels.pool_nd`), with int_avg_pool2d's other attributes.
-from . import pool_nd as _pool_nd  # noqa: E402
-
-OPS += _pool_nd.ops(_AVG_ATTRS)
-NARROW.update(_pool_nd.NARROW)

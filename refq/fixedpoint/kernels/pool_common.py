@@ -1,0 +1,69 @@
+"""What the integer poolings of every rank share (`kernels.pooling`, `kernels.pool_nd`): the
+average-pool attribute schema and its checks, and the TOSA and TFLite division helpers."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import FixedPointError, ParamError
+from ...layers.base import Attr
+from ..requantize import REQUANT_SCHEMES
+from .common import ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, check_act, check_requant, check_zp
+
+AVG_MODES = ("tflite", "tosa", "float", "qdq", "ort")
+SCALES = ("in_scale", "out_scale")
+
+
+def requant_wanted(params):
+    return any(k in params for k in REQUANT_PARAMS)
+
+
+def check_scales(params, what, mode):
+    for n in SCALES:
+        if n not in params:
+            raise ParamError(f"{what}: mode {mode!r} needs parameter '{n}'")
+        v = np.asarray(params[n], dtype=np.float64)
+        if v.size != 1 or not np.isfinite(v).all() or not np.float32(v.ravel()[0]) > 0:
+            raise FixedPointError(f"{what}: parameter '{n}' must be one finite scale > 0 in "
+                                  f"float32, got {v.tolist()}")
+
+
+def check_avg_attrs(params, attrs, channels, what):
+    """The checks of an int_avg_pool's zero points, clamp, avg mode and its parameters."""
+    check_zp(attrs["input_zp"], f"{what}: input_zp", ACT_ZP_RANGE)
+    check_act(attrs, what)
+    if attrs["avg"] in ("qdq", "ort"):
+        check_scales(params, what, attrs["avg"])
+    elif attrs["avg"] == "float":
+        if "real_multiplier" in params:
+            check_requant(params, {"scheme": "float_rne"}, 1, what)
+    elif requant_wanted(params):
+        if attrs["scheme"] == "none":
+            raise FixedPointError(f"{what}: requantization parameters are given but no 'scheme'")
+        check_requant(params, attrs, channels, what)
+
+
+def reciprocal_scale(count):
+    """TOSA `reciprocal_scale(count)` (AVG_POOL2D.tosac; §5.1), elementwise on positive counts:
+    k = 32 − clz(count − 1) (= bit length of count − 1), multiplier = ((2^30 + 1)·2^k) // count,
+    shift = 30 + k. Returns int64 arrays (multiplier, shift) of count's shape."""
+    count = np.asarray(count, dtype=np.int64)
+    mult = np.empty_like(count)
+    shift = np.empty_like(count)
+    for c in np.unique(count):  # few distinct counts: one per window clipping pattern
+        k = int(c - 1).bit_length()
+        mult[count == c] = (((1 << 30) + 1) << k) // int(c)
+        shift[count == c] = 30 + k
+    return mult, shift
+
+
+def round_div_half_away(acc, count):
+    """acc / count rounded half away from zero, TFLite's `acc > 0 ? (acc + count/2)/count :
+    (acc − count/2)/count` with C truncating division (count > 0)."""
+    half = count // 2
+    return np.where(acc > 0, (acc + half) // count, -((half - acc) // count))
+
+
+AVG_ATTRS = {"input_zp": Attr("int", 0), "output_zp": Attr("int", 0), **ACT_ATTRS,
+              "avg": Attr("str", choices=AVG_MODES),
+              "scheme": Attr("str", "none", choices=("none",) + REQUANT_SCHEMES),
+              "zp_before_round": Attr("bool", False)}
