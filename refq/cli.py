@@ -1,6 +1,7 @@
 """The `refq` command.
 
-    refq import MODEL.h5 -o MODEL.refq.h5 [--architecture ARCH.json]
+    refq import MODEL.h5|MODEL.tflite|MODEL.onnx -o MODEL.refq.h5 [--architecture ARCH.json]
+               [--input-shape NAME=N,C,H,W] [--profile P]
     refq info MODEL.refq.h5 [--json]
     refq run MODEL.refq.h5 --input X.npy --output Y.npy [--mode float|sim|int] [--codes]
              [--trace DIR] [--max-trace-size SIZE] [--dtype float64|float32] [--batch-size N]
@@ -15,6 +16,9 @@
     refq adaround Q.refq.h5 --data CALIB.npy -o R.refq.h5 [--iterations N] [--param-bw B]
              [--reg 0.01] [--beta 20,2] [--warm-start 0.2] [--seed S] [--encodings OUT]
     refq bn-reestimate MODEL.refq.h5 --data X.npy -o OUT.refq.h5 [--num-batches 100] [--fold]
+    refq compress MODEL.refq.h5 --method spatial-svd|weight-svd|channel-pruning
+               (--target-macs R | --target-params R | --ratios L=R,...) [--eval X] [--labels Y.npy]
+               -o C.refq.h5 [--candidates 10] [--eval-table S.json] [--fine-tune-epochs E]
     refq equalize MODEL.refq.h5 -o EQ.refq.h5 [--report CLE.json] [--relu6-to-relu]
              [--through-se] [--no-high-bias]
     refq report Q.refq.h5 --data X.npy [--json REPORT.json] [--top N] [--batch-size N]
@@ -48,6 +52,7 @@ from .commands import BATCH_HELP, bitwidth, input_shape, model_argument, positiv
 from .commands.golden import add_golden_parsers
 from .commands.integer import cmd_compare, cmd_export, cmd_lower, cmd_profiles
 from .commands.model import DEFAULT_MAX_TRACE, cmd_demo, cmd_import, cmd_info, cmd_run
+from .commands.compress import add_compress_parser
 from .commands.quant import cmd_equalize, cmd_quantize, cmd_report
 from .commands.train import add_learning_parsers
 from .data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
@@ -205,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     add_learning_parsers(sub)
+    add_compress_parser(sub)
 
     s = sub.add_parser("lower", help="lower a quantized model to an integer model for a profile")
     model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
