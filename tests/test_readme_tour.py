@@ -112,6 +112,33 @@ def test_reading_tflite_and_onnx_as_written(tflite, tmp_path, monkeypatch, capsy
     assert isinstance(refq.load("onnx.refq.h5"), refq.Graph)
 
 
+def test_compress_command_as_written(tmp_path, monkeypatch, capsys):
+    """The README's `refq compress` block runs as written on the mnv1 model (40 inputs: its 10
+    reference digits and three noisy copies; labels: the float model's own predictions) and
+    reaches about half the MACs."""
+    import refq
+    from refq.compression.cost import model_cost
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Compression", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```\n(.*?)```", section, flags=re.S)[0].replace("\\\n", " ")
+    (argv,) = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "import", MODELS["mnv1"], "-o", "m.refq.h5")[0] == 0
+    with np.load(MODELS["mnv1"].parent / "reference_outputs.npz", allow_pickle=False) as z:
+        digits = z["inputs"].astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.05, (3,) + digits.shape).astype(np.float32)
+    x = np.concatenate([digits, *(digits + noise)])
+    g = refq.load("m.refq.h5")
+    np.save("x.npy", x)
+    np.save("y.npy", refq.run(g, {g.inputs[0].name: x})[g.outputs[0]].argmax(1))
+    code, out, err = cli(capsys, *argv[1:])
+    assert code == 0, (out, err)
+    before, after = model_cost(g), model_cost(refq.load("c.refq.h5"))
+    assert 0.4 <= after.macs / before.macs <= 0.6, (before, after)
+    assert (tmp_path / "scores.json").exists()
+
+
 def test_golden_commands_from_the_repository_root(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     for argv in tour_blocks()[1]:
