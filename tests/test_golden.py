@@ -4,7 +4,9 @@ cases load and reproduce, tampering is detected, and the suite covers every op, 
 and grid."""
 import dataclasses
 import hashlib
+import itertools
 import json
+import math
 import os
 import pathlib
 import re
@@ -65,16 +67,38 @@ def _docs():
     return {cid: json.loads((GOLDEN / cid / "case.json").read_text()) for cid in CASES}
 
 
+#: the kernels only the TFLite importer produces (LiteRT's dynamic-range and float32 reference
+#: kernels, int_hybrid_* and int_f32_*): no profile lowers to them
+IMPORT_KERNELS = {k for k in INT_REGISTRY if k.startswith(("int_hybrid_", "int_f32_"))}
+
+
+def _profile_kernels(profile) -> set:
+    """The integer kernels `profile` lowers to: all but the TFLite-import kernels and the pools
+    of a spatial rank its pooling attributes leave out (`max_pool_attributes`,
+    `avg_pool_attributes`: "1d", "3d")."""
+    kernels = set(INT_REGISTRY) - IMPORT_KERNELS
+    for pool in ("max", "avg"):
+        for rank in ("1d", "3d"):
+            if rank not in getattr(profile, f"{pool}_pool_attributes", ()):
+                kernels.discard(f"int_{pool}_pool{rank}")
+    return kernels
+
+
 def test_coverage_of_ops_kernels_profiles_and_grids():
     docs = _docs()
     float_ops = {n["op"] for d in docs.values() if d["kind"] == "float"
                  for n in d["graph"]["nodes"]}
     assert float_ops == set(REGISTRY)
-    for name in PROFILES:
+    assert IMPORT_KERNELS and IMPORT_KERNELS < set(INT_REGISTRY)
+    for name, profile in PROFILES.items():   # every profile's lowering kernels, per profile
         ops = {n["op"] for cid, d in docs.items() if cid.startswith("integer.")
                and d["profile"] == name for n in d["graph"]["nodes"]}
-        assert set(INT_REGISTRY) <= ops, (name, set(INT_REGISTRY) - ops)
+        lowering = _profile_kernels(profile)
+        assert lowering <= ops, (name, lowering - ops)
         assert f"model.fer.w8a8_per_channel.{name}" in docs
+    imported = {n["op"] for d in docs.values() for n in d["graph"]["nodes"]}
+    assert IMPORT_KERNELS <= imported, IMPORT_KERNELS - imported   # in at least one case
+    assert {d["kind"] for d in docs.values()} == {"float", "quant", "integer", "float32"}
     assert "model.ppocr.w8a8_per_channel.tflite" in docs
     for grid in ("signed", "unsigned", "strict", "unsigned_symmetric"):
         for bits in (2, 4, 8, 16):
@@ -83,7 +107,7 @@ def test_coverage_of_ops_kernels_profiles_and_grids():
     for d in docs.values():
         tol = d["tolerance"]
         assert tol == ({"kind": "allclose", "atol": 1e-12, "rtol": 1e-12}
-                       if d["kind"] == "float" else {"kind": "exact"})
+                       if d["kind"] == "float" else {"kind": "exact"}), d["case"]
         if d["kind"] == "integer" and not d["case"].startswith("model."):
             gens = d["inputs"][next(iter(d["inputs"]))]["generators"]
             assert gens == ["uniform", "quantize_ties", "saturate_high", "saturate_low",
@@ -154,7 +178,10 @@ def test_a_failing_generation_leaves_the_suite_unchanged(tmp_path, monkeypatch):
                                  "float.graph.residual_block", "quant.unsigned.b4.per_channel",
                                  "integer.softmax.tflite_encoding.cmsis-nn",
                                  "integer.concat.requant.tosa",
-                                 "model.fer.w8a8_per_channel.tflite"])
+                                 "model.fer.w8a8_per_channel.tflite",
+                                 "float.max_pool2d_indices.ties_overlapping",
+                                 "float.gemm.scalar_bias",
+                                 "model.ops_hybrid.tflite", "model.qlinear.onnx"])
 def test_load_case_round_trip_reproduces_outputs(cid):
     graph, inputs, outputs, trace, doc = load_case(GOLDEN / cid)
     assert doc["case"] == cid and [n.name for n in graph.topological_order()] == \
@@ -258,10 +285,170 @@ def _simd_env() -> dict:
 
 def test_generation_does_not_depend_on_simd_or_blas_kernels():
     """Float sums, transcendental functions and calibration must not depend on the CPU."""
-    pattern = "float.*,quant.*,integer.*.tosa,model.fer.w8a8_per_channel.tflite"
+    pattern = ("float.*,quant.*,integer.*.tosa,model.fer.w8a8_per_channel.tflite,"
+               "model.*_hybrid*.tflite")
     code = ("import sys; from refq.conformance import check, format_check; "
             f"r = check({str(GOLDEN)!r}, {pattern!r}); print(format_check(r)); "
             "sys.exit(0 if r['ok'] else 1)")
     p = subprocess.run([sys.executable, "-c", code], env=_simd_env(), capture_output=True,
                        text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ---- the float cases of the ONNX-era ops against naive transcriptions of their definitions ------
+
+def _axis_geometry(n, k, s, d, a, axis, r):
+    """(before, out) of one spatial axis (refq.layers.pool_geometry's docstring, transcribed)."""
+    keff = (k - 1) * d + 1
+    if a["padding"] == "valid":
+        b = e = 0
+    elif a["padding"] == "explicit":
+        b, e = a["pads"][2 * axis], a["pads"][2 * axis + 1]
+    else:
+        total = max((-(-n // s) - 1) * s + keff - n, 0)
+        b = total // 2 if a["padding"] == "same" else total - total // 2
+        e = total - b
+    out = (n + b + e - keff) // s + 1
+    if a["ceil_mode"] and a["padding"] in ("valid", "explicit"):
+        out = -(-(n + b + e - keff) // s) + 1
+        if (out - 1) * s >= n + b:
+            out -= 1
+    return b, e, out
+
+
+def _naive_pool(x, op, a):
+    """max / avg / indices pooling by loops over every output position and window tap."""
+    r = x.ndim - 2
+    geo = [_axis_geometry(x.shape[1 + i], a["pool_size"][i], a["strides"][i],
+                          a["dilations"][i], a, i, r) for i in range(r)]
+    outs = [g[2] for g in geo]
+    y = np.zeros((x.shape[0], *outs, x.shape[-1]), np.int64 if op == "indices" else np.float64)
+    spatial = x.shape[1:-1]
+    for nb in range(x.shape[0]):
+        for c in range(x.shape[-1]):
+            for pos in itertools.product(*map(range, outs)):
+                vals, flat, total = [], [], 0
+                for tap in itertools.product(*map(range, a["pool_size"])):
+                    p = [pos[i] * a["strides"][i] + tap[i] * a["dilations"][i] for i in range(r)]
+                    if all(p[i] < geo[i][0] + spatial[i] + geo[i][1] for i in range(r)):
+                        total += 1
+                    if all(geo[i][0] <= p[i] < geo[i][0] + spatial[i] for i in range(r)):
+                        idx = [p[i] - geo[i][0] for i in range(r)]
+                        vals.append(x[(nb, *idx, c)])
+                        f = c
+                        for i in range(r):
+                            f = f * spatial[i] + idx[i]
+                        flat.append(f)
+                if op == "max":
+                    v = max(vals)
+                elif op == "indices":
+                    v = flat[vals.index(max(vals))]   # the first maximum in window order
+                else:
+                    v = sum(vals) / (total if a.get("count_include_pad") else len(vals))
+                y[(nb, *pos, c)] = v
+    return y
+
+
+def _naive_conv_transpose(x, w, bias, a):
+    n, h, wd, cin = x.shape
+    o, kh, kw, cg = w.shape
+    groups = a["groups"]
+    og = o // groups
+    (sh, sw), (dh, dw), (oph, opw) = a["strides"], a["dilations"], a["output_padding"]
+    hf, wf = (h - 1) * sh + (kh - 1) * dh + 1 + oph, (wd - 1) * sw + (kw - 1) * dw + 1 + opw
+    full = np.zeros((n, hf, wf, o))
+    for b_, i, j, oc, u, v, c in itertools.product(range(n), range(h), range(wd), range(o),
+                                                   range(kh), range(kw), range(cg)):
+        full[b_, i * sh + u * dh, j * sw + v * dw, oc] += x[b_, i, j, (oc // og) * cg + c] * \
+            w[oc, u, v, c]
+    pads = list(a["pads"])
+    if a["output_shape"] or a["padding"] in ("same_upper", "same_lower"):
+        target = list(a["output_shape"]) or [h * sh, wd * sw]
+        pads = []
+        for full_size, out in zip((hf, wf), target):
+            total = full_size - out
+            before = total // 2 if a["padding"] == "same_upper" else total - total // 2
+            pads += [before, total - before]
+    elif a["padding"] == "valid":
+        pads = [0, 0, 0, 0]
+    y = full[:, pads[0]:hf - pads[1], pads[2]:wf - pads[3], :]
+    return y + (bias if bias is not None else 0.0)
+
+
+def _naive(doc, arrays):
+    """{output: value} of a one-node float case from its case.json by the naive definitions."""
+    node = doc["graph"]["nodes"][0]   # (indices cases: max_pool, then its indices node)
+    a, op = node["attrs"], node["op"]
+    p = {k.split("/")[-1]: v for k, v in arrays["params"].items()}
+    xs = [arrays["inputs"][t] for t in node["inputs"]]
+    x = xs[0]
+    out = {}
+    if "pool" in op and "global" not in op:
+        out[node["outputs"][0]] = _naive_pool(x, "max" if op.startswith("max") else "avg", a)
+        for nd in doc["graph"]["nodes"]:
+            if nd["op"].endswith("_indices"):
+                out[nd["outputs"][0]] = _naive_pool(x, "indices", nd["attrs"])
+    elif op == "global_max_pool2d":
+        y = np.array([[max(x[b, :, :, c].ravel().tolist()) for c in range(x.shape[3])]
+                      for b in range(x.shape[0])])
+        out[node["outputs"][0]] = y.reshape(x.shape[0], 1, 1, -1) if a["keepdims"] else y
+    elif op == "conv_transpose2d":
+        out[node["outputs"][0]] = _naive_conv_transpose(x, p["weight"], p.get("bias"), a)
+    elif op == "gemm":
+        bm = p["weight"].T if a["transB"] else p["weight"]
+        y = np.array([[sum(x[i, k] * bm[k, j] for k in range(bm.shape[0]))
+                       for j in range(bm.shape[1])] for i in range(x.shape[0])])
+        out[node["outputs"][0]] = a["alpha"] * y + a["beta"] * p.get("bias", 0.0)
+    elif op == "matmul":
+        c = xs[1]
+        lead = np.broadcast_shapes(x.shape[:-2], c.shape[:-2])
+        y = np.zeros(lead + (x.shape[-2], c.shape[-1]))
+        for idx in itertools.product(*map(range, lead)):
+            ia = tuple(0 if s == 1 else i for i, s in zip(idx, x.shape[:-2]))
+            ic = tuple(0 if s == 1 else i for i, s in zip(idx, c.shape[:-2]))
+            for i, j in itertools.product(range(x.shape[-2]), range(c.shape[-1])):
+                y[idx + (i, j)] = sum(x[ia + (i, k)] * c[ic + (k, j)] for k in range(x.shape[-1]))
+        out[node["outputs"][0]] = y
+    elif op == "round":
+        out[node["outputs"][0]] = np.array(
+            [math.copysign(float(round(v)), v) for v in x.ravel().tolist()]).reshape(x.shape)
+    elif op == "clip":
+        lo = -math.inf if a["min"] is None else a["min"]   # a missing bound is no bound
+        hi = math.inf if a["max"] is None else a["max"]
+        out[node["outputs"][0]] = np.array(
+            [min(max(v, lo), hi) for v in x.ravel().tolist()]).reshape(x.shape)
+    elif op == "flatten":
+        ax = a["axis"] % x.ndim
+        out[node["outputs"][0]] = x.reshape(int(np.prod(x.shape[:ax])), -1)
+    return out
+
+
+NAIVE_OPS = ("conv_transpose2d", "matmul", "gemm", "max_pool1d", "avg_pool1d", "max_pool3d",
+             "avg_pool3d", "global_max_pool2d", "round", "clip", "flatten")
+NAIVE_VARIANTS = ("ceil_mode", "count_include_pad", "same_lower", "dilations")
+
+
+def _naive_cases():
+    return [cid for cid in CASES if cid.startswith("float.") and (
+        cid.split(".")[1] in NAIVE_OPS or cid.split(".")[1].endswith("_indices")
+        or "pool" in cid.split(".")[1] and any(v in cid.split(".")[2] for v in NAIVE_VARIANTS))]
+
+
+def test_onnx_era_float_cases_match_naive_definitions():
+    ids = _naive_cases()
+    assert len(ids) >= 45
+    for cid in ids:
+        doc, arrays = json.loads((GOLDEN / cid / "case.json").read_text()), {}
+        for section in ("params", "inputs", "outputs"):
+            arrays[section] = {k: np.load(GOLDEN / cid / e["file"], allow_pickle=False)
+                               for k, e in doc[section].items()}
+        want = _naive(doc, arrays)
+        assert set(want) == set(arrays["outputs"]), cid
+        for k, v in want.items():
+            got = arrays["outputs"][k]
+            assert got.shape == v.shape, (cid, k)
+            if got.dtype.kind == "i":
+                assert np.array_equal(got, v), (cid, k)
+            else:   # exact: dyadic data, one correctly rounded division per average
+                assert np.array_equal(got, v) and np.array_equal(np.signbit(got),
+                                                                 np.signbit(v)), (cid, k)

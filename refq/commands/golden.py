@@ -36,10 +36,38 @@ exit status:
 def cmd_golden_generate(args):
     from ..conformance import generate
 
-    r = generate(args.out, args.cases, quiet=args.quiet)
+    if args.model is not None or args.inputs is not None or args.case is not None:
+        return _generate_from_model(args)
+    out = "golden" if args.out is None else args.out
+    r = generate(out, args.cases, quiet=args.quiet)
     if not args.quiet:
         print(f"golden: wrote {r['cases']} cases ({r['files']} files, {r['bytes'] / 1e6:.1f} MB) "
-              f"to {args.out} in {r['seconds']:.1f} s")
+              f"to {out} in {r['seconds']:.1f} s")
+
+
+def _generate_from_model(args):
+    """`refq golden generate --model M --inputs X --out DIR [--case NAME]`: one case made from a
+    .tflite or .onnx file (refq.conformance.model_file)."""
+    from ..conformance.model_file import write_file_case
+
+    if args.model is None:
+        raise InputError("--inputs and --case make a case from a model file; give the model with "
+                         "--model M.tflite|M.onnx")
+    if args.inputs is None:
+        raise InputError(f"--model {args.model}: give the inputs to run it on with --inputs X.npy "
+                         "(or an .npz keyed by input name; NHWC, batch first)")
+    if args.cases is not None:
+        raise InputError("--cases selects the suite's own cases; it does not combine with "
+                         "--model (name the model's case with --case)")
+    if args.out is None:
+        raise InputError(f"--model {args.model}: give the suite directory to write the case into "
+                         "with --out DIR (the committed golden/ holds only the cases refq "
+                         "generates itself)")
+    r = write_file_case(args.out, args.model, args.inputs, case_id=args.case)
+    if not args.quiet:
+        print(f"golden: wrote case {r['case']} ({r['kind']}"
+              f"{', profile ' + r['profile'] if r['profile'] else ''}; {r['files']} files, "
+              f"{r['bytes'] / 1e6:.1f} MB) to {r['path']}")
 
 
 def cmd_golden_check(args):
@@ -104,10 +132,22 @@ def add_golden_parsers(sub):
     g = sub.add_parser("golden", help="golden vectors: generate the suite, check it, verify "
                                       "another implementation's dumps against a case")
     gsub = g.add_subparsers(dest="golden_command", required=True, metavar="COMMAND")
-    s = gsub.add_parser("generate", help="write the golden cases and manifest.json")
+    s = gsub.add_parser("generate", help="write the golden cases and manifest.json",
+                        usage="%(prog)s [options]",
+                        description="Write the suite's cases (every case, or those matching a "
+                                    "pattern) and manifest.json; or, given a .tflite or .onnx "
+                                    "model and its inputs, make one case from the model file.")
     s.add_argument("--cases", metavar="PATTERN", help=_CASES_HELP)
-    s.add_argument("--out", default="golden", metavar="DIR",
-                   help="suite directory (default: golden)")
+    s.add_argument("--out", default=None, metavar="DIR",
+                   help="suite directory (default: golden; required when a model is given)")
+    s.add_argument("--model", metavar="MODEL", help="make one case from a .tflite or .onnx model "
+                   "instead: imported, run on the inputs, every layer traced (default: the "
+                   "suite's own cases)")
+    s.add_argument("--inputs", metavar="X", help="the inputs to run the model on (required with a "
+                   "model): an .npy file (one input) or an .npz keyed by input name; NHWC, batch "
+                   "first, float")
+    s.add_argument("--case", metavar="NAME", help="the case id of the model's case (default: "
+                   "model.<file stem>.<tflite|onnx>)")
     s.set_defaults(func=cmd_golden_generate)
     s = gsub.add_parser("check", help="regenerate and compare every byte with a committed suite",
                         epilog=CHECK_EPILOG, formatter_class=raw)

@@ -12,7 +12,7 @@ the repository root. It is called once per case with an `AdapterCase` (read only
 copies):
 
     case.id           the case id, e.g. "float.dense.basic"
-    case.kind         "float" | "quant" | "integer"
+    case.kind         "float" | "quant" | "integer" | "float32" | "sim"
     case.profile      the numerics profile name (integer cases), else None
     case.description  one line
     case.graph        the model as a refq Graph: case.graph.nodes in topological order, each with

@@ -29,12 +29,12 @@ __all__ = ["Case", "CaseData", "CASES", "register", "select", "render", "render_
 
 FORMAT = "refq-golden"
 FORMAT_VERSION = 1
-KINDS = ("float", "quant", "integer")
+KINDS = ("float", "quant", "integer", "float32", "sim")
 MANIFEST = "manifest.json"
 EXACT = {"kind": "exact"}
 _ID = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
 #: dtypes a golden array may have
-_DTYPES = ("int8", "uint8", "int16", "int32", "float32", "float64")
+_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "float32", "float64")
 
 
 def allclose(atol: float, rtol: float) -> dict:
@@ -148,14 +148,15 @@ def npy_bytes(a: np.ndarray) -> bytes:
     a = np.asarray(a)
     if a.dtype.name not in _DTYPES:
         raise ValueError(f"golden arrays are {_DTYPES}, got {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    a = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")   # (0-d stays 0-d)
     buf = io.BytesIO()
     np.lib.format.write_array(buf, a, version=(1, 0), allow_pickle=False)
     return buf.getvalue()
 
 
 def layout_of(a: np.ndarray) -> str:
-    return {0: "scalar", 1: "C", 2: "NC", 3: "NWC", 4: "NHWC"}.get(np.ndim(a), f"rank{np.ndim(a)}")
+    return {0: "scalar", 1: "C", 2: "NC", 3: "NWC", 4: "NHWC", 5: "NDHWC"}.get(
+        np.ndim(a), f"rank{np.ndim(a)}")
 
 
 def _entry(path, a, layout=None):

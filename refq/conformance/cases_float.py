@@ -119,9 +119,10 @@ def _kinks(points, eps=2.0 ** -20):
 
 # ---- registration ----------------------------------------------------------------------------
 
-def float_case(cid, description, nodes, inputs, outputs=None, seed=0):
+def float_case(cid, description, nodes, inputs, outputs=None, seed=0, layouts=None):
     """Register float case `cid`: `nodes` (list of Node, or a function rng -> list) over graph
-    inputs {name: (shape without batch, function rng -> array)} ."""
+    inputs {name: (shape without batch, function rng -> array)}; `layouts` ({tensor: layout})
+    overrides the layout named by the rank (`refq.conformance.case.layout_of`)."""
 
     def build():
         rng = np.random.default_rng(seed)
@@ -132,7 +133,7 @@ def float_case(cid, description, nodes, inputs, outputs=None, seed=0):
         outs = outputs or [ns[-1].outputs[0]]
         g = Graph(specs, outs, ns, name=cid).validate()
         y, tr = run_float(g, feeds)
-        return CaseData(g, feeds, y, tr)
+        return CaseData(g, feeds, y, tr, layouts=dict(layouts or {}))
 
     register(Case(cid, "float", build, description, seed=seed, tolerance=TOLERANCE))
 

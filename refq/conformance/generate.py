@@ -3,9 +3,9 @@
     generate("golden", pattern=None)        # every case (or those matching the fnmatch globs)
     report = check("golden")                 # {"ok", "checked", "mismatches", "regenerated"}
 
-generate renders each selected case in memory, writes it into a temporary directory inside the
-output directory (each file atomically), then swaps the case directories in and rewrites
-manifest.json; an interrupted or failing run leaves every committed case as it was. A full
+generate renders each selected case in memory, then `suite_files.install_cases` writes them into
+a temporary directory inside the output directory (each file atomically), swaps the case
+directories in and rewrites manifest.json; an interrupted or failing run leaves every committed case as it was. A full
 generation (no pattern) also removes case directories of cases that no longer exist.
 `run_integer` and `quantization_of` (`refq.conformance.integer_graphs`, re-exported here) compute
 what integer and model cases hold; `reproduce` runs a loaded case again.
@@ -13,40 +13,18 @@ what integer and model cases hold; `reproduce` runs a loaded case again.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 
-from ..atomic import atomic_path
 from ..errors import FormatError, OutputError
 from ..progress import progress
 from .case import CASES, MANIFEST, manifest_entry, render, render_manifest, select
-from .case_reader import case_dir_hint, read_manifest
+from .case_reader import case_dir_hint
+from .suite_files import case_dirs, install_cases, read_suite_manifest, write_bytes
 from .integer_graphs import quantization_of, run_integer  # re-exported
 
 __all__ = ["generate", "check", "format_check", "check_failure", "reproduce", "run_integer",
            "quantization_of"]
-
-
-def _write(path, data: bytes):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-
-def _read_manifest(directory) -> dict:
-    """The manifest entries of suite `directory` ({} when it has no manifest.json yet), checked by
-    refq.conformance.case_reader.read_manifest."""
-    path = os.path.join(directory, MANIFEST)
-    return dict(read_manifest(path)) if os.path.exists(path) else {}
-
-
-def _case_dirs(directory) -> set:
-    """Names of the subdirectories of `directory` that hold a case.json."""
-    if not os.path.isdir(directory):
-        return set()
-    return {d for d in os.listdir(directory) if not d.startswith(".")
-            and os.path.isfile(os.path.join(directory, d, "case.json"))}
 
 
 def generate(out_dir="golden", pattern: str | None = None, quiet: bool = False) -> dict:
@@ -58,31 +36,15 @@ def generate(out_dir="golden", pattern: str | None = None, quiet: bool = False) 
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"{out_dir}: exists and is not a directory; give the suite directory "
                          "with --out")
-    entries = {} if pattern is None else _read_manifest(out)
-    os.makedirs(out, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".golden-tmp-", dir=out)
+    entries = {} if pattern is None else read_suite_manifest(out)
+    rendered = {}
     nfiles = nbytes = 0
-    try:
-        for case in progress(cases, total=len(cases), desc="golden generate", quiet=quiet):
-            files = render(case)
-            for rel, data in files.items():
-                _write(os.path.join(tmp, "new", case.id, *rel.split("/")), data)
-                nfiles, nbytes = nfiles + 1, nbytes + len(data)
-            entries[case.id] = manifest_entry(case, files["case.json"])
-        old = os.path.join(tmp, "old")
-        os.makedirs(old)
-        stale = _case_dirs(out) - set(CASES) if pattern is None else set()
-        for cid in sorted(stale):
-            os.replace(os.path.join(out, cid), os.path.join(old, cid))
-        for case in cases:
-            dst = os.path.join(out, case.id)
-            if os.path.exists(dst):
-                os.replace(dst, os.path.join(old, case.id))
-            os.replace(os.path.join(tmp, "new", case.id), dst)
-        entries = {k: v for k, v in entries.items() if k in CASES}
-        _write(os.path.join(out, MANIFEST), render_manifest(entries))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for case in progress(cases, total=len(cases), desc="golden generate", quiet=quiet):
+        files = rendered[case.id] = render(case)
+        nfiles, nbytes = nfiles + len(files), nbytes + sum(len(b) for b in files.values())
+        entries[case.id] = manifest_entry(case, files["case.json"])
+    stale = case_dirs(out) - set(CASES) if pattern is None else set()
+    install_cases(out, rendered, {k: v for k, v in entries.items() if k in CASES}, stale)
     return {"cases": len(cases), "files": nfiles, "bytes": nbytes,
             "seconds": time.perf_counter() - t0}
 
@@ -129,11 +91,11 @@ def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -
     if not os.path.isdir(gdir):
         raise FormatError(f"{golden_dir}: no golden directory; create it with `refq golden "
                           f"generate --out {golden_dir}`")
-    if not os.path.isfile(os.path.join(gdir, MANIFEST)) and not _case_dirs(gdir):
+    if not os.path.isfile(os.path.join(gdir, MANIFEST)) and not case_dirs(gdir):
         raise FormatError(f"{golden_dir}: not a golden suite (no manifest.json, no case "
                           f"directories), so there is nothing to check{case_dir_hint(gdir)}; "
                           f"generate it with `refq golden generate --out {golden_dir}`")
-    manifest = _read_manifest(gdir)
+    manifest = read_suite_manifest(gdir)
     mismatches, bad_files, entries = [], {}, {}
     for case in progress(cases, total=len(cases), desc="golden check", quiet=quiet):
         files = render(case)
@@ -148,7 +110,7 @@ def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -
             if diff[0] != "(case directory)":
                 bad_files[case.id] = files
     if pattern is None:
-        for cid in sorted((_case_dirs(gdir) | set(manifest)) - set(CASES)):
+        for cid in sorted((case_dirs(gdir) | set(manifest)) - set(CASES)):
             mismatches.append({"case": cid, "file": "(case directory)", "reason":
                                "committed, but no such case is generated any more (stale)"})
         if not mismatches:
@@ -161,7 +123,7 @@ def check(golden_dir="golden", pattern: str | None = None, quiet: bool = True) -
         regenerated = tempfile.mkdtemp(prefix="refq-golden-check-")
         for cid, files in bad_files.items():
             for rel, data in files.items():
-                _write(os.path.join(regenerated, cid, *rel.split("/")), data)
+                write_bytes(os.path.join(regenerated, cid, *rel.split("/")), data)
     return {"ok": not mismatches, "checked": len(cases), "golden_dir": gdir,
             "mismatches": mismatches, "regenerated": regenerated}
 
@@ -203,6 +165,10 @@ def reproduce(graph, inputs: dict, case_json: dict) -> tuple:
         return run_float(graph, inputs, check_refq=False)
     if kind == "integer":
         return run_integer(graph, inputs)
+    if kind in ("float32", "sim"):
+        from .model_file import run_model_case
+
+        return run_model_case(graph, inputs, kind)
     if kind == "quant":
         from .cases_quant import compute
 
