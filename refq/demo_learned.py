@@ -68,11 +68,9 @@ def learned_jobs(sim, seconds, calib, train, x, y, quiet) -> list:
 
     def qat():
         from .grad import Adam, cross_entropy
-        from .grad.train import train as fine_tune
+        from .grad.train import logits_tensor, train as fine_tune
 
-        graph = sim.graph
-        head = next(n for n in graph.nodes if n.outputs[0] == graph.outputs[0])
-        logits = head.inputs[0] if head.op == "softmax" else head.outputs[0]
+        logits = logits_tensor(sim.graph)
         return fine_tune(sim, train[0], cross_entropy, Adam(1e-3), targets=train[1],
                          epochs=QAT_EPOCHS, batch_size=32, output=logits)[0]
 

@@ -9,23 +9,8 @@ import numpy as np
 
 from ..data_io import DEFAULT_BATCH_SIZE as DEFAULT_DATA_BATCH
 from ..errors import InputError
+from ..grad.train import logits_tensor
 from . import BATCH_HELP, bitwidth, check_outputs, model_argument, positive_int
-
-
-def logits_tensor(graph, name=None) -> str:
-    """`name` when given (it must be a tensor of the graph), else the input of the graph's final
-    softmax, else its only output."""
-    tensors = {s.name for s in graph.inputs} | {t for n in graph.nodes for t in n.outputs}
-    if name is not None:
-        if name not in tensors:
-            raise InputError(f"--logits {name}: model '{graph.name}' has no such tensor")
-        return name
-    if len(graph.outputs) != 1:
-        raise InputError(f"model '{graph.name}' has outputs {graph.outputs}; name the logits "
-                         "tensor with --logits")
-    producer = {n.outputs[0]: n for n in graph.nodes}.get(graph.outputs[0])
-    return producer.inputs[0] if producer is not None and producer.op == "softmax" \
-        else graph.outputs[0]
 
 
 def _training_data(path, graph):

@@ -288,15 +288,15 @@ def fine_tune(graph, inputs, *, labels=None, teacher=None, epochs: int = 1, lr: 
     model before compression) on the same inputs. Seeded batch order. Every parameter trains
     but the batch norms' moving mean and variance (`trained_params`)."""
     from ..grad import Adam, cross_entropy, kl_divergence
-    from ..grad.train import train
+    from ..grad.train import logits_tensor, train
     from ..plan import Plan
 
-    logits = _logits(graph)
+    logits = logits_tensor(graph)
     feeds = _feeds(graph, inputs)
     if labels is not None:
         targets, loss = np.asarray(labels).astype(np.int64), cross_entropy
     elif teacher is not None:
-        name = _logits(teacher)
+        name = logits_tensor(teacher)
         targets = Plan(teacher, dtype).run(_feeds(teacher, inputs), trace=[name],
                                            batch_size=100)[name]
         loss = kl_divergence
@@ -321,13 +321,3 @@ def trained_params(graph) -> list:
     selections = graph.meta.get("channel_selections", {})
     return [f"{n.name}/{k}" for n in graph.topological_order() for k in n.params
             if k not in FROZEN_PARAMS.get(n.op, ()) and n.name not in selections]
-
-
-def _logits(graph) -> str:
-    """The input of the graph's final softmax, else its only output."""
-    if len(graph.outputs) != 1:
-        raise InputError(f"model '{graph.name}' has outputs {graph.outputs}; fine-tuning needs "
-                         "a model with one output")
-    producer = {n.outputs[0]: n for n in graph.nodes}.get(graph.outputs[0])
-    return producer.inputs[0] if producer is not None and producer.op == "softmax" \
-        else graph.outputs[0]

@@ -65,6 +65,22 @@ def _first_non_finite(grads, order):
     return None
 
 
+def logits_tensor(graph, name=None) -> str:
+    """`name` when given (it must be a tensor of the graph), else the input of the graph's final
+    softmax, else its only output."""
+    tensors = {s.name for s in graph.inputs} | {t for n in graph.nodes for t in n.outputs}
+    if name is not None:
+        if name not in tensors:
+            raise InputError(f"--logits {name}: model '{graph.name}' has no such tensor")
+        return name
+    if len(graph.outputs) != 1:
+        raise InputError(f"model '{graph.name}' has outputs {graph.outputs}; name the logits "
+                         "tensor (--logits)")
+    producer = {n.outputs[0]: n for n in graph.nodes}.get(graph.outputs[0])
+    return producer.inputs[0] if producer is not None and producer.op == "softmax" \
+        else graph.outputs[0]
+
+
 def train(model, data, loss, optimizer, *, targets=None, epochs: int = 1,
           batch_size: int = 32, seed: int = 0, output: str | None = None, wrt=None,
           dtype=np.float64, evaluate=None, quiet: bool = True, learn_ranges: bool = False,
