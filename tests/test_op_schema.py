@@ -36,7 +36,7 @@ def test_the_derived_lists():
     assert set(ONNX_TYPE) == set(REGISTRY)
     assert set(ops_with("grid_preserving")) == {"max_pool1d", "max_pool2d", "max_pool3d",
                                                 "global_max_pool2d", "zero_pad2d", "flatten",
-                                                "reshape", "identity"}
+                                                "reshape", "identity", "gather_channels"}
     assert set(ops_with("takes_activation")) == {"conv2d", "dense", "add", "multiply",
                                                  "conv_transpose2d", "gemm", "matmul"}
     assert set(ops_with("fusable_activation")) == {"relu", "relu6", "clip"}

@@ -127,3 +127,28 @@ def test_clip_at_its_one_bound_is_zero():
     assert g.tolist() == [[2.0, 0.0, 0.0]]
     (g,), _ = vjp("clip", [np.array([[np.nan, 1.0]])], {"min": 0.0}, gy=np.ones((1, 2)))
     assert np.isnan(g[0, 0]) and g[0, 1] == 1.0
+
+
+def test_gather_channels_forward_vjp_and_errors():
+    """y[..., k] = x[..., indices[k]] against a loop; the VJP against finite differences and
+    the scatter written out; bad indices are ShapeErrors."""
+    from refq.errors import ShapeError
+    from refq.layers import REGISTRY
+
+    op = REGISTRY["gather_channels"]
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 3, 4, 6))
+    attrs = {"indices": [4, 0, 5]}
+    y = op.forward([x], {}, attrs)
+    for k, c in enumerate(attrs["indices"]):
+        np.testing.assert_array_equal(y[..., k], x[..., c])
+    gy = rng.normal(size=y.shape)
+    (gx,), _ = op.vjp([x], {}, attrs, y, gy)
+    want = np.zeros_like(x)
+    for k, c in enumerate(attrs["indices"]):
+        want[..., c] = gy[..., k]
+    np.testing.assert_array_equal(gx, want)
+    check_vjp("gather_channels", [x], {}, attrs)
+    for bad in ([6], [1, 1], []):
+        with pytest.raises(ShapeError):
+            op.infer_shape([(None, 3, 4, 6)], {"indices": bad}, {})

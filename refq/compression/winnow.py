@@ -37,23 +37,17 @@ Where propagation stops (the rule)
     The stops are found by a fixed point: propagate, mark the tensors that break a rule as
     stops, propagate again from the start, until no new stop appears.
 Channel selection node
-    refq has no gather op, so a selection is a conv2d with a 1x1 kernel, no bias and a 0/1
-    weight S[j, 0, 0, c] = 1 iff c is the j-th kept channel (dense with S[j, c] for a rank-2
-    tensor), named "<layer>/channel_select" ("..._2", ... when one layer needs several) and
-    listed in graph.meta["channel_selections"] ({node: [kept channels]}). Its output equals the
-    selected channels exactly for finite inputs (one input times 1 plus zeros), but it is a
-    convolution: `refq.compression.cost.model_cost` counts its MACs, while channel pruning's
-    report counts none, as AIMET's DownsampleLayer (`channel_pruning.pruned_cost`), and a
-    quantized model requantizes its output.
+    A `gather_channels` node keeping the channels of the mask (its `indices`), named
+    "<layer>/channel_select" ("..._2", ... when one layer needs several) and listed in
+    graph.meta["channel_selections"] ({node: [kept channels]}): AIMET's DownsampleLayer. It moves
+    values only, so it costs no MACs and no parameters, and a quantized model keeps its input's
+    grid through it.
 Afterwards nodes whose outputs nobody reads (the producers of dropped concat parts) are removed.
-Errors
-    UnsupportedLayerError for a selection on a tensor of rank other than 2 or 4.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedLayerError
 from ..graph import Graph, Node
 
 __all__ = ["winnow", "CHANNELWISE_OPS", "SELECT_SUFFIX", "SELECTIONS_META"]
@@ -157,18 +151,8 @@ def _region(graph: Graph, layer: Node, keep_mask: np.ndarray, shapes: dict, stop
 
 def _selection(name: str, tensor: str, mask: np.ndarray, rank: int, dtype) -> Node:
     """The node computing the channels `mask` keeps of `tensor` (module docstring)."""
-    kept = np.flatnonzero(mask)
-    s = np.zeros((kept.size, mask.size), dtype)
-    s[np.arange(kept.size), kept] = 1
-    if rank == 4:
-        return Node(name, "conv2d", [tensor], [name], {"strides": [1, 1], "padding": "valid"},
-                    {"weight": s[:, None, None, :]})
-    if rank == 2:
-        return Node(name, "dense", [tensor], [name], {}, {"weight": s})
-    raise UnsupportedLayerError(
-        f"channel pruning of '{name.split(SELECT_SUFFIX)[0]}': a channel selection is needed on "
-        f"tensor '{tensor}' of rank {rank}, and only rank 2 or 4 tensors can be selected; leave "
-        "this layer unpruned")
+    kept = [int(c) for c in np.flatnonzero(mask)]
+    return Node(name, "gather_channels", [tensor], [name], {"indices": kept})
 
 
 def _unique(base: str, taken: set) -> str:

@@ -221,4 +221,7 @@ float_case("float.flatten.axis2", "flatten with axis 2 (ONNX): [N, H, W, C] -> [
            seed=75)
 float_case("float.flatten.axis_minus1", "flatten with axis -1 (= rank - 1): [N, H, W, C] -> "
            "[N·H·W, C]", simple("flatten", {"axis": -1}), {"x": _x((2, 3, 2))}, seed=76)
+float_case("float.gather_channels.basic", "gather_channels: channels [4, 0, 5] of 6, out of "
+           "order (channel pruning's selection)", simple("gather_channels", {"indices": [4, 0, 5]}),
+           {"x": _x((2, 3, 6))}, seed=77)
 

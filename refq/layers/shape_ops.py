@@ -1,4 +1,5 @@
-"""Ops that move values without arithmetic: concat, flatten, reshape, zero_pad2d, identity.
+"""Ops that move values without arithmetic: concat, flatten, reshape, zero_pad2d, identity,
+gather_channels.
 
 | op         | definition                                                      | attributes                  |
 |------------|-----------------------------------------------------------------|-----------------------------|
@@ -7,6 +8,7 @@
 | reshape    | y[n] = x[n] read in C order into `shape` (one entry may be −1)  | shape (without batch)       |
 | zero_pad2d | y[n, i+top, j+left, c] = x[n, i, j, c], zeros elsewhere (NHWC)  | pads [top, bottom, left, right] |
 | identity   | y = x (Dropout, noise and regularisation layers at inference)   |                             |
+| gather_channels | y[..., k] = x[..., indices[k]] (the channels kept, in order) | indices (distinct, in range) |
 
 Flatten and reshape act on NHWC data, so they agree with Keras `Flatten`/`Reshape` with
 channels_last. flatten with axis = 1 (the default) is y[n, k] = x[n, i, j, c], k the row-major
@@ -25,6 +27,7 @@ VJPs: each op only moves values, so its VJP moves gy back (all are linear: no ki
 | reshape    | gy[n] read in C order into x[n]'s shape                                    |
 | zero_pad2d | gy[n, top : top + H, left : left + W, c] (the constant padding gets none)  |
 | identity   | gy                                                                         |
+| gather_channels | zeros of x's shape, gy[..., k] placed at channel indices[k]           |
 
 Each gradient is a new C-contiguous array, never gy or a view of it.
 """
@@ -155,6 +158,28 @@ def _reshape_vjp(inputs, params, attrs, y, gy):
     return [np.array(gy.reshape(x.shape), dtype=x.dtype, order="C")], {}
 
 
+def _gather_shape(in_shapes, attrs, params):
+    shape, idx = tuple(in_shapes[0]), list(attrs["indices"])
+    c = shape[-1]
+    if len(shape) < 2 or not idx or len(set(idx)) != len(idx) \
+            or (c is not None and max(idx) >= c):
+        raise ShapeError(f"gather_channels: indices {idx} must be distinct channels of the last "
+                         f"axis of {list(shape)} (at least one)")
+    return shape[:-1] + (len(idx),)
+
+
+def _gather(inputs, params, attrs):
+    return np.ascontiguousarray(inputs[0][..., list(attrs["indices"])])
+
+
+def _gather_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x: zeros, with gy[..., k] at channel indices[k] (module docstring)."""
+    x = inputs[0]
+    gx = np.zeros(x.shape, x.dtype)
+    gx[..., list(attrs["indices"])] = gy
+    return [gx], {}
+
+
 def _identity_vjp(inputs, params, attrs, y, gy):
     """∂L/∂x = gy (a copy)."""
     return [np.array(gy, dtype=inputs[0].dtype, order="C")], {}
@@ -171,6 +196,9 @@ OPS = [
     Op("zero_pad2d", _pad, _pad_shape, attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4)},
        vjp=_pad_vjp,
        traits=Traits("Pad", grid_preserving=True, cle_transparent=True, lowering="grid")),
+    Op("gather_channels", _gather, _gather_shape,
+       attrs={"indices": Attr("ints", minimum=0)}, vjp=_gather_vjp,
+       traits=Traits("Gather", grid_preserving=True, lowering="grid")),
     Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0]), vjp=_identity_vjp,
        traits=Traits("Identity", grid_preserving=True, cle_transparent=True, lowering="grid")),
 ]
