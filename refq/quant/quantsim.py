@@ -53,10 +53,10 @@ from .analyzers import ANALYZERS, make_analyzer
 from .config import ONNX_TYPE, QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     encoding_from_range, quantize_dequantize
-from .fakequant import fake_quantize_inplace
 from .placement import (PER_CHANNEL_WEIGHTED, QuantizerSpec, integer_model_kind,
                         place_quantizers, require_float_model, weight_output_axis)
 from .prequantized import prequantized_encoding
+from .sim_plan import SimPlan
 from .sim_section import section_json, sim_from_section
 
 __all__ = ["QuantSim", "iterate_batches", "check_calibration_batch"]
@@ -357,39 +357,6 @@ class QuantSim:
                              f"it first (`refq quantize {path} --calib DATA -o Q.refq.h5`) and give "
                              "Q.refq.h5")
         return cls.from_json(graph, doc, source=str(path))
-
-
-class SimPlan:
-    """A QuantSim's forward compiled once: `sim.plan().run(feeds)` returns what `sim.run(feeds)`
-    returns. It holds a `refq.Plan` of the graph with the fake-quantized parameters of the enabled
-    parameter quantizers, and the hooks that fake-quantize the enabled tensor and input
-    quantizers' tensors with their encodings (per-tensor encodings in place, in the epilogue of the
-    step that produces the tensor; `refq.plan`)."""
-
-    def __init__(self, sim: QuantSim, enabled: dict):
-        tq = {t: n for t, n in sim.tensor_quantizers().items() if enabled.get(n, False)}
-        iq = {k: n for k, n in sim.input_quantizers().items() if enabled.get(n, False)}
-        encs = {n: sim._encoding(n) for n in set(tq.values()) | set(iq.values())}
-        num = sim.numerics
-
-        def fake_quant(name):
-            return lambda x: quantize_dequantize(x, encs[name], num)
-
-        def fake_quant_inplace(name):
-            return lambda a: fake_quantize_inplace(a, encs[name], num)
-
-        per_tensor = {t for t, n in tq.items() if encs[n].axis is None}
-        self.plan = Plan(sim.graph, num.dtype.type, params=sim.sim_params(enabled))
-        self.hooks = {"tensor_hooks": {t: fake_quant(n) for t, n in tq.items()
-                                       if t not in per_tensor},
-                      "inplace_hooks": {t: fake_quant_inplace(tq[t]) for t in per_tensor},
-                      "input_hooks": {k: fake_quant(n) for k, n in iq.items()}}
-
-    def run(self, feeds, *, trace: bool = False, batch_size: int | None = None,
-            quiet: bool = True) -> dict:
-        """The simulated forward (`QuantSim.run`)."""
-        return self.plan.run(feeds, trace=trace, batch_size=batch_size, quiet=quiet,
-                             **self.hooks)
 
 
 def _output_bias(node) -> np.ndarray:

@@ -19,7 +19,8 @@ shape.py        int_concat, int_pad
 lut.py          int_lut and the table builders (build_lut, gemmlowp_lut, hard_swish_fixed_lut)
 softmax.py      int_softmax (and tflite_softmax_params, onnxruntime's QLinearSoftmax table)
 hybrid.py       int_hybrid_conv2d, int_hybrid_dense (LiteRT dynamic-range layers)
-float_ref.py    int_f32_* (LiteRT's float32 reference kernels) and glibc's tanhf
+float_ref.py    int_f32_* (LiteRT's float32 reference kernels)
+libm_tanhf.py   glibc's tanhf, which LiteRT's float32 TANH calls (helper, no ops)
 gemmlowp.py     gemmlowp fixed-point exp / reciprocal / logistic / tanh (vectorised)
 common.py       shared validation and requantization helpers
 qdq.py          float32 DequantizeLinear/QuantizeLinear and onnxruntime's fused multiply-add

@@ -22,7 +22,8 @@ import numpy as np
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from .float_ref import (ACTIVATION_ATTR, ACTIVATIONS, CONV_ATTRS, F32, GEOMETRY_ATTRS, activate,
-                        as_f32, as_output, conv_macs, conv_shape, dense_macs, dense_shape, tanhf)
+                        as_f32, as_output, conv_macs, conv_shape, dense_macs, dense_shape)
+from .libm_tanhf import tanhf
 
 __all__ = ["OPS", "quantize_per_image", "tanhf", "ACTIVATIONS"]
 
