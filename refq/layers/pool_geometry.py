@@ -28,9 +28,20 @@ import numpy as np
 
 from ..errors import ShapeError
 
-__all__ = ["POOL_PADDINGS", "pool_geometry", "valid_counts", "pad_spatial", "tap_view"]
+__all__ = ["POOL_PADDINGS", "with_pool_defaults", "pool_geometry", "valid_counts", "pad_spatial", "tap_view"]
 
 POOL_PADDINGS = ("valid", "same", "same_lower", "explicit")
+
+
+def with_pool_defaults(attrs, r):
+    """attrs with every pooling attribute present (defaults for the keys a caller left out)."""
+    out = dict(attrs)
+    out.setdefault("dilations", [1] * r)
+    out.setdefault("ceil_mode", False)
+    out.setdefault("count_include_pad", False)
+    out.setdefault("padding", "valid")
+    out.setdefault("pads", [0] * (2 * r))
+    return out
 
 
 def pool_geometry(spatial, attrs, what):

@@ -57,7 +57,8 @@ import numpy as np
 from ..errors import ShapeError
 from .base import Attr, Op, Traits
 from .max_pool_scan import max_pool_indices, max_pool_vjp
-from .pool_geometry import POOL_PADDINGS, pad_spatial, pool_geometry, valid_counts
+from .pool_geometry import (POOL_PADDINGS, pad_spatial, pool_geometry, valid_counts,
+                            with_pool_defaults)
 
 __all__ = ["OPS", "valid_counts"]
 
@@ -69,17 +70,6 @@ def _check_rank(shape, r, what):
                          f"{list(shape)}")
 
 
-def _full(attrs, r):
-    """attrs with every pooling attribute present (defaults for the keys a caller left out)."""
-    out = dict(attrs)
-    out.setdefault("dilations", [1] * r)
-    out.setdefault("ceil_mode", False)
-    out.setdefault("count_include_pad", False)
-    out.setdefault("padding", "valid")
-    out.setdefault("pads", [0] * (2 * r))
-    return out
-
-
 def _geometry(shape, attrs, r, what):
     _check_rank(shape, r, what)
     return pool_geometry(shape[1:-1], attrs, what)
@@ -88,7 +78,7 @@ def _geometry(shape, attrs, r, what):
 def _infer_pool(r, what):
     def infer(in_shapes, attrs, params):
         shape = tuple(in_shapes[0])
-        _, outs, _ = _geometry(shape, _full(attrs, r), r, what)
+        _, outs, _ = _geometry(shape, with_pool_defaults(attrs, r), r, what)
         return (shape[0], *outs, shape[-1])
     return infer
 
@@ -113,7 +103,7 @@ def _reduce(xp, k, s, d, outs, combine):
 def _max_forward(r, what):
     def forward(inputs, params, attrs):
         x = inputs[0]
-        a = _full(attrs, r)
+        a = with_pool_defaults(attrs, r)
         sides, outs, extents = _geometry(x.shape, a, r, what)
         low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         xp = pad_spatial(x, sides, extents, low)
@@ -132,7 +122,7 @@ def _counts(x_shape, a, sides, outs):
 def _avg_forward(r, what):
     def forward(inputs, params, attrs):
         x = inputs[0]
-        a = _full(attrs, r)
+        a = with_pool_defaults(attrs, r)
         sides, outs, extents = _geometry(x.shape, a, r, what)
         y = _reduce(pad_spatial(x, sides, extents, 0), a["pool_size"], a["strides"],
                     a["dilations"], outs, np.add)
@@ -147,7 +137,7 @@ def _avg_vjp(r, what):
         spread back over the windows separably (the adjoint of `_reduce`: the first spatial
         axis's taps, then the next one's, ...)."""
         x = inputs[0]
-        a = _full(attrs, r)
+        a = with_pool_defaults(attrs, r)
         sides, outs, extents = _geometry(x.shape, a, r, what)
         k, s, d = a["pool_size"], a["strides"], a["dilations"]
         g = np.asarray(gy, dtype=x.dtype) / _counts(x.shape, a, sides, outs).astype(
@@ -173,7 +163,7 @@ def _max_vjp(r, what):
         """max pooling's vector-Jacobian product: gy to the tap PyTorch's kernels pick
         (`refq.layers.max_pool_scan.max_pool_vjp`)."""
         x = inputs[0]
-        a = _full(attrs, r)
+        a = with_pool_defaults(attrs, r)
         _geometry(x.shape, a, r, what)
         return [max_pool_vjp(x, gy, a, what)], {}
     return vjp
@@ -182,7 +172,7 @@ def _max_vjp(r, what):
 def _indices_forward(r, what):
     def forward(inputs, params, attrs):
         x = inputs[0]
-        a = _full(attrs, r)
+        a = with_pool_defaults(attrs, r)
         _geometry(x.shape, a, r, what)
         return max_pool_indices(x, a, what)
     return forward
@@ -239,7 +229,7 @@ def _gmp_vjp(inputs, params, attrs, y, gy):
     window (module docstring, VJP)."""
     x = inputs[0]
     _, h, w, _ = x.shape
-    a = _full({"pool_size": [h, w], "strides": [1, 1]}, 2)
+    a = with_pool_defaults({"pool_size": [h, w], "strides": [1, 1]}, 2)
     return [max_pool_vjp(x, gy, a, "global_max_pool2d")], {}
 
 

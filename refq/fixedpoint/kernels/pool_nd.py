@@ -23,7 +23,8 @@ import numpy as np
 from ...errors import FixedPointError, ShapeError
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
-from ...layers.pool_geometry import POOL_PADDINGS, pad_spatial, pool_geometry, valid_counts
+from ...layers.pool_geometry import (POOL_PADDINGS, pad_spatial, pool_geometry, valid_counts,
+                                     with_pool_defaults)
 from ..requantize import apply_scale_32, requantize
 from .common import (ACT_ATTRS, REQUANT_PARAMS, act_dtype, int_input, int_values, requant)
 from .pool_common import AVG_ATTRS, check_avg_attrs, reciprocal_scale, round_div_half_away
@@ -49,14 +50,9 @@ def pool_attrs(r: int, avg: bool) -> dict:
     return a
 
 
-def _full(attrs, r):
-    out = {k: attrs[k] for k in GEOMETRY_KEYS if k in attrs}
-    out.setdefault("dilations", [1] * r)
-    out.setdefault("ceil_mode", False)
-    out.setdefault("count_include_pad", False)
-    out.setdefault("padding", "valid")
-    out.setdefault("pads", [0] * (2 * r))
-    return out
+def _geometry_attrs(attrs, r):
+    """The node's pooling geometry with every attribute present (`with_pool_defaults`)."""
+    return with_pool_defaults({k: attrs[k] for k in GEOMETRY_KEYS if k in attrs}, r)
 
 
 def is_plain(attrs) -> bool:
@@ -107,7 +103,7 @@ def max_pool_nd(x, attrs, r, what, dtype=None):
     max_pool{r}d on the integer codes (it pads an integer input with the least value of its
     dtype, so padding and the ceil_mode overhang never win), then the clamp."""
     x = int_values(x, f"{what} input")
-    a = _full(attrs, r)
+    a = _geometry_attrs(attrs, r)
     _geometry(x.shape, a, r, what)
     dtype = act_dtype(attrs) if dtype is None else np.dtype(dtype)
     y = REGISTRY[f"max_pool{r}d"].forward([x], {}, {k: v for k, v in a.items()
@@ -121,7 +117,7 @@ def max_pool_nd(x, attrs, r, what, dtype=None):
 def avg_pool_nd(x, params, attrs, r, what):
     """int_avg_pool{r}d (see `AVG_DOC`): int64 [N, *outs, C]."""
     x = int_input(x, f"{what} input")
-    a = _full(attrs, r)
+    a = _geometry_attrs(attrs, r)
     sides, outs, extents = _geometry(x.shape, a, r, what)
     mode, zp = attrs["avg"], attrs["input_zp"]
     if mode in ("tflite", "tosa") and a["count_include_pad"]:
