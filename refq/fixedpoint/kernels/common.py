@@ -348,3 +348,15 @@ def shifted_absmax(x, zp: int) -> int:
 def absmax(a) -> int:
     """max |a| of an int64 array as a Python int (0 for an empty array)."""
     return int(np.max(np.abs(a))) if np.size(a) else 0
+
+
+def check_float_scales(params, names, what, mode):
+    """The float32 scales `names` of a node in a float mode (`mode`, e.g. "qdq", "ort"): each
+    present, one value, finite and > 0 in float32; ParamError / FixedPointError naming it."""
+    for n in names:
+        if n not in params:
+            raise ParamError(f"{what}: mode {mode!r} needs parameter '{n}'")
+        v = np.asarray(params[n], dtype=np.float64)
+        if v.size != 1 or not np.isfinite(v).all() or not np.float32(v.ravel()[0]) > 0:
+            raise FixedPointError(f"{what}: parameter '{n}' must be one finite scale > 0 in "
+                                  f"float32, got {v.tolist()}")

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import FixedPointError, ParamError
+from ...errors import FixedPointError
 from ...layers.base import Attr, Op
 from ...layers.elementwise import broadcast_shape
 from ..requantize import FLOAT_SCHEMES, quantize
 from ..rounding import _bounds
 from .common import (ACT_ATTRS, ACT_ZP_RANGE, DTYPE_RANGES, REQUANT_ATTRS, REQUANT_PARAMS,
-                     act_dtype, cached_table, check_act, check_requant, check_zp, int_input,
+                     act_dtype, cached_table, check_act, check_float_scales, check_requant,
+                     check_zp, int_input,
                      int_values, output_dtype, requant, requantizer)
 from .qdq import dequantize32, f32, quantize32
 from .requant_fast import BLOCK
 
 _QDQ_SCALES = {"int_multiply": ("a_scale", "b_scale", "out_scale"),
                "int_requantize": ("in_scale", "out_scale")}
-
-
-def _check_scales(params, names, what):
-    """The float32 scales of a "qdq" node: present, one value each, finite and > 0."""
-    for n in names:
-        if n not in params:
-            raise ParamError(f"{what}: mode 'qdq' needs parameter '{n}'")
-        v = np.asarray(params[n], dtype=np.float64)
-        if v.size != 1 or not np.isfinite(v).all() or not np.float32(v.ravel()[0]) > 0:
-            raise FixedPointError(f"{what}: parameter '{n}' must be one finite scale > 0 in "
-                                  f"float32, got {v.tolist()}")
 
 
 def _same_shape(in_shapes, attrs, params):
@@ -41,7 +31,7 @@ def _mul_shape(in_shapes, attrs, params):
         check_zp(attrs[name], f"int_multiply: {name}", ACT_ZP_RANGE)
     check_act(attrs, "int_multiply")
     if attrs["mode"] == "qdq":
-        _check_scales(params, _QDQ_SCALES["int_multiply"], "int_multiply")
+        check_float_scales(params, _QDQ_SCALES["int_multiply"], "int_multiply", "qdq")
     else:
         check_requant(params, attrs, out[-1], "int_multiply")
     return out
@@ -91,7 +81,7 @@ def _requant_shape(in_shapes, attrs, params):
     check_zp(attrs["input_zp"], "int_requantize: input_zp", DTYPE_RANGES["int32"], "int32")
     check_act(attrs, "int_requantize")
     if attrs["mode"] == "qdq":
-        _check_scales(params, _QDQ_SCALES["int_requantize"], "int_requantize")
+        check_float_scales(params, _QDQ_SCALES["int_requantize"], "int_requantize", "qdq")
     else:
         check_requant(params, attrs, in_shapes[0][-1] if in_shapes[0] else None,
                       "int_requantize")

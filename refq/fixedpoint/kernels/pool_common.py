@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import FixedPointError, ParamError
+from ...errors import FixedPointError
 from ...layers.base import Attr
 from ..requantize import REQUANT_SCHEMES
-from .common import ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, check_act, check_requant, check_zp
+from .common import (ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, check_act, check_float_scales,
+                     check_requant, check_zp)
 
 AVG_MODES = ("tflite", "tosa", "float", "qdq", "ort")
 SCALES = ("in_scale", "out_scale")
@@ -18,13 +19,8 @@ def requant_wanted(params):
 
 
 def check_scales(params, what, mode):
-    for n in SCALES:
-        if n not in params:
-            raise ParamError(f"{what}: mode {mode!r} needs parameter '{n}'")
-        v = np.asarray(params[n], dtype=np.float64)
-        if v.size != 1 or not np.isfinite(v).all() or not np.float32(v.ravel()[0]) > 0:
-            raise FixedPointError(f"{what}: parameter '{n}' must be one finite scale > 0 in "
-                                  f"float32, got {v.tolist()}")
+    """The in_scale and out_scale of a pool or mean in a float mode (`common.check_float_scales`)."""
+    check_float_scales(params, SCALES, what, mode)
 
 
 def check_avg_attrs(params, attrs, channels, what):
