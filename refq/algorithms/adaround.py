@@ -48,9 +48,14 @@ Output
     rounded layers' weight encodings are frozen (`QuantSim.freeze`, as AIMET's
     `set_and_freeze_param_encodings`): a later `compute_encodings` calibrates the activations and
     keeps them, also after saving and loading. Report: {"iterations", "layers": {name:
-    {"op", "activation", "loss", "recon_loss", "round_loss", "hard_fraction", "seconds"}},
-    "skipped": {name: reason}}, with the final iteration's losses and the fraction of h exactly
-    0 or 1.
+    {"op", "activation", "loss", "recon_loss", "round_loss", "hard_fraction", "up_fraction",
+    "seconds"}}, "skipped": {name: reason}}, with the final iteration's losses, the fraction of h
+    exactly 0 or 1 and the fraction of weights rounded up (α ≥ 0, i.e. hard h = 1).
+    With curve_points = P each layer's entry also holds "curve" (`curve_iterations`): every
+    k = ceil(T/P) iterations, i.e. at t = k−1, 2k−1, ..., and at t = T−1, the values that
+    iteration computed: {"every": k, "iteration": [t], "recon_loss": [...], "round_loss": [...]
+    (0 in the warm start), "beta": [β(t), None in the warm start]}; at most P points. Recording
+    reads the numbers the optimisation computes and changes none of them.
 Errors
     QuantError: no conv2d/dense has an enabled weight quantizer; data with no samples or NaN/Inf;
     bad iterations, reg, beta, warm_start, batch_size or param_bw, or a param_bw that the
@@ -78,12 +83,22 @@ from .adaround_loss import (beta_at, floor_codes, in_warm_start, initial_alpha,
                             soft_rounding, soft_rounding_grad)
 
 __all__ = ["adaround", "LayerProblem", "ACTIVATIONS", "ROUNDED_OPS", "default_iterations",
-           "following_activation"]
+           "following_activation", "curve_iterations"]
 
 #: The layers AdaRound rounds (AIMET: Conv2d, ConvTranspose2d, Linear).
 ROUNDED_OPS = ("conv2d", "dense")
 #: The ops applied after a layer in the loss when they are its single consumer.
 ACTIVATIONS = tuple(op.name for op in activations.OPS)
+
+
+def curve_iterations(iterations: int, points: int) -> tuple:
+    """(k, [t]): the iterations a curve of at most `points` points records: k = ceil(T/points),
+    t = k−1, 2k−1, ... and T−1 (ceil(T/k) <= points of them)."""
+    every = max(1, -(-int(iterations) // int(points)))
+    marks = list(range(every - 1, int(iterations), every))
+    if not marks or marks[-1] != iterations - 1:
+        marks.append(int(iterations) - 1)
+    return every, marks
 
 
 def default_iterations(bitwidths) -> int:
@@ -143,18 +158,36 @@ class LayerProblem:
             grad = grad + g_round
         return recon + round_value, recon, round_value, grad.astype(np.float32)
 
-    def optimize(self, rng, batch_size: int):
-        """(α after T Adam steps, the last iteration's (total, recon, round))."""
+    def optimize(self, rng, batch_size: int, curve_points: int | None = None):
+        """(α after T Adam steps, the last iteration's (total, recon, round)). With
+        `curve_points`, `self.curve` holds the losses of the iterations `curve_iterations`
+        names (module docstring)."""
         alpha = self.alpha0.copy()
         adam = Adam()
         n = len(self.x)
         last = (0.0, 0.0, 0.0)
+        marks = set()
+        if curve_points is not None:
+            every, ts = curve_iterations(self.iterations, curve_points)
+            marks = set(ts)
+            self.curve = {"every": every, "iteration": [], "recon_loss": [], "round_loss": [],
+                          "beta": []}
         for t in range(self.iterations):
             idx = rng.permutation(n)[:batch_size]
             total, recon, round_value, grad = self.loss_and_grad(alpha, idx, t)
             adam.step({"alpha": alpha}, {"alpha": grad})
             last = (total, recon, round_value)
+            if t in marks:
+                self._record(t, recon, round_value)
         return alpha, last
+
+    def _record(self, t, recon, round_value):
+        warm = in_warm_start(t, self.iterations, self.warm_start)
+        self.curve["iteration"].append(t)
+        self.curve["recon_loss"].append(float(recon))
+        self.curve["round_loss"].append(float(round_value))
+        self.curve["beta"].append(None if warm else
+                                  beta_at(t, self.iterations, self.beta, self.warm_start))
 
 
 def _check_settings(iterations, reg, beta, warm_start, batch_size, param_bw):
@@ -221,9 +254,14 @@ def following_activation(graph, node):
 
 
 def adaround(sim: QuantSim, data, iterations=None, reg=0.01, beta=(20, 2), warm_start=0.2,
-             seed=0, batch_size=32, param_bw=None):
-    """(new QuantSim, report): AdaRound of `sim`'s conv2d/dense weights (module docstring)."""
+             seed=0, batch_size=32, param_bw=None, curve_points=None):
+    """(new QuantSim, report): AdaRound of `sim`'s conv2d/dense weights (module docstring);
+    curve_points: None, or the most points of each layer's recorded loss curve."""
     _check_settings(iterations, reg, beta, warm_start, batch_size, param_bw)
+    if curve_points is not None and (isinstance(curve_points, bool) or not isinstance(
+            curve_points, (int, np.integer)) or curve_points < 1):
+        raise QuantError(f"adaround: curve_points must be a positive integer or None, got "
+                         f"{curve_points!r}")
     work = copy.deepcopy(sim)
     params_on = {q.name: q.kind == "param" and bool(sim.enabled.get(q.name, False))
                  for q in work.quantizers.values()}
@@ -258,13 +296,17 @@ def adaround(sim: QuantSim, data, iterations=None, reg=0.01, beta=(20, 2), warm_
                                iterations=int(iterations), reg=float(reg),
                                beta=tuple(float(b) for b in beta),
                                warm_start=float(warm_start))
-        alpha, (total, recon, round_value) = problem.optimize(rng, int(batch_size))
+        alpha, (total, recon, round_value) = problem.optimize(rng, int(batch_size),
+                                                              curve_points)
         h = soft_rounding(alpha)
         node.params["weight"] = problem.weight(alpha)[0].astype(np.float32)
         report["layers"][node.name] = {
             "op": node.op, "activation": None if act is None else act.op,
             "loss": total, "recon_loss": recon, "round_loss": round_value,
             "hard_fraction": float(np.mean((h == 0) | (h == 1))),
+            "up_fraction": float(np.mean(alpha >= 0)),
             "seconds": time.perf_counter() - start}
+        if curve_points is not None:
+            report["layers"][node.name]["curve"] = problem.curve
         work.freeze([qname])
     return work, report

@@ -1,9 +1,13 @@
 """`refq compress`: spatial SVD, weight SVD or channel pruning of a float model, each layer's
 ratio chosen by AIMET's greedy search to reach a target MAC or parameter ratio (or given by hand
-with --ratios), optionally fine-tuned after (`refq.compression.compress`)."""
+with --ratios), optionally fine-tuned after (`refq.compression.compress`). The output's
+`/history` section gets what the run did (`refq.analysis.history`): the score table, the chosen
+ratios, the costs and the fine-tuning losses."""
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 
 import numpy as np
 
@@ -125,9 +129,13 @@ def _print_report(args, report, scores, what):
 
 
 def cmd_compress(args):
+    from ..analysis.history import (carry, compress_entry, eval_table_doc, load_history,
+                                    training_record)
     from ..compression import get_method
     from ..compression.compress import (accuracy_evaluator, agreement_evaluator,
                                         compress_model, fine_tune)
+    from ..compression.eval_table import load_eval_table
+    from ..grad.optim import batch_order
     from ..model_io import save
     from .quant import load_float_model
     from .train import _labels, _training_data
@@ -151,8 +159,9 @@ def cmd_compress(args):
         raise InputError("--labels label the --eval samples: give --eval too")
     method = get_method(args.method)
     graph = load_float_model(args.model, "`refq compress`")
+    earlier = load_history(args.model)
     dtype = np.float32 if args.dtype == "float32" else np.float64
-    feeds, labels, evaluate, what = None, None, None, ""
+    feeds, labels, evaluate, what, n = None, None, None, "", None
     if args.eval is not None:
         feeds, n = _training_data(args.eval, graph)
         if args.labels is not None:
@@ -164,23 +173,42 @@ def cmd_compress(args):
         what = evaluate.description
     if args.fine_tune_epochs > 0 and n < args.batch_size:
         raise InputError(f"{args.eval}: {n} samples, fewer than --batch-size {args.batch_size}")
-    compressed, report = compress_model(
-        graph, method, target_macs=args.target_macs, target_params=args.target_params,
-        ratios=args.ratios, evaluate=evaluate, candidates=args.candidates,
-        eval_table=args.eval_table, data=feeds, seed=args.seed, quiet=args.quiet,
-        monotone_fit=args.monotone_fit)
-    scores = {}
+    greedy = args.ratios is None
+    with tempfile.TemporaryDirectory() as tmp:
+        # the search's scores go to the history: through a scratch eval table when none is given
+        table_path = args.eval_table if args.eval_table is not None or not greedy \
+            else os.path.join(tmp, "scores.json")
+        compressed, report = compress_model(
+            graph, method, target_macs=args.target_macs, target_params=args.target_params,
+            ratios=args.ratios, evaluate=evaluate, candidates=args.candidates,
+            eval_table=table_path, data=feeds, seed=args.seed, quiet=args.quiet,
+            monotone_fit=args.monotone_fit)
+        table = eval_table_doc(*load_eval_table(table_path)) if greedy else None
+    if greedy and args.eval_table is None:
+        report["eval_table"] = "computed"
+    scores, tuned = {}, None
     if evaluate is not None:
         scores = {"original": report["score_before"], "compressed": report["score_after"]}
     if args.fine_tune_epochs > 0:
-        compressed, _ = fine_tune(compressed, feeds, labels=labels,
-                                  teacher=None if labels is not None else graph,
-                                  epochs=args.fine_tune_epochs, lr=args.lr,
-                                  batch_size=args.batch_size, seed=args.seed, dtype=dtype,
-                                  quiet=args.quiet)
+        compressed, ft = fine_tune(compressed, feeds, labels=labels,
+                                   teacher=None if labels is not None else graph,
+                                   epochs=args.fine_tune_epochs, lr=args.lr,
+                                   batch_size=args.batch_size, seed=args.seed, dtype=dtype,
+                                   quiet=args.quiet)
+        score = evaluate(compressed)
         scores[f"fine-tuned ({args.fine_tune_epochs} epoch"
-               f"{'s' * (args.fine_tune_epochs != 1)})"] = evaluate(compressed)
-    save(compressed, args.output)
+               f"{'s' * (args.fine_tune_epochs != 1)})"] = score
+        tuned = {**training_record(ft["loss"], len(batch_order(n, args.batch_size, args.seed,
+                                                                 0))), "score": float(score)}
+    tuning = args.fine_tune_epochs > 0
+    options = {"method": method.name, "mode": report["mode"], "cost": report["cost"],
+               "target": report["target"], "candidates": args.candidates if greedy else None,
+               "monotone_fit": bool(args.monotone_fit), "seed": args.seed, "dtype": args.dtype,
+               "fine_tune_epochs": args.fine_tune_epochs, "lr": args.lr if tuning else None,
+               "batch_size": args.batch_size if tuning else None}
+    entry = compress_entry(report, model=graph.name, options=options, samples=n,
+                           evaluation=what, eval_table=table, fine_tune=tuned)
+    save(compressed, args.output, sections={"history": carry(earlier, entry)})
     _print_report(args, report, scores, what)
 
 

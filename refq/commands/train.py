@@ -1,6 +1,8 @@
 """The learned-quantization commands: `refq qat` (quantization-aware fine-tuning of a quantized
 model, `refq.grad.train` on its QuantSim, with labels or a teacher), `refq adaround` (AdaRound of
-its weights) and `refq bn-reestimate` (batch-norm statistics re-estimated on data)."""
+its weights) and `refq bn-reestimate` (batch-norm statistics re-estimated on data). Each writes
+the input's `/history` section forward; qat and adaround append what they did (loss curves,
+`refq.analysis.history`)."""
 from __future__ import annotations
 
 import sys
@@ -85,7 +87,9 @@ def _quantized(path, command: str):
 
 
 def cmd_qat(args):
+    from ..analysis.history import carry, load_history, qat_entry
     from ..grad import Adam, cross_entropy, kl_divergence
+    from ..grad.optim import batch_order
     from ..grad.train import train
 
     if (args.labels is None) == (args.teacher is None):
@@ -93,6 +97,7 @@ def cmd_qat(args):
                          "(distillation), one of the two")
     check_outputs(args.output, args.checkpoint)
     sim = _quantized(args.model, "`refq qat`")
+    earlier = load_history(args.model)
     logits = logits_tensor(sim.graph, args.logits)
     feeds, n = _training_data(args.data, sim.graph)
     if n < args.batch_size:
@@ -106,7 +111,13 @@ def cmd_qat(args):
                           targets=targets, epochs=args.epochs, batch_size=args.batch_size,
                           seed=args.seed, output=logits, learn_ranges=args.learn_ranges,
                           checkpoint=args.checkpoint, resume=args.resume, quiet=args.quiet)
-    tuned.save(args.output)
+    options = {"loss": "cross-entropy" if args.labels is not None else "distillation (KL)",
+               "logits": logits, "epochs": args.epochs, "lr": args.lr,
+               "batch_size": args.batch_size, "seed": args.seed,
+               "learn_ranges": bool(args.learn_ranges)}
+    tuned.save(args.output, history=carry(earlier, qat_entry(
+        report, model=sim.graph.name, options=options, samples=n,
+        steps_per_epoch=len(batch_order(n, args.batch_size, args.seed, 0)))))
     if not args.quiet:
         k = max(1, min(10, report["steps"] // 4))   # mean of the first and of the last k steps
         first, last = np.mean(report["loss"][:k]), np.mean(report["loss"][-k:])
@@ -120,9 +131,11 @@ def cmd_qat(args):
 
 def cmd_adaround(args):
     from ..algorithms.adaround import adaround
+    from ..analysis.history import CURVE_POINTS, adaround_entry, carry, load_history
 
     check_outputs(args.output, args.encodings)
     sim = _quantized(args.model, "`refq adaround`")
+    earlier = load_history(args.model)
     feeds, n = _training_data(args.data, sim.graph)
     try:
         beta = tuple(float(v) for v in args.beta.split(","))
@@ -134,12 +147,17 @@ def cmd_adaround(args):
         raise InputError(f"{args.data}: {n} samples, fewer than --batch-size {args.batch_size}")
     rounded, report = adaround(sim, feeds, iterations=args.iterations, reg=args.reg, beta=beta,
                                warm_start=args.warm_start, seed=args.seed,
-                               batch_size=args.batch_size, param_bw=args.param_bw)
+                               batch_size=args.batch_size, param_bw=args.param_bw,
+                               curve_points=CURVE_POINTS)
     if args.encodings:
         from ..exporters.aimet_encodings import export_aimet_encodings
 
         export_aimet_encodings(rounded, args.encodings)
-    rounded.save(args.output)
+    options = {"iterations": report["iterations"], "reg": args.reg, "beta": list(beta),
+               "warm_start": args.warm_start, "batch_size": args.batch_size, "seed": args.seed,
+               "param_bw": args.param_bw}
+    rounded.save(args.output, history=carry(earlier, adaround_entry(
+        report, model=sim.graph.name, options=options, samples=n)))
     if not args.quiet:
         layers = report["layers"]
         print(f"AdaRound of {args.model}: {len(layers)} layers, {n} samples -> {args.output}"
@@ -148,12 +166,14 @@ def cmd_adaround(args):
 
 def cmd_bn_reestimate(args):
     from ..algorithms.bn_reestimation import fold_reestimated_bns, reestimate_bn_stats
+    from ..analysis.history import carry, load_history
     from ..model_io import load, load_section
     from ..quant.quantsim import QuantSim
 
     check_outputs(args.output)
     model = QuantSim.load(args.model) if load_section(args.model, "encodings") is not None \
         else load(args.model)
+    history = carry(load_history(args.model))
     graph = model.graph if isinstance(model, QuantSim) else model
     feeds, _ = _training_data(args.data, graph)
     new, report = reestimate_bn_stats(model, feeds, num_batches=args.num_batches,
@@ -161,11 +181,11 @@ def cmd_bn_reestimate(args):
     if args.fold:
         new, _ = fold_reestimated_bns(new)
     if isinstance(new, QuantSim):
-        new.save(args.output)
+        new.save(args.output, history=history)
     else:
         from ..model_io import save
 
-        save(new, args.output)
+        save(new, args.output, sections=None if history is None else {"history": history})
     if not args.quiet:
         print(f"re-estimated the batch norms of {args.model} ({len(report['batch_norms'])} "
               f"nodes, {report['num_batches']} batches)"

@@ -333,11 +333,15 @@ class QuantSim:
         key path."""
         return sim_from_section(cls, graph, doc, source)
 
-    def save(self, path) -> None:
-        """Write the graph with this simulation (section `/encodings`) to a .refq.h5 file."""
+    def save(self, path, history: dict | None = None) -> None:
+        """Write the graph with this simulation (section `/encodings`) to a .refq.h5 file;
+        `history`, when given, is written as section `/history` (`refq.analysis.history`)."""
         from ..model_io import save
 
-        save(self.graph, path, sections={"encodings": self.to_json()})
+        sections = {"encodings": self.to_json()}
+        if history is not None:
+            sections["history"] = history
+        save(self.graph, path, sections=sections)
 
     @classmethod
     def load(cls, path) -> "QuantSim":
