@@ -11,7 +11,8 @@ Panel kinds and their `data` (every value JSON-able: lists of numbers, strings, 
             "markers": [{"x", "y", "label"}],            optional: points to annotate
             "vlines": [{"x", "label"}]}                  optional: vertical rules
 - "bars":  {"labels": [...], "series": [{"name", "values": [...]}], "xlabel", "ylabel",
-            "horizontal": bool, "highlight": [label, ...]}   highlighted bars are drawn in another colour
+            "horizontal": bool, "highlight": [label, ...],   highlighted bars are drawn in another colour
+            "log_y": bool}                                   the value axis in log scale
 - "histogram": {"edges": [n+1 numbers], "counts": [n numbers], "xlabel", "ylabel", "log_y": bool,
             "vlines": [{"x", "label"}], "spans": [{"lo", "hi", "label"}]}   spans: shaded ranges
 - "scatter": {"series": [{"name", "x": [...], "y": [...]}], "xlabel", "ylabel",
