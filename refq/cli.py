@@ -88,6 +88,9 @@ def _scheme_names():
 
 
 def _equalize_options(s):
+    s.add_argument("--weights-html", metavar="WEIGHTS.html",
+                   help="write per-channel weight ranges before and after BN folding and CLE as "
+                        "one self-contained HTML file")
     s.add_argument("--relu6-to-relu", action="store_true",
                    help="replace ReLU6 by ReLU so CLE can pass it (AIMET <= 2.3; changes the model)")
     s.add_argument("--through-se", action="store_true",
@@ -199,10 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
     _equalize_options(s)
     s.set_defaults(func=cmd_equalize)
 
-    s = sub.add_parser("report", help="per-quantizer SQNR report of a quantized model")
+    s = sub.add_parser("report", help="where the accuracy went: per-quantizer SQNR table; with "
+                       "--html/--plots/--json weights, histograms, sensitivity, integer profiles")
     model_argument(s, "a quantized model (.refq.h5 from `refq quantize`)")
     s.add_argument("--data", required=True, help=".npy, .npz or a directory of .npy batches")
-    s.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
+    s.add_argument("--html", metavar="REPORT.html",
+                   help="write the full report as one self-contained HTML file")
+    s.add_argument("--plots", metavar="DIR", help="write the full report's figures into DIR")
+    s.add_argument("--plot-format", choices=("png", "svg"), default="png",
+                   help="file format of --plots (default: png)")
+    s.add_argument("--json", metavar="REPORT.json",
+                   help="write the full report's numbers (every table and figure) as JSON")
+    s.add_argument("--labels", metavar="Y.npy",
+                   help="class labels of --data (1-D integers): sensitivity scored by accuracy")
+    s.add_argument("--float-model", metavar="M.refq.h5",
+                   help="the float model before quantization: weight ranges before and after "
+                        "BN folding and CLE")
+    s.add_argument("--sections", metavar="LIST",
+                   help="comma-separated sections of the full report (default: all of "
+                        "weights,quantizers,sensitivity,integer,history)")
+    s.add_argument("--profiles", metavar="LIST",
+                   help="comma-separated numerics profiles of the integer section (default: all)")
     s.add_argument("--top", type=positive_int, default=None, metavar="N",
                    help="show only the N worst quantizers (default: all)")
     s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",

@@ -19,6 +19,7 @@ def load_float_model(path, command: str):
 
 
 def cmd_quantize(args):
+    from ..analysis.history import carry, load_history
     from ..data_io import iter_batches
     from ..quant.quantsim import QuantSim
 
@@ -38,8 +39,13 @@ def cmd_quantize(args):
         raise InputError("--bias-correction empirical needs calibration data (--calib)")
     if args.cle and not args.fold_bn:
         raise InputError("--cle folds batch norms first; drop --no-fold-bn")
-    check_outputs(args.output, args.encodings, args.report)
+    check_outputs(args.output, args.encodings, args.report, args.weights_html)
+    if args.weights_html and not (args.fold_bn or args.cle or args.bias_correction):
+        raise InputError("--weights-html shows the weights before and after BN folding / CLE; "
+                         "drop --no-fold-bn or add --cle")
     graph = load_float_model(args.model, "`refq quantize`")
+    history = carry(load_history(args.model))
+    imported = graph
     inputs = graph.inputs
     options = {} if args.percentile is None else {"percentile": args.percentile}
     config = args.config or ("per_channel" if args.per_channel else "per_tensor")
@@ -75,7 +81,9 @@ def cmd_quantize(args):
         export_aimet_encodings(sim, args.encodings, version=args.encodings_version)
     if args.report is not None:
         write_json(args.report, report)
-    sim.save(args.output)
+    if args.weights_html:
+        _write_weights_html(args.weights_html, args.model, imported, sim.graph, report, args.quiet)
+    sim.save(args.output, history=history)
     if not args.quiet:
         p = sim.placement
         print(f"quantized {args.model} ({_steps(report)}): W{args.param_bw}A{args.act_bw} "
@@ -109,6 +117,23 @@ def _check_loaded_weight_ranges(sim, path, folded: bool):
                              "the clipping with --allow-weight-clipping")
 
 
+def _write_weights_html(path, model_path, imported, prepared, report: dict, quiet: bool):
+    """The weights section alone (imported, BN folded, after CLE / bias correction) as HTML."""
+    import os
+
+    from ..analysis.build import weight_stages
+    from ..analysis.document import Report
+    from ..analysis.html import write_html
+    from ..analysis.weights import weights_section
+
+    done = [label for key, label in (("cle", "CLE"), ("bias_correction", "bias correction"))
+            if key in report]
+    stages = weight_stages(imported, prepared, last_label=" + ".join(done) or "prepared")
+    name = os.path.basename(os.fspath(model_path))
+    write_html(Report(f"refq weights: {name}", [weights_section(stages, quiet=quiet)],
+                      {"model": name, "steps": _steps(report)}), path)
+
+
 def _steps(report: dict) -> str:
     """What `prepare` did, in a few words: batch norms folded, CLE sets, layers bias-corrected."""
     steps = []
@@ -128,16 +153,20 @@ def _steps(report: dict) -> str:
 
 def cmd_equalize(args):
     from ..algorithms import prepare
+    from ..analysis.history import carry, load_history
     from ..model_io import save
 
-    check_outputs(args.output, args.report)
-    graph = load_float_model(args.model, "`refq equalize`")
+    check_outputs(args.output, args.report, args.weights_html)
+    graph = imported = load_float_model(args.model, "`refq equalize`")
+    history = carry(load_history(args.model))
     graph, report = prepare(graph, fold_bn=True, cle=True, relu6_to_relu=args.relu6_to_relu,
                             absorb_high_bias=not args.no_high_bias,
                             through_squeeze_excite=args.through_se)
     if args.report:
         write_json(args.report, report)
-    save(graph, args.output)
+    if args.weights_html:
+        _write_weights_html(args.weights_html, args.model, imported, graph, report, args.quiet)
+    save(graph, args.output, sections=None if history is None else {"history": history})
     if not args.quiet:
         folded = len(report["bn_fold"].get("folded", []))
         cle = report["cle"]
@@ -150,10 +179,79 @@ def cmd_report(args):
     from ..quant.quantsim import QuantSim
     from ..report import format_report, quant_report
 
-    check_outputs(args.json)
+    check_outputs(args.json, flag="--json")
+    check_outputs(args.html, flag="--html")
     sim = QuantSim.load(args.model)
     inputs = sim.graph.inputs
+    full = args.html or args.plots or args.json
+    if not full:
+        for name in ("labels", "float_model", "sections", "profiles"):
+            if getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise InputError(f"{flag} applies to the full report: add --html, --plots or --json")
     report = quant_report(sim, iter_batches(args.data, inputs, args.batch_size), quiet=args.quiet)
-    if args.json:
-        write_json(args.json, report)
+    if full:
+        _write_full_report(args, sim, report)
     print(format_report(report, top=args.top))
+
+
+def _write_full_report(args, sim, sqnr):
+    """Every analysis of `refq.analysis.build` on the data, written as HTML, plot files and JSON."""
+    import os
+
+    from ..analysis.build import SECTIONS, Batches, build_report
+    from ..analysis.history import load_history
+    from ..data_io import iter_batches, load_arrays
+
+    if args.plots is not None and os.path.exists(args.plots) and not os.path.isdir(args.plots):
+        raise InputError(f"--plots {args.plots}: exists and is not a directory; give a directory")
+    sections = SECTIONS if args.sections is None else tuple(
+        s.strip() for s in args.sections.split(",") if s.strip())
+    profiles = None if args.profiles is None else [
+        p.strip() for p in args.profiles.split(",") if p.strip()]
+    labels = None if args.labels is None else _load_labels(args.labels, load_arrays)
+    float_graph = None if args.float_model is None else load_float_model(
+        args.float_model, "`refq report --float-model`")
+    data = Batches(lambda: iter_batches(args.data, sim.graph.inputs, args.batch_size))
+    meta = {"model": os.path.basename(args.model), "data": os.path.basename(args.data),
+            "labels": None if args.labels is None else os.path.basename(args.labels),
+            "float model": None if args.float_model is None else os.path.basename(args.float_model),
+            "numerics": _numerics_name(sim.numerics), "config": sim.config_source, "scheme": sim.scheme}
+    doc = build_report(sim, data, labels=labels, float_graph=float_graph,
+                       history=load_history(args.model), sections=sections, profiles=profiles,
+                       batch_size=args.batch_size, meta=meta, sqnr_report=sqnr,
+                       title=f"refq report: {os.path.basename(args.model)}", quiet=args.quiet)
+    if args.json:
+        write_json(args.json, doc.to_json())
+    if args.plots is not None:
+        from ..analysis.plots import write_plots
+
+        write_plots(doc, args.plots, args.plot_format, quiet=args.quiet)
+    if args.html:
+        from ..analysis.html import write_html
+
+        write_html(doc, args.html, quiet=args.quiet)
+
+
+def _numerics_name(numerics) -> str:
+    """"AIMET 2.42", "AIMET 1.x" or the numerics' fields."""
+    from ..quant.numerics import AIMET_V1, AIMET_V2
+
+    return {AIMET_V2: "AIMET 2.42", AIMET_V1: "AIMET 1.x"}.get(numerics, repr(numerics))
+
+
+def _load_labels(path, load_arrays):
+    """Class labels: a 1-D integer array (an .npy file, or an .npz holding exactly one array)."""
+    import numpy as np
+
+    arrays = load_arrays(path)
+    if isinstance(arrays, dict):
+        if len(arrays) != 1:
+            raise InputError(f"{path}: give the labels as an .npy file or an .npz with one array "
+                             f"(found {len(arrays)})")
+        arrays = next(iter(arrays.values()))
+    y = np.asarray(arrays)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"{path}: labels must be a 1-D integer array (one class per input), got "
+                         f"{y.dtype} of shape {list(y.shape)}")
+    return y
