@@ -22,7 +22,8 @@ from refq.algorithms.adaround import LayerProblem, adaround, curve_iterations
 from refq.algorithms.adaround_loss import beta_at, in_warm_start
 from refq.analysis.document import Report
 from refq.analysis.history import (CURVE_POINTS, STEP_POINTS, check_history, history_doc,
-                                   history_sections, load_history, training_record)
+                                   load_history, training_record)
+from refq.analysis.history_report import history_sections
 from refq.compression.eval_table import load_eval_table
 from refq.errors import FormatError
 from refq.grad.optim import Adam

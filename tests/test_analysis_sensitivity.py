@@ -17,6 +17,7 @@ from refq.analysis import sensitivity as S
 from refq.analysis.document import Report
 from refq.errors import InputError, QuantError
 from refq.graph import Graph, Node, TensorSpec
+from refq.quant.partial_sim import PartialSim
 from refq.quant.config import parse_config
 from refq.quant.quantsim import QuantSim
 from refq.report import quant_report
@@ -137,7 +138,7 @@ def test_input_quantizers_join_their_node_and_run_bit_for_bit(data):
     gs = dict(groups(sim))
     assert {"add:input0", "add:input1"} <= set(gs["conv2"]) and "fc:input0" in gs["fc"]
     configs = S.configurations(sim, S.quantizer_groups(sim))
-    runner = S._Runner(sim, "y")
+    runner = PartialSim(sim, "y")
     jobs = {v: runner.compile(v) for v in configs.values() if v and v != runner.all_set}
     for enabled, y in runner.outputs({"x": data[:16]}, jobs):
         want = sim.run({"x": data[:16]}, enabled={n: True for n in enabled})["y"]
@@ -164,7 +165,7 @@ def direct_outputs(sim, data, enabled, batch_size):
 @pytest.mark.parametrize("batch_size", [40, 16])
 def test_every_run_is_the_simulation_bit_for_bit(sim, data, batch_size):
     configs = S.configurations(sim, S.quantizer_groups(sim))
-    runner = S._Runner(sim, "y")
+    runner = PartialSim(sim, "y")
     jobs = {v: runner.compile(v) for v in configs.values() if v and v != runner.all_set}
     assert len(jobs) == len(configs) - 2
     for s in range(0, len(data), batch_size):
@@ -177,7 +178,7 @@ def test_every_run_is_the_simulation_bit_for_bit(sim, data, batch_size):
 
 
 def test_partial_runs_start_where_the_change_does(sim):
-    runner = S._Runner(sim, "y")
+    runner = PartialSim(sim, "y")
     configs = S.configurations(sim, S.quantizer_groups(sim))
     reached = {k: (j.base, [n.name for n in j.plan.order] if j.plan else None)
                for k, j in ((k, runner.compile(v)) for k, v in configs.items()
@@ -374,7 +375,7 @@ def test_ppocr_groups_and_runs_on_16_lines():
     assert gs[0].name == "conv_1" and "x" in gs[0].quantizers
     assert set().union(*(g.quantizers for g in gs)) == set(sim.quantizers)
     x = calib[:16]
-    runner = S._Runner(sim, sim.graph.outputs[0])
+    runner = PartialSim(sim, sim.graph.outputs[0])
     configs = S.configurations(sim, gs)
     jobs = {configs[k]: runner.compile(configs[k])
             for k in ("only:dwconv_5", "without:conv_20", "weights", "only:predictions")}

@@ -12,7 +12,7 @@ import pytest
 
 import refq
 from cli_helpers import assert_error, cli
-from refq.analysis.build import SECTIONS, Batches, build_report
+from refq.analysis.build import Batches, build_report
 from refq.quant.quantsim import QuantSim
 from refq.report import format_report, quant_report
 from test_cli_quant import X, small_graph

@@ -102,7 +102,7 @@ def build_report(sim, data, *, labels=None, float_graph=None, history=(), sectio
         out.append(integer_section(sim, data, profiles=profiles, batch_size=batch_size,
                                    quiet=quiet, max_samples=integer_samples))
     if "history" in sections and history:
-        from .history import history_sections
+        from .history_report import history_sections
 
         out.extend(history_sections(list(history)))
     report = Report(title, out, dict(meta or {}))

@@ -40,11 +40,9 @@ largest of its shifted inputs and their sum (TFLite shifts |x − zp| ≤ 255 le
 could overflow on an input 4x larger than any in the data; such layers are highlighted in the
 headroom figure and counted in the summary.
 
-A profile that refuses the model (an op or attribute its target does not define, e.g. TFLite
-pools with ceil_mode; a batch norm left unfolded) is listed with its one-line error, status
-"refused"; a profile whose integer run fails on the data (an accumulator overflow under the
-"error" policy) is listed with status "failed". Bad data (empty, NaN, wrong shape) raises the
-refq error, naming the input.
+A profile that refuses the model is listed with its one-line error, status "refused"; a profile
+whose integer run fails on the data is listed with status "failed" (`compare_profiles` of
+`refq.analysis.integer_profiles`, which runs the profiles; its docstring).
 
 Figures (numbers only; see refq.analysis.document): "integer.differences" (bars: differing values
 per layer, one series per profile, only layers that differ somewhere; log scale when the non-zero
@@ -54,23 +52,14 @@ first MAX_PROFILE_FIGURES profiles that differ, "integer.propagation.<profile>" 
 layer's own differing values against the differing values downstream). Profiles whose series are
 identical share one series, named by all of them.
 
-Data: an array, a dict of arrays or a re-iterable of feed batches (`refq.analysis.build.Batches`),
-as `refq.data_io.iterate_batches` takes them; it is read once per profile, batch by batch (a
-one-shot iterator, such as a generator, is read into memory once, since every profile needs a
-pass). `max_samples` limits the comparison to the first samples: the cost is about three forward
-passes per sample and profile (the traced profile run, the traced faithful run, the QuantSim run).
+Data: as `compare_profiles` takes it (an array, a dict of arrays or a re-iterable of feed
+batches), read once per profile; `max_samples` limits the comparison to the first samples.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from ..data_io import check_batched, check_data, iterate_batches
-from ..errors import FixedPointError, InputError, UnsupportedLayerError, one_line
-from ..fixedpoint.compare import compare
-from ..fixedpoint.lowering import lower
-from ..fixedpoint.profiles import PROFILES, get_profile
-from ..progress import plural, progress, stage
+from ..progress import plural
 from .document import Figure, Panel, Section, Table, slug
+from .integer_profiles import compare_profiles
 
 __all__ = ["integer_section", "HEADROOM_THRESHOLD_BITS", "LOG_SPAN", "MAX_PROFILE_FIGURES"]
 
@@ -82,81 +71,6 @@ LOG_SPAN = 100
 MAX_PROFILE_FIGURES = 6
 
 _ID = "integer"
-
-
-class _Batches:
-    """The data as a re-iterable of checked feed batches: each pass checks every array (numeric,
-    batched, non-empty, finite: `refq.data_io.check_data`) and counts the batches and samples."""
-
-    def __init__(self, sim, data, batch_size, max_samples=None):
-        if max_samples is not None and (isinstance(max_samples, bool) or
-                                        not isinstance(max_samples, (int, np.integer)) or
-                                        max_samples < 1):
-            raise InputError(f"integer section: max_samples must be a positive integer or None, "
-                             f"got {max_samples!r}")
-        self.graph, self.batch_size, self.max_samples = sim.graph, batch_size, max_samples
-        if isinstance(data, (np.ndarray, dict)):
-            feeds = data if isinstance(data, dict) else {sim.graph.inputs[0].name: data}
-            if not feeds:
-                raise InputError("integer section: the data holds no arrays; give at least one "
-                                 "non-empty batch")
-            for name, x in feeds.items():
-                check_batched(np.asarray(x), "integer section data", name)
-        elif iter(data) is data:          # one-shot: every profile needs a pass
-            data = list(data)
-        self.data = data
-        self.batches = self.samples = 0
-
-    def __iter__(self):
-        self.batches = self.samples = 0
-        for feeds in iterate_batches(self.data, self.graph, self.batch_size):
-            if self.max_samples is not None:
-                if self.samples >= self.max_samples:
-                    return
-                feeds = {k: v[:self.max_samples - self.samples] for k, v in feeds.items()}
-            for name, x in feeds.items():
-                check_data(np.asarray(x), "integer section data", name)
-            self.batches += 1
-            self.samples += int(np.shape(next(iter(feeds.values())))[0]) if feeds else 0
-            yield feeds
-
-
-def _profiles(profiles) -> list:
-    """The Profile records to compare, in the given order without repeats (default: all shipped);
-    an unknown name raises FixedPointError listing the known ones."""
-    if profiles is None:
-        profiles = list(PROFILES)
-    elif isinstance(profiles, str) or not hasattr(profiles, "__iter__"):
-        profiles = [profiles]
-    out = {}
-    for p in profiles:
-        p = get_profile(p)
-        out.setdefault(p.name, p)
-    if not out:
-        raise InputError("integer section: no profile given; name at least one (`refq profiles` "
-                         "lists them)")
-    return list(out.values())
-
-
-def _run_profile(sim, profile, batches, quiet) -> dict:
-    """{"name", "status": ok|refused|failed, "error", "report"}: compare() of one profile."""
-    name = profile.name
-    with stage(f"integer {name}", quiet) as st:
-        try:
-            graph = lower(sim, profile)
-        except (FixedPointError, UnsupportedLayerError) as e:
-            st.detail = "refused"
-            return {"name": name, "status": "refused", "error": one_line(e), "report": None}
-        try:
-            report = compare(sim, profile, batches, quiet=quiet, graph=graph)
-        except FixedPointError as e:
-            if batches.batches == 0:
-                raise InputError("integer section: the data holds no batch; give at least one "
-                                 "sample") from None
-            st.detail = "failed on the data"
-            return {"name": name, "status": "failed", "error": one_line(e), "report": None}
-        st.detail = f"{report['summary']['local_differ_elements']:,} values differ"
-    return {"name": name, "status": "ok", "error": "", "report": report}
 
 
 def _lsb_counts(histogram: dict) -> str:
@@ -410,16 +324,8 @@ def integer_section(sim, data, *, profiles=None, batch_size=None, quiet=True,
     max_samples samples only (default: all; the cost is about one traced integer run, one
     faithful run and one simulation per sample and profile). quiet: no progress on stderr.
     InputError for empty or non-finite data; FixedPointError for an unknown profile name."""
-    from ..quant.quantsim import QuantSim
-
-    if not isinstance(sim, QuantSim):
-        raise InputError(f"integer section: needs a calibrated QuantSim, got "
-                         f"{type(sim).__name__}; quantize the model first (`refq quantize`)")
-    profs = _profiles(profiles)
-    batches = _Batches(sim, data, batch_size, max_samples)
-    outcomes = [_run_profile(sim, p, batches, quiet)
-                for p in progress(profs, total=len(profs), desc="integer profiles", quiet=quiet,
-                                  unit="profile")]
+    outcomes, batches = compare_profiles(sim, data, profiles=profiles, batch_size=batch_size,
+                                         quiet=quiet, max_samples=max_samples)
     done = [o for o in outcomes if o["status"] == "ok"]
     tables = [Table(f"{_ID}.profiles", "Per profile: differences from the integer-faithful "
                     "simulation and the least accumulator headroom", list(SUMMARY_COLUMNS),

@@ -1,18 +1,10 @@
 """The quantizers section of the report: what each quantizer sees, the range it chose, its cost.
 
 For every enabled quantizer with an encoding (the rows of `refq.report.quant_report`):
-- values: an activation quantizer (model inputs included) sees the float run's tensors at its place,
-  in the simulation's dtype (the x of the report's local SQNR; a shared quantizer: all its
-  tensors); an input quantizer the float tensor its node reads; a parameter quantizer the weight
-  (as float32, AIMET's parameter dtype).
-- histogram: `bins` equal bins over the values' [lo, hi] = [min, max] (constant values:
-  [v − 0.5, v + 0.5], as np.histogram does), edges e_i = np.histogram_bin_edges, and
-      counts_i = #{x : e_i ≤ x < e_{i+1}}   (the last bin also holds x = e_B)
-  i.e. exactly np.histogram(all values concatenated, bins=edges). Two passes over the data: the
-  first takes min and max of every quantizer's values (refq's MinMaxAnalyzer), the second bins
-  each batch over the now fixed edges and adds the counts. Memory stays bounded by one batch and
-  the counts do not depend on how the data is batched. The data must therefore be re-iterable
-  (an array, a dict of arrays, a list of batches, `refq.analysis.build.Batches`).
+- values and histogram: what the quantizer sees (for an activation quantizer the float run's
+  tensors, the x of the report's local SQNR; for a parameter quantizer the weight) and their
+  histogram in `bins` equal bins over [min, max], by two passes over the data, which must
+  therefore be re-iterable (`refq.analysis.quantizer_values`, its docstring).
 - chosen range: the grid's ends [scale·(qmin − zp), scale·(qmax − zp)] of the encoding
   (`Encoding.min`, `.max`); per-channel weights: the envelope [min_c min_c, max_c max_c] over the
   channels.
@@ -38,9 +30,6 @@ For every enabled quantizer with an encoding (the rows of `refq.report.quant_rep
 Table: every quantizer, worst local SQNR first, ties by name; those without a local SQNR last, by
 name. Figures: bars of local and cumulative SQNR of the BAR_QUANTIZERS worst, and a log-y
 histogram of each of the `top` worst, the chosen range shaded, the minmax range as vertical lines.
-Speed: the values are observed by tensor hooks of the float run (`refq.plan`), in the threads that
-compute the batch's chunks, so binning runs on both cores beside the forward pass and no tensor is
-kept (min, max and integer counts do not depend on the order in which chunks are merged).
 Errors: QuantError for data without a batch, a batch or tensor holding NaN or ±inf (naming the
 batch and the tensor), data that changes between the passes, a `report` of another simulation;
 InputError for a one-shot iterator and a bad `top` or `bins`.
@@ -48,137 +37,19 @@ InputError for a one-shot iterator and a bad `top` or `bins`.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 
-from ..data_io import iterate_batches
 from ..errors import InputError, QuantError
-from ..plan import Plan
-from ..progress import progress
-from ..quant.analyzers import MinMaxAnalyzer
-from ..quant.quantsim import check_calibration_batch
 from .document import Figure, Panel, Section, Table, slug
+from .quantizer_values import value_histograms, weight_values
 
 __all__ = ["quantizers_section", "BAR_QUANTIZERS", "value_histograms"]
 
 BAR_QUANTIZERS = 30      # quantizers in the SQNR bars figure (the worst by local SQNR)
 FINDING_NAMES = 5        # quantizers named per finding
 CLIP_FINDING = 1e-4      # clipped fractions above this are named in the findings
-
-
-def finite_range(x, where):
-    """(min, max) of `x` as float32 (1,)-arrays; NaN and ±inf show in them: QuantError naming
-    `where`."""
-    mn, mx = np.min(x).astype(np.float32).reshape(1), np.max(x).astype(np.float32).reshape(1)
-    if not (np.isfinite(mn[0]) and np.isfinite(mx[0])):
-        raise QuantError(f"{where} holds NaN or infinite values; check the data and the "
-                         "model's ranges (the report needs finite tensors)")
-    return mn, mx
-
-
-class _Values:
-    """What one quantizer saw: its MinMaxAnalyzer, and the histogram once the range is known."""
-
-    def __init__(self, axis=None):
-        self.analyzer = MinMaxAnalyzer(axis)
-        self.lo = self.hi = None         # float32 (1,): min and max over every value
-        self.counts = self.edges = None
-        self.count = 0                   # values seen in the first pass
-
-    def merge_range(self, mn, mx, size):
-        """Fold the (min, max) of `size` more values into the range and the minmax analyzer."""
-        self.lo = mn if self.lo is None else np.minimum(self.lo, mn)
-        self.hi = mx if self.hi is None else np.maximum(self.hi, mx)
-        self.count += size
-        if self.analyzer.axis is None:
-            self.analyzer.merge((mn, mx))
-
-    def start_histogram(self, bins):
-        self.edges = np.histogram_bin_edges(np.zeros(0), bins, range=self._range())
-        self.counts = np.zeros(bins, dtype=np.int64)
-
-    def _range(self):
-        """float64 ends: np.histogram then bins in float64 whatever the values' dtype."""
-        return np.float64(self.lo[0]), np.float64(self.hi[0])
-
-    def histogram(self, x):
-        """np.histogram counts of `x` over this quantizer's edges (changes nothing)."""
-        return np.histogram(x, bins=self.counts.size, range=self._range())[0]
-
-
-def value_histograms(sim, data, names, *, batch_size=None, bins=128, quiet=True) -> dict:
-    """{quantizer name: _Values} for the activation and input quantizers `names` of `sim`, by the
-    two passes of the module docstring over `data` (float run in the simulation's dtype)."""
-    graph = sim.graph
-    where_tensor = {}
-    for name in names:
-        q = sim.quantizers[name]
-        where_tensor[name] = (list(q.tensors) if q.kind == "activation"
-                              else [graph.node(q.node).inputs[q.input_index]])
-    by_tensor = {}
-    for name, tensors in where_tensor.items():
-        for t in tensors:
-            by_tensor.setdefault(t, []).append(name)
-    values = {name: _Values() for name in names}
-    if not names:
-        return values
-    plan = Plan(graph, sim.numerics.dtype.type)
-    lock = threading.Lock()
-
-    def hook(t, where, first):
-        """Observe tensor t of one batch chunk (the plan runs chunks on both cores): the
-        statistics are computed in the chunk's thread and merged under the lock."""
-        def observe(x):
-            if first:
-                mn, mx = finite_range(x, f"{where}: tensor '{t}' (quantizer '{by_tensor[t][0]}')")
-                with lock:
-                    for name in by_tensor[t]:
-                        values[name].merge_range(mn, mx, x.size)
-            else:
-                counts = [values[name].histogram(x) for name in by_tensor[t]]
-                with lock:
-                    for name, c in zip(by_tensor[t], counts):
-                        values[name].counts += c
-            return x
-        return observe
-
-    for first in (True, False):
-        if not first:
-            for v in values.values():
-                v.start_histogram(bins)
-        seen = 0
-        batches = iterate_batches(data, graph, batch_size)
-        for k, feeds in enumerate(progress(batches, desc="quantizer ranges" if first
-                                           else "quantizer histograms", quiet=quiet)):
-            src = getattr(feeds, "source", None)
-            where = f"batch {k}" + (f" (from {src})" if src else "")
-            feeds = check_calibration_batch(graph, feeds, where)
-            plan.run(feeds, tensor_hooks={t: hook(t, where, first) for t in by_tensor})
-            seen += 1
-        if not seen:
-            raise QuantError("the data holds no batch; give at least one sample")
-    for name, v in values.items():
-        if int(v.counts.sum()) != v.count:
-            raise QuantError(f"quantizer '{name}': the second pass over the data saw "
-                             f"{int(v.counts.sum())} values in [{v.lo[0]}, {v.hi[0]}], the first "
-                             f"{v.count}; the data must give the same batches on every pass")
-    return values
-
-
-def _weight_values(sim, q, enc, bins) -> _Values:
-    """The weight's _Values: minmax statistics on the encoding's axis, histogram of every value."""
-    w = sim.graph.node(q.node).params[q.param].astype(np.float32)
-    if w.size == 0:
-        raise QuantError(f"quantizer '{q.name}': weight {q.node}/{q.param} is empty")
-    v = _Values(enc.axis)
-    v.merge_range(*finite_range(w, f"weight {q.node}/{q.param} (quantizer '{q.name}')"), w.size)
-    if enc.axis is not None:
-        v.analyzer.update(w)
-    v.start_histogram(bins)
-    v.counts += v.histogram(w)
-    return v
 
 
 def _envelope(enc_min, enc_max):
@@ -249,7 +120,7 @@ def _rows(sim, report, seen, bins):
     for r in rows:
         name = r["quantizer"]
         q, enc = sim.quantizers[name], sim.encodings[name]
-        v = _weight_values(sim, q, enc, bins) if q.kind == "param" else seen[name]
+        v = weight_values(sim, q, enc, bins) if q.kind == "param" else seen[name]
         chosen = _envelope(enc.min, enc.max)
         minmax = _minmax_range(q, enc, v.analyzer, sim.numerics)
         ratio = None

@@ -37,15 +37,11 @@ Agreement with the per-quantizer report (`refq.report.quant_report`): over the g
 quantizer with a local SQNR there, Spearman's ρ between the group's `only:G` output SQNR and its
 worst (lowest) local SQNR: the Pearson correlation of their ranks, ties taking their mean rank.
 
-Speed (every output is bit for bit that of `sim.run(feeds, enabled=C)`, tests check it). Per
-batch, one float run (`Plan`) and one all-quantized run (`sim.plan()`) are traced at the tensors
-the other runs start from, one trace in memory at a time. Each configuration is compiled once into
-a plan of the nodes its change can reach, from the nodes it quantizes differently than the float
-run or than the all-quantized run (whichever reaches fewer nodes) to the scored output; the rest
-is read from that base run's trace. Fake-quantized weights are computed once; each plan cuts a
-batch into the chunks the whole graph's plan uses (same rows per BLAS call), on both cores. On
-PP-OCR this runs ~52% of the nodes of 110 full forwards. Worker processes would gain nothing (the
-CPU time with 1 and with 2 threads is the same) and are not used.
+Speed: the configurations run as `refq.quant.partial_sim.PartialSim` runs them (every output is
+bit for bit that of `sim.run(feeds, enabled=C)`, tests check it): per batch one traced float run
+and one traced all-quantized run, and for each configuration only the nodes its change can reach,
+fed from whichever of the two reaches fewer. On PP-OCR this runs ~52% of the nodes of 110 full
+forwards.
 """
 from __future__ import annotations
 
@@ -56,11 +52,7 @@ import numpy as np
 
 from ..data_io import check_data, iterate_batches
 from ..errors import InputError, QuantError
-from ..graph import Graph, Node, TensorSpec
-from ..plan import Plan
-from ..progress import progress
-from ..quant.encoding import quantize_dequantize
-from ..quant.fakequant import fake_quantize_inplace
+from ..quant.partial_sim import PartialSim
 from .document import Figure, Panel, Section, Table
 
 __all__ = ["Group", "quantizer_groups", "configurations", "sensitivity_scores", "spearman",
@@ -136,121 +128,6 @@ def configurations(sim, groups) -> dict:
     return out
 
 
-class _Job:
-    """A compiled configuration: `plan` over the nodes its change reaches (None: the scored
-    output is the base run's), fed from the base run ("float" or "all") at `from_base` and with
-    the graph inputs `raw`, run with `hooks`."""
-
-    def __init__(self, base, plan=None, from_base=(), raw=(), hooks=None):
-        self.base, self.plan, self.from_base, self.raw = base, plan, list(from_base), list(raw)
-        self.hooks = hooks or {}
-
-
-class _Runner:
-    """The float and all-quantized plans of `sim` and the compiler of configurations (Speed)."""
-
-    def __init__(self, sim, output: str):
-        self.sim, self.graph, self.output = sim, sim.graph, output
-        self.order = self.graph.topological_order()
-        self.nodes = {n.name: n for n in self.order}
-        self.producers, self.readers = self.graph.producers(), self.graph.consumers()
-        self.shapes = self.graph.validated_shapes()
-        self.input_specs = {s.name: s for s in self.graph.inputs}
-        self.float_plan = Plan(self.graph, sim.numerics.dtype.type)
-        self.all_set = frozenset(n for n in sim.quantizers if sim.enabled.get(n, False))
-        self.all_plan = sim.plan({n: True for n in self.all_set})
-        self.needed, todo = set(), [output]
-        while todo:
-            p = self.producers.get(todo.pop())
-            if p is not None and p.name not in self.needed:
-                self.needed.add(p.name)
-                todo.extend(p.inputs)
-        self.weights: dict = {}
-
-    def reached(self, changed) -> list:
-        """The nodes, in model order, that the scored output needs and whose result a change of
-        the quantizers `changed` can alter: those they quantize the parameters, inputs or output
-        of (the readers of a graph input) and every node downstream."""
-        todo = []
-        for name in changed:
-            q = self.sim.quantizers[name]
-            if q.kind != "activation":
-                todo.append(q.node)
-            for t in q.tensors if q.kind == "activation" else ():
-                p = self.producers.get(t)
-                todo += [p.name] if p is not None else [r.name for r in self.readers.get(t, ())]
-        reached = set(todo)
-        while todo:
-            for r in self.readers.get(self.nodes[todo.pop()].outputs[0], ()):
-                if r.name not in reached:
-                    reached.add(r.name)
-                    todo.append(r.name)
-        return [n for n in self.order if n.name in reached and n.name in self.needed]
-
-    def compile(self, enabled: frozenset) -> _Job:
-        from_float, from_all = self.reached(enabled), self.reached(enabled ^ self.all_set)
-        base, nodes = ("float", from_float) if len(from_float) <= len(from_all) else \
-            ("all", from_all)
-        names = {n.name for n in nodes}
-        if self.producers[self.output].name not in names:
-            return _Job(base)
-        produced = {n.outputs[0] for n in nodes}
-        inputs = list(dict.fromkeys(t for n in nodes for t in n.inputs if t not in produced))
-        raw = [t for t in inputs if t in self.input_specs]
-        sub = Graph([self.input_specs.get(t) or TensorSpec(t, tuple(self.shapes[t]))
-                     for t in inputs], [self.output],
-                    [Node(n.name, n.op, list(n.inputs), list(n.outputs), dict(n.attrs), n.params)
-                     for n in nodes], name=self.graph.name)
-        sim, num = self.sim, self.sim.numerics
-        params, hooks = {}, {"tensor_hooks": {}, "inplace_hooks": {}, "input_hooks": {}}
-        for name in sorted(enabled):
-            q = sim.quantizers[name]
-            if q.kind == "param" and q.node in names:
-                if name not in self.weights:
-                    self.weights[name] = quantize_dequantize(
-                        self.nodes[q.node].params[q.param], sim._encoding(name), num)
-                params.setdefault(q.node, dict(self.nodes[q.node].params))[q.param] = \
-                    self.weights[name]
-            elif q.kind == "input" and q.node in names:
-                hooks["input_hooks"][(q.node, q.input_index)] = \
-                    lambda x, e=sim._encoding(name): quantize_dequantize(x, e, num)
-            elif q.kind == "activation":
-                enc = sim._encoding(name)
-                for t in q.tensors:   # a tensor read from the base trace is already quantized
-                    if t in produced or t in raw:
-                        if enc.axis is None:
-                            hooks["inplace_hooks"][t] = \
-                                lambda a, e=enc: fake_quantize_inplace(a, e, num)
-                        else:
-                            hooks["tensor_hooks"][t] = \
-                                lambda x, e=enc: quantize_dequantize(x, e, num)
-        plan = Plan(sub, num.dtype.type, params=params)
-        plan.chunk_images = self.float_plan.chunk_images   # the whole graph's batch chunks
-        return _Job(base, plan, [t for t in inputs if t not in raw], raw, hooks)
-
-    def outputs(self, feeds, jobs: dict, quiet: bool = True):
-        """Yield (enabled set, scored output) of one batch for the float run, the all-quantized
-        run and every job of `jobs` ({enabled set: job}), one base run's trace alive at a time
-        (traced at the scored output and the tensors its jobs start from)."""
-        for base, plan, enabled in (("float", self.float_plan, frozenset()),
-                                    ("all", self.all_plan, self.all_set)):
-            mine = [(s, j) for s, j in jobs.items() if j.base == base]
-            trace = plan.run(feeds, trace={self.output}.union(*[j.from_base for _, j in mine]))
-            yield enabled, trace[self.output]
-            for s, job in progress(mine, desc=f"sensitivity ({base} base)", quiet=quiet,
-                                   unit="run"):
-                yield s, self.run(job, feeds, trace)
-            del trace   # before the next base run
-
-    def run(self, job: _Job, feeds, trace) -> np.ndarray:
-        """The scored output of `job` on one batch, given its base run's `trace`."""
-        if job.plan is None:
-            return trace[self.output]
-        sub = {t: trace[t] for t in job.from_base}
-        sub.update({t: feeds[t] for t in job.raw})
-        return job.plan.run(sub, **job.hooks)[self.output]
-
-
 class _Score:
     """Running sums of one configuration: Σ (y − ŷ)², top-1 matches with y and with the labels."""
 
@@ -306,7 +183,7 @@ def sensitivity_scores(sim, data, labels=None, *, batch_size=None, output=None,
                              "one label per sample")
     groups = quantizer_groups(sim)
     configs = configurations(sim, groups)
-    runner = _Runner(sim, output)
+    runner = PartialSim(sim, output)
     jobs = {}
     for s in configs.values():
         if s and s != runner.all_set and s not in jobs:
@@ -317,7 +194,7 @@ def sensitivity_scores(sim, data, labels=None, *, batch_size=None, output=None,
         where = f"data batch {k}" + (f" ({feeds.source})" if hasattr(feeds, "source") else "")
         feeds = {name: check_data(np.asarray(v), where, name) for name, v in feeds.items()}
         outs = {}
-        for s, y_hat in runner.outputs(feeds, jobs, quiet):   # the float run first
+        for s, y_hat in runner.outputs(feeds, jobs, quiet, "sensitivity"):   # the float run first
             if not outs and not np.all(np.isfinite(y_hat)):
                 raise QuantError(f"{where}: the float model's output '{output}' is not finite; "
                                  "check the data and the model")
