@@ -40,7 +40,7 @@ def test_profiles_encode_the_notes_table():
     assert [p.quantize_rounding for p in (t, tosa, onnx, ort, cm)] == [
         "half_away", "half_even", "half_even", "half_even", "half_away"]
     assert not t.weight_zero_point and tosa.weight_zero_point and onnx.per_channel_weight_zero_point
-    assert ort.weight_zero_point and not ort.per_channel_weight_zero_point
+    assert ort.weight_zero_point and ort.per_channel_weight_zero_point
     assert (t.add, tosa.add, onnx.add, ort.add, cm.add) == ("tflite", "tosa", "qdq", "ort",
                                                              "tflite")
     # the ONNX spec computes every non-conv op as DequantizeLinear -> float32 op -> QuantizeLinear

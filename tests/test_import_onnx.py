@@ -420,9 +420,9 @@ def _acc_model(tmp_path, op, x_type, shape, w, zp_x, zp_w, name, **attrs):
 
 
 def test_conv_integer_and_matmul_integer_are_their_int32_accumulators(tmp_path):
-    """ConvInteger (group 2, strides, pads, per-channel weight zero points that fit int8 after
-    the rewrite w − zp[o]) and MatMulInteger (per-column zero points) as integer graphs whose
-    outputs are the accumulators: Python-integer transcriptions, exact."""
+    """ConvInteger (group 2, strides, pads, per-channel weight zero points) and MatMulInteger
+    (per-column zero points) as integer graphs whose outputs are the accumulators:
+    Python-integer transcriptions, exact."""
     from refq.fixedpoint.run import run_int
 
     rng = np.random.default_rng(14)
@@ -453,12 +453,24 @@ def test_conv_integer_and_matmul_integer_are_their_int32_accumulators(tmp_path):
     assert y["y"].tolist() == want
 
 
-def test_integer_weight_zero_points_beyond_int8_are_refused(tmp_path):
+def test_integer_weight_zero_points_beyond_int8_are_kept_per_channel(tmp_path):
+    """w − zp[o] spans [−255, 255]: the file's codes and zero points are kept (parameter
+    weight_zp) under onnx; a profile holding one zero point per layer refuses by name."""
+    from refq.fixedpoint.run import run_int
+
     w = np.array([[[[0, 255]]], [[[255, 0]]]], np.uint8).reshape(2, 1, 1, 2)
     p = _acc_model(tmp_path, "ConvInteger", TensorProto.UINT8, [1, 1, 3, 3], w, np.uint8(0),
                    np.array([0, 255], np.uint8), "big.onnx")
-    one_line_error(UnsupportedLayerError, lambda: import_onnx(p), "ConvInteger",
-                   "one weight zero point per layer")
+    g = import_onnx(p)
+    node = next(n for n in g.nodes if n.op == "int_conv2d")
+    assert node.params["weight_zp"].tolist() == [0, 255]
+    x = np.arange(9, dtype=np.uint8).reshape(1, 1, 3, 3)
+    y, _ = run_int(g, {"x": x.transpose(0, 2, 3, 1)}, codes=True)
+    want = [[[[sum(int(x[0, 0, i, j + v]) * (int(w[o, 0, 0, v]) - zp) for v in range(2))
+               for j in range(2)] for i in range(3)] for o, zp in ((0, 0), (1, 255))]]
+    assert y["y"].transpose(0, 3, 1, 2).tolist() == want
+    one_line_error(UnsupportedLayerError, lambda: import_onnx(p, profile="tosa"), "ConvInteger",
+                   "profile 'tosa' holds one weight zero point per layer")
     p = _acc_model(tmp_path, "ConvInteger", TensorProto.UINT8, [1, 1, 3, 3], w, np.uint8(0),
                    np.uint8(0), "float_in.onnx")
     m = onnx.load(str(p))
@@ -468,10 +480,10 @@ def test_integer_weight_zero_points_beyond_int8_are_refused(tmp_path):
         import_onnx(p)
 
 
-def test_qlinear_conv_per_channel_weight_zero_points_rewritten_exactly(tmp_path):
+def test_qlinear_conv_per_channel_weight_zero_points_are_exact(tmp_path):
     """QLinearConv on an integer graph input with weight zero points differing per channel: the
-    codes w − zp[o] (zero point 0) give the integers of the model whose weights were stored so,
-    bit for bit; integer input codes in, output codes out (run_int codes=True)."""
+    file's codes with zp[o] give the integers of the model whose weights are stored as w − zp[o]
+    (zero point 0), bit for bit; integer input codes in, output codes out (run_int codes=True)."""
     from refq.fixedpoint.run import run_int
 
     rng = np.random.default_rng(15)
@@ -492,13 +504,15 @@ def test_qlinear_conv_per_channel_weight_zero_points_rewritten_exactly(tmp_path)
         y, _ = run_int(g, {"x": x.transpose(0, 2, 3, 1)}, codes=True)
         outs.append(y[g.outputs[0]])
     assert outs[0].dtype == np.uint8 and np.array_equal(outs[0], outs[1])
-    zw[0] = 0
-    bad = _model(tmp_path, [helper.make_node("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw",
+    zw[0] = 0   # w − zp beyond int8: kept per channel (tests/test_int_zero_points.py)
+    big = _model(tmp_path, [helper.make_node("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw",
                                                              "sy", "zy"], ["y"], name="qc")],
                  [("x", TensorProto.UINT8, [2, 3, 6, 6])], [("y", TensorProto.UINT8, 4)],
                  {"sx": np.float32(0.02), "zx": np.uint8(120), "w": w, "sw": np.float32(0.01),
-                  "zw": zw, "sy": np.float32(0.05), "zy": np.uint8(128)}, "bad.onnx")
-    one_line_error(UnsupportedLayerError, lambda: import_onnx(bad), "qc", "beyond int8")
+                  "zw": zw, "sy": np.float32(0.05), "zy": np.uint8(128)}, "big.onnx")
+    node = next(n for n in import_onnx(big).nodes if n.op == "int_conv2d")
+    assert node.params["weight_zp"].tolist() == zw.tolist()
+    assert np.array_equal(node.params["weight"], w.transpose(0, 2, 3, 1))
 
 
 def test_an_nhwc_input_transposed_to_nchw_stays_as_it_is(tmp_path):

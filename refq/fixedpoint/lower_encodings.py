@@ -97,7 +97,12 @@ def activation_q(enc, profile: Profile, where: str) -> TensorQ:
 
 
 def weight_form(codes, zp, bits, signed_grid, profile, where):
-    """(codes in their integer dtype, weight zero point) for `profile`, or FixedPointError."""
+    """(codes in their integer dtype, weight zero point) for `profile`, or FixedPointError. The
+    zero point `zp` is one integer or one per output channel; it comes back as an int when all
+    agree (the attribute weight_zp of the integer node), else as an int64 array [O] (its
+    parameter weight_zp), which needs a profile with per_channel_weight_zero_point; a non-zero
+    zero point needs weight_zero_point (the TFLite and CMSIS-NN kernels have no weight offset,
+    TOSA's weight_zp is one value)."""
     zp = np.atleast_1d(np.asarray(zp, dtype=np.int64))
     codes = np.asarray(codes, dtype=np.int64)
     if bits > 8:
@@ -114,10 +119,13 @@ def weight_form(codes, zp, bits, signed_grid, profile, where):
                                   f"{sorted(set(zp.tolist()))[:4]}. Quantize with a symmetric "
                                   "weight config (`refq quantize --config`, params.weight."
                                   "is_symmetric \"True\", as the bundled configs)")
-        if np.any(zp != zp[0]):
-            raise FixedPointError(f"{where}: per-channel weight zero points differ; the integer "
-                                  "graph holds one weight zero point per layer: quantize with "
-                                  "symmetric weights (`refq quantize --config`)")
+        if np.any(zp != zp[0]) and not profile.per_channel_weight_zero_point:
+            raise FixedPointError(f"{where}: weight zero points differ per output channel "
+                                  f"({zp.tolist()[:4]}...); profile '{profile.name}' holds one "
+                                  "weight zero point per layer (per_channel_weight_zero_point "
+                                  "False): quantize with symmetric weights (`refq quantize "
+                                  "--config`) or choose a profile that allows them (`refq "
+                                  "profiles`: onnx)")
     if signed_grid:
         dtype = "int4" if bits <= 4 and "int4" in profile.weight_dtypes else "int8"
     else:
@@ -131,6 +139,8 @@ def weight_form(codes, zp, bits, signed_grid, profile, where):
     if codes.size and (codes.min() < info.min or codes.max() > info.max):
         raise FixedPointError(f"{where}: weight codes [{codes.min()}, {codes.max()}] do not fit "
                               f"{dtype}")
+    if zp.size > 1 and np.any(zp != zp[0]):
+        return codes.astype(npt), zp.reshape(-1)
     return codes.astype(npt), int(zp[0])
 
 

@@ -42,7 +42,8 @@ def lower_conv(w, n):
 
 def emit_weighted(w, n, op, x, tq_in, weight, bias, geometry):
     """Emit integer node `op` (int_conv2d, int_dense, int_conv_transpose2d) for float node n
-    reading integer tensor x (encoding tq_in): weight = (codes [O, ...], weight zero point,
+    reading integer tensor x (encoding tq_in): weight = (codes [O, ...], weight zero point (an
+    int: the attribute weight_zp; an int array [O] from `weight_form`: the parameter weight_zp),
     s_w float32 [O], per_channel), bias int32 [O] or None, `geometry` the op's geometry attrs.
     M[o] = s_in·s_w[o]/s_out by the profile's scale math ("fc_per_tensor" for a per-tensor
     int_dense), the profile's scheme (fc_requant for int_dense), the fused activation's clamp."""
@@ -60,6 +61,9 @@ def emit_weighted(w, n, op, x, tq_in, weight, bias, geometry):
     except FixedPointError as e:
         raise FixedPointError(f"{where}: {e}") from None
     params = {"weight": codes}
+    if np.ndim(weight_zp):
+        params["weight_zp"] = np.asarray(weight_zp).astype(np.int32)
+        weight_zp = 0
     if bias is not None:
         params["bias"] = bias
     params.update(b.requant_params(real, scheme, where))

@@ -65,6 +65,19 @@ def _spec_int(v, where, key) -> int:
     return int(v)
 
 
+def _spec_weight_zero_point(v, channels, where):
+    """A spec's weight_zero_point: one integer, or a list of `channels` integers (one per output
+    channel), as an int or an int64 array."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        a = np.asarray(v)
+        if a.dtype.kind not in "iu" or a.ndim != 1 or a.size not in (1, channels):
+            raise FixedPointError(f"{where}: 'weight_zero_point' must be an integer or a list of "
+                                  f"1 or {channels} integers (one per output channel), got "
+                                  f"{np.asarray(v).tolist()!r}"[:300])
+        return a.astype(np.int64)
+    return _spec_int(v, where, "weight_zero_point")
+
+
 def _spec_names(v, where, key) -> list:
     if not isinstance(v, (list, tuple)) or not all(isinstance(t, str) for t in v):
         raise FixedPointError(f"{where}: '{key}' must be a list of tensor names, got {v!r}")
@@ -144,7 +157,7 @@ def _spec_weights(L, p, where):
                               f"or {c} (per channel, one per output channel)")
     per_channel = s_w.size > 1
     s_w = np.broadcast_to(s_w.astype(np.float32).ravel(), (c,)).copy()
-    zp = _spec_int(L.get("weight_zero_point", 0), where, "weight_zero_point")
+    zp = _spec_weight_zero_point(L.get("weight_zero_point", 0), c, where)
     codes, zp = weight_form(w, zp, 4 if wdt == "int4" else 8, wdt != "uint8", p, where)
     bias = L.get("bias")
     if bias is not None:
@@ -197,7 +210,8 @@ def lower_from_params(spec: dict, profile) -> Graph:
     (default the dtype's range)}. Per op:
       conv2d   weight (integer array OHWI [out, kh, kw, in/groups], the codes), weight_dtype
                ("int8" | "uint8" | "int4", default "int8"), weight_scale (float or [out] floats),
-               weight_zero_point (int, default 0), bias (int32 array [out],
+               weight_zero_point (int, or [out] ints: one per output channel, which needs a
+               profile with per_channel_weight_zero_point; default 0), bias (int32 array [out],
                optional, scale s_in·s_w), strides, dilations, padding, pads, groups (as refq's
                conv2d), activation ("none" | "relu" | "relu6" | "relu_n1_to_1" | {"min", "max"}
                floats; default "none"), output (required).

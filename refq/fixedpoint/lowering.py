@@ -22,7 +22,9 @@ Rules (`lower`):
   a Graph) of a float model; no batch_norm left (`refq quantize` folds them unless --no-fold-bn;
   Python: `refq.algorithms.fold_batch_norms`, then a new QuantSim); every enabled quantizer has an
   encoding; every op is supported;
-  weights are symmetric unless the profile allows weight zero points (then one zero point per layer);
+  weights are symmetric unless the profile allows weight zero points (weight_zero_point: one per
+  layer, the attribute weight_zp; per_channel_weight_zero_point: one per output channel when they
+  differ, the parameter weight_zp [O]);
   every scale is finite and positive; the profile supports every dtype (see `activation_q`).
 - Tensor encodings: a quantized tensor has its sim encoding. An unquantized tensor takes its input's
   encoding when its op preserves the grid (max_pool2d, zero_pad2d, flatten, reshape, identity, and

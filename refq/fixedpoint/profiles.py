@@ -91,7 +91,9 @@ class Profile:
     weight_zero_point: whether weights may have a non-zero zero point (TFLite/CMSIS-NN int8: must
         be 0; TOSA: allowed for i8; ONNX: allowed; §0, §3).
     per_channel_weight_zero_point: whether it may differ per output channel (ONNX QLinearConv
-        allows a per-channel w_zero_point; TOSA's weight_zp is one value; §3.3, §3.4).
+        allows a per-channel w_zero_point, and onnxruntime 1.32's QLinearConv, QLinearMatMul and
+        MatMulInteger take one, though its ConvInteger refuses it; TOSA's weight_zp is one value;
+        §3.3, §3.4).
     conv_padding: "input_zero_point" — padded taps contribute as if the quantized input were
         padded with zp_in (TFLite/TOSA skip them, CMSIS-NN fills im2col with zp_in, ONNX pads the
         zp-subtracted input with 0; all equivalent, §3).
@@ -326,7 +328,7 @@ _PROFILES = (
         scale_math="float32", fc_per_tensor_scale_math="float32", mul_scale_math="float32",
         multiplier="float32", multiplier_bits=32, requant="float32_rne", fc_requant=None,
         zp_before_round=False, quantize_rounding="half_even", activation_range_rounding="half_even",
-        weight_zero_point=True, per_channel_weight_zero_point=False, add="ort", avgpool="ort",
+        weight_zero_point=True, per_channel_weight_zero_point=True, add="ort", avgpool="ort",
         mean="ort", logistic_tanh="float32", hard_swish="float32", softmax="ort",
         activation_dtypes=("int8", "uint8"), weight_dtypes=("int8", "uint8"),
         mul="ort", rescale="qdq",

@@ -11,8 +11,12 @@ Operators (onnx.ai operator pages):
     MatMulInteger(a, b, a_zero_point, b_zero_point)  y = (a − zp_a)·(b − zp_b), int32, with a
                     an activation [N, ..., K] and b a constant [K, M] (zp_b per column allowed)
                     -> int_dense with weight bᵀ.
-    Weight zero points that differ per output channel are rewritten as in `onnx_integer`
-    (w − zp[o] as int8 codes with zero point 0, exact) or refused when those do not fit int8.
+    Weight zero points that differ per output channel (w_zero_point [M], b_zero_point per
+    column) are kept with the file's codes as the node's parameter weight_zp [O]
+    (`onnx_integer.weight_zero_point`); the profile must allow them
+    (per_channel_weight_zero_point: onnx), else the node is refused naming the profile; a
+    profile without weight zero points (weight_zero_point False: tflite, cmsis-nn) refuses any
+    non-zero one.
 The accumulator is the output: each product node requantizes with the identity (scheme
 float_rne, real multiplier 1.0: round(acc·1.0) = acc exactly) onto the int32 grid, and its
 graph output is dequantized with scale 1, zero point 0.
@@ -33,7 +37,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..graph import Graph, Node, TensorSpec
-from .onnx_integer import per_tensor_zero_point
+from .onnx_integer import weight_zero_point
 from .onnx_load import attributes
 from .onnx_ops import _window
 
@@ -131,6 +135,21 @@ class _AccBuilder:
                  overflow=self.p.overflow)
         params = {"weight": np.ascontiguousarray(weight).astype(np.int64),
                   "real_multiplier": np.ones(1)}
+        if weight_zp != 0 and not self.p.weight_zero_point:
+            shown = weight_zp[:4] if isinstance(weight_zp, list) else weight_zp
+            raise self.refuse(n, f"weight zero point(s) {shown}: profile '{self.p.name}' has "
+                              "no weight zero point (weight_zero_point False; its kernels take "
+                              "symmetric weights): choose a profile that allows them "
+                              "(`refq profiles`: onnx, ort, tosa)")
+        if isinstance(weight_zp, list):   # one per output channel (`weight_zero_point`)
+            if not self.p.per_channel_weight_zero_point:
+                raise self.refuse(n, f"weight zero points differ per output channel "
+                                  f"({weight_zp[:4]}...); profile '{self.p.name}' holds one "
+                                  "weight zero point per layer (per_channel_weight_zero_point "
+                                  "False): choose a profile that allows them (`refq profiles`: "
+                                  "onnx)")
+            params["weight_zp"] = np.asarray(weight_zp, np.int32)
+            a["weight_zp"] = 0
         self.nodes.append(Node(name, op, [x], [name], a, params))
         self.tensors[name] = {"scale": 1.0, "zero_point": 0, "dtype": "int32",
                               "qmin": _INT32[0], "qmax": _INT32[1]}
@@ -154,8 +173,7 @@ class _AccBuilder:
         if zp_w.size not in (1, w.shape[0]):
             raise self.refuse(n, f"weight zero point of {zp_w.size} values: refq reads 1 or "
                               f"{w.shape[0]} (one per output channel)")
-        codes, zp = per_tensor_zero_point(w.transpose(0, 2, 3, 1), zp_w,
-                                          lambda what: self.refuse(n, what))
+        codes, zp = w.transpose(0, 2, 3, 1), weight_zero_point(zp_w)
         strides = [int(v) for v in a.get("strides", [1, 1])]
         dilations = [int(v) for v in a.get("dilations", [1, 1])]
         padding, pads = _window(self, n, a, _Shape(shape), w.shape[2:], strides, dilations)
@@ -178,8 +196,7 @@ class _AccBuilder:
         if zp_b.size not in (1, b.shape[1]):
             raise self.refuse(n, f"zero point of b of {zp_b.size} values: refq reads 1 or "
                               f"{b.shape[1]} (one per column)")
-        codes, zp = per_tensor_zero_point(np.ascontiguousarray(b.T), zp_b,
-                                          lambda what: self.refuse(n, what))
+        codes, zp = np.ascontiguousarray(b.T), weight_zero_point(zp_b)
         self.product(n, "int_dense", x, {}, codes, zp, "same")
 
 

@@ -7,16 +7,18 @@ Operators (onnx.ai operator pages) and what they become (NCHW -> NHWC as in `onn
                                point zp, dtype of zp: int8 or uint8)
     QLinearConv(x, s_x, zp_x, w, s_w, zp_w, s_y, zp_y, B)   conv2d with weight codes w (OIHW ->
                                OHWI), weight scale s_w (per tensor or per output channel), weight
-                               zero point zp_w (one value), int32 bias B, output encoding (s_y,
+                               zero point zp_w (one value or one per output channel), int32
+                               bias B, output encoding (s_y,
                                zp_y); attributes as Conv (pads, strides, dilations, group,
                                auto_pad)
     QLinearMatMul(a, s_a, zp_a, b, s_b, zp_b, s_y, zp_y)   dense with weight bᵀ ([K, M] -> [M, K];
                                s_b per tensor or per column), no bias; with b an integer
                                activation of a's rank (>= 3): matmul of the two
-    Weight zero points that differ per output channel: the integer kernels hold one weight zero
-                               point per layer, so the codes are rewritten w' = w − zp_w[o] with
-                               zero point 0 (the same integers (w − zp_w) enter every product:
-                               exact) when every w' fits int8; otherwise refused.
+    Weight zero points that differ per output channel (QLinearConv w_zero_point [M],
+                               QLinearMatMul b_zero_point [N]): kept with the file's codes as
+                               the integer node's parameter weight_zp [O] (`weight_zero_point`);
+                               the profile must allow them (per_channel_weight_zero_point: onnx),
+                               else the lowering refuses naming the node and the profile.
     MaxPool, Flatten, Reshape on an integer tensor   max_pool2d / flatten / reshape, keeping its
                                encoding (as `onnx_ops_shape` decides the layout)
     com.microsoft QLinearAdd, QLinearMul   add, multiply with the output encoding (s_C, zp_C)
@@ -42,7 +44,7 @@ from .onnx_load import attributes
 from .onnx_ops import _window
 from .onnx_ops_shape import flat_permutation
 
-__all__ = ["import_integer"]
+__all__ = ["import_integer", "weight_zero_point"]
 
 _DTYPES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 
@@ -194,7 +196,7 @@ class _IntBuilder:
         if s.size not in (1, channels) or zp.size not in (1, channels):
             raise self.refuse(n, f"weight scale of {s.size} and zero point of {zp.size} values: "
                               f"refq reads 1 or {channels} (one per output channel)")
-        codes, zp = per_tensor_zero_point(w, zp, lambda what: self.refuse(n, what))
+        codes, zp = np.asarray(w), weight_zero_point(zp)
         return {"weight": codes, "weight_dtype": _DTYPES[codes.dtype],
                 "weight_scale": float(s[0]) if s.size == 1 else s.tolist(),
                 "weight_zero_point": zp}
@@ -338,18 +340,12 @@ def import_integer(m, input_shapes=None, profile="onnx"):
     return g
 
 
-def per_tensor_zero_point(w, zp, refuse):
-    """(codes, one zero point) computing the same integers w − zp[o] as weight codes `w` (output
-    channel on axis 0) with zero points `zp` (1 or one per channel): the codes themselves when
-    the zero points agree, else w − zp[o] with zero point 0 as int8; `refuse(text)` gives the
-    error when those do not fit int8 (the integer kernels hold one weight zero point)."""
-    w = np.asarray(w)
+def weight_zero_point(zp):
+    """The weight zero point of a layer from the file's zero points `zp` (1 or one per output
+    channel): one int when they agree (the layer's single zero point), else a list of ints, one
+    per output channel. The codes are kept as the file gives them: the integer kernels subtract
+    zp[o] from output channel o exactly."""
     zp = np.asarray(zp).astype(np.int64).reshape(-1)
     if np.all(zp == zp[0]):
-        return w, int(zp[0])
-    shifted = w.astype(np.int64) - zp.reshape((-1,) + (1,) * (w.ndim - 1))
-    if shifted.min() < -128 or shifted.max() > 127:
-        raise refuse(f"weight zero points differ per output channel ({zp.tolist()[:4]}...) and "
-                     f"w − zero point spans [{shifted.min()}, {shifted.max()}], beyond int8: "
-                     "refq's integer kernels hold one weight zero point per layer")
-    return shifted.astype(np.int8), 0
+        return int(zp[0])
+    return zp.tolist()

@@ -49,7 +49,7 @@ _CONV_ATTRS = {"strides": Attr("ints", (1, 1), length=2),
                "groups": Attr("int", 1)}
 _COMMON_ATTRS = {"input_zp": Attr("int", 0), "weight_zp": Attr("int", 0),
                  "output_zp": Attr("int", 0), **ACT_ATTRS, **REQUANT_ATTRS, **ACC_ATTRS}
-_PARAMS = {"weight": True, "bias": False, **REQUANT_PARAMS}
+_PARAMS = {"weight": True, "bias": False, "weight_zp": False, **REQUANT_PARAMS}
 
 
 def _check_weights(params, attrs, what):
@@ -60,9 +60,26 @@ def _check_weights(params, attrs, what):
         raise ParamError(f"{what}: weight values span [{wmin}, {wmax}], which "
                          "fits neither int8 (int4) nor uint8")
     check_zp(attrs["weight_zp"], f"{what}: weight_zp", (-128, 255), "an int8/uint8 weight")
+    if "weight_zp" in params:
+        _check_channel_zero_points(params, attrs, what)
     if "bias" in params:
         check_int_values(params["bias"], INT32_MIN, INT32_MAX,
                          f"{what}: parameter 'bias' (int32; index = output channel)")
+
+
+def _check_channel_zero_points(params, attrs, what):
+    """The parameter weight_zp: one integer in [−128, 255] per output channel (axis 0 of the
+    weight), with the attribute weight_zp left at 0 (one of the two states the zero point)."""
+    o = np.shape(params["weight"])[0]
+    if np.shape(params["weight_zp"]) != (o,):
+        raise ParamError(f"{what}: parameter 'weight_zp' has shape "
+                         f"{list(np.shape(params['weight_zp']))}; give one weight zero point per "
+                         f"output channel, shape [{o}] (or one for all in the attribute weight_zp)")
+    check_int_values(params["weight_zp"], -128, 255, f"{what}: parameter 'weight_zp' (an int8/"
+                     "uint8 weight's zero point; index = output channel)")
+    if attrs["weight_zp"]:
+        raise ParamError(f"{what}: both the attribute weight_zp ({attrs['weight_zp']}) and the "
+                         "per-channel parameter weight_zp are given; keep one (the attribute 0)")
 
 
 def _check_common(params, attrs, channels, what):
@@ -143,8 +160,10 @@ def _conv_accumulate(inputs, params, attrs):
 
     Definition
         acc[n, i, j, o] = bias[o] + Σ_{u, v, c} (x_pad[n, i·sh + u·dh, j·sw + v·dw, g·Cg + c]
-                          − input_zp)·(w[o, u, v, c] − weight_zp)
-        with x_pad the input padded with input_zp (out-of-bounds taps contribute 0, as TFLite and
+                          − input_zp)·(w[o, u, v, c] − weight_zp[o])
+        with weight_zp[o] the attribute weight_zp for every o, or the parameter weight_zp [O]
+        (a zero point per output channel: ONNX ConvInteger/QLinearConv w_zero_point [M]);
+        x_pad the input padded with input_zp (out-of-bounds taps contribute 0, as TFLite and
         TOSA skip them and CMSIS-NN fills im2col with zp_in; fixedpoint.md §3), g = o // (O/groups),
         geometry (strides, dilations, padding valid/same/explicit, pads, groups, depthwise with
         channel multiplier) exactly as the float conv2d; bias = 0 when absent.
@@ -164,7 +183,8 @@ def _conv_accumulate(inputs, params, attrs):
         rounding (ONNX reference). The zero-point add and clamp are exact int64 operations.
     Shapes
         x [N, H, W, C] int; weight [O, kh, kw, C/groups] (OHWI) int8/int4/uint8-valued;
-        bias [O] int32; multiplier, shift, real_multiplier [O] or [1]; y [N, OH, OW, O].
+        weight_zp (optional parameter) [O] in [−128, 255]; bias [O] int32; multiplier, shift,
+        real_multiplier [O] or [1]; y [N, OH, OW, O].
     Errors
         ShapeError as conv2d; ParamError for a missing/ill-typed weight, a weight outside
         int8/uint8, a bias outside int32, missing or wrong-length requantization parameters;
@@ -255,7 +275,8 @@ def _dense_accumulate(inputs, params, attrs):
     """int_dense — integer fully connected layer on the last axis with fused requantization.
 
     Definition
-        acc[..., o] = bias[o] + Σ_{i<In} (x[..., i] − input_zp)·(w[o, i] − weight_zp)
+        acc[..., o] = bias[o] + Σ_{i<In} (x[..., i] − input_zp)·(w[o, i] − weight_zp[o])
+        (weight_zp[o] as int_conv2d: the attribute, or the parameter weight_zp [units])
         acc' = apply_overflow_policy(acc, accumulator_bits, overflow)
         y = clamp(requantize(acc') + output_zp, act_min, act_max)
     Integer semantics
@@ -264,8 +285,8 @@ def _dense_accumulate(inputs, params, attrs):
         policy on acc (errors name the first value and its index [..., o]), per-channel or
         per-tensor requantization by `scheme`, zero point after rounding unless zp_before_round.
     Shapes
-        x [N, ..., In] int; weight [units, In]; bias [units] int32; multiplier, shift,
-        real_multiplier [units] or [1]; y [N, ..., units].
+        x [N, ..., In] int; weight [units, In]; weight_zp (optional) [units]; bias [units]
+        int32; multiplier, shift, real_multiplier [units] or [1]; y [N, ..., units].
     Errors
         As int_conv2d (ShapeError as dense).
     Returns (y, largest |acc| before the overflow policy) from `accumulate`.

@@ -70,9 +70,11 @@ def _accumulate(inputs, params, attrs):
         (pt, pb, pl, pr) and the output size exactly as the float conv_transpose2d
         (strides, dilations, groups, output_padding, padding valid/explicit/same_upper/
         same_lower, pads, output_shape):
-        acc[n, p, q, o] = bias[o] + Σ (x[n, i, j, g·Cg + c] − input_zp)·(w[o, u, v, c] − weight_zp)
+        acc[n, p, q, o] = bias[o] + Σ (x[n, i, j, g·Cg + c] − input_zp)·(w[o, u, v, c]
+                                                                           − weight_zp[o])
             over i < H, j < W, u < kh, v < kw, c < Cg with i·sh + u·dh = p + pt and
-            j·sw + v·dw = q + pl (an output no input pixel reaches holds bias[o] alone);
+            j·sw + v·dw = q + pl (an output no input pixel reaches holds bias[o] alone), and
+            weight_zp[o] the attribute, or the parameter weight_zp [O] (as int_conv2d);
         acc' = apply_overflow_policy(acc, accumulator_bits, overflow)
         y = clamp(requantize(acc') + output_zp, act_min, act_max)
     Integer semantics

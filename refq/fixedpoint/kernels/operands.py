@@ -12,6 +12,16 @@ keeps what a node's weights give (wd = w − weight_zp, the per-channel sums, th
 whose float32 parts are exact: `Weights.split`). `blas_is_exact` is the coarser bound
 k·max|x − input_zp|·max|w − weight_zp| + max|bias| of the same argument; `check_operands` refuses
 a reduction that may leave int64.
+
+Weight zero point. It is one integer (the attribute weight_zp) or one per output channel (the
+optional parameter weight_zp [O], `weight_zero_points`): acc[o] = Σ (x − zx)·(w[o] − zw[o]) +
+bias[o]. `Weights` subtracts it once per node, wd[o] = w[o] − zw[o] (exact in int64), and every
+path contracts x − zx with wd. The bounds above are stated per output channel on wd[o] (pos[o],
+neg[o], max|wd|), so they, the dtype they prove and the proofs hold unchanged for a zero point per
+channel: output channel o's terms are the products (x − zx)·wd[o, ...], the same form whatever
+zw[o] is. The expansion Σx·w − zx·Σw[o] − zw[o]·Σx + K·zx·zw[o] is never formed (its terms are
+larger than the sum itself, and would need a wider bound); with int8/uint8 codes and zero points
+in [−128, 255], |wd| <= 383, within what `check_operands` and the bounds assume (any integers).
 """
 from __future__ import annotations
 
@@ -23,7 +33,7 @@ from .common import int_values
 
 __all__ = ["FLOAT64_EXACT", "FLOAT32_EXACT", "INT32_EXACT", "INT64_EXACT", "blas_is_exact",
            "check_operands", "Weights", "channel_bound", "operands", "blas_dtype", "padded",
-           "blas_params"]
+           "blas_params", "weight_zero_points", "subtract_weight_zero_point"]
 
 
 #: Every integer of magnitude <= 2^53 is exactly representable in float64.
@@ -52,15 +62,32 @@ def check_operands(k, xa, wa, what):
                               f"|w - weight_zp| <= {wa} may leave int64; no exact path exists")
 
 
+def weight_zero_points(params, attrs):
+    """The weight zero point of an int_conv2d / int_dense / int_conv_transpose2d node: the int
+    attribute weight_zp, or, when the node has the parameter weight_zp (one integer per output
+    channel, axis 0 of the weight), that parameter as int64 [O] (the attribute is then 0)."""
+    if "weight_zp" in params:
+        return np.asarray(params["weight_zp"]).astype(np.int64).reshape(-1)
+    return int(attrs["weight_zp"])
+
+
+def subtract_weight_zero_point(w, zw):
+    """w − zw as int64 with zw one integer or one per output channel (axis 0 of w)."""
+    w = np.asarray(w, dtype=np.int64)
+    if np.ndim(zw):
+        return w - np.asarray(zw, np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
+    return w - zw if zw else w
+
+
 class Weights:
-    """A node's weight operands: wd = w − weight_zp (int64), bias (int64 or None), per output
+    """A node's weight operands: wd = w − weight_zp (int64; weight_zp one integer or one per
+    output channel, `weight_zero_points`), bias (int64 or None), per output
     channel pos[o] = Σ max(wd[o], 0) and neg[o] = Σ max(−wd[o], 0) over its taps and
     babs[o] = |bias[o]|, max|wd|, taps per output k, and the BLAS copies (`blas`, per dtype,
     made on first use)."""
 
     def __init__(self, params, attrs):
-        w = np.asarray(params["weight"], dtype=np.int64)
-        self.wd = w - attrs["weight_zp"] if attrs["weight_zp"] else w
+        self.wd = subtract_weight_zero_point(params["weight"], weight_zero_points(params, attrs))
         self.bias = np.asarray(params["bias"], dtype=np.int64) if "bias" in params else None
         o = len(self.wd)
         flat = self.wd.reshape(o, -1)
