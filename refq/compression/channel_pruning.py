@@ -6,12 +6,20 @@ Layers (AIMET's `ConvNoDepthwiseLayerSelector`)
     conv2d with groups 1 and dilations (1, 1), in forward order. Dense layers are not pruned
     (AIMET prunes Conv2d only); they lose output channels when a pruned layer's mask reaches them.
 Channels kept for a ratio (the fraction of input channels kept, AIMET's per-layer ratio)
-    keep = max(1, floor(ratio · C)) with the ratio exact (`refq.compression.cost.exact_ratio`:
-    0.3 is 3/10 as AIMET's Decimal candidates), then rounded up to a multiple of `multiplicity`
-    and capped at C (`ChannelRounder`, `round_up_to_multiplicity`; multiplicity 1 by default).
-    `rounded_ratio` is AIMET's ChannelRounder: the ratio itself when rounding changes nothing,
-    else keep / C (as the smallest float not below it, so that it gives back `keep`). It stays a
-    fraction of channels, the quantity `compress` takes. The cost ratio that pruning one layer
+    x = C · ratio, exact (`refq.compression.cost.exact_ratio`: 0.3 is 3/10 as AIMET's Decimal
+    candidates; a ratio that is `ratio_float(k / C)`, the float `rounded_ratio` returns for k
+    channels, counts as k / C);
+        multiplicity 1 (the default):  keep = max(1, floor(x))   (`select_channels_to_prune`)
+        multiplicity m > 1:            keep = min(ceil(x / m) · m, C)
+    (AIMET's `ChannelRounder.round` rounds C · ratio up, unfloored, with
+    `round_up_to_multiplicity`, and its pruner keeps int(C · rounded ratio) of them. Its rounded
+    ratio is Decimal(keep) / Decimal(C) to 28 digits, which can fall short of keep / C, and the
+    pruner then keeps keep − 1 channels: 24 channels at 0.3 with multiplicity 2 keep 7 there;
+    refq keeps the rounded count, 8.)
+    `rounded_ratio` is AIMET's `ChannelRounder.round`: the ratio itself with multiplicity 1,
+    else keep / C (as the smallest float not below it, `ratio_float`); both are fractions of
+    channels, the quantity `compress` takes, and compressing at the rounded ratio keeps the same
+    channels as at the ratio. The cost ratio that pruning one layer
     really reaches (the layers upstream lose output channels too) is `cost_ratio`: the model
     cost after winnowing a copy without reconstruction over the model cost before (AIMET's
     `ChannelPruningCostCalculator`; `pruned_cost`). Options: `dataclasses.replace(METHOD,
@@ -47,9 +55,10 @@ Report (JSON-serialisable)
     {"method", "cost", "seed", "reconstruct", "multiplicity", "layers": {L: {"ratio",
     "rounded_ratio", "input_channels", "kept", "kept_channels", "selection": "magnitude" |
     "manual", "reduced": {node: channels removed}, "selections": [nodes], "samples",
-    "distinct_samples", "unknowns", "before", "after"}}, "model": {"before", "after"}, "channel_selections"} with before/after {"macs",
-    "params"}: a layer's own cost in the original and in the pruned graph (its input channels
-    removed, its output channels too when a later layer's mask reached it), and the model's.
+    "distinct_samples", "unknowns", "before", "after"}}, "model": {"before", "after"},
+    "channel_selections"} with before/after {"macs", "params"}: a layer's own cost in the
+    original and in the pruned graph (its input channels removed, its output channels too when a
+    later layer's mask reached it), and the model's.
 Cost (`pruned_cost`)
     AIMET's model cost (`refq.compression.cost`), in which a channel selection inserted by
     winnowing counts nothing, as AIMET's DownsampleLayer (an index-select, no conv2d or linear
@@ -94,10 +103,23 @@ def select_channels(weight: np.ndarray, keep: int) -> np.ndarray:
     return np.sort(order[:keep])
 
 
+def _channels_times_ratio(channels: int, ratio) -> Fraction:
+    """C · ratio exactly; k when `ratio` is `ratio_float(k / C)` (module docstring)."""
+    x = C.exact_ratio(ratio) * channels
+    k = math.floor(x)
+    if x != k and isinstance(ratio, float) and ratio == C.ratio_float(Fraction(k, channels)):
+        return Fraction(k)
+    return x
+
+
 def keep_count(channels: int, ratio, multiplicity: int = 1) -> int:
-    """max(1, floor(ratio · channels)) rounded up to `multiplicity`, capped at `channels`."""
-    keep = max(1, math.floor(C.exact_ratio(ratio) * channels))
-    return C.round_up_to_multiplicity(multiplicity, keep, channels)
+    """The input channels kept of `channels` at `ratio` (module docstring): max(1, floor(C ·
+    ratio)) with multiplicity 1, else C · ratio rounded up to a multiple of `multiplicity`,
+    capped at `channels`."""
+    x = _channels_times_ratio(channels, ratio)
+    if multiplicity == 1:
+        return max(1, math.floor(x))
+    return C.round_up_to_multiplicity(multiplicity, x, channels)
 
 
 def reconstruct_weights(x: np.ndarray, y: np.ndarray, has_bias: bool) -> tuple:
@@ -191,15 +213,14 @@ class ChannelPruning:
         return keep_count(node.params["weight"].shape[-1], ratio, self.multiplicity)
 
     def rounded_ratio(self, graph: Graph, layer: str, ratio, cost: str = "macs") -> float:
-        """AIMET's ChannelRounder (module docstring): `ratio` when the multiplicity changes
-        nothing, else keep / C."""
+        """AIMET's `ChannelRounder.round` (module docstring): `ratio` with multiplicity 1, else
+        keep / C, the fraction of input channels `compress` keeps."""
         C.metric_name(cost)
         node = self._check(graph, layer, ratio)
-        channels = node.params["weight"].shape[-1]
-        rounded = keep_count(channels, ratio, self.multiplicity)
-        if rounded == keep_count(channels, ratio, 1):
+        if self.multiplicity == 1:
             return float(ratio)
-        return C.ratio_float(Fraction(rounded, channels))
+        channels = node.params["weight"].shape[-1]
+        return C.ratio_float(Fraction(keep_count(channels, ratio, self.multiplicity), channels))
 
     def cost_ratio(self, graph: Graph, layer: str, ratio, cost: str = "macs") -> float:
         """Model cost after pruning `layer` alone at `ratio` (winnowed, not reconstructed) over

@@ -227,9 +227,10 @@ def rank_for_ratio(cost_of_rank, max_rank: int, original: int, ratio) -> int:
     return max(rank, 1)
 
 
-def round_up_to_multiplicity(multiplicity: int, num: int, max_allowable: int) -> int:
-    """ceil(num / multiplicity) · multiplicity, or max_allowable when that is not below it."""
-    larger = -(-int(num) // int(multiplicity)) * int(multiplicity)
+def round_up_to_multiplicity(multiplicity: int, num, max_allowable: int) -> int:
+    """ceil(num / multiplicity) · multiplicity, or max_allowable when that is not below it; `num`
+    an int or an exact Fraction (AIMET's ChannelRounder passes channels · ratio unfloored)."""
+    larger = math.ceil(Fraction(num) / int(multiplicity)) * int(multiplicity)
     return int(max_allowable) if larger >= max_allowable else int(larger)
 
 

@@ -6,15 +6,15 @@
     graph, inputs, outputs, trace, doc = load_case("golden/float.conv2d.basic")
 
 Cases are code (cases_float, cases_float_ops, cases_quant, cases_integer,
-cases_integer_onnx_ops, cases_models, cases_imported), registered in `CASES` when this package is
+cases_integer_onnx_ops, cases_models, cases_compressed, cases_imported), registered in `CASES` when this package is
 imported (building a case's data happens only when it is rendered). `refq.conformance.model_file`
 makes a case from a .tflite or .onnx model file (`refq golden generate --model`).
 """
 from .case import CASES, Case, CaseData, render, select
 from .case_reader import load_case
 from .generate import check, format_check, generate, reproduce
-from . import (cases_float, cases_float_ops, cases_imported, cases_integer,  # noqa: F401
-               cases_integer_onnx_ops, cases_models, cases_quant)  # (register)
+from . import (cases_compressed, cases_float, cases_float_ops, cases_imported,  # noqa: F401
+               cases_integer, cases_integer_onnx_ops, cases_models, cases_quant)  # (register)
 
 __all__ = ["CASES", "Case", "CaseData", "load_case", "render", "select", "generate", "check",
            "format_check", "reproduce"]

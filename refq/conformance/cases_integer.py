@@ -84,20 +84,28 @@ def integer_case(name, variant, description, make_spec, profiles=None, seed=0):
                 feeds[d["name"]] = generate_rows(rng, shapes[d["name"]], d)
                 gens[d["name"]] = list(GENERATORS)
             outputs, trace = run_integer(g, feeds)
-            ws = {L["name"]: (L["weight_scale"], L.get("weight_zero_point", 0),
-                              L.get("weight_dtype", "int8"))
+            zps = {L["name"]: L.get("weight_zero_point", 0) for L in spec["layers"]
+                   if "weight" in L}
+            ws = {L["name"]: (L["weight_scale"], 0 if np.ndim(zps[L["name"]]) else
+                              zps[L["name"]], L.get("weight_dtype", "int8"))
                   for L in spec["layers"] if "weight" in L}
-            return CaseData(g, feeds, outputs, trace, quantization_of(g, ws), generators=gens)
+            q = quantization_of(g, ws)
+            for name, zp in zps.items():   # a zero point per output channel
+                if np.ndim(zp):
+                    q[f"{name}/weight"]["zero_point"] = [int(v) for v in zp]
+            return CaseData(g, feeds, outputs, trace, q, generators=gens)
 
         register(Case(cid, "integer", build, f"{description} (profile {pname})", seed=seed,
                       profile=pname, tolerance=dict(EXACT)))
 
 
-def supporting(act=None, weight=None, weight_zp=False) -> list:
-    """The shipped profiles with activation dtype `act`, weight dtype `weight`, weight zps."""
+def supporting(act=None, weight=None, weight_zp=False, per_channel_weight_zp=False) -> list:
+    """The shipped profiles with activation dtype `act`, weight dtype `weight`, weight zps (one
+    per layer; with per_channel_weight_zp, one per output channel)."""
     return [p.name for p in PROFILES.values() if (act is None or act in p.activation_dtypes)
             and (weight is None or weight in p.weight_dtypes)
-            and (p.weight_zero_point or not weight_zp)]
+            and (p.weight_zero_point or not weight_zp)
+            and (p.per_channel_weight_zero_point or not per_channel_weight_zp)]
 
 
 def inp(name, shape, e):
@@ -140,7 +148,8 @@ def conv_spec(cin, cout, k, hw, *, op="conv2d", attrs=None, dtype="int8", zp_in=
             si = s_in
             s_w = rng.uniform(0.002, 0.02, cout).astype(F32) if per_channel else \
                 np.full(1, F32(rng.uniform(0.002, 0.02)))
-            wstd = float(np.std(w.astype(np.float64) - wzp)) or 1.0
+            zw = np.reshape(wzp, (-1,) + (1,) * (w.ndim - 1))  # one, or one per channel
+            wstd = float(np.std(w.astype(np.float64) - zw)) or 1.0
             s_out = _fit_scale(np.sqrt(taps) * _std(dtype) * wstd * si * float(np.mean(s_w)),
                                dtype)
         L = {"name": op, "op": op, "weight": w, "weight_dtype": wdtype, "weight_zero_point": wzp,
@@ -183,6 +192,12 @@ _all("conv2d", "int4_weights", "int_conv2d with int4 weight codes [-7, 7]",
      conv_spec(3, 4, 3, (4, 4), wdtype="int4"), supporting(weight="int4"), seed=9)
 _all("conv2d", "weight_zp", "int_conv2d with a non-zero weight zero point (3)",
      conv_spec(3, 4, 3, (4, 4), wzp=3), supporting(weight_zp=True), seed=10)
+_all("conv2d", "weight_zp_per_channel", "int_conv2d with uint8 weights and a weight zero "
+     "point per output channel (0, 255, 128, 7; w - zp spans [-255, 255], beyond int8), "
+     "'same' stride 2", conv_spec(3, 4, 3, (5, 5), attrs={"padding": "same", "strides": [2, 2]},
+                                  dtype="uint8", zp_in=128, zp_out=120, wdtype="uint8",
+                                  wzp=[0, 255, 128, 7]),
+     supporting(act="uint8", weight="uint8", per_channel_weight_zp=True), seed=16)
 _all("conv2d", "uint8", "int_conv2d on uint8 activations (zero points 128, 3) and uint8 weights "
      "(zero point 128)", conv_spec(3, 4, 3, (4, 4), dtype="uint8", zp_in=128, zp_out=3,
                                    wdtype="uint8", wzp=128),
