@@ -91,6 +91,8 @@ def test_sections_and_profiles_choose_the_work(capsys, files):
     (["--json", "{d}/r.json", "--float-model", "{q}", "--sections", "weights"], []),
     (["--plots", "{x}"], ["--plots", "not a directory"]),
     (["--json", "{d}/r.json", "--profiles", "tflite,nonesuch"], ["nonesuch"]),
+    (["--json", "{d}/r.json", "--sections", ","], ["--sections", "names no section"]),
+    (["--json", "{d}/r.json", "--plots", "{x}/figures"], ["--plots", "is a file"]),
 ])
 def test_bad_report_options(capsys, files, args, words):
     d = files["dir"]

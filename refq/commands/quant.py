@@ -203,10 +203,15 @@ def _write_full_report(args, sim, sqnr):
     from ..analysis.history import load_history
     from ..data_io import iter_batches, load_arrays
 
-    if args.plots is not None and os.path.exists(args.plots) and not os.path.isdir(args.plots):
-        raise InputError(f"--plots {args.plots}: exists and is not a directory; give a directory")
+    if args.plots is not None:
+        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+            raise InputError(f"--plots {args.plots}: exists and is not a directory; give a "
+                             "directory")
+        check_outputs(os.path.join(args.plots, "figure.png"), flag="--plots")
     sections = SECTIONS if args.sections is None else tuple(
         s.strip() for s in args.sections.split(",") if s.strip())
+    if not sections:
+        raise InputError(f"--sections names no section; choose from {','.join(SECTIONS)}")
     profiles = None if args.profiles is None else [
         p.strip() for p in args.profiles.split(",") if p.strip()]
     labels = None if args.labels is None else _load_labels(args.labels, load_arrays)
