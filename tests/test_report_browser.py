@@ -11,8 +11,10 @@ A full-page screenshot must be a PNG of the page's size that is not blank.
 
 Skipped when /usr/bin/chromium is missing, unless REFQ_REQUIRE_BROWSER=1 (then it fails).
 """
+import contextlib
 import functools
 import io
+import json
 import math
 import os
 import re
@@ -23,6 +25,7 @@ import pytest
 from cdp import CHROMIUM, Browser
 from refq.analysis import plots
 from refq.analysis.html import write_html
+from refq.cli import main
 from test_analysis_render import AWKWARD, awkward_report
 
 if not os.path.exists(CHROMIUM) or not plots.have_matplotlib():
@@ -151,3 +154,48 @@ def test_report_in_headless_chromium(tmp_path):
     assert image.size == (math.ceil(width), math.ceil(height)) and image.size[1] > 1500
     grey = np.asarray(image.convert("L"), dtype=np.float64)
     assert grey.std() > 20 and (grey < 128).mean() > 0.005    # drawn, not blank
+
+
+def test_a_real_report_in_headless_chromium(tmp_path):
+    """The full report of a quantized conv net (every section, the history of a compression
+    included), as `refq report` writes it: every figure drawn, every table whole, nothing asked of
+    the network, nothing logged."""
+    import refq
+    from test_cli_quant import X, small_graph
+
+    model = tmp_path / "m.refq.h5"
+    refq.save(small_graph(), model)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", np.arange(len(X)) % 3)
+    steps = [("compress", model, "--method", "weight-svd", "--ratios", "conv1=0.5",
+              "-o", tmp_path / "c.refq.h5"),
+             ("quantize", tmp_path / "c.refq.h5", "--calib", tmp_path / "x.npy",
+              "-o", tmp_path / "q.refq.h5"),
+             ("report", tmp_path / "q.refq.h5", "--data", tmp_path / "x.npy", "--labels",
+              tmp_path / "y.npy", "--float-model", tmp_path / "c.refq.h5", "--html",
+              tmp_path / "r.html", "--json", tmp_path / "r.json")]
+    for argv in steps:
+        code, _, err = _cli_quiet(argv)
+        assert code == 0, (argv[0], err)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    sections = [s["id"] for s in doc["sections"]]
+    assert sections == ["weights", "quantizers", "sensitivity", "integer", "compression"]
+    figures = [f["id"] for s in doc["sections"] for f in s["figures"]]
+    tables = {t["id"]: len(t["rows"]) for s in doc["sections"] for t in s["tables"]}
+    with Browser(timeout=10.0) as browser:
+        page = browser.open_page((tmp_path / "r.html").as_uri(), offline=True)
+        facts = page.evaluate(FACTS)
+        browser.pump(0.2)
+        assert [f["id"] for f in facts["figures"]] == figures
+        assert all(f["size"][0] > 100 and f["size"][1] > 100 for f in facts["figures"])
+        assert {t["id"]: t["rows"] for t in facts["tables"]} == tables
+        assert facts["unresolved"] == [] and facts["dangling"] == []
+        assert (page.blocked, page.exceptions, page.console, page.log) == ([], [], [], [])
+
+
+def _cli_quiet(argv):
+    """`refq ARGV --quiet` in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv] + ["--quiet"])
+    return code, out.getvalue(), err.getvalue()
