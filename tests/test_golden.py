@@ -68,8 +68,9 @@ def _docs():
 
 
 #: the kernels only the TFLite importer produces (LiteRT's dynamic-range and float32 reference
-#: kernels, int_hybrid_* and int_f32_*): no profile lowers to them
-IMPORT_KERNELS = {k for k in INT_REGISTRY if k.startswith(("int_hybrid_", "int_f32_"))}
+#: kernels, int_hybrid_* and int_f32_*; its 16x8 layers, *_16x8): no profile lowers to them
+IMPORT_KERNELS = {k for k in INT_REGISTRY
+                  if k.startswith(("int_hybrid_", "int_f32_")) or k.endswith("_16x8")}
 
 
 def _profile_kernels(profile) -> set:

@@ -167,10 +167,9 @@ def test_int8_input_and_output_model_with_codes():
         assert np.array_equal(np.asarray(got, np.int64), want.astype(np.int64)), tensor
 
 
-def test_int16_activations_are_refused():
-    with pytest.raises(UnsupportedLayerError, match=r"conv_16x8.tflite: operator \d+ "
-                                                    r"\(QUANTIZE\): .* is int16: TFLite's 16x8"):
-        import_tflite(DATA / "conv_16x8.tflite")
+def test_int16_activations_import_as_16x8_layers():
+    g = import_tflite(DATA / "conv_16x8.tflite")   # tests/test_import_tflite_16x8.py: the rest
+    assert [n.op for n in g.nodes] == ["int_quantize", "int_conv2d_16x8", "int_dequantize"]
 
 
 def test_sub_negates_its_second_input_on_its_grid():

@@ -4,7 +4,7 @@
 They cover what only an import produces: the kernels of LiteRT's dynamic-range path
 (`int_hybrid_conv2d`, `int_hybrid_dense`, `int_f32_*`, no numerics profile: kind "float32", exact)
 and integer graphs read from a file rather than lowered by refq (kind "integer"). Each runs on the
-fixed inputs stored beside its model (tests/data/tflite/<model>.npz `inputs`, the images LiteRT's
+fixed inputs stored beside its model (tests/data/tflite*/<model>.npz `inputs`, the images LiteRT's
 reference kernels were run on to make that file; tests/data/onnx/qlinear_expected.npz `x`, NCHW,
 transposed to NHWC), so its outputs are also the outputs the framework computed (checked in
 tests/test_golden_model.py).
@@ -23,6 +23,13 @@ TFLITE = "tests/data/tflite"
 def _tflite_inputs(stem):
     def load():
         with np.load(_repo_file(f"{TFLITE}/{stem}.npz"), allow_pickle=False) as z:
+            return z["inputs"]
+    return load
+
+
+def _tflite_inputs16(stem):
+    def load():
+        with np.load(_repo_file(f"tests/data/tflite_16x8/{stem}.npz"), allow_pickle=False) as z:
             return z["inputs"]
     return load
 
@@ -49,6 +56,15 @@ IMPORTED = [
     ("model.ops_int8.tflite", f"{TFLITE}/ops_int8.tflite", _tflite_inputs("ops_int8"),
      "integer", "tflite", "the same operator model, fully integer TFLite (int8), imported "
      "with its own scales and multipliers, two seeded images; per-layer integer trace"),
+    ("model.cnn16.tflite", "tests/data/tflite_16x8/cnn16.tflite", _tflite_inputs16("cnn16"),
+     "integer", "tflite", "a small conv net converted 16x8 by TFLite (int16 activations, int8 "
+     "per-channel weights, int64 biases: int_conv2d_16x8 incl. depthwise, the int16 add, pools, "
+     "int_dense_16x8), three seeded images, one beyond the calibration range; per-layer integer "
+     "trace"),
+    ("model.gap16.tflite", "tests/data/tflite_16x8/gap16.tflite", _tflite_inputs16("gap16"),
+     "integer", "tflite", "a strided conv, a depthwise conv with multiplier 2, global average "
+     "pooling and a fully connected layer converted 16x8 by TFLite, three seeded images; "
+     "per-layer integer trace"),
     ("model.qlinear.onnx", "tests/data/onnx/qlinear.onnx", _qlinear_inputs, "integer", "onnx",
      "an ONNX QOperator model (QuantizeLinear, QLinearConv, MaxPool, depthwise QLinearConv, "
      "Flatten, QLinearMatMul, DequantizeLinear) imported under profile onnx, four seeded "

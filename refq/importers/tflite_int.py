@@ -23,8 +23,9 @@ Per operator:
   CONCATENATION, RESHAPE, PAD       concat, reshape, zero_pad2d (padded with the zero point)
   SOFTMAX (beta 1), LOGISTIC, TANH, HARD_SWISH, RELU, RELU6, RELU_N1_TO_1
                                     softmax, sigmoid, tanh, hard_swish, relu, relu6, clip(−1, 1)
-int16 activations (TFLite's 16x8 kernels, with their int64 accumulators and 16-bit multipliers)
-and uint8 models are refused (UnsupportedLayerError): the `tflite` profile does not model them.
+int16 activations (TFLite's 16x8 models: int64 biases and accumulators, 16-bit multipliers) are
+read for the operators `tflite_int16` lists, whose layers it replaces after the lowering; uint8
+models are refused (UnsupportedLayerError).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import numpy as np
 from ..errors import FixedPointError, RefqError
 from ..graph import Graph, Node
 from .tflite_common import Names, activation, check_window, padding, pool_options, unsupported
+from .tflite_int16 import REPLACED, check_op, is_16x8, layer_record, replace_16x8
 
 __all__ = ["integer_graph"]
 
@@ -51,10 +53,12 @@ class _Spec:
     def enc(self, op, t):
         tt = self.model.tensors[t]
         if tt.type == "int16":
-            raise unsupported(self.model, op, f"tensor '{tt.name}' is int16: TFLite's 16x8 "
-                                              "kernels (int64 accumulators, 16-bit multipliers) "
-                                              "are not modelled by refq's tflite profile; "
-                                              "convert with int8 activations")
+            if tt.scales.size != 1 or np.any(tt.zero_points):
+                raise unsupported(self.model, op, f"int16 tensor '{tt.name}' has scales "
+                                  f"{tt.scales.tolist()[:3]} and zero points "
+                                  f"{tt.zero_points.tolist()[:3]}; 16x8 activations have one "
+                                  "scale and zero point 0")
+            return {"scale": float(tt.scales[0]), "zero_point": 0, "dtype": "int16"}
         if tt.type != "int8":
             raise unsupported(self.model, op, f"tensor '{tt.name}' is {tt.type}; refq imports "
                                               "int8 activations of fully integer models")
@@ -106,8 +110,8 @@ def _conv(s, op):
     if w.scales.size > 1 and w.axis != (3 if depthwise else 0):
         raise unsupported(m, op, f"weight scales along axis {w.axis}")
     keys = {"weight": data.astype(np.int64), "weight_scale": [float(v) for v in w.scales]}
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        keys["bias"] = s.const(op, 2, "bias").data.astype(np.int64)
+    if len(op.inputs) > 2 and op.inputs[2] >= 0 and not is_16x8(m, op):
+        keys["bias"] = s.const(op, 2, "bias").data.astype(np.int64)   # 16x8: tflite_int16
     keys["activation"] = activation(m, op)
     if op.opcode == "FULLY_CONNECTED":
         return s.layer(op, "dense", [_flatten(s, op, x, data.shape[1])], **keys)
@@ -230,7 +234,7 @@ def integer_graph(model, skip):
         if op.index not in skip:
             for t in op.inputs:
                 readers.setdefault(t, []).append(op)
-    inputs, quantize_ops, float_out = [], set(), {}
+    inputs, quantize_ops, float_out, records = [], set(), {}, {}
     for t in model.inputs:
         tt = model.tensors[t]
         name = s.names(t)
@@ -265,6 +269,12 @@ def integer_graph(model, skip):
                    if convert else "refq has no integer form of this operator; supported: "
                    f"{', '.join(sorted(_CONVERT))}, DEQUANTIZE of a graph output")
             raise unsupported(model, op, why)
+        if is_16x8(model, op):
+            check_op(model, op)
+            name = convert(s, op)
+            if op.opcode in REPLACED:
+                records[name] = layer_record(model, op)
+            continue
         convert(s, op)
     outputs = []
     for t in model.outputs:
@@ -280,6 +290,7 @@ def integer_graph(model, skip):
         g = lower_from_params(spec, "tflite")
     except FixedPointError as e:
         raise FixedPointError(f"{model.path}: {e}") from None
+    g = replace_16x8(g, records, model.path)
     g = _negate_subtrahends(g, s.subs, model.path)
     names = _index(g, s, float_out)
     return g, names

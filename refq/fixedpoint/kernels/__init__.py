@@ -7,6 +7,7 @@ semantics with the rounding/saturation of every attribute value and its source i
 ../shared/reference/fixedpoint.md, Errors); the module docstrings give the shared evaluation.
 
 conv.py         int_conv2d, int_dense (exact BLAS accumulation, int64 fallback)
+conv16x8.py     int_conv2d_16x8, int_dense_16x8 (TFLite's int16-activation layers, int64 acc)
 conv_transpose.py int_conv_transpose2d;  matmul.py  int_matmul (both operands' zero points)
 operands.py     the operands of an exact integer contraction and the dtype they prove exact
 requant_fast.py the requantization block by block in float64, into the output dtype
@@ -28,8 +29,8 @@ qdq.py          float32 DequantizeLinear/QuantizeLinear and onnxruntime's fused 
 """
 from __future__ import annotations
 
-from . import (add, conv, conv_transpose, elementwise, float_ref, hybrid, lut, matmul, pool_nd,
-               pooling, shape, softmax)
+from . import (add, conv, conv16x8, conv_transpose, elementwise, float_ref, hybrid, lut, matmul,
+               pool_nd, pooling, shape, softmax)
 from .lut import build_lut, gemmlowp_lut, hard_swish_fixed_lut
 from .softmax import tflite_softmax_params
 
@@ -41,8 +42,8 @@ INT_REGISTRY: dict = {}
 #: instead of `Op.accumulate`/`Op.forward`, with the same values in a narrower dtype than int64
 #: where [act_min, act_max] allows (int8, uint8, int16, int32); every kernel accepts such inputs.
 NARROW: dict = {}
-for _module in (conv, conv_transpose, matmul, add, elementwise, pooling, pool_nd, shape, lut,
-                softmax, hybrid, float_ref):
+for _module in (conv, conv16x8, conv_transpose, matmul, add, elementwise, pooling, pool_nd, shape,
+                lut, softmax, hybrid, float_ref):
     for _op in _module.OPS:
         assert _op.name not in INT_REGISTRY, _op.name
         INT_REGISTRY[_op.name] = _op

@@ -1,0 +1,185 @@
+"""TFLite "16x8" models (int16 activations, int8 weights, int64 biases) in the integer graph of
+`tflite_int`; rules in `refq.importers.tflite`.
+
+A model converted with `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8` holds int16
+activations (zero point 0, TFLite's 16-bit rule). Its operators become the same spec layers as an
+int8 model's (`tflite_int`), lowered by `lower_from_params` under the `tflite` profile with int16
+encodings; then every layer whose arithmetic differs from the int8 kernels is replaced:
+  CONV_2D, DEPTHWISE_CONV_2D   int_conv2d -> int_conv2d_16x8 (int64 accumulator and bias,
+                               16-bit multiplier, `refq.fixedpoint.kernels.conv16x8`)
+  FULLY_CONNECTED              int_dense -> int_dense_16x8, requant "float_half_away" (LiteRT's
+                               reference kernel requantizes in float64 for int16 too)
+  ADD, SUB                     int_add with TFLite's int16 input shift 15 instead of 20
+                               (`add.cc`/`sub.cc`: left_shift = 15 for int16 with general
+                               scales); the three multipliers derived again for it (SUB then
+                               negates its second input on its grid as for int8, `tflite_int`)
+QUANTIZE of the float graph input, DEQUANTIZE of a graph output, QUANTIZE int16 -> int16
+(int_requantize), CONCATENATION, PAD, MUL, RESHAPE, MAX_POOL_2D, AVERAGE_POOL_2D and MEAN over
+H, W keep their int8 forms, which hold for int16 values (the same integer formulas with int32
+intermediates: |x·2^15| < 2^31, |x1·x2| ≤ 2^30). Every one of these was checked bit for bit
+against LiteRT's BUILTIN_REF on tests/data/tflite_16x8 (the add's int8 shift of 20 would
+overflow its int32 accumulator there).
+Any other operator touching an int16 tensor is refused (UnsupportedLayerError naming the
+operator index and opcode); so are 16x8 layers with int32 biases, per-tensor fully connected
+weights, an ADD or SUB whose scales are all powers of two with pot_scale_int16 set (LiteRT's
+separate power-of-two kernel), and int16 tensors whose zero point is not 0: none of them was
+checked.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import FixedPointError, RefqError
+from ..graph import Graph, Node
+from .tflite_common import unsupported
+
+__all__ = ["OPS_16X8", "REPLACED", "is_16x8", "check_op", "layer_record", "replace_16x8"]
+
+#: The operators refq reads with int16 activations inside the graph (besides the QUANTIZE of the
+#: float graph input and the DEQUANTIZE of a graph output, which `tflite_int` handles).
+OPS_16X8 = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "QUANTIZE",
+            "CONCATENATION", "PAD", "RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN")
+#: The operators whose lowered node `replace_16x8` replaces.
+REPLACED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB")
+_WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_ADD_LEFT_SHIFT_16 = 15
+
+
+def _activations(model, op):
+    """The non-constant tensors of `op` (a RESHAPE's shape operand left out)."""
+    ins = op.inputs[:1] if op.opcode == "RESHAPE" else op.inputs
+    return [model.tensors[t] for t in ins + op.outputs
+            if t >= 0 and model.tensors[t].data is None]
+
+
+def is_16x8(model, op) -> bool:
+    """True when an activation tensor of `op` is int16."""
+    return any(t.type == "int16" for t in _activations(model, op))
+
+
+def check_op(model, op):
+    """UnsupportedLayerError unless refq reads `op` with its int16 activations bit for bit."""
+    if op.opcode not in OPS_16X8:
+        raise unsupported(model, op, "refq has no int16-activation (16x8) form of this operator; "
+                                     f"supported with int16 activations: {', '.join(OPS_16X8)}, "
+                                     "QUANTIZE of the float input, DEQUANTIZE of an output")
+    for t in _activations(model, op):
+        if t.type != "int16":
+            raise unsupported(model, op, f"tensor '{t.name}' is {t.type} beside int16 ones; "
+                                         "refq reads operators whose activations are all int16")
+        if t.type == "int16" and (t.zero_points.size != 1 or int(t.zero_points[0]) != 0):
+            raise unsupported(model, op, f"int16 tensor '{t.name}' has zero point(s) "
+                                         f"{t.zero_points.tolist()[:3]}; TFLite's int16 "
+                                         "activations are symmetric (zero point 0)")
+    if op.opcode in ("ADD", "SUB") and op.options.get("PotScaleInt16", True):
+        scales = [float(t.scales[0]) for t in _activations(model, op) if t.scales.size]
+        if scales and all(np.frexp(v)[0] == 0.5 for v in scales):
+            raise unsupported(model, op, "int16 operands of power-of-two scales with "
+                                         "pot_scale_int16 set run LiteRT's power-of-two kernel, "
+                                         "which refq does not model")
+    if op.opcode in _WEIGHTED:
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = model.tensors[op.inputs[2]]
+            if b.type != "int64":
+                raise unsupported(model, op, f"bias '{b.name}' is {b.type}; refq reads 16x8 "
+                                             "layers with int64 biases (the converter's default)")
+        w = model.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+        if op.opcode == "FULLY_CONNECTED" and w is not None and w.scales.size == 1 and \
+                w.data is not None and w.data.shape[0] > 1:
+            raise unsupported(model, op, "per-tensor weights of an int16 fully connected layer "
+                                         "(refq reads per-channel ones)")
+
+
+def layer_record(model, op) -> dict:
+    """What `replace_16x8` needs of a 16x8 operator of `REPLACED`."""
+    scale = [float(model.tensors[t].scales[0]) for t in op.inputs + op.outputs
+             if t >= 0 and model.tensors[t].data is None]
+    rec = {"opcode": op.opcode, "index": op.index, "scales": scale}
+    if op.opcode in ("ADD", "SUB") and op.options.get("PotScaleInt16", True):
+        scales = [float(t.scales[0]) for t in _activations(model, op) if t.scales.size]
+        if scales and all(np.frexp(v)[0] == 0.5 for v in scales):
+            raise unsupported(model, op, "int16 operands of power-of-two scales with "
+                                         "pot_scale_int16 set run LiteRT's power-of-two kernel, "
+                                         "which refq does not model")
+    if op.opcode in _WEIGHTED:
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            rec["bias"] = model.tensors[op.inputs[2]].data.astype(np.int64)
+        ws = model.tensors[op.inputs[1]].scales.astype(np.float32)
+        if not ws.size or not np.all(np.isfinite(ws)) or np.any(ws <= 0):
+            raise unsupported(model, op, f"weight scales {ws.tolist()[:3]} are not finite and "
+                                         "positive; the file is damaged")
+        rec["weight_scale"] = ws
+    return rec
+
+
+def _reals(rec):
+    """float64(s_in)·float64(s_w[o])/float64(s_out) (TFLite's per-channel real multipliers)."""
+    s_in = np.float64(np.float32(rec["scales"][0]))
+    s_out = np.float64(np.float32(rec["scales"][-1]))
+    return (s_in * rec["weight_scale"].astype(np.float64)) / s_out
+
+
+def _conv_node(n, rec):
+    from ..fixedpoint.multiplier import quantize_multiplier
+
+    m, shift = quantize_multiplier(_reals(rec))
+    params = {"weight": n.params["weight"], "multiplier": m, "shift": shift}
+    if "bias" in rec:
+        params["bias"] = rec["bias"]
+    attrs = {k: n.attrs[k] for k in ("strides", "dilations", "padding", "pads", "groups",
+                                     "act_min", "act_max") if k in n.attrs}
+    return Node(n.name, "int_conv2d_16x8", list(n.inputs), list(n.outputs), attrs, params)
+
+
+def _dense_node(n, rec):
+    params = {"weight": n.params["weight"], "real_multiplier": _reals(rec)}
+    if "bias" in rec:
+        params["bias"] = rec["bias"]
+    attrs = {"act_min": n.attrs["act_min"], "act_max": n.attrs["act_max"],
+             "requant": "float_half_away"}
+    return Node(n.name, "int_dense_16x8", list(n.inputs), list(n.outputs), attrs, params)
+
+
+def _add_node(n, rec):
+    """int_add with TFLite's int16 Add parameters (`add.cc` Prepare, general int16 scales):
+    left_shift 15, twice_max = 2·max(s_a, s_b), reals s_a/twice_max, s_b/twice_max and
+    twice_max/(2^15·s_out) in float64, each by QuantizeMultiplier."""
+    from ..fixedpoint.multiplier import quantize_multiplier
+
+    sa, sb, so = (np.float64(np.float32(s)) for s in rec["scales"])
+    twice = 2.0 * max(sa, sb)
+    params = dict(n.params)
+    for key, real in (("a", sa / twice), ("b", sb / twice),
+                      ("out", twice / (float(1 << _ADD_LEFT_SHIFT_16) * so))):
+        m, s = quantize_multiplier(np.array([real]))
+        params[f"{key}_multiplier"], params[f"{key}_shift"] = m, s
+    return Node(n.name, n.op, list(n.inputs), list(n.outputs),
+                {**n.attrs, "left_shift": _ADD_LEFT_SHIFT_16}, params)
+
+
+def replace_16x8(g, records: dict, path: str):
+    """The integer graph `g` with the nodes named in `records` ({node: layer_record}) replaced by
+    their 16x8 forms (module docstring)."""
+    if not records:
+        return g
+    make = {"int_conv2d": _conv_node, "int_dense": _dense_node, "int_add": _add_node}
+    nodes, done = [], set()
+    for n in g.nodes:
+        rec = records.get(n.name)
+        if rec is not None:
+            if n.op not in make or (n.op == "int_add" and n.attrs.get("add") != "tflite"):
+                raise FixedPointError(f"{path}: operator {rec['index']} ({rec['opcode']}) "
+                                      f"lowered to {n.op}, which has no 16x8 form")
+            n = make[n.op](n, rec)
+            done.add(n.name)
+        nodes.append(n)
+    missing = sorted(set(records) - done)
+    if missing:
+        raise FixedPointError(f"{path}: 16x8 layer(s) {missing} were not lowered to one node")
+    out = Graph(list(g.inputs), list(g.outputs), nodes, name=g.name, meta=g.meta)
+    try:
+        out.validate()
+    except RefqError as e:
+        raise FixedPointError(f"{path}: the integer graph with its 16x8 layers is invalid: "
+                              f"{e}") from None
+    return out
