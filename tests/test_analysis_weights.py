@@ -211,11 +211,17 @@ def test_stages_match_by_name_and_the_folded_depthwise_ratio_grows():
     shrinks = [f for f in section.findings if f.startswith("From BN folded to CLE")]
     assert grows and "grows most in dw (depthwise;" in grows[0]
     assert any("shrinks most in" in f and "dw (depthwise;" in f for f in shrinks)
-    # figures: `top` layers by the last stage's ratio, one panel per stage, plus the overview
-    assert len(section.figures) == 3 and section.figures[-1].id == "weights.overview"
+    # figures: `top` layers by the last stage's ratio, then the others whose ratio changes 2x or
+    # more between consecutive stages, one panel per stage, plus the overview
     last = {n: rows[n]["range ratio (CLE)"] for n in rows}
     expected = sorted(rows, key=lambda n: (-last[n], list(rows).index(n)))[:2]
-    assert [f.id for f in section.figures[:2]] == [f"weights.ranges.{n}" for n in expected]
+    stage_ratios = {n: [rows[n][f"range ratio ({s})"] for s in ("imported", "BN folded", "CLE")]
+                    for n in rows}
+    changed = [n for n in rows if n not in expected and max(
+        max(b / a, a / b) for a, b in zip(stage_ratios[n], stage_ratios[n][1:])) >= 2]
+    assert section.figures[-1].id == "weights.overview"
+    assert [f.id for f in section.figures[:-1]] == [f"weights.ranges.{n}"
+                                                    for n in expected + changed]
     for fig in section.figures[:2]:
         name = fig.id.rsplit(".", 1)[1]
         assert [p.title.split(":")[0] for p in fig.panels] == ["imported", "BN folded", "CLE"]
@@ -321,3 +327,19 @@ def test_ppocr_findings_name_the_depthwise_layers_bn_folding_widens():
     for name in widest:
         assert f"{name} (depthwise;" in fold
     assert fold.index(widest[0]) < fold.index(widest[1]) < fold.index(widest[2])
+
+
+def test_ppocr_figures_show_the_layer_cle_repairs():
+    """dwconv_2's range ratio grows 31x with BN folding and CLE brings it back: its last-stage
+    ratio is small, yet it gets a figure, as a layer whose ratio changed most between stages."""
+    from refq.algorithms import prepare
+    from refq.ppocr_data import load_model
+
+    g = load_model()
+    folded, _ = fold_batch_norms(g)
+    cle, _ = prepare(g, fold_bn=True, cle=True, through_squeeze_excite=True)
+    section = weights_section([("imported", g), ("BN folded", folded), ("CLE", cle)], top=3)
+    ids = [f.id for f in section.figures]
+    assert "weights.ranges.dwconv_2" in ids and len(ids) == 3 + 3 + 1
+    ratios = [p.title for p in section.figures[ids.index("weights.ranges.dwconv_2")].panels]
+    assert "66.9" in ratios[1] and "1.96" in ratios[2]

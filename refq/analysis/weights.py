@@ -43,8 +43,10 @@ The section holds: one table over every layer and stage (min, max, range ratio, 
 step ratio per stage); findings naming the layers whose range ratio grows or shrinks most between
 consecutive stages (GROWTH_FACTOR or more), from the first stage to the last, and the worst layers
 of the last stage; a figure per layer for the `top` layers with the largest range ratio in the last
-stage (one "lines" panel per stage: min, max, mean per output channel, outlier channels marked);
-and an overview bar chart of the range ratio of every layer, one series per stage.
+stage, then for up to CHANGED_FIGURES more whose range ratio changes most (GROWTH_FACTOR or more,
+up or down) between two consecutive stages, so a layer CLE repaired is shown beside the ones it
+left wide (one "lines" panel per stage: min, max, mean per output channel, outlier channels
+marked); and an overview bar chart of the range ratio of every layer, one series per stage.
 """
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ SECTION_ID = "weights"
 OUTLIER_IQR_FACTOR = 1.5
 """Outlier fence Q3 + 1.5·IQR: AIMET's `detect_outlier_channels` (Tukey's rule)."""
 GROWTH_FACTOR = 2.0
+CHANGED_FIGURES = 3
 """A change of a layer's range ratio between stages is named in the findings from this factor on."""
 FINDING_LAYERS = 5
 """At most this many layers are named in one finding."""
@@ -329,9 +332,22 @@ def _overview(labels: list, names: list, table: dict) -> Figure:
         f"channels in {last}.")
 
 
+def _most_changed(labels, names, table, order, exclude) -> list:
+    """Up to CHANGED_FIGURES layers not in `exclude` whose range ratio changes by GROWTH_FACTOR or
+    more between two consecutive stages, largest change (either way) first, ties in model order."""
+    change = {}
+    for n in names:
+        ratios = [table[n][s]["range_ratio"] for s in labels if s in table[n]]
+        steps = [max(b / a, a / b) for a, b in zip(ratios, ratios[1:]) if a > 0 and b > 0]
+        if steps and max(steps) >= GROWTH_FACTOR and n not in exclude:
+            change[n] = max(steps)
+    return sorted(change, key=lambda n: (-change[n], order[n]))[:CHANGED_FIGURES]
+
+
 def weights_section(stages, *, top: int = 8, quiet: bool = True) -> Section:
     """The "weights" section (module docstring) of `stages`: [(label, Graph)] in the order they
-    happened; figures for the `top` layers with the largest range ratio in the last stage."""
+    happened; figures for the `top` layers with the largest range ratio in the last stage and the
+    layers whose ratio changes most between stages."""
     stages = _check_stages(stages)
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise InputError(f"weights section: top must be a whole number >= 0; got {top!r}")
@@ -361,7 +377,7 @@ def weights_section(stages, *, top: int = 8, quiet: bool = True) -> Section:
     ranked = sorted((n for n in names if last in table[n]),
                     key=lambda n: (-table[n][last]["range_ratio"], order[n]))
     figures, used = [], set()
-    for n in ranked[:top]:
+    for n in ranked[:top] + _most_changed(labels, names, table, order, exclude=ranked[:top]):
         figure = _layer_figure(n, labels, table[n])
         base, k = figure.id, 2
         while figure.id in used:   # two names with the same slug ("a/b", "a-b")
