@@ -29,6 +29,7 @@ from ..errors import FixedPointError
 from ..graph import Node
 from ..quant.placement import weight_output_axis
 from .lower_encodings import where_of
+from . import lower_16x8
 from .lower_layers import _fused, emit_weighted
 
 __all__ = ["FAMILIES"]
@@ -71,7 +72,7 @@ def lower_gemm(w, n):
             np.asarray(c, dtype=np.float64).reshape(-1), (units,))
         n = Node(n.name, n.op, n.inputs, n.outputs, n.attrs,
                  {"weight": n.params["weight"], "bias": real})
-    bias = w.src.bias(n, tq_in, s_w)
+    bias = w.src.bias(n, tq_in, s_w, lower_16x8.wide_bias_bits(w, tq_in))
     emit_weighted(w, n, "int_dense", x, tq_in, (codes, zp, s_w, per_channel), bias, {})
 
 

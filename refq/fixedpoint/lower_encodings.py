@@ -144,22 +144,24 @@ def weight_form(codes, zp, bits, signed_grid, profile, where):
     return codes.astype(npt), int(zp[0])
 
 
-def bias_int(b, s_in, s_w, profile, where):
-    """round_half_even(b / (s_in·s_w[c])) in float64 as int32; error naming the first channel that
-    does not fit the profile's bias_bits."""
+def bias_int(b, s_in, s_w, profile, where, bits=None):
+    """round_half_even(b / (s_in·s_w[c])) in float64 as int32 (int64 when `bits` > 32); error
+    naming the first channel that does not fit `bits` (default the profile's bias_bits; the 16x8
+    layers pass 48: |q| ≤ 2^47 − 1). float64 holds every such q exactly (< 2^53)."""
     if b is None:
         return None
     acc_scale = np.float64(np.float32(s_in)) * np.asarray(s_w, dtype=np.float32).astype(np.float64)
     q = np.rint(np.asarray(b, dtype=np.float64) / acc_scale)
-    lim = float((1 << (profile.bias_bits - 1)) - 1)
+    bits = profile.bias_bits if bits is None else int(bits)
+    lim = float((1 << (bits - 1)) - 1)
     bad = ~(np.abs(q) <= lim)
     if np.any(bad):
         c = int(np.argmax(bad))
         raise FixedPointError(
             f"{where}: bias channel {c} ({float(np.asarray(b).ravel()[c])!r}) quantizes to "
-            f"{float(q[c])!r}, which does not fit int{profile.bias_bits} (scale s_in·s_w = "
+            f"{float(q[c])!r}, which does not fit int{bits} (scale s_in·s_w = "
             f"{float(np.broadcast_to(acc_scale, q.shape)[c])!r}); {int(np.count_nonzero(bad))} "
             "channel(s) overflow. Re-quantize with `refq quantize` (its overflow protection widens "
             "the weight scale; Python: QuantSim(overflow_protection=True)) or widen the input's "
             "range")
-    return q.astype(np.int32)
+    return q.astype(np.int64 if bits > 32 else np.int32)

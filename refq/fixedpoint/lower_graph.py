@@ -28,9 +28,9 @@ import numpy as np
 
 from ..errors import FixedPointError, RefqError
 from ..graph import Graph, Node, TensorSpec
-from . import lower_activations, lower_contractions, lower_layers
+from . import lower_16x8, lower_activations, lower_contractions, lower_layers
 from .lower_encodings import where_of
-from .profiles import Profile
+from .profiles import INT16_KERNELS, Profile
 from .requantize import FLOAT_SCHEMES
 from ..layers import REGISTRY, ops_with
 
@@ -162,8 +162,9 @@ class Source:
     tq: {float tensor: TensorQ}; acts: {node: (activation kind, attrs, output tensor)} for fused
     activations; absorbed: activation nodes fused into their producer; weight(node) -> (codes in
     the layout of the node's weight, zero point, s_w float32 [C], per_channel), C the size of the
-    weight's output axis (`refq.quant.placement.weight_output_axis`); bias(node, tq_in, s_w) ->
-    int32 [C] or None;
+    weight's output axis (`refq.quant.placement.weight_output_axis`);
+    bias(node, tq_in, s_w, bits) -> int32 [C] (int64 when bits, a width beyond the profile's
+    bias_bits, is given: the 16x8 layers, `lower_16x8.WIDE_BIAS_BITS`) or None;
     input_q: {(node, input index): TensorQ} for inputs requantized as a node reads them.
     """
 
@@ -178,7 +179,8 @@ class Source:
 @dataclasses.dataclass
 class Walk:
     """The state of one walk: the Builder `b`, the Source `src`, the profile `p`, the source
-    graph's tensor shapes and outputs, and `imap` {float tensor: integer tensor holding it}."""
+    graph's tensor shapes and outputs, `imap` {float tensor: integer tensor holding it} and
+    `int16` the int16 kernel family (`lower_16x8.int16_family`: "tflite", "cmsis-nn" or None)."""
 
     b: Builder
     src: Source
@@ -186,6 +188,7 @@ class Walk:
     shapes: dict
     outputs: set
     imap: dict
+    int16: str | None = None
 
     @property
     def tq(self) -> dict:
@@ -221,13 +224,19 @@ class Walk:
                                  self.out_name(t), natural, self.tq[t])
 
 
-def walk(g: Graph, src: Source, p: Profile, name: str, meta_extra: dict) -> Graph:
+def walk(g: Graph, src: Source, p: Profile, name: str, meta_extra: dict,
+         int16_kernels="profile") -> Graph:
     """The integer graph of float-like graph `g` under profile `p` (rules: refq.fixedpoint.lowering
-    module docstring), named `name`, validated; `meta_extra` joins graph.meta["integer"]."""
+    module docstring), named `name`, validated; `meta_extra` joins graph.meta["integer"].
+    int16_kernels: the int16 kernel family (`lower_16x8`); "profile" = that of `p`."""
     order = g.topological_order()
     b = Builder(p, {n.name for n in order},
                 {t for n in order for t in n.inputs + n.outputs} | {s.name for s in g.inputs})
-    w = Walk(b, src, p, g.infer_shapes(), set(g.outputs), {})
+    family = lower_16x8.int16_family(p) if int16_kernels == "profile" else int16_kernels
+    if family not in INT16_KERNELS:
+        raise FixedPointError(f"int16_kernels must be 'profile' or one of {INT16_KERNELS}, got "
+                              f"{family!r}")
+    w = Walk(b, src, p, g.infer_shapes(), set(g.outputs), {}, family)
     for spec in g.inputs:
         if spec.name in w.outputs:
             raise FixedPointError(f"graph input '{spec.name}' is also a graph output; the integer "
@@ -241,6 +250,7 @@ def walk(g: Graph, src: Source, p: Profile, name: str, meta_extra: dict) -> Grap
         if lower_node is None:
             raise FixedPointError(f"{where_of(n)}: op '{n.op}' has no integer lowering; "
                                   f"supported: {', '.join(SUPPORTED_OPS)}")
+        lower_16x8.check_int16(w, n)
         lower_node(w, n)
     for t in g.outputs:
         b.dequantize(b.fresh(f"{t}:dequantize", "node"), w.imap[t], t, src.tq[t])

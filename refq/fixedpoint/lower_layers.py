@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FixedPointError
+from . import lower_16x8
 from .lower_activations import act_range
 from .lower_encodings import where_of
 from .kernels.pool_nd import GEOMETRY_KEYS
@@ -35,7 +36,7 @@ def lower_conv(w, n):
     requantization, the fused activation's clamp, the profile's accumulator width and policy."""
     x, tq_in = w.read(n, 0)
     weight = w.src.weight(n)
-    bias = w.src.bias(n, tq_in, weight[2])
+    bias = w.src.bias(n, tq_in, weight[2], lower_16x8.wide_bias_bits(w, tq_in))
     geometry = {k: n.attrs[k] for k in _CONV_GEOMETRY} if n.op == "conv2d" else {}
     emit_weighted(w, n, "int_" + n.op, x, tq_in, weight, bias, geometry)
 
@@ -46,10 +47,14 @@ def emit_weighted(w, n, op, x, tq_in, weight, bias, geometry):
     int: the attribute weight_zp; an int array [O] from `weight_form`: the parameter weight_zp),
     s_w float32 [O], per_channel), bias int32 [O] or None, `geometry` the op's geometry attrs.
     M[o] = s_in·s_w[o]/s_out by the profile's scale math ("fc_per_tensor" for a per-tensor
-    int_dense), the profile's scheme (fc_requant for int_dense), the fused activation's clamp."""
+    int_dense), the profile's scheme (fc_requant for int_dense), the fused activation's clamp.
+    An int_conv2d / int_dense on int16 activations under the "tflite" int16 family is emitted as
+    its 16x8 node instead (`lower_16x8.emit_16x8`; bias int64)."""
     codes, weight_zp, s_w, per_channel = weight
     t_out, tq_out, act = _fused(w, n, where_of(n))
     out = w.out_name(t_out)
+    if op in ("int_conv2d", "int_dense") and lower_16x8.is_16x8(w, tq_in):
+        return lower_16x8.emit_16x8(w, n, op, x, out, tq_in, tq_out, weight, bias, geometry, act)
     p, b = w.p, w.b
     fc = op == "int_dense"
     scheme = (p.fc_requant or p.requant) if fc else p.requant
@@ -77,9 +82,11 @@ def emit_weighted(w, n, op, x, tq_in, weight, bias, geometry):
 
 # ---- add, multiply ---------------------------------------------------------------------------
 
-def _add(b, name, a, c, out, tq_a, tq_b, tq_out, act):
+def _add(b, name, a, c, out, tq_a, tq_b, tq_out, act, left_shift=None):
     """int_add by the profile's Add scheme ("tosa" is the TFLite formula with TOSA RESCALEs,
-    fixedpoint.md §4.3; a float-requantizing profile uses "float")."""
+    fixedpoint.md §4.3; a float-requantizing profile uses "float"); left_shift: that of the
+    "tflite"/"tosa" formula when it is not the profile's add_left_shift (TFLite's int16 Add:
+    15, `lower_16x8.add_left_shift`)."""
     p = b.profile
     where = f"node '{name}' (add)"
     sa, sb, so = (np.float64(np.float32(t.scale)) for t in (tq_a, tq_b, tq_out))
@@ -91,7 +98,7 @@ def _add(b, name, a, c, out, tq_a, tq_b, tq_out, act):
         attrs.update(scheme=b.float_scheme(), add=p.add)
         return b.emit(name, "int_add", [a, c], out, attrs, params, tq=tq_out, requants=1)
     if p.add in ("tflite", "tosa") and p.requant not in FLOAT_SCHEMES:
-        ls = p.add_left_shift
+        ls = p.add_left_shift if left_shift is None else left_shift
         twice = 2.0 * max(sa, sb)
         params = {}
         for key, real in (("a", sa / twice), ("b", sb / twice),
@@ -140,8 +147,11 @@ def lower_binary(w, n):
                               f"{len(n.inputs)}; split it into a chain of binary ops")
     (xa, qa), (xb, qb) = w.read(n, 0), w.read(n, 1)
     t_out, q_out, act = _fused(w, n, where)
-    emit = _add if n.op == "add" else _multiply
-    emit(w.b, n.name, xa, xb, w.out_name(t_out), qa, qb, q_out, act)
+    if n.op == "add":
+        _add(w.b, n.name, xa, xb, w.out_name(t_out), qa, qb, q_out, act,
+             lower_16x8.add_left_shift(w, qa, qb))
+    else:
+        _multiply(w.b, n.name, xa, xb, w.out_name(t_out), qa, qb, q_out, act)
 
 
 # ---- pooling ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ..graph import Graph, Node, TensorSpec
 from .lower_encodings import DTYPE_RANGES, TensorQ, check_scale, weight_form
 from ..layers import REGISTRY
 from ..quant.placement import weight_output_axis
+from .lower_16x8 import WIDE_BIAS_BITS, int16_family
 from .lower_graph import FUSABLE_PRODUCERS, SUPPORTED_OPS, Source, walk
 from .profiles import get_profile
 
@@ -125,9 +126,10 @@ def _tq_from_dict(d, p, where) -> TensorQ:
         raise FixedPointError(f"{where}: {e}") from None
 
 
-def _spec_weights(L, p, where):
+def _spec_weights(L, p, where, bias_bits=None):
     """(codes, zero point, s_w float32 [C], per_channel) and the int32 bias (or None) of a
-    conv2d/dense layer of a spec, every array checked against the others and the profile."""
+    conv2d/dense layer of a spec, every array checked against the others and the profile; with
+    bias_bits (a 16x8 layer: `lower_16x8.WIDE_BIAS_BITS`) the bias is int64 within that width."""
     op = L["op"]
     if "weight" not in L or "weight_scale" not in L:
         raise FixedPointError(f"{where}: needs 'weight' (integer codes) and 'weight_scale'")
@@ -167,13 +169,14 @@ def _spec_weights(L, p, where):
         if bias.shape != (c,):
             raise FixedPointError(f"{where}: 'bias' has shape {list(bias.shape)}; give one int32 "
                                   f"code per output channel, shape [{c}]")
-        lim = (1 << (p.bias_bits - 1)) - 1
+        bits = p.bias_bits if bias_bits is None else bias_bits
+        lim = (1 << (bits - 1)) - 1
         bad = np.abs(bias.astype(np.int64)) > lim
         if np.any(bad):
             ch = int(np.argmax(bad))
             raise FixedPointError(f"{where}: bias channel {ch} = {int(bias[ch])} does not fit "
-                                  f"int{p.bias_bits}")
-        bias = bias.astype(np.int32)
+                                  f"int{bits}")
+        bias = bias.astype(np.int64 if bits > 32 else np.int32)
     return (codes, zp, s_w, per_channel), bias
 
 
@@ -212,9 +215,11 @@ def lower_from_params(spec: dict, profile) -> Graph:
                ("int8" | "uint8" | "int4", default "int8"), weight_scale (float or [out] floats),
                weight_zero_point (int, or [out] ints: one per output channel, which needs a
                profile with per_channel_weight_zero_point; default 0), bias (int32 array [out],
-               optional, scale s_in·s_w), strides, dilations, padding, pads, groups (as refq's
-               conv2d), activation ("none" | "relu" | "relu6" | "relu_n1_to_1" | {"min", "max"}
-               floats; default "none"), output (required).
+               optional, scale s_in·s_w; int64 within ±(2^47 − 1) for an int16-input layer
+               under tflite/tflite-single, which lowers to TFLite's 16x8 node), strides,
+               dilations, padding, pads, groups (as refq's conv2d), activation ("none" |
+               "relu" | "relu6" | "relu_n1_to_1" | {"min", "max"} floats; default "none"),
+               output (required).
       dense    weight [units, in], weight_scale, weight_zero_point, bias, activation, output.
       conv_transpose2d   weight [out, kh, kw, in/groups] (the codes), weight_dtype, weight_scale,
                weight_zero_point, bias [out], strides, dilations, groups, output_padding,
@@ -286,7 +291,9 @@ def lower_from_params(spec: dict, profile) -> Graph:
         attrs = {k: L[k] for k in _FLOAT_ATTRS.get(op, ()) if k in L}
         params = {}
         if op in WEIGHTED:
-            weights[name], bias = _spec_weights(L, p, where)
+            wide = WIDE_BIAS_BITS if (int16_family(p) == "tflite" and op != "conv_transpose2d"
+                                      and tq[ins[0]].dtype == "int16") else None
+            weights[name], bias = _spec_weights(L, p, where, wide)
             params["weight"] = np.asarray(L["weight"]).astype(np.float64)
             if bias is not None:
                 biases[name] = bias
@@ -326,7 +333,7 @@ def lower_from_params(spec: dict, profile) -> Graph:
     def weight(n):
         return weights[n.name]
 
-    def bias(n, q_in, s_w):
+    def bias(n, q_in, s_w, bits=None):
         return biases.get(n.name)
 
     src = Source(tq, acts, set(), weight, bias, {})

@@ -81,6 +81,14 @@ Rules (`lower`):
   ONNX Softmax in float32 -> QuantizeLinear) when the profile's softmax is "float32"; "ort"
   (onnxruntime's QLinearSoftmax) when it is "ort" and input and output share their 8-bit type
   ("float32" with a note otherwise); otherwise "float", with a note.
+- Int16 activations (`refq.fixedpoint.lower_16x8`): under tflite and tflite-single a
+  conv2d/dense/gemm with int16 input and output lowers to TFLite's 16x8 node
+  (int_conv2d_16x8 / int_dense_16x8: int64 bias round_half_even(b / (s_in·s_w[o])) within
+  ±(2^47 − 1), int64 accumulator, 16-bit multiplier or LiteRT's float FC requantization) and an
+  int16 add takes TFLite's left shift 15; what TFLite's int16 kernels compute in a way refq does
+  not model (LUT activations, softmax, transpose convolution, matmul, mixed int8/int16 layers,
+  non-zero int16 zero points of these layers) is refused by name; cmsis-nn refuses its s16
+  contractions and add.
 `lower_from_params` and the checks of its spec live in `refq.fixedpoint.lower_params`.
 Everything is deterministic; the graph saves and loads with refq.save / refq.load.
 """
@@ -125,10 +133,12 @@ def _sim_encodings(sim):
     return acts, inputs, weights
 
 
-def lower(sim, profile) -> Graph:
+def lower(sim, profile, *, int16_kernels="profile") -> Graph:
     """The integer graph of a calibrated QuantSim under `profile` (a name or a Profile); see the
     module docstring for the rules. Raises FixedPointError naming the node or tensor on any
-    violated precondition. The simulation is not modified."""
+    violated precondition. The simulation is not modified. int16_kernels: the int16 kernel
+    family (`lower_16x8`: "tflite", "cmsis-nn" or None); "profile" takes the profile's (the
+    faithful simulation of a profile passes that profile's)."""
     p = get_profile(profile)
     if isinstance(sim, Graph):
         kind = integer_model_kind(sim)
@@ -204,8 +214,8 @@ def lower(sim, profile) -> Graph:
         return codes, zp, np.broadcast_to(s_w.astype(np.float32), (c,)).copy(), \
             enc.axis is not None
 
-    def bias(n, q_in, s_w):
-        return bias_int(n.params.get("bias"), q_in.scale, s_w, p, where_of(n))
+    def bias(n, q_in, s_w, bits=None):
+        return bias_int(n.params.get("bias"), q_in.scale, s_w, p, where_of(n), bits)
 
     src = Source(tq, fused, absorbed, weight, bias, input_q)
-    return walk(g, src, p, f"{g.name}", {"source": g.name, "kind": "quantsim"})
+    return walk(g, src, p, f"{g.name}", {"source": g.name, "kind": "quantsim"}, int16_kernels)

@@ -23,6 +23,8 @@ _SCHEMES_OF = {"tflite": ("tflite_double", "single_round"),
                "float64": ("float_rne", "float_half_away"), "float32": ("float32_rne",)}
 _BITS_OF = {"tflite": 32, "tosa32": 32, "tosa16": 16, "float64": 64, "float32": 32}
 
+#: The int16 kernel families a profile may name (`Profile.int16_kernels`).
+INT16_KERNELS = ("tflite", "cmsis-nn", None)
 _CHOICES = {
     "scale_math": SCALE_MATHS, "fc_per_tensor_scale_math": SCALE_MATHS,
     "mul_scale_math": SCALE_MATHS, "multiplier": MULTIPLIER_DERIVATIONS,
@@ -37,6 +39,7 @@ _CHOICES = {
     "logistic_tanh": ("lut_float", "gemmlowp", "float", "float32"),
     "hard_swish": ("fixed_point", "lut_float", "float", "float32"),
     "softmax": ("gemmlowp", "lut_float", "tosa_legalized", "float", "float32", "ort"),
+    "int16_kernels": INT16_KERNELS,
 }
 _ACT_DTYPES = ("int8", "uint8", "int16")
 #: The pooling geometry beyond plain 2-D pooling (dilations 1, floor output size, padding not
@@ -147,6 +150,11 @@ class Profile:
         "int8", "uint8", "int16" / "int8", "uint8", "int4"). "ort" is 8-bit only: onnxruntime's
         QLinearConv/MatMul take 8-bit tensors, and a 16-bit QDQ convolution runs as a float
         convolution, whose summation order is the library's.
+    int16_kernels: the target's own kernels for int16 activations with int8 weights, or None
+        (the 8-bit forms at 16 bits). "tflite": TFLite's 16x8 kernels (int64 biases and
+        accumulators, 16-bit multipliers, the int16 add's shift 15; §2.4); "cmsis-nn": CMSIS-NN's
+        s16 kernels, of which refq refuses the convolutions, fully connected layers and adds
+        (`refq.fixedpoint.lower_16x8`).
     max_pool_attributes, avg_pool_attributes: the pooling geometry beyond plain 2-D pooling
         that the target's max / average pooling kernels define (`POOL_ATTRIBUTES`; the lowering
         refuses the others, naming them): "dilations", "ceil_mode", "count_include_pad" (average
@@ -193,6 +201,7 @@ class Profile:
     rescale: str = "requant"
     max_pool_attributes: tuple = ("1d",)
     avg_pool_attributes: tuple = ("1d",)
+    int16_kernels: str | None = None
 
     def __post_init__(self):
         def bad(msg):
@@ -284,7 +293,7 @@ _TFLITE = Profile(
     zp_before_round=False, quantize_rounding="half_away", activation_range_rounding="half_away",
     weight_zero_point=False, per_channel_weight_zero_point=False, add="tflite", avgpool="tflite",
     mean="tflite", logistic_tanh="lut_float", hard_swish="fixed_point", softmax="gemmlowp",
-    activation_dtypes=("int8", "int16"), weight_dtypes=("int8", "int4"),
+    activation_dtypes=("int8", "int16"), weight_dtypes=("int8", "int4"), int16_kernels="tflite",
 )
 
 _PROFILES = (
@@ -345,6 +354,7 @@ _PROFILES = (
         weight_zero_point=False, per_channel_weight_zero_point=False, add="tflite",
         avgpool="tflite", mean="tflite", logistic_tanh="gemmlowp", hard_swish="fixed_point",
         softmax="gemmlowp", activation_dtypes=("int8", "int16"), weight_dtypes=("int8", "int4"),
+        int16_kernels="cmsis-nn",
     ),
 )
 

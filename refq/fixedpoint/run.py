@@ -296,10 +296,14 @@ class IntPlan:
 
 
 def faithful_graph(sim, like=None):
-    """The integer-faithful simulation of `sim`: `lower(sim, reference_profile(like))`."""
+    """The integer-faithful simulation of `sim`: `lower(sim, reference_profile(like))`, with
+    `like`'s int16 kernel family (`lower_16x8`), so that a 16x8 layer of `like` has its
+    faithful counterpart: the same node with requant "float_rne" (exact requantization)."""
+    from .lower_16x8 import int16_family
     from .lowering import lower
 
-    return lower(sim, reference_profile(like))
+    family = int16_family(get_profile(like)) if like is not None else None
+    return lower(sim, reference_profile(like), int16_kernels=family)
 
 
 def run_faithful(sim, feeds, trace: bool = False, batch_size: int | None = None,

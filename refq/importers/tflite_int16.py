@@ -4,15 +4,18 @@
 A model converted with `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8` holds int16
 activations (zero point 0, TFLite's 16-bit rule). Its operators become the same spec layers as an
 int8 model's (`tflite_int`), lowered by `lower_from_params` under the `tflite` profile with int16
-encodings; then every layer whose arithmetic differs from the int8 kernels is replaced:
+encodings, whose lowering (`refq.fixedpoint.lower_16x8`) makes every layer whose arithmetic
+differs from the int8 kernels in its 16x8 form; the file's int64 biases are then set on them
+(the node rebuilt by the lowering's `node_16x8`):
   CONV_2D, DEPTHWISE_CONV_2D   int_conv2d -> int_conv2d_16x8 (int64 accumulator and bias,
                                16-bit multiplier, `refq.fixedpoint.kernels.conv16x8`)
   FULLY_CONNECTED              int_dense -> int_dense_16x8, requant "float_half_away" (LiteRT's
                                reference kernel requantizes in float64 for int16 too)
   ADD, SUB                     int_add with TFLite's int16 input shift 15 instead of 20
                                (`add.cc`/`sub.cc`: left_shift = 15 for int16 with general
-                               scales); the three multipliers derived again for it (SUB then
-                               negates its second input on its grid as for int8, `tflite_int`)
+                               scales; the three multipliers derived for it by the lowering;
+                               SUB then negates its second input on its grid as for int8,
+                               `tflite_int`)
 QUANTIZE of the float graph input, DEQUANTIZE of a graph output, QUANTIZE int16 -> int16
 (int_requantize), CONCATENATION, PAD, MUL, RESHAPE, MAX_POOL_2D, AVERAGE_POOL_2D and MEAN over
 H, W keep their int8 forms, which hold for int16 values (the same integer formulas with int32
@@ -30,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FixedPointError, RefqError
-from ..graph import Graph, Node
+from ..graph import Graph
+from ..fixedpoint.lower_16x8 import ADD_LEFT_SHIFT_16, node_16x8
 from .tflite_common import unsupported
 
 __all__ = ["OPS_16X8", "REPLACED", "is_16x8", "check_op", "layer_record", "replace_16x8"]
@@ -42,7 +46,6 @@ OPS_16X8 = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MU
 #: The operators whose lowered node `replace_16x8` replaces.
 REPLACED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB")
 _WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-_ADD_LEFT_SHIFT_16 = 15
 
 
 def _activations(model, op):
@@ -119,58 +122,34 @@ def _reals(rec):
     return (s_in * rec["weight_scale"].astype(np.float64)) / s_out
 
 
-def _conv_node(n, rec):
-    from ..fixedpoint.multiplier import quantize_multiplier
-
-    m, shift = quantize_multiplier(_reals(rec))
-    params = {"weight": n.params["weight"], "multiplier": m, "shift": shift}
-    if "bias" in rec:
-        params["bias"] = rec["bias"]
-    attrs = {k: n.attrs[k] for k in ("strides", "dilations", "padding", "pads", "groups",
-                                     "act_min", "act_max") if k in n.attrs}
-    return Node(n.name, "int_conv2d_16x8", list(n.inputs), list(n.outputs), attrs, params)
-
-
-def _dense_node(n, rec):
-    params = {"weight": n.params["weight"], "real_multiplier": _reals(rec)}
-    if "bias" in rec:
-        params["bias"] = rec["bias"]
-    attrs = {"act_min": n.attrs["act_min"], "act_max": n.attrs["act_max"],
-             "requant": "float_half_away"}
-    return Node(n.name, "int_dense_16x8", list(n.inputs), list(n.outputs), attrs, params)
-
-
-def _add_node(n, rec):
-    """int_add with TFLite's int16 Add parameters (`add.cc` Prepare, general int16 scales):
-    left_shift 15, twice_max = 2·max(s_a, s_b), reals s_a/twice_max, s_b/twice_max and
-    twice_max/(2^15·s_out) in float64, each by QuantizeMultiplier."""
-    from ..fixedpoint.multiplier import quantize_multiplier
-
-    sa, sb, so = (np.float64(np.float32(s)) for s in rec["scales"])
-    twice = 2.0 * max(sa, sb)
-    params = dict(n.params)
-    for key, real in (("a", sa / twice), ("b", sb / twice),
-                      ("out", twice / (float(1 << _ADD_LEFT_SHIFT_16) * so))):
-        m, s = quantize_multiplier(np.array([real]))
-        params[f"{key}_multiplier"], params[f"{key}_shift"] = m, s
-    return Node(n.name, n.op, list(n.inputs), list(n.outputs),
-                {**n.attrs, "left_shift": _ADD_LEFT_SHIFT_16}, params)
+def _weighted_node(n, rec):
+    """The 16x8 node of a CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED, built by the lowering's
+    `node_16x8` from the lowered node (weights, clamp, geometry, requant) with the file's int64
+    bias and real multipliers."""
+    kind = "conv" if n.op == "int_conv2d_16x8" else "dense"
+    geometry = {k: n.attrs[k] for k in ("strides", "dilations", "padding", "pads", "groups")
+                if k in n.attrs}
+    requant = n.attrs.get("requant", "multiplier16")
+    return node_16x8(n.name, kind, n.inputs, n.outputs, n.params["weight"], rec.get("bias"),
+                     _reals(rec), (n.attrs["act_min"], n.attrs["act_max"]), geometry, requant)
 
 
 def replace_16x8(g, records: dict, path: str):
-    """The integer graph `g` with the nodes named in `records` ({node: layer_record}) replaced by
-    their 16x8 forms (module docstring)."""
+    """The integer graph `g` (lowered under the `tflite` profile, whose lowering already makes
+    the 16x8 nodes and the int16 add's shift 15, `refq.fixedpoint.lower_16x8`) with the file's
+    int64 biases set on the 16x8 layers named in `records` ({node: layer_record}); each ADD/SUB
+    is checked to carry TFLite's int16 left shift."""
     if not records:
         return g
-    make = {"int_conv2d": _conv_node, "int_dense": _dense_node, "int_add": _add_node}
     nodes, done = [], set()
     for n in g.nodes:
         rec = records.get(n.name)
         if rec is not None:
-            if n.op not in make or (n.op == "int_add" and n.attrs.get("add") != "tflite"):
+            if n.op in ("int_conv2d_16x8", "int_dense_16x8") and "weight_scale" in rec:
+                n = _weighted_node(n, rec)
+            elif not (n.op == "int_add" and n.attrs.get("left_shift") == ADD_LEFT_SHIFT_16):
                 raise FixedPointError(f"{path}: operator {rec['index']} ({rec['opcode']}) "
-                                      f"lowered to {n.op}, which has no 16x8 form")
-            n = make[n.op](n, rec)
+                                      f"lowered to {n.op}, which is not its 16x8 form")
             done.add(n.name)
         nodes.append(n)
     missing = sorted(set(records) - done)

@@ -21,6 +21,11 @@ scale s_in·s_w[o]. LiteRT's reference kernels (`OpResolverType.BUILTIN_REF`) ev
     Measured on tests/data/tflite_16x8: the float form matches BUILTIN_REF on every value, the
     integer form differs on 5 of 48 values of one layer.
 
+  requant "float_rne" (both ops): y = clamp(rint(float64(acc)·real[o]), act_min, act_max), round
+    half to even: the integer-faithful simulation's exact requantization of the same int64
+    accumulator (`refq.fixedpoint.run.faithful_graph` of a tflite lowering, `lower_16x8`); no
+    target computes it.
+
 Accumulation: |x| ≤ 2^15 and |w| ≤ 2^7, so every partial sum of K products is below K·2^22; for
 K < 2^31 (checked from the weight shape) it is below 2^53 and the float64 convolution / matmul
 of refq.layers (BLAS) is exact in any summation order. Otherwise an exact int64 contraction runs
@@ -47,7 +52,13 @@ EXACT_TERMS = 1 << 31
 _INT16 = (-(1 << 15), (1 << 15) - 1)
 _ACT = {"act_min": Attr("int", _INT16[0]), "act_max": Attr("int", _INT16[1]),
         "accumulator_bits": Attr("int", 64)}
-_DENSE_REQUANT = ("float_half_away", "multiplier16")
+_DENSE_REQUANT = ("float_half_away", "multiplier16", "float_rne")
+_CONV_REQUANT = ("multiplier16", "float_rne")
+
+
+def _requant_form(attrs) -> str:
+    """The requant of a node ("multiplier16" unless the attrs name a float form)."""
+    return attrs.get("requant", "multiplier16")
 
 
 def round_half_away_f64(v) -> np.ndarray:
@@ -83,14 +94,18 @@ def _check_common(params, attrs, channels, what, integer_requant=True):
                              f"finite non-negative values, got shape {list(r.shape)}")
 
 
-def _finish(acc, params, attrs, what, integer_requant=True):
-    """(clamped int64 output, AccExtremes) of the exact int64 accumulator (bias included)."""
+def _finish(acc, params, attrs, what):
+    """(clamped int64 output, AccExtremes) of the exact int64 accumulator (bias included), by the
+    node's requant: "multiplier16" (MBQM64), "float_half_away" (C `round` of float64(acc)·M,
+    LiteRT's reference FC) or "float_rne" (np.rint of the same product: the integer-faithful
+    simulation's exact requantization, round half to even)."""
+    requant = _requant_form(attrs)
     lo, hi = (int(acc.min()), int(acc.max())) if acc.size else (0, 0)
     if lo < X64_RANGE[0] or hi > X64_RANGE[1]:
         raise FixedPointError(f"{what}: an int64 accumulator reached "
                               f"{lo if lo < X64_RANGE[0] else hi}, outside [-2^47, 2^47) where "
                               "TFLite's 16x8 requantization is defined")
-    if integer_requant:
+    if requant == "multiplier16":
         y = multiply_by_quantized_multiplier_64(acc, params["multiplier"], params["shift"])
     else:
         v = acc.astype(np.float64) * np.asarray(params["real_multiplier"], dtype=np.float64)
@@ -98,7 +113,8 @@ def _finish(acc, params, attrs, what, integer_requant=True):
             raise FixedPointError(f"{what}: a requantized value reached "
                                   f"{float(np.max(np.abs(v))):g}, outside int32, where LiteRT's "
                                   "conversion is undefined; the scales are damaged")
-        y = round_half_away_f64(v)
+        y = round_half_away_f64(v) if requant == "float_half_away" else \
+            np.rint(v).astype(np.int64)
     return np.clip(y, attrs["act_min"], attrs["act_max"]), AccExtremes(lo, hi)
 
 
@@ -107,7 +123,8 @@ def _conv_shape(in_shapes, attrs, params):
     what = "int_conv2d_16x8"
     geo = {k: attrs[k] for k in GEOMETRY_ATTRS}
     out = REGISTRY["conv2d"].infer_shape(in_shapes, geo, {"weight": np.asarray(params["weight"])})
-    _check_common(params, attrs, np.shape(params["weight"])[0], what)
+    _check_common(params, attrs, np.shape(params["weight"])[0], what,
+                  _requant_form(attrs) == "multiplier16")
     return out
 
 
@@ -132,13 +149,17 @@ def _conv_forward(inputs, params, attrs):
     Definition (module docstring)
         acc[n, i, j, o] = bias[o] + Σ_{u, v, c} w[o, u, v, c]·x_pad[n, i·sh + u·dh, j·sw + v·dw,
                           g·C/groups + c]            (int64, exact; padding taps are 0 = zp)
-        y = clamp(MBQM64(acc, multiplier[o], shift[o]), act_min, act_max)
+        requant "multiplier16" (default, TFLite):
+            y = clamp(MBQM64(acc, multiplier[o], shift[o]), act_min, act_max)
+        requant "float_rne" (the faithful simulation):
+            y = clamp(rint(float64(acc)·real_multiplier[o]), act_min, act_max)
     Integer semantics
         MBQM64: the 16-bit multiplier r = (m + 2^15) >> 16 (0x7FFF from m ≥ 0x7FFF0000), one
         rounding half up at bit 15 − shift of acc·r, int32 wrap (§2.4); clamp after it.
     Shapes
         x [N, H, W, C] int16 values; weight [O, kh, kw, C/groups] int8; bias [O] int64;
-        multiplier, shift [O] or [1]; y [N, OH, OW, O] int64 values within [act_min, act_max].
+        multiplier, shift (or real_multiplier for "float_rne") [O] or [1]; y [N, OH, OW, O]
+        int64 values within [act_min, act_max].
     Errors
         ShapeError as conv2d; ParamError for weights outside int8, biases outside ±2^47,
         multipliers outside [0, 2^31 − 1] or shifts outside [−31, 7]; FixedPointError when an
@@ -160,7 +181,7 @@ def _dense_shape(in_shapes, attrs, params):
     if np.ndim(w) != 2:
         raise ParamError(f"{what}: weight must be [units, in], got shape {list(np.shape(w))}")
     out = REGISTRY["dense"].infer_shape(in_shapes, {}, {"weight": np.asarray(w)})
-    _check_common(params, attrs, np.shape(w)[0], what, attrs["requant"] == "multiplier16")
+    _check_common(params, attrs, np.shape(w)[0], what, _requant_form(attrs) == "multiplier16")
     return out
 
 
@@ -186,6 +207,8 @@ def _dense_forward(inputs, params, attrs):
             y = clamp(round_half_away(float64(acc)·real_multiplier[o]), act_min, act_max)
         requant "multiplier16" (TFLM):
             y = clamp(MBQM64(acc, multiplier[o], shift[o]), act_min, act_max)
+        requant "float_rne" (the faithful simulation):
+            y = clamp(rint(float64(acc)·real_multiplier[o]), act_min, act_max)
     Integer semantics
         float64(acc) exact (|acc| < 2^47); one float64 product, rounded by C `round` (ties away
         from zero); MBQM64 as int_conv2d_16x8; clamp last.
@@ -203,7 +226,7 @@ def _dense_forward(inputs, params, attrs):
 def _dense_accumulate(inputs, params, attrs):
     """int_dense_16x8's output and AccExtremes of its int64 accumulators."""
     acc = dense_accumulator(inputs[0], params)
-    return _finish(acc, params, attrs, "int_dense_16x8", attrs["requant"] == "multiplier16")
+    return _finish(acc, params, attrs, "int_dense_16x8")
 
 
 def _narrow(accumulate):
@@ -217,8 +240,9 @@ _REQUANT_PARAMS = {"multiplier": False, "shift": False, "real_multiplier": False
 
 OPS = [
     Op("int_conv2d_16x8", _conv_forward, _conv_shape,
-       attrs={**GEOMETRY_ATTRS, **_ACT},
-       params={"weight": True, "bias": False, "multiplier": True, "shift": True},
+       attrs={**GEOMETRY_ATTRS, **_ACT,
+              "requant": Attr("str", "multiplier16", choices=_CONV_REQUANT)},
+       params={"weight": True, "bias": False, **_REQUANT_PARAMS},
        macs=conv_macs, accumulate=_conv_accumulate),
     Op("int_dense_16x8", _dense_forward, _dense_shape,
        attrs={**_ACT, "requant": Attr("str", "float_half_away", choices=_DENSE_REQUANT)},
