@@ -94,16 +94,10 @@ def check_op(model, op):
 
 
 def layer_record(model, op) -> dict:
-    """What `replace_16x8` needs of a 16x8 operator of `REPLACED`."""
+    """What `replace_16x8` needs of a 16x8 operator of `REPLACED` (that `check_op` accepted)."""
     scale = [float(model.tensors[t].scales[0]) for t in op.inputs + op.outputs
              if t >= 0 and model.tensors[t].data is None]
     rec = {"opcode": op.opcode, "index": op.index, "scales": scale}
-    if op.opcode in ("ADD", "SUB") and op.options.get("PotScaleInt16", True):
-        scales = [float(t.scales[0]) for t in _activations(model, op) if t.scales.size]
-        if scales and all(np.frexp(v)[0] == 0.5 for v in scales):
-            raise unsupported(model, op, "int16 operands of power-of-two scales with "
-                                         "pot_scale_int16 set run LiteRT's power-of-two kernel, "
-                                         "which refq does not model")
     if op.opcode in _WEIGHTED:
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
             rec["bias"] = model.tensors[op.inputs[2]].data.astype(np.int64)
