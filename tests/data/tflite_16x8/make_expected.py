@@ -22,43 +22,25 @@ output are stored as `t<index>` (stacked over the images, batch first) beside `i
 (float32): two uniform images in [-1, 1] and one in [-3, 3] (beyond the calibration range, so
 that clamps saturate), seed 1.
 """
+import importlib.util
 import os
 
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def expected(path, images):
-    """{t<index>: stacked tensor} of every operator output and input of the model at `path`."""
-    out = {}
-    for x in images:
-        it = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                         experimental_preserve_all_tensors=True)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], x[None].astype(d["dtype"]))
-        it.invoke()
-        for d in it.get_tensor_details():
-            try:
-                v = it.get_tensor(d["index"])
-            except ValueError:
-                continue
-            if v is None:
-                continue
-            out.setdefault(f"t{d['index']}", []).append(np.array(v))
-    it = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    keep = {d["index"] for d in it.get_input_details()}
-    for op in it._get_ops_details():
-        keep.update(int(i) for i in op["outputs"])
-        print("  ", op["index"], op["op_name"], op["inputs"], op["outputs"])
-    arrays = {k: np.concatenate(v, axis=0) if v[0].ndim else np.stack(v)
-              for k, v in out.items() if int(k[1:]) in keep}
-    arrays["inputs"] = np.asarray(images, np.float32)
-    np.savez_compressed(os.path.splitext(path)[0] + ".npz", **arrays)
-    print(path, len(arrays), "tensors")
+def _tflite_script():
+    """tests/data/tflite/make_expected.py, whose `expected` writes the tensors of these models too."""
+    spec = importlib.util.spec_from_file_location(
+        "tflite_make_expected", os.path.join(HERE, "..", "tflite", "make_expected.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+expected = _tflite_script().expected
 
 
 def convert(model, rep):
