@@ -95,65 +95,56 @@ def _score_figures(entry, table, layers, sid) -> list:
     return figures
 
 
-def _compression(entries) -> Section | None:
-    runs = _runs(entries, "compress")
-    if not runs:
-        return None
-    sec = Section("compression", "Compression", summary=(
-        "The greedy search compressed each layer alone at each candidate ratio (smaller = more "
-        "compressed) and scored the model; it then chose per-layer ratios reaching the target "
-        "cost. Read the curves for layers whose score falls early: they keep large ratios."))
-    for n, (tag, title, e) in enumerate(runs):
-        sid = f"compression.{tag}".rstrip(".")
-        table, layers = _ratio_table(e)
-        m = e["model_cost"]
-        tuned = None if e["fine_tune"] is None else e["fine_tune"]["score"]
-        quantities = [("method", e["options"].get("method")),
-                      ("target", e["options"].get("target")), ("achieved ratio", m["ratio"]),
-                      *((f"{k} {when}", m[f"{k.lower()}_{when}"]) for k in ("MACs", "params")
-                        for when in ("before", "after")),
-                      ("selected score", e["selected_score"]), ("score before", e["score_before"]),
-                      ("score after", e["score_after"]), ("score after fine-tuning", tuned)]
-        sec.tables.append(Table(f"{sid}.model", f"Model{title}: {_options(e)}",
-                                ["quantity", "value"], [list(q) for q in quantities]))
-        rows = [[layer, _chosen(e, layer)] + [e["layers"][layer][k] if layer in e["layers"]
-                                              else None for k in ("macs_before", "macs_after",
-                                                                  "params_before", "params_after")]
-                for layer in layers]
-        sec.tables.append(Table(f"{sid}.layers", f"Chosen ratio per layer{title}",
-                                ["layer", "ratio", "MACs before", "MACs after", "params before",
-                                 "params after"], rows, note="empty: not compressed"))
-        if table:
-            ratios = sorted({r for s in table.values() for r in s})
-            sec.tables.append(Table(
-                f"{sid}.scores", f"Scores per layer and ratio{title} ({e['evaluation']})",
-                ["layer"] + [repr(r) for r in ratios],
-                [[layer] + [table[layer].get(r) for r in ratios] for layer in layers]))
-        ft = e["fine_tune"]
-        if ft is not None:
-            sec.tables.append(Table(f"{sid}.fine_tune", f"Fine-tuning loss per epoch{title}",
-                                    ["epoch", "mean loss"],
-                                    [[i + 1, v] for i, v in enumerate(ft["epoch_loss"])]))
-        compressed = [(layer, _chosen(e, layer)) for layer in layers
-                      if _chosen(e, layer) is not None]
-        if compressed:
-            worst = min(compressed, key=lambda lr: (lr[1], layers.index(lr[0])))
-            sec.findings.append(
-                f"{e['options'].get('method')}{title}: {len(compressed)} of {len(layers)} layers "
-                f"compressed, {e['options'].get('cost', 'cost')} ratio {m['ratio']:.3f}; the "
-                f"smallest ratio {worst[1]:.3g} at {worst[0]}")
-        if n != len(runs) - 1:
-            continue   # figures show the last run
-        if table:
-            sec.figures.extend(_score_figures(e, table, layers, sid))
-        sec.figures.append(Figure(f"{sid}.ratios", "Chosen ratio per layer", [Panel("bars", {
-            "labels": layers, "series": [{"name": "ratio", "values": [
-                1.0 if _chosen(e, layer) is None else _chosen(e, layer) for layer in layers]}],
-            "xlabel": "layer", "ylabel": "ratio (1 = not compressed)", "horizontal": False,
-            "highlight": [layer for layer, _ in compressed]})]))
-        if ft is not None:
-            sec.figures.append(_loss_figure(f"{sid}.fine_tune_loss", "Fine-tuning loss", ft))
-    return sec
+def _compression_run(sec, sid, title, e, last):
+    """The tables and findings of one compress entry; figures when it is the `last` run."""
+    table, layers = _ratio_table(e)
+    m = e["model_cost"]
+    tuned = None if e["fine_tune"] is None else e["fine_tune"]["score"]
+    quantities = [("method", e["options"].get("method")),
+                  ("target", e["options"].get("target")), ("achieved ratio", m["ratio"]),
+                  *((f"{k} {when}", m[f"{k.lower()}_{when}"]) for k in ("MACs", "params")
+                    for when in ("before", "after")),
+                  ("selected score", e["selected_score"]), ("score before", e["score_before"]),
+                  ("score after", e["score_after"]), ("score after fine-tuning", tuned)]
+    sec.tables.append(Table(f"{sid}.model", f"Model{title}: {_options(e)}",
+                            ["quantity", "value"], [list(q) for q in quantities]))
+    rows = [[layer, _chosen(e, layer)] + [e["layers"][layer][k] if layer in e["layers"]
+                                          else None for k in ("macs_before", "macs_after",
+                                                              "params_before", "params_after")]
+            for layer in layers]
+    sec.tables.append(Table(f"{sid}.layers", f"Chosen ratio per layer{title}",
+                            ["layer", "ratio", "MACs before", "MACs after", "params before",
+                             "params after"], rows, note="empty: not compressed"))
+    if table:
+        ratios = sorted({r for s in table.values() for r in s})
+        sec.tables.append(Table(
+            f"{sid}.scores", f"Scores per layer and ratio{title} ({e['evaluation']})",
+            ["layer"] + [repr(r) for r in ratios],
+            [[layer] + [table[layer].get(r) for r in ratios] for layer in layers]))
+    ft = e["fine_tune"]
+    if ft is not None:
+        sec.tables.append(Table(f"{sid}.fine_tune", f"Fine-tuning loss per epoch{title}",
+                                ["epoch", "mean loss"],
+                                [[i + 1, v] for i, v in enumerate(ft["epoch_loss"])]))
+    compressed = [(layer, _chosen(e, layer)) for layer in layers
+                  if _chosen(e, layer) is not None]
+    if compressed:
+        worst = min(compressed, key=lambda lr: (lr[1], layers.index(lr[0])))
+        sec.findings.append(
+            f"{e['options'].get('method')}{title}: {len(compressed)} of {len(layers)} layers "
+            f"compressed, {e['options'].get('cost', 'cost')} ratio {m['ratio']:.3f}; the "
+            f"smallest ratio {worst[1]:.3g} at {worst[0]}")
+    if not last:
+        return   # figures show the last run
+    if table:
+        sec.figures.extend(_score_figures(e, table, layers, sid))
+    sec.figures.append(Figure(f"{sid}.ratios", "Chosen ratio per layer", [Panel("bars", {
+        "labels": layers, "series": [{"name": "ratio", "values": [
+            1.0 if _chosen(e, layer) is None else _chosen(e, layer) for layer in layers]}],
+        "xlabel": "layer", "ylabel": "ratio (1 = not compressed)", "horizontal": False,
+        "highlight": [layer for layer, _ in compressed]})]))
+    if ft is not None:
+        sec.figures.append(_loss_figure(f"{sid}.fine_tune_loss", "Fine-tuning loss", ft))
 
 
 def _loss_figure(fid, title, record) -> Figure:
@@ -168,38 +159,29 @@ def _loss_figure(fid, title, record) -> Figure:
         "xlabel": "step", "ylabel": "loss", "log_y": False, "vlines": vlines})])
 
 
-def _adaround(entries) -> Section | None:
-    runs = _runs(entries, "adaround")
-    if not runs:
-        return None
-    sec = Section("adaround", "AdaRound", summary=(
-        "AdaRound learned, layer by layer, whether each weight rounds down or up, minimising the "
-        "layer's reconstruction loss plus a regulariser that pushes the soft rounding to 0 or 1. "
-        "A reconstruction loss that stays high marks a layer that rounding cannot fix."))
-    for n, (tag, title, e) in enumerate(runs):
-        sid = f"adaround.{tag}".rstrip(".")
-        rows = [[name, r["op"], r["activation"], r["loss"], r["recon_loss"], r["round_loss"],
-                 r["hard_fraction"], r["up_fraction"]] for name, r in e["layers"].items()]
-        sec.tables.append(Table(f"{sid}.layers", f"Final losses per layer{title}: {_options(e)}",
-                                ["layer", "op", "activation", "loss", "recon loss", "round loss",
-                                 "hard fraction", "rounded up"], rows,
-                                formats={"hard fraction": "{:.3f}", "rounded up": "{:.3f}"}))
-        if e["skipped"]:
-            sec.tables.append(Table(f"{sid}.skipped", f"Layers not rounded{title}",
-                                    ["layer", "reason"], [[k, v] for k, v in e["skipped"].items()]))
-        worst = sorted(e["layers"], key=lambda k: (-e["layers"][k]["recon_loss"],
-                                                   list(e["layers"]).index(k)))
-        if worst:
-            w = e["layers"][worst[0]]
-            sec.findings.append(f"AdaRound{title}: highest final reconstruction loss at "
-                                f"{worst[0]} ({w['recon_loss']:.4g}), {w['up_fraction']:.1%} of "
-                                f"its weights rounded up")
-        if n != len(runs) - 1:
-            continue
-        for i, name in enumerate(worst[:ADAROUND_FIGURES]):
-            sec.figures.append(_adaround_figure(f"{sid}.curve.{i + 1}.{slug(name)}", name,
-                                                e["layers"][name]["curve"]))
-    return sec
+def _adaround_run(sec, sid, title, e, last):
+    """The tables and findings of one adaround entry; figures when it is the `last` run."""
+    rows = [[name, r["op"], r["activation"], r["loss"], r["recon_loss"], r["round_loss"],
+             r["hard_fraction"], r["up_fraction"]] for name, r in e["layers"].items()]
+    sec.tables.append(Table(f"{sid}.layers", f"Final losses per layer{title}: {_options(e)}",
+                            ["layer", "op", "activation", "loss", "recon loss", "round loss",
+                             "hard fraction", "rounded up"], rows,
+                            formats={"hard fraction": "{:.3f}", "rounded up": "{:.3f}"}))
+    if e["skipped"]:
+        sec.tables.append(Table(f"{sid}.skipped", f"Layers not rounded{title}",
+                                ["layer", "reason"], [[k, v] for k, v in e["skipped"].items()]))
+    worst = sorted(e["layers"], key=lambda k: (-e["layers"][k]["recon_loss"],
+                                               list(e["layers"]).index(k)))
+    if worst:
+        w = e["layers"][worst[0]]
+        sec.findings.append(f"AdaRound{title}: highest final reconstruction loss at "
+                            f"{worst[0]} ({w['recon_loss']:.4g}), {w['up_fraction']:.1%} of "
+                            f"its weights rounded up")
+    if not last:
+        return
+    for i, name in enumerate(worst[:ADAROUND_FIGURES]):
+        sec.figures.append(_adaround_figure(f"{sid}.curve.{i + 1}.{slug(name)}", name,
+                                            e["layers"][name]["curve"]))
 
 
 def _positive(values):
@@ -224,30 +206,50 @@ def _adaround_figure(fid, name, curve) -> Figure:
                   f"the values of one iteration in {curve['every']}, as computed")
 
 
-def _qat(entries) -> Section | None:
-    runs = _runs(entries, "qat")
-    if not runs:
-        return None
-    sec = Section("qat", "Quantization-aware training", summary=(
-        "The loss of quantization-aware fine-tuning, step by step (means of a few steps) and per "
-        "epoch. A loss still falling at the end suggests more epochs."))
-    for n, (tag, title, e) in enumerate(runs):
-        sid = f"qat.{tag}".rstrip(".")
-        evals = e["eval"] + [None] * (len(e["epoch_loss"]) - len(e["eval"]))
-        sec.tables.append(Table(f"{sid}.epochs", f"Loss per epoch{title}: {_options(e)}",
-                                ["epoch", "mean loss", "eval"],
-                                [[i + 1, v, evals[i]] for i, v in enumerate(e["epoch_loss"])]))
-        if e["epoch_loss"]:
-            sec.findings.append(f"QAT{title}: {e['steps']} steps, mean loss "
-                                f"{e['epoch_loss'][0]:.4g} in the first epoch -> "
-                                f"{e['epoch_loss'][-1]:.4g} in the last")
-        if n == len(runs) - 1:
-            sec.figures.append(_loss_figure(f"{sid}.loss", "QAT loss", e))
-    return sec
+def _qat_run(sec, sid, title, e, last):
+    """The table and finding of one qat entry; its loss figure when it is the `last` run."""
+    evals = e["eval"] + [None] * (len(e["epoch_loss"]) - len(e["eval"]))
+    sec.tables.append(Table(f"{sid}.epochs", f"Loss per epoch{title}: {_options(e)}",
+                            ["epoch", "mean loss", "eval"],
+                            [[i + 1, v, evals[i]] for i, v in enumerate(e["epoch_loss"])]))
+    if e["epoch_loss"]:
+        sec.findings.append(f"QAT{title}: {e['steps']} steps, mean loss "
+                            f"{e['epoch_loss'][0]:.4g} in the first epoch -> "
+                            f"{e['epoch_loss'][-1]:.4g} in the last")
+    if last:
+        sec.figures.append(_loss_figure(f"{sid}.loss", "QAT loss", e))
+
+
+#: (command, section id, title, summary, the builder of one run's part)
+_SECTIONS = (
+    ("compress", "compression", "Compression",
+     "The greedy search compressed each layer alone at each candidate ratio (smaller = more "
+     "compressed) and scored the model; it then chose per-layer ratios reaching the target "
+     "cost. Read the curves for layers whose score falls early: they keep large ratios.",
+     _compression_run),
+    ("adaround", "adaround", "AdaRound",
+     "AdaRound learned, layer by layer, whether each weight rounds down or up, minimising the "
+     "layer's reconstruction loss plus a regulariser that pushes the soft rounding to 0 or 1. "
+     "A reconstruction loss that stays high marks a layer that rounding cannot fix.",
+     _adaround_run),
+    ("qat", "qat", "Quantization-aware training",
+     "The loss of quantization-aware fine-tuning, step by step (means of a few steps) and per "
+     "epoch. A loss still falling at the end suggests more epochs.",
+     _qat_run),
+)
 
 
 def history_sections(history: list) -> list:
     """[Section] "compression", "adaround", "qat" for the entries of `history` (only those
-    present), built from the entries' numbers."""
-    return [s for s in (_compression(history), _adaround(history), _qat(history))
-            if s is not None]
+    present), built from the entries' numbers: each run's tables and findings, ids and titles
+    numbered by run (`_runs`), the figures of the last run."""
+    sections = []
+    for command, section_id, section_title, summary, add_run in _SECTIONS:
+        runs = _runs(history, command)
+        if not runs:
+            continue
+        sec = Section(section_id, section_title, summary=summary)
+        for n, (tag, title, entry) in enumerate(runs):
+            add_run(sec, f"{section_id}.{tag}".rstrip("."), title, entry, n == len(runs) - 1)
+        sections.append(sec)
+    return sections
