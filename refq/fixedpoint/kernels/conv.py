@@ -196,7 +196,7 @@ def _conv_accumulate(inputs, params, attrs):
     return conv_narrow(inputs, params, attrs, dtype=np.int64)
 
 
-def _narrow(check, accumulator, inputs, params, attrs, memo, dtype):
+def narrow_contraction(check, accumulator, inputs, params, attrs, memo, dtype):
     """(y, AccExtremes) with y an array of `dtype` (None: `act_dtype`, the narrowest dtype holding
     [act_min, act_max]): `check` of the input shape and parameters (once per memo), then the
     accumulator from `accumulator` with the bound from the operands, requantized block by block
@@ -213,8 +213,8 @@ def _narrow(check, accumulator, inputs, params, attrs, memo, dtype):
 
 
 def conv_narrow(inputs, params, attrs, memo=None, dtype=None):
-    """int_conv2d's (y, AccExtremes) in `dtype` (`_narrow`)."""
-    return _narrow(_conv_shape, conv_accumulator, inputs, params, attrs, memo, dtype)
+    """int_conv2d's (y, AccExtremes) in `dtype` (`narrow_contraction`)."""
+    return narrow_contraction(_conv_shape, conv_accumulator, inputs, params, attrs, memo, dtype)
 
 
 def conv_plain(inputs, params, attrs):
@@ -295,8 +295,8 @@ def _dense_accumulate(inputs, params, attrs):
 
 
 def dense_narrow(inputs, params, attrs, memo=None, dtype=None):
-    """int_dense's (y, AccExtremes) in `dtype` (`_narrow`)."""
-    return _narrow(_dense_shape, dense_accumulator, inputs, params, attrs, memo, dtype)
+    """int_dense's (y, AccExtremes) in `dtype` (`narrow_contraction`)."""
+    return narrow_contraction(_dense_shape, dense_accumulator, inputs, params, attrs, memo, dtype)
 
 
 def dense_plain(inputs, params, attrs):

@@ -19,7 +19,7 @@ from ...layers.base import Attr, Op
 from ...layers.conv_transpose import PADDINGS
 from ..rounding import _bounds
 from . import conv
-from .common import act_dtype, finish_accumulator, finish_fast
+from .common import finish_accumulator
 from .operands import blas_dtype, operands
 
 __all__ = ["NARROW", "conv_transpose_accumulator", "conv_transpose_plain"]
@@ -96,15 +96,9 @@ def _accumulate(inputs, params, attrs):
 
 
 def conv_transpose_narrow(inputs, params, attrs, memo=None, dtype=None):
-    """int_conv_transpose2d's (y, AccExtremes) in `dtype` (None: `act_dtype`): the checks once
-    per memo, the accumulator with the bound from the operands, requantized block by block."""
-    if memo is None or "checked" not in memo:
-        _shape([inputs[0].shape], attrs, params)
-        if memo is not None:
-            memo["checked"] = True
-    acc, bounds = conv_transpose_accumulator(inputs[0], params, attrs, exact=False, memo=memo)
-    return finish_fast(acc, bounds, params, attrs, act_dtype(attrs) if dtype is None else dtype,
-                       memo=memo)
+    """int_conv_transpose2d's (y, AccExtremes) in `dtype` (`conv.narrow_contraction`)."""
+    return conv.narrow_contraction(_shape, conv_transpose_accumulator, inputs, params, attrs,
+                                   memo, dtype)
 
 
 def conv_transpose_plain(inputs, params, attrs):
