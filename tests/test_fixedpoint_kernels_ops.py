@@ -11,7 +11,8 @@ import fixedpoint_kernel_refs as ref
 from refq.errors import FixedPointError
 from refq.fixedpoint import quantize_multiplier, real_multiplier, tosa_scale32
 from refq.fixedpoint.kernels import INT_REGISTRY
-from refq.fixedpoint.kernels.pooling import mean_multiplier, reciprocal_scale
+from refq.fixedpoint.kernels.pool_common import reciprocal_scale
+from refq.fixedpoint.kernels.pooling import mean_multiplier
 from test_fixedpoint_kernels_conv import ACT, requant_params, run
 
 I32 = ref.I32

@@ -1,14 +1,15 @@
 """What the integer poolings of every rank share (`kernels.pooling`, `kernels.pool_nd`): the
-average-pool attribute schema and its checks, and the TOSA and TFLite division helpers."""
+average-pool attribute schema and its checks, the TOSA and TFLite division helpers, and the
+integer average of window sums (`average_codes`)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ...errors import FixedPointError
 from ...layers.base import Attr
-from ..requantize import REQUANT_SCHEMES
+from ..requantize import REQUANT_SCHEMES, apply_scale_32
 from .common import (ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, check_act, check_float_scales,
-                     check_requant, check_zp)
+                     check_requant, check_zp, requant)
 
 AVG_MODES = ("tflite", "tosa", "float", "qdq", "ort")
 SCALES = ("in_scale", "out_scale")
@@ -63,3 +64,27 @@ AVG_ATTRS = {"input_zp": Attr("int", 0), "output_zp": Attr("int", 0), **ACT_ATTR
               "avg": Attr("str", choices=AVG_MODES),
               "scheme": Attr("str", "none", choices=("none",) + REQUANT_SCHEMES),
               "zp_before_round": Attr("bool", False)}
+
+
+def average_codes(x, window_sum, count, params, attrs):
+    """The output codes of an integer average pool in mode "tflite", "tosa" or "float" (the float32
+    modes "qdq" and "ort" are the callers' own), any rank: `window_sum(v)` gives the int64 sums of
+    v (zero-padded) over each window and `count` the divisor of each output.
+        tflite  round_div_half_away(Σ x, count) − zp_in
+        tosa    apply_scale_32(Σ (x − zp_in), reciprocal_scale(count)), single rounding
+        float   rint(Σ (x − zp_in) / count · real_multiplier) + zp_out, clamped (returned as is)
+    then the requantization when the node has one, else + zp_out, clamped to [act_min, act_max]."""
+    zp, mode = attrs["input_zp"], attrs["avg"]
+    if mode == "tflite":
+        v = round_div_half_away(window_sum(x), count) - zp
+    else:
+        acc = window_sum(x - zp)
+        if mode == "float":
+            m = np.float64(np.asarray(params.get("real_multiplier", 1.0), np.float64).ravel()[0])
+            q = np.rint((acc.astype(np.float64) / count) * m).astype(np.int64)
+            return np.clip(q + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
+        mult, shift = reciprocal_scale(count)
+        v = apply_scale_32(acc, mult, shift, double_round=False)
+    if requant_wanted(params):
+        return requant(v, params, attrs, zero_point=attrs["output_zp"])
+    return np.clip(v + attrs["output_zp"], attrs["act_min"], attrs["act_max"])

@@ -25,9 +25,9 @@ from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.pool_geometry import (POOL_PADDINGS, pad_spatial, pool_geometry, valid_counts,
                                      with_pool_defaults)
-from ..requantize import apply_scale_32, requantize
-from .common import (ACT_ATTRS, REQUANT_PARAMS, act_dtype, int_input, int_values, requant)
-from .pool_common import AVG_ATTRS, check_avg_attrs, reciprocal_scale, round_div_half_away
+from ..requantize import requantize
+from .common import ACT_ATTRS, REQUANT_PARAMS, act_dtype, int_input, int_values
+from .pool_common import AVG_ATTRS, average_codes, check_avg_attrs
 from .qdq import dequantize32, f32, quantize32, quantize32_zp_first
 
 __all__ = ["ops", "NARROW", "pool_attrs", "is_plain", "max_pool_nd", "avg_pool_nd",
@@ -119,7 +119,7 @@ def avg_pool_nd(x, params, attrs, r, what):
     x = int_input(x, f"{what} input")
     a = _geometry_attrs(attrs, r)
     sides, outs, extents = _geometry(x.shape, a, r, what)
-    mode, zp = attrs["avg"], attrs["input_zp"]
+    mode = attrs["avg"]
     if mode in ("tflite", "tosa") and a["count_include_pad"]:
         raise FixedPointError(f"{what}: avg {mode!r} does not count padding (the target's "
                               "kernel divides by the taps inside the input); count_include_pad "
@@ -127,20 +127,8 @@ def avg_pool_nd(x, params, attrs, r, what):
     count = _counts(x.shape, a, sides, outs)[None, ..., None]
     if mode in ("qdq", "ort"):
         return _avg_float32(x, a, params, attrs, sides, outs, extents, count)
-    if mode == "tflite":
-        v = round_div_half_away(_window_sum(pad_spatial(x, sides, extents, 0), a, outs),
-                                count) - zp
-    else:
-        acc = _window_sum(pad_spatial(x - zp, sides, extents, 0), a, outs)
-        if mode == "float":
-            m = np.float64(np.asarray(params.get("real_multiplier", 1.0), np.float64).ravel()[0])
-            q = np.rint((acc.astype(np.float64) / count) * m).astype(np.int64)
-            return np.clip(q + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
-        mult, shift = reciprocal_scale(count)
-        v = apply_scale_32(acc, mult, shift, double_round=False)
-    if any(k in params for k in REQUANT_PARAMS):
-        return requant(v, params, attrs, zero_point=attrs["output_zp"])
-    return np.clip(v + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
+    return average_codes(x, lambda v: _window_sum(pad_spatial(v, sides, extents, 0), a, outs),
+                         count, params, attrs)
 
 
 def _avg_float32(x, a, params, attrs, sides, outs, extents, count):

@@ -18,15 +18,14 @@ from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ...layers.conv import pad_hw, window_geometry
 from ...layers.pooling import valid_counts
-from ..requantize import REQUANT_SCHEMES, apply_scale_32, float_scale_round, requantize
+from ..requantize import REQUANT_SCHEMES, float_scale_round, requantize
 from ..rounding import _bounds
 from .qdq import dequantize32, f32, quantize32, quantize32_zp_first
-from .pool_common import (AVG_ATTRS, SCALES, check_avg_attrs, check_scales, reciprocal_scale,
-                          requant_wanted, round_div_half_away)
+from .pool_common import AVG_ATTRS, SCALES, average_codes, check_avg_attrs, check_scales
 from .pool_nd import GEOMETRY_KEYS, avg_pool_nd, is_plain, pool_attrs
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes, act_dtype,
                      check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
-                     int_input, int_values, requant)
+                     int_input, int_values)
 
 _GEO = GEOMETRY_KEYS
 MEAN_MODES = ("tflite", "tosa", "float", "qdq", "ort")
@@ -155,22 +154,10 @@ def _avg_forward(inputs, params, attrs):
                                      "int_avg_pool2d")
     count = np.multiply.outer(valid_counts(x.shape[1], k[0], s[0], pads[0], oh),
                               valid_counts(x.shape[2], k[1], s[1], pads[2], ow))[:, :, None]
-    zp, mode = attrs["input_zp"], attrs["avg"]
-    if mode in ("qdq", "ort"):
+    if attrs["avg"] in ("qdq", "ort"):
         return _avg_float32(x, attrs, params, pads, count, oh, ow)
-    if mode == "tflite":
-        v = round_div_half_away(_window_sum(pad_hw(x, pads), k, s, oh, ow), count) - zp
-    else:
-        acc = _window_sum(pad_hw(x - zp, pads), k, s, oh, ow)
-        if mode == "float":
-            m = np.float64(np.asarray(params.get("real_multiplier", 1.0), np.float64).ravel()[0])
-            r = np.rint((acc.astype(np.float64) / count) * m).astype(np.int64)
-            return np.clip(r + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
-        mult, shift = reciprocal_scale(count)
-        v = apply_scale_32(acc, mult, shift, double_round=False)
-    if requant_wanted(params):
-        return requant(v, params, attrs, zero_point=attrs["output_zp"])
-    return np.clip(v + attrs["output_zp"], attrs["act_min"], attrs["act_max"])
+    return average_codes(x, lambda v: _window_sum(pad_hw(v, pads), k, s, oh, ow), count, params,
+                         attrs)
 
 
 def _avg_float32(x, attrs, params, pads, count, oh, ow):
