@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint.lowering import lower
-from ..fixedpoint.profiles import get_profile
-from .case import EXACT, Case, CaseData, register
-from .cases_models import MODELS, NUMERICS, _weight_encodings
-from .integer_graphs import quantization_of, run_integer
+from .case import EXACT, Case, register
+from .cases_models import MODELS, calibrated, integer_case_data
 
 #: channel pruning: {layer: fraction of input channels kept}
 COMPRESSION_PRUNING = {"conv2d_2": 0.5, "separable_conv2d_2/pointwise": 0.5, "conv2d_4": 0.5,
@@ -54,19 +51,8 @@ def compressed_fer():
 
 
 def _build():
-    from ..algorithms import prepare
-    from ..quant.quantsim import QuantSim
-
     small, calibration, image = compressed_fer()
-    prepared, _ = prepare(small, fold_bn=True, cle=True, through_squeeze_excite=True)
-    sim = QuantSim(prepared, "per_channel", param_bw=8, act_bw=8, numerics=NUMERICS)
-    sim.compute_encodings(calibration)
-    g = lower(sim, get_profile(PROFILE))
-    g.name = CASE_ID
-    name = g.inputs[0].name
-    outputs, trace = run_integer(g, {name: image})
-    return CaseData(g, {name: image}, outputs, trace,
-                    quantization_of(g, _weight_encodings(sim, g)))
+    return integer_case_data(calibrated(small, calibration), image, PROFILE, CASE_ID)
 
 
 def _ratios(ratios: dict) -> str:

@@ -71,18 +71,34 @@ MODELS = {
 _SIMS: dict = {}
 
 
+def calibrated(graph, calib):
+    """The model cases' QuantSim of float `graph`: BN fold, CLE (high-bias absorption, through
+    squeeze-excite), W8A8 per-channel, minmax calibration on `calib` with `NUMERICS`."""
+    from ..algorithms import prepare
+    from ..quant.quantsim import QuantSim
+
+    prepared, _ = prepare(graph, fold_bn=True, cle=True, through_squeeze_excite=True)
+    sim = QuantSim(prepared, "per_channel", param_bw=8, act_bw=8, numerics=NUMERICS)
+    sim.compute_encodings(calib)
+    return sim
+
+
 def simulation(model: str):
     """(calibrated QuantSim, run input) of `model`, computed once per process."""
     if model not in _SIMS:
-        from ..algorithms import prepare
-        from ..quant.quantsim import QuantSim
-
         graph, calib, image = MODELS[model][0]()
-        prepared, _ = prepare(graph, fold_bn=True, cle=True, through_squeeze_excite=True)
-        sim = QuantSim(prepared, "per_channel", param_bw=8, act_bw=8, numerics=NUMERICS)
-        sim.compute_encodings(calib)
-        _SIMS[model] = (sim, image)
+        _SIMS[model] = (calibrated(graph, calib), image)
     return _SIMS[model]
+
+
+def integer_case_data(sim, image, profile: str, cid: str) -> CaseData:
+    """The integer case `cid` of `sim` lowered for `profile`, run on `image` with its trace."""
+    g = lower(sim, get_profile(profile))
+    g.name = cid
+    name = g.inputs[0].name
+    outputs, trace = run_integer(g, {name: image})
+    return CaseData(g, {name: image}, outputs, trace,
+                    quantization_of(g, _weight_encodings(sim, g)))
 
 
 def _weight_encodings(sim, graph) -> dict:
@@ -102,13 +118,7 @@ def model_case(model: str, profile: str):
     cid = f"model.{model}.w8a8_per_channel.{profile}"
 
     def build():
-        sim, image = simulation(model)
-        g = lower(sim, get_profile(profile))
-        g.name = cid
-        name = g.inputs[0].name
-        outputs, trace = run_integer(g, {name: image})
-        return CaseData(g, {name: image}, outputs, trace,
-                        quantization_of(g, _weight_encodings(sim, g)))
+        return integer_case_data(*simulation(model), profile, cid)
 
     desc = (f"{MODELS[model][1]}: BN fold, CLE (high-bias absorption, through squeeze-excite), "
             "W8A8 per-channel minmax QuantSim (AIMET 2.42 rules in float64), lowered for profile "
