@@ -129,6 +129,38 @@ def weights(rng, shape, wdtype="int8", wlim=None):
     return rng.integers(lo, hi + 1, shape).astype(np.uint8 if wdtype == "uint8" else np.int8)
 
 
+def _scales(rng, cout, pow2, per_channel):
+    """(s_in, s_w [cout] float32): with pow2, s_in = 2^-4 and s_w = 2^-(3..6) per channel (so
+    M = s_in·s_w/s_out = 2^-1 .. 2^-4 with s_out = 2^-6); else s_in None (the caller's) and s_w
+    uniform in [0.002, 0.02], per channel or one."""
+    if pow2:
+        return 2.0 ** -4, (2.0 ** -(3 + rng.integers(0, 4, cout))).astype(F32)
+    s_w = rng.uniform(0.002, 0.02, cout) if per_channel else np.full(1, rng.uniform(0.002, 0.02))
+    return None, s_w.astype(F32)
+
+
+def weighted_layer(rng, op, w, cout, terms, *, dtype, s_in, zp_out, pow2, per_channel, wdtype,
+                   wzp, activation, bias, attrs):
+    """(the spec layer of a weighted op whose outputs sum about `terms` products, its input
+    scale): weight scales (`_scales`), an output scale fitted to the sum's spread (weight zero
+    points, one or one per output channel, subtracted), and a random int32 bias."""
+    si, s_w = _scales(rng, cout, pow2, per_channel)
+    si = s_in if si is None else si
+    if pow2:
+        s_out = 2.0 ** -6
+    else:
+        zw = np.reshape(wzp, (-1,) + (1,) * (w.ndim - 1))  # one, or one per channel
+        wstd = float(np.std(w.astype(np.float64) - zw)) or 1.0
+        s_out = _fit_scale(np.sqrt(terms) * _std(dtype) * wstd * si * float(np.mean(s_w)), dtype)
+    L = {"name": op, "op": op, "weight": w, "weight_dtype": wdtype, "weight_zero_point": wzp,
+         "weight_scale": s_w.astype(np.float64).tolist() if s_w.size > 1 else float(s_w[0]),
+         "activation": activation, "output": enc(s_out, zp_out, dtype), **attrs}
+    if bias:
+        lim = 64 if pow2 else 3000 if dtype != "int16" else 300000
+        L["bias"] = rng.integers(-lim, lim + 1, cout).astype(np.int32)
+    return L, si
+
+
 def conv_spec(cin, cout, k, hw, *, op="conv2d", attrs=None, dtype="int8", zp_in=-3, zp_out=5,
               s_in=0.03, pow2=False, wlim=None, per_channel=True, wdtype="int8", wzp=0,
               activation="none", bias=True):
@@ -140,24 +172,9 @@ def conv_spec(cin, cout, k, hw, *, op="conv2d", attrs=None, dtype="int8", zp_in=
         wshape = (cout, k, k, cin // groups) if op == "conv2d" else (cout, cin)
         w = weights(rng, wshape, wdtype, wlim)
         taps = int(np.prod(wshape[1:]))
-        if pow2:  # M = s_in·s_w/s_out = 1/2, 1/4, 1/8 or 1/16 per channel
-            si = 2.0 ** -4
-            s_w = (2.0 ** -(3 + rng.integers(0, 4, cout))).astype(F32)
-            s_out = 2.0 ** -6
-        else:
-            si = s_in
-            s_w = rng.uniform(0.002, 0.02, cout).astype(F32) if per_channel else \
-                np.full(1, F32(rng.uniform(0.002, 0.02)))
-            zw = np.reshape(wzp, (-1,) + (1,) * (w.ndim - 1))  # one, or one per channel
-            wstd = float(np.std(w.astype(np.float64) - zw)) or 1.0
-            s_out = _fit_scale(np.sqrt(taps) * _std(dtype) * wstd * si * float(np.mean(s_w)),
-                               dtype)
-        L = {"name": op, "op": op, "weight": w, "weight_dtype": wdtype, "weight_zero_point": wzp,
-             "weight_scale": s_w.astype(np.float64).tolist() if s_w.size > 1 else float(s_w[0]),
-             "activation": activation, "output": enc(s_out, zp_out, dtype), **attrs}
-        if bias:
-            lim = 64 if pow2 else 3000 if dtype != "int16" else 300000
-            L["bias"] = rng.integers(-lim, lim + 1, cout).astype(np.int32)
+        L, si = weighted_layer(rng, op, w, cout, taps, dtype=dtype, s_in=s_in, zp_out=zp_out,
+                               pow2=pow2, per_channel=per_channel, wdtype=wdtype, wzp=wzp,
+                               activation=activation, bias=bias, attrs=attrs)
         shape = (*hw, cin)
         return {"inputs": [inp("x", shape, enc(si, zp_in, dtype))], "layers": [L]}, {"x": shape}
     return make

@@ -13,36 +13,9 @@ import numpy as np
 
 from ..fixedpoint.lower_graph import SUPPORTED_OPS
 from ..fixedpoint.profiles import PROFILES
-from .cases_integer import F32, _fit_scale, _std, enc, inp, integer_case, supporting, weights
+from .cases_integer import enc, inp, integer_case, supporting, weighted_layer, weights
 
 __all__ = ["ct_spec", "gemm_spec", "matmul_spec", "REGISTERED"]
-
-
-def _scales(rng, cout, pow2, per_channel):
-    """(s_in, s_w [cout] float32) and whether they are powers of two (M = 2^-1 .. 2^-4)."""
-    if pow2:
-        return 2.0 ** -4, (2.0 ** -(3 + rng.integers(0, 4, cout))).astype(F32)
-    s_w = rng.uniform(0.002, 0.02, cout) if per_channel else np.full(1, rng.uniform(0.002, 0.02))
-    return None, s_w.astype(F32)
-
-
-def _weighted_layer(rng, op, w, cout, terms, *, dtype, s_in, zp_out, pow2, per_channel, wdtype,
-                    wzp, activation, bias, attrs):
-    """The spec layer of a weighted op whose outputs sum about `terms` products."""
-    si, s_w = _scales(rng, cout, pow2, per_channel)
-    si = s_in if si is None else si
-    if pow2:
-        s_out = 2.0 ** -6
-    else:
-        wstd = float(np.std(w.astype(np.float64) - wzp)) or 1.0
-        s_out = _fit_scale(np.sqrt(terms) * _std(dtype) * wstd * si * float(np.mean(s_w)), dtype)
-    L = {"name": op, "op": op, "weight": w, "weight_dtype": wdtype, "weight_zero_point": wzp,
-         "weight_scale": s_w.astype(np.float64).tolist() if s_w.size > 1 else float(s_w[0]),
-         "activation": activation, "output": enc(s_out, zp_out, dtype), **attrs}
-    if bias:
-        lim = 64 if pow2 else 3000 if dtype != "int16" else 300000
-        L["bias"] = rng.integers(-lim, lim + 1, cout).astype(np.int32)
-    return L, si
 
 
 def ct_spec(cin, cout, k, hw, *, attrs=None, dtype="int8", zp_in=-3, zp_out=5, s_in=0.03,
@@ -56,7 +29,7 @@ def ct_spec(cin, cout, k, hw, *, attrs=None, dtype="int8", zp_in=-3, zp_out=5, s
         w = weights(rng, (cout, k, k, cin // groups), wdtype, wlim)
         stride = int(np.prod(attrs.get("strides", [1, 1])))
         terms = max(1, k * k * (cin // groups) // stride)
-        L, si = _weighted_layer(rng, "conv_transpose2d", w, cout, terms, dtype=dtype, s_in=s_in,
+        L, si = weighted_layer(rng, "conv_transpose2d", w, cout, terms, dtype=dtype, s_in=s_in,
                                 zp_out=zp_out, pow2=pow2, per_channel=per_channel,
                                 wdtype=wdtype, wzp=wzp, activation=activation, bias=bias,
                                 attrs=attrs)
@@ -70,7 +43,7 @@ def gemm_spec(k, units, *, trans_b=0, dtype="int8", zp_in=-3, zp_out=5, s_in=0.0
     """A one-layer gemm spec maker: B [k, units] (transB = 0) or [units, k] (transB = 1)."""
     def make(rng):
         w = weights(rng, (k, units) if trans_b == 0 else (units, k), "int8", wlim)
-        L, si = _weighted_layer(rng, "gemm", w, units, k, dtype=dtype, s_in=s_in, zp_out=zp_out,
+        L, si = weighted_layer(rng, "gemm", w, units, k, dtype=dtype, s_in=s_in, zp_out=zp_out,
                                 pow2=pow2, per_channel=per_channel, wdtype="int8", wzp=0,
                                 activation=activation, bias=bias, attrs={"transB": trans_b})
         return {"inputs": [inp("x", (k,), enc(si, zp_in, dtype))], "layers": [L]}, {"x": (k,)}
