@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...layers import REGISTRY
-from ...layers.base import Attr, Op
-from ...layers.conv_transpose import PADDINGS
+from ...layers.base import Op
 from ..rounding import _bounds
 from . import conv
 from .common import finish_accumulator
@@ -24,15 +23,9 @@ from .operands import blas_dtype, operands
 
 __all__ = ["NARROW", "conv_transpose_accumulator", "conv_transpose_plain"]
 
-_GEOMETRY = ("strides", "dilations", "groups", "output_padding", "padding", "pads",
-             "output_shape")
-_GEOMETRY_ATTRS = {"strides": Attr("ints", (1, 1), length=2),
-                   "dilations": Attr("ints", (1, 1), length=2),
-                   "groups": Attr("int", 1, minimum=1),
-                   "output_padding": Attr("ints", (0, 0), length=2),
-                   "padding": Attr("str", "valid", choices=PADDINGS),
-                   "pads": Attr("ints", (0, 0, 0, 0), length=4),
-                   "output_shape": Attr("ints", ())}
+#: the geometry attributes: conv_transpose2d's own schema
+_GEOMETRY_ATTRS = dict(REGISTRY["conv_transpose2d"].attrs)
+_GEOMETRY = tuple(_GEOMETRY_ATTRS)
 
 
 def _geo(attrs):
