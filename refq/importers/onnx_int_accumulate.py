@@ -158,21 +158,30 @@ class _AccBuilder:
         self.outputs[out] = name
         self.layouts[out] = layout
 
+    def _operand(self, n, what: str, subject: str, nchw: bool):
+        """(activation, shape) of input 0, its zero point (input 2, `what`) one value or none."""
+        zp = self.const(n, 2, what, required=False)
+        zp = np.zeros((), self._input_dtype(n)) if zp is None else np.asarray(zp)
+        if zp.size != 1:
+            raise self.refuse(n, f"{subject} must be one value (per tensor)")
+        return self.activation(n, zp.reshape(()), nchw=nchw)
+
+    def _weight_zero_points(self, n, w, what: str, count: int, per: str):
+        """The zero points of constant weights `w` (input 3, `what`): 1 or `count` values."""
+        zp = self.const(n, 3, what, required=False)
+        zp = np.zeros(1, w.dtype) if zp is None else np.asarray(zp).reshape(-1)
+        if zp.size not in (1, count):
+            raise self.refuse(n, f"{what} of {zp.size} values: refq reads 1 or {count} ({per})")
+        return zp
+
     def conv(self, n, a):
         w = self.const(n, 1, "weight")
-        zp_x = self.const(n, 2, "input zero point", required=False)
-        zp_x = np.zeros((), self._input_dtype(n)) if zp_x is None else np.asarray(zp_x)
-        if zp_x.size != 1:
-            raise self.refuse(n, "its input zero point must be one value (per tensor)")
-        x, shape = self.activation(n, zp_x.reshape(()), nchw=True)
+        x, shape = self._operand(n, "input zero point", "its input zero point", nchw=True)
         if w.ndim != 4 or w.dtype not in _GRIDS:
             raise self.refuse(n, f"weight of shape {list(w.shape)} and type {w.dtype}: refq reads "
                               "2-D convolutions with int8/uint8 OIHW weights")
-        zp_w = self.const(n, 3, "weight zero point", required=False)
-        zp_w = np.zeros(1, w.dtype) if zp_w is None else np.asarray(zp_w).reshape(-1)
-        if zp_w.size not in (1, w.shape[0]):
-            raise self.refuse(n, f"weight zero point of {zp_w.size} values: refq reads 1 or "
-                              f"{w.shape[0]} (one per output channel)")
+        zp_w = self._weight_zero_points(n, w, "weight zero point", w.shape[0],
+                                        "one per output channel")
         codes, zp = w.transpose(0, 2, 3, 1), weight_zero_point(zp_w)
         strides = [int(v) for v in a.get("strides", [1, 1])]
         dilations = [int(v) for v in a.get("dilations", [1, 1])]
@@ -183,19 +192,11 @@ class _AccBuilder:
 
     def matmul(self, n, a):
         b = self.const(n, 1, "second operand (a constant [K, M] matrix)")
-        zp_a = self.const(n, 2, "zero point of a", required=False)
-        zp_a = np.zeros((), self._input_dtype(n)) if zp_a is None else np.asarray(zp_a)
-        if zp_a.size != 1:
-            raise self.refuse(n, "the zero point of a must be one value (per tensor)")
-        x, shape = self.activation(n, zp_a.reshape(()), nchw=False)
+        x, shape = self._operand(n, "zero point of a", "the zero point of a", nchw=False)
         if b.ndim != 2 or b.dtype not in _GRIDS:
             raise self.refuse(n, f"second operand of shape {list(b.shape)} and type {b.dtype}: "
                               "refq reads a constant int8/uint8 [K, M] matrix")
-        zp_b = self.const(n, 3, "zero point of b", required=False)
-        zp_b = np.zeros(1, b.dtype) if zp_b is None else np.asarray(zp_b).reshape(-1)
-        if zp_b.size not in (1, b.shape[1]):
-            raise self.refuse(n, f"zero point of b of {zp_b.size} values: refq reads 1 or "
-                              f"{b.shape[1]} (one per column)")
+        zp_b = self._weight_zero_points(n, b, "zero point of b", b.shape[1], "one per column")
         codes, zp = np.ascontiguousarray(b.T), weight_zero_point(zp_b)
         self.product(n, "int_dense", x, {}, codes, zp, "same")
 
