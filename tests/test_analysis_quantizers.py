@@ -277,15 +277,11 @@ def test_cumulative_drop_follows_the_data_path(sim, section):
 
 
 def test_input_quantizers_are_walked_and_histogrammed():
-    cfg = {
-        "defaults": {"ops": {"is_output_quantized": "True"},
-                     "params": {"is_quantized": "True", "is_symmetric": "True"}},
-        "params": {"bias": {"is_quantized": "False"}},
-        "op_type": {"Gemm": {"is_input_quantized": "True"}},
-        "supergroups": [], "model_input": {"is_input_quantized": "True"}, "model_output": {}}
+    from test_report import INPUT_QUANTIZED_CONFIG
+
     x = dyadic_data(30)
-    sim = QuantSim(se_net(), parse_config(cfg, source="<input cfg>"), act_bw=4) \
-        .compute_encodings(x)
+    sim = QuantSim(se_net(), parse_config(INPUT_QUANTIZED_CONFIG, source="<input cfg>"),
+                   act_bw=4).compute_encodings(x)
     assert "fc2:input0" in sim.quantizers
     up = upstream_quantizers(sim, set(sim.quantizers) - {"fc1.weight", "fc2.weight",
                                                           "fc3.weight"})

@@ -133,18 +133,22 @@ def test_cumulative_sqnr_is_against_the_sim_trace(mlp_sim, mlp_report, data):
     assert mlp_report["outputs"][0]["cumulative_sqnr_db"] == rows["y"]["cumulative_sqnr_db"]
 
 
+#: A quantsim config whose Gemm (dense) layers also quantize their inputs.
+INPUT_QUANTIZED_CONFIG = {
+    "defaults": {"ops": {"is_output_quantized": "True"},
+                 "params": {"is_quantized": "True", "is_symmetric": "True"}},
+    "params": {"bias": {"is_quantized": "False"}},
+    "op_type": {"Gemm": {"is_input_quantized": "True"}},
+    "supergroups": [], "model_input": {"is_input_quantized": "True"}, "model_output": {}}
+
+
 def test_input_quantizer_rows():
     """An op type with is_input_quantized gets `<node>:input<i>` quantizers; local SQNR is qdq of
     the float tensor it reads, cumulative is qdq of the sim's tensor at that place."""
     g = mlp(seed=4)
-    cfg = {
-        "defaults": {"ops": {"is_output_quantized": "True"},
-                     "params": {"is_quantized": "True", "is_symmetric": "True"}},
-        "params": {"bias": {"is_quantized": "False"}},
-        "op_type": {"Gemm": {"is_input_quantized": "True"}},
-        "supergroups": [], "model_input": {"is_input_quantized": "True"}, "model_output": {}}
     x = np.random.default_rng(5).normal(size=(30, 6)).astype(f32)
-    sim = QuantSim(g, parse_config(cfg, source="<input cfg>"), act_bw=4).compute_encodings(x)
+    sim = QuantSim(g, parse_config(INPUT_QUANTIZED_CONFIG, source="<input cfg>"), act_bw=4) \
+        .compute_encodings(x)
     assert "fc2:input0" in sim.quantizers
     rep = quant_report(sim, x)
     rows = rows_by_name(rep)
