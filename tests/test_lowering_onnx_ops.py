@@ -14,7 +14,7 @@ import pytest
 
 import fixedpoint_kernel_refs as ref
 from refq.errors import FixedPointError, ParamError, ShapeError
-from refq.fixedpoint import PROFILES, get_profile, quantize_multiplier, tosa_scale32
+from refq.fixedpoint import PROFILES, get_profile
 from refq.fixedpoint.compare import compare
 from refq.fixedpoint.kernels import INT_REGISTRY, NARROW
 from refq.fixedpoint.kernels import conv_transpose as kct
@@ -27,21 +27,11 @@ from refq.layers.conv_transpose import transpose_geometry
 from refq.quant.config import parse_config
 from refq.quant.encoding import quantize
 from refq.quant.quantsim import QuantSim
+from test_fixedpoint_kernels_conv import requant_params
 
 f32 = np.float32
 FLOAT_PROFILE = dataclasses.replace(REFERENCE, name="float-exact",
                                     activation_dtypes=("int8", "int16"))
-
-
-def requant_params(scheme, reals):
-    reals = np.asarray(reals, dtype=np.float64)
-    if scheme in ("tflite_double", "single_round"):
-        m, s = quantize_multiplier(reals, single_rounding=scheme == "single_round")
-        return {"multiplier": m.astype(np.int32), "shift": s.astype(np.int32)}
-    if scheme in ("tosa_double", "tosa_single"):
-        m, s = tosa_scale32(reals)
-        return {"multiplier": m.astype(np.int32), "shift": s.astype(np.int32)}
-    return {"real_multiplier": reals}
 
 
 # ---- int_conv_transpose2d against the definition -----------------------------------------------
