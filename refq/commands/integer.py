@@ -38,7 +38,7 @@ def cmd_compare(args):
 
 
 def cmd_profiles(args):
-    from ..fixedpoint.profiles import describe_profiles
+    from ..fixedpoint.profile_table import describe_profiles
 
     print(describe_profiles())
 

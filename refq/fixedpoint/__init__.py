@@ -26,7 +26,8 @@ from .multiplier import (MULTIPLIER_DERIVATIONS, SCALE_MATHS, derive_multiplier,
                          round_half_away_float, tosa_scale16, tosa_scale32)
 from .compare import compare, format_compare
 from .lowering import lower, lower_from_params
-from .profiles import PROFILES, Profile, describe_profiles, get_profile
+from .profile_table import describe_profiles
+from .profiles import PROFILES, Profile, get_profile
 from .requantize import (ACTIVATIONS, FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES,
                          activation_range, apply_scale_16, apply_scale_32, float_scale_round,
                          multiply_by_quantized_multiplier, quantize, requantize)

@@ -3,11 +3,12 @@
 A `Profile` is a frozen record; the lowering and the integer kernels read their conventions from it
 and never hard-code one. Each field's docstring names the target source it follows (kernel function
 or spec section; §n refers to the project's fixed-point reference notes). Shipped profiles:
-`PROFILES` (read-only mapping), `get_profile`, `describe_profiles` (the table of `refq profiles`).
+`PROFILES` (read-only mapping), `get_profile`; `refq.fixedpoint.profile_table.describe_profiles`
+is the table of `refq profiles`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from ..errors import FixedPointError
@@ -15,7 +16,7 @@ from .multiplier import MULTIPLIER_DERIVATIONS, SCALE_MATHS, derive_multiplier, 
 from .requantize import FLOAT_SCHEMES, REQUANT_SCHEMES, activation_range, quantize, requantize
 from .rounding import OVERFLOW_POLICIES
 
-__all__ = ["Profile", "PROFILES", "get_profile", "describe_profiles", "POOL_ATTRIBUTES"]
+__all__ = ["Profile", "PROFILES", "get_profile", "POOL_ATTRIBUTES", "INT16_KERNELS"]
 
 # The schemes each multiplier encoding feeds, and its width in bits.
 _SCHEMES_OF = {"tflite": ("tflite_double", "single_round"),
@@ -371,33 +372,3 @@ def get_profile(name) -> Profile:
         return PROFILES[name]
     raise FixedPointError(f"unknown fixed-point profile {name!r}; known profiles: "
                           f"{', '.join(PROFILES)}")
-
-
-def _fmt(v) -> str:
-    if isinstance(v, tuple):
-        return ",".join(v)
-    return "-" if v is None else str(v)
-
-
-def describe_profiles(profiles=None) -> str:
-    """A text table of `profiles` (default: all shipped): one line per profile with its
-    description, then every field in which they differ (one column per profile), then the fields
-    they share."""
-    profs = list(PROFILES.values()) if profiles is None else [
-        p if isinstance(p, Profile) else get_profile(p) for p in profiles]
-    names = [p.name for p in profs]
-    keys = [f.name for f in fields(Profile) if f.name not in ("name", "description")]
-    differ = [k for k in keys if len({getattr(p, k) for p in profs}) > 1]
-    same = [k for k in keys if k not in differ]
-    width = max(len(n) for n in names)
-    lines = ["Fixed-point profiles (each field's source is in `help(refq.fixedpoint.Profile)`)", ""]
-    lines += [f"  {p.name:<{width}}  {p.description}" for p in profs]
-    if differ:
-        rows = [["field"] + names] + [[k] + [_fmt(getattr(p, k)) for p in profs] for k in differ]
-        cols = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["", "Fields that differ:"]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, cols)).rstrip() for r in rows]
-    if same:
-        shared = ", ".join(f"{k}={_fmt(getattr(profs[0], k))}" for k in same)
-        lines += ["", "Shared by all: " + shared]
-    return "\n".join(lines) + "\n"
