@@ -114,16 +114,17 @@ def _log_floor(values: np.ndarray):
     return float(pos.min()) / 2 if pos.size else None
 
 
-def _log_axis(ax, bottom=None):
-    """A log y axis without minor ticks, its labels as plain numbers (1, 10, 100, 1e+03): fast
-    and free of mathtext."""
+def _log_axis(ax, bottom=None, axis="y", nonpositive="mask"):
+    """A log `axis` ("y" or "x") without minor ticks, its labels as plain numbers (1, 10, 100,
+    1e+03): fast and free of mathtext; `bottom` its lower limit."""
     from matplotlib import ticker
 
-    ax.set_yscale("log", nonpositive="mask")
-    ax.yaxis.set_minor_locator(ticker.NullLocator())
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    getattr(ax, f"set_{axis}scale")("log", nonpositive=nonpositive)
+    which = getattr(ax, f"{axis}axis")
+    which.set_minor_locator(ticker.NullLocator())
+    which.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     if bottom is not None:
-        ax.set_ylim(bottom=bottom)
+        getattr(ax, f"set_{axis}lim")(bottom, None)
 
 
 def _colour(k: int) -> str:
@@ -235,13 +236,7 @@ def _draw_bars(ax, p):
     floor = _log_floor(np.concatenate([v for _, v in series] + [np.zeros(0)])) if p["log_y"] \
         else None
     if floor is not None:  # the value axis in log scale; bars of zero stay at the axis' start
-        from matplotlib import ticker
-
-        axis = ax.xaxis if p["horizontal"] else ax.yaxis
-        (ax.set_xscale if p["horizontal"] else ax.set_yscale)("log", nonpositive="clip")
-        axis.set_minor_locator(ticker.NullLocator())
-        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-        (ax.set_xlim if p["horizontal"] else ax.set_ylim)(floor, None)
+        _log_axis(ax, floor, axis="x" if p["horizontal"] else "y", nonpositive="clip")
 
 
 _DRAW = {"lines": _draw_lines, "scatter": _draw_scatter, "histogram": _draw_histogram,
