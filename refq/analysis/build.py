@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..errors import InputError
 from .document import Report
 
-__all__ = ["SECTIONS", "Batches", "build_report", "weight_stages"]
+__all__ = ["SECTIONS", "Batches", "build_report", "check_sections", "weight_stages"]
 
 SECTIONS = ("weights", "quantizers", "sensitivity", "integer", "history")
 #: Samples of the integer comparison (three forwards per profile and sample), as `refq demo` does.
@@ -61,6 +61,16 @@ def weight_stages(float_graph, quantized_graph, last_label: str = "quantized mod
     return stages
 
 
+def check_sections(sections) -> None:
+    """InputError unless `sections` names at least one section, each of `SECTIONS`."""
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise InputError(f"unknown report section(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(SECTIONS)}")
+    if not sections:
+        raise InputError(f"the list names no section; choose from {', '.join(SECTIONS)}")
+
+
 def build_report(sim, data, *, labels=None, float_graph=None, history=(), sections=SECTIONS,
                  profiles=None, batch_size=None, top: int = 12, title: str = "refq report",
                  integer_samples: int | None = INTEGER_SAMPLES,
@@ -72,10 +82,7 @@ def build_report(sim, data, *, labels=None, float_graph=None, history=(), sectio
     folding (adds the before/after weight stages); history: the model file's recorded history;
     sqnr_report: `refq.report.quant_report` of the same data when the caller has it;
     integer_samples: the first samples of the data the integer profiles are compared on (None: all)."""
-    unknown = [s for s in sections if s not in SECTIONS]
-    if unknown:
-        raise InputError(f"unknown report section(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(SECTIONS)}")
+    check_sections(sections)
     out = []
     sqnr = sqnr_report
     if "weights" in sections:

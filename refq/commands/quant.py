@@ -2,7 +2,7 @@
 algorithms that prepare a model for it (BN folding, cross-layer equalization, bias correction)."""
 from __future__ import annotations
 
-from ..errors import InputError
+from ..errors import InputError, RefqError
 from . import check_outputs, write_json
 
 
@@ -182,26 +182,28 @@ def cmd_report(args):
     check_outputs(args.json, flag="--json")
     check_outputs(args.html, flag="--html")
     sim = QuantSim.load(args.model)
-    inputs = sim.graph.inputs
     full = args.html or args.plots or args.json
     if not full:
         for name in ("labels", "float_model", "sections", "profiles"):
             if getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise InputError(f"{flag} applies to the full report: add --html, --plots or --json")
-    report = quant_report(sim, iter_batches(args.data, inputs, args.batch_size), quiet=args.quiet)
+    options = _full_report_options(args) if full else None   # every check before any work
+    report = quant_report(sim, iter_batches(args.data, sim.graph.inputs, args.batch_size),
+                          quiet=args.quiet)
     if full:
-        _write_full_report(args, sim, report)
+        _write_full_report(args, sim, report, options)
     print(format_report(report, top=args.top))
 
 
-def _write_full_report(args, sim, sqnr):
-    """Every analysis of `refq.analysis.build` on the data, written as HTML, plot files and JSON."""
+def _full_report_options(args) -> dict:
+    """The full report's sections, profiles, labels and float model from the options, checked
+    (output paths, names, files) before any analysis runs."""
     import os
 
-    from ..analysis.build import SECTIONS, Batches, build_report
-    from ..analysis.history import load_history
-    from ..data_io import iter_batches, load_arrays
+    from ..analysis.build import SECTIONS, check_sections
+    from ..analysis.integer_profiles import profile_records
+    from ..data_io import load_arrays
 
     if args.plots is not None:
         if os.path.exists(args.plots) and not os.path.isdir(args.plots):
@@ -210,22 +212,43 @@ def _write_full_report(args, sim, sqnr):
         check_outputs(os.path.join(args.plots, "figure.png"), flag="--plots")
     sections = SECTIONS if args.sections is None else tuple(
         s.strip() for s in args.sections.split(",") if s.strip())
-    if not sections:
-        raise InputError(f"--sections names no section; choose from {','.join(SECTIONS)}")
+    try:
+        check_sections(sections)
+    except InputError as e:
+        raise InputError(f"--sections: {e}") from None
     profiles = None if args.profiles is None else [
         p.strip() for p in args.profiles.split(",") if p.strip()]
-    labels = None if args.labels is None else _load_labels(args.labels, load_arrays)
-    float_graph = None if args.float_model is None else load_float_model(
-        args.float_model, "`refq report --float-model`")
+    if profiles is not None:
+        try:
+            profile_records(profiles)
+        except RefqError as e:
+            raise InputError(f"--profiles: {e}") from None
+    return {"sections": sections, "profiles": profiles,
+            "labels": None if args.labels is None else _load_labels(args.labels, load_arrays),
+            "float_graph": None if args.float_model is None else load_float_model(
+                args.float_model, "`refq report --float-model`")}
+
+
+def _write_full_report(args, sim, sqnr, options: dict):
+    """Every analysis of `refq.analysis.build` on the data, written as HTML, plot files and JSON."""
+    import os
+
+    from ..analysis.build import Batches, build_report
+    from ..analysis.history import load_history
+    from ..data_io import iter_batches
+
+    name = os.path.basename
     data = Batches(lambda: iter_batches(args.data, sim.graph.inputs, args.batch_size))
-    meta = {"model": os.path.basename(args.model), "data": os.path.basename(args.data),
-            "labels": None if args.labels is None else os.path.basename(args.labels),
-            "float model": None if args.float_model is None else os.path.basename(args.float_model),
-            "numerics": _numerics_name(sim.numerics), "config": sim.config_source, "scheme": sim.scheme}
-    doc = build_report(sim, data, labels=labels, float_graph=float_graph,
-                       history=load_history(args.model), sections=sections, profiles=profiles,
-                       batch_size=args.batch_size, meta=meta, sqnr_report=sqnr,
-                       title=f"refq report: {os.path.basename(args.model)}", quiet=args.quiet)
+    meta = {"model": name(args.model), "data": name(args.data),
+            "labels": None if args.labels is None else name(args.labels),
+            "float model": None if args.float_model is None else name(args.float_model),
+            "numerics": _numerics_name(sim.numerics), "config": sim.config_source,
+            "scheme": sim.scheme}
+    doc = build_report(sim, data, labels=options["labels"], float_graph=options["float_graph"],
+                       history=load_history(args.model), sections=options["sections"],
+                       profiles=options["profiles"], batch_size=args.batch_size, meta=meta,
+                       sqnr_report=sqnr, title=f"refq report: {name(args.model)}",
+                       quiet=args.quiet)
     if args.json:
         write_json(args.json, doc.to_json())
     if args.plots is not None:
