@@ -29,7 +29,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Report", "Section", "Table", "Figure", "Panel", "PANEL_KINDS", "slug", "format_cell"]
+__all__ = ["Report", "Section", "Table", "Figure", "Panel", "PANEL_KINDS", "slug", "unique_ids",
+           "format_cell"]
 
 PANEL_KINDS = ("lines", "bars", "histogram", "scatter")
 _ID = re.compile(r"[A-Za-z0-9_.-]+\Z")
@@ -39,6 +40,19 @@ def slug(name: str) -> str:
     """An id from any name: runs of characters outside [A-Za-z0-9_.-] become one '-'."""
     s = re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-")
     return s or "x"
+
+
+def unique_ids(ids) -> list:
+    """`ids` in order, each repeat suffixed -2, -3, ... (two names may share a slug: "a/b", "a-b")."""
+    out, used = [], set()
+    for base in ids:
+        fid, k = base, 1
+        while fid in used:
+            k += 1
+            fid = f"{base}-{k}"
+        used.add(fid)
+        out.append(fid)
+    return out
 
 
 def _json_value(v):

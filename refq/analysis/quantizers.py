@@ -42,7 +42,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, QuantError
-from .document import Figure, Panel, Section, Table, slug
+from .document import Figure, Panel, Section, Table, slug, unique_ids
 from .quantizer_values import value_histograms, weight_values
 
 __all__ = ["quantizers_section", "BAR_QUANTIZERS", "value_histograms"]
@@ -210,16 +210,7 @@ def _histogram(row, fig_id) -> Figure:
 
 def _figure_ids(rows) -> list:
     """quantizers.hist.<slug> per row, made unique in order (two names may share a slug)."""
-    ids, used = [], set()
-    for r in rows:
-        base = fid = "quantizers.hist." + slug(r["quantizer"])
-        k = 1
-        while fid in used:
-            k += 1
-            fid = f"{base}-{k}"
-        used.add(fid)
-        ids.append(fid)
-    return ids
+    return unique_ids("quantizers.hist." + slug(r["quantizer"]) for r in rows)
 
 
 def _db(v, zero_signal=False) -> str:

@@ -56,7 +56,7 @@ from ..errors import InputError, ParamError, ShapeError
 from ..graph import Graph
 from ..progress import progress
 from ..quant.placement import PER_CHANNEL_WEIGHTED, is_depthwise, weight_output_axis
-from .document import Figure, Panel, Section, Table, slug
+from .document import Figure, Panel, Section, Table, slug, unique_ids
 
 __all__ = ["weights_section", "channel_stats", "channel_ranges", "relative_ranges",
            "range_ratio", "quartile_fence", "outlier_channels", "step_ratio", "layer_summary",
@@ -376,14 +376,10 @@ def weights_section(stages, *, top: int = 8, quiet: bool = True) -> Section:
     last = labels[-1]
     ranked = sorted((n for n in names if last in table[n]),
                     key=lambda n: (-table[n][last]["range_ratio"], order[n]))
-    figures, used = [], set()
-    for n in ranked[:top] + _most_changed(labels, names, table, order, exclude=ranked[:top]):
-        figure = _layer_figure(n, labels, table[n])
-        base, k = figure.id, 2
-        while figure.id in used:   # two names with the same slug ("a/b", "a-b")
-            figure.id, k = f"{base}-{k}", k + 1
-        used.add(figure.id)
-        figures.append(figure)
+    figures = [_layer_figure(n, labels, table[n]) for n in
+               ranked[:top] + _most_changed(labels, names, table, order, exclude=ranked[:top])]
+    for figure, fid in zip(figures, unique_ids(f.id for f in figures)):
+        figure.id = fid
     figures.append(_overview(labels, names, table))
     return Section(SECTION_ID, title, summary, _findings(labels, names, table, order),
                    [_table(labels, names, table)], figures)
