@@ -5,14 +5,48 @@ contiguous slice and together they cover y once, in order: groups of whole image
 has fewer than `target` output pixels, else row bands of one image. Parts are `target`'s worth
 (the last one what is left), or with even=True of even sizes: the fewest parts of at most that
 size, cut as evenly as whole rows or images allow. `rows_in_blocks` adds a bias and applies an
-elementwise epilogue to an [..., O] output ROWS rows at a time. Speed only: the blocking changes
-no number.
+elementwise epilogue to an [..., O] output ROWS rows at a time. `l2_cache_bytes()` is the size of
+the machine's per-core L2 cache, which sizes blocks that are walked many times. Speed only: the
+blocking changes no number.
 """
 from __future__ import annotations
 
-__all__ = ["blocks", "rows_in_blocks", "ROWS"]
+import functools
+import glob
+import os
+
+__all__ = ["blocks", "rows_in_blocks", "ROWS", "l2_cache_bytes"]
 
 ROWS = 4096   # rows of O values per block of rows_in_blocks (speed only)
+#: The L2 size assumed where the machine does not say (speed only).
+DEFAULT_L2_BYTES = 1 << 20
+_CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+@functools.lru_cache(maxsize=None)
+def l2_cache_bytes(cache_dir: str = _CACHE_DIR) -> int:
+    """The size in bytes of the level-2 data (or unified) cache of CPU 0, read from Linux's
+    `cache_dir/index*/{level,type,size}`; DEFAULT_L2_BYTES where they are missing or unreadable
+    (another OS, a container that hides them), or state a size outside 64 KiB..64 MiB."""
+    for index in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
+        try:
+            with open(os.path.join(index, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(index, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(index, "size")) as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if level != "2" or kind not in ("Data", "Unified"):
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        try:
+            value = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except (ValueError, IndexError):
+            return DEFAULT_L2_BYTES
+        return value if (64 << 10) <= value <= (64 << 20) else DEFAULT_L2_BYTES
+    return DEFAULT_L2_BYTES
 
 
 def blocks(n: int, oh: int, ow: int, target: int, even: bool = False):
