@@ -11,8 +11,10 @@ which evaluates `op.forward` node by node on fresh arrays):
   on the channel axis, relu, relu6, clip, hard_swish; `refq.layers.inplace`) runs them as an
   epilogue on each output block while it is in cache, in place. A zero_pad2d read only by a
   'valid' or 'explicit' conv2d becomes that convolution's explicit pads: both sum the same zero
-  terms in the same order. A tensor is fused away only when nothing else can see it: it is not a
-  graph output, not traced, not given to a hook, and read by one node.
+  terms in the same order. A residual add of the producer's output and a tensor computed before it
+  (of the same static shape) joins the epilogue too, block by block (`_ResidualAdd`; a + b = b + a
+  exactly), and the elementwise chain may go on after it. A tensor is fused away only when nothing
+  else can see it: it is not a graph output, not traced, not given to a hook, and read by one node.
 - In place. An elementwise node (the ops above, and add) whose input is not used again writes
   its result into that input's buffer, when the runtime holds the only reference to it (checked at
   run time with `sys.getrefcount`: a feed, a view of another tensor or an array a hook kept is
@@ -124,6 +126,7 @@ class Plan:
         if dtype not in (np.float64, np.float32):
             raise InputError(f"run: dtype must be float64 or float32, got {np.dtype(dtype).name}")
         shapes = graph.validated_shapes()
+        self.shapes = {t: tuple(d) for t, d in shapes.items()}
         self.name, self.dtype = graph.name, dtype
         self.inputs = list(graph.inputs)
         self.outputs = list(graph.outputs)
@@ -172,6 +175,7 @@ class Plan:
                 and r[0].name not in read_hooked
 
         skip, pads_of, steps = set(), {}, []
+        ready = {self.slot[s.name] for s in self.inputs}   # slots computed by earlier steps
         for node in self.order:
             if node.name in skip:
                 continue
@@ -190,7 +194,7 @@ class Plan:
                 a = dict(a, padding="explicit", pads=pads)
             slots = [self.slot[t] for t in ins]
             if get_op(node.op).forward_fused is not None:
-                epilogue, names, last = [], [node.name], node
+                epilogue, names, last, extra = [], [node.name], node, []
                 while True:
                     t = last.outputs[0]
                     hook = hooks.inplace_hooks.get(t) if t not in kept else None
@@ -199,17 +203,24 @@ class Plan:
                     if not private(t):
                         break
                     nxt = readers[t][0]
-                    step = inplace_step(nxt.op, self.params[nxt.name], self.attrs[nxt.name],
-                                        self.dtype)
+                    other = self._residual(nxt, t, ready)
+                    if other is not None:
+                        step = _ResidualAdd(len(slots) + len(extra))
+                        extra.append(other)
+                    else:
+                        step = inplace_step(nxt.op, self.params[nxt.name], self.attrs[nxt.name],
+                                            self.dtype)
                     if step is None:
                         break
                     epilogue.append(step)
                     names.append(nxt.name)
                     skip.add(nxt.name)
                     last = nxt
-                steps.append(_Step(_producer(get_op(node.op).forward_fused, p, a, epilogue), slots,
+                steps.append(_Step(_producer(get_op(node.op).forward_fused, p, a, epilogue,
+                                             len(slots)), slots + extra,
                                    self.slot[last.outputs[0]], tuple(names),
                                    hooked=hook is not None))
+                ready.add(steps[-1].out)
                 continue
             op = get_op(node.op)
             step = _Step(lambda xs, op=op, p=p, a=a: op.forward(xs, p, a), slots, self.slot[out],
@@ -220,7 +231,21 @@ class Plan:
             elif node.op == "add" and len(ins) == 2:
                 step.inplace = _add_into
             steps.append(step)
+            ready.add(step.out)
         return steps
+
+    def _residual(self, node, t, ready):
+        """The slot of the other operand when `node` is an add of t and a tensor already computed
+        (`ready`) of the same fully static shape, which the producer of t can add block by block;
+        else None."""
+        if node.op != "add" or len(node.inputs) != 2 or node.inputs.count(t) != 1:
+            return None
+        other = node.inputs[1] if node.inputs[0] == t else node.inputs[0]
+        shape = self.shapes.get(t)
+        if self.slot[other] not in ready or self.shapes.get(other) != shape or shape is None \
+                or any(d is None for d in shape[1:]):
+            return None
+        return self.slot[other]
 
     def _steps(self, hooks: _Hooks, fused: bool, trace, call):
         """The steps of a run: cached when the run has no hooks (they depend on its hooks)."""
@@ -326,17 +351,46 @@ def inplace_step(op: str, params, attrs, dtype):
     return None if make is None else make(params, attrs, dtype)
 
 
-def _producer(forward_fused, params, attrs, epilogue):
-    """fn(xs) running a conv2d/dense forward with the epilogue steps applied per block."""
-    if not epilogue:
-        return lambda xs: forward_fused(xs, params, attrs, None)
-    if len(epilogue) == 1:
-        return lambda xs: forward_fused(xs, params, attrs, epilogue[0])
+def _producer(forward_fused, params, attrs, epilogue, n_in):
+    """fn(xs) running a conv2d/dense forward on xs[:n_in] with the epilogue steps applied per
+    block; a `_ResidualAdd` step reads its operand from xs."""
+    if not any(isinstance(f, _ResidualAdd) for f in epilogue):
+        if not epilogue:
+            return lambda xs: forward_fused(xs, params, attrs, None)
+        if len(epilogue) == 1:
+            return lambda xs: forward_fused(xs, params, attrs, epilogue[0])
 
-    def chain(block):
-        for f in epilogue:
-            f(block)
-    return lambda xs: forward_fused(xs, params, attrs, chain)
+    def run(xs):
+        steps = [f.bind(xs) if isinstance(f, _ResidualAdd) else f for f in epilogue]
+
+        def chain(block):
+            for f in steps:
+                f(block)
+        return forward_fused(xs[:n_in], params, attrs, chain)
+    return run
+
+
+class _ResidualAdd:
+    """The epilogue step block += the same block of xs[k], the other operand of an add: an output
+    block is a C-contiguous run of the producer's output array (the base of the block's view), so
+    the same run of the other operand, of the same shape, is its element-wise partner."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def bind(self, xs):
+        flat = np.ascontiguousarray(xs[self.k]).reshape(-1)
+
+        def step(block):
+            root = block if block.base is None else block.base
+            start = (block.__array_interface__["data"][0] -
+                     root.__array_interface__["data"][0]) // block.itemsize
+            if root.size != flat.size or not block.flags.c_contiguous or \
+                    not 0 <= start <= flat.size - block.size or block.dtype != flat.dtype:
+                raise AssertionError("a fused residual add got a block that is not a contiguous "
+                                     "run of an output of the operand's size")
+            np.add(block, flat[start:start + block.size].reshape(block.shape), out=block)
+        return step
 
 
 def _add_into(xs) -> bool:

@@ -103,6 +103,84 @@ def test_fusion_stops_at_outputs_and_shared_tensors():
     same_bits(Plan(g, np.float32).run(x), plain(g, x, np.float32))
 
 
+def residual_graph(kind, after=(), first=True, other_later=False, hooked=None):
+    """x -> producer -> batch_norm -> add(., s) -> `after` ops, s = relu(x) or a conv of x of the
+    producer's output shape; `first`: the producer's branch is the add's first input;
+    `other_later`: s is computed after the producer in the graph's order."""
+    producer, cin, cout, hw = CONVS[kind]()
+    shape = (cin,) if hw is None else hw + (cin,)
+    bn = elementwise("batch_norm", "bn", "c", cout)
+    if cin == cout and (hw is None or producer.attrs.get("strides", [1, 1]) == [1, 1]):
+        side = node("relu", "s", ["x"])
+    else:
+        side = CONVS[kind]()[0]
+        side.name, side.outputs = "s", ["s"]
+    add = node("add", "sum", ["bn", "s"] if first else ["s", "bn"])
+    nodes, t = [producer, bn, add] if other_later else [side, producer, bn, add], "sum"
+    if other_later:
+        nodes.insert(3, side)
+    for i, op in enumerate(after):
+        nodes.append(elementwise(op, f"a{i}", t, cout))
+        t = nodes[-1].name
+    return Graph([TensorSpec("x", (None,) + shape, "float32")], [t], nodes), shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("after", [(), ("relu",), ("relu6", "batch_norm")])
+@pytest.mark.parametrize("kind", sorted(CONVS))
+def test_fused_residual_add_equals_the_plain_forward(kind, after, dtype):
+    for first in (True, False):
+        g, shape = residual_graph(kind, after, first)
+        plan = Plan(g, dtype)
+        fused = [s.names for s in plan._steps(plan_hooks(plan), True, False, None)]
+        assert any("sum" in names and names[0] in ("c", "s") for names in fused), fused
+        for n in (1, 4):
+            x = RNG.normal(size=(n,) + shape).astype(np.float32) * 2
+            keep = x.copy()
+            same_bits(plan.run(x), plain(g, x, dtype))
+            assert np.array_equal(x, keep)
+
+
+def plan_hooks(plan, **kw):
+    from refq.plan import _Hooks
+    return _Hooks(plan, **kw)
+
+
+def test_residual_add_fuses_into_the_later_producer_only():
+    """When the other operand is computed after the producer, the add cannot join that
+    producer's epilogue; it joins the other operand's producer (a conv) instead."""
+    g, shape = residual_graph("rowfold", ("relu",), other_later=True)
+    plan = Plan(g, np.float32)
+    steps = [s.names for s in plan._steps(plan_hooks(plan), True, False, None)]
+    assert ("c", "bn") in steps and ("s", "sum", "a0") in steps, steps
+    x = RNG.normal(size=(3,) + shape).astype(np.float32)
+    same_bits(plan.run(x), plain(g, x, np.float32))
+
+
+def test_residual_add_not_fused_when_hooked_traced_or_broadcast():
+    g, shape = residual_graph("pointwise", ("relu",))
+    x = RNG.normal(size=(3,) + shape).astype(np.float32)
+    plan = Plan(g, np.float32)
+    seen = []
+    got = plan.run(x, tensor_hooks={"sum": lambda a: seen.append(a.copy()) or a},
+                   inplace_hooks={"bn": lambda a: np.round(a, out=a)}, threads=1)
+    rounded = refq.run(g, x, dtype=np.float32, trace=True,
+                       call=lambda n, op, xs, p: (lambda y: np.round(y) if n.name == "bn" else y)(
+                           op.forward(xs, p, n.attrs)))
+    same_bits(got, {"a0": rounded["a0"]})
+    same_bits({"sum": np.concatenate(seen)}, {"sum": rounded["sum"]})
+    trace = plan.run(x, trace=True)
+    same_bits(trace, plain(g, x, np.float32, trace=True))
+    # a bias-like operand of another shape broadcasts: the add stays a node of its own
+    c = node("dense", "c", ["x"], {}, {"weight": RNG.normal(size=(5, 5)), "bias": np.zeros(5)})
+    b = Graph([TensorSpec("x", (None, 5), "float32"), TensorSpec("v", (None, 1), "float32")],
+              ["sum"], [c, node("add", "sum", ["c", "v"])])
+    p2 = Plan(b, np.float32)
+    assert ("c",) in [s.names for s in p2._steps(plan_hooks(p2), True, False, None)]
+    feeds = {"x": RNG.normal(size=(4, 5)), "v": RNG.normal(size=(4, 1))}
+    same_bits(p2.run(feeds), plain(b, feeds, np.float32))
+
+
 @pytest.mark.parametrize("conv_padding", ["valid", "explicit"])
 def test_zero_pad_fused_into_the_convolution(conv_padding):
     pad = node("zero_pad2d", "p", ["x"], {"pads": [0, 1, 2, 1]})
