@@ -5,8 +5,9 @@ topological order and its parameters copied in the compute dtype (float64 by def
 reference precision; float32 to compare with float32 frameworks) once. Later changes to the graph
 do not reach the plan: build a new one. `refq.run(graph, feeds)` builds a plan and runs it once.
 
-Evaluation (none of it changes a number; each form is tested bit for bit against the plain one,
-which evaluates `op.forward` node by node on fresh arrays):
+Evaluation (each form is tested bit for bit against the plain one, which evaluates `op.forward`
+node by node on fresh arrays; the float32 batch-norm fold alone changes last bits, within a stated
+bound):
 - Fusion. A conv2d or dense node whose output feeds only a chain of elementwise nodes (batch_norm
   on the channel axis, relu, relu6, clip, hard_swish; `refq.layers.inplace`) runs them as an
   epilogue on each output block while it is in cache, in place. A zero_pad2d read only by a
@@ -15,6 +16,13 @@ which evaluates `op.forward` node by node on fresh arrays):
   (of the same static shape) joins the epilogue too, block by block (`_ResidualAdd`; a + b = b + a
   exactly), and the elementwise chain may go on after it. A tensor is fused away only when nothing
   else can see it: it is not a graph output, not traced, not given to a hook, and read by one node.
+- Batch norms in float32. A float32 plan (unless built with fold_batch_norms=False) folds a
+  batch_norm on the channel axis into the conv2d or dense layer before it when that fusion
+  applies: one layer with weight s·w and bias s·b + t, formed in float64 and rounded once
+  (`refq.layers.normalization.fold_into_producer`, which states the bound of the difference).
+  This is the one fused form that changes numbers, in the last bits of float32: frameworks run
+  their float32 inference the same way. Float64 plans, traced runs and runs that hook the
+  producer's output never fold, so they give the definition exactly.
 - In place. An elementwise node (the ops above, and add) whose input is not used again writes
   its result into that input's buffer, when the runtime holds the only reference to it (checked at
   run time with `sys.getrefcount`: a feed, a view of another tensor or an array a hook kept is
@@ -121,10 +129,13 @@ class _Hooks:
 class Plan:
     """An executable snapshot of `graph` in compute dtype `dtype` (module docstring)."""
 
-    def __init__(self, graph: Graph, dtype=np.float64, params: dict | None = None):
+    def __init__(self, graph: Graph, dtype=np.float64, params: dict | None = None,
+                 fold_batch_norms: bool | None = None):
         dtype = np.dtype(dtype).type
         if dtype not in (np.float64, np.float32):
             raise InputError(f"run: dtype must be float64 or float32, got {np.dtype(dtype).name}")
+        self.fold_batch_norms = dtype is np.float32 if fold_batch_norms is None \
+            else bool(fold_batch_norms)
         shapes = graph.validated_shapes()
         self.shapes = {t: tuple(d) for t, d in shapes.items()}
         self.name, self.dtype = graph.name, dtype
@@ -141,6 +152,7 @@ class Plan:
         names = [s.name for s in self.inputs] + [n.outputs[0] for n in self.order]
         self.slot = {t: i for i, t in enumerate(names)}
         self._cache: dict = {}
+        self._folded: dict = {}
 
     # ---- steps ----------------------------------------------------------------------------------
     def _plain_steps(self, call):
@@ -195,6 +207,12 @@ class Plan:
             slots = [self.slot[t] for t in ins]
             if get_op(node.op).forward_fused is not None:
                 epilogue, names, last, extra = [], [node.name], node, []
+                bn = self._foldable_batch_norm(node, hooks, private, readers)
+                if bn is not None:
+                    p = dict(p, **self._folded[node.name])
+                    names.append(bn.name)
+                    skip.add(bn.name)
+                    last = bn
                 while True:
                     t = last.outputs[0]
                     hook = hooks.inplace_hooks.get(t) if t not in kept else None
@@ -233,6 +251,23 @@ class Plan:
             steps.append(step)
             ready.add(step.out)
         return steps
+
+    def _foldable_batch_norm(self, node, hooks, private, readers):
+        """The batch_norm node that reads `node`'s output and is folded into its parameters
+        (module docstring, Batch norms in float32), or None."""
+        t = node.outputs[0]
+        if not self.fold_batch_norms or t in hooks.inplace_hooks or not private(t):
+            return None
+        bn = readers[t][0]
+        if bn.op != "batch_norm" or inplace_step(bn.op, self.params[bn.name],
+                                                 self.attrs[bn.name], self.dtype) is None:
+            return None   # not on the last (channel) axis
+        if node.name not in self._folded:
+            from .layers.normalization import fold_into_producer
+            self._folded[node.name] = fold_into_producer(
+                self.params[node.name], self.params[bn.name], self.attrs[bn.name]["epsilon"],
+                self.dtype)
+        return bn if self._folded[node.name] is not None else None
 
     def _residual(self, node, t, ready):
         """The slot of the other operand when `node` is an add of t and a tensor already computed

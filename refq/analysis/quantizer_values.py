@@ -91,7 +91,7 @@ def value_histograms(sim, data, names, *, batch_size=None, bins=128, quiet=True)
     values = {name: QuantizerValues() for name in names}
     if not names:
         return values
-    plan = Plan(graph, sim.numerics.dtype.type)
+    plan = Plan(graph, sim.numerics.dtype.type, fold_batch_norms=False)
     lock = threading.Lock()
 
     def hook(t, where, first):

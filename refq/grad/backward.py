@@ -69,7 +69,7 @@ def value_and_grad(graph, feeds, loss, targets=None, *, output: str | None = Non
     `feeds` and `targets` (an array with the batch on axis 0, or None), with respect to the
     parameters named by `wrt` (module docstring). params: {node: {param: array}} replacing the
     nodes' own parameters (as `refq.run`). Gradients have the compute dtype."""
-    plan = Plan(graph, dtype, params)
+    plan = Plan(graph, dtype, params, fold_batch_norms=False)
     if output is None:
         if len(graph.outputs) != 1:
             raise InputError(f"value_and_grad: graph '{graph.name}' has outputs "

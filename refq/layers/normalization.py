@@ -83,6 +83,27 @@ def scale_and_shift(params, epsilon, dtype=np.float64):
     return s, params["beta"].astype(dtype) - s * params["mean"].astype(dtype)
 
 
+def fold_into_producer(producer: dict, bn: dict, epsilon, dtype):
+    """The weight and bias of a convolution or dense layer (weight axis 0 = output channel)
+    followed by this batch norm, as one layer in `dtype`: with s, t of `scale_and_shift` in
+    float64, w'[o] = s[o]·w[o] and b' = s·b + t (b = 0 without a bias), each rounded once to
+    `dtype`; None when a folded value is not finite (the two layers then stay apart).
+
+    Rounding: for an output y* = s·(Σ_k w_k·x_k + b) + t of K products evaluated exactly, the
+    folded layer in `dtype` (unit roundoff u) and the two layers one after the other are each
+    within γ_{K+3}·(|s|·(Σ_k |w_k·x_k| + |b|) + |t|) of y*, γ_n = n·u/(1 − n·u), so they differ by
+    at most twice that; bit for bit they usually differ in the last bits."""
+    s, t = scale_and_shift(bn, epsilon, np.float64)
+    w = np.asarray(producer["weight"], dtype=np.float64)
+    b = np.asarray(producer.get("bias", 0.0), dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        folded = {"weight": (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(dtype),
+                  "bias": (s * b + t).astype(dtype)}
+    if not all(np.isfinite(v).all() for v in folded.values()):
+        return None
+    return folded
+
+
 def _check_params(params, attrs, where):
     """ParamError naming `variance[c]` when a variance is negative or variance + epsilon is not
     positive in float32."""

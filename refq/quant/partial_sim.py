@@ -55,7 +55,7 @@ class PartialSim:
         self.producers, self.readers = self.graph.producers(), self.graph.consumers()
         self.shapes = self.graph.validated_shapes()
         self.input_specs = {s.name: s for s in self.graph.inputs}
-        self.float_plan = Plan(self.graph, sim.numerics.dtype.type)
+        self.float_plan = Plan(self.graph, sim.numerics.dtype.type, fold_batch_norms=False)
         self.all_set = frozenset(n for n in sim.quantizers if sim.enabled.get(n, False))
         self.all_plan = sim.plan({n: True for n in self.all_set})
         self.needed, todo = set(), [output]
@@ -125,7 +125,7 @@ class PartialSim:
                         else:
                             hooks["tensor_hooks"][t] = \
                                 lambda x, e=enc: quantize_dequantize(x, e, num)
-        plan = Plan(sub, num.dtype.type, params=params)
+        plan = Plan(sub, num.dtype.type, params=params, fold_batch_norms=False)
         plan.chunk_images = self.float_plan.chunk_images   # the whole graph's batch chunks
         return PartialRun(base, plan, [t for t in inputs if t not in raw], raw, hooks)
 

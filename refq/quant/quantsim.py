@@ -242,7 +242,7 @@ class QuantSim:
 
         tensor_hooks = {t: observer(n) for t, n in tq.items() if n in analyzers}
         input_hooks = {k: observer(n) for k, n in iq.items() if n in analyzers}
-        plan = Plan(self.graph, self.numerics.dtype.type, params=params)
+        plan = Plan(self.graph, self.numerics.dtype.type, params=params, fold_batch_norms=False)
         seen = 0
         for k, feeds in enumerate(progress(iterate_batches(data, self.graph, batch_size),
                                            desc="calibration", quiet=quiet)):

@@ -28,7 +28,8 @@ class SimPlan:
             return lambda a: fake_quantize_inplace(a, encs[name], num)
 
         per_tensor = {t for t, n in tq.items() if encs[n].axis is None}
-        self.plan = Plan(sim.graph, num.dtype.type, params=sim.sim_params(enabled))
+        self.plan = Plan(sim.graph, num.dtype.type, params=sim.sim_params(enabled),
+                         fold_batch_norms=False)
         self.hooks = {"tensor_hooks": {t: fake_quant(n) for t, n in tq.items()
                                        if t not in per_tensor},
                       "inplace_hooks": {t: fake_quant_inplace(tq[t]) for t in per_tensor},
