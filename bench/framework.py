@@ -7,7 +7,8 @@ Models (bench/architectures.py, random weights, non-trivial batch norms): Mobile
 ResNet50 at 224, MobileNetV2-0.35 at 96; inputs N(0, 1) float32 from np.random.default_rng(0).
 For each model it prints, beside its target:
 - float32 forward (`refq.Plan(graph, np.float32).run`, the plan built once, as a framework's
-  compiled model is) at batch 32: images/s, whole-model GFLOP/s (FLOP = 2·MACs of
+  compiled model is; like a framework's float32 inference, it folds each batch norm into the
+  convolution before it, `refq.plan`) at batch 32: images/s, whole-model GFLOP/s (FLOP = 2·MACs of
   refq.summarize) and its share of the GFLOP/s of NumPy's float32 2048x2048x2048 matmul, the two
   timed alternately (same share of this shared machine);
 - time per image at batch 128 / time per image at batch 32, the two timed alternately in a
