@@ -83,7 +83,7 @@ def test_w8a16_lowers_to_the_16x8_kernels(sim, profile):
     y, stats = run_int(g, {"x": data(4, seed=9)})
     assert np.all(np.isfinite(y["logits"])) and stats["c1"]["accumulator_bits"] == 64
     # the same lowering, other int16 profiles: TOSA and ONNX keep their own forms
-    assert lower(sim, "tosa").node("c1").op == "int_conv2d"
+    assert lower(sim, "tosa").node("c1").op == "int_conv2d_tosa16"
 
 
 def _importer_path(sim, g):
@@ -241,10 +241,12 @@ def test_refused_by_name_under_tflite():
         lower_from_params(_one(conv_l, _enc(), _enc("int8", 0, 0.05)), "tflite")
     with pytest.raises(FixedPointError, match=r"int16 tensor 'x' has zero point 5.*symmetric"):
         lower_from_params(_one(conv_l, _enc(zp=5), _enc(scale=1e-3)), "tflite")
-    with pytest.raises(FixedPointError, match=r"node 'y' \(sigmoid\).*LOGISTIC"):
-        lower_from_params(_one({"op": "sigmoid"}, _enc(), _enc(scale=1 / 32768)), "tflite-single")
-    with pytest.raises(FixedPointError, match=r"node 'y' \(softmax\).*SOFTMAX"):
+    with pytest.raises(FixedPointError, match=r"node 'y' \(hard_swish\).*no int16 HARD_SWISH"):
+        lower_from_params(_one({"op": "hard_swish"}, _enc(), _enc(scale=1e-3)), "tflite-single")
+    with pytest.raises(FixedPointError, match=r"node 'y' \(softmax\).*CMSIS-NN's s16 softmax"):
         lower_from_params(_one({"op": "softmax"}, _enc(), _enc(scale=1 / 32768)), "cmsis-nn")
+    with pytest.raises(FixedPointError, match=r"node 'y' \(sigmoid\).*CMSIS-NN's s16 sigmoid"):
+        lower_from_params(_one({"op": "sigmoid"}, _enc(), _enc(scale=1 / 32768)), "cmsis-nn")
     with pytest.raises(FixedPointError, match=r"conv_transpose2d.*TRANSPOSE_CONV"):
         lower_from_params(_one(dict(conv_l, op="conv_transpose2d"), _enc(), _enc(scale=1e-3)),
                           "tflite")
@@ -252,7 +254,7 @@ def test_refused_by_name_under_tflite():
     with pytest.raises(FixedPointError, match=r"per-tensor weights.*--per-channel"):
         lower_from_params(_one(dense_l, _enc(), _enc(scale=1e-3), shape=(32,)), "tflite")
     # the same layers keep their forms elsewhere
-    assert lower_from_params(_one(conv_l, _enc(zp=5), _enc(scale=1e-3)), "tosa") \
+    assert lower_from_params(_one(conv_l, _enc(zp=5), _enc(scale=1e-3)), "onnx") \
         .node("y").op == "int_conv2d"
 
 
@@ -313,4 +315,4 @@ def test_asymmetric_int16_activations_are_refused_under_tflite():
     with pytest.raises(FixedPointError, match=r"node 'c1' \(conv2d\): int16 tensor 'x' has zero "
                                               r"point .*symmetric"):
         lower(s, "tflite")
-    assert lower(s, "tosa").node("c1").op == "int_conv2d"
+    assert lower(s, "onnx").node("c1").op == "int_conv2d"

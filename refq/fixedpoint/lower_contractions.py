@@ -29,7 +29,7 @@ from ..errors import FixedPointError
 from ..graph import Node
 from ..quant.placement import weight_output_axis
 from .lower_encodings import where_of
-from . import lower_16x8
+from . import lower_tosa16
 from .lower_layers import _fused, emit_weighted
 
 __all__ = ["FAMILIES"]
@@ -49,7 +49,7 @@ def lower_conv_transpose(w, n):
             "by 1 LSB")
     x, tq_in = w.read(n, 0)
     weight = w.src.weight(n)
-    bias = w.src.bias(n, tq_in, weight[2])
+    bias = w.src.bias(n, tq_in, weight[2], lower_tosa16.wide_bias_bits(w, tq_in))
     geometry = {k: n.attrs[k] for k in _TRANSPOSE_GEOMETRY}
     emit_weighted(w, n, "int_conv_transpose2d", x, tq_in, weight, bias, geometry)
 
@@ -72,7 +72,7 @@ def lower_gemm(w, n):
             np.asarray(c, dtype=np.float64).reshape(-1), (units,))
         n = Node(n.name, n.op, n.inputs, n.outputs, n.attrs,
                  {"weight": n.params["weight"], "bias": real})
-    bias = w.src.bias(n, tq_in, s_w, lower_16x8.wide_bias_bits(w, tq_in))
+    bias = w.src.bias(n, tq_in, s_w, lower_tosa16.wide_bias_bits(w, tq_in))
     emit_weighted(w, n, "int_dense", x, tq_in, (codes, zp, s_w, per_channel), bias, {})
 
 

@@ -1,17 +1,17 @@
 """Lowering of the layers that compute on the integer grid: conv2d/dense, add/multiply, pooling
 (global_avg_pool2d, avg_pool2d, max_pool2d) and data movement (zero_pad2d, concat, flatten, reshape,
-identity). Each `lower_*(w, n)` lowers float node n in the walk w (`lower_graph.Walk`) into integer
-nodes emitted through w.b (`lower_graph.Builder`), by the rules of the `refq.fixedpoint.lowering`
-module docstring ("conv2d/dense", "Rescaling ops", the op mapping); a fused activation
-(conv2d/dense/add/multiply + relu/relu6/clip) becomes the node's clamp on the output grid
-(`lower_activations.act_range`).
+identity, gather_channels, transpose). Each `lower_*(w, n)` lowers float node n in the walk w
+(`lower_graph.Walk`) into integer nodes emitted through w.b (`lower_graph.Builder`), by the rules
+of the `refq.fixedpoint.lowering` module docstring ("conv2d/dense", "Rescaling ops", the op
+mapping); a fused activation (conv2d/dense/add/multiply + relu/relu6/clip) becomes the node's
+clamp on the output grid (`lower_activations.act_range`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import FixedPointError
-from . import lower_16x8
+from . import lower_16x8, lower_tosa16
 from .lower_activations import act_range
 from .lower_encodings import where_of
 from .kernels.pool_nd import GEOMETRY_KEYS
@@ -36,7 +36,7 @@ def lower_conv(w, n):
     requantization, the fused activation's clamp, the profile's accumulator width and policy."""
     x, tq_in = w.read(n, 0)
     weight = w.src.weight(n)
-    bias = w.src.bias(n, tq_in, weight[2], lower_16x8.wide_bias_bits(w, tq_in))
+    bias = w.src.bias(n, tq_in, weight[2], lower_tosa16.wide_bias_bits(w, tq_in))
     geometry = {k: n.attrs[k] for k in _CONV_GEOMETRY} if n.op == "conv2d" else {}
     emit_weighted(w, n, "int_" + n.op, x, tq_in, weight, bias, geometry)
 
@@ -49,12 +49,18 @@ def emit_weighted(w, n, op, x, tq_in, weight, bias, geometry):
     M[o] = s_in·s_w[o]/s_out by the profile's scale math ("fc_per_tensor" for a per-tensor
     int_dense), the profile's scheme (fc_requant for int_dense), the fused activation's clamp.
     An int_conv2d / int_dense on int16 activations under the "tflite" int16 family is emitted as
-    its 16x8 node instead (`lower_16x8.emit_16x8`; bias int64)."""
+    its 16x8 node instead (`lower_16x8.emit_16x8`; bias int64); under the "tosa" family every
+    op here on int16 activations as its TOSA 16x8 node (`lower_tosa16.emit_tosa16`; bias int48),
+    and an 8-bit-input layer with an int16 output requantizes by the legalizer's scale16
+    RESCALE (`lower_tosa16.scale16_params`)."""
     codes, weight_zp, s_w, per_channel = weight
     t_out, tq_out, act = _fused(w, n, where_of(n))
     out = w.out_name(t_out)
     if op in ("int_conv2d", "int_dense") and lower_16x8.is_16x8(w, tq_in):
         return lower_16x8.emit_16x8(w, n, op, x, out, tq_in, tq_out, weight, bias, geometry, act)
+    if lower_tosa16.applies(w, tq_in):
+        return lower_tosa16.emit_tosa16(w, n, op, x, out, tq_in, tq_out, weight, bias, geometry,
+                                        act)
     p, b = w.p, w.b
     fc = op == "int_dense"
     scheme = (p.fc_requant or p.requant) if fc else p.requant
@@ -71,13 +77,18 @@ def emit_weighted(w, n, op, x, tq_in, weight, bias, geometry):
         weight_zp = 0
     if bias is not None:
         params["bias"] = bias
-    params.update(b.requant_params(real, scheme, where))
+    requants = 1
+    if lower_tosa16.scale16_output(w, n, tq_in, tq_out):
+        scheme, rq, requants = lower_tosa16.scale16_params(p, real, per_channel, where)
+        params.update(rq)
+    else:
+        params.update(b.requant_params(real, scheme, where))
     attrs = dict(geometry)
     attrs.update({"input_zp": tq_in.zero_point, "weight_zp": int(weight_zp),
                   "output_zp": tq_out.zero_point, "act_min": int(act[0]), "act_max": int(act[1]),
                   **b.scheme_attrs(scheme), "accumulator_bits": p.acc_bits,
                   "overflow": p.overflow})
-    b.emit(n.name, op, [x], out, attrs, params, tq=tq_out, requants=1)
+    b.emit(n.name, op, [x], out, attrs, params, tq=tq_out, requants=requants)
 
 
 # ---- add, multiply ---------------------------------------------------------------------------
@@ -263,7 +274,8 @@ def lower_grid_op(w, n):
     """max_pool{r}d -> int_max_pool{r}d (clamped to the grid; `check_pool_support`),
     global_max_pool2d -> int_max_pool2d over the whole image (static H, W) and a flatten unless
     keepdims (exact: a maximum of codes is the code of the maximum), zero_pad2d -> int_pad
-    (value = the input zero point, the image of 0), flatten/reshape/identity unchanged; each
+    (value = the input zero point, the image of 0), flatten/reshape/identity/gather_channels/
+    transpose unchanged (they move codes: exact under every profile); each
     produces its input's encoding and is followed by an int_requantize when the output's
     differs."""
     x, q_in = w.read(n, 0)

@@ -16,6 +16,7 @@ from .lower_encodings import DTYPE_RANGES, TensorQ, check_scale, weight_form
 from ..layers import REGISTRY
 from ..quant.placement import weight_output_axis
 from .lower_16x8 import WIDE_BIAS_BITS, int16_family
+from .lower_tosa16 import BIAS_BITS as TOSA16_BIAS_BITS, FAMILY as TOSA16_FAMILY
 from .lower_graph import FUSABLE_PRODUCERS, SUPPORTED_OPS, Source, walk
 from .profiles import get_profile
 
@@ -216,7 +217,8 @@ def lower_from_params(spec: dict, profile) -> Graph:
                weight_zero_point (int, or [out] ints: one per output channel, which needs a
                profile with per_channel_weight_zero_point; default 0), bias (int32 array [out],
                optional, scale s_in·s_w; int64 within ±(2^47 − 1) for an int16-input layer
-               under tflite/tflite-single, which lowers to TFLite's 16x8 node), strides,
+               under tflite/tflite-single, which lowers to TFLite's 16x8 node, and under tosa
+               (also conv_transpose2d there), TOSA's int48 bias of its 16x8 node), strides,
                dilations, padding, pads, groups (as refq's conv2d), activation ("none" |
                "relu" | "relu6" | "relu_n1_to_1" | {"min", "max"} floats; default "none"),
                output (required).
@@ -291,8 +293,10 @@ def lower_from_params(spec: dict, profile) -> Graph:
         attrs = {k: L[k] for k in _FLOAT_ATTRS.get(op, ()) if k in L}
         params = {}
         if op in WEIGHTED:
-            wide = WIDE_BIAS_BITS if (int16_family(p) == "tflite" and op != "conv_transpose2d"
-                                      and tq[ins[0]].dtype == "int16") else None
+            family, int16_in = int16_family(p), tq[ins[0]].dtype == "int16"
+            wide = WIDE_BIAS_BITS if (family == "tflite" and op != "conv_transpose2d"
+                                      and int16_in) else \
+                TOSA16_BIAS_BITS if family == TOSA16_FAMILY and int16_in else None
             weights[name], bias = _spec_weights(L, p, where, wide)
             params["weight"] = np.asarray(L["weight"]).astype(np.float64)
             if bias is not None:

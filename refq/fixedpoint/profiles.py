@@ -25,7 +25,7 @@ _SCHEMES_OF = {"tflite": ("tflite_double", "single_round"),
 _BITS_OF = {"tflite": 32, "tosa32": 32, "tosa16": 16, "float64": 64, "float32": 32}
 
 #: The int16 kernel families a profile may name (`Profile.int16_kernels`).
-INT16_KERNELS = ("tflite", "cmsis-nn", None)
+INT16_KERNELS = ("tflite", "cmsis-nn", "tosa", None)
 _CHOICES = {
     "scale_math": SCALE_MATHS, "fc_per_tensor_scale_math": SCALE_MATHS,
     "mul_scale_math": SCALE_MATHS, "multiplier": MULTIPLIER_DERIVATIONS,
@@ -85,8 +85,9 @@ class Profile:
         (`activation_range`): TFLite `CalculateActivationRangeQuantized` rounds half away, the TOSA
         legalizer reuses those integers, ONNX quantizes the float Clip bounds half-even (§2.6,
         App. A).
-    acc_bits: accumulator width of the 8-bit kernels (int32 everywhere, §3; 16x8 kernels use int64
-        accumulators and a 16-bit multiplier, §2.4, not covered by these fields).
+    acc_bits: accumulator width of the 8-bit kernels (int32 everywhere, §3; the int16 x int8
+        kernels of `int16_kernels` have their own: TFLite's int64 with a 16-bit multiplier, §2.4;
+        TOSA's int48 with a 48-bit bias and the scale16 RESCALE, `refq.fixedpoint.rescale48`).
     overflow: what an accumulator that leaves acc_bits does (`apply_overflow_policy`): "error"
         in every shipped profile, because no target defines it (TFLite's int32 wrap is unguarded
         C undefined behaviour, §3.1; TOSA REQUIREs no overflow, §3.3); "wrap" models the C kernels
@@ -155,7 +156,12 @@ class Profile:
         (the 8-bit forms at 16 bits). "tflite": TFLite's 16x8 kernels (int64 biases and
         accumulators, 16-bit multipliers, the int16 add's shift 15; §2.4); "cmsis-nn": CMSIS-NN's
         s16 kernels, of which refq refuses the convolutions, fully connected layers and adds
-        (`refq.fixedpoint.lower_16x8`).
+        (`refq.fixedpoint.lower_16x8`); "tosa": TOSA's "signed 16x8 with int48 accumulate"
+        CONV2D / DEPTHWISE_CONV2D / TRANSPOSE_CONV2D (dense as a 1x1 CONV2D): int48 accumulator
+        and bias (every int48 sum REQUIREd in range, else an error), then the scale16 RESCALE
+        (single rounding) with the TFLite->TOSA legalizer's 16-bit multiplier, which it also
+        puts after an 8-bit-input layer with an int16 output (`isScale32` looks at the output;
+        `refq.fixedpoint.lower_tosa16`, `rescale48`).
     max_pool_attributes, avg_pool_attributes: the pooling geometry beyond plain 2-D pooling
         that the target's max / average pooling kernels define (`POOL_ATTRIBUTES`; the lowering
         refuses the others, naming them): "dilations", "ceil_mode", "count_include_pad" (average
@@ -305,7 +311,8 @@ _PROFILES = (
     Profile(
         name="tosa",
         description="TOSA 1.0 spec pseudocode with the TFLite->TOSA legalizer's choices: "
-                    "RESCALE DOUBLE_ROUND (= TFLite double rounding), right shifts 2..62",
+                    "RESCALE DOUBLE_ROUND (= TFLite double rounding), right shifts 2..62; int16 "
+                    "x int8 layers: int48 accumulator and bias, scale16 RESCALE (single round)",
         scale_math="float64", fc_per_tensor_scale_math="float64", mul_scale_math="float64",
         multiplier="tosa32", multiplier_bits=32, requant="tosa_double", fc_requant=None,
         zp_before_round=False, quantize_rounding="half_even", activation_range_rounding="half_away",
@@ -313,6 +320,7 @@ _PROFILES = (
         mean="tosa", logistic_tanh="lut_float", hard_swish="lut_float", softmax="tosa_legalized",
         activation_dtypes=("int8", "int16"), weight_dtypes=("int8", "int4"),
         max_pool_attributes=("same_lower", "1d"), avg_pool_attributes=("same_lower", "1d"),
+        int16_kernels="tosa",
     ),
     Profile(
         name="onnx",
