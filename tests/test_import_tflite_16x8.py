@@ -327,9 +327,17 @@ def _import_edited(name, edit):
 
 
 def test_unsupported_int16_operator_names_index_and_opcode():
-    with pytest.raises(UnsupportedLayerError, match=r"misc16.tflite: operator 2 \(LOGISTIC\): "
+    relu16 = DATA.parent / "tflite" / "relu16.tflite"
+    with pytest.raises(UnsupportedLayerError, match=r"relu16.tflite: operator 3 \(RELU\): "
                                                     r"refq has no int16-activation"):
-        import_tflite(DATA / "misc16.tflite")
+        import_tflite(relu16)
+
+
+def test_int16_logistic_of_misc16_imports_as_its_table():
+    g = import_tflite(DATA / "misc16.tflite")
+    assert [n.op for n in g.nodes if n.op == "int_lut"] == ["int_lut"]
+    assert g.node(next(n.name for n in g.nodes if n.op == "int_lut")).params["table"].size == \
+        65536
 
 
 def _op(model, opcode):

@@ -15,12 +15,20 @@ A profile's int16 kernel family (`int16_family`: the profile's `int16_kernels` f
              that float scheme; the real multipliers M[o] as for conv.
       add with int16 operands -> int_add with TFLite's int16 left shift 15 (`add.cc`, general
           scales; the three multipliers from 2·max(s_a, s_b) as for int8).
-      conv2d/dense/add on int16 tensors need zero point 0 (TFLite's int16 activations are
-      symmetric; the 16x8 kernels have no offsets); a convolution that mixes int8 and int16
-      activations, a per-tensor int16 dense, and every other op on int16 tensors whose TFLite
-      int16 kernel refq does not model (`TFLITE_INT16_REFUSED`: LOGISTIC/TANH/HARD_SWISH/
-      LEAKY_RELU and SOFTMAX, which take LUT-based int16 kernels; TRANSPOSE_CONV and
-      BATCH_MATMUL, whose 16x8 forms accumulate in int64; ROUND) are refused by name. mul,
+      sigmoid, tanh, leaky_relu with int16 input and output (`lower_act16`)
+          -> int_lut of 65536 entries, each LiteRT's int16 kernel on that code (`kernels.act16`:
+             LOGISTIC/TANH interpolate `sigmoid_table_uint16` after scaling the input by
+             `sigmoid_tanh16_params`; LEAKY_RELU requantizes with two multipliers). LOGISTIC and
+             TANH write Q0.15 (scale 2^−15, zero point 0): another output encoding gets an
+             int_requantize after the table (`Walk.finish`), and a note.
+      softmax with int16 input and output -> int_softmax "tflite16" ("tflite16_single" under
+          tflite-single; `kernels.act16.softmax16`), Q0.15 output as for LOGISTIC.
+      conv2d/dense/add and these activations on int16 tensors need zero point 0 (TFLite's int16
+      activations are symmetric; the 16x8 kernels have no offsets); a layer that mixes int8
+      and int16 activations, a per-tensor int16 dense, and every other op on int16 tensors
+      whose TFLite int16 kernel refq does not model (`TFLITE_INT16_REFUSED`: HARD_SWISH, which
+      LiteRT has no int16 kernel for; TRANSPOSE_CONV and BATCH_MATMUL, whose 16x8 forms
+      accumulate in int64; ROUND) are refused by name. mul,
       concat, avg_pool, mean, max_pool, pad, reshape, relu/relu6/clip and requantize keep their
       int8 forms: the importer checked them bit for bit against LiteRT on int16 tensors
       (`refq.importers.tflite_int16`).
@@ -30,12 +38,14 @@ A profile's int16 kernel family (`int16_family`: the profile's `int16_kernels` f
       multiplier and rounding as TFLite), which equals TFLite's 16x8 arithmetic for weights in
       [−127, 127]; but `arm_fully_connected_s16` takes one per-tensor multiplier and the s16
       depthwise and add kernels were not checked, so refq does not claim them. Int16 LUT
-      activations and softmax are refused as under "tflite".
+      activations and softmax are refused too (`arm_nn_activation_s16` and
+      `arm_softmax_s16` were not checked).
   None        every other profile (TOSA, ONNX, onnxruntime, the faithful simulation unless told):
       int16 layers keep the forms their profile defines.
 The faithful simulation of a "tflite" lowering uses the same family with its float scheme:
 int_conv2d_16x8 / int_dense_16x8 with requant "float_rne" (the exact int64 accumulator times the
-float64 M[o], rounded half to even), so both graphs have the same nodes (`compare`).
+float64 M[o], rounded half to even), the int16 activations as the profile's float table / float
+softmax into the same Q0.15 tensor, so both graphs have the same nodes (`compare`).
 `node_16x8` makes the 16x8 node from the lowered parameters; the TFLite importer builds its
 16x8 layers with it too.
 """
@@ -50,9 +60,9 @@ from .multiplier import quantize_multiplier
 from .requantize import FLOAT_SCHEMES
 from .requantize16 import SHIFT_RANGE_64
 
-__all__ = ["ADD_LEFT_SHIFT_16", "WIDE_BIAS_BITS", "TFLITE_INT16_REFUSED",
+__all__ = ["ADD_LEFT_SHIFT_16", "WIDE_BIAS_BITS", "TFLITE_INT16_REFUSED", "INT16_ACTIVATIONS",
            "int16_family", "is_16x8", "wide_bias_bits", "check_int16", "node_16x8", "emit_16x8",
-           "add_left_shift"]
+           "add_left_shift", "lower_act16"]
 
 #: TFLite's int16 Add input shift (`add.cc`: 15 for int16 with general scales, 20 for int8).
 ADD_LEFT_SHIFT_16 = 15
@@ -61,18 +71,19 @@ ADD_LEFT_SHIFT_16 = 15
 WIDE_BIAS_BITS = 48
 #: Ops refused on int16 tensors under the "tflite" family, with the reason.
 TFLITE_INT16_REFUSED = {
-    "sigmoid": "TFLite's int16 LOGISTIC is a 513-entry fixed-point table with interpolation",
-    "tanh": "TFLite's int16 TANH is a 513-entry fixed-point table with interpolation",
-    "hard_swish": "TFLite's int16 HARD_SWISH is its own fixed-point kernel",
+    "hard_swish": "LiteRT has no int16 HARD_SWISH kernel (the converter refuses it in 16x8 mode)",
     "hard_sigmoid": "TFLite has no int16 hard sigmoid kernel",
-    "leaky_relu": "TFLite's int16 LEAKY_RELU requantizes with two multipliers",
-    "softmax": "TFLite's int16 SOFTMAX is built from exp and reciprocal tables",
     "round": "TFLite has no int16 ROUND kernel",
     "conv_transpose2d": "TFLite's 16x8 TRANSPOSE_CONV accumulates in int64 with a 16-bit "
                         "multiplier, which refq does not model",
     "matmul": "TFLite's int16 BATCH_MATMUL accumulates in int64, which refq does not model",
 }
+#: The activations refq lowers to TFLite's int16 kernels under the "tflite" family.
+INT16_ACTIVATIONS = ("sigmoid", "tanh", "leaky_relu", "softmax")
 _CMSIS_REFUSED = ("conv2d", "dense", "gemm", "conv_transpose2d", "matmul", "add")
+_CMSIS_ACT_REFUSED = ("sigmoid", "tanh", "hard_swish", "hard_sigmoid", "leaky_relu", "softmax",
+                      "round")
+_Q15 = 2.0 ** -15
 _WEIGHTED = ("conv2d", "dense", "gemm")
 
 
@@ -120,7 +131,7 @@ def _encodings(w, n):
 def check_int16(w, n):
     """FixedPointError naming node n, the tensor and the reason when n touches an int16 tensor in
     a way its profile's int16 kernels compute differently from refq's form (module docstring)."""
-    if w.int16 is None:
+    if w.int16 not in ("tflite", "cmsis-nn"):
         return
     encs = _encodings(w, n)
     wide = [t for t, q in encs.items() if q.dtype == "int16"]
@@ -136,11 +147,16 @@ def check_int16(w, n):
                               "multiplier per tensor and its s16 depthwise and add kernels were "
                               "not checked); choose profile 'tflite' (TFLite's 16x8 kernels) or "
                               "quantize the layer's activations to 8 bits")
-    if n.op in TFLITE_INT16_REFUSED:
+    if w.int16 == "cmsis-nn" and n.op in _CMSIS_ACT_REFUSED:
+        raise FixedPointError(f"{head}: refq does not model CMSIS-NN's s16 {n.op} kernel "
+                              "(arm_nn_activation_s16 / arm_softmax_s16 were not checked); "
+                              "choose profile 'tflite' (LiteRT's int16 kernels) or quantize this "
+                              "op's tensors to 8 bits")
+    if w.int16 in ("tflite", "cmsis-nn") and n.op in TFLITE_INT16_REFUSED:
         raise FixedPointError(f"{head}: {TFLITE_INT16_REFUSED[n.op]}; refq has no exact form of "
                               "it: quantize this op's tensors to 8 bits or choose a profile "
                               "that defines it (`refq profiles`: onnx, tosa)")
-    if w.int16 != "tflite" or n.op not in _WEIGHTED + ("add",):
+    if w.int16 != "tflite" or n.op not in _WEIGHTED + ("add",) + INT16_ACTIVATIONS:
         return
     narrow = [t for t, q in encs.items() if q.dtype != "int16"]
     if narrow:
@@ -222,3 +238,67 @@ def emit_16x8(w, n, op, x, out, tq_in, tq_out, weight, bias, geometry, act):
     node = node_16x8(n.name, kind, [x], [out], codes, bias, real, act, geometry, requant)
     w.b.emit(node.name, node.op, node.inputs, out, node.attrs, node.params, tq=tq_out,
              requants=2 if requant == "multiplier16" else 1)
+
+
+def _natural_q15(op, tq_out):
+    """The encoding LiteRT's int16 kernel of `op` writes: Q0.15 for sigmoid, tanh and softmax,
+    the output's own for leaky_relu."""
+    from .lower_encodings import TensorQ
+
+    if op == "leaky_relu":
+        return tq_out
+    return TensorQ(_Q15, 0, -32768, 32767, "int16")
+
+
+def lower_act16(w, n, lut_table) -> bool:
+    """Lower int16 sigmoid / tanh / leaky_relu / softmax node n under the "tflite" family (module
+    docstring) and return True; False when n is not one (another lowering applies). The profile's
+    float schemes (the faithful simulation: logistic_tanh / softmax "float" or "float32") give
+    the float table / float softmax into the same encodings. lut_table: the lowering's table
+    builder (`lower_activations.lut_table`), which builds the faithful simulation's float table."""
+    if w.int16 != "tflite" or n.op not in INT16_ACTIVATIONS:
+        return False
+    q_read = w.src.input_q.get((n.name, 0)) or w.tq.get(n.inputs[0])
+    if q_read is None or q_read.dtype != "int16":
+        return False
+    x, q_in = w.read(n, 0)
+    p, b = w.p, w.b
+    q_out = w.tq[n.outputs[0]]
+    natural = _natural_q15(n.op, q_out)
+    if natural != q_out:
+        b.notes.append(f"{n.name}: TFLite's int16 {n.op} writes scale 2^-15, zero point 0; the "
+                       f"output encoding (scale {q_out.scale:.6g}, zero point {q_out.zero_point}) "
+                       "differs, so an int_requantize follows it")
+    where = where_of(n)
+    if n.op == "softmax":
+        attrs = {"input_zp": 0, "output_zp": 0, "act_min": natural.qmin, "act_max": natural.qmax}
+        if p.softmax in ("float", "float32"):
+            attrs.update(softmax=p.softmax, input_scale=q_in.scale, output_scale=natural.scale)
+        else:
+            from .kernels.act16 import softmax16_params
+
+            single = p.requant == "single_round"
+            try:
+                attrs.update(softmax16_params(q_in.scale, single_rounding=single))
+            except FixedPointError as e:
+                raise FixedPointError(f"{where}: {e}") from None
+            attrs["softmax"] = "tflite16_single" if single else "tflite16"
+        w.finish(n, natural, lambda name, out, tq: b.emit(name, "int_softmax", [x], out, attrs,
+                                                          {}, tq=tq, requants=1))
+        return True
+    if p.logistic_tanh in ("float", "float32"):
+        table = lut_table(n.op, n.attrs, q_in, natural, p.logistic_tanh, where)
+    else:
+        from .kernels.lut import build_lut
+
+        try:
+            table = build_lut(n.op, q_in.scale, q_in.zero_point, natural.scale,
+                              natural.zero_point, natural.qmin, natural.qmax, "tflite_int16",
+                              input_range=(-32768, 32767), alpha=n.attrs.get("alpha"),
+                              single_rounding=p.requant == "single_round")
+        except FixedPointError as e:
+            raise FixedPointError(f"{where}: {e}") from None
+        table = np.asarray(table, dtype=np.int64).astype(np.int16)
+    w.finish(n, natural, lambda name, out, tq: b.emit(
+        name, "int_lut", [x], out, {"input_qmin": -32768}, {"table": table}, tq=tq, requants=1))
+    return True

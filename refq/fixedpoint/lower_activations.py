@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import FixedPointError
 from ..layers import ops_with
+from .lower_16x8 import lower_act16
 from .lower_encodings import DTYPE_RANGES, NP_DTYPES, TensorQ, where_of
 from .requantize import quantize as quantize_float
 
@@ -146,7 +147,10 @@ def _lut_scheme(w, n, q_in, q_out):
 
 
 def lower_lut(w, n):
-    """A LUT op -> int_lut with the table of the profile's scheme."""
+    """A LUT op -> int_lut with the table of the profile's scheme (int16 sigmoid/tanh/leaky_relu
+    under the "tflite" int16 family: `lower_16x8.lower_act16`)."""
+    if lower_act16(w, n, lut_table):
+        return
     x, q_in = w.read(n, 0)
     q_out = w.tq[n.outputs[0]]
     table = lut_table(n.op, n.attrs, q_in, q_out, _lut_scheme(w, n, q_in, q_out), where_of(n))
@@ -166,6 +170,8 @@ def lower_softmax(w, n):
     if n.attrs["axis"] not in (-1, rank - 1):
         raise FixedPointError(f"{where_of(n)}: the integer softmax works on the last axis, got "
                               f"axis {n.attrs['axis']}")
+    if lower_act16(w, n, lut_table):     # int16 softmax under the "tflite" int16 family
+        return
     x, tq_in = w.read(n, 0)
     tq_out = w.tq[n.outputs[0]]
     p, b = w.p, w.b

@@ -2,9 +2,18 @@
 `refq.importers.tflite`.
 
 Per operator (x the first input, w the constant weight, b the optional bias):
-  CONV_2D            conv2d (groups = C_in / C_w) | int_f32_conv2d | int_hybrid_conv2d
+  CONV_2D            conv2d (groups = C_in / C_w) | int_f32_conv2d | int_hybrid_conv2d:
+                     per-channel weight scales that differ run LiteRT's `EvalHybridPerChannel`
+                     (asymmetric input quantization, scale_order "conv"); one weight scale (or
+                     all equal, conv.cc Prepare's `is_hybrid_per_channel`) with groups 1 runs
+                     `EvalHybrid` (symmetric per-image input quantization, `HybridConv`:
+                     fl(acc)·fl(s·w_scale) + bias, i.e. asymmetric false, scale_order
+                     "depthwise"); one scale with groups > 1 is refused (LiteRT falls back to
+                     the per-channel kernel, which reads a scale per output channel)
   DEPTHWISE_CONV_2D  conv2d with groups = C, weight [1, kh, kw, C·M] -> [C·M, kh, kw, 1]
-                     | int_f32_conv2d | int_hybrid_conv2d (scale_order "depthwise")
+                     | int_f32_conv2d | int_hybrid_conv2d (scale_order "depthwise"; a scale
+                     per output channel: LiteRT's hybrid depthwise kernel has no per-tensor
+                     form, so one scale for several channels is refused)
   FULLY_CONNECTED    dense | int_f32_dense | int_hybrid_dense (asymmetric_quantize_inputs);
                      an input of rank > 2 is first reshaped to [N, In]
   ADD, MUL           add, multiply | int_f32_binary;  SUB: int_f32_binary
@@ -33,7 +42,7 @@ _ACT_NODES = {"relu": ("relu", {}), "relu6": ("relu6", {}),
               "relu_n1_to_1": ("clip", {"min": -1.0, "max": 1.0})}
 
 
-class _Build:
+class FloatBuild:
     def __init__(self, model, hybrid):
         self.model, self.hybrid, self.names, self.nodes = model, hybrid, Names(model), []
 
@@ -96,13 +105,21 @@ def _conv(b, op):
         params["bias"] = np.asarray(b.const(op, 2, "bias").data, np.float32)
     act = activation(m, op)
     if w.type == "int8":
-        if w.scales.size != data.shape[0] or data.shape[0] == 1:
-            raise unsupported(m, op, f"int8 weights with {w.scales.size} scale(s) for "
-                                     f"{data.shape[0]} output channels: LiteRT runs such a "
-                                     "dynamic-range convolution by its per-tensor hybrid path, "
-                                     "which refq does not model (it models the per-channel one)")
-        params.update(weight=data.astype(np.int64),
-                      weight_scale=_weight_scales(b, op, w, depthwise))
+        scales = _weight_scales(b, op, w, depthwise)
+        per_channel = scales.size > 1 and bool(np.any(scales != scales[0]))
+        params["weight"] = data.astype(np.int64)
+        if not depthwise and not per_channel and groups == 1:
+            params["weight_scale"] = scales[:1]       # conv.cc EvalHybrid (module docstring)
+            attrs.update(asymmetric=False, scale_order="depthwise")
+            return b.emit(op, "int_hybrid_conv2d", [x], attrs, params, act)
+        if scales.size != data.shape[0]:
+            raise unsupported(m, op, f"int8 weights with {scales.size} scale(s) for "
+                                     f"{data.shape[0]} output channels"
+                                     f"{'' if depthwise else f' and {groups} groups'}: LiteRT's "
+                                     "per-channel hybrid kernel then reads a scale per output "
+                                     "channel past the end of the scales (undefined); "
+                                     "re-convert with per-channel weights")
+        params["weight_scale"] = scales
         attrs["scale_order"] = "depthwise" if depthwise else "conv"
         return b.emit(op, "int_hybrid_conv2d", [x], attrs, params, act)
     params["weight"] = np.asarray(data, np.float32)
@@ -243,7 +260,7 @@ def _pad(b, op):
     return b.emit(op, "zero_pad2d", [x], {"pads": [int(v) for v in pads[1:3].ravel()]})
 
 
-_CONVERT = {"CONV_2D": _conv, "DEPTHWISE_CONV_2D": _conv, "FULLY_CONNECTED": _dense,
+FLOAT_CONVERT = {"CONV_2D": _conv, "DEPTHWISE_CONV_2D": _conv, "FULLY_CONNECTED": _dense,
             "ADD": _binary, "SUB": _binary, "MUL": _binary, "AVERAGE_POOL_2D": _pool,
             "MAX_POOL_2D": _pool, "MEAN": _mean, "SOFTMAX": _softmax, "LOGISTIC": _unary,
             "TANH": _unary, "HARD_SWISH": _unary, "RELU": _relu, "RELU6": _relu,
@@ -253,7 +270,7 @@ _CONVERT = {"CONV_2D": _conv, "DEPTHWISE_CONV_2D": _conv, "FULLY_CONNECTED": _de
 
 def float_graph(model, skip, hybrid: bool):
     """(Graph, Names) of a float (hybrid=False) or dynamic-range (hybrid=True) model."""
-    b = _Build(model, hybrid)
+    b = FloatBuild(model, hybrid)
     inputs = []
     for t in model.inputs:
         tt = model.tensors[t]
@@ -265,10 +282,10 @@ def float_graph(model, skip, hybrid: bool):
     for op in model.operators:
         if op.index in skip:
             continue
-        convert = _CONVERT.get(op.opcode)
+        convert = FLOAT_CONVERT.get(op.opcode)
         if convert is None:
             raise unsupported(model, op, "refq has no form of this operator; supported: "
-                                         f"{', '.join(sorted(_CONVERT))}")
+                                         f"{', '.join(sorted(FLOAT_CONVERT))}")
         if len(op.outputs) != 1:
             raise unsupported(model, op, f"{len(op.outputs)} outputs")
         convert(b, op)

@@ -16,6 +16,15 @@ differs from the int8 kernels in its 16x8 form; the file's int64 biases are then
                                scales; the three multipliers derived for it by the lowering;
                                SUB then negates its second input on its grid as for int8,
                                `tflite_int`)
+  LOGISTIC, TANH               int_lut of 65536 entries, each LiteRT's int16 kernel on that code
+                               (`refq.fixedpoint.kernels.act16`, made by the lowering's
+                               `lower_act16`); the output must be Q0.15 (scale 2^-15) as LiteRT's
+                               Prepare requires
+  SOFTMAX                      int_softmax "tflite16" (LiteRT's `SoftmaxInt16`: exp and
+                               1/(1 + x) tables with interpolation); beta 1, output Q0.15
+  LEAKY_RELU                   int_lut (LiteRT's two-multiplier `QuantizeLeakyRelu`), accepted
+                               here; `tflite_int` has no LEAKY_RELU conversion yet, so such a
+                               file is still refused there
 QUANTIZE of the float graph input, DEQUANTIZE of a graph output, QUANTIZE int16 -> int16
 (int_requantize), CONCATENATION, PAD, MUL, RESHAPE, MAX_POOL_2D, AVERAGE_POOL_2D and MEAN over
 H, W keep their int8 forms, which hold for int16 values (the same integer formulas with int32
@@ -42,7 +51,10 @@ __all__ = ["OPS_16X8", "REPLACED", "is_16x8", "check_op", "layer_record", "repla
 #: The operators refq reads with int16 activations inside the graph (besides the QUANTIZE of the
 #: float graph input and the DEQUANTIZE of a graph output, which `tflite_int` handles).
 OPS_16X8 = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "QUANTIZE",
-            "CONCATENATION", "PAD", "RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN")
+            "CONCATENATION", "PAD", "RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN",
+            "LOGISTIC", "TANH", "SOFTMAX", "LEAKY_RELU")
+#: The operators whose int16 kernel writes Q0.15 (LiteRT's Prepare checks the output scale).
+_Q15_OUTPUT = ("LOGISTIC", "TANH", "SOFTMAX")
 #: The operators whose lowered node `replace_16x8` replaces.
 REPLACED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB")
 _WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -74,6 +86,13 @@ def check_op(model, op):
             raise unsupported(model, op, f"int16 tensor '{t.name}' has zero point(s) "
                                          f"{t.zero_points.tolist()[:3]}; TFLite's int16 "
                                          "activations are symmetric (zero point 0)")
+    if op.opcode in _Q15_OUTPUT:
+        out = model.tensors[op.outputs[0]]
+        if out.scales.size != 1 or np.float32(out.scales[0]) != np.float32(2.0 ** -15):
+            raise unsupported(model, op, f"int16 output '{out.name}' has scale "
+                                         f"{out.scales.tolist()[:3]}; LiteRT's int16 {op.opcode} "
+                                         "writes Q0.15 (scale 2^-15), the only output scale refq "
+                                         "reads it with")
     if op.opcode in ("ADD", "SUB") and op.options.get("PotScaleInt16", True):
         scales = [float(t.scales[0]) for t in _activations(model, op) if t.scales.size]
         if scales and all(np.frexp(v)[0] == 0.5 for v in scales):

@@ -36,7 +36,7 @@ _OPTION_FIELDS = {
     "Pool2DOptions": ("Padding", "StrideW", "StrideH", "FilterWidth", "FilterHeight",
                       "FusedActivationFunction"),
     "ReducerOptions": ("KeepDims",), "ConcatenationOptions": ("Axis", "FusedActivationFunction"),
-    "SoftmaxOptions": ("Beta",),
+    "SoftmaxOptions": ("Beta",), "LeakyReluOptions": ("Alpha",),
 }
 
 

@@ -9,7 +9,8 @@ kernels). These kernels follow LiteRT's reference kernels (`OpResolverType.BUILT
 ../shared/reference/fixedpoint.md §8b states them, so that every tensor of such a model is
 reproduced bit for bit:
 
-int_hybrid_conv2d   conv2d / depthwise conv2d with int8 weights, per-image input quantization
+int_hybrid_conv2d   conv2d / depthwise conv2d with int8 weights (per-channel, or one scale: the
+                    per-tensor path), per-image input quantization
 int_hybrid_dense    fully connected with int8 weights, per-row input quantization
 
 Conventions as `float_ref` (NHWC, OHWI weights, float32 values returned in the input's float
@@ -84,10 +85,14 @@ def _hybrid_conv_forward(inputs, params, attrs):
                           taps outside the image skipped, as padding q with zp[n])
         scale_order "conv"      (reference_ops::HybridConvPerChannel):
             y = act((fl(acc)·weight_scale[o])·s[n] + bias[o])
-        scale_order "depthwise" (DepthwiseConvHybridPerChannel):
+        scale_order "depthwise" (DepthwiseConvHybridPerChannel; also the per-tensor CONV_2D
+        of conv.cc `EvalHybrid`, whose `HybridConv` forms the scaling factor s[n]·weight_scale
+        first and adds fl(acc)·factor to a zeroed output before the bias):
             y = act(fl(acc)·(weight_scale[o]·s[n]) + bias[o])
         every operation in float32, left to right (§8b); fl = float32 conversion (round to
-        nearest even above 2^24). LiteRT's convolutions quantize their inputs asymmetrically.
+        nearest even above 2^24). LiteRT's per-channel convolutions quantize their inputs
+        asymmetrically, its per-tensor CONV_2D symmetrically (`SymmetricQuantizeFloats`,
+        asymmetric false; checked against BUILTIN_REF on tests/data/tflite/hybrid_pt).
     Shapes
         x [N, H, W, C] float; weight [O, kh, kw, C/groups] int8 codes; weight_scale [O] or [1];
         bias [O] float32; y [N, OH, OW, O] float32 values.

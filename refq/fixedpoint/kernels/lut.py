@@ -14,7 +14,9 @@ profile's scheme (`Profile.logistic_tanh`, `Profile.hard_swish`) through `build_
                 reference evaluator's own results do): an 8-bit table rarely moves, a 65,536-entry
                 int16 table does;
   "gemmlowp"    TFLM reference int8 LOGISTIC/TANH fixed point (§6.1), `gemmlowp_lut`;
-  "fixed_point" TFLite/TFLM reference int8 HARD_SWISH (§6.5), `hard_swish_fixed_lut`.
+  "fixed_point" TFLite/TFLM reference int8 HARD_SWISH (§6.5), `hard_swish_fixed_lut`;
+  "tflite_int16" LiteRT's int16 LOGISTIC, TANH (interpolated `sigmoid_table_uint16`) and
+                LEAKY_RELU (two multipliers) on every int16 code, `act16.int16_table`.
 Tabulating is exact: each entry is the target's own per-element computation on that input.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..rounding import _bounds, round_shift_half_away, wrap
 from . import gemmlowp
 from .common import ACT_ZP_RANGE, check_zp, int_input
 
-LUT_SCHEMES = ("lut_float", "float", "float32", "gemmlowp", "fixed_point")
+LUT_SCHEMES = ("lut_float", "float", "float32", "gemmlowp", "fixed_point", "tflite_int16")
 
 
 # ---- int_lut ---------------------------------------------------------------------------------
@@ -155,7 +157,8 @@ def _float64_fn(name):
     return lambda x: op.forward([x], {}, attrs)
 
 
-def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range=None):
+def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range=None,
+              alpha=None, single_rounding: bool = False):
     """The int_lut table of y = fn(x) from input encoding (s_in, zp_in) to output (s_out, zp_out).
 
     fn: a name ("sigmoid"/"logistic", "tanh", "hard_sigmoid", "hard_swish") or, for the float
@@ -176,6 +179,9 @@ def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range
       "gemmlowp"   fn "sigmoid"/"logistic"/"tanh" only: `gemmlowp_lut` (int8, fixed output
                    encodings).
       "fixed_point" fn "hard_swish" only: `hard_swish_fixed_lut`.
+      "tflite_int16" fn "sigmoid"/"logistic", "tanh" or "leaky_relu" (with `alpha`; MBQM in
+                   single rounding with `single_rounding`), int16 codes with zero points 0:
+                   `act16.int16_table`.
     Returns an int64 array of in_qmax − in_qmin + 1 entries (the int_lut `table`; input_qmin =
     in_qmin). Errors: FixedPointError for an unknown scheme or function, a non-positive scale, or
     a function value that is NaN.
@@ -183,6 +189,14 @@ def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range
     lo, hi = input_range if input_range is not None else (qmin, qmax)
     if scheme == "gemmlowp":
         return gemmlowp_lut(fn, s_in, zp_in, s_out, zp_out, input_range=(lo, hi))
+    if scheme == "tflite_int16":
+        from .act16 import int16_table
+
+        if (lo, hi) != (-32768, 32767):
+            raise FixedPointError(f"build_lut: scheme 'tflite_int16' tabulates int16 inputs, got "
+                                  f"the input range [{lo}, {hi}]")
+        return int16_table(fn, s_in, zp_in, s_out, zp_out, alpha=alpha,
+                           single_rounding=single_rounding)
     if scheme == "fixed_point":
         if fn != "hard_swish":
             raise FixedPointError(f"build_lut: scheme 'fixed_point' is TFLite's HARD_SWISH only, "

@@ -1,5 +1,5 @@
-"""int_softmax: softmax over the last axis on the integer grid ("tflite" fixed point, "ort"
-lookup table, "float", "float32").
+"""int_softmax: softmax over the last axis on the integer grid ("tflite" fixed point, "tflite16"
+int16 tables, "ort" lookup table, "float", "float32").
 
 Sections (§n) refer to ../shared/reference/fixedpoint.md.
 """
@@ -17,7 +17,8 @@ from ..rounding import INT32_MAX, round_shift_half_away, srdhm, wrap
 from . import gemmlowp
 from .common import ACT_ATTRS, ACT_ZP_RANGE, check_act, check_zp, int_input
 
-SOFTMAX_MODES = ("tflite", "ort", "float", "float32")
+SOFTMAX_MODES = ("tflite", "ort", "float", "float32", "tflite16", "tflite16_single")
+_INT16_MODES = ("tflite16", "tflite16_single")
 SCALED_DIFF_INTEGER_BITS = 5     # kScaledDiffIntegerBits of reference/softmax.h
 ACCUMULATION_INTEGER_BITS = 12   # kAccumulationIntegerBits
 ORT_RESERVE = 5.0                # reserve_bit of onnxruntime's float table (qlinear_softmax.cc)
@@ -101,6 +102,19 @@ def _softmax_shape(in_shapes, attrs, params):
                                   "the zero point at the type minimum (int8: −128, uint8: 0); got "
                                   f"output_zp {attrs['output_zp']} with act range "
                                   f"[{attrs['act_min']}, {attrs['act_max']}]")
+    elif attrs["softmax"] in _INT16_MODES:
+        if not (0 < attrs["input_multiplier"] <= INT32_MAX and
+                -31 <= attrs["input_left_shift"] <= 30):
+            raise FixedPointError(
+                f"{what}: '{attrs['softmax']}' needs 0 < input_multiplier <= 2^31 − 1 and "
+                f"-31 <= input_left_shift <= 30, got {attrs['input_multiplier']}, "
+                f"{attrs['input_left_shift']} (see act16.softmax16_params)")
+        if dtype != "int16" or attrs["output_zp"] != 0 or attrs["input_zp"] != 0:
+            raise FixedPointError(f"{what}: '{attrs['softmax']}' (TFLite's int16 SOFTMAX) takes "
+                                  "int16 codes with zero point 0 and writes Q0.15 (zero point "
+                                  f"0); got input_zp {attrs['input_zp']}, output_zp "
+                                  f"{attrs['output_zp']}, act range [{attrs['act_min']}, "
+                                  f"{attrs['act_max']}]")
     else:
         for name in ("input_scale", "output_scale"):
             s = attrs[name]
@@ -159,6 +173,13 @@ def _softmax_forward(inputs, params, attrs):
           input_zp is not used (differences cancel it). A sum beyond int32 (a row of more than
           2^12 near-maximal entries) raises FixedPointError; final shifts beyond 31 (b > 8, which
           gemmlowp asserts against) are computed exactly.
+        softmax "tflite16" / "tflite16_single" (LiteRT's int16 SOFTMAX,
+          `reference_ops::SoftmaxInt16`; double / single rounding builds): `act16.softmax16` with
+          input_multiplier, input_left_shift from `act16.softmax16_params`: the difference to the
+          row maximum scaled by MultiplyByQuantizedMultiplier so that [−65535, 0] spans [−10, 0],
+          exp by the interpolated 513-entry table, the sum's reciprocal by the 1/(1 + x) table
+          after normalising it, y = clamp(RDBPOT(e·r, 31 − clz(sum)), 0, 32767), then the act
+          range. Int16 codes, zero points 0, output Q0.15 (scale 2^−15).
         softmax "ort" (onnxruntime's com.microsoft QLinearSoftmax, `qlinear_softmax.cc`, into
           which onnxruntime fuses DequantizeLinear -> Softmax -> QuantizeLinear of one 8-bit
           type), per row of length D, with T = `ort_softmax_table(input_scale, D)` (float32) and
@@ -189,8 +210,9 @@ def _softmax_forward(inputs, params, attrs):
         ShapeError for rank < 2; FixedPointError for an int32 overflow of sum, invalid tflite
         attributes (multiplier <= 0, shift outside [0, 31], diff_min > 0), a tflite output
         zero point other than the 8-bit type minimum, non-positive float scales, an "ort"
-        output that is not 8-bit or an input row spanning more than 255 codes, act_min >
-        act_max or zero points outside their dtype.
+        output that is not 8-bit or an input row spanning more than 255 codes, a "tflite16"
+        node that is not int16 with zero points 0 (or a multiplier or shift out of range),
+        act_min > act_max or zero points outside their dtype.
     """
     x = int_input(inputs[0], "int_softmax input")
     _softmax_shape([x.shape], attrs, params)
@@ -200,6 +222,12 @@ def _softmax_forward(inputs, params, attrs):
         return _softmax_tflite(x, attrs)
     if attrs["softmax"] == "ort":
         return _softmax_ort(x, attrs)
+    if attrs["softmax"] in _INT16_MODES:
+        from .act16 import softmax16
+
+        y = softmax16(x, attrs["input_multiplier"], attrs["input_left_shift"],
+                      single_rounding=attrs["softmax"] == "tflite16_single")
+        return np.clip(y, attrs["act_min"], attrs["act_max"])
     if attrs["softmax"] == "float32":
         from .qdq import dequantize32, quantize32
 

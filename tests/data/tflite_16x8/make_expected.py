@@ -12,8 +12,9 @@ dataset of 16 uniform images in [-1, 1]):
     gap16.tflite   conv 3x3 stride 2 -> depthwise 3x3 multiplier 2 (relu) ->
                    global average pool (MEAN) -> dense
     misc16.tflite  conv 3x3 -> sigmoid, concatenated with the conv output -> multiply by
-                   itself -> dense: LOGISTIC, which refq refuses with int16 activations; no
-                   expected tensors
+                   itself -> dense: an int16 LOGISTIC (read since refq has LiteRT's int16
+                   tables; tests/data/tflite/act16 checks them against LiteRT); no expected
+                   tensors
     cat16.tflite   two convs -> concatenation (int16 requantizations before it) -> zero padding ->
                    multiply, subtract -> max pool -> flatten -> dense
 Expected tensors, `<model>.npz`: LiteRT's reference kernels (`OpResolverType.BUILTIN_REF`,
