@@ -31,6 +31,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import FormatError, InputError, OutputError, one_line
+from ..fixedpoint.mixed import float_nodes
 from . import sidecar as _sidecar_module
 from .binary import read_bin, write_bin
 from .c_header import check_c_array, c_identifier, read_c_header, write_c_header
@@ -198,6 +199,16 @@ def check_integer_metadata(graph, source: str) -> dict:
     if not isinstance(tensors, dict):
         raise InputError(f"{source}: meta['integer'] has no 'tensors' table of encodings "
                          f"(scale, zero point, dtype of every integer tensor); {_RELOWER}")
+    # float kernels (not an integer op whose encoding is missing, which is named below)
+    floats = [t for t in float_nodes(graph) if not graph.node(t).op.startswith("int_")
+              or graph.node(t).op.startswith("int_f32_")]
+    if floats:
+        first = graph.node(floats[0])
+        raise InputError(f"{source}: node '{first.name}' ({first.op}) computes on float tensors "
+                         f"(one of {len(floats)} nodes of a float segment between int_dequantize "
+                         "and int_quantize); an export writes integer layers only: export a "
+                         "model without float segments, or use its golden case (refq golden "
+                         "generate --model)")
     for n in graph.topological_order():
         needed = n.inputs[:1] if n.op == "int_dequantize" else n.outputs
         for t in needed:

@@ -38,6 +38,11 @@ with quantize the input's int_quantize and the output's encoding (dequantization
 float32 for |q − zp| < 2^24). Codes must have an integer dtype and lie in [qmin, qmax]; otherwise
 InputError naming the input, the first bad index and value, and the allowed range.
 
+Mixed graphs (`refq.fixedpoint.mixed`): int_quantize and int_dequantize may also stand inside the
+graph, with float ops between them (float32 kernels; their tensors are traced as floats). A graph
+input read by float ops instead of int_quantize, and a graph output computed by a float op, have
+no encoding: with codes=True they are taken and returned as float values.
+
 The integer-faithful simulation (DESIGN.md "Three ways to run one graph") is the same integer graph
 lowered with the internal profile `REFERENCE` ("reference"): exact requantization, i.e. the real
 multiplier M = s_in·s_w/s_out formed in float64 from the float32 scales and applied to the exact
@@ -124,22 +129,32 @@ def _tensor_q(graph, tensor, scale, zero_point, fallback):
 
 def _boundary_nodes(graph):
     """({graph input: [its int_quantize nodes]}, {graph output: its int_dequantize node}) of an
-    integer graph; FixedPointError when the graph does not follow the integer graph contract."""
+    integer graph; FixedPointError when the graph does not follow the integer graph contract.
+    A graph input read by no int_quantize (a float input of a float segment, `mixed`) and a graph
+    output that is a float tensor computed by a float op (a float output) are left out: they
+    have no encoding and pass as float values."""
     if "integer" not in graph.meta:
         raise _not_integer(graph, "no graph.meta['integer']")
     consumers, producers = graph.consumers(), graph.producers()
+    ints = graph.meta["integer"].get("tensors", {})
     quant = {}
     for spec in graph.inputs:
         nodes = consumers.get(spec.name, [])
-        if not nodes or any(n.op != "int_quantize" for n in nodes):
-            raise _not_integer(graph, f"input '{spec.name}' is not read by int_quantize only")
-        quant[spec.name] = nodes
+        coded = [n for n in nodes if n.op == "int_quantize"]
+        if not nodes:
+            raise _not_integer(graph, f"input '{spec.name}' is read by no node")
+        if coded and len(coded) != len(nodes):
+            raise _not_integer(graph, f"input '{spec.name}' is read by int_quantize and by "
+                                      "float ops; give each its own graph input")
+        if coded:
+            quant[spec.name] = coded
     deq = {}
     for t in graph.outputs:
         n = producers.get(t)
-        if n is None or n.op != "int_dequantize":
+        if n is None or (n.op != "int_dequantize" and t in ints):
             raise _not_integer(graph, f"output '{t}' is not produced by int_dequantize")
-        deq[t] = n
+        if n.op == "int_dequantize":
+            deq[t] = n
     return quant, deq
 
 
@@ -208,8 +223,10 @@ def run_int(graph, feeds, trace: bool = False, batch_size: int | None = None,
     codes=True: `feeds` are integer codes of each input's encoding (`input_encodings`; integer
     dtype, every value in [qmin, qmax], else InputError naming the input, index, value and range)
     and the outputs are the integer codes of each output's encoding (`output_encodings`), as
-    arrays of that encoding's dtype; see the module docstring. With trace=True the graph inputs
-    are traced as the codes given (int64) and the other tensors as usual.
+    arrays of that encoding's dtype; see the module docstring. Inputs and outputs without an
+    encoding (the float ones of a mixed graph, `refq.fixedpoint.mixed`) pass as float values.
+    With trace=True the graph inputs are traced as the codes given (int64) and the other
+    tensors as usual.
 
     Each call validates the graph and prepares every node's parameters; to run one integer graph
     many times, build an `IntPlan(graph)` once and call its `run`."""

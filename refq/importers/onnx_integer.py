@@ -25,6 +25,9 @@ Operators (onnx.ai operator pages) and what they become (NCHW -> NHWC as in `onn
     com.microsoft QLinearConcat(axis)      concat, output encoding (s_Y, zp_Y)
     com.microsoft QLinearGlobalAveragePool global_avg_pool2d (keepdims), output encoding
     DequantizeLinear(q, s, zp) a graph output: the integer graph's output (its name is the layer's)
+    DequantizeLinear -> Sigmoid, Tanh, Softmax, Relu, Flatten -> QuantizeLinear inside the model
+                               a float segment (`onnx_mixed`, `refq.fixedpoint.mixed`); a
+                               graph output computed by such operators is a float output
 Integer graph inputs and outputs. An int8/uint8 graph input is the codes of the encoding its
 first reader states for it (the scale and zero point of that QLinear operator's operand): the
 refq graph's input takes those codes with `run_int(..., codes=True)` (its int_quantize is then
@@ -41,6 +44,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from .onnx_load import attributes
+from .onnx_mixed import Segments
 from .onnx_ops import _window
 from .onnx_ops_shape import flat_permutation
 
@@ -71,6 +75,7 @@ class _IntBuilder:
         self.floats = {name: (dims, has) for name, dims, dtype, has in m.inputs
                        if dtype is None or np.dtype(dtype).kind == "f"}
         self.layouts = {}
+        self.seg = Segments(self)
 
     def where(self, n):
         return f"{self.path}: node '{n.name or n.output[0]}' ({n.op_type})"
@@ -150,9 +155,11 @@ class _IntBuilder:
     # ---- ops -----------------------------------------------------------------------------
     def quantize(self, n, a):
         name = n.input[0]
+        if name in self.seg.f:
+            return self.seg.quantize(n)
         if name not in self.floats:
-            raise self.refuse(n, "quantizes a tensor computed in float; refq reads integer "
-                              "models whose QuantizeLinear nodes read graph inputs")
+            raise self.refuse(n, f"quantizes '{name}', which is neither a graph input nor a "
+                              "float tensor computed after a DequantizeLinear")
         dims, _ = self.floats[name]
         dims = tuple(self.given.get(name, dims))
         if len(dims) != 4 or any(d is None for d in dims[1:2]):
@@ -292,10 +299,9 @@ class _IntBuilder:
                      "output": enc}, (x.shape[0], 1, 1, x.shape[3]), "nchw", enc)
 
     def dequantize(self, n, a):
-        x = self.operand(n, 0, 1, 2)
         if n.output[0] not in self.m.outputs:
-            raise self.refuse(n, "dequantizes inside the graph; refq reads integer models "
-                              "whose DequantizeLinear nodes give graph outputs")
+            return self.seg.dequantize(n)
+        x = self.operand(n, 0, 1, 2)
         if isinstance(x.layout, tuple):
             raise self.refuse(n, "dequantizes the NCHW flattening of a tensor, which refq holds "
                               "in NHWC order; refq lets only a dense layer read it")
@@ -316,12 +322,22 @@ def import_integer(m, input_shapes=None, profile="onnx"):
     b.integer_inputs()
     for n in m.nodes:
         method = _OPS.get(n.op_type)
+        if n.op_type != "QuantizeLinear" and n.input and n.input[0] in b.seg.f:
+            b.seg.float_op(n, attributes(n))
+            continue
         if method is None:
             raise b.refuse(n, f"op type {n.op_type} in an integer ONNX model; refq reads "
                            f"{', '.join(sorted(_OPS))} there (or export the model in QDQ form)")
         getattr(b, method)(n, attributes(n))
-    outputs = []
+    outputs, final = [], []
     for o in m.outputs:
+        if o in b.seg.f:
+            if isinstance(b.seg.f[o].layout, tuple):
+                raise UnsupportedLayerError(f"{b.path}: output '{o}' is the NCHW flattening of "
+                                            "a tensor, which refq holds in NHWC order")
+            final.append(o)
+            b.layouts[o] = b.seg.f[o].layout
+            continue
         x = b.outputs.get(o, b.t.get(o))
         if x is None or x.name in {d["name"] for d in b.inputs}:
             raise UnsupportedLayerError(f"{b.path}: output '{o}' is neither a DequantizeLinear "
@@ -331,10 +347,13 @@ def import_integer(m, input_shapes=None, profile="onnx"):
             raise UnsupportedLayerError(f"{b.path}: output '{o}' is the NCHW flattening of a "
                                         "tensor, which refq holds in NHWC order")
         outputs.append(x.name)
+        final.append(x.name)
         b.layouts.setdefault(o, x.layout)
-    spec = {"name": m.model.graph.name or "onnx", "inputs": b.inputs, "layers": b.layers,
-            "outputs": outputs}
+    spec = {"name": m.model.graph.name or "onnx", "inputs": b.inputs + b.seg.spec_inputs,
+            "layers": b.layers, "outputs": b.seg.spec_outputs(outputs)}
     g = lower_from_params(spec, profile)
+    if b.seg.mixed:
+        g = b.seg.join(g, final, b.path)
     g.meta["onnx_layouts"] = {"inputs": {d["name"]: b.layouts[d["name"]] for d in b.inputs},
                               "outputs": {o: b.layouts[o] for o in m.outputs}}
     return g

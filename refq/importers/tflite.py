@@ -18,7 +18,10 @@ decides the graph (`model_kind`):
 - integer (int8 activations): an integer graph for the `tflite` profile, built by
   `refq.fixedpoint.lower_from_params` from the file's weights, biases, scales, zero points and
   fused activations (`tflite_int`); a float input read by QUANTIZE and a float output written by
-  DEQUANTIZE become the graph's int_quantize and int_dequantize. A "16x8" model (int16
+  DEQUANTIZE become the graph's int_quantize and int_dequantize; DEQUANTIZE -> float operators ->
+  QUANTIZE inside the model run LiteRT's float32 reference kernels between an int_dequantize and
+  an int_quantize, and uint8 inputs and outputs are requantized to and from int8
+  (`tflite_mixed`, `refq.fixedpoint.mixed`). A "16x8" model (int16
   activations, int8 weights, int64 biases) becomes the same graph with int16 tensors, its
   convolutions, fully connected layers and adds replaced by TFLite's 16x8 arithmetic
   (`tflite_int16`: int_conv2d_16x8, int_dense_16x8, int_add with shift 15).

@@ -24,8 +24,12 @@ Per operator:
   SOFTMAX (beta 1), LOGISTIC, TANH, HARD_SWISH, RELU, RELU6, RELU_N1_TO_1
                                     softmax, sigmoid, tanh, hard_swish, relu, relu6, clip(−1, 1)
 int16 activations (TFLite's 16x8 models: int64 biases and accumulators, 16-bit multipliers) are
-read for the operators `tflite_int16` lists, whose layers it replaces after the lowering; uint8
-models are refused (UnsupportedLayerError).
+read for the operators `tflite_int16` lists, whose layers it replaces after the lowering.
+Float segments (DEQUANTIZE -> float operators -> QUANTIZE inside the model, a float graph input
+or output of float operators) and uint8 graph inputs and outputs (QUANTIZE uint8 <-> int8) are
+read by `tflite_mixed`: the integer layers are lowered with each segment boundary as an input or
+output of the spec, then joined (`refq.fixedpoint.mixed`). Other uint8 tensors are refused
+(UnsupportedLayerError).
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from ..errors import FixedPointError, RefqError
 from ..graph import Graph, Node
 from .tflite_common import Names, activation, check_window, padding, pool_options, unsupported
 from .tflite_int16 import REPLACED, check_op, is_16x8, layer_record, replace_16x8
+from .tflite_mixed import Segments
 
 __all__ = ["integer_graph"]
 
@@ -215,12 +220,19 @@ def _simple(s, op):
     return s.layer(op, kind, [s.src(op)], **attrs)
 
 
+def _leaky(s, op):
+    if not is_16x8(s.model, op):
+        raise unsupported(s.model, op, "an int8 LEAKY_RELU: refq reads LiteRT's int16 form only "
+                          "(its int8 kernel was not checked)")
+    return s.layer(op, "leaky_relu", [s.src(op)], alpha=float(op.options["Alpha"]))
+
+
 _CONVERT = {"CONV_2D": _conv, "DEPTHWISE_CONV_2D": _conv, "FULLY_CONNECTED": _conv,
             "ADD": _binary, "SUB": _binary, "MUL": _binary, "AVERAGE_POOL_2D": _pool,
             "MAX_POOL_2D": _pool, "MEAN": _mean, "CONCATENATION": _concat, "RESHAPE": _reshape,
             "PAD": _pad, "PADV2": _pad, "SOFTMAX": _softmax, "LOGISTIC": _simple, "TANH": _simple,
             "HARD_SWISH": _simple, "RELU": _simple, "RELU6": _simple, "RELU_N1_TO_1": _simple,
-            "QUANTIZE": _simple}
+            "QUANTIZE": _simple, "LEAKY_RELU": _leaky}
 
 
 def integer_graph(model, skip):
@@ -229,6 +241,7 @@ def integer_graph(model, skip):
     from ..fixedpoint import lower_from_params
 
     s = _Spec(model)
+    seg = Segments(model, s)
     readers = {}
     for op in model.operators:
         if op.index not in skip:
@@ -237,15 +250,20 @@ def integer_graph(model, skip):
     inputs, quantize_ops, float_out, records = [], set(), {}, {}
     for t in model.inputs:
         tt = model.tensors[t]
+        ops = readers.get(t, [])
+        if seg.graph_input(t, ops):
+            continue
         name = s.names(t)
         target = t
-        if tt.type == "float32":
-            ops = readers.get(t, [])
+        if tt.type in ("float32", "uint8"):
             if len(ops) != 1 or ops[0].opcode != "QUANTIZE":
-                raise unsupported(model, (ops or model.operators)[0], f"float graph input "
-                                  f"'{tt.name}' must be read by one QUANTIZE operator")
+                raise unsupported(model, (ops or model.operators)[0], f"{tt.type} graph input "
+                                  f"'{tt.name}' must be read by one QUANTIZE operator (or, a "
+                                  "float input, by float operators only)")
             quantize_ops.add(ops[0].index)
             target = ops[0].outputs[0]
+            if tt.type == "uint8":
+                seg.uint8_input(t, ops[0])
         enc = s.enc(model.operators[0], target)
         shape = [None] + [None if d < 0 else int(d) for d in tt.shape[1:]]
         inputs.append({"name": name, "shape": shape, **enc})
@@ -262,13 +280,13 @@ def integer_graph(model, skip):
         if op.index in skip or op.index in quantize_ops or any(op.index == i for _, i in
                                                                float_out.values()):
             continue
+        if seg.take(op):
+            continue
         convert = _CONVERT.get(op.opcode)
-        if convert is None or (op.opcode == "QUANTIZE" and
-                               model.tensors[op.inputs[0]].type == "float32"):
-            why = ("a QUANTIZE of a float tensor inside the model (a mixed float/integer model)"
-                   if convert else "refq has no integer form of this operator; supported: "
-                   f"{', '.join(sorted(_CONVERT))}, DEQUANTIZE of a graph output")
-            raise unsupported(model, op, why)
+        if convert is None:
+            raise unsupported(model, op, "refq has no integer form of this operator; supported: "
+                              f"{', '.join(sorted(_CONVERT))}, DEQUANTIZE, QUANTIZE, and float "
+                              "operators between them")
         if is_16x8(model, op):
             check_op(model, op)
             name = convert(s, op)
@@ -276,23 +294,32 @@ def integer_graph(model, skip):
                 records[name] = layer_record(model, op)
             continue
         convert(s, op)
-    outputs = []
+    outputs, final = [], []
     for t in model.outputs:
+        if seg.output(t) is not None:
+            final.append(seg.output(t))
+            if t in seg.u8_out:
+                outputs.append(s.spec_of[seg.u8_out[t]])
+            continue
         q = next((q for q, (f, _) in float_out.items() if f == t), t)
         if q not in s.spec_of:
             raise unsupported(model, model.operators[-1], f"graph output "
                               f"'{model.tensors[t].name}' is not an integer tensor computed by "
                               "the model")
         outputs.append(s.spec_of[q])
-    spec = {"name": os.path.splitext(os.path.basename(model.path))[0], "inputs": inputs,
-            "layers": s.layers, "outputs": outputs}
+        final.append(s.spec_of[q])
+    spec = {"name": os.path.splitext(os.path.basename(model.path))[0],
+            "inputs": inputs + seg.spec_inputs, "layers": s.layers,
+            "outputs": seg.spec_outputs(outputs)}
     try:
         g = lower_from_params(spec, "tflite")
     except FixedPointError as e:
         raise FixedPointError(f"{model.path}: {e}") from None
     g = replace_16x8(g, records, model.path)
     g = _negate_subtrahends(g, s.subs, model.path)
-    names = _index(g, s, float_out)
+    if seg.mixed:
+        g = seg.join(g, final, model.path)
+    names = _index(g, s, float_out, seg)
     return g, names
 
 
@@ -326,7 +353,7 @@ def _negate_subtrahends(g, subs, path):
     return out
 
 
-def _index(g, s, float_out):
+def _index(g, s, float_out, seg):
     """Names whose `index` maps every refq tensor of `g` that holds a TFLite tensor to its index."""
     float_tensors = g.meta["integer"]["float_tensors"]
     names = Names(s.model)
@@ -334,6 +361,9 @@ def _index(g, s, float_out):
         names.index[float_tensors.get(spec_name, spec_name)] = t
     for q, (t, _) in float_out.items():
         names.index[s.spec_of[q]] = t
+    for t in list(seg.float_out) + [f for _, f in seg.cut_out] + list(seg.u8_out):
+        names.index[s.names(t)] = t
+    names.index.update(seg.u8_codes)
     for spec in g.inputs:
         names.index.setdefault(spec.name, next(
             t for t in s.model.inputs if s.names.of.get(t) == spec.name))
