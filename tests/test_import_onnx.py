@@ -161,7 +161,7 @@ def test_unsupported_op_and_attribute_name_node_and_file(tmp_path):
     p = _save(tmp_path, [helper.make_node("Erf", ["x"], ["y"], name="gelu_erf")])
     one_line_error(UnsupportedLayerError, lambda: import_onnx(p), "m.onnx", "gelu_erf", "Erf")
     p = _save(tmp_path, [helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp",
-                                          kernel_shape=[2, 2], storage_order=1)])
+                                          kernel_shape=[2, 2], storage_order=2)])
     m = onnx.load(str(p))
     m.graph.output.append(helper.make_tensor_value_info("i", TensorProto.INT64, [1, 3, 3, 3]))
     onnx.save(m, str(p))

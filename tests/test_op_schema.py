@@ -19,7 +19,8 @@ def test_every_float_op_has_every_entry(name):
 
 
 #: Float ops without an integer lowering (lowering family None): lowering refuses them by name.
-NO_LOWERING_YET = {"max_pool2d_indices", "max_pool1d_indices", "max_pool3d_indices"}
+NO_LOWERING_YET = {"max_pool2d_indices", "max_pool1d_indices", "max_pool3d_indices", "divide",
+                   "pad", "conv_transpose1d", "conv_transpose3d"}
 
 
 def test_ops_without_a_lowering_have_no_lowering_traits():
@@ -36,7 +37,8 @@ def test_the_derived_lists():
     assert set(ONNX_TYPE) == set(REGISTRY)
     assert set(ops_with("grid_preserving")) == {"max_pool1d", "max_pool2d", "max_pool3d",
                                                 "global_max_pool2d", "zero_pad2d", "flatten",
-                                                "reshape", "identity", "gather_channels"}
+                                                "reshape", "identity", "gather_channels",
+                                                "transpose"}
     assert set(ops_with("takes_activation")) == {"conv2d", "dense", "add", "multiply",
                                                  "conv_transpose2d", "gemm", "matmul"}
     assert set(ops_with("fusable_activation")) == {"relu", "relu6", "clip"}

@@ -4,8 +4,9 @@ Layouts. ONNX activations are channels-first (NCL, NCHW, NCDHW), refq's channels
 converted tensor records its layout:
     "nchw"   a channels-first ONNX tensor [N, C, *spatial] (rank 3 to 5) held by refq as
              [N, *spatial, C] (the name is the rank-4 case's);
-    "same"   refq holds the ONNX tensor as it is (rank 2, a tensor no channel op reads, or a
-             rank-4 tensor after an explicit Transpose to NHWC);
+    "same"   refq holds the ONNX tensor as it is (rank 2, a tensor no channel op reads, a
+             rank-4 tensor after an explicit Transpose to NHWC, or the output of a Transpose no
+             channel op reads: `onnx_ops_shape`);
     ("flat", C, H, W)   the flattening [N, C·H·W] of an NCHW tensor with H·W > 1, held by refq in
              NHWC order [N, H·W·C]: index c·H·W + h·W + w of ONNX is index (h·W + w)·C + c of
              refq. Only a dense layer (Gemm, MatMul) may read it: its weight columns are permuted
@@ -164,7 +165,7 @@ class Builder:
                     f"{self.path}: input '{name}' has shape {list(dims)}: refq tensors have the "
                     "batch axis first, and a rank-0 or rank-1 input has no batch axis; give the "
                     "model a batch axis")
-            channels_first = 3 <= len(dims) <= 5 and self._reads_channels(name, len(dims))
+            channels_first = 3 <= len(dims) <= 5 and self.reads_channels(name, len(dims))
             if channels_first and dims[1] is None:
                 raise UnsupportedLayerError(
                     f"{self.path}: input '{name}' has shape "
@@ -180,9 +181,10 @@ class Builder:
             specs.append(TensorSpec(name, t.shape, np.dtype(dtype).name))
         return specs
 
-    def _reads_channels(self, name: str, rank: int) -> bool:
+    def reads_channels(self, name: str, rank: int) -> bool:
         """True when a channel op reads ONNX tensor `name` of rank `rank`, directly or through
-        layout-free ops (module docstring, Graph inputs)."""
+        layout-free ops (module docstring, Graph inputs; also how a Transpose chooses the layout
+        of its output)."""
         seen, todo = set(), [name]
         while todo:
             t = todo.pop()

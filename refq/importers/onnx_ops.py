@@ -1,6 +1,6 @@
 """ONNX operators -> refq float nodes: convolutions, dense layers, normalisation and
-activations. Pooling is in `onnx_ops_pool`, shape-moving and arithmetic ops in `onnx_ops_shape`;
-`CONVERTERS` holds all three.
+activations. Pooling is in `onnx_ops_pool`, shape-moving and arithmetic ops in `onnx_ops_shape`,
+Transpose and Pad in `onnx_ops_layout`; `CONVERTERS` holds all four.
 
 Each converter `f(builder, index, node, attrs)` reads the ONNX operator's definition (onnx.ai
 operator pages, opsets 7..21) and emits the refq op computing the same values:
@@ -10,12 +10,14 @@ operator pages, opsets 7..21) and emits the refq op computing the same values:
                     TensorFlow's rule), SAME_LOWER -> explicit pads with the extra row first
                     (needs known H, W).
                     A following Add of a per-channel constant becomes the bias.
-    ConvTranspose   conv_transpose2d; weight [C, O/group, kh, kw] -> [O, kh, kw, C/group] with
-                    w[g·Og + o', u, v, c] = W[g·Cg + c, o', u, v]; strides, dilations, group,
-                    output_padding, output_shape ([H, W], or the last two of [N, C, H, W]; ONNX
-                    then ignores pads), pads [t, l, b, r] -> explicit [t, b, l, r], auto_pad
-                    SAME_UPPER / SAME_LOWER -> same_upper / same_lower, VALID -> valid; bias B.
-                    2-D only.
+    ConvTranspose   conv_transpose{r}d on NCL / NCHW / NCDHW (r = 1, 2, 3); weight
+                    [C, O/group, *k] -> [O, *k, C/group] with
+                    w[g·Og + o', u, c] = W[g·Cg + c, o', u] (u the kernel tap); strides,
+                    dilations, group, output_padding, output_shape (the r spatial sizes, or the
+                    last r of [N, C, ...]; ONNX then ignores pads), pads [b_0, .., b_{r−1},
+                    e_0, .., e_{r−1}] -> explicit per axis [b_0, e_0, b_1, e_1, ...] (2-D:
+                    [t, l, b, r] -> [t, b, l, r]), auto_pad SAME_UPPER / SAME_LOWER ->
+                    same_upper / same_lower, VALID -> valid; bias B.
     MatMul          of two activations of one rank >= 3 held as they are: matmul (batched,
                     leading axes broadcast). With a constant [K, M]: dense with weight [M, K] on
                     the last axis (reading the NCHW flattening of an NCHW tensor, its columns are
@@ -43,7 +45,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_ops_shape import SHAPE_CONVERTERS, activation_input as _act, channel_vector, flat_permutation
+from .onnx_ops_shape import (SHAPE_CONVERTERS, activation_input as _act, channel_vector,
+                             flat_permutation)
 
 __all__ = ["CONVERTERS"]
 
@@ -239,32 +242,34 @@ def _batch_norm(b, index, node, attrs):
 
 
 def _conv_transpose(b, index, node, attrs):
-    """ConvTranspose -> conv_transpose2d (module docstring)."""
+    """ConvTranspose -> conv_transpose{r}d, r = 1, 2, 3 (module docstring)."""
     x = _act(b, node)
     w = _const_input(b, node, 1, "weight")
-    if w.ndim != 4 or len(x.shape) != 4:
+    r = len(x.shape) - 2
+    if r not in (1, 2, 3) or w.ndim != r + 2:
         raise b.unsupported(node, f"weight of shape {list(w.shape)} on ONNX shape "
-                            f"{list(x.onnx_shape)}: refq converts 2-D transposed convolutions "
-                            "only")
+                            f"{list(x.onnx_shape)}: refq converts 1-D, 2-D and 3-D transposed "
+                            "convolutions (weight [C, O/group, *kernel])")
     g = int(attrs.get("group", 1))
-    c, og, kh, kw = w.shape
+    c, og, *kernel = w.shape
     if g < 1 or c % g:
         raise b.unsupported(node, f"attribute group={g} does not divide the weight's {c} input "
                             "channels")
-    if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
+    if list(attrs.get("kernel_shape", kernel)) != kernel:
         raise b.unsupported(node, f"attribute kernel_shape={attrs['kernel_shape']} differs from "
-                            f"the weight's {[kh, kw]}")
-    weight = w.reshape(g, c // g, og, kh, kw).transpose(0, 2, 3, 4, 1).reshape(
-        g * og, kh, kw, c // g)
-    a = {"strides": _pairs(b, node, attrs, "strides", [1, 1]),
-         "dilations": _pairs(b, node, attrs, "dilations", [1, 1]), "groups": g,
-         "output_padding": _pairs(b, node, attrs, "output_padding", [0, 0])}
+                            f"the weight's {kernel}")
+    # [g, Cg, Og, *k] -> [g, Og, *k, Cg] -> [O, *k, C/g]
+    weight = w.reshape(g, c // g, og, *kernel).transpose(0, 2, *range(3, r + 3), 1).reshape(
+        g * og, *kernel, c // g)
+    a = {"strides": _ints(b, node, attrs, "strides", [1] * r, r),
+         "dilations": _ints(b, node, attrs, "dilations", [1] * r, r), "groups": g,
+         "output_padding": _ints(b, node, attrs, "output_padding", [0] * r, r)}
     out_shape = [int(v) for v in attrs.get("output_shape", [])]
     if out_shape:
-        if len(out_shape) not in (2, 4):
-            raise b.unsupported(node, f"attribute output_shape={out_shape}: refq reads [H, W] "
-                                "(or [N, C, H, W])")
-        a["output_shape"] = out_shape[-2:]
+        if len(out_shape) not in (r, r + 2):
+            raise b.unsupported(node, f"attribute output_shape={out_shape}: refq reads the "
+                                f"{r} spatial sizes (or [N, C, ...] of rank {r + 2})")
+        a["output_shape"] = out_shape[-r:]
     auto = attrs.get("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER", "VALID"):
         a["padding"] = auto.lower() if auto != "VALID" else "valid"
@@ -272,14 +277,15 @@ def _conv_transpose(b, index, node, attrs):
         raise b.unsupported(node, f"attribute auto_pad={auto!r} is not an ONNX value")
     elif not out_shape and any(attrs.get("pads", [])):   # output_shape: ONNX ignores pads
         p = [int(v) for v in attrs["pads"]]
-        if len(p) != 4 or min(p) < 0:
-            raise b.unsupported(node, f"attribute pads={p}: refq needs 4 non-negative pads")
-        a["padding"], a["pads"] = "explicit", [p[0], p[2], p[1], p[3]]
+        if len(p) != 2 * r or min(p) < 0:
+            raise b.unsupported(node, f"attribute pads={p}: refq needs {2 * r} non-negative "
+                                "pads")
+        a["padding"], a["pads"] = "explicit", [p[j + k * r] for j in range(r) for k in (0, 1)]
     params = {"weight": np.ascontiguousarray(weight)}
     bias = _const_input(b, node, 2, "bias")
     if bias is not None:
         params["bias"] = np.asarray(bias).reshape(-1)
-    b.emit(node, "conv_transpose2d", [x], node.output[0], a, params, slots=[0])
+    b.emit(node, f"conv_transpose{r}d", [x], node.output[0], a, params, slots=[0])
     b.record_weight(node.input[1], b.nodes[-1].name, "weight")
 
 
@@ -327,6 +333,8 @@ CONVERTERS = {
 }
 CONVERTERS.update(SHAPE_CONVERTERS)
 
-from .onnx_ops_pool import POOL_CONVERTERS  # noqa: E402
+from .onnx_ops_layout import LAYOUT_CONVERTERS  # noqa: E402
+from .onnx_ops_pool import POOL_CONVERTERS, _ints  # noqa: E402
 
 CONVERTERS.update(POOL_CONVERTERS)
+CONVERTERS.update(LAYOUT_CONVERTERS)

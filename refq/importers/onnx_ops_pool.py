@@ -6,11 +6,11 @@
         ([b0, b1, ..., e0, e1, ...] -> refq's per axis [b0, e0, b1, e1, ...]), auto_pad
         (SAME_UPPER -> "same", SAME_LOWER -> "same_lower", VALID -> "valid"); the window
         geometry is `refq.layers.pool_geometry`'s, which follows ONNX's.
-    MaxPool's Indices output   max_pool{r}d_indices with the same attributes (storage_order 0).
+    MaxPool's Indices output   max_pool{r}d_indices with the same attributes and storage_order
+        (0 row-major, 1 column-major spatial positions).
         ONNX's index of batch element n is n·C·Π(spatial) plus the index within the image;
         refq's index is the index within the image. Both agree at batch size 1, so the output
-        is imported when the batch size is fixed at 1 (input_shapes=...) and refused otherwise;
-        storage_order 1 (column-major) is refused.
+        is imported when the batch size is fixed at 1 (input_shapes=...) and refused otherwise.
     GlobalAveragePool, GlobalMaxPool   global_avg_pool2d / global_max_pool2d (NCHW), keepdims;
         followed by a Flatten or Reshape to [N, C], one node without keepdims.
 """
@@ -69,15 +69,16 @@ def _pool(b, index, node, attrs):
     b.emit(node, f"max_pool{r}d", [x], node.output[0], a)
     indices = node.output[1] if len(node.output) > 1 else ""
     if indices and (b.readers(indices) or indices in b.model.outputs):
-        if attrs.get("storage_order", 0):
-            raise b.unsupported(node, "attribute storage_order=1 (column-major Indices): refq's "
-                                "max-pool indices are row-major (storage_order 0)")
+        order = int(attrs.get("storage_order", 0))
+        if order not in (0, 1):
+            raise b.unsupported(node, f"attribute storage_order={order}: ONNX defines 0 "
+                                "(row-major) and 1 (column-major)")
         if x.shape[0] != 1:
             raise b.unsupported(node, f"its Indices output '{indices}' counts batch element n "
                                 "as n·C·(spatial size) on top of the index within the image, "
                                 "which refq's max_pool indices leave out: refq imports it with a "
                                 "batch size fixed at 1 (input_shapes={...: [1, ...]})")
-        b.emit(node, f"max_pool{r}d_indices", [x], indices, a)
+        b.emit(node, f"max_pool{r}d_indices", [x], indices, {**a, "storage_order": order})
 
 
 def _global_pool(b, index, node, attrs):

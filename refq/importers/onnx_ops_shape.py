@@ -1,4 +1,5 @@
-"""ONNX operators -> refq nodes: shape-moving ops, Softmax and elementwise arithmetic.
+"""ONNX operators -> refq nodes: shape-moving ops, Softmax and elementwise arithmetic
+(Transpose and Pad: `onnx_ops_layout`).
 
     Reshape, Flatten(axis 1), Squeeze, Unsqueeze   refq reshape/flatten. The batch axis stays
         first (a target's first entry is the batch: 0, the folded batch size, or its value).
@@ -8,15 +9,14 @@
         reshape among [N, C], [N, C, 1, 1] is a plain refq reshape. Flattening an NCHW tensor
         with H·W > 1 gives refq's NHWC-order flatten, marked ("flat", C, H, W): a following
         dense layer permutes its weight columns (exact); anything else reading it is refused.
-    Transpose   perm (0, 2, 3, 1) of an NCHW tensor is refq's own NHWC array (layout "same");
-        perm (0, 3, 1, 2) turns it back; the identity perm is a no-op. Others are refused.
     Concat(axis), Softmax(axis)   the ONNX axis mapped to refq's (channels-first axis 1 -> the
         last axis, spatial axis k -> k − 1: NCHW 1 -> 3, 2 -> 1, 3 -> 2); Softmax before
         opset 13 flattens from `axis` on, accepted where every axis after `axis` has size 1
         (or axis is the last).
-    Pad(mode constant, value 0)   zero_pad2d on H and W (pads on N and C, or negative: refused).
-    Add, Mul (two activations)    add, multiply with broadcasting (equal ranks);
+    Add, Mul, Div (two activations)    add, multiply, divide with broadcasting (equal ranks);
         Sub(a, b) = add(a, batch_norm(b) with gamma −1, beta 0, mean 0, variance 1, eps 0).
+        An operand held as ONNX's next to one held channels-last is first moved channels-last
+        by a transpose (perm [0, 2, ..., r − 1, 1]), so that both hold their axes in one order.
     Add, Sub, Mul, Div with a per-channel or scalar constant c   a batch_norm with mean 0,
         variance 1, epsilon 0, i.e. y = gamma·x + beta exactly: x + c (1, c), x − c (1, −c),
         c − x (−1, c), x·c (c, 0), x / c (1/c, 0: one float rounding from ONNX's division).
@@ -185,22 +185,6 @@ def _reshape(b, index, node, attrs):
                         "refq's NHWC layout needs a transpose refq does not have")
 
 
-def _transpose(b, index, node, attrs):
-    x = b.tensor(node, node.input[0])
-    perm = list(attrs.get("perm", reversed(range(len(x.shape)))))
-    if perm == list(range(len(perm))):
-        layout = x.layout
-    elif perm == [0, 2, 3, 1] and x.layout == "nchw":
-        layout = "same"
-    elif perm == [0, 3, 1, 2] and x.layout == "same" and len(x.shape) == 4:
-        layout = "nchw"
-    else:
-        raise b.unsupported(node, f"attribute perm={perm} on ONNX shape {list(x.onnx_shape)}; "
-                            "refq moves NCHW <-> NHWC only")
-    from .onnx_graph import Tensor
-    b.tensors[node.output[0]] = Tensor(x.name, x.shape, layout)
-
-
 def _axis(b, node, x, axis):
     rank = len(x.shape)
     axis = axis % rank if -rank <= axis < rank else None
@@ -237,28 +221,6 @@ def _softmax(b, index, node, attrs):
                             f"flattened axes {axis}.. of {list(x.onnx_shape)}; refq's softmax "
                             "takes one axis")
     b.emit(node, "softmax", [x], node.output[0], {"axis": _axis(b, node, x, axis)})
-
-
-def _pad(b, index, node, attrs):
-    x = b.tensor(node, node.input[0])
-    mode = attrs.get("mode", "constant")
-    if b.opset >= 11:
-        pads = b.const(node.input[1]) if len(node.input) > 1 else None
-        value = b.const(node.input[2]) if len(node.input) > 2 and node.input[2] else 0
-        if len(node.input) > 3 and node.input[3]:
-            raise b.unsupported(node, "input axes is not supported; give pads for every axis")
-    else:
-        pads, value = attrs.get("pads"), attrs.get("value", 0.0)
-    if pads is None or value is None:
-        raise b.unsupported(node, "its pads or value are computed at run time")
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    if mode != "constant" or float(np.asarray(value)) != 0.0:
-        raise b.unsupported(node, f"attribute mode={mode!r} with value {value}: refq pads with "
-                            "zeros (mode constant, value 0)")
-    if x.layout != "nchw" or len(pads) != 8 or min(pads) < 0 or any(pads[k] for k in (0, 1, 4, 5)):
-        raise b.unsupported(node, f"pads {pads}: refq pads height and width of NCHW tensors "
-                            "with non-negative amounts")
-    b.emit(node, "zero_pad2d", [x], node.output[0], {"pads": [pads[2], pads[6], pads[3], pads[7]]})
 
 
 def _affine(b, node, x, gamma, beta, output, suffix="", slot=0):
@@ -301,22 +263,45 @@ def _hard_swish_pattern(b, node, x_name):
     return chain
 
 
+def _same_layout(b, node, xs):
+    """(xs, ONNX input slot of each) with the operands refq holds as ONNX's ("same") of an
+    elementwise op that also reads a channels-last one ("nchw") moved channels-last by a
+    transpose (perm [0, 2, ..., r − 1, 1]), so that both hold the ONNX axes in one order; the
+    slot of a moved operand is its transpose's, None for the op itself."""
+    if len({x.layout for x in xs}) == 1:
+        return xs, list(range(len(xs)))
+    rank = len(xs[0].shape)
+    perm = [0, *range(2, rank), 1]
+    out, slots = [], []
+    for slot, x in enumerate(xs):
+        if x.layout == "same":
+            x = b.emit(node, "transpose", [x], node.output[0], {"perm": perm}, layout="nchw",
+                       suffix=f"/input{slot}_nhwc", slots=[slot])
+            slots.append(None)
+        else:
+            slots.append(slot)
+        out.append(x)
+    return out, slots
+
+
 def _arith(b, index, node, attrs):
     op = node.op_type
     consts = [b.is_const(t) for t in node.input]
     if not any(consts):
         xs = [b.tensor(node, t) for t in node.input]
-        if any(isinstance(x.layout, tuple) for x in xs) or len({len(x.shape) for x in xs}) != 1 \
-                or (xs[0].layout != xs[1].layout and len(xs[0].shape) == 4):
+        if any(isinstance(x.layout, tuple) for x in xs) or len({len(x.shape) for x in xs}) != 1:
             raise b.unsupported(node, f"inputs of ONNX shapes {[list(x.onnx_shape) for x in xs]}"
-                                "; refq needs equal ranks and layouts")
+                                "; refq needs equal ranks")
+        xs, slots = _same_layout(b, node, xs)
         if op == "Div":
-            raise b.unsupported(node, "divides two activations; refq has no division op")
-        if op == "Sub":
-            neg = _affine(b, node, xs[1], -1.0, 0.0, node.output[0], suffix="/negate", slot=1)
-            b.emit(node, "add", [xs[0], neg], node.output[0], slots=[0, None])
+            b.emit(node, "divide", xs, node.output[0], slots=slots)
             return
-        b.emit(node, "add" if op == "Add" else "multiply", xs, node.output[0])
+        if op == "Sub":
+            neg = _affine(b, node, xs[1], -1.0, 0.0, node.output[0], suffix="/negate",
+                          slot=slots[1])
+            b.emit(node, "add", [xs[0], neg], node.output[0], slots=[slots[0], None])
+            return
+        b.emit(node, "add" if op == "Add" else "multiply", xs, node.output[0], slots=slots)
         return
     k = consts.index(False)
     x = b.tensor(node, node.input[k])
@@ -336,7 +321,8 @@ def _arith(b, index, node, attrs):
                             f"{list(x.onnx_shape)}: refq applies scalar or per-channel "
                             "constants only")
     if op == "Div" and k == 1:
-        raise b.unsupported(node, "divides a constant by an activation; refq has no division op")
+        raise b.unsupported(node, "divides a constant by an activation; refq's divide reads two "
+                            "activations and constants are refq parameters")
     if op == "Div":
         with np.errstate(divide="ignore"):
             gamma, beta = 1.0 / vec.astype(np.float64), 0.0
@@ -348,6 +334,6 @@ def _arith(b, index, node, attrs):
 
 SHAPE_CONVERTERS = {
     "Reshape": _reshape, "Flatten": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
-    "Transpose": _transpose, "Concat": _concat, "Softmax": _softmax, "Pad": _pad,
+    "Concat": _concat, "Softmax": _softmax,
     "Add": _arith, "Sub": _arith, "Mul": _arith, "Div": _arith,
 }

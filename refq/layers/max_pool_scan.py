@@ -12,9 +12,13 @@ VJP (max_pool{1,2,3}d, global_max_pool2d)
     stride < pool size, accumulate; positions no window picks get 0); ∂L/∂x is ∂L/∂x_pad without
     the padding (which t* never is). Linear in gy: an infinite or NaN gy reaches only the
     position its window picked.
-Indices (max_pool{1,2,3}d_indices; ONNX MaxPool's second output with storage_order 0)
+Indices (max_pool{1,2,3}d_indices; ONNX MaxPool's second output)
     index[n, i, c] = flat position of t* in the image x[n] read in ONNX's NCHW order:
+      storage_order 0 (row-major, the last spatial axis fastest):
         1-D: c·L + l;   2-D: (c·H + h)·W + w;   3-D: ((c·D + z)·H + h)·W + w,
+      storage_order 1 (column-major spatial positions, the first spatial axis fastest; the
+      channel still counts c·Π spatial, as ONNX's reference and onnxruntime compute it):
+        1-D: c·L + l;   2-D: c·H·W + w·H + h;   3-D: c·D·H·W + (w·H + h)·D + z,
     (z, h, w) = i·s + t*·d − b the input coordinates of the picked tap. ONNX adds n·C·Π spatial
     for image n of the batch; refq leaves it out, so that an image's indices do not depend on
     the batch it runs in (refq cuts batches into chunks): the ONNX value is index + n·C·Π spatial.
@@ -102,7 +106,9 @@ def max_pool_vjp(x, gy, attrs, what):
 
 
 def max_pool_indices(x, attrs, what):
-    """int64 [N, *outs, C]: the NCHW flat index of t* within its image (module docstring)."""
+    """int64 [N, *outs, C]: the NCHW flat index of t* within its image, row-major spatial
+    positions for attrs["storage_order"] 0 (the default), column-major for 1 (module
+    docstring)."""
     _, sides, outs, offsets, moved, any_moved = scan(x, attrs, what)
     k, s, d = attrs["pool_size"], attrs["strides"], attrs["dilations"]
     out_shape = (x.shape[0], *outs, x.shape[-1])
@@ -114,10 +120,18 @@ def max_pool_indices(x, attrs, what):
     spatial = x.shape[1:-1]
     tap_grid = np.array(list(itertools.product(*map(range, k))), np.int64).reshape(-1, len(k))
     index = np.arange(x.shape[-1], dtype=np.int64).reshape((1,) * (1 + len(k)) + (-1,))
+    column_major = attrs.get("storage_order", 0) == 1
+    if column_major:
+        index = index * int(np.prod(spatial, dtype=np.int64))
+    stride = 1
     for axis, ((b, _), m, ss, dd, n) in enumerate(zip(sides, outs, s, d, spatial)):
         shape = [1] * (len(k) + 2)
         shape[axis + 1] = m
         start = (np.arange(m, dtype=np.int64) * ss - b).reshape(shape)
         coord = start + tap_grid[pick, axis] * dd
-        index = index * n + coord
+        if column_major:
+            index = index + coord * stride
+            stride *= n
+        else:
+            index = index * n + coord
     return index

@@ -11,8 +11,9 @@ Definition
                        count(i) = |V(i)| (count_include_pad False: Keras/TensorFlow 'same'
                        pooling, ONNX's default), or with count_include_pad the taps inside the
                        input and its padding (not the ceil_mode overhang)
-    max_pool{r}d_indices  the flat NCHW index of the maximum (ONNX MaxPool's second output,
-                       storage_order 0; `refq.layers.max_pool_scan`), int64
+    max_pool{r}d_indices  the flat NCHW index of the maximum (ONNX MaxPool's second output;
+                       storage_order 0 row-major, 1 column-major spatial positions;
+                       `refq.layers.max_pool_scan`), int64
     global_avg_pool2d  y[n, c] = Σ_{h<H, w<W} x[n, h, w, c] / (H·W)
     global_max_pool2d  y[n, c] = max_{h<H, w<W} x[n, h, w, c]
     The 2-D ops with their original attributes (dilations 1, ceil_mode and count_include_pad
@@ -36,7 +37,8 @@ Attributes
     pool_size (ints[r], required), strides (ints[r], required: Keras defaults it to pool_size,
     importers fill it in), dilations (ints[r], ones), padding ("valid" | "same" | "same_lower" |
     "explicit", "valid"), pads (ints[2r], per axis before then after; zeros; read only when
-    padding == "explicit"), ceil_mode (bool, False), count_include_pad (bool, False; avg only).
+    padding == "explicit"), ceil_mode (bool, False), count_include_pad (bool, False; avg only),
+    storage_order (int 0 | 1, 0; max_pool{r}d_indices only).
     Missing keys read as their defaults, so that callers passing only the original four
     attributes (the integer kernels) keep working. global_*: keepdims (bool, False).
 MACs (accumulations per batch element)
@@ -255,7 +257,8 @@ def _pool_ops(r):
         Op(av, _avg_forward(r, av), _infer_pool(r, av), attrs=_attrs(r, True),
            macs=_pool_macs, vjp=_avg_vjp(r, av),
            traits=Traits("AveragePool", lowering="avg_pool")),
-        Op(ix, _indices_forward(r, ix), _infer_pool(r, ix), attrs=_attrs(r, False),
+        Op(ix, _indices_forward(r, ix), _infer_pool(r, ix),
+           attrs={**_attrs(r, False), "storage_order": Attr("int", 0, minimum=0, maximum=1)},
            vjp=_zero_vjp, traits=Traits("MaxPool")),
     ]
 

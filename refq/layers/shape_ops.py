@@ -1,5 +1,5 @@
 """Ops that move values without arithmetic: concat, flatten, reshape, zero_pad2d, identity,
-gather_channels.
+gather_channels, transpose, pad.
 
 | op         | definition                                                      | attributes                  |
 |------------|-----------------------------------------------------------------|-----------------------------|
@@ -9,14 +9,24 @@ gather_channels.
 | zero_pad2d | y[n, i+top, j+left, c] = x[n, i, j, c], zeros elsewhere (NHWC)  | pads [top, bottom, left, right] |
 | identity   | y = x (Dropout, noise and regularisation layers at inference)   |                             |
 | gather_channels | y[..., k] = x[..., indices[k]] (the channels kept, in order) | indices (distinct, in range) |
+| pad        | y[n, i + b] = x[n, i] per non-batch axis, `value` elsewhere     | pads [b_1, e_1, ...], value |
+| transpose  | y[n, j] = x[n, i], j_k = i_{p[k]}; y.shape[k] = x.shape[p[k]]   | perm p (p[0] = 0)           |
 
 Flatten and reshape act on NHWC data, so they agree with Keras `Flatten`/`Reshape` with
 channels_last. flatten with axis = 1 (the default) is y[n, k] = x[n, i, j, c], k the row-major
 index; with axis a > 1 (ONNX Flatten) the leading axis of y is N·Π dims[1:a], rows in batch order,
 so a run cut into batch chunks concatenates them correctly. A negative axis counts from the end
 (axis + rank). axis 0 (ONNX's [1, N·...], the whole batch in one row) is refused: it mixes the
-batch, which refq cuts into chunks. Errors: ShapeError when sizes do not agree or the axis is out
-of range.
+batch, which refq cuts into chunks.
+pad pads every non-batch axis k (1..r−1, in refq's axis order: NHWC for images) with b_k entries
+of `value` before and e_k after (pads [b_1, e_1, b_2, e_2, ...], each >= 0, value 0.0 by
+default); y.shape[k] = x.shape[k] + b_k + e_k. zero_pad2d is pad with value 0 on H and W.
+transpose is np.transpose(x, p) for a permutation p of 0..r−1 with p[0] = 0: it permutes the
+non-batch axes only, keeping the batch axis first (a permutation moving it would mix images refq
+runs in separate chunks).
+Errors: ShapeError when sizes do not agree, the axis is out of range, perm is not a
+permutation of the input's axes keeping axis 0 first, or pad's pads do not hold 2 entries per
+non-batch axis.
 
 VJPs: each op only moves values, so its VJP moves gy back (all are linear: no kinks).
 
@@ -26,8 +36,10 @@ VJPs: each op only moves values, so its VJP moves gy back (all are linear: no ki
 | flatten    | gy[n] read in C order into x[n]'s shape                                    |
 | reshape    | gy[n] read in C order into x[n]'s shape                                    |
 | zero_pad2d | gy[n, top : top + H, left : left + W, c] (the constant padding gets none)  |
+| pad        | gy[n, b_1 : b_1 + d_1, ..., b_k : b_k + d_k], d_k = x.shape[k] (value: none) |
 | identity   | gy                                                                         |
 | gather_channels | zeros of x's shape, gy[..., k] placed at channel indices[k]           |
+| transpose  | gy transposed by the inverse permutation q (q[p[k]] = k)                   |
 
 Each gradient is a new C-contiguous array, never gy or a view of it.
 """
@@ -144,6 +156,40 @@ def _pad_vjp(inputs, params, attrs, y, gy):
     return [np.array(window, dtype=x.dtype, order="C")], {}
 
 
+def _check_pads(shape, pads):
+    """pads after checking it holds 2 entries per non-batch axis of `shape`; ShapeError."""
+    if len(pads) != 2 * (len(shape) - 1):
+        raise ShapeError(f"pad: pads {list(pads)} must hold 2 entries (before, after) per "
+                         f"non-batch axis of the input of shape {list(shape)}: "
+                         f"{2 * (len(shape) - 1)} entries")
+    return [(pads[2 * k], pads[2 * k + 1]) for k in range(len(shape) - 1)]
+
+
+def _general_pad_shape(in_shapes, attrs, params):
+    shape = tuple(in_shapes[0])
+    sides = _check_pads(shape, attrs["pads"])
+    return (shape[0], *[None if d is None else d + b + e for d, (b, e) in zip(shape[1:], sides)])
+
+
+def _window_of(x_shape, sides):
+    return (slice(None),) + tuple(slice(b, b + d) for d, (b, _) in zip(x_shape[1:], sides))
+
+
+def _general_pad(inputs, params, attrs):
+    x = inputs[0]
+    sides = _check_pads(x.shape, attrs["pads"])
+    y = np.full(_general_pad_shape([x.shape], attrs, params), attrs["value"], dtype=x.dtype)
+    y[_window_of(x.shape, sides)] = x
+    return y
+
+
+def _general_pad_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x = gy cropped to the window x occupies in y (module docstring)."""
+    x = inputs[0]
+    window = gy[_window_of(x.shape, _check_pads(x.shape, attrs["pads"]))]
+    return [np.array(window, dtype=x.dtype, order="C")], {}
+
+
 def _concat_vjp(inputs, params, attrs, y, gy):
     """∂L/∂x_k = the slice of gy that x_k occupies along `axis` (module docstring)."""
     axis = attrs["axis"]
@@ -180,6 +226,36 @@ def _gather_vjp(inputs, params, attrs, y, gy):
     return [gx], {}
 
 
+def _check_perm(shape, perm):
+    """perm as a list after checking it permutes the axes of a rank-len(shape) tensor with
+    perm[0] = 0 (module docstring); ShapeError otherwise."""
+    rank, perm = len(shape), list(perm)
+    if sorted(perm) != list(range(rank)):
+        raise ShapeError(f"transpose: perm {perm} is not a permutation of the axes 0..{rank - 1} "
+                         f"of an input of shape {list(shape)}")
+    if perm[0] != 0:
+        raise ShapeError(f"transpose: perm {perm} moves the batch axis 0, which refq keeps first; "
+                         "permute the non-batch axes only (perm[0] = 0)")
+    return perm
+
+
+def _transpose_shape(in_shapes, attrs, params):
+    shape = tuple(in_shapes[0])
+    return tuple(shape[k] for k in _check_perm(shape, attrs["perm"]))
+
+
+def _transpose(inputs, params, attrs):
+    x = inputs[0]
+    return np.ascontiguousarray(np.transpose(x, _check_perm(x.shape, attrs["perm"])))
+
+
+def _transpose_vjp(inputs, params, attrs, y, gy):
+    """∂L/∂x = gy transposed by the inverse permutation (module docstring)."""
+    x = inputs[0]
+    inverse = np.argsort(_check_perm(x.shape, attrs["perm"]))
+    return [np.array(np.transpose(gy, inverse), dtype=x.dtype, order="C")], {}
+
+
 def _identity_vjp(inputs, params, attrs, y, gy):
     """∂L/∂x = gy (a copy)."""
     return [np.array(gy, dtype=inputs[0].dtype, order="C")], {}
@@ -196,9 +272,15 @@ OPS = [
     Op("zero_pad2d", _pad, _pad_shape, attrs={"pads": Attr("ints", (0, 0, 0, 0), length=4)},
        vjp=_pad_vjp,
        traits=Traits("Pad", grid_preserving=True, cle_transparent=True, lowering="grid")),
+    Op("pad", _general_pad, _general_pad_shape,
+       attrs={"pads": Attr("ints", minimum=0), "value": Attr("float", 0.0)},
+       vjp=_general_pad_vjp, traits=Traits("Pad")),
     Op("gather_channels", _gather, _gather_shape,
        attrs={"indices": Attr("ints", minimum=0)}, vjp=_gather_vjp,
        traits=Traits("Gather", grid_preserving=True, lowering="grid")),
+    Op("transpose", _transpose, _transpose_shape, attrs={"perm": Attr("ints", minimum=0)},
+       vjp=_transpose_vjp,
+       traits=Traits("Transpose", grid_preserving=True, lowering="grid")),
     Op("identity", lambda xs, p, a: xs[0], lambda s, a, p: tuple(s[0]), vjp=_identity_vjp,
        traits=Traits("Identity", grid_preserving=True, cle_transparent=True, lowering="grid")),
 ]
