@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="AIMET quantsim config JSON, or per_tensor | per_channel "
                                      "(default per_tensor)")
     s.add_argument("--per-channel", action="store_true", help="the bundled per-channel config")
+    s.add_argument("--block-size", type=positive_int, default=None, metavar="B",
+                   help="quantize conv/dense weights per output channel and block of B input "
+                        "channels (AIMET's blockwise quantization; the last block may be partial)")
     s.add_argument("--scheme", default="minmax", choices=schemes,
                    help="range analyzer for weights and activations (default minmax)")
     s.add_argument("--percentile", type=float, help="percentile for --scheme percentile "

@@ -471,8 +471,8 @@ def test_error_structure(tmp_path):
     doc = json.loads(AIMET_100)
     doc["param_encodings"].append(dict(doc["param_encodings"][0]))
     _load_error(tmp_path, doc, "names 'conv1.weight' twice")
-    _load_error(tmp_path, _v100("param_encodings", 0, enc_type="PER_BLOCK", block_size=4),
-                "conv1.weight': enc_type PER_BLOCK is not supported")
+    _load_error(tmp_path, _v100("param_encodings", 0, enc_type="LPBQ"),
+                "conv1.weight': enc_type LPBQ is not supported")
     _load_error(tmp_path, _v100("activation_encodings", 0, dtype="FLOAT"), "input.1': dtype 'FLOAT'")
     _load_error(tmp_path, _v061("activation_encodings", "input.1", dtype="float"), "input.1': dtype 'float'")
     _load_error(tmp_path, _v100("activation_encodings", 0, scale=[0.1, 0.2], offset=[0]),

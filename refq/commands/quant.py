@@ -39,6 +39,11 @@ def cmd_quantize(args):
         raise InputError("--bias-correction empirical needs calibration data (--calib)")
     if args.cle and not args.fold_bn:
         raise InputError("--cle folds batch norms first; drop --no-fold-bn")
+    block_size = getattr(args, "block_size", None)
+    if block_size is not None and (args.seq_mse or args.load_encodings is not None):
+        raise InputError("--block-size calibrates blocked weight encodings: drop "
+                         + ("--seq-mse (it searches per-channel ranges)" if args.seq_mse else
+                            "--load-encodings (the file decides each weight's blocks)"))
     check_outputs(args.output, args.encodings, args.report, args.weights_html)
     if args.weights_html and not (args.fold_bn or args.cle or args.bias_correction):
         raise InputError("--weights-html shows the weights before and after BN folding / CLE; "
@@ -62,6 +67,8 @@ def cmd_quantize(args):
             batch_size=args.batch_size, quiet=args.quiet)
     sim = QuantSim(graph, config, param_bw=args.param_bw, act_bw=args.act_bw, scheme=args.scheme,
                    scheme_options=options)
+    if block_size is not None:     # AIMET's set_blockwise_quantization_for_weights
+        sim.set_blockwise(block_size)
     if args.load_encodings:
         from ..exporters.aimet_encodings import load_aimet_encodings
 
@@ -108,7 +115,13 @@ def _check_loaded_weight_ranges(sim, path, folded: bool):
         if q.kind != "param" or name not in sim.encodings:
             continue
         w = np.asarray(sim.graph.node(q.node).params[q.param], np.float64)
-        clipped = float(np.mean(clipped_mask(w, sim.encodings[name])))
+        enc = sim.encodings[name]
+        if enc.is_blocked:        # the grid ends of each element's block, half a step out
+            scale, zp = (v.astype(np.float64) for v in enc.broadcast(w.shape))
+            clipped = float(np.mean((w < scale * (enc.qmin - zp - 0.5))
+                                    | (w > scale * (enc.qmax - zp + 0.5))))
+        else:
+            clipped = float(np.mean(clipped_mask(w, enc)))
         if clipped > MAX_CLIPPED_WEIGHTS:
             hint = ("they may come from the model with unfolded batch norms: add --no-fold-bn"
                     if folded else "check that they belong to this model")
@@ -182,6 +195,12 @@ def cmd_report(args):
     check_outputs(args.json, flag="--json")
     check_outputs(args.html, flag="--html")
     sim = QuantSim.load(args.model)
+    blocked = sorted(n for n, e in sim.encodings.items() if e.is_blocked)
+    if blocked:     # the report's per-channel weight statistics have no per-block form yet
+        raise InputError(f"{args.model}: weight quantizer '{blocked[0]}' is blocked (per block of "
+                         f"{sim.encodings[blocked[0]].block_size} input channels); `refq report` "
+                         "reads per-tensor and per-channel weights: compare outputs with `refq "
+                         "run --mode sim` instead")
     full = args.html or args.plots or args.json
     if not full:
         for name in ("labels", "float_model", "sections", "profiles"):

@@ -24,6 +24,16 @@ Offsets
 1.0.0 (`_export_to_1_0_0`)
     Both sections are lists of entries {bw, dtype "INT", enc_type PER_TENSOR | PER_CHANNEL,
     is_sym (JSON bool), name, offset [ints], scale [floats]}; no min/max.
+    A blocked weight encoding is enc_type PER_BLOCK with `block_size` B: AIMET 2.x
+    `aimet_torch/v2/quantization/affine/encoding.py::AffineEncoding.to_qnn_encoding_dict` writes
+    `scale.flatten()` and the offsets of its quantizer, whose scale has shape (O, n_blocks, 1, 1)
+    for a Conv2d weight (O, I, kh, kw) and (O, n_blocks) for a Linear weight (O, I)
+    (`aimet_torch/v2/quantsim/config_utils.py::_get_block_size_array_for_module`: B on the input
+    channels, −1, i.e. whole, on the kernel axes), and `block_size` = B of the block axis
+    (`_get_block_axis`, axis 1). That is refq's (C, n_blocks) scale in row-major order, channel
+    by channel. AIMET needs the input channels to be a multiple of B
+    (`_get_layers_to_quantizer_shapes_for_block_size`), so a partial last block is refused, and
+    0.6.1 (one legacy entry per scale, no block size) cannot hold a blocked encoding.
 Both files carry `excluded_layers: []`, `quantizer_args`, `producer` {"package": "refq",
 "version": refq.__version__} and `version`, and are written with sorted keys and indent 4.
 
@@ -103,24 +113,50 @@ def _legacy_entries(enc: Encoding) -> list:
 
 
 def _v1_entry(name: str, enc: Encoding) -> dict:
-    return {"bw": enc.bitwidth, "dtype": "INT",
-            "enc_type": "PER_TENSOR" if enc.axis is None else "PER_CHANNEL",
-            "is_sym": bool(enc.symmetric), "name": name,
-            "offset": [int(o) for o in exported_offset(enc)],
-            "scale": [_f(s) for s in np.atleast_1d(enc.scale)]}
+    entry = {"bw": enc.bitwidth, "dtype": "INT",
+             "enc_type": "PER_TENSOR" if enc.axis is None else "PER_CHANNEL",
+             "is_sym": bool(enc.symmetric), "name": name,
+             "offset": [int(o) for o in exported_offset(enc).reshape(-1)],
+             "scale": [_f(s) for s in np.atleast_1d(enc.scale).reshape(-1)]}
+    if enc.is_blocked:
+        entry.update(enc_type="PER_BLOCK", block_size=enc.block_size)
+    return entry
 
 
-def _named_encodings(sim) -> tuple[list, list]:
+def _check_blocked(sim, name: str, enc: Encoding, version: str) -> None:
+    """QuantError unless blocked encoding `enc` of quantizer `name` fits AIMET's PER_BLOCK entry
+    (module docstring): version 1.0.0, blocks along the weight's input channels, whole blocks."""
+    from ..quant.placement import weight_input_axis
+
+    where = f"export_aimet_encodings: quantizer '{name}'"
+    if version != "1.0.0":
+        raise QuantError(f"{where} is blocked (block_size {enc.block_size}); version {version} "
+                         "has no block size: write version 1.0.0 (--encodings-version 1.0.0)")
+    q = sim.quantizers[name]
+    w = sim.graph.node(q.node).params[q.param]
+    if enc.block_axis != weight_input_axis(sim.graph.node(q.node)):
+        raise QuantError(f"{where}: its blocks run along axis {enc.block_axis}, not along the "
+                         "input channels, which AIMET's PER_BLOCK entries assume")
+    if w.shape[enc.block_axis] % enc.block_size:
+        raise QuantError(f"{where}: {w.shape[enc.block_axis]} input channels are not a "
+                         f"multiple of block_size {enc.block_size}; AIMET's blockwise "
+                         "quantizers need whole blocks: choose a block size that divides them")
+
+
+def _named_encodings(sim, version: str) -> tuple[list, list]:
     """([(tensor, Encoding)], [(param name, Encoding)]) of the enabled quantizers with encodings,
     in the sim's quantizer order. QuantError when two quantizers put different encodings on one
     tensor name (an output and an input quantizer of the same tensor), which the format cannot hold,
-    or when a parameter encoding is per-channel on an axis other than 0."""
+    when a parameter encoding is per-channel on an axis other than 0, or when a blocked one does
+    not fit a PER_BLOCK entry of `version` (`_check_blocked`)."""
     acts, params, owner = [], [], {}
     for q in sim.quantizers.values():
         if not sim.enabled.get(q.name, False) or q.name not in sim.encodings:
             continue
         enc = sim.encodings[q.name]
         if q.kind == "param":
+            if enc.is_blocked:
+                _check_blocked(sim, q.name, enc, version)
             if enc.axis not in (None, 0):
                 raise QuantError(f"export_aimet_encodings: quantizer '{q.name}' is per-channel on "
                                  f"axis {enc.axis}; AIMET's files hold per-channel encodings on the "
@@ -164,7 +200,7 @@ def aimet_encodings_dict(sim, version: str = "1.0.0") -> dict:
     if version not in SUPPORTED_VERSIONS:
         raise QuantError(f"export_aimet_encodings: unsupported encodings version {version!r}; "
                          f"refq writes {', '.join(SUPPORTED_VERSIONS)}")
-    acts, params = _named_encodings(sim)
+    acts, params = _named_encodings(sim, version)
     if version == "0.6.1":
         act_section = {t: _legacy_entries(e) for t, e in acts}
         param_section = {n: _legacy_entries(e) for n, e in params}

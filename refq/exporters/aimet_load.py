@@ -7,6 +7,7 @@ import os
 
 from ..errors import QuantError
 from ..quant.config import PARAM_TYPE
+from ..quant.encoding import Encoding
 from .aimet_parse import _parse, _read
 
 __all__ = ["load_aimet_encodings"]
@@ -31,7 +32,11 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
     `<node>.<param>` with AIMET's parameter name (`conv_1.weight`, `bn.weight` for gamma) or
     refq's (`bn.gamma`). Per-channel: 1.0.0 follows `enc_type`; a 0.6.1 list with one entry per
     output channel (C > 1) is per-channel on axis 0, a single entry is per-tensor (per-channel
-    only when the quantizer is per-channel and the parameter has one channel).
+    only when the quantizer is per-channel and the parameter has one channel). A 1.0.0 PER_BLOCK
+    entry (`block_size` B) of a conv2d, dense, conv_transpose2d or gemm weight is a blocked
+    encoding: per output channel (`weight_output_axis`) and block of B along the input channels
+    (`weight_input_axis`), its C·n_blocks scales read channel by channel (n_blocks =
+    ceil(L/B) for L input channels; `refq.exporters.aimet_export` cites AIMET's layout).
 
     The new sim: quantizers that received an encoding are enabled, all others disabled; their
     specs take bitwidth, symmetry, grid (strict / unsigned) and per-channel axis from the file.
@@ -42,7 +47,9 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
     Errors (the message names the file and the entry): FormatError for a missing or unreadable
     file or invalid JSON; QuantError for an unknown version or layout, duplicate names, an entry
     naming a tensor or parameter the graph lacks, a per-channel count that does not match the
-    parameter's output channels, a per-channel activation entry, a float or blockwise entry, a
+    parameter's output channels, a per-channel or PER_BLOCK activation entry, a PER_BLOCK entry
+    of a parameter that is not a conv2d/dense/conv_transpose2d/gemm weight or whose scale count
+    is not C·ceil(L/B), a float, LPBQ or VECTOR entry, a
     bitwidth outside 2..16 (or 32), a scale that is not finite and positive in float32, an offset
     off the grid, and the unmatched quantizers/entries above.
     """
@@ -84,6 +91,10 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
             raise QuantError(f"{e.where}: graph '{graph.name}' has no tensor '{e.name}'; the "
                              "file was exported from another model: give the model it belongs to "
                              "(`refq quantize MODEL --load-encodings FILE`)")
+        if e.block_size is not None:
+            raise QuantError(f"{e.where}: blocked (PER_BLOCK) activation encodings are not "
+                             "supported; refq quantizes activations per tensor (blocked "
+                             "encodings are read for weights)")
         if len(e.scale) != 1 or e.per_channel:
             raise QuantError(f"{e.where}: per-channel activation encodings are not supported "
                              f"({len(e.scale)} channels); refq quantizes activations per tensor")
@@ -102,6 +113,13 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
         channels = graph.node(node_name).params[p].shape[0]
         q = on_param.get((node_name, p))
         n = len(e.scale)
+        if e.block_size is not None:
+            enc = _blocked(e, graph.node(node_name), p)
+            if q is None:
+                unused.append(f"parameter '{e.name}'")
+            else:
+                assign(q, e, enc)
+            continue
         if e.per_channel is None:          # 0.6.1
             if n == 1:
                 per_channel = channels == 1 and q is not None and q.axis is not None
@@ -150,5 +168,25 @@ def load_aimet_encodings(sim, path, *, strict: bool = True):
         q.strict = enc.symmetric and enc.qmin == -enc.qmax
         q.unsigned_symmetric = enc.symmetric and enc.qmin == 0
         if q.kind == "param":
-            q.axis = enc.axis
+            q.axis, q.block_size = enc.axis, enc.block_size
     return new
+
+
+def _blocked(e, node, param):
+    """The blocked Encoding of PER_BLOCK entry `e` for parameter `param` of `node`."""
+    from ..quant.placement import PER_CHANNEL_WEIGHTED, weight_input_axis, weight_output_axis
+
+    if param != "weight" or node.op not in PER_CHANNEL_WEIGHTED:
+        raise QuantError(f"{e.where}: PER_BLOCK encodings are read for the weights of "
+                         f"{', '.join(PER_CHANNEL_WEIGHTED)}; '{param}' of node '{node.name}' "
+                         f"({node.op}) is not one")
+    w = node.params[param]
+    axis, block_axis = weight_output_axis(node), weight_input_axis(node)
+    c, length = w.shape[axis], w.shape[block_axis]
+    nb = -(-length // e.block_size)
+    if len(e.scale) != c * nb:
+        raise QuantError(f"{e.where}: {len(e.scale)} scales, but block_size {e.block_size} on "
+                         f"the {length} input channels of node '{node.name}' with {c} output "
+                         f"channels needs {c} × {nb} = {c * nb}")
+    return Encoding(e.scale.reshape(c, nb), e.zero_point.reshape(c, nb), e.bitwidth, e.qmin,
+                    e.qmax, e.symmetric, axis, block_axis, e.block_size)

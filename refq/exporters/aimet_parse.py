@@ -20,7 +20,7 @@ from ..errors import FormatError, QuantError
 from ..quant.encoding import Encoding, check_bitwidth
 from .aimet_export import SUPPORTED_VERSIONS, _grid_from_offset
 
-_UNSUPPORTED_ENC_TYPES = ("PER_BLOCK", "LPBQ", "VECTOR")
+_UNSUPPORTED_ENC_TYPES = ("LPBQ", "VECTOR")
 
 TOP_KEYS = ("activation_encodings", "param_encodings", "excluded_layers", "quantizer_args",
             "producer", "version")
@@ -28,7 +28,9 @@ TOP_KEYS = ("activation_encodings", "param_encodings", "excluded_layers", "quant
 ENTRY_KEYS_061 = ("bitwidth", "dtype", "is_symmetric", "max", "min", "offset", "scale")
 """The keys of one 0.6.1 entry (one channel); min and max are derived and not read."""
 ENTRY_KEYS_100 = ("bw", "dtype", "enc_type", "is_sym", "name", "offset", "scale")
-"""The keys of one 1.0.0 entry (PER_TENSOR / PER_CHANNEL)."""
+"""The keys of one 1.0.0 entry (PER_TENSOR / PER_CHANNEL); PER_BLOCK adds `block_size` (an
+integer >= 1; the C·n_blocks scales and offsets are in row-major (C, n_blocks) order, see
+`refq.exporters.aimet_export`)."""
 _TOP_TYPES = {"excluded_layers": (list, "a list"), "quantizer_args": (dict, "an object"),
               "producer": (dict, "an object")}
 
@@ -147,10 +149,12 @@ def _channel(where, bitwidth, symmetric, scale, offset):
 
 class _Entry:
     """One file entry reduced to per-channel arrays; `per_channel` is True / False (1.0.0
-    enc_type) or None (0.6.1: decided from the channel count)."""
+    enc_type) or None (0.6.1: decided from the channel count); `block_size` is set for PER_BLOCK
+    entries (whose scales are C·n_blocks values, channel by channel)."""
 
-    def __init__(self, name, where, channels, per_channel):
+    def __init__(self, name, where, channels, per_channel, block_size=None):
         self.name, self.where, self.per_channel = name, where, per_channel
+        self.block_size = block_size
         kinds = {(b, sym, g[0], g[1], g[3]) for b, sym, _, g in channels}
         if len(kinds) != 1:
             raise QuantError(f"{where}: the channels disagree on bitwidth, symmetry or grid "
@@ -215,11 +219,19 @@ def _entries_100(section: list, what: str, src: str) -> list:
         enc_type = e["enc_type"]
         if enc_type in _UNSUPPORTED_ENC_TYPES:
             raise QuantError(f"{where}: enc_type {enc_type} is not supported; refq reads "
-                             "PER_TENSOR and PER_CHANNEL")
-        if enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
-            raise QuantError(f"{where}: unknown enc_type {enc_type!r}; refq reads PER_TENSOR and "
-                             "PER_CHANNEL")
-        _unknown_keys(e, ENTRY_KEYS_100, where)
+                             "PER_TENSOR, PER_CHANNEL and PER_BLOCK")
+        if enc_type not in ("PER_TENSOR", "PER_CHANNEL", "PER_BLOCK"):
+            raise QuantError(f"{where}: unknown enc_type {enc_type!r}; refq reads PER_TENSOR, "
+                             "PER_CHANNEL and PER_BLOCK")
+        block_size = None
+        if enc_type == "PER_BLOCK":
+            _unknown_keys(e, ENTRY_KEYS_100 + ("block_size",), where)
+            block_size = e.get("block_size")
+            if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+                raise QuantError(f"{where}: a PER_BLOCK entry needs 'block_size', an integer "
+                                 f">= 1; got {block_size!r}")
+        else:
+            _unknown_keys(e, ENTRY_KEYS_100, where)
         scales, offsets = e["scale"], e["offset"]
         if not isinstance(scales, list) or not isinstance(offsets, list) or not scales \
                 or len(scales) != len(offsets):
@@ -229,7 +241,7 @@ def _entries_100(section: list, what: str, src: str) -> list:
         sym = _bool_field(e["is_sym"], where, "is_sym")
         channels = [_channel(where if len(scales) == 1 else f"{where} channel {c}",
                              e["bw"], sym, s, o) for c, (s, o) in enumerate(zip(scales, offsets))]
-        out.append(_Entry(name, where, channels, enc_type == "PER_CHANNEL"))
+        out.append(_Entry(name, where, channels, enc_type != "PER_TENSOR", block_size))
     return out
 
 

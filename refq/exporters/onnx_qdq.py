@@ -1,6 +1,7 @@
 """A QuantSim -> a QDQ ONNX model (NCHW) that onnxruntime loads: `export_qdq(sim, path)`.
 
-What is written (ONNX opset 17, or 21 when a 16-bit encoding is present):
+What is written (ONNX opset 17, or 21 when a 16-bit, 4-bit-weight or blocked encoding is
+present):
 - every graph input of rank 4 as NCHW [N, C, H, W] (a free batch is the dimension "N");
 - every refq node as the ONNX operator of the same definition, in NCHW (conv weights OHWI ->
   OIHW, depthwise [C·m, kh, kw, 1] -> [C·m, 1, kh, kw] with group = C; dense -> Gemm with
@@ -16,13 +17,18 @@ What is written (ONNX opset 17, or 21 when a 16-bit encoding is present):
   sees quantized inputs everywhere (the import drops such pairs again);
 - every enabled weight quantizer as its integer codes q = quantize(w) (the simulation's own
   numerics, so (q − zp)·s is bit for bit the simulation's weight) stored as int8 (symmetric
-  grids) or uint8 (asymmetric) with scale, zero point and axis 0 for per-channel encodings,
-  followed by DequantizeLinear;
+  grids) or uint8 (asymmetric), 4-bit weights as int4 / uint4 (opset 21), with scale, zero
+  point and axis 0 for per-channel encodings,
+  followed by DequantizeLinear; a blocked weight encoding (per output channel and block of B
+  input channels) as DequantizeLinear with `block_size` B and `axis` the input-channel axis of
+  the ONNX weight (1 of OIHW and of Gemm's [out, in]), its scale and zero point of the weight's
+  rank with n_blocks on that axis and the block's value repeated over kh and kw (opset 21);
 - a bias of a layer whose weight and input (directly or through such a pair) are quantized as
   int32 codes
   round_half_even(b / (s_x·s_w)) with scale fl32(s_x·s_w) (per channel), zero point 0: what
   onnxruntime's QDQ fusion expects. A code beyond the int32 range is a QuantError naming the
-  node and channel. Other biases stay float.
+  node and channel. Other biases stay float, as do those of layers with blocked weights (a
+  block's own s_w leaves no single bias scale per output channel).
 Encodings map exactly: scale float32, zero point on the grid's integer type ([0, 255] uint8,
 [−128, 127] int8, 16-bit alike). Strict symmetric activation grids [−127, 127] and other
 bitwidths have no ONNX type and are refused (QuantError). Batch norms must be folded first
@@ -41,6 +47,7 @@ __all__ = ["export_qdq"]
 
 _TYPES = {(0, 255): np.uint8, (-128, 127): np.int8, (-127, 127): np.int8,
           (0, 65535): np.uint16, (-32768, 32767): np.int16, (-32767, 32767): np.int16}
+_INT4 = ((0, 15), (-8, 7), (-7, 7))     # weight grids stored as uint4 / int4 (opset 21)
 _INT32 = 2 ** 31 - 1
 _NCHW_AXIS = {1: 2, 2: 3, 3: 1}
 _GRID = ops_with("grid_preserving")
@@ -76,10 +83,16 @@ class _Writer:
 
     def _dtype(self, enc, what, activation):
         key = (enc.qmin, enc.qmax)
+        if not activation and key in _INT4:        # weights only, opset 21
+            import ml_dtypes     # an onnx dependency: onnx stores INT4/UINT4 from its arrays
+
+            self.opset = 21
+            return ml_dtypes.uint4 if key == (0, 15) else ml_dtypes.int4
         if key not in _TYPES or (activation and key == (-127, 127)) or \
                 (activation and key == (-32767, 32767)):
             raise QuantError(f"{what}: the {enc.bitwidth}-bit grid [{enc.qmin}, {enc.qmax}] has "
-                             "no ONNX QuantizeLinear type (uint8, int8, uint16, int16)")
+                             "no ONNX QuantizeLinear type (uint8, int8, uint16, int16; int4 and "
+                             "uint4 for weights)")
         if enc.bitwidth == 16:
             self.opset = 21
         return _TYPES[key]
@@ -102,9 +115,13 @@ class _Writer:
         codes = quantize(w, enc, self.sim.numerics)
         perm = (0, 3, 1, 2) if w.ndim == 4 else tuple(range(w.ndim))
         self.init(f"{base}/quantized", codes.transpose(perm).astype(dtype))
-        self.init(f"{base}/scale", np.asarray(enc.scale, np.float32))
-        self.init(f"{base}/zero_point", np.asarray(enc.zero_point, dtype))
-        attrs = {} if enc.axis is None else {"axis": 0}
+        scale, zp, attrs = enc.scale, enc.zero_point, {} if enc.axis is None else {"axis": 0}
+        if enc.is_blocked:
+            scale, zp = (_full_rank(v, enc, w.shape, perm) for v in (enc.scale, enc.zero_point))
+            attrs = {"axis": perm.index(enc.block_axis), "block_size": enc.block_size}
+            self.opset = 21
+        self.init(f"{base}/scale", np.asarray(scale, np.float32))
+        self.init(f"{base}/zero_point", np.asarray(zp, dtype))
         return self.node("DequantizeLinear", [f"{base}/quantized", f"{base}/scale",
                                               f"{base}/zero_point"], [base],
                          f"{base}/dequantize", **attrs)
@@ -114,7 +131,7 @@ class _Writer:
         if b is None:
             return []
         base = f"{node.name}/bias"
-        if s_in is None or w_enc is None:
+        if s_in is None or w_enc is None or w_enc.is_blocked:
             return [self.init(base, b.astype(np.float32))]
         scale = (np.float32(s_in.scale) * np.asarray(w_enc.scale, np.float32)).astype(np.float32)
         scale = np.broadcast_to(scale, b.shape).astype(np.float32)
@@ -249,6 +266,18 @@ class _Writer:
             self.node("Transpose", [y], [out], f"{name}/to_nchw", perm=[0, 3, 1, 2])
         else:
             self.node("Reshape", [x, shape], [out], name)
+
+
+def _full_rank(values, enc, shape, perm):
+    """A blocked encoding's (C, n_blocks) `values` in ONNX's blocked form: the rank of the weight
+    (refq `shape`, then transposed by `perm`), n_blocks on the block axis, the channel's value on
+    the channel axis and repeated along every other axis."""
+    full = list(shape)
+    full[enc.block_axis] = values.shape[1]
+    b = [1] * len(shape)
+    b[enc.axis], b[enc.block_axis] = values.shape
+    v = values if enc.axis < enc.block_axis else values.T
+    return np.broadcast_to(v.reshape(b), full).transpose(perm)
 
 
 def _onnx_shape(shape):

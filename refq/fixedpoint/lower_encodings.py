@@ -55,8 +55,17 @@ class TensorQ:
 
 
 def check_scale(scale, where: str):
-    """`scale` as a float64 array; FixedPointError unless every value is finite and positive."""
+    """`scale` as a float64 array; FixedPointError unless every value is finite and positive,
+    and unless it is one value or one per channel: a blocked (per-block) weight encoding, whose
+    scale has shape (C, n_blocks), has no integer form here (one requantization multiplier per
+    output channel needs one weight scale per channel)."""
     s = np.asarray(scale, dtype=np.float64)
+    if s.ndim > 1:
+        raise FixedPointError(f"{where}: the encoding is blocked (scales of shape "
+                              f"{list(s.shape)}, per output channel and input-channel block); "
+                              "the integer graph needs one weight scale per output channel: "
+                              "re-quantize without --block-size (`refq quantize`), or run the "
+                              "simulation (`refq run --mode sim`)")
     if s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0):
         raise FixedPointError(f"{where}: scale must be finite and positive, got {s.tolist()}; "
                               "recalibrate or fix the encodings")

@@ -41,6 +41,11 @@ ONNX_QDQ_NUMERICS = EncodingNumerics(fake_quant="divide")
 #: integer element type -> (bitwidth, qmin, qmax)
 GRIDS = {np.dtype(np.int8): (8, -128, 127), np.dtype(np.uint8): (8, 0, 255),
          np.dtype(np.int16): (16, -32768, 32767), np.dtype(np.uint16): (16, 0, 65535)}
+try:    # onnx reads INT4/UINT4 tensors as ml_dtypes arrays (ml_dtypes is an onnx dependency)
+    import ml_dtypes
+    GRIDS.update({np.dtype(ml_dtypes.int4): (4, -8, 7), np.dtype(ml_dtypes.uint4): (4, 0, 15)})
+except ImportError:     # pragma: no cover
+    pass
 
 
 def _encoding(m, node, where, data_dtype=None):
@@ -54,13 +59,16 @@ def _encoding(m, node, where, data_dtype=None):
         zp = np.zeros(np.shape(scale), dtype)
     if zp.dtype not in GRIDS:
         raise UnsupportedLayerError(f"{where}: zero point of type {zp.dtype}; refq reads int8, "
-                                    "uint8, int16 and uint16 grids")
+                                    "uint8, int16 and uint16 grids (int4, uint4 for weights)")
     bits, qmin, qmax = GRIDS[zp.dtype]
     scale = np.asarray(scale, np.float32)
     a = attributes(node)
     if a.get("block_size", 0):
-        raise UnsupportedLayerError(f"{where}: attribute block_size={a['block_size']}: refq "
-                                    "quantizes per tensor or per channel")
+        raise UnsupportedLayerError(f"{where}: blocked quantization (block_size="
+                                    f"{a['block_size']}) of a tensor that is not a constant "
+                                    "integer weight; refq quantizes activations per tensor and "
+                                    "reads blocked encodings of Conv, ConvTranspose, Gemm and "
+                                    "MatMul weights stored as integer codes")
     per_tensor = scale.ndim == 0 or scale.shape == (1,)
     signed = qmin < 0
     return Encoding(scale.reshape(()) if per_tensor else scale,
@@ -93,6 +101,9 @@ def split_qdq(m):
             kept.append(n)
             continue
         x = n.input[0]
+        if x in m.constants and attributes(n).get("block_size", 0):
+            m.constants[n.output[0]], weights[n.output[0]] = _blocked_weight(m, n, where)
+            continue
         if x in m.constants:
             data = m.constants[x]
             if data.dtype == np.int32:      # a bias: its float value, no quantizer
@@ -126,6 +137,105 @@ def split_qdq(m):
             edges[n.output[0]] = (t, enc)
     m.nodes = kept
     return {dq: t for dq, (t, _) in edges.items()}, edges, weights
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Blocked:
+    """A blocked DequantizeLinear of a constant weight in ONNX's layout: per-element scale and
+    zero point (the file's, expanded along `axis`), the ONNX axis, block size and grid."""
+
+    value: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int
+    block_size: int
+    bits: int
+    qmin: int
+    qmax: int
+    symmetric: bool
+
+
+def _blocked_weight(m, n, where):
+    """(float weight (q − zp)·s in float32, (_Blocked, None)) of blocked DequantizeLinear `n` of a
+    constant integer weight; UnsupportedLayerError (one line) on a malformed node."""
+    q = m.constants[n.input[0]]
+    if q.dtype not in GRIDS:
+        raise UnsupportedLayerError(f"{where}: blocked DequantizeLinear of a {q.dtype} constant; "
+                                    "refq reads blocked weights of int4, uint4, int8, uint8, "
+                                    "int16 and uint16 codes")
+    a = attributes(n)
+    size, axis = int(a["block_size"]), int(a.get("axis", 1))
+    scale = m.constants.get(n.input[1]) if len(n.input) > 1 else None
+    zp = m.constants.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+    if scale is None:
+        raise UnsupportedLayerError(f"{where}: its scale '{n.input[1]}' is not a constant")
+    if not -q.ndim <= axis < q.ndim or size < 1:
+        raise UnsupportedLayerError(f"{where}: axis {axis} and block_size {size} do not fit a "
+                                    f"weight of shape {list(q.shape)}")
+    axis %= q.ndim
+    want = list(q.shape)
+    want[axis] = -(-q.shape[axis] // size)
+    zp = np.zeros(np.shape(scale), q.dtype) if zp is None else zp
+    if list(np.shape(scale)) != want or np.shape(zp) != np.shape(scale) or zp.dtype != q.dtype:
+        raise UnsupportedLayerError(f"{where}: block_size {size} on axis {axis} of a weight of "
+                                    f"shape {list(q.shape)} needs scale and zero point of shape "
+                                    f"{want} and the weight's type; got {list(np.shape(scale))}, "
+                                    f"{list(np.shape(zp))} ({zp.dtype})")
+    idx = np.arange(q.shape[axis]) // size
+    s_full = np.take(np.asarray(scale, np.float32), idx, axis=axis)
+    z_full = np.take(zp.astype(np.int64), idx, axis=axis)
+    bits, qmin, qmax = GRIDS[q.dtype]
+    value = (q.astype(np.int64) - z_full).astype(np.float32) * s_full
+    return value, (_Blocked(value, s_full, z_full, axis, size, bits, qmin, qmax,
+                            bool(qmin < 0 and not np.any(z_full))), None)
+
+
+def _to_refq_layout(node, rank):
+    """(transpose of the ONNX weight into refq's, ONNX axis of the input channels), or None for
+    a weight refq does not read blocked."""
+    a = attributes(node)
+    if node.op_type == "Conv" and rank == 4:
+        return (lambda v: v.transpose(0, 2, 3, 1)), 1
+    if node.op_type == "ConvTranspose" and rank == 4 and a.get("group", 1) == 1:
+        return (lambda v: v.transpose(1, 2, 3, 0)), 0
+    if node.op_type == "Gemm" and a.get("transB", 0) and rank == 2:
+        return (lambda v: v), 1
+    if node.op_type in ("Gemm", "MatMul") and rank == 2:
+        return (lambda v: v.T), 0
+    if node.op_type == "MatMul" and rank == 1:
+        return (lambda v: v.reshape(1, -1)), 0
+    return None
+
+
+def _refq_blocked(b, onnx_node, blk, node, param):
+    """The blocked `Encoding` of weight `param` of refq node `node` from `_Blocked` `blk`."""
+    from ..quant.placement import weight_input_axis
+
+    where = f"{b.path}: the weight of node '{node.name}' ({onnx_node.op_type})"
+    param = node.params[param]
+    layout = _to_refq_layout(onnx_node, blk.scale.ndim)
+    if layout is None:
+        raise UnsupportedLayerError(f"{where}: blocked weights are read for Conv, ConvTranspose "
+                                    "(group 1), Gemm and MatMul only")
+    move, in_axis = layout
+    if blk.axis != in_axis:
+        raise UnsupportedLayerError(f"{where}: blocks run along ONNX axis {blk.axis}; refq's "
+                                    f"blocks run along the input channels (axis {in_axis})")
+    s, z = move(blk.scale), move(blk.zero_point)
+    if s.shape != param.shape or not np.array_equal(move(blk.value), param):
+        raise UnsupportedLayerError(f"{where}: refq reorders the input channels of this weight "
+                                    "(a dense layer reading a flattened NCHW tensor), so its "
+                                    "blocks would not be contiguous")
+    k = weight_input_axis(node)
+    first = [0] * param.ndim
+    first[0], first[k] = slice(None), slice(None, None, blk.block_size)
+    enc = Encoding(s[tuple(first)], z[tuple(first)], blk.bits, blk.qmin, blk.qmax,
+                   blk.symmetric, 0, k, blk.block_size)
+    full = [np.broadcast_to(v, param.shape) for v in enc.broadcast(param.shape)]
+    if not (np.array_equal(full[0], s) and np.array_equal(full[1], z)):
+        raise UnsupportedLayerError(f"{where}: its block scales or zero points vary along the "
+                                    "kernel window; refq's blocks span the whole kh × kw window")
+    return enc
 
 
 def _weight_axis(node, onnx_axis):
@@ -202,6 +312,12 @@ def qdq_sim(b, graph, edges, weights, numerics=None):
         onnx_by_refq.setdefault(node, b.model.nodes[index])
     for const, (enc, onnx_axis) in weights.items():
         for node, param in b.weights.get(const, []):
+            if isinstance(enc, _Blocked):
+                e = _refq_blocked(b, onnx_by_refq[node], enc, nodes_by_name[node], param)
+                quantizers.append((QuantizerSpec(param_quantizer_name(node, param), "param",
+                                                 e.bitwidth, e.symmetric, node=node, param=param,
+                                                 axis=0, block_size=e.block_size), e))
+                continue
             axis = _weight_axis(onnx_by_refq[node], onnx_axis)
             if axis == -1 or (enc.axis is not None and nodes_by_name[node].params[param].shape[0]
                               != enc.scale.shape[0]):
@@ -221,13 +337,15 @@ def qdq_sim(b, graph, edges, weights, numerics=None):
         return max([q.bitwidth for q, _ in quantizers if (q.kind == "param") == param],
                    default=8)
 
-    doc = {"format": "refq-quantsim", "version": 3,
+    blocked = any(e.is_blocked for _, e in quantizers)     # version 4 holds block sizes
+    doc = {"format": "refq-quantsim", "version": 4 if blocked else 3,
            "settings": {"param_bw": bits(True), "act_bw": bits(False), "scheme": "minmax",
                         "scheme_options": {}, "numerics": nd, "overflow_protection": False,
                         "detect_prequantized": False, "config": None},
            "placement": {"supergroups": [], "fused_batch_norms": {}, "shared": [],
                          "activation_quantizers": sum(q.kind != "param" for q, _ in quantizers),
                          "param_quantizers": sum(q.kind == "param" for q, _ in quantizers)},
-           "quantizers": [dict(q.to_json(), enabled=True, encoding=e.to_json(), frozen=True)
+           "quantizers": [dict(q.to_json(), enabled=True, encoding=e.to_json(), frozen=True,
+                               **({"block_size": q.block_size} if blocked else {}))
                           for q, e in quantizers]}
     return QuantSim.from_json(graph, doc, source=b.path)

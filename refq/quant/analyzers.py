@@ -14,6 +14,13 @@ Non-finite values: MinMax and the histogram ranges use the finite values only. T
 NaN and count ±inf in their end bins (AIMET 2.42). AIMET's MinMax would propagate NaN and clamp ±inf
 to ±float32 max; refq ignores them instead, so that one bad value cannot produce a useless encoding.
 
+Blocked weights (`blocked_encoding`): the weight is cut into blocks, block j of channel c holding
+the indices [j·B, (j+1)·B) of the block axis at index c of the channel axis (every other axis
+whole; the last block may be shorter), each block is one row of an analyzer with axis 0 (one
+analyzer for the whole blocks, one for the partial last blocks), and the per-row encodings are
+arranged as the (C, n_blocks) scale of a blocked `Encoding`. With minmax this is
+`encoding_from_block_min_max` of the per-block finite min/max.
+
 AIMET 2.42 mapping (§0.2.1): min_max/tf -> MinMaxAnalyzer; tf_enhanced -> TfEnhancedAnalyzer;
 percentile -> PercentileAnalyzer. SqnrAnalyzer is AIMET's public SqnrEncodingAnalyzer, which no
 QuantScheme selects; "mse" is SqnrAnalyzer(gamma=1), a histogram MSE search (AIMET 2.42 has no MSE
@@ -29,7 +36,8 @@ from .encoding import AIMET_V2, Encoding, encoding_from_min_max
 from .histogram import HistogramObserver, finite_extremes
 from .sqnr import SqnrAnalyzer, TfEnhancedAnalyzer
 
-__all__ = ["Analyzer", "MinMaxAnalyzer", "PercentileAnalyzer", "make_analyzer", "ANALYZERS"]
+__all__ = ["Analyzer", "MinMaxAnalyzer", "PercentileAnalyzer", "make_analyzer", "ANALYZERS",
+           "block_rows", "blocked_encoding"]
 
 
 class MinMaxAnalyzer(Analyzer):
@@ -141,3 +149,55 @@ def make_analyzer(kind: str, axis: int | None = None, **options) -> Analyzer:
         raise QuantError(f"analyzer {kind!r}: {e}") from None
     analyzer.kind = "mse" if kind == "mse" else analyzer.kind
     return analyzer
+
+
+def block_rows(w, axis: int, block_axis: int, block_size: int) -> list:
+    """`w` cut into blocks (module docstring) as float32 row arrays: [(rows, n)] with first the
+    whole blocks, rows (C·n, B·R), row c·n + j = block j of channel c, then, when the length L of
+    the block axis is not a multiple of B, the partial last block of every channel, rows
+    (C, (L mod B)·R), n = 1 (R: the product of the other axes). QuantError on a bad block size or
+    axes."""
+    w = np.asarray(w, dtype=np.float32)
+    if isinstance(block_size, (bool, np.bool_)) or not isinstance(block_size, (int, np.integer)) \
+            or block_size < 1:
+        raise QuantError(f"block_size must be an integer >= 1, got {block_size!r}")
+    if not (0 <= axis < w.ndim and 0 <= block_axis < w.ndim) or axis == block_axis:
+        raise QuantError(f"blocks along axis {block_axis}, channels along axis {axis}: a tensor "
+                         f"of shape {list(w.shape)} needs two different axes of its own")
+    x = np.moveaxis(w, (axis, block_axis), (0, 1))
+    c, length = x.shape[:2]
+    whole, rest = divmod(length, block_size)
+    parts = []
+    if whole:
+        x_whole = x[:, :whole * block_size]
+        parts.append((x_whole.reshape(c, whole, block_size, -1).reshape(c * whole, -1), whole))
+    if rest:
+        parts.append((x[:, whole * block_size:].reshape(c, -1), 1))
+    return parts
+
+
+def blocked_encoding(w, scheme: str, bitwidth: int, symmetric: bool, *, axis: int,
+                     block_axis: int, block_size: int, numerics=AIMET_V2, strict=False,
+                     unsigned_symmetric=False, **options) -> Encoding:
+    """The blocked encoding of weight `w` (module docstring): the analyzer `scheme` (with
+    `options`) on each block, the whole blocks and a partial last block in two analyzers of
+    axis 0. QuantError when the two parts end on different grids (unsigned_symmetric, where
+    the grid depends on the signs of every block)."""
+    w = np.asarray(w, dtype=np.float32)
+    encs = []
+    for rows, n in block_rows(w, axis, block_axis, block_size):
+        a = make_analyzer(scheme, 0, **options)
+        a.update(rows)
+        encs.append((a.compute_encoding(bitwidth, symmetric, numerics=numerics, strict=strict,
+                                        unsigned_symmetric=unsigned_symmetric), n))
+    c = w.shape[axis]
+    grids = {(e.qmin, e.qmax) for e, _ in encs}
+    if len(grids) > 1:
+        raise QuantError(f"blocked encoding: the whole blocks and the partial last block fall on "
+                         f"different grids {sorted(grids)} (unsigned symmetric); choose a block "
+                         f"size that divides {w.shape[block_axis]}")
+    first = encs[0][0]
+    scale = np.concatenate([e.scale.reshape(c, n) for e, n in encs], axis=1)
+    zp = np.concatenate([e.zero_point.reshape(c, n) for e, n in encs], axis=1)
+    return Encoding(scale, zp, first.bitwidth, first.qmin, first.qmax, first.symmetric, axis,
+                    block_axis, block_size)

@@ -36,7 +36,8 @@ from .numerics import AIMET_V1, AIMET_V2, EncodingNumerics, round_half_away, rou
 __all__ = [
     "EncodingNumerics", "AIMET_V2", "AIMET_V1", "Encoding", "PASS_THROUGH_BITWIDTH",
     "check_bitwidth", "integer_grid", "minimum_scale", "adjust_min_max", "encoding_from_range",
-    "encoding_from_min_max", "quantize", "dequantize", "quantize_dequantize", "aimet_offset",
+    "encoding_from_min_max", "encoding_from_block_min_max", "as_blocked", "quantize",
+    "dequantize", "quantize_dequantize", "aimet_offset",
     "round_half_even", "round_half_away",
 ]
 
@@ -177,3 +178,33 @@ def encoding_from_min_max(min, max, bitwidth, symmetric, *, axis=None, strict=Fa
                             two_bit_rule=two_bit_rule)
     return encoding_from_range(lo, hi, b, symmetric, axis=axis, strict=strict,
                                unsigned_symmetric=unsigned_symmetric, numerics=numerics)
+
+
+def encoding_from_block_min_max(min, max, bitwidth, symmetric, *, axis=0, block_axis,
+                                block_size, strict=False, unsigned_symmetric=False,
+                                numerics=AIMET_V2, two_bit_rule=True) -> Encoding:
+    """Blocked encoding of per-block (min, max), arrays of shape (C, n_blocks): block j of channel
+    c covers indices [j·B, (j+1)·B) of `block_axis` (B = block_size) at index c of `axis`.
+
+    Each block gets the encoding `encoding_from_min_max` gives its range, exactly as a channel
+    does: the ranges are flattened to C·n_blocks "channels", encoded per channel, and the scales
+    and zero points reshaped back to (C, n_blocks). The unsigned-symmetric grid is used only when
+    every block's min is ≥ 0. QuantError unless min and max are 2-d arrays of one shape.
+    """
+    lo = np.asarray(min, dtype=np.float64)
+    hi = np.asarray(max, dtype=np.float64)
+    if lo.ndim != 2 or lo.shape != hi.shape or 0 in lo.shape:
+        raise QuantError(f"per-block min/max must be non-empty arrays of one shape (C, n_blocks); "
+                         f"got {lo.shape} and {hi.shape}")
+    flat = encoding_from_min_max(lo.reshape(-1), hi.reshape(-1), bitwidth, symmetric, axis=0,
+                                 strict=strict, unsigned_symmetric=unsigned_symmetric,
+                                 numerics=numerics, two_bit_rule=two_bit_rule)
+    return as_blocked(flat, lo.shape, axis, block_axis, block_size)
+
+
+def as_blocked(flat: Encoding, shape, axis: int, block_axis: int, block_size: int) -> Encoding:
+    """The blocked encoding whose (C, n_blocks) = `shape` scales and zero points are those of
+    `flat`, an encoding of C·n_blocks channels in row-major order (block j of channel c at
+    c·n_blocks + j), with its grid."""
+    return Encoding(flat.scale.reshape(shape), flat.zero_point.reshape(shape), flat.bitwidth,
+                    flat.qmin, flat.qmax, flat.symmetric, axis, block_axis, block_size)

@@ -8,6 +8,10 @@ A 32-bit encoding is pass-through: `quantize_dequantize` returns its input (cast
 dtype) and `quantize`/`dequantize` refuse it. Rounding, clamping and the fake-quant arithmetic are
 fields of `EncodingNumerics` (`refq.quant.numerics`); `AIMET_V2` is the default.
 
+scale and zero_point are those of the element: one per tensor, per channel c on `axis`, or for a
+blocked encoding scale[c, i // B] for index c on `axis` and i on `block_axis`
+(`Encoding.broadcast`; the formulas above are unchanged, element by element).
+
 `refq.quant.encoding` re-exports `quantize`, `dequantize` and `quantize_dequantize`.
 """
 from __future__ import annotations
@@ -24,6 +28,9 @@ _F32 = np.float32
 
 
 def _broadcast(enc: Encoding, x: np.ndarray, dtype):
+    if enc.is_blocked:
+        scale, zp = enc.broadcast(x.shape)
+        return scale, zp.astype(dtype)
     shape = enc.broadcast_shape(x.ndim)
     if enc.axis is not None and x.shape[enc.axis] != enc.scale.shape[0]:
         raise QuantError(f"tensor of shape {x.shape} has {x.shape[enc.axis]} channels on axis "

@@ -38,6 +38,7 @@ from ..errors import QuantError
 from ..graph import Graph
 from ..layers import REGISTRY, ops_with
 from .config import GRID_PRESERVING, ONNX_TYPE, PARAM_TYPE, QuantsimConfig
+from .grid import check_bitwidth
 
 #: The weighted layers (`Traits.bn_foldable`): a batch norm after them is fused, their weights
 #: are quantized per output channel where the config says so.
@@ -48,13 +49,23 @@ PER_CHANNEL_WEIGHTED = tuple(name for name, op in REGISTRY.items() if op.params.
 
 __all__ = ["QuantizerSpec", "place_quantizers", "param_quantizer_name", "is_depthwise",
            "integer_model_kind", "require_float_model", "weight_output_axis",
-           "PER_CHANNEL_WEIGHTED"]
+           "weight_input_axis", "blockwise_weights", "PER_CHANNEL_WEIGHTED"]
 
 
 def weight_output_axis(node) -> int:
     """The axis of `node`'s weight that indexes its output channels: 0 (refq's convention,
     DESIGN.md) except for gemm with transB = 0, whose weight is ONNX's B [K, P] (axis 1)."""
     return 1 if node.op == "gemm" and not node.attrs.get("transB", 0) else 0
+
+
+def weight_input_axis(node) -> int:
+    """The axis of `node`'s weight that indexes its input channels, along which blocked weight
+    encodings run: the last for conv2d and the transposed convolutions (OHWI, [out, kh, kw,
+    in/groups], and the 1-D and 3-D forms), 1 for dense ([out, in]) and gemm with transB = 1, 0
+    for gemm with transB = 0 (B [K, P])."""
+    if node.op.startswith("conv"):
+        return node.params["weight"].ndim - 1
+    return 0 if node.op == "gemm" and not node.attrs.get("transB", 0) else 1
 
 
 def integer_model_kind(graph) -> str | None:
@@ -97,11 +108,14 @@ class QuantizerSpec:
     strict: bool = False
     unsigned_symmetric: bool = False
     fixed_range: tuple | None = None
+    block_size: int | None = None
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
         d["tensors"] = list(self.tensors)
         d["fixed_range"] = None if self.fixed_range is None else list(self.fixed_range)
+        if self.block_size is None:
+            del d["block_size"]
         return d
 
     @staticmethod
@@ -271,3 +285,44 @@ def place_quantizers(graph: Graph, config: QuantsimConfig, param_bw: int = 8,
               "activation_quantizers": sum(q.kind != "param" for q in quantizers),
               "param_quantizers": sum(q.kind == "param" for q in quantizers)}
     return quantizers, report
+
+
+def blockwise_weights(graph: Graph, quantizers: dict, block_size, ops=None, *,
+                      bitwidth=None, symmetric=None, frozen=()) -> list:
+    """Make weight quantizers blocked, in place: `block_size` B along the weight's input-channel
+    axis (`weight_input_axis`), per channel on its output-channel axis (`weight_output_axis`),
+    as AIMET's `set_blockwise_quantization_for_weights` with an integer block size
+    (aimet_torch/v2/quantsim/config_utils.py: blocks on the in-channels axis, −1, i.e. whole,
+    on the kernel axes). `ops`: refq op names or node names (default: every conv2d, dense,
+    conv_transpose2d and gemm); `bitwidth`/`symmetric` replace the quantizers' own when given.
+    `quantizers`: {name: QuantizerSpec}. Returns the names changed; QuantError (one line), with
+    nothing changed, for a block size that is not an integer >= 1, a name that is neither a
+    weighted op nor a node with a weight quantizer, a chosen quantizer in `frozen`, or nothing
+    to change."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise QuantError(f"block size (--block-size) must be an integer >= 1, got "
+                         f"{block_size!r}")
+    if bitwidth is not None:
+        bitwidth = check_bitwidth(bitwidth)
+    nodes = {n.name: n for n in graph.nodes}
+    weights = {q.node: q for q in quantizers.values()
+               if q.kind == "param" and q.param == "weight" and q.node in nodes
+               and nodes[q.node].op in PER_CHANNEL_WEIGHTED}
+    wanted = set(PER_CHANNEL_WEIGHTED) if ops is None else set(ops)
+    unknown = sorted(w for w in wanted if w not in PER_CHANNEL_WEIGHTED and w not in weights)
+    if unknown:
+        raise QuantError(f"blockwise weights: '{unknown[0]}' is neither a weighted op "
+                         f"({', '.join(PER_CHANNEL_WEIGHTED)}) nor a node with a weight quantizer")
+    chosen = [(nodes[n], q) for n, q in weights.items() if nodes[n].op in wanted or n in wanted]
+    if not chosen:
+        raise QuantError(f"blockwise weights: no weight quantizer of {sorted(wanted)} in graph "
+                         f"'{graph.name}'")
+    hit = sorted(q.name for _, q in chosen if q.name in frozen)
+    if hit:
+        raise QuantError(f"blockwise weights: quantizer '{hit[0]}' is frozen; set block sizes "
+                         "before freezing encodings")
+    for node, q in chosen:
+        q.block_size, q.axis = int(block_size), weight_output_axis(node)
+        q.bitwidth = q.bitwidth if bitwidth is None else bitwidth
+        q.symmetric = q.symmetric if symmetric is None else bool(symmetric)
+    return [q.name for _, q in chosen]

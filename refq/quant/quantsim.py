@@ -35,6 +35,11 @@ of zero samples), a scalar, of the wrong rank or shape, of a non-real dtype (com
 strings, bool) or holding NaN/Inf (`check_calibration_batch`, naming the batch, its source file
 and the input).
 
+Blocked weights (`set_blockwise`): one encoding per output channel and block of B input channels
+(`refq.quant.analyzers.blocked_encoding`: the scheme's analyzer on each block), without
+pre-quantized detection. Overflow protection, as AIMET's: a (C, n_blocks) scale with more than one
+axis longer than 1 is left alone, otherwise the steps below run per block with its channel's bias.
+
 Persistence (`to_json` / `from_json`, `save` / `load`): the `/encodings` section of a .refq.h5,
 written, read and checked key by key by `refq.quant.sim_section`.
 """
@@ -49,12 +54,13 @@ from ..errors import InputError, QuantError
 from ..graph import Graph
 from ..plan import Plan
 from ..progress import progress
-from .analyzers import ANALYZERS, make_analyzer
+from .analyzers import ANALYZERS, blocked_encoding, make_analyzer
 from .config import ONNX_TYPE, QuantsimConfig, load_config, parse_config
-from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
+from .encoding import AIMET_V2, Encoding, EncodingNumerics, as_blocked, encoding_from_min_max, \
     encoding_from_range, quantize_dequantize
-from .placement import (PER_CHANNEL_WEIGHTED, QuantizerSpec, integer_model_kind,
-                        place_quantizers, require_float_model, weight_output_axis)
+from .placement import (PER_CHANNEL_WEIGHTED, QuantizerSpec, blockwise_weights,
+                        integer_model_kind, place_quantizers, require_float_model,
+                        weight_input_axis, weight_output_axis)
 from .prequantized import prequantized_encoding
 from .sim_plan import SimPlan
 from .sim_section import section_json, sim_from_section
@@ -168,7 +174,14 @@ class QuantSim:
 
     # ---- parameters -------------------------------------------------------------------------
     def _param_encoding(self, q: QuantizerSpec) -> Encoding:
-        w = self.graph.node(q.node).params[q.param].astype(np.float32)
+        node = self.graph.node(q.node)
+        w = node.params[q.param].astype(np.float32)
+        if q.block_size is not None:
+            return blocked_encoding(w, self.scheme, q.bitwidth, q.symmetric, axis=q.axis,
+                                    block_axis=weight_input_axis(node), block_size=q.block_size,
+                                    numerics=self.numerics, strict=q.strict,
+                                    unsigned_symmetric=q.unsigned_symmetric,
+                                    **self.scheme_options)
         if self.detect_prequantized and q.symmetric and not q.strict:
             enc = prequantized_encoding(w, q.bitwidth, axis=q.axis, numerics=self.numerics)
             if enc is not None:
@@ -183,6 +196,19 @@ class QuantSim:
         for q in self._by_kind("param"):
             if q.name not in self.frozen:
                 self.encodings[q.name] = self._param_encoding(q)
+
+    def set_blockwise(self, block_size: int, ops=None, *, bitwidth: int | None = None,
+                      symmetric: bool | None = None) -> "QuantSim":
+        """Quantize weights per output channel and block of `block_size` input channels
+        (`refq.quant.placement.blockwise_weights`: AIMET's set_blockwise_quantization_for_weights);
+        `ops`: op or node names (default: every conv2d, dense, conv_transpose2d, gemm). The
+        chosen quantizers lose their encodings (recompute them). QuantError for a bad block size
+        or name, or a frozen quantizer. Returns self."""
+        changed = blockwise_weights(self.graph, self.quantizers, block_size, ops,
+                                    bitwidth=bitwidth, symmetric=symmetric, frozen=self.frozen)
+        for name in changed:
+            self.encodings.pop(name, None)
+        return self
 
     def freeze(self, names=None) -> "QuantSim":
         """Keep the encodings of the quantizers `names` (default: every quantizer that has one)
@@ -293,16 +319,24 @@ class QuantSim:
             b = _output_bias(node)
             if w_enc.axis is None:  # a per-tensor weight protects its largest bias (AIMET)
                 b = np.abs(b).max(initial=0.0)
+            if w_enc.is_blocked:    # AIMET: only a scale with one axis longer than 1
+                if min(s.shape) > 1:
+                    continue
+                b = b[:, None]
             s = np.maximum(s, np.abs(b) / (_BIAS_LIMIT * s_in))
             s = np.maximum(s, _UNDERFLOW * s_out / s_in)
             b_acc = np.round(b / (s_in * s)) + np.round(o_out * s_out / (s_in * s))
             s = np.maximum(s, np.abs(b_acc * s_in * s) / (_BIAS_LIMIT * s_in))
             s32 = s.astype(np.float32)
             zp = w_enc.zero_point.astype(np.float32)
-            self.encodings[q.name] = encoding_from_range(
-                s32 * (np.float32(w_enc.qmin) - zp), s32 * (np.float32(w_enc.qmax) - zp),
+            lo, hi = s32 * (np.float32(w_enc.qmin) - zp), s32 * (np.float32(w_enc.qmax) - zp)
+            blocked = w_enc.is_blocked
+            enc = encoding_from_range(
+                lo.reshape(-1) if blocked else lo, hi.reshape(-1) if blocked else hi,
                 q.bitwidth, w_enc.symmetric, axis=w_enc.axis, numerics=self.numerics,
                 strict=q.strict, unsigned_symmetric=q.unsigned_symmetric)
+            self.encodings[q.name] = as_blocked(enc, s.shape, w_enc.axis, w_enc.block_axis,
+                                                w_enc.block_size) if blocked else enc
 
     # ---- simulation -------------------------------------------------------------------------
     def run(self, feeds, *, trace: bool = False, batch_size: int | None = None,

@@ -10,7 +10,10 @@ missing or mistyped keys are a QuantError naming the file and the key path; then
 tensors exist; a per-channel encoding has the parameter's channel count). Version 3 records for
 each quantizer whether its encoding is frozen (`QuantSim.freeze`); version 2 sections (none
 frozen) and version 1 sections (a `config_source` string instead of the config, which is then
-unknown) are still read.
+unknown) are still read. Version 4 is version 3 with blocked weights: each quantizer has the key
+`block_size` (an integer >= 1, or null) and blocked encodings carry `block_axis`/`block_size`
+(`Encoding.to_json`); it is written only when a quantizer or an encoding is blocked, so a
+simulation without blocked weights is stored exactly as before (version 3).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ _OBJ = _kind("an object", lambda v: isinstance(v, dict))
 _LIST = _kind("a list", lambda v: isinstance(v, list))
 _OPT_STR = _kind("a string or null", lambda v: v is None or isinstance(v, str))
 _OPT_INT = _kind("an integer or null", lambda v: v is None or is_json_int(v))
+_BLOCK = _kind("an integer >= 1 or null", lambda v: v is None or (is_json_int(v) and v >= 1))
 _NUMBER = (int, float)
 _SETTINGS = {"param_bw": _INT, "act_bw": _INT, "scheme": _STR, "scheme_options": _OBJ,
              "numerics": _OBJ, "overflow_protection": _BOOL, "detect_prequantized": _BOOL}
@@ -71,12 +75,13 @@ _QUANTIZER = {
 }
 _SECTION_SCHEMA = {
     "format": _kind('"refq-quantsim"', lambda v: v == "refq-quantsim"),
-    "version": _kind("1, 2 or 3", lambda v: is_json_int(v) and v in (1, 2, 3)),
-    "settings": {3: dict(_SETTINGS, config=_CONFIG), 2: dict(_SETTINGS, config=_CONFIG),
-                 1: dict(_SETTINGS, config_source=_STR)},
+    "version": _kind("1, 2, 3 or 4", lambda v: is_json_int(v) and v in (1, 2, 3, 4)),
+    "settings": {4: dict(_SETTINGS, config=_CONFIG), 3: dict(_SETTINGS, config=_CONFIG),
+                 2: dict(_SETTINGS, config=_CONFIG), 1: dict(_SETTINGS, config_source=_STR)},
     "placement": {"supergroups": _LIST, "fused_batch_norms": _OBJ, "shared": _LIST,
                   "activation_quantizers": _INT, "param_quantizers": _INT},
-    "quantizers": {3: [dict(_QUANTIZER, frozen=_BOOL)], 2: [_QUANTIZER], 1: [_QUANTIZER]},
+    "quantizers": {4: [dict(_QUANTIZER, frozen=_BOOL, block_size=_BLOCK)],
+                   3: [dict(_QUANTIZER, frozen=_BOOL)], 2: [_QUANTIZER], 1: [_QUANTIZER]},
 }
 """The keys of the stored quantsim section, each with what its value must be; `settings` and
 `quantizers` depend on the section's version."""
@@ -122,11 +127,15 @@ def _check_section(doc, where, hint):
 
 
 def section_json(sim) -> dict:
-    """The `/encodings` section (version 3) of QuantSim `sim`; see the module docstring."""
+    """The `/encodings` section of QuantSim `sim`: version 3, or 4 when a weight is blocked; see
+    the module docstring."""
     config = None if sim.config is None else {"name": sim.config.name,
                                               "document": sim.config.to_json()}
+    blocked = any(q.block_size is not None for q in sim.quantizers.values()) or \
+        any(e.is_blocked for e in sim.encodings.values())
+    extra = (lambda q: {"block_size": q.block_size}) if blocked else (lambda q: {})
     return {
-        "format": "refq-quantsim", "version": 3,
+        "format": "refq-quantsim", "version": 4 if blocked else 3,
         "settings": {"param_bw": sim.param_bw, "act_bw": sim.act_bw, "scheme": sim.scheme,
                      "scheme_options": sim.scheme_options,
                      "numerics": _numerics_json(sim.numerics),
@@ -137,7 +146,7 @@ def section_json(sim) -> dict:
         "quantizers": [dict(q.to_json(), enabled=sim.enabled[q.name],
                             encoding=(sim.encodings[q.name].to_json()
                                       if q.name in sim.encodings else None),
-                            frozen=q.name in sim.frozen)
+                            frozen=q.name in sim.frozen, **extra(q))
                        for q in sim.quantizers.values()],
     }
 
@@ -220,6 +229,9 @@ def check_against_graph(sim, source) -> None:
                 raise QuantError(f"{what} refers to parameter '{q.param}' of node "
                                  f"'{q.node}', which the graph lacks{hint}")
             shape = node.params[q.param].shape
+            if (enc is not None and enc.is_blocked) or q.block_size is not None:
+                _check_blocked(q, enc, shape, what, hint)
+                continue
             if enc is not None and enc.axis is not None and (
                     not -len(shape) <= enc.axis < len(shape)
                     or enc.scale.shape[0] != shape[enc.axis]):
@@ -230,6 +242,9 @@ def check_against_graph(sim, source) -> None:
         if enc is not None and enc.axis is not None:
             raise QuantError(f"{what}: activation encodings are per tensor, this one has "
                              f"axis {enc.axis}{hint}")
+        if q.block_size is not None:
+            raise QuantError(f"{what}: blocked quantization applies to weights only, this "
+                             f"activation quantizer has block_size {q.block_size}{hint}")
         if not q.tensors or (q.kind == "input" and len(q.tensors) != 1):
             raise QuantError(f"{what}: quantizes tensors {q.tensors}; an activation "
                              "quantizer needs at least one, an input quantizer exactly one"
@@ -244,3 +259,17 @@ def check_against_graph(sim, source) -> None:
         if missing:
             raise QuantError(f"{what} refers to tensors {missing}, which the graph lacks"
                              f"{hint}")
+
+
+def _check_blocked(q, enc, shape, what, hint) -> None:
+    """QuantError unless weight quantizer `q` and its encoding (None when not computed) agree on
+    the block size and the encoding fits a parameter of `shape`."""
+    if enc is None:
+        return
+    if q.block_size != enc.block_size:
+        raise QuantError(f"{what}: block_size {q.block_size} of the quantizer differs from "
+                         f"block_size {enc.block_size} of its encoding{hint}")
+    try:
+        enc.broadcast(shape)
+    except QuantError as e:
+        raise QuantError(f"{what}: {e}{hint}") from None

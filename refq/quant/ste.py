@@ -107,13 +107,15 @@ def fake_quant_ste(x, enc: Encoding, gy, numerics: EncodingNumerics = AIMET_V2) 
     g = _same_shape(gy, x.shape, "fake_quant_ste").astype(dt)
     if enc.is_pass_through:
         return g
-    shape = _param_shape(enc.axis, enc.scale.shape[0] if enc.axis is not None else None, x)
-    scale32 = enc.scale.reshape(shape)
+    if enc.is_blocked:
+        scale32, zp = enc.broadcast(x.shape)
+    else:
+        shape = _param_shape(enc.axis, enc.scale.shape[0] if enc.axis is not None else None, x)
+        scale32, zp = enc.scale.reshape(shape), enc.zero_point.reshape(shape)
     if numerics.fake_quant == "reciprocal_float32":
         v = x * (_F32(1) / scale32).astype(dt)
     else:
         v = x / scale32.astype(dt)
-    zp = enc.zero_point.reshape(shape)
     r = np.rint(v)
     inside = (r >= (enc.qmin - zp).astype(dt)) & (r <= (enc.qmax - zp).astype(dt))
     return np.where(inside, g, dt.type(0))
