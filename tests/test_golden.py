@@ -74,10 +74,12 @@ IMPORT_KERNELS = {k for k in INT_REGISTRY
 
 
 def _profile_kernels(profile) -> set:
-    """The integer kernels `profile` lowers to: all but the TFLite-import kernels and the pools
-    of a spatial rank its pooling attributes leave out (`max_pool_attributes`,
-    `avg_pool_attributes`: "1d", "3d")."""
+    """The integer kernels `profile` lowers to: all but the TFLite-import kernels, TOSA's 16x8
+    kernels outside its int16 family, and the pools of a spatial rank its pooling attributes
+    leave out (`max_pool_attributes`, `avg_pool_attributes`: "1d", "3d")."""
     kernels = set(INT_REGISTRY) - IMPORT_KERNELS
+    if profile.int16_kernels != "tosa":   # TOSA's 16x8 layers (int48 accumulators)
+        kernels -= {k for k in kernels if k.endswith("_tosa16")}
     for pool in ("max", "avg"):
         for rank in ("1d", "3d"):
             if rank not in getattr(profile, f"{pool}_pool_attributes", ()):
@@ -339,6 +341,10 @@ def _naive_pool(x, op, a):
                         f = c
                         for i in range(r):
                             f = f * spatial[i] + idx[i]
+                        if a.get("storage_order") == 1:   # column-major over the spatial axes
+                            f, stride = c * int(np.prod(spatial)), 1
+                            for i in range(r):
+                                f, stride = f + idx[i] * stride, stride * spatial[i]
                         flat.append(f)
                 if op == "max":
                     v = max(vals)

@@ -246,6 +246,10 @@ _all("dense", "int16", "int_dense_16x8: TFLite's 16x8 FULLY_CONNECTED on int16 a
      "(int64 bias and accumulator; LiteRT's reference kernel requantizes in float64, rounding "
      "half away)", conv_spec(8, 5, 0, (), op="dense", dtype="int16", zp_in=0, zp_out=0,
                              s_in=2e-4), TFLITE_16X8, seed=18)
+_all("dense", "int16", "int_dense_tosa16: TOSA's 16x8 FULLY_CONNECTED (a 1x1 CONV2D: int48 "
+     "accumulator and bias, scale16 RESCALE)", conv_spec(8, 5, 0, (), op="dense", dtype="int16",
+                                                          zp_in=0, zp_out=0, s_in=2e-4),
+     ["tosa"], seed=18)
 _all("dense", "per_tensor", "int_dense with one weight scale (TFLite's reference FC "
      "requantizes in float)", conv_spec(8, 5, 0, (), op="dense", per_channel=False), seed=14)
 _all("dense", "ties_relu", "int_dense with power-of-two scales and a fused relu",
@@ -372,7 +376,7 @@ _all("avg_pool2d", "int16", "int_avg_pool2d 2x2 valid on int16", one_layer(
      seed=52)
 _all("softmax", "int16", "int_softmax on int16 (float scheme)", one_layer(
     {"x": ((10,), I16)}, {"name": "sm", "op": "softmax", "output": enc(1 / 32768, 0, "int16")}),
-     other_int16("cmsis-nn"), seed=53)   # TFLite's int16 SOFTMAX (tables) is refused
+     other_int16("cmsis-nn"), seed=53)   # TFLite's int16 SOFTMAX: its own cases (tables)
 _ADD16 = one_layer({"a": (X, I16), "b": (X, enc(3e-4, 0, "int16"))},
                    {"name": "add", "op": "add", "output": enc(5e-4, 0, "int16")})
 _all("add", "int16", "int_add on int16 (float scheme)", _ADD16, ["onnx"], seed=54)
@@ -382,3 +386,19 @@ _all("hard_swish", "int16", "hard_swish on int16 as a 65,536-entry int_lut", one
     {"x": ((4, 8), enc(3e-4, 0, "int16"))},
     {"name": "hard_swish", "op": "hard_swish", "output": enc(3e-4, 0, "int16")}),
      ["tosa", "onnx"], seed=55)
+_Q15 = enc(1 / 32768, 0, "int16")
+_all("sigmoid", "int16", "LiteRT's int16 LOGISTIC (interpolated sigmoid_table_uint16) as a "
+     "65,536-entry int_lut", one_layer({"x": ((4, 8), I16)},
+                                       {"name": "sigmoid", "op": "sigmoid", "output": _Q15}),
+     TFLITE_16X8, seed=56)
+_all("tanh", "int16", "LiteRT's int16 TANH (interpolated sigmoid_table_uint16) as a 65,536-entry "
+     "int_lut", one_layer({"x": ((4, 8), enc(1e-3, 0, "int16"))},
+                          {"name": "tanh", "op": "tanh", "output": _Q15}), TFLITE_16X8, seed=57)
+_all("leaky_relu", "int16", "LiteRT's int16 LEAKY_RELU (two multipliers) as a 65,536-entry "
+     "int_lut", one_layer({"x": ((4, 8), I16)}, {"name": "leaky_relu", "op": "leaky_relu",
+                                                 "alpha": 0.2, "output": enc(1.5e-4, 0, "int16")}),
+     TFLITE_16X8, seed=58)
+_all("softmax", "int16", "LiteRT's int16 SOFTMAX (exp and 1/(1 + x) tables with interpolation), "
+     "int_softmax 'tflite16'", one_layer({"x": ((10,), enc(1e-3, 0, "int16"))},
+                                         {"name": "sm", "op": "softmax", "output": _Q15}),
+     TFLITE_16X8, seed=59)

@@ -7,14 +7,22 @@ requantize.py         requantization schemes, quantize, activation clamp bounds
 scaling.py            the requantization schemes fused into few int64 passes (used by requantize)
 blocks.py             elementwise pipelines run block by block in cache (speed only)
 profiles.py           `Profile` and the shipped profiles (tflite, tflite-single, tosa, onnx,
-                      ort, cmsis-nn)
+                      ort, cmsis-nn); profile_table.py their text table (`refq profiles`)
 lowering.py           `lower` (QuantSim -> integer graph), `lower_from_params`; the lowering rules
 lower_encodings.py    integer tensor encodings, weight codes, int32 biases
 lower_graph.py        the integer graph under construction and the graph walk
 lower_layers.py       conv2d/dense, add/multiply, pooling and data-movement lowering
+lower_contractions.py conv_transpose2d, gemm and matmul lowering
+lower_params.py       `lower_from_params` and the checks of its spec
 lower_activations.py  clamp, lookup-table and softmax lowering
+lower_16x8.py         int16 activations under TFLite's and CMSIS-NN's int16 kernel families
+lower_tosa16.py       TOSA's 16x8 layers (int48 accumulator and bias, scale16 RESCALE)
+requantize16.py       TFLite's 16-bit-multiplier requantization of int64 accumulators
+rescale48.py          TOSA's RESCALE of int48 values and its int48 range requirements
 kernels/              the `int_*` ops of integer graphs
 run.py                `run_int`, the integer-faithful simulation (`faithful_graph`, `run_faithful`)
+mixed.py              float segments (int_dequantize -> float32 kernels -> int_quantize) inside an
+                      imported integer graph
 compare.py            per-layer LSB differences of a profile against the faithful simulation
 
 All integer work is exact (int64 NumPy arithmetic, or float64/int32 where a bound proves it); each

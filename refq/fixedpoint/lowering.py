@@ -6,7 +6,9 @@
 
 The result is an ordinary refq Graph in the integer graph contract: graph inputs are float, the first
 node of each is `int_quantize`; each graph output is produced by `int_dequantize`; every tensor in
-between holds integers of its declared dtype. graph.meta["integer"] records
+between holds integers of its declared dtype. An imported model may also hold float segments
+(`refq.fixedpoint.mixed`): an `int_dequantize` anywhere, float32 kernels on its float tensors,
+and an `int_quantize` back to integers; a graph input or output of such a segment is float. graph.meta["integer"] records
     profile          the profile's name; profile_fields: every field of the Profile used
     tensors          {integer tensor: {scale, zero_point, dtype, qmin, qmax}}
     float_tensors    {float tensor of the source graph: integer tensor that holds it}
@@ -85,10 +87,17 @@ Rules (`lower`):
   conv2d/dense/gemm with int16 input and output lowers to TFLite's 16x8 node
   (int_conv2d_16x8 / int_dense_16x8: int64 bias round_half_even(b / (s_in·s_w[o])) within
   ±(2^47 − 1), int64 accumulator, 16-bit multiplier or LiteRT's float FC requantization) and an
-  int16 add takes TFLite's left shift 15; what TFLite's int16 kernels compute in a way refq does
-  not model (LUT activations, softmax, transpose convolution, matmul, mixed int8/int16 layers,
-  non-zero int16 zero points of these layers) is refused by name; cmsis-nn refuses its s16
-  contractions and add.
+  int16 add takes TFLite's left shift 15; int16 sigmoid, tanh and leaky_relu lower to LiteRT's
+  int16 tables and softmax to its int16 kernel (`lower_16x8.lower_act16`); what TFLite's int16
+  kernels compute in a way refq does not model (other activations, transpose convolution,
+  matmul, mixed int8/int16 layers, non-zero int16 zero points of these layers) is refused by name; cmsis-nn refuses its s16
+  contractions and add. Under tosa (`refq.fixedpoint.lower_tosa16`) a conv2d/dense/gemm/
+  conv_transpose2d reading int16 lowers to TOSA's 16x8 node (int_conv2d_tosa16,
+  int_dense_tosa16, int_conv_transpose2d_tosa16: int48 accumulator and bias, every int48 sum
+  checked, the legalizer's scale16 RESCALE with a 16-bit multiplier, single rounding), and an
+  8-bit-input layer with an int16 output takes the same RESCALE; int16 zero points other than 0
+  on these layers, and an int16-input layer with an 8-bit output (a scale32 RESCALE of int48,
+  which TOSA forbids), are refused by name.
 `lower_from_params` and the checks of its spec live in `refq.fixedpoint.lower_params`.
 Everything is deterministic; the graph saves and loads with refq.save / refq.load.
 """

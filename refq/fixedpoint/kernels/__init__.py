@@ -8,6 +8,8 @@ semantics with the rounding/saturation of every attribute value and its source i
 
 conv.py         int_conv2d, int_dense (exact BLAS accumulation, int64 fallback)
 conv16x8.py     int_conv2d_16x8, int_dense_16x8 (TFLite's int16-activation layers, int64 acc)
+conv_tosa16.py  int_conv2d_tosa16, int_dense_tosa16, int_conv_transpose2d_tosa16 (TOSA 16x8,
+                int48 accumulator and bias)
 conv_transpose.py int_conv_transpose2d;  matmul.py  int_matmul (both operands' zero points)
 operands.py     the operands of an exact integer contraction and the dtype they prove exact
 requant_fast.py the requantization block by block in float64, into the output dtype
@@ -19,9 +21,11 @@ pool_common.py  the average pools' attribute schema and checks, TOSA/TFLite divi
 shape.py        int_concat, int_pad
 lut.py          int_lut and the table builders (build_lut, gemmlowp_lut, hard_swish_fixed_lut)
 softmax.py      int_softmax (and tflite_softmax_params, onnxruntime's QLinearSoftmax table)
+act16.py        LiteRT's int16 LOGISTIC / TANH / LEAKY_RELU tables and int16 SOFTMAX (helpers)
 hybrid.py       int_hybrid_conv2d, int_hybrid_dense (LiteRT dynamic-range layers)
 float_ref.py    int_f32_* (LiteRT's float32 reference kernels)
 libm_tanhf.py   glibc's tanhf, which LiteRT's float32 TANH calls (helper, no ops)
+libm_expf.py    glibc's expf, which LiteRT's float32 LOGISTIC and SOFTMAX call (helper, no ops)
 gemmlowp.py     gemmlowp fixed-point exp / reciprocal / logistic / tanh (vectorised)
 common.py       shared validation and requantization helpers
 qdq.py          float32 DequantizeLinear/QuantizeLinear and onnxruntime's fused multiply-add
@@ -29,8 +33,8 @@ qdq.py          float32 DequantizeLinear/QuantizeLinear and onnxruntime's fused 
 """
 from __future__ import annotations
 
-from . import (add, conv, conv16x8, conv_transpose, elementwise, float_ref, hybrid, lut, matmul,
-               pool_nd, pooling, shape, softmax)
+from . import (add, conv, conv16x8, conv_tosa16, conv_transpose, elementwise, float_ref, hybrid,
+               lut, matmul, pool_nd, pooling, shape, softmax)
 from .lut import build_lut, gemmlowp_lut, hard_swish_fixed_lut
 from .softmax import tflite_softmax_params
 
@@ -42,8 +46,8 @@ INT_REGISTRY: dict = {}
 #: instead of `Op.accumulate`/`Op.forward`, with the same values in a narrower dtype than int64
 #: where [act_min, act_max] allows (int8, uint8, int16, int32); every kernel accepts such inputs.
 NARROW: dict = {}
-for _module in (conv, conv16x8, conv_transpose, matmul, add, elementwise, pooling, pool_nd, shape,
-                lut, softmax, hybrid, float_ref):
+for _module in (conv, conv16x8, conv_tosa16, conv_transpose, matmul, add, elementwise, pooling,
+                pool_nd, shape, lut, softmax, hybrid, float_ref):
     for _op in _module.OPS:
         assert _op.name not in INT_REGISTRY, _op.name
         INT_REGISTRY[_op.name] = _op
