@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--mode int: the input holds integer codes of the input quantizer and "
                         "the output is written as integer codes (default: real values)")
     s.add_argument("--dtype", choices=["float64", "float32"], default=None,
-                   help="float mode compute dtype (default float64)")
+                   help="float mode compute dtype (default float64; float32 folds batch "
+                        "norms into the convolutions before them, as frameworks do)")
     s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help=BATCH_HELP.format("the whole input"))
     s.set_defaults(func=cmd_run)

@@ -3,8 +3,9 @@
 Nodes run in topological order; each op's `forward` receives its inputs and parameters cast to the
 compute dtype (float64 by default, the reference precision; float32 to compare with float32
 frameworks). `run` builds a `refq.plan.Plan` and runs it once: the plan's docstring says how the
-batch is cut into chunks, which evaluations it fuses (none changes a number) and how memory stays
-bounded. The feed checks (`check_input`, `feeds_dict`) are in `refq.feeds`.
+batch is cut into chunks, which evaluations it fuses (none changes a number, except that a float32
+plan folds batch norms into the convolutions before them, within a stated bound) and how memory
+stays bounded. The feed checks (`check_input`, `feeds_dict`) are in `refq.feeds`.
 """
 from __future__ import annotations
 
