@@ -327,10 +327,13 @@ def _import_edited(name, edit):
 
 
 def test_unsupported_int16_operator_names_index_and_opcode():
-    relu16 = DATA.parent / "tflite" / "relu16.tflite"
-    with pytest.raises(UnsupportedLayerError, match=r"relu16.tflite: operator 3 \(RELU\): "
+    """An int16 operator refq has no exact form of (LiteRT has no int16 RELU_N1_TO_1: the
+    opcode of relu16.tflite's RELU edited) is refused, naming file, index and opcode."""
+    model = read_tflite(DATA.parent / "tflite" / "relu16.tflite")
+    model.operators[3].opcode = "RELU_N1_TO_1"
+    with pytest.raises(UnsupportedLayerError, match=r"relu16.tflite: operator 3 \(RELU_N1_TO_1\): "
                                                     r"refq has no int16-activation"):
-        import_tflite(relu16)
+        integer_graph(model, shape_only_ops(model) | fold_constants(model))
 
 
 def test_int16_logistic_of_misc16_imports_as_its_table():

@@ -16,6 +16,12 @@ dtype, x = (v − zp_in)·s_in:
   "gemmlowp"     sigmoid/tanh: TFLM's fixed-point LOGISTIC/TANH (§6.1) on every int8 code; it
                  needs TFLite's fixed output encodings (the lowering falls back to "lut_float" and
                  says so in graph.meta["integer"]["notes"] otherwise).
+  "tflite_leaky" leaky_relu: LiteRT's `QuantizeLeakyRelu` (`kernels.leaky_relu`: x − zp_in
+                 requantized by the identity or the alpha multiplier, + zp_out, clamp) on every
+                 8-bit code, for the profiles whose int16 family is "tflite" (tflite,
+                 tflite-single: LiteRT's one LEAKY_RELU kernel serves int8 and int16, whose
+                 int16 form `lower_16x8.lower_act16` tabulates); the faithful simulation's
+                 float schemes keep the float table.
 The scheme of each op and the softmax variants: the "LUT schemes" and "Softmax" items of the
 `refq.fixedpoint.lowering` module docstring.
 round is not grid-preserving: its outputs are integers, which lie on the input grid only when
@@ -87,13 +93,14 @@ def _float_fn(op: str, attrs: dict):
 
 
 def lut_table(op: str, attrs: dict, tq_in: TensorQ, tq_out: TensorQ, scheme: str,
-              where: str) -> np.ndarray:
+              where: str, *, single_rounding: bool = False) -> np.ndarray:
     """The int_lut table of float op `op` (node attributes `attrs`) from tq_in to tq_out by
     `scheme`, one entry per code of tq_in's dtype, built by the kernels' `build_lut` (see the
     module docstring): "lut_float" uses TFLite's float32 transforms for sigmoid/tanh/hard_swish
     (and the Keras 3 hard_sigmoid), refq's float op evaluated in float32 otherwise; "float" uses
     refq's float op in float64 with the node's attributes; "float32" the ONNX op in float32 with
-    the node's attributes (`kernels.lut.onnx_float32_function`)."""
+    the node's attributes (`kernels.lut.onnx_float32_function`); "tflite_leaky" LiteRT's
+    LEAKY_RELU with the node's alpha (MBQM in single rounding with `single_rounding`)."""
     from .kernels.lut import build_lut
 
     if scheme == "float32":
@@ -107,13 +114,17 @@ def lut_table(op: str, attrs: dict, tq_in: TensorQ, tq_out: TensorQ, scheme: str
             op == "hard_sigmoid" and all(np.isclose(attrs[k], v, rtol=0, atol=0)
                                          for k, v in _KERAS3_HARD_SIGMOID.items()))):
         fn = op
-    elif scheme in ("gemmlowp", "fixed_point"):
+    elif scheme in ("gemmlowp", "fixed_point", "tflite_leaky"):
         fn = op
     else:
         fn = _float_fn(op, attrs)
+    extra = {}
+    if scheme == "tflite_leaky":
+        extra = {"alpha": attrs["alpha"], "single_rounding": single_rounding}
     try:
         t = build_lut(fn, tq_in.scale, tq_in.zero_point, tq_out.scale, tq_out.zero_point,
-                      tq_out.qmin, tq_out.qmax, scheme, input_range=DTYPE_RANGES[tq_in.dtype])
+                      tq_out.qmin, tq_out.qmax, scheme, input_range=DTYPE_RANGES[tq_in.dtype],
+                      **extra)
     except FixedPointError as e:
         raise FixedPointError(f"{where}: {e}") from None
     return np.asarray(t, dtype=np.int64).astype(NP_DTYPES[tq_out.dtype])
@@ -126,8 +137,12 @@ def _lut_scheme(w, n, q_in, q_out):
         scheme = p.logistic_tanh
     elif n.op == "hard_swish":
         scheme = p.hard_swish
+    elif p.logistic_tanh in ("float", "float32"):
+        scheme = p.logistic_tanh
+    elif n.op == "leaky_relu" and p.int16_kernels == "tflite":
+        scheme = "tflite_leaky"
     else:
-        scheme = p.logistic_tanh if p.logistic_tanh in ("float", "float32") else "lut_float"
+        scheme = "lut_float"
     if scheme == "gemmlowp":
         want = (1.0 / 256, -128) if n.op == "sigmoid" else (1.0 / 128, 0)
         if (q_in.dtype, q_out.dtype) != ("int8", "int8") or \
@@ -153,7 +168,8 @@ def lower_lut(w, n):
         return
     x, q_in = w.read(n, 0)
     q_out = w.tq[n.outputs[0]]
-    table = lut_table(n.op, n.attrs, q_in, q_out, _lut_scheme(w, n, q_in, q_out), where_of(n))
+    table = lut_table(n.op, n.attrs, q_in, q_out, _lut_scheme(w, n, q_in, q_out), where_of(n),
+                      single_rounding=w.p.requant == "single_round")
     w.b.emit(n.name, "int_lut", [x], w.out_name(n.outputs[0]),
              {"input_qmin": DTYPE_RANGES[q_in.dtype][0]}, {"table": table}, tq=q_out,
              requants=1)

@@ -8,7 +8,8 @@ The result is an ordinary refq Graph in the integer graph contract: graph inputs
 node of each is `int_quantize`; each graph output is produced by `int_dequantize`; every tensor in
 between holds integers of its declared dtype. An imported model may also hold float segments
 (`refq.fixedpoint.mixed`): an `int_dequantize` anywhere, float32 kernels on its float tensors,
-and an `int_quantize` back to integers; a graph input or output of such a segment is float. graph.meta["integer"] records
+and an `int_quantize` back to integers; a graph input or output of such a segment is float.
+graph.meta["integer"] records
     profile          the profile's name; profile_fields: every field of the Profile used
     tensors          {integer tensor: {scale, zero_point, dtype, qmin, qmax}}
     float_tensors    {float tensor of the source graph: integer tensor that holds it}
@@ -77,7 +78,8 @@ Rules (`lower`):
   fixed point, only with TFLite's fixed int8 output encodings, else "lut_float" with a note),
   hard_swish `profile.hard_swish` ("fixed_point" needs 8-bit tensors), hard_sigmoid/leaky_relu
   the profile's logistic_tanh when it is "float" or "float32" (the ONNX op in float32), else
-  "lut_float".
+  leaky_relu "tflite_leaky" (LiteRT's `QuantizeLeakyRelu` on every code) under the profiles of
+  TFLite's kernel family (int16_kernels "tflite"), else "lut_float".
 - Softmax: "tflite" (TFLM's fixed point) when the profile's softmax is "gemmlowp" and the output
   is scale 1/256 with the zero point at the 8-bit type minimum; "float32" (DequantizeLinear ->
   ONNX Softmax in float32 -> QuantizeLinear) when the profile's softmax is "float32"; "ort"
@@ -90,8 +92,8 @@ Rules (`lower`):
   int16 add takes TFLite's left shift 15; int16 sigmoid, tanh and leaky_relu lower to LiteRT's
   int16 tables and softmax to its int16 kernel (`lower_16x8.lower_act16`); what TFLite's int16
   kernels compute in a way refq does not model (other activations, transpose convolution,
-  matmul, mixed int8/int16 layers, non-zero int16 zero points of these layers) is refused by name; cmsis-nn refuses its s16
-  contractions and add. Under tosa (`refq.fixedpoint.lower_tosa16`) a conv2d/dense/gemm/
+  matmul, mixed int8/int16 layers, non-zero int16 zero points of these layers) is refused by
+  name; cmsis-nn refuses its s16 contractions and add. Under tosa (`refq.fixedpoint.lower_tosa16`) a conv2d/dense/gemm/
   conv_transpose2d reading int16 lowers to TOSA's 16x8 node (int_conv2d_tosa16,
   int_dense_tosa16, int_conv_transpose2d_tosa16: int48 accumulator and bias, every int48 sum
   checked, the legalizer's scale16 RESCALE with a 16-bit multiplier, single rounding), and an

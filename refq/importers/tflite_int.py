@@ -22,7 +22,13 @@ Per operator:
   MEAN over H, W of NHWC            global_avg_pool2d
   CONCATENATION, RESHAPE, PAD       concat, reshape, zero_pad2d (padded with the zero point)
   SOFTMAX (beta 1), LOGISTIC, TANH, HARD_SWISH, RELU, RELU6, RELU_N1_TO_1
-                                    softmax, sigmoid, tanh, hard_swish, relu, relu6, clip(−1, 1)
+                                    softmax, sigmoid, tanh, hard_swish, relu, relu6, clip(−1, 1);
+                                    a RELU* that changes encoding (int_requantize) takes
+                                    `ReluPrepare`'s multiplier QuantizeMultiplier(double(fl32(s_in
+                                    / s_out))), the quotient in float32
+  LEAKY_RELU                        leaky_relu (the file's float32 alpha), lowered under the
+                                    `tflite` profile to LiteRT's `QuantizeLeakyRelu` on every
+                                    code (int_lut scheme "tflite_leaky"; int16: `tflite_int16`)
 int16 activations (TFLite's 16x8 models: int64 biases and accumulators, 16-bit multipliers) are
 read for the operators `tflite_int16` lists, whose layers it replaces after the lowering.
 Float segments (DEQUANTIZE -> float operators -> QUANTIZE inside the model, a float graph input
@@ -53,6 +59,7 @@ class _Spec:
     def __init__(self, model):
         self.model, self.names = model, Names(model)
         self.layers, self.subs = [], set()
+        self.relus = {}            # RELU / RELU6 / RELU_N1_TO_1 layer -> (s_in, s_out)
         self.spec_of = {}          # TFLite tensor -> its name in the spec
 
     def enc(self, op, t):
@@ -217,13 +224,14 @@ def _simple(s, op):
                    "HARD_SWISH": ("hard_swish", {}), "RELU": ("relu", {}),
                    "RELU6": ("relu6", {}), "RELU_N1_TO_1": ("clip", {"min": -1.0, "max": 1.0}),
                    "QUANTIZE": ("identity", {})}[op.opcode]
-    return s.layer(op, kind, [s.src(op)], **attrs)
+    name = s.layer(op, kind, [s.src(op)], **attrs)
+    if op.opcode.startswith("RELU"):
+        s.relus[name] = tuple(float(s.model.tensors[t].scales[0])
+                              for t in (op.inputs[0], op.outputs[0]))
+    return name
 
 
 def _leaky(s, op):
-    if not is_16x8(s.model, op):
-        raise unsupported(s.model, op, "an int8 LEAKY_RELU: refq reads LiteRT's int16 form only "
-                          "(its int8 kernel was not checked)")
     return s.layer(op, "leaky_relu", [s.src(op)], alpha=float(op.options["Alpha"]))
 
 
@@ -317,10 +325,28 @@ def integer_graph(model, skip):
         raise FixedPointError(f"{model.path}: {e}") from None
     g = replace_16x8(g, records, model.path)
     g = _negate_subtrahends(g, s.subs, model.path)
+    _relu_multipliers(g, s.relus)
     if seg.mixed:
         g = seg.join(g, final, model.path)
     names = _index(g, s, float_out, seg)
     return g, names
+
+
+def _relu_multipliers(g, relus):
+    """Set LiteRT's own multiplier on each RELU / RELU6 / RELU_N1_TO_1 that changes encoding
+    (an int_requantize): `ReluPrepare` forms double(fl32(s_in/s_out)), the quotient in float32,
+    where the lowering divides in float64; both then go through QuantizeMultiplier."""
+    from ..fixedpoint.multiplier import quantize_multiplier
+
+    for name, (s_in, s_out) in relus.items():
+        n = next((n for n in g.nodes if n.name == name), None)
+        if n is None or n.op != "int_requantize" or n.attrs.get("mode", "requant") != "requant":
+            continue
+        real = float(np.float32(np.float32(s_in) / np.float32(s_out)))
+        m, e = (int(v) for v in quantize_multiplier(real))
+        n.params.update(multiplier=np.array([m], dtype=np.int32),
+                        shift=np.array([e], dtype=np.int32),
+                        real_multiplier=np.array([real]))
 
 
 def _negate_subtrahends(g, subs, path):

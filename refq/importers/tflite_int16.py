@@ -22,9 +22,13 @@ differs from the int8 kernels in its 16x8 form; the file's int64 biases are then
                                Prepare requires
   SOFTMAX                      int_softmax "tflite16" (LiteRT's `SoftmaxInt16`: exp and
                                1/(1 + x) tables with interpolation); beta 1, output Q0.15
-  LEAKY_RELU                   int_lut (LiteRT's two-multiplier `QuantizeLeakyRelu`), accepted
-                               here; `tflite_int` has no LEAKY_RELU conversion yet, so such a
-                               file is still refused there
+  LEAKY_RELU                   int_lut of 65536 entries (LiteRT's two-multiplier
+                               `QuantizeLeakyRelu` on every code, `lower_act16`)
+  RELU, RELU6                  int_clamp on one encoding, else int_requantize with the clamp
+                               (LiteRT's `QuantizedReluX<int16_t>`: MBQM(x, QuantizeMultiplier(
+                               double(fl32(s_in/s_out)))) clamped to [0, min(32767,
+                               roundf(6/s_out))]; `tflite_int` sets that multiplier); checked on
+                               every int16 code (tests/data/tflite/relu_codes16.tflite)
 QUANTIZE of the float graph input, DEQUANTIZE of a graph output, QUANTIZE int16 -> int16
 (int_requantize), CONCATENATION, PAD, MUL, RESHAPE, MAX_POOL_2D, AVERAGE_POOL_2D and MEAN over
 H, W keep their int8 forms, which hold for int16 values (the same integer formulas with int32
@@ -52,7 +56,7 @@ __all__ = ["OPS_16X8", "REPLACED", "is_16x8", "check_op", "layer_record", "repla
 #: float graph input and the DEQUANTIZE of a graph output, which `tflite_int` handles).
 OPS_16X8 = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "QUANTIZE",
             "CONCATENATION", "PAD", "RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN",
-            "LOGISTIC", "TANH", "SOFTMAX", "LEAKY_RELU")
+            "LOGISTIC", "TANH", "SOFTMAX", "LEAKY_RELU", "RELU", "RELU6")
 #: The operators whose int16 kernel writes Q0.15 (LiteRT's Prepare checks the output scale).
 _Q15_OUTPUT = ("LOGISTIC", "TANH", "SOFTMAX")
 #: The operators whose lowered node `replace_16x8` replaces.

@@ -22,6 +22,7 @@ shape.py        int_concat, int_pad
 lut.py          int_lut and the table builders (build_lut, gemmlowp_lut, hard_swish_fixed_lut)
 softmax.py      int_softmax (and tflite_softmax_params, onnxruntime's QLinearSoftmax table)
 act16.py        LiteRT's int16 LOGISTIC / TANH / LEAKY_RELU tables and int16 SOFTMAX (helpers)
+leaky_relu.py   LiteRT's quantized LEAKY_RELU (the "tflite_leaky" table; helpers, no ops)
 hybrid.py       int_hybrid_conv2d, int_hybrid_dense (LiteRT dynamic-range layers)
 float_ref.py    int_f32_* (LiteRT's float32 reference kernels)
 libm_tanhf.py   glibc's tanhf, which LiteRT's float32 TANH calls (helper, no ops)

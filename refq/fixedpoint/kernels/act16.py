@@ -23,6 +23,7 @@ from ...errors import FixedPointError
 from ..multiplier import quantize_multiplier
 from ..requantize import multiply_by_quantized_multiplier
 from ..rounding import wrap
+from .leaky_relu import leaky_relu_params, quantize_leaky_relu
 
 __all__ = ["SIGMOID_TABLE_UINT16", "checked_log2", "sigmoid_tanh16_params", "logistic16",
            "tanh16", "leaky_relu16_params", "leaky_relu16", "gen_lut16", "lut16_lookup",
@@ -146,41 +147,21 @@ def tanh16(x, multiplier: int, left_shift: int) -> np.ndarray:
     return wrap(r >> 8, 16)
 
 
-def leaky_relu16_params(input_scale, output_scale, alpha):
-    """((m_alpha, shift_alpha), (m_identity, shift_identity)) of int16 LEAKY_RELU
-    (`LeakyReluPrepare`, float32 arithmetic as written): QuantizeMultiplier(double(fl32(fl32(s_in
-    ·alpha)/s_out))) and QuantizeMultiplier(double(fl32(s_in/s_out))); a negative alpha gives a
-    negative m_alpha (`QuantizeLeakyRelu` negates it back). Errors: FixedPointError for
+def leaky_relu16_params(input_scale, output_scale, alpha, *, single_rounding: bool = False):
+    """((m_alpha, shift_alpha), (m_identity, shift_identity)) of int16 LEAKY_RELU: LiteRT's one
+    `LeakyReluPrepare` for every type, `leaky_relu.leaky_relu_params` (float32 scale arithmetic,
+    QuantizeMultiplier; a negative alpha gives a negative m_alpha). Errors: FixedPointError for
     non-positive or non-finite scales, or a multiplier shift outside [−31, 30]."""
-    s_in, s_out, a = np.float32(input_scale), np.float32(output_scale), np.float32(alpha)
-    if not (np.isfinite(s_in) and np.isfinite(s_out) and s_in > 0 and s_out > 0
-            and np.isfinite(a)):
-        raise FixedPointError(f"int16 leaky_relu: scales must be finite and > 0 and alpha finite, "
-                              f"got {input_scale!r}, {output_scale!r}, {alpha!r}")
-    out = []
-    for real in (np.float32(np.float32(s_in * a) / s_out), np.float32(s_in / s_out)):
-        m, e = (int(v) for v in quantize_multiplier(abs(float(real))))
-        if not -31 <= e <= 30:
-            raise FixedPointError(f"int16 leaky_relu: multiplier {float(real)!r} needs shift {e}, "
-                                  "outside [-31, 30]")
-        out.append((-m if real < 0 else m, e))
-    return tuple(out)
+    return leaky_relu_params(input_scale, output_scale, alpha, single_rounding=single_rounding,
+                             kind="int16 leaky_relu")
 
 
 def leaky_relu16(x, params, *, single_rounding: bool = False) -> np.ndarray:
     """int16 LEAKY_RELU (`reference_ops::QuantizeLeakyRelu<int16_t>`, zero points 0):
+    `leaky_relu.quantize_leaky_relu` with zp_in = zp_out = 0 and the clamp [−32768, 32767]:
       x ≥ 0: y = MBQM(x, m_identity, shift_identity);
-      x < 0: y = ±MBQM(x, |m_alpha|, shift_alpha) (the sign of m_alpha);
-      clamp to [−32768, 32767]. MBQM is `multiply_by_quantized_multiplier` (double rounding, or
-      single rounding in the `TFLITE_SINGLE_ROUNDING` build)."""
-    (ma, sa), (mi, si) = params
-    x = np.asarray(x, dtype=np.int64)
-    pos = multiply_by_quantized_multiplier(np.maximum(x, 0), mi, si,
-                                           single_rounding=single_rounding)
-    neg = multiply_by_quantized_multiplier(np.minimum(x, 0), abs(ma), sa,
-                                           single_rounding=single_rounding)
-    y = np.where(x >= 0, pos, -neg if ma < 0 else neg)
-    return np.clip(y, -32768, 32767)
+      x < 0: y = ±MBQM(x, |m_alpha|, shift_alpha) (the sign of m_alpha)."""
+    return quantize_leaky_relu(x, params, 0, 0, -32768, 32767, single_rounding=single_rounding)
 
 
 # ---- SOFTMAX ---------------------------------------------------------------------------------
@@ -315,7 +296,7 @@ def int16_table(fn: str, s_in, zp_in: int, s_out, zp_out: int, *, alpha=None,
         m, shift = sigmoid_tanh16_params(kind, s_in)
         return (tanh16 if kind == "tanh" else logistic16)(v, m, shift)
     if fn == "leaky_relu":
-        params = leaky_relu16_params(s_in, s_out, alpha)
+        params = leaky_relu16_params(s_in, s_out, alpha, single_rounding=single_rounding)
         return leaky_relu16(v, params, single_rounding=single_rounding)
     raise FixedPointError(f"int16_table: TFLite's int16 tables are sigmoid, tanh and leaky_relu, "
                           f"got {fn!r}")

@@ -16,7 +16,10 @@ profile's scheme (`Profile.logistic_tanh`, `Profile.hard_swish`) through `build_
   "gemmlowp"    TFLM reference int8 LOGISTIC/TANH fixed point (§6.1), `gemmlowp_lut`;
   "fixed_point" TFLite/TFLM reference int8 HARD_SWISH (§6.5), `hard_swish_fixed_lut`;
   "tflite_int16" LiteRT's int16 LOGISTIC, TANH (interpolated `sigmoid_table_uint16`) and
-                LEAKY_RELU (two multipliers) on every int16 code, `act16.int16_table`.
+                LEAKY_RELU (two multipliers) on every int16 code, `act16.int16_table`;
+  "tflite_leaky" LiteRT's 8-bit LEAKY_RELU (`QuantizeLeakyRelu`: x − zp_in requantized by the
+                identity or the alpha multiplier, + zp_out, clamp) on every code,
+                `leaky_relu.leaky_relu_table`.
 Tabulating is exact: each entry is the target's own per-element computation on that input.
 """
 from __future__ import annotations
@@ -32,7 +35,8 @@ from ..rounding import _bounds, round_shift_half_away, wrap
 from . import gemmlowp
 from .common import ACT_ZP_RANGE, check_zp, int_input
 
-LUT_SCHEMES = ("lut_float", "float", "float32", "gemmlowp", "fixed_point", "tflite_int16")
+LUT_SCHEMES = ("lut_float", "float", "float32", "gemmlowp", "fixed_point", "tflite_int16",
+               "tflite_leaky")
 
 
 # ---- int_lut ---------------------------------------------------------------------------------
@@ -182,6 +186,8 @@ def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range
       "tflite_int16" fn "sigmoid"/"logistic", "tanh" or "leaky_relu" (with `alpha`; MBQM in
                    single rounding with `single_rounding`), int16 codes with zero points 0:
                    `act16.int16_table`.
+      "tflite_leaky" fn "leaky_relu" only (with `alpha`; MBQM in single rounding with
+                   `single_rounding`), any zero points: `leaky_relu.leaky_relu_table`.
     Returns an int64 array of in_qmax − in_qmin + 1 entries (the int_lut `table`; input_qmin =
     in_qmin). Errors: FixedPointError for an unknown scheme or function, a non-positive scale, or
     a function value that is NaN.
@@ -197,6 +203,14 @@ def build_lut(fn, s_in, zp_in, s_out, zp_out, qmin, qmax, scheme, *, input_range
                                   f"the input range [{lo}, {hi}]")
         return int16_table(fn, s_in, zp_in, s_out, zp_out, alpha=alpha,
                            single_rounding=single_rounding)
+    if scheme == "tflite_leaky":
+        from .leaky_relu import leaky_relu_table
+
+        if fn != "leaky_relu":
+            raise FixedPointError(f"build_lut: scheme 'tflite_leaky' is TFLite's LEAKY_RELU "
+                                  f"only, got {fn!r}")
+        return leaky_relu_table(s_in, zp_in, s_out, zp_out, qmin, qmax, alpha,
+                                input_range=(lo, hi), single_rounding=single_rounding)
     if scheme == "fixed_point":
         if fn != "hard_swish":
             raise FixedPointError(f"build_lut: scheme 'fixed_point' is TFLite's HARD_SWISH only, "
