@@ -12,7 +12,7 @@ from ..requantize import FLOAT_SCHEMES, INTEGER_SCHEMES, REQUANT_SCHEMES, requan
 from ..rounding import INT32_MAX, INT32_MIN, _bounds
 from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, AccExtremes, act_dtype, cached_table,
                      check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
-                     int_input, int_values)
+                     forward_of, int_input, int_values)
 from .qdq import dequantize32, f32, fma32
 from .requant_fast import BLOCK
 
@@ -256,11 +256,7 @@ def add_narrow(inputs, params, attrs, memo=None, dtype=None):
     return y, AccExtremes.of(*bounds)
 
 
-def _add_forward(inputs, params, attrs):
-    return _add_accumulate(inputs, params, attrs)[0]
-
-
-_add_forward.__doc__ = _add_accumulate.__doc__
+_add_forward = forward_of(_add_accumulate)
 
 
 OPS = [

@@ -127,6 +127,32 @@ def check_int_values(arr, lo: int, hi: int, what: str, err=ParamError) -> np.nda
     return np.asarray(arr).astype(np.int64, copy=False)
 
 
+def forward_of(accumulate):
+    """An op's forward from its `accumulate(inputs, params, attrs) -> (y, extremes)`: y alone,
+    with the accumulate function's docstring (the op's page)."""
+    def forward(inputs, params, attrs):
+        return accumulate(inputs, params, attrs)[0]
+    forward.__doc__ = accumulate.__doc__
+    return forward
+
+
+def check_int16_layer(params, attrs, channels: int, what: str, bias_range, bias_type: str):
+    """The checks every int8-weight, int16-activation contraction shares: int8 weights, a bias of
+    `bias_type` within `bias_range` of shape [channels], and [act_min, act_max] a non-empty range
+    within int16 (ParamError / FixedPointError)."""
+    check_int_values(params["weight"], -128, 127, f"{what}: parameter 'weight' (int8)")
+    if "bias" in params:
+        b = check_int_values(params["bias"], bias_range[0], bias_range[1],
+                             f"{what}: parameter 'bias' ({bias_type}; index = output channel)")
+        if b.shape != (channels,):
+            raise ParamError(f"{what}: parameter 'bias' has shape {list(b.shape)}, expected "
+                             f"[{channels}]")
+    lo, hi = attrs["act_min"], attrs["act_max"]
+    if not -(1 << 15) <= lo <= hi <= (1 << 15) - 1:
+        raise FixedPointError(f"{what}: [act_min, act_max] = [{lo}, {hi}] must be a non-empty "
+                              "range within int16")
+
+
 def checked_range(arr, lo: int, hi: int, what: str, err=ParamError) -> tuple[int, int]:
     """`check_int_values` returning (min, max) of arr ((0, 0) when empty), read in arr's own
     dtype; the elementwise search for the first offending value only when one is outside."""

@@ -36,9 +36,9 @@ from ...layers.base import Attr, Op
 from ...layers.conv import PADDINGS, pad_hw, window_geometry
 from ..rounding import INT32_MAX, INT32_MIN, _bounds
 from .operands import blas_dtype, operands, padded
-from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS,
-                     act_dtype, check_acc_attrs, check_act, check_int_values, check_requant,
-                     check_zp, checked_range, finish_accumulator, finish_fast)
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS, act_dtype,
+                     check_acc_attrs, check_act, check_int_values, check_requant, check_zp,
+                     checked_range, finish_accumulator, finish_fast, forward_of)
 
 
 _GEOMETRY = ("strides", "dilations", "padding", "pads", "groups")
@@ -223,11 +223,7 @@ def conv_plain(inputs, params, attrs):
     return finish_accumulator(*conv_accumulator(inputs[0], params, attrs), params, attrs)
 
 
-def _conv_forward(inputs, params, attrs):
-    return _conv_accumulate(inputs, params, attrs)[0]
-
-
-_conv_forward.__doc__ = _conv_accumulate.__doc__
+_conv_forward = forward_of(_conv_accumulate)
 
 
 def _conv_macs(in_shapes, out_shape, attrs, params):
@@ -305,11 +301,7 @@ def dense_plain(inputs, params, attrs):
     return finish_accumulator(*dense_accumulator(inputs[0], params, attrs), params, attrs)
 
 
-def _dense_forward(inputs, params, attrs):
-    return _dense_accumulate(inputs, params, attrs)[0]
-
-
-_dense_forward.__doc__ = _dense_accumulate.__doc__
+_dense_forward = forward_of(_dense_accumulate)
 
 
 def _dense_macs(in_shapes, out_shape, attrs, params):

@@ -41,7 +41,7 @@ from ...layers import REGISTRY
 from ...layers.base import Attr, Op
 from ..multiplier import round_half_away_float
 from ..requantize16 import SHIFT_RANGE_64, X64_RANGE, multiply_by_quantized_multiplier_64
-from .common import AccExtremes, act_dtype, check_int_values, int_input
+from .common import AccExtremes, act_dtype, check_int16_layer, check_int_values, int_input
 from .conv import conv_int64
 from .float_ref import GEOMETRY_ATTRS, conv_macs, dense_macs
 
@@ -68,17 +68,7 @@ def round_half_away_f64(v) -> np.ndarray:
 
 
 def _check_common(params, attrs, channels, what, integer_requant=True):
-    check_int_values(params["weight"], -128, 127, f"{what}: parameter 'weight' (int8)")
-    if "bias" in params:
-        b = check_int_values(params["bias"], X64_RANGE[0], X64_RANGE[1],
-                             f"{what}: parameter 'bias' (int64; index = output channel)")
-        if b.shape != (channels,):
-            raise ParamError(f"{what}: parameter 'bias' has shape {list(b.shape)}, expected "
-                             f"[{channels}]")
-    lo, hi = attrs["act_min"], attrs["act_max"]
-    if not _INT16[0] <= lo <= hi <= _INT16[1]:
-        raise FixedPointError(f"{what}: [act_min, act_max] = [{lo}, {hi}] must be a non-empty "
-                              "range within int16")
+    check_int16_layer(params, attrs, channels, what, X64_RANGE, "int64")
     if integer_requant:
         for name, (a, b) in (("multiplier", (0, (1 << 31) - 1)), ("shift", SHIFT_RANGE_64)):
             if name not in params:

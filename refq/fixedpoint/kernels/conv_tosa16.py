@@ -37,7 +37,8 @@ from ...layers.conv import pad_hw, window_geometry
 from ..requantize import requantize_bounded
 from ..rescale48 import INT48, prefix_extremes, require_int48
 from ..rounding import _bounds
-from .common import AccExtremes, act_dtype, check_int_values, int_values
+from .common import (AccExtremes, act_dtype, check_int16_layer, check_int_values, forward_of,
+                     int_values)
 from .conv import conv_accumulator, dense_accumulator
 from .conv_transpose import conv_transpose_accumulator
 from .float_ref import GEOMETRY_ATTRS, conv_macs, dense_macs
@@ -58,17 +59,7 @@ _TRANSPOSE_GEOMETRY = dict(REGISTRY["conv_transpose2d"].attrs)
 
 def _check(params, attrs, channels, what):
     """The parameter and attribute values the Definition admits (ParamError / FixedPointError)."""
-    check_int_values(params["weight"], -128, 127, f"{what}: parameter 'weight' (int8)")
-    if "bias" in params:
-        b = check_int_values(params["bias"], INT48[0], INT48[1],
-                             f"{what}: parameter 'bias' (int48; index = output channel)")
-        if b.shape != (channels,):
-            raise ParamError(f"{what}: parameter 'bias' has shape {list(b.shape)}, expected "
-                             f"[{channels}]")
-    lo, hi = attrs["act_min"], attrs["act_max"]
-    if not _INT16[0] <= lo <= hi <= _INT16[1]:
-        raise FixedPointError(f"{what}: [act_min, act_max] = [{lo}, {hi}] must be a non-empty "
-                              "range within int16")
+    check_int16_layer(params, attrs, channels, what, INT48, "int48")
     names = ("multiplier", "shift") if attrs["scheme"] == "tosa16" else ("real_multiplier",)
     for name in names:
         if name not in params:
@@ -203,11 +194,7 @@ def _conv_accumulate(inputs, params, attrs):
         lambda: _conv_patches(x, _weights(params, attrs), attrs), what))
 
 
-def _conv_forward(inputs, params, attrs):
-    return _conv_accumulate(inputs, params, attrs)[0]
-
-
-_conv_forward.__doc__ = _conv_accumulate.__doc__
+_conv_forward = forward_of(_conv_accumulate)
 
 
 # ---- int_dense_tosa16 ------------------------------------------------------------------------
@@ -244,11 +231,7 @@ def _dense_accumulate(inputs, params, attrs):
         lambda: [(x.reshape(-1, x.shape[-1]), _weights(params, attrs))], what))
 
 
-def _dense_forward(inputs, params, attrs):
-    return _dense_accumulate(inputs, params, attrs)[0]
-
-
-_dense_forward.__doc__ = _dense_accumulate.__doc__
+_dense_forward = forward_of(_dense_accumulate)
 
 
 # ---- int_conv_transpose2d_tosa16 -------------------------------------------------------------
@@ -292,11 +275,7 @@ def _transpose_accumulate(inputs, params, attrs):
     return _finish(acc, bound, params, attrs, what, refuse)
 
 
-def _transpose_forward(inputs, params, attrs):
-    return _transpose_accumulate(inputs, params, attrs)[0]
-
-
-_transpose_forward.__doc__ = _transpose_accumulate.__doc__
+_transpose_forward = forward_of(_transpose_accumulate)
 
 
 def _transpose_macs(in_shapes, out_shape, attrs, params):

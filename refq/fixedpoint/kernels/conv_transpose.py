@@ -18,7 +18,7 @@ from ...layers import REGISTRY
 from ...layers.base import Op
 from ..rounding import _bounds
 from . import conv
-from .common import finish_accumulator
+from .common import finish_accumulator, forward_of
 from .operands import blas_dtype, operands
 
 __all__ = ["NARROW", "conv_transpose_accumulator", "conv_transpose_plain"]
@@ -101,11 +101,7 @@ def conv_transpose_plain(inputs, params, attrs):
                               attrs)
 
 
-def _forward(inputs, params, attrs):
-    return _accumulate(inputs, params, attrs)[0]
-
-
-_forward.__doc__ = _accumulate.__doc__
+_forward = forward_of(_accumulate)
 
 
 def _macs(in_shapes, out_shape, attrs, params):

@@ -13,9 +13,9 @@ import numpy as np
 
 from ...layers import REGISTRY
 from ...layers.base import Attr, Op
-from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS,
-                     act_dtype, check_acc_attrs, check_act, check_requant, check_zp,
-                     finish_accumulator, finish_fast, int_values, shifted_absmax)
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_ATTRS, REQUANT_PARAMS, act_dtype,
+                     check_acc_attrs, check_act, check_requant, check_zp, finish_accumulator,
+                     finish_fast, forward_of, int_values, shifted_absmax)
 from .operands import FLOAT32_EXACT, FLOAT64_EXACT, blas_is_exact, check_operands
 from ..rounding import _bounds
 
@@ -106,11 +106,7 @@ def matmul_plain(inputs, params, attrs):
     return finish_accumulator(*matmul_accumulator(inputs[0], inputs[1], attrs), params, attrs)
 
 
-def _forward(inputs, params, attrs):
-    return _accumulate(inputs, params, attrs)[0]
-
-
-_forward.__doc__ = _accumulate.__doc__
+_forward = forward_of(_accumulate)
 
 
 def _macs(in_shapes, out_shape, attrs, params):

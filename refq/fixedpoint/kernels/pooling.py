@@ -23,9 +23,9 @@ from ..rounding import _bounds
 from .qdq import dequantize32, f32, quantize32, quantize32_zp_first
 from .pool_common import AVG_ATTRS, SCALES, average_codes, check_avg_attrs, check_scales
 from .pool_nd import GEOMETRY_KEYS, avg_pool_nd, is_plain, pool_attrs
-from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, REQUANT_PARAMS, AccExtremes, act_dtype,
+from .common import (ACC_ATTRS, ACT_ATTRS, ACT_ZP_RANGE, AccExtremes, REQUANT_PARAMS, act_dtype,
                      check_acc_attrs, check_act, check_requant, check_zp, fit_accumulator,
-                     int_input, int_values)
+                     forward_of, int_input, int_values)
 
 _GEO = GEOMETRY_KEYS
 MEAN_MODES = ("tflite", "tosa", "float", "qdq", "ort")
@@ -319,11 +319,7 @@ def _mean_accumulate(inputs, params, attrs):
     return y, AccExtremes(*bounds)
 
 
-def _mean_forward(inputs, params, attrs):
-    return _mean_accumulate(inputs, params, attrs)[0]
-
-
-_mean_forward.__doc__ = _mean_accumulate.__doc__
+_mean_forward = forward_of(_mean_accumulate)
 
 
 def _mean_macs(in_shapes, out_shape, attrs, params):
