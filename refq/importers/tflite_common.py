@@ -1,9 +1,10 @@
-"""The pieces the TFLite graph builders share (`tflite_float`, `tflite_int`): operator options
-(activation, padding, pooling windows), tensor names, and the error for an operator refq cannot
-represent."""
+"""The pieces the TFLite graph builders share (`tflite_float`, `tflite_int`, `tflite_int16`):
+operator options (activation, padding, pooling windows), tensor names, the error for an operator
+refq cannot represent, and an integer graph's nodes replaced and validated (`with_nodes`)."""
 from __future__ import annotations
 
-from ..errors import UnsupportedLayerError
+from ..errors import FixedPointError, RefqError, UnsupportedLayerError
+from ..graph import Graph
 
 __all__ = ["ACTIVATIONS", "Names", "unsupported", "padding", "pool_options", "check_window",
            "activation"]
@@ -87,3 +88,15 @@ class Names:
             name, k = f"{base}_{k}", k + 1
         self._taken.add(name)
         return name
+
+
+def with_nodes(g, nodes, path, what: str):
+    """Integer graph `g` with `nodes` in place of its own (same inputs, outputs, name and meta),
+    validated; FixedPointError naming the file and `what` changed when it is invalid."""
+    out = Graph(list(g.inputs), list(g.outputs), nodes, name=g.name, meta=g.meta)
+    try:
+        out.validate()
+    except RefqError as e:
+        raise FixedPointError(f"{path}: the integer graph with its {what} is invalid: "
+                              f"{e}") from None
+    return out

@@ -43,9 +43,10 @@ import os
 
 import numpy as np
 
-from ..errors import FixedPointError, RefqError
-from ..graph import Graph, Node
-from .tflite_common import Names, activation, check_window, padding, pool_options, unsupported
+from ..errors import FixedPointError
+from ..graph import Node
+from .tflite_common import (Names, activation, check_window, padding, pool_options, unsupported,
+                            with_nodes)
 from .tflite_int16 import REPLACED, check_op, is_16x8, layer_record, replace_16x8
 from .tflite_mixed import Segments
 
@@ -370,13 +371,7 @@ def _negate_subtrahends(g, subs, path):
             n = Node(n.name, n.op, [n.inputs[0], neg], list(n.outputs), dict(n.attrs),
                      dict(n.params))
         nodes.append(n)
-    out = Graph(list(g.inputs), list(g.outputs), nodes, name=g.name, meta=g.meta)
-    try:
-        out.validate()
-    except RefqError as e:
-        raise FixedPointError(f"{path}: the integer graph with its SUB negations is invalid: "
-                              f"{e}") from None
-    return out
+    return with_nodes(g, nodes, path, "SUB negations")
 
 
 def _index(g, s, float_out, seg):

@@ -45,10 +45,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FixedPointError, RefqError
-from ..graph import Graph
+from ..errors import FixedPointError
 from ..fixedpoint.lower_16x8 import ADD_LEFT_SHIFT_16, node_16x8
-from .tflite_common import unsupported
+from .tflite_common import unsupported, with_nodes
 
 __all__ = ["OPS_16X8", "REPLACED", "is_16x8", "check_op", "layer_record", "replace_16x8"]
 
@@ -172,10 +171,4 @@ def replace_16x8(g, records: dict, path: str):
     missing = sorted(set(records) - done)
     if missing:
         raise FixedPointError(f"{path}: 16x8 layer(s) {missing} were not lowered to one node")
-    out = Graph(list(g.inputs), list(g.outputs), nodes, name=g.name, meta=g.meta)
-    try:
-        out.validate()
-    except RefqError as e:
-        raise FixedPointError(f"{path}: the integer graph with its 16x8 layers is invalid: "
-                              f"{e}") from None
-    return out
+    return with_nodes(g, nodes, path, "16x8 layers")
