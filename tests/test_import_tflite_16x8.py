@@ -25,21 +25,17 @@ pytest.importorskip("tflite")
 from refq.importers.tflite import fold_constants, import_tflite, shape_only_ops  # noqa: E402
 from refq.importers.tflite_int import integer_graph  # noqa: E402
 from refq.importers.tflite_read import read_tflite  # noqa: E402
+from expected_data import load_npz, same_bits  # noqa: E402
 
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "tflite_16x8"
 MODELS = ["cnn16", "gap16", "cat16"]
 
 
 def _expected(name):
-    with np.load(DATA / f"{name}.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(DATA / f"{name}.npz")
 
 
-def _same(got, want):
-    if want.dtype.kind == "f":
-        return np.array_equal(np.asarray(got).astype(np.float32).view(np.int32),
-                              want.view(np.int32))
-    return np.array_equal(np.asarray(got, np.int64), want.astype(np.int64))
+_same = same_bits
 
 
 # ---- the models, tensor by tensor -----------------------------------------------------------

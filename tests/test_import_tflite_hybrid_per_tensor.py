@@ -19,14 +19,14 @@ pytest.importorskip("tflite")
 from refq.importers.tflite import fold_constants, import_tflite, shape_only_ops  # noqa: E402
 from refq.importers.tflite_float import float_graph  # noqa: E402
 from refq.importers.tflite_read import read_tflite  # noqa: E402
+from expected_data import load_npz  # noqa: E402
 
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "tflite"
 F32 = np.float32
 
 
 def _expected():
-    with np.load(DATA / "hybrid_pt.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(DATA / "hybrid_pt.npz")
 
 
 def test_every_tensor_equals_litert_reference_kernels():

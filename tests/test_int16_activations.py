@@ -21,6 +21,7 @@ from refq.fixedpoint.kernels.lut import build_lut
 from refq.fixedpoint.run import run_int
 from refq.graph import Node
 from refq.ops import get_op
+from expected_data import load_npz, same_bits
 
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "tflite"
 CODES = list(range(-32768, 32768))
@@ -287,15 +288,10 @@ tflite = pytest.importorskip("tflite")
 
 
 def _expected(name):
-    with np.load(DATA / f"{name}.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(DATA / f"{name}.npz")
 
 
-def _same(got, want):
-    if want.dtype.kind == "f":
-        return np.array_equal(np.asarray(got).astype(np.float32).view(np.int32),
-                              want.view(np.int32))
-    return np.array_equal(np.asarray(got, np.int64), want.astype(np.int64))
+_same = same_bits
 
 
 @pytest.mark.parametrize("name", ["act16", "act16_pot"])

@@ -23,6 +23,7 @@ from refq.fixedpoint.mixed import float_nodes
 from refq.fixedpoint.run import IntPlan, input_encodings, output_encodings, run_int
 from refq.importers import tflite as tflite_importer
 from refq.importers.tflite import import_tflite
+from expected_data import load_npz
 
 pytest.importorskip("tflite")
 
@@ -32,8 +33,7 @@ ULP1 = {"float_first": {9, 10}}
 
 
 def _expected(name):
-    with np.load(DATA / f"{name}.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(DATA / f"{name}.npz")
 
 
 def _ulps(a, b):

@@ -19,6 +19,7 @@ from refq.fixedpoint.kernels.lut import build_lut
 from refq.fixedpoint.lower_activations import lut_table
 from refq.fixedpoint.lower_encodings import TensorQ
 from refq.fixedpoint.run import run_int
+from expected_data import load_npz, same_bits
 
 DATA = pathlib.Path(__file__).parent / "data" / "tflite"
 f32 = np.float32
@@ -137,8 +138,7 @@ def test_params_and_errors():
 
 # ---- against LiteRT --------------------------------------------------------------------------
 def _expected(name):
-    with np.load(DATA / f"{name}.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(DATA / f"{name}.npz")
 
 
 def _leaky_ops(name):
@@ -190,11 +190,7 @@ def test_lut_float_table_differs_from_litert(name):
     assert wrong == LUT_FLOAT_WRONG[name]
 
 
-def _same(got, want):
-    if want.dtype.kind == "f":
-        return np.array_equal(np.asarray(got).astype(np.float32).view(np.int32),
-                              want.view(np.int32))
-    return np.array_equal(np.asarray(got).astype(np.int64), want.astype(np.int64))
+_same = same_bits
 
 
 @pytest.mark.parametrize("name", MODELS)

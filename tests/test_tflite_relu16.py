@@ -17,6 +17,7 @@ import pytest
 from refq.fixedpoint.run import run_int
 from refq.importers.tflite import import_tflite
 from refq.importers.tflite_read import read_tflite
+from expected_data import load_npz
 
 DATA = pathlib.Path(__file__).parent / "data" / "tflite"
 f32 = np.float32
@@ -55,8 +56,7 @@ def relu_x_loop(codes, s_in, zp_in, s_out, zp_out, act_max, qmin=-32768, qmax=32
 
 
 def _expected(name):
-    with np.load(DATA / f"{name}.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(DATA / f"{name}.npz")
 
 
 @pytest.mark.parametrize("name,lo,hi", [("relu_codes16", -32768, 32767),
