@@ -110,6 +110,17 @@ def _scaled_input(x, multiplier, left_shift):
     return (np.asarray(x, dtype=np.int64) * multiplier + rnd) >> left_shift
 
 
+def _interpolated(a, bits: int, saturated: int) -> np.ndarray:
+    """The interpolation LOGISTIC and TANH share: h = a >> bits; h ≥ 255: `saturated`; else
+    T[h]·2^bits + (a mod 2^bits)·(T[h + 1] − T[h]) (T = SIGMOID_TABLE_UINT16, int64)."""
+    h = a >> bits
+    sat = h >= 255
+    hc = np.where(sat, 0, h)
+    t = SIGMOID_TABLE_UINT16
+    return np.where(sat, saturated,
+                    (t[hc] << bits) + (a & ((1 << bits) - 1)) * (t[hc + 1] - t[hc]))
+
+
 def logistic16(x, multiplier: int, left_shift: int) -> np.ndarray:
     """int16 LOGISTIC (`reference_integer_ops::Logistic(input_multiplier, input_left_shift,
     size, int16 in, int16 out)`), on int64 arrays of int16 codes (s_in from
@@ -119,12 +130,7 @@ def logistic16(x, multiplier: int, left_shift: int) -> np.ndarray:
       (T = SIGMOID_TABLE_UINT16); v ≥ 0: r += 2^9, else r = 2^25 − r + 2^9 − 1;
       y = int16(r >> 10)."""
     v = _scaled_input(x, multiplier, left_shift)
-    a = np.abs(v)
-    h = a >> 9
-    sat = h >= 255
-    hc = np.where(sat, 0, h)
-    t = SIGMOID_TABLE_UINT16
-    r = np.where(sat, 0x7FFF << 10, (t[hc] << 9) + (a & 0x1FF) * (t[hc + 1] - t[hc]))
+    r = _interpolated(np.abs(v), 9, 0x7FFF << 10)
     r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
     return wrap(r >> 10, 16)
 
@@ -137,12 +143,7 @@ def tanh16(x, multiplier: int, left_shift: int) -> np.ndarray:
       h ≥ 255: r = 65535·2^8; else r = T[h]·2^8 + (a & 255)·(T[h + 1] − T[h]);
       v ≥ 0: r = r − 2^23 + 2^7, else r = −r + 2^23 + 2^7 − 1; y = int16(r >> 8) (arithmetic)."""
     v = _scaled_input(x, multiplier, left_shift)
-    a = np.abs(v)
-    h = a >> 8
-    sat = h >= 255
-    hc = np.where(sat, 0, h)
-    t = SIGMOID_TABLE_UINT16
-    r = np.where(sat, 0xFFFF << 8, (t[hc] << 8) + (a & 0xFF) * (t[hc + 1] - t[hc]))
+    r = _interpolated(np.abs(v), 8, 0xFFFF << 8)
     r = np.where(v >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1)
     return wrap(r >> 8, 16)
 
