@@ -13,7 +13,7 @@ bound):
   epilogue on each output block while it is in cache, in place. A zero_pad2d read only by a
   'valid' or 'explicit' conv2d becomes that convolution's explicit pads: both sum the same zero
   terms in the same order. A residual add of the producer's output and a tensor computed before it
-  (of the same static shape) joins the epilogue too, block by block (`_ResidualAdd`; a + b = b + a
+  (of the same static shape) joins the epilogue too, block by block (`refq.plan_steps`; a + b = b + a
   exactly), and the elementwise chain may go on after it. A tensor is fused away only when nothing
   else can see it: it is not a graph output, not traced, not given to a hook, and read by one node.
 - Batch norms in float32. A float32 plan (unless built with fold_batch_norms=False) folds a
@@ -62,8 +62,8 @@ import numpy as np
 from .errors import GraphError, InputError
 from .feeds import _check_feeds
 from .graph import Graph
-from .ops import get_op
 from . import parallel
+from .plan_steps import fused_steps, plain_steps, set_lifetimes
 from .progress import progress
 
 __all__ = ["Plan", "CHUNK_BYTES"]
@@ -73,20 +73,6 @@ CHUNK_BYTES = 32 << 20
 #: The number of chunks is a multiple of this, so that both threads have work (speed only).
 CHUNK_MULTIPLE = 2
 
-
-
-class _Step:
-    """One unit of work: `fn(inputs) -> array` on the values in slots `ins`, result into slot
-    `out`; `free` lists the slots released after it. `inplace(inputs) -> bool`, when given,
-    computes the same result into inputs[0] if it can (True) and is tried when inputs[0] is not
-    used again. `names` are the graph nodes the step evaluates, the first one reading `ins`;
-    `hooked`: its epilogue already applied the output's in-place hook."""
-
-    __slots__ = ("fn", "ins", "out", "free", "inplace", "names", "hooked")
-
-    def __init__(self, fn, ins, out, names, inplace=None, hooked=False):
-        self.fn, self.ins, self.out, self.names = fn, ins, out, names
-        self.inplace, self.hooked, self.free = inplace, hooked, ()
 
 
 class _Hooks:
@@ -154,142 +140,14 @@ class Plan:
         self._cache: dict = {}
         self._folded: dict = {}
 
-    # ---- steps ----------------------------------------------------------------------------------
-    def _plain_steps(self, call):
-        """One step per node: `op.forward` on its parameters, or `call(node, op, xs, params)`."""
-        steps = []
-        for node in self.order:
-            op, p, a = get_op(node.op), self.params[node.name], self.attrs[node.name]
-            fn = (lambda xs, op=op, p=p, a=a: op.forward(xs, p, a)) if call is None else \
-                (lambda xs, node=node, op=op, p=p: call(node, op, xs, p))
-            steps.append(_Step(fn, [self.slot[t] for t in node.inputs], self.slot[node.outputs[0]],
-                               (node.name,)))
-        return steps
-
-    def _fused_steps(self, hooks: _Hooks):
-        """Steps with fusion and in-place forms (module docstring). Graph outputs and tensors
-        with a tensor hook stay visible; a node with a hooked input reads the hooked value, so it
-        is never fused into its producer; a tensor's in-place hook runs in the epilogue where the
-        tensor is produced, and the epilogue may go on to its one reader."""
-        kept = frozenset(self.outputs) | frozenset(hooks.tensor_hooks)
-        if hooks.on_tensor is not None:
-            kept |= frozenset(hooks.inplace_hooks)
-        read_hooked = {n for n, _ in hooks.input_hooks}
-        readers: dict = {}
-        for node in self.order:
-            for t in node.inputs:
-                readers.setdefault(t, []).append(node)
-
-        def private(t):
-            """t is read once, by one node, and seen by nothing else but its in-place hook."""
-            r = readers.get(t, ())
-            return t not in kept and len(r) == 1 and r[0].inputs.count(t) == 1 \
-                and r[0].name not in read_hooked
-
-        skip, pads_of, steps = set(), {}, []
-        ready = {self.slot[s.name] for s in self.inputs}   # slots computed by earlier steps
-        for node in self.order:
-            if node.name in skip:
-                continue
-            a, p, out = self.attrs[node.name], self.params[node.name], node.outputs[0]
-            if node.op == "zero_pad2d" and private(out) and node.name not in read_hooked \
-                    and out not in hooks.inplace_hooks:
-                conv = readers[out][0]
-                ca = self.attrs[conv.name]
-                if conv.op == "conv2d" and ca["padding"] in ("valid", "explicit"):
-                    base = ca["pads"] if ca["padding"] == "explicit" else [0, 0, 0, 0]
-                    pads_of[conv.name] = (node.inputs[0], [u + v for u, v in zip(a["pads"], base)])
-                    continue
-            ins = list(node.inputs)
-            if node.name in pads_of:
-                ins[0], pads = pads_of[node.name]
-                a = dict(a, padding="explicit", pads=pads)
-            slots = [self.slot[t] for t in ins]
-            if get_op(node.op).forward_fused is not None:
-                epilogue, names, last, extra = [], [node.name], node, []
-                bn = self._foldable_batch_norm(node, hooks, private, readers)
-                if bn is not None:
-                    p = dict(p, **self._folded[node.name])
-                    names.append(bn.name)
-                    skip.add(bn.name)
-                    last = bn
-                while True:
-                    t = last.outputs[0]
-                    hook = hooks.inplace_hooks.get(t) if t not in kept else None
-                    if hook is not None:
-                        epilogue.append(hook)   # the hooked value is what the reader sees
-                    if not private(t):
-                        break
-                    nxt = readers[t][0]
-                    other = self._residual(nxt, t, ready)
-                    if other is not None:
-                        step = _ResidualAdd(len(slots) + len(extra))
-                        extra.append(other)
-                    else:
-                        step = inplace_step(nxt.op, self.params[nxt.name], self.attrs[nxt.name],
-                                            self.dtype)
-                    if step is None:
-                        break
-                    epilogue.append(step)
-                    names.append(nxt.name)
-                    skip.add(nxt.name)
-                    last = nxt
-                steps.append(_Step(_producer(get_op(node.op).forward_fused, p, a, epilogue,
-                                             len(slots)), slots + extra,
-                                   self.slot[last.outputs[0]], tuple(names),
-                                   hooked=hook is not None))
-                ready.add(steps[-1].out)
-                continue
-            op = get_op(node.op)
-            step = _Step(lambda xs, op=op, p=p, a=a: op.forward(xs, p, a), slots, self.slot[out],
-                         (node.name,))
-            unary = inplace_step(node.op, p, a, self.dtype)
-            if unary is not None:
-                step.inplace = lambda xs, f=unary: f(xs[0]) is None
-            elif node.op == "add" and len(ins) == 2:
-                step.inplace = _add_into
-            steps.append(step)
-            ready.add(step.out)
-        return steps
-
-    def _foldable_batch_norm(self, node, hooks, private, readers):
-        """The batch_norm node that reads `node`'s output and is folded into its parameters
-        (module docstring, Batch norms in float32), or None."""
-        t = node.outputs[0]
-        if not self.fold_batch_norms or t in hooks.inplace_hooks or not private(t):
-            return None
-        bn = readers[t][0]
-        if bn.op != "batch_norm" or inplace_step(bn.op, self.params[bn.name],
-                                                 self.attrs[bn.name], self.dtype) is None:
-            return None   # not on the last (channel) axis
-        if node.name not in self._folded:
-            from .layers.normalization import fold_into_producer
-            self._folded[node.name] = fold_into_producer(
-                self.params[node.name], self.params[bn.name], self.attrs[bn.name]["epsilon"],
-                self.dtype)
-        return bn if self._folded[node.name] is not None else None
-
-    def _residual(self, node, t, ready):
-        """The slot of the other operand when `node` is an add of t and a tensor already computed
-        (`ready`) of the same fully static shape, which the producer of t can add block by block;
-        else None."""
-        if node.op != "add" or len(node.inputs) != 2 or node.inputs.count(t) != 1:
-            return None
-        other = node.inputs[1] if node.inputs[0] == t else node.inputs[0]
-        shape = self.shapes.get(t)
-        if self.slot[other] not in ready or self.shapes.get(other) != shape or shape is None \
-                or any(d is None for d in shape[1:]):
-            return None
-        return self.slot[other]
-
     def _steps(self, hooks: _Hooks, fused: bool, trace, call):
         """The steps of a run: cached when the run has no hooks (they depend on its hooks)."""
         key = (fused, trace, call)
         if not hooks.any and key in self._cache:
             return self._cache[key]
-        steps = self._fused_steps(hooks) if fused else self._plain_steps(call)
+        steps = fused_steps(self, hooks) if fused else plain_steps(self, call)
         keep = {self.slot[t] for t in self._returned(trace)}
-        _set_lifetimes(steps, keep)
+        set_lifetimes(steps, keep)
         if not hooks.any and call is None:
             self._cache[key] = steps
         return steps
@@ -380,63 +238,6 @@ class Plan:
         return tuple(trace) if trace else tuple(self.outputs)
 
 
-def inplace_step(op: str, params, attrs, dtype):
-    """The in-place step of op `op` for these parameters (`Op.inplace`), or None."""
-    make = get_op(op).inplace
-    return None if make is None else make(params, attrs, dtype)
-
-
-def _producer(forward_fused, params, attrs, epilogue, n_in):
-    """fn(xs) running a conv2d/dense forward on xs[:n_in] with the epilogue steps applied per
-    block; a `_ResidualAdd` step reads its operand from xs."""
-    if not any(isinstance(f, _ResidualAdd) for f in epilogue):
-        if not epilogue:
-            return lambda xs: forward_fused(xs, params, attrs, None)
-        if len(epilogue) == 1:
-            return lambda xs: forward_fused(xs, params, attrs, epilogue[0])
-
-    def run(xs):
-        steps = [f.bind(xs) if isinstance(f, _ResidualAdd) else f for f in epilogue]
-
-        def chain(block):
-            for f in steps:
-                f(block)
-        return forward_fused(xs[:n_in], params, attrs, chain)
-    return run
-
-
-class _ResidualAdd:
-    """The epilogue step block += the same block of xs[k], the other operand of an add: an output
-    block is a C-contiguous run of the producer's output array (the base of the block's view), so
-    the same run of the other operand, of the same shape, is its element-wise partner."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def bind(self, xs):
-        flat = np.ascontiguousarray(xs[self.k]).reshape(-1)
-
-        def step(block):
-            root = block if block.base is None else block.base
-            start = (block.__array_interface__["data"][0] -
-                     root.__array_interface__["data"][0]) // block.itemsize
-            if root.size != flat.size or not block.flags.c_contiguous or \
-                    not 0 <= start <= flat.size - block.size or block.dtype != flat.dtype:
-                raise AssertionError("a fused residual add got a block that is not a contiguous "
-                                     "run of an output of the operand's size")
-            np.add(block, flat[start:start + block.size].reshape(block.shape), out=block)
-        return step
-
-
-def _add_into(xs) -> bool:
-    """a + b into a, when a has the shape of the result (a + b = b + a exactly)."""
-    a, b = xs
-    if a.shape != np.broadcast_shapes(a.shape, b.shape) or a.dtype != b.dtype:
-        return False
-    np.add(a, b, out=a)
-    return True
-
-
 def _donate(values, xs, step) -> bool:
     """Run `step.inplace` on its first input when the runtime holds the only reference to that
     array (sys.getrefcount, module docstring); True when it did (the result is then xs[0])."""
@@ -451,16 +252,6 @@ def _donate(values, xs, step) -> bool:
         return True
     values[d] = a
     return False
-
-
-def _set_lifetimes(steps, keep: set):
-    """Give each step the input slots read for the last time by it (never the `keep` slots)."""
-    last = {}
-    for k, s in enumerate(steps):
-        for i in s.ins:
-            last[i] = k
-    for k, s in enumerate(steps):
-        s.free = tuple(sorted({i for i in s.ins if last[i] == k and i not in keep}))
 
 
 def _chunks(n: int, batch_size, chunk_images: int) -> list:
