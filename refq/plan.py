@@ -12,10 +12,11 @@ bound):
   on the channel axis, relu, relu6, clip, hard_swish; `refq.layers.inplace`) runs them as an
   epilogue on each output block while it is in cache, in place. A zero_pad2d read only by a
   'valid' or 'explicit' conv2d becomes that convolution's explicit pads: both sum the same zero
-  terms in the same order. A residual add of the producer's output and a tensor computed before it
-  (of the same static shape) joins the epilogue too, block by block (`refq.plan_steps`; a + b = b + a
-  exactly), and the elementwise chain may go on after it. A tensor is fused away only when nothing
-  else can see it: it is not a graph output, not traced, not given to a hook, and read by one node.
+  terms in the same order. A residual add of the producer's output and a tensor computed before
+  it (of the same static shape) joins the epilogue too, block by block (a + b = b + a exactly),
+  and the elementwise chain may go on after it. A tensor is fused away only when nothing else
+  can see it: it is not a graph output, not traced, not given to a hook, and read by one node.
+  `refq.plan_steps` builds these steps.
 - Batch norms in float32. A float32 plan (unless built with fold_batch_norms=False) folds a
   batch_norm on the channel axis into the conv2d or dense layer before it when that fusion
   applies: one layer with weight s·w and bias s·b + t, formed in float64 and rounded once

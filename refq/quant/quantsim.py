@@ -12,21 +12,10 @@ Placement follows `refq.quant.placement` (AIMET 2.42's rules). Calibration (aime
    quantizer's analyzer observes its tensors (a shared quantizer observes all of them);
 3. activation encodings are finalised (a config's `encoding_constraints` fix the range with the
    min/max rule); then 4. AIMET's overflow protection re-snaps the weight scales of conv2d, dense,
-   conv_transpose2d and gemm (AIMET's QuantizedConv*, QuantizedConvTranspose*, QuantizedLinear).
+   conv_transpose2d and gemm (AIMET's QuantizedConv*, QuantizedConvTranspose*, QuantizedLinear;
+   `refq.quant.overflow_protection`).
 The simulation forward runs in `numerics.dtype` (float32 for AIMET_V2): weights and every
 quantized tensor are replaced by their fake-quantized values; biases stay float.
-
-Overflow protection (§0.2.5, `_compute_encodings_with_overflow_protection`), for a weighted layer
-(`placement.PER_CHANNEL_WEIGHTED`; b per output channel: the bias, for gemm beta·C broadcast to
-its P outputs) with a quantized weight, an input encoding s_in (the tensor it reads is quantized) and its own output
-quantizer (s_out, offset o_out = −zero_point), in float64:
-    s' = max(s_w, |b| / ((2^31 − 2^15)·s_in))            bias must fit int32 (per channel)
-    s' = max(s', 2^−23.5 · s_out / s_in)                  requantization underflow
-    b_acc = round(b/(s_in s')) + round(o_out·s_out/(s_in s')); s' = max(s', |b_acc·s_in·s'| / ((2^31 − 2^15)·s_in))
-    weight encoding <- set_range(s'·(qmin − zp), s'·(qmax − zp))   the re-snap, also when nothing
-                                                          overflowed (zp = 0 for symmetric weights)
-A per-tensor weight uses b = max|b| throughout (AIMET `true_quant.py`).
-Without an output quantizer of its own (e.g. conv inside a Conv+Relu supergroup) nothing changes.
 
 Inputs it refuses (QuantError, or InputError for shapes; one line naming the model, batch, input
 or key): an integer model
@@ -37,8 +26,7 @@ and the input).
 
 Blocked weights (`set_blockwise`): one encoding per output channel and block of B input channels
 (`refq.quant.analyzers.blocked_encoding`: the scheme's analyzer on each block), without
-pre-quantized detection. Overflow protection, as AIMET's: a (C, n_blocks) scale with more than one
-axis longer than 1 is left alone, otherwise the steps below run per block with its channel's bias.
+pre-quantized detection.
 
 Persistence (`to_json` / `from_json`, `save` / `load`): the `/encodings` section of a .refq.h5,
 written, read and checked key by key by `refq.quant.sim_section`.
@@ -56,20 +44,16 @@ from ..plan import Plan
 from ..progress import progress
 from .analyzers import ANALYZERS, blocked_encoding, make_analyzer
 from .config import ONNX_TYPE, QuantsimConfig, load_config, parse_config
-from .encoding import AIMET_V2, Encoding, EncodingNumerics, as_blocked, encoding_from_min_max, \
-    encoding_from_range, quantize_dequantize
-from .placement import (PER_CHANNEL_WEIGHTED, QuantizerSpec, blockwise_weights,
-                        integer_model_kind, place_quantizers, require_float_model,
-                        weight_input_axis, weight_output_axis)
+from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
+    quantize_dequantize
+from .overflow_protection import protect_overflow
+from .placement import (QuantizerSpec, blockwise_weights, integer_model_kind,
+                        place_quantizers, require_float_model, weight_input_axis)
 from .prequantized import prequantized_encoding
 from .sim_plan import SimPlan
 from .sim_section import section_json, sim_from_section
 
 __all__ = ["QuantSim", "iterate_batches", "check_calibration_batch"]
-
-_BIAS_LIMIT = 2.0 ** 31 - 2.0 ** 15
-_UNDERFLOW = 2.0 ** -23.5
-
 
 def check_calibration_batch(graph: Graph, feeds, where: str) -> dict:
     """{input name: array} of one calibration batch, checked: every array is a real (float or
@@ -297,46 +281,8 @@ class QuantSim:
                     q.bitwidth, q.symmetric, numerics=self.numerics, strict=q.strict,
                     unsigned_symmetric=q.unsigned_symmetric)
         if self.overflow_protection:
-            self._protect_overflow()
+            protect_overflow(self)
         return self
-
-    def _protect_overflow(self):
-        tq = self.tensor_quantizers()
-        iq = self.input_quantizers()
-        for q in self._by_kind("param"):
-            node = self.graph.node(q.node)
-            if node.op not in PER_CHANNEL_WEIGHTED or q.param != "weight" or q.name in self.frozen:
-                continue
-            in_name = iq.get((node.name, 0), tq.get(node.inputs[0]))
-            out_name = tq.get(node.outputs[0])
-            if in_name is None or out_name is None:
-                continue
-            s_in = float(self._encoding(in_name).scale)
-            out = self._encoding(out_name)
-            s_out, o_out = float(out.scale), -float(out.zero_point)
-            w_enc = self._encoding(q.name)
-            s = w_enc.scale.astype(np.float64)
-            b = _output_bias(node)
-            if w_enc.axis is None:  # a per-tensor weight protects its largest bias (AIMET)
-                b = np.abs(b).max(initial=0.0)
-            if w_enc.is_blocked:    # AIMET: only a scale with one axis longer than 1
-                if min(s.shape) > 1:
-                    continue
-                b = b[:, None]
-            s = np.maximum(s, np.abs(b) / (_BIAS_LIMIT * s_in))
-            s = np.maximum(s, _UNDERFLOW * s_out / s_in)
-            b_acc = np.round(b / (s_in * s)) + np.round(o_out * s_out / (s_in * s))
-            s = np.maximum(s, np.abs(b_acc * s_in * s) / (_BIAS_LIMIT * s_in))
-            s32 = s.astype(np.float32)
-            zp = w_enc.zero_point.astype(np.float32)
-            lo, hi = s32 * (np.float32(w_enc.qmin) - zp), s32 * (np.float32(w_enc.qmax) - zp)
-            blocked = w_enc.is_blocked
-            enc = encoding_from_range(
-                lo.reshape(-1) if blocked else lo, hi.reshape(-1) if blocked else hi,
-                q.bitwidth, w_enc.symmetric, axis=w_enc.axis, numerics=self.numerics,
-                strict=q.strict, unsigned_symmetric=q.unsigned_symmetric)
-            self.encodings[q.name] = as_blocked(enc, s.shape, w_enc.axis, w_enc.block_axis,
-                                                w_enc.block_size) if blocked else enc
 
     # ---- simulation -------------------------------------------------------------------------
     def run(self, feeds, *, trace: bool = False, batch_size: int | None = None,
@@ -395,16 +341,3 @@ class QuantSim:
                              f"it first (`refq quantize {path} --calib DATA -o Q.refq.h5`) and give "
                              "Q.refq.h5")
         return cls.from_json(graph, doc, source=str(path))
-
-
-def _output_bias(node) -> np.ndarray:
-    """The real bias each output channel of a weighted layer adds, float64 [C] (zeros without a
-    bias): the bias itself, for gemm beta·C broadcast to its outputs."""
-    c = node.params["weight"].shape[weight_output_axis(node)]
-    b = node.params.get("bias")
-    if b is None:
-        return np.zeros(c)
-    b = np.asarray(b, dtype=np.float64)
-    if node.op == "gemm":
-        b = np.float64(node.attrs["beta"]) * np.broadcast_to(b.reshape(-1), (c,))
-    return b
