@@ -36,6 +36,13 @@ bound):
   concatenation in batch order. For a given chunking the result is the same bit for bit, from run
   to run and whatever the threads; BLAS may round the last bits differently for another row
   count, so another chunking (another batch size) may change the last bits.
+- A twin process. A run large enough (at least TWIN_MIN_VALUES activation values in all) without
+  trace, batch_size or hooks with effects sends the second half of its chunks to a forked twin of
+  this process (`refq.twin`, kept with the plan for later runs) and computes the first half
+  itself, one chunk after the other, both on one BLAS thread: the same chunks and the same
+  functions, hence the same result bit for bit, without the GIL hand-overs that slow two threads
+  on short passes. Hooks go to the twin only with processes=True (the caller's promise that they
+  are functions of their argument alone and that the same hook dicts are not changed later).
 Memory: a tensor is released as soon as its last reader has run (unless traced), so memory is
 bounded by the live activations of the chunks in flight.
 
@@ -63,7 +70,7 @@ import numpy as np
 from .errors import GraphError, InputError
 from .feeds import _check_feeds
 from .graph import Graph
-from . import parallel
+from . import parallel, twin
 from .plan_steps import fused_steps, plain_steps, set_lifetimes
 from .progress import progress
 
@@ -73,6 +80,10 @@ __all__ = ["Plan", "CHUNK_BYTES"]
 CHUNK_BYTES = 32 << 20
 #: The number of chunks is a multiple of this, so that both threads have work (speed only).
 CHUNK_MULTIPLE = 2
+#: Least number of activation values of a run (the batch times the values of every tensor of one
+#: image) for its second half to go to a twin process (speed only: a smaller run loses more to
+#: the transfer of its feeds than it gains).
+TWIN_MIN_VALUES = 1 << 22
 
 
 
@@ -136,6 +147,8 @@ class Plan:
                                for k, v in n.attrs.items()} for n in self.order}
         per_image = max((math.prod(d or 1 for d in s[1:]) for s in shapes.values()), default=1)
         self.chunk_images = max(1, CHUNK_BYTES // (per_image * np.dtype(dtype).itemsize))
+        self.values_per_image = sum(math.prod(d or 1 for d in s[1:]) for s in shapes.values())
+        self._twins: dict = {}   # {hook ids: (refq.twin.Twin, hooks)}
         names = [s.name for s in self.inputs] + [n.outputs[0] for n in self.order]
         self.slot = {t: i for i, t in enumerate(names)}
         self._cache: dict = {}
@@ -157,14 +170,17 @@ class Plan:
     def run(self, feeds, trace=False, batch_size: int | None = None, quiet: bool = True,
             *, tensor_hooks: dict | None = None, inplace_hooks: dict | None = None,
             input_hooks: dict | None = None, on_tensor=None, on_input=None, call=None,
-            threads: int | None = None, step_times: list | None = None) -> dict:
+            threads: int | None = None, step_times: list | None = None,
+            processes: bool | None = None) -> dict:
         """{output name: array} (with trace=True, every tensor by name; with trace a collection of
         tensor names, those tensors) of the graph on `feeds` ({input name: array}, or one array
         for a single-input graph); see `refq.runtime.run` and the module docstring. step_times: a list that receives (node names, seconds) of
         every step of every chunk: the time of its computation alone (for profiling the runtime
         itself: the rest is the runtime's own cost). threads: how many threads compute batch
         chunks; None: `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks
-        that may not be thread-safe); any other number promises the hooks are."""
+        that may not be thread-safe); any other number promises the hooks are. processes: False
+        never uses a twin process; True allows one with hooks (module docstring, A twin
+        process)."""
         feeds = _check_feeds(self, feeds)
         trace = self._check_trace(trace)
         if batch_size is not None and batch_size <= 0:
@@ -177,7 +193,7 @@ class Plan:
         every_node = on_tensor is not None or on_input is not None or call is not None
         steps = self._steps(hooks, not (trace or every_node), trace, call)
         n = next(iter(feeds.values())).shape[0] if feeds else 0
-        chunks = _chunks(n, batch_size, self.chunk_images)
+        chunks = self.chunk_bounds(n, batch_size)
         arrays = list(feeds.values())
 
         def one(chunk):
@@ -186,11 +202,36 @@ class Plan:
 
         if threads is None:
             threads = 1 if every_node else parallel.threads()
-        parts = list(progress(parallel.map_threads(one, chunks, threads),
-                              total=len(chunks), desc="run", quiet=quiet, unit="batch"))
+        own = (tensor_hooks, inplace_hooks, input_hooks)
+        mate = None
+        if processes is not False and threads >= 2 and len(chunks) >= 2 and not batch_size \
+                and not (trace or every_node or step_times is not None) \
+                and (processes or not hooks.any) and self.twin_worthy(n):
+            mate = twin.for_owner(self, tuple(map(id, own)), lambda: self._twin_fn(steps, hooks),
+                                  keep=own)
+        if mate is not None and mate.acquire():
+            found = _with_twin(mate, one, chunks, arrays)
+        else:
+            found = parallel.map_threads(one, chunks, threads)
+        parts = list(progress(found, total=len(chunks), desc="run", quiet=quiet, unit="batch"))
         if len(parts) == 1:
             return parts[0]
         return {k: np.concatenate([c[k] for c in parts], axis=0) for k in parts[0]}
+
+    def chunk_bounds(self, n: int, batch_size: int | None = None) -> list:
+        """[(start, end)] of the batch chunks of a run over n images (module docstring)."""
+        return _chunks(n, batch_size, self.chunk_images)
+
+    def twin_worthy(self, n: int) -> bool:
+        """A run over n images is large enough for a twin process, and one can be forked."""
+        return n * self.values_per_image >= TWIN_MIN_VALUES and twin.available()
+
+    def _twin_fn(self, steps, hooks):
+        """What a twin computes: the outputs of chunks [(start, end)] of the feeds it is sent."""
+        def chunks_of(arrays, chunks):
+            return [self._forward([v[s:e] for v in arrays], steps, False, hooks, None)
+                    for s, e in chunks]
+        return chunks_of
 
     def _check_trace(self, trace):
         """True, False, or a frozenset of tensor names (GraphError naming an unknown one)."""
@@ -237,6 +278,24 @@ class Plan:
         if trace is True:
             return tuple(self.slot)
         return tuple(trace) if trace else tuple(self.outputs)
+
+
+def _with_twin(mate, one, chunks, arrays):
+    """Yield one(chunk) for every chunk, in order, on one BLAS thread: the first half computed
+    here, one after the other, the second half by the twin `mate` (reserved by the caller), or
+    here too when the twin gives no result (`refq.twin`: the same error or warning is then raised
+    here)."""
+    k = (len(chunks) + 1) // 2
+    b = chunks[k][0]
+    mate.submit([v[b:] for v in arrays], [(s - b, e - b) for s, e in chunks[k:]])
+    remote = None
+    with parallel.single_blas_thread():
+        try:
+            for chunk in chunks[:k]:
+                yield one(chunk)
+        finally:
+            remote = mate.result()   # always read, so that the next request finds the pipe empty
+        yield from remote if remote is not None else map(one, chunks[k:])
 
 
 def _donate(values, xs, step) -> bool:

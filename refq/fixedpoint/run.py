@@ -23,7 +23,9 @@ whose op has a kernel in `kernels.NARROW` run it instead (the same values in the
 holding the node's output range, e.g. int8 instead of int64; every kernel accepts such inputs),
 with a per-node memo of what the kernel derives from its parameters during the run. The batch
 chunks of the runtime's plan (`refq.plan`) run on `refq.parallel.threads()` threads (NumPy and
-BLAS release the GIL; the statistics are merged under a lock).
+BLAS release the GIL; the statistics are merged under a lock); a run of at least
+`refq.plan.TWIN_MIN_VALUES` activation values instead computes the second half of its batch in a
+twin process (`refq.twin`), whose statistics are merged the same way.
 With trace=True the nodes run through `Op.accumulate` / `Op.forward` (every traced integer
 tensor is int64), on one thread.
 
@@ -69,7 +71,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import FixedPointError, InputError
-from ..parallel import threads
+from .. import twin
+from ..parallel import single_blas_thread, threads
 from ..plan import Plan
 from ..feeds import feeds_dict
 from .kernels import NARROW
@@ -244,20 +247,68 @@ class IntPlan:
         self.graph, self.plan = graph, Plan(graph, np.float64)
         self._memos: dict = {}      # {feed shapes after the batch: {node: memo}}
         self._boundary = None       # (int_quantize nodes per input, int_dequantize per output)
+        self._twins: dict = {}      # {skipped nodes: (refq.twin.Twin, ())}
 
     def run(self, feeds, trace: bool = False, batch_size: int | None = None,
             quiet: bool = True, *, codes: bool = False):
-        """(outputs, stats) as `run_int`."""
-        graph, stats, lock, skip = self.graph, {}, threading.Lock(), {}
+        """(outputs, stats) as `run_int`. A large run without trace or batch_size computes the
+        second half of its batch in a twin process (`refq.twin`; the same values and statistics)."""
+        graph, skip, out_encs, in_encs = self.graph, frozenset(), {}, {}
         if codes:
             if self._boundary is None:
                 self._boundary = _boundary_nodes(graph)
             quant, deq = self._boundary
             in_encs, out_encs = _input_qs(graph, quant), _output_qs(graph, deq)
             feeds = _check_codes(graph, feeds, in_encs)
-            skip = {n.name for nodes in quant.values() for n in nodes} | \
-                {n.name for n in deq.values()}
+            skip = frozenset({n.name for nodes in quant.values() for n in nodes} |
+                             {n.name for n in deq.values()})
         feeds = feeds_dict(graph, feeds)
+        n = next(iter(feeds.values())).shape[0] if feeds else 0
+        chunks = self.plan.chunk_bounds(n)
+        if not trace and not batch_size and len(chunks) >= 2 and threads() >= 2 \
+                and self.plan.twin_worthy(n):
+            out, stats = self._run_halves(feeds, chunks[(len(chunks) + 1) // 2][0], skip, quiet)
+        else:
+            out, stats = self._run_here(feeds, trace, batch_size, quiet, skip, None)
+        for s in stats.values():
+            s["headroom_bits"] = accumulator_headroom(s["max_abs_acc"], s["accumulator_bits"])
+        if codes:
+            for name, q in out_encs.items():
+                out[name] = out[name].astype(NP_DTYPES[q.dtype])
+            for name in in_encs:
+                if name in out:
+                    out[name] = out[name].astype(np.int64)
+        return out, stats
+
+    def _run_halves(self, feeds: dict, b: int, skip, quiet):
+        """Images [0, b) here and [b, n) in the twin (or here, when it gives no result), each on
+        one thread; the outputs concatenated and the statistics merged."""
+        mate = twin.for_owner(self, skip, lambda: lambda f: self._run_here(f, False, None, True,
+                                                                           skip, 1))
+        if not mate.acquire():
+            return self._run_here(feeds, False, None, quiet, skip, None)
+        mate.submit({k: v[b:] for k, v in feeds.items()})
+        try:
+            with single_blas_thread():
+                first = self._run_here({k: v[:b] for k, v in feeds.items()}, False, None, quiet,
+                                       skip, 1)
+        finally:
+            second = mate.result()
+        if second is None:
+            with single_blas_thread():
+                second = self._run_here({k: v[b:] for k, v in feeds.items()}, False, None, quiet,
+                                        skip, 1)
+        (out, stats), (out2, stats2) = first, second
+        for name, s2 in stats2.items():
+            s = stats.setdefault(name, s2)
+            s["max_abs_acc"] = max(s["max_abs_acc"], s2["max_abs_acc"])
+            s["overflowed"] = s["overflowed"] or s2["overflowed"]
+        return {k: np.concatenate([v, out2[k]], axis=0) for k, v in out.items()}, stats
+
+    def _run_here(self, feeds: dict, trace, batch_size, quiet, skip, n_threads):
+        """(outputs, stats without headroom) computed in this process, on n_threads threads (None:
+        `refq.parallel.threads()`, or 1 with a trace)."""
+        graph, stats, lock = self.graph, {}, threading.Lock()
         shapes = tuple(np.shape(feeds[s.name])[1:] if s.name in feeds else None
                        for s in graph.inputs)
         memos = self._memos.setdefault(shapes, {})
@@ -299,16 +350,9 @@ class IntPlan:
                 s["overflowed"] = s["overflowed"] or over
             return y
 
-        out = self.plan.run(feeds, trace, batch_size, quiet, call=call,
-                            threads=1 if trace else threads())
-        for s in stats.values():
-            s["headroom_bits"] = accumulator_headroom(s["max_abs_acc"], s["accumulator_bits"])
-        if codes:
-            for name, q in out_encs.items():
-                out[name] = out[name].astype(NP_DTYPES[q.dtype])
-            for name in in_encs:
-                if name in out:
-                    out[name] = out[name].astype(np.int64)
+        if n_threads is None:
+            n_threads = 1 if trace else threads()
+        out = self.plan.run(feeds, trace, batch_size, quiet, call=call, threads=n_threads)
         return out, stats
 
 

@@ -13,7 +13,8 @@ class SimPlan:
     returns. It holds a `refq.Plan` of the graph with the fake-quantized parameters of the enabled
     parameter quantizers, and the hooks that fake-quantize the enabled tensor and input
     quantizers' tensors with their encodings (per-tensor encodings in place, in the epilogue of the
-    step that produces the tensor; `refq.plan`)."""
+    step that produces the tensor; `refq.plan`). The hooks are pure functions fixed when the
+    SimPlan is built, so a large run may send half its batch to a twin process."""
 
     def __init__(self, sim, enabled: dict):
         tq = {t: n for t, n in sim.tensor_quantizers().items() if enabled.get(n, False)}
@@ -40,4 +41,4 @@ class SimPlan:
         """The simulated forward (`QuantSim.run`); trace as `refq.Plan.run`'s (True, or the
         names of the tensors to return)."""
         return self.plan.run(feeds, trace=trace, batch_size=batch_size, quiet=quiet,
-                             **self.hooks)
+                             processes=True, **self.hooks)

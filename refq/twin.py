@@ -1,0 +1,195 @@
+"""A forked twin of this process that computes part of a batch while this process computes the rest.
+
+Why processes: NumPy releases the GIL inside a loop, but a thread leaving the loop must take the GIL
+back, and the hand-over costs tens of microseconds. The elementwise passes of a forward pass over
+a cache-sized block (fake quantization, the depthwise taps, epilogues) last a few microseconds
+each, so two threads spend most of their time waiting for each other: measured on a 2-core
+machine, a multiply pass over 52K float32 values takes 0.088 ns per value on one thread and 0.28
+on each of two threads, and fake quantization 0.55 against 1.55, whereas two processes run at
+0.57 each. A process has its own interpreter, hence its own GIL.
+
+`Twin(fn)` forks once. The child holds everything this process held at the fork (a plan, its
+parameters, its hooks), runs BLAS on one thread, and serves requests until its pipe closes:
+`submit(*args)` sends the arguments (pickled over the pipe, between two processes of this run;
+no file is read), `result()` waits for fn(*args). The child exits when `close()` is called, when
+its owner is garbage-collected (`for_owner`), when this process exits, or on SIGKILL; it never
+runs this process's exit handlers.
+
+The twin is an accelerator only: `result()` returns None instead of a value whenever the child
+could not give exactly what this process would compute — fn raised, a warning was issued, the
+child died, the reply could not be read — and the caller then computes that part itself, which
+raises the same error or warning, under the caller's own filters. Each request carries NumPy's
+error state of the caller (`np.geterr()`), which the child applies. fn must be deterministic and
+free of side effects that the caller relies on (it runs in another process).
+
+At most MAX_TWINS children live at once; forking another closes the least recently used. A
+process forked later (by `refq.parallel`, say) closes its copies of the pipes at once, so that a
+twin still sees its pipe close when its owner goes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import warnings
+import weakref
+
+import numpy as np
+
+__all__ = ["Twin", "available", "for_owner", "MAX_TWINS"]
+
+#: Live twin processes at most (the benchmark alternates four plans; each twin holds the working
+#: memory of its share of a batch).
+MAX_TWINS = 6
+
+_LIVE: list = []   # live twins, least recently used first
+_LOCK = threading.Lock()
+
+
+def available() -> bool:
+    """A twin can be forked here: fork exists and this is not itself a forked worker."""
+    from . import parallel
+    return hasattr(os, "fork") and not parallel._IN_WORKER
+
+
+class Twin:
+    """A forked child computing fn(*args) on request (module docstring)."""
+
+    def __init__(self, fn):
+        import multiprocessing as mp
+
+        mine, theirs = mp.Pipe()
+        sys.stdout.flush()   # a child would otherwise write what this process buffered
+        sys.stderr.flush()
+        with _LOCK:
+            while len(_LIVE) >= MAX_TWINS:
+                _LIVE.pop(0)._close()
+            pid = os.fork()
+            if pid == 0:   # pragma: no cover (the child; its results are checked by the tests)
+                mine.close()
+                _serve(theirs, fn)
+            theirs.close()
+            self.pid, self._conn, self._busy = pid, mine, threading.Lock()
+            self._pending = False
+            _LIVE.append(self)
+
+    @property
+    def alive(self) -> bool:
+        return self._conn is not None
+
+    def acquire(self) -> bool:
+        """Reserve the twin for one submit/result pair; False when another thread holds it."""
+        return self.alive and self._busy.acquire(blocking=False)
+
+    def submit(self, *args) -> bool:
+        """Send a request; False when it could not be sent (the twin is then closed)."""
+        with _LOCK:
+            if self in _LIVE:
+                _LIVE.remove(self)
+                _LIVE.append(self)
+        try:
+            self._conn.send((args, np.geterr()))
+        except Exception:
+            self.close()
+            return False
+        self._pending = True
+        return True
+
+    def result(self):
+        """fn(*args) of the last request, or None (module docstring). Releases the reservation.
+        An interrupt while waiting closes the twin (its reply would come out of turn)."""
+        try:
+            if not self._pending or self._conn is None:
+                return None
+            self._pending = False
+            status, value = self._conn.recv()
+        except Exception:
+            self.close()
+            return None
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if self._busy.locked():
+                self._busy.release()
+        return value if status == "ok" else None
+
+    def close(self):
+        """End the child (SIGKILL: it holds nothing to clean up) and reap it."""
+        with _LOCK:
+            if self in _LIVE:
+                _LIVE.remove(self)
+            self._close()
+
+    def _close(self):
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def for_owner(owner, key, make_fn, keep=()):
+    """The twin of `owner` (an object with a `_twins` dict) for `key`, forked with make_fn() when
+    it has none alive; closed when the owner is garbage-collected. `keep`: objects whose ids the
+    key holds, kept alive with the twin so that no other object takes their ids."""
+    entry = owner._twins.get(key)
+    if entry is not None and entry[0].alive:
+        return entry[0]
+    twin = Twin(make_fn())
+    owner._twins[key] = (twin, keep)
+    weakref.finalize(owner, twin.close)
+    return twin
+
+
+def _serve(conn, fn):   # pragma: no cover (runs in the child)
+    """The child: one BLAS thread, no batch threads, requests until the pipe closes."""
+    try:
+        from . import parallel
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles an interrupt
+        parallel._IN_WORKER = True
+        fns = parallel._openblas()
+        if fns is not None:
+            fns[1](1)
+        while True:
+            try:
+                args, err = conn.recv()
+            except BaseException:
+                break
+            try:
+                with warnings.catch_warnings(record=True) as seen, np.errstate(**err):
+                    warnings.simplefilter("always")
+                    value = fn(*args)
+                reply = ("ok", value) if not seen else ("redo", None)
+            except BaseException:
+                reply = ("redo", None)
+            try:
+                conn.send(reply)
+            except BaseException:
+                try:
+                    conn.send(("redo", None))
+                except BaseException:
+                    break
+    finally:
+        os._exit(0)
+
+
+def _after_fork_in_child():
+    """A process forked after the twins: drop its copies of their pipes (it never uses them)."""
+    global _LOCK
+    _LOCK = threading.Lock()   # another thread may have held it at the fork
+    for twin in _LIVE:
+        if twin._conn is not None:
+            twin._conn.close()
+            twin._conn = None
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
