@@ -37,8 +37,8 @@ bound):
   to run and whatever the threads; BLAS may round the last bits differently for another row
   count, so another chunking (another batch size) may change the last bits.
 - A twin process. A run large enough (at least TWIN_MIN_VALUES activation values in all) without
-  trace, batch_size or hooks with effects sends the second half of its chunks to a forked twin of
-  this process (`refq.twin`, kept with the plan for later runs) and computes the first half
+  trace, batch_size or hooks with effects sends the first half of its chunks to a forked twin of
+  this process (`refq.twin`, kept with the plan for later runs) and computes the second half
   itself, one chunk after the other, both on one BLAS thread: the same chunks and the same
   functions, hence the same result bit for bit, without the GIL hand-overs that slow two threads
   on short passes. Hooks go to the twin only with processes=True (the caller's promise that they
@@ -207,8 +207,9 @@ class Plan:
         if processes is not False and threads >= 2 and len(chunks) >= 2 and not batch_size \
                 and not (trace or every_node or step_times is not None) \
                 and (processes or not hooks.any) and self.twin_worthy(n):
+            end = chunks[_twin_share(chunks) - 1][1]
             mate = twin.for_owner(self, tuple(map(id, own)), lambda: self._twin_fn(steps, hooks),
-                                  keep=own)
+                                  keep=own, shared_bytes=sum(v[:end].nbytes for v in arrays))
         if mate is not None and mate.acquire():
             found = _with_twin(mate, one, chunks, arrays)
         else:
@@ -227,7 +228,8 @@ class Plan:
         return n * self.values_per_image >= TWIN_MIN_VALUES and twin.available()
 
     def _twin_fn(self, steps, hooks):
-        """What a twin computes: the outputs of chunks [(start, end)] of the feeds it is sent."""
+        """What a twin computes: the outputs of chunks [(start, end)] of the feeds it is sent (the
+        first rows of the run's feeds)."""
         def chunks_of(arrays, chunks):
             return [self._forward([v[s:e] for v in arrays], steps, False, hooks, None)
                     for s, e in chunks]
@@ -280,22 +282,32 @@ class Plan:
         return tuple(trace) if trace else tuple(self.outputs)
 
 
+def _twin_share(chunks) -> int:
+    """How many of the chunks (the first ones, which are the larger) go to the twin: half, and
+    the odd one, since this process also sends the twin its feeds."""
+    return (len(chunks) + 1) // 2
+
+
 def _with_twin(mate, one, chunks, arrays):
-    """Yield one(chunk) for every chunk, in order, on one BLAS thread: the first half computed
-    here, one after the other, the second half by the twin `mate` (reserved by the caller), or
-    here too when the twin gives no result (`refq.twin`: the same error or warning is then raised
-    here)."""
-    k = (len(chunks) + 1) // 2
-    b = chunks[k][0]
-    mate.submit([v[b:] for v in arrays], [(s - b, e - b) for s, e in chunks[k:]])
-    remote = None
+    """Yield one(chunk) for every chunk, in order, on one BLAS thread: the first chunks
+    (`_twin_share`) computed by the twin `mate` (reserved by the caller), the others here, one
+    after the other while it works; the twin's here too when it gives no result (`refq.twin`:
+    the same error or warning is then raised here)."""
+    k = _twin_share(chunks)
+    end = chunks[k - 1][1]
+    mate.submit([v[:end] for v in arrays], chunks[:k])
+    local, error = [], None
     with parallel.single_blas_thread():
         try:
-            for chunk in chunks[:k]:
-                yield one(chunk)
+            local = [one(chunk) for chunk in chunks[k:]]
+        except Exception as e:   # raised after the twin's chunks, which come first
+            error = e
         finally:
             remote = mate.result()   # always read, so that the next request finds the pipe empty
-        yield from remote if remote is not None else map(one, chunks[k:])
+        yield from remote if remote is not None else map(one, chunks[:k])
+    if error is not None:
+        raise error
+    yield from local
 
 
 def _donate(values, xs, step) -> bool:

@@ -8,12 +8,15 @@ machine, a multiply pass over 52K float32 values takes 0.088 ns per value on one
 on each of two threads, and fake quantization 0.55 against 1.55, whereas two processes run at
 0.57 each. A process has its own interpreter, hence its own GIL.
 
-`Twin(fn)` forks once. The child holds everything this process held at the fork (a plan, its
-parameters, its hooks), runs BLAS on one thread, and serves requests until its pipe closes:
-`submit(*args)` sends the arguments (pickled over the pipe, between two processes of this run;
-no file is read), `result()` waits for fn(*args). The child exits when `close()` is called, when
-its owner is garbage-collected (`for_owner`), when this process exits, or on SIGKILL; it never
-runs this process's exit handlers.
+`Twin(fn, shared_bytes)` forks once. The child holds everything this process held at the fork (a
+plan, its parameters, its hooks), runs BLAS on one thread, and serves requests until its pipe
+closes: `submit(arrays, *args)` copies the arrays (the feeds of the twin's share of a batch) into a
+memory region that both processes map (an anonymous shared mapping of `shared_bytes`, made before
+the fork), where the child reads them in place, and sends the other arguments over the pipe
+(pickled, between two processes of this run; no file is read); arrays that do not fit the region
+go through the pipe too. `result()` waits for fn(arrays, *args), returned through the pipe. The
+child exits when `close()` is called, when its owner is garbage-collected (`for_owner`), when this
+process exits, or on SIGKILL; it never runs this process's exit handlers.
 
 The twin is an accelerator only: `result()` returns None instead of a value whenever the child
 could not give exactly what this process would compute — fn raised, a warning was issued, the
@@ -28,6 +31,7 @@ twin still sees its pipe close when its owner goes.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import sys
@@ -54,12 +58,15 @@ def available() -> bool:
 
 
 class Twin:
-    """A forked child computing fn(*args) on request (module docstring)."""
+    """A forked child computing fn(arrays, *args) on request (module docstring)."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, shared_bytes: int = 0):
         import multiprocessing as mp
 
         mine, theirs = mp.Pipe()
+        self.capacity = int(shared_bytes)
+        self._region = mmap.mmap(-1, self.capacity, flags=mmap.MAP_SHARED) \
+            if self.capacity else None
         sys.stdout.flush()   # a child would otherwise write what this process buffered
         sys.stderr.flush()
         with _LOCK:
@@ -68,7 +75,7 @@ class Twin:
             pid = os.fork()
             if pid == 0:   # pragma: no cover (the child; its results are checked by the tests)
                 mine.close()
-                _serve(theirs, fn)
+                _serve(theirs, fn, self._region)
             theirs.close()
             self.pid, self._conn, self._busy = pid, mine, threading.Lock()
             self._pending = False
@@ -82,19 +89,34 @@ class Twin:
         """Reserve the twin for one submit/result pair; False when another thread holds it."""
         return self.alive and self._busy.acquire(blocking=False)
 
-    def submit(self, *args) -> bool:
+    def submit(self, arrays: list, *args) -> bool:
         """Send a request; False when it could not be sent (the twin is then closed)."""
         with _LOCK:
             if self in _LIVE:
                 _LIVE.remove(self)
                 _LIVE.append(self)
         try:
-            self._conn.send((args, np.geterr()))
+            self._conn.send((self._place(arrays), args, np.geterr()))
         except Exception:
             self.close()
             return False
         self._pending = True
         return True
+
+    def _place(self, arrays: list) -> list:
+        """The arrays as the child finds them: (offset, shape, dtype) in the shared region when
+        they all fit, else the arrays themselves."""
+        offsets, end = [], 0
+        for a in arrays:
+            offsets.append(end)
+            end += -(-a.nbytes // 64) * 64
+        if end > self.capacity:
+            return [np.ascontiguousarray(a) for a in arrays]
+        for a, at in zip(arrays, offsets):
+            view = np.frombuffer(self._region, a.dtype, a.size, at).reshape(a.shape)
+            np.copyto(view, a)
+            del view   # no view may outlive the request: the region is closed with the twin
+        return [(at, a.shape, a.dtype.str) for a, at in zip(arrays, offsets)]
 
     def result(self):
         """fn(*args) of the last request, or None (module docstring). Releases the reservation.
@@ -132,22 +154,27 @@ class Twin:
             os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+        if self._region is not None:
+            self._region.close()
 
 
-def for_owner(owner, key, make_fn, keep=()):
+def for_owner(owner, key, make_fn, keep=(), shared_bytes: int = 0):
     """The twin of `owner` (an object with a `_twins` dict) for `key`, forked with make_fn() when
-    it has none alive; closed when the owner is garbage-collected. `keep`: objects whose ids the
-    key holds, kept alive with the twin so that no other object takes their ids."""
+    it has none alive whose shared region holds `shared_bytes` (then with twice that, so that a
+    slightly larger batch fits too); closed when the owner is garbage-collected. `keep`: objects
+    whose ids the key holds, kept alive with the twin so that no other object takes their ids."""
     entry = owner._twins.get(key)
     if entry is not None and entry[0].alive:
-        return entry[0]
-    twin = Twin(make_fn())
+        if entry[0].capacity >= shared_bytes:
+            return entry[0]
+        entry[0].close()
+    twin = Twin(make_fn(), 2 * shared_bytes)
     owner._twins[key] = (twin, keep)
     weakref.finalize(owner, twin.close)
     return twin
 
 
-def _serve(conn, fn):   # pragma: no cover (runs in the child)
+def _serve(conn, fn, region):   # pragma: no cover (runs in the child)
     """The child: one BLAS thread, no batch threads, requests until the pipe closes."""
     try:
         from . import parallel
@@ -159,16 +186,20 @@ def _serve(conn, fn):   # pragma: no cover (runs in the child)
             fns[1](1)
         while True:
             try:
-                args, err = conn.recv()
+                placed, args, err = conn.recv()
             except BaseException:
                 break
             try:
+                arrays = [a if isinstance(a, np.ndarray) else
+                          np.frombuffer(region, np.dtype(a[2]), int(np.prod(a[1])),
+                                        a[0]).reshape(a[1]) for a in placed]
                 with warnings.catch_warnings(record=True) as seen, np.errstate(**err):
                     warnings.simplefilter("always")
-                    value = fn(*args)
+                    value = fn(arrays, *args)
                 reply = ("ok", value) if not seen else ("redo", None)
             except BaseException:
                 reply = ("redo", None)
+            arrays = None
             try:
                 conn.send(reply)
             except BaseException:

@@ -24,7 +24,7 @@ holding the node's output range, e.g. int8 instead of int64; every kernel accept
 with a per-node memo of what the kernel derives from its parameters during the run. The batch
 chunks of the runtime's plan (`refq.plan`) run on `refq.parallel.threads()` threads (NumPy and
 BLAS release the GIL; the statistics are merged under a lock); a run of at least
-`refq.plan.TWIN_MIN_VALUES` activation values instead computes the second half of its batch in a
+`refq.plan.TWIN_MIN_VALUES` activation values instead computes the first half of its batch in a
 twin process (`refq.twin`), whose statistics are merged the same way.
 With trace=True the nodes run through `Op.accumulate` / `Op.forward` (every traced integer
 tensor is int64), on one thread.
@@ -252,7 +252,7 @@ class IntPlan:
     def run(self, feeds, trace: bool = False, batch_size: int | None = None,
             quiet: bool = True, *, codes: bool = False):
         """(outputs, stats) as `run_int`. A large run without trace or batch_size computes the
-        second half of its batch in a twin process (`refq.twin`; the same values and statistics)."""
+        first half of its batch in a twin process (`refq.twin`; the same values and statistics)."""
         graph, skip, out_encs, in_encs = self.graph, frozenset(), {}, {}
         if codes:
             if self._boundary is None:
@@ -267,7 +267,8 @@ class IntPlan:
         chunks = self.plan.chunk_bounds(n)
         if not trace and not batch_size and len(chunks) >= 2 and threads() >= 2 \
                 and self.plan.twin_worthy(n):
-            out, stats = self._run_halves(feeds, chunks[(len(chunks) + 1) // 2][0], skip, quiet)
+            out, stats = self._run_halves(feeds, chunks[(len(chunks) + 1) // 2 - 1][1], skip,
+                                          quiet)
         else:
             out, stats = self._run_here(feeds, trace, batch_size, quiet, skip, None)
         for s in stats.values():
@@ -281,23 +282,31 @@ class IntPlan:
         return out, stats
 
     def _run_halves(self, feeds: dict, b: int, skip, quiet):
-        """Images [0, b) here and [b, n) in the twin (or here, when it gives no result), each on
+        """Images [0, b) in the twin (or here, when it gives no result) and [b, n) here, each on
         one thread; the outputs concatenated and the statistics merged."""
-        mate = twin.for_owner(self, skip, lambda: lambda f: self._run_here(f, False, None, True,
-                                                                           skip, 1))
+        names = list(feeds)
+
+        def share(arrays):
+            return self._run_here(dict(zip(names, arrays)), False, None, True, skip, 1)
+
+        mate = twin.for_owner(self, skip, lambda: share,
+                              shared_bytes=sum(v[:b].nbytes for v in feeds.values()))
         if not mate.acquire():
             return self._run_here(feeds, False, None, quiet, skip, None)
-        mate.submit({k: v[b:] for k, v in feeds.items()})
-        try:
-            with single_blas_thread():
-                first = self._run_here({k: v[:b] for k, v in feeds.items()}, False, None, quiet,
-                                       skip, 1)
-        finally:
-            second = mate.result()
-        if second is None:
-            with single_blas_thread():
+        mate.submit([feeds[k][:b] for k in names])
+        second, error = None, None
+        with single_blas_thread():
+            try:
                 second = self._run_here({k: v[b:] for k, v in feeds.items()}, False, None, quiet,
                                         skip, 1)
+            except Exception as e:   # raised after the twin's images, which come first
+                error = e
+            finally:
+                first = mate.result()
+            if first is None:
+                first = share([feeds[k][:b] for k in names])
+        if error is not None:
+            raise error
         (out, stats), (out2, stats2) = first, second
         for name, s2 in stats2.items():
             s = stats.setdefault(name, s2)
