@@ -37,12 +37,13 @@ bound):
   to run and whatever the threads; BLAS may round the last bits differently for another row
   count, so another chunking (another batch size) may change the last bits.
 - A twin process. A run large enough (at least TWIN_MIN_VALUES activation values in all) without
-  trace, batch_size or hooks with effects sends the first half of its chunks to a forked twin of
-  this process (`refq.twin`, kept with the plan for later runs) and computes the second half
-  itself, one chunk after the other, both on one BLAS thread: the same chunks and the same
-  functions, hence the same result bit for bit, without the GIL hand-overs that slow two threads
-  on short passes. Hooks go to the twin only with processes=True (the caller's promise that they
-  are functions of their argument alone and that the same hook dicts are not changed later).
+  trace or hooks with effects sends the first half of its chunks (with batch_size: every other
+  batch) to a forked twin of this process (`refq.twin`, kept with the plan for later runs) and
+  computes the rest itself, one chunk after the other, both on one BLAS thread: the same chunks
+  and the same functions, hence the same result bit for bit, without the GIL hand-overs that
+  slow two threads on short passes. Hooks go to the twin only with processes=True (the caller's
+  promise that they are functions of their argument alone and that the same hook dicts are not
+  changed later).
 Memory: a tensor is released as soon as its last reader has run (unless traced), so memory is
 bounded by the live activations of the chunks in flight.
 
@@ -81,8 +82,8 @@ CHUNK_BYTES = 32 << 20
 #: The number of chunks is a multiple of this, so that both threads have work (speed only).
 CHUNK_MULTIPLE = 2
 #: Least number of activation values of a run (the batch times the values of every tensor of one
-#: image) for its second half to go to a twin process (speed only: a smaller run loses more to
-#: the transfer of its feeds than it gains).
+#: image) for part of it to go to a twin process (speed only: a smaller run loses more to the
+#: transfer of its feeds than it gains).
 TWIN_MIN_VALUES = 1 << 22
 
 
@@ -166,7 +167,7 @@ class Plan:
             self._cache[key] = steps
         return steps
 
-    # ---- running ----------------------------------------------------------------------------------
+    # ---- running ---------------------------------------------------------------------------
     def run(self, feeds, trace=False, batch_size: int | None = None, quiet: bool = True,
             *, tensor_hooks: dict | None = None, inplace_hooks: dict | None = None,
             input_hooks: dict | None = None, on_tensor=None, on_input=None, call=None,
@@ -174,13 +175,13 @@ class Plan:
             processes: bool | None = None) -> dict:
         """{output name: array} (with trace=True, every tensor by name; with trace a collection of
         tensor names, those tensors) of the graph on `feeds` ({input name: array}, or one array
-        for a single-input graph); see `refq.runtime.run` and the module docstring. step_times: a list that receives (node names, seconds) of
-        every step of every chunk: the time of its computation alone (for profiling the runtime
-        itself: the rest is the runtime's own cost). threads: how many threads compute batch
-        chunks; None: `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks
-        that may not be thread-safe); any other number promises the hooks are. processes: False
-        never uses a twin process; True allows one with hooks (module docstring, A twin
-        process)."""
+        for a single-input graph); see `refq.runtime.run` and the module docstring.
+        step_times: a list that receives (node names, seconds) of every step of every chunk: the
+        time of its computation alone (for profiling the runtime itself: the rest is the
+        runtime's own cost). threads: how many threads compute batch chunks; None:
+        `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks that may not be
+        thread-safe); any other number promises the hooks are. processes: False never uses a
+        twin process; True allows one with hooks (module docstring, A twin process)."""
         feeds = _check_feeds(self, feeds)
         trace = self._check_trace(trace)
         if batch_size is not None and batch_size <= 0:
@@ -204,14 +205,16 @@ class Plan:
             threads = 1 if every_node else parallel.threads()
         own = (tensor_hooks, inplace_hooks, input_hooks)
         mate = None
-        if processes is not False and threads >= 2 and len(chunks) >= 2 and not batch_size \
+        if processes is not False and threads >= 2 and len(chunks) >= 2 \
                 and not (trace or every_node or step_times is not None) \
-                and (processes or not hooks.any) and self.twin_worthy(n):
-            end = chunks[_twin_share(chunks) - 1][1]
+                and (processes or not hooks.any) and self.twin_worthy(n, batch_size):
+            rounds = _rounds(chunks, batch_size)
+            size = max(sum(v[s:e].nbytes for v in arrays)
+                       for s, e in ((c[0][0], c[-1][1]) for c, _ in rounds))
             mate = twin.for_owner(self, tuple(map(id, own)), lambda: self._twin_fn(steps, hooks),
-                                  keep=own, shared_bytes=sum(v[:end].nbytes for v in arrays))
+                                  keep=own, shared_bytes=size)
         if mate is not None and mate.acquire():
-            found = _with_twin(mate, one, chunks, arrays)
+            found = _with_twin(mate, one, rounds, arrays)
         else:
             found = parallel.map_threads(one, chunks, threads)
         parts = list(progress(found, total=len(chunks), desc="run", quiet=quiet, unit="batch"))
@@ -223,13 +226,15 @@ class Plan:
         """[(start, end)] of the batch chunks of a run over n images (module docstring)."""
         return _chunks(n, batch_size, self.chunk_images)
 
-    def twin_worthy(self, n: int) -> bool:
-        """A run over n images is large enough for a twin process, and one can be forked."""
-        return n * self.values_per_image >= TWIN_MIN_VALUES and twin.available()
+    def twin_worthy(self, n: int, batch_size: int | None = None) -> bool:
+        """A run over n images (in batches of batch_size) is large enough for a twin process (a
+        batch at least half of TWIN_MIN_VALUES), and one can be forked."""
+        return n * self.values_per_image >= TWIN_MIN_VALUES and twin.available() and \
+            (not batch_size or 2 * batch_size * self.values_per_image >= TWIN_MIN_VALUES)
 
     def _twin_fn(self, steps, hooks):
-        """What a twin computes: the outputs of chunks [(start, end)] of the feeds it is sent (the
-        first rows of the run's feeds)."""
+        """What a twin computes: the outputs of chunks [(start, end)] of the rows of the feeds it
+        is sent."""
         def chunks_of(arrays, chunks):
             return [self._forward([v[s:e] for v in arrays], steps, False, hooks, None)
                     for s, e in chunks]
@@ -282,32 +287,38 @@ class Plan:
         return tuple(trace) if trace else tuple(self.outputs)
 
 
-def _twin_share(chunks) -> int:
-    """How many of the chunks (the first ones, which are the larger) go to the twin: half, and
-    the odd one, since this process also sends the twin its feeds."""
-    return (len(chunks) + 1) // 2
+def _rounds(chunks, batch_size) -> list:
+    """[(the twin's chunks, this process's chunks)] of a run with a twin: without batch_size, the
+    first half of the chunks (the larger ones, and the odd one, since this process also sends the
+    twin its feeds) and the rest; with batch_size, the batches two by two, so that memory stays
+    bounded by two batches."""
+    if batch_size:
+        return [(chunks[i:i + 1], chunks[i + 1:i + 2]) for i in range(0, len(chunks), 2)]
+    k = (len(chunks) + 1) // 2
+    return [(chunks[:k], chunks[k:])]
 
 
-def _with_twin(mate, one, chunks, arrays):
-    """Yield one(chunk) for every chunk, in order, on one BLAS thread: the first chunks
-    (`_twin_share`) computed by the twin `mate` (reserved by the caller), the others here, one
-    after the other while it works; the twin's here too when it gives no result (`refq.twin`:
-    the same error or warning is then raised here)."""
-    k = _twin_share(chunks)
-    end = chunks[k - 1][1]
-    mate.submit([v[:end] for v in arrays], chunks[:k])
-    local, error = [], None
+def _with_twin(mate, one, rounds, arrays):
+    """Yield one(chunk) for every chunk, in order, on one BLAS thread: in each round the twin
+    `mate` (reserved by the caller) computes its chunks while this process computes its own; the
+    twin's are computed here too when it gives no result (`refq.twin`: the same error or
+    warning is then raised here). An error of this process's chunks is raised after the twin's
+    chunks of its round, which come first."""
     with parallel.single_blas_thread():
-        try:
-            local = [one(chunk) for chunk in chunks[k:]]
-        except Exception as e:   # raised after the twin's chunks, which come first
-            error = e
-        finally:
-            remote = mate.result()   # always read, so that the next request finds the pipe empty
-        yield from remote if remote is not None else map(one, chunks[:k])
-    if error is not None:
-        raise error
-    yield from local
+        for theirs, ours in rounds:
+            s, e = theirs[0][0], theirs[-1][1]
+            mate.submit([v[s:e] for v in arrays], [(a - s, b - s) for a, b in theirs])
+            local, error = [], None
+            try:
+                local = [one(chunk) for chunk in ours]
+            except Exception as ex:
+                error = ex
+            finally:
+                remote = mate.result()   # always read: the next request finds the pipe empty
+            yield from remote if remote is not None else map(one, theirs)
+            if error is not None:
+                raise error
+            yield from local
 
 
 def _donate(values, xs, step) -> bool:

@@ -119,7 +119,8 @@ class Twin:
         return [(at, a.shape, a.dtype.str) for a, at in zip(arrays, offsets)]
 
     def result(self):
-        """fn(*args) of the last request, or None (module docstring). Releases the reservation.
+        """fn(arrays, *args) of the last request, or None (module docstring). Releases the
+        reservation.
         An interrupt while waiting closes the twin (its reply would come out of turn)."""
         try:
             if not self._pending or self._conn is None:
@@ -161,14 +162,18 @@ class Twin:
 def for_owner(owner, key, make_fn, keep=(), shared_bytes: int = 0):
     """The twin of `owner` (an object with a `_twins` dict) for `key`, forked with make_fn() when
     it has none alive whose shared region holds `shared_bytes` (then with twice that, so that a
-    slightly larger batch fits too); closed when the owner is garbage-collected. `keep`: objects
+    slightly larger batch fits too), or None when no process can be forked now (the caller then
+    computes everything itself); closed when the owner is garbage-collected. `keep`: objects
     whose ids the key holds, kept alive with the twin so that no other object takes their ids."""
     entry = owner._twins.get(key)
     if entry is not None and entry[0].alive:
         if entry[0].capacity >= shared_bytes:
             return entry[0]
         entry[0].close()
-    twin = Twin(make_fn(), 2 * shared_bytes)
+    try:
+        twin = Twin(make_fn(), 2 * shared_bytes)
+    except OSError:   # no memory or no process left for a fork
+        return None
     owner._twins[key] = (twin, keep)
     weakref.finalize(owner, twin.close)
     return twin
@@ -212,13 +217,19 @@ def _serve(conn, fn, region):   # pragma: no cover (runs in the child)
 
 
 def _after_fork_in_child():
-    """A process forked after the twins: drop its copies of their pipes (it never uses them)."""
+    """A process forked after the twins: drop its copies of their pipes and shared regions (it
+    never uses them, and the regions' memory is freed only when no process maps them)."""
     global _LOCK
     _LOCK = threading.Lock()   # another thread may have held it at the fork
     for twin in _LIVE:
         if twin._conn is not None:
-            twin._conn.close()
+            twin._conn.close()   # this child's copy of the descriptor
             twin._conn = None
+        if twin._region is not None:
+            try:
+                twin._region.close()
+            except BufferError:   # a view of the parent's was alive at the fork
+                pass
     _LIVE.clear()
 
 

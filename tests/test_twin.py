@@ -79,17 +79,27 @@ def test_float_run_with_a_twin_equals_the_threads(small_runs, model, dtype):
     assert len(twins_of(plan)) == 1
 
 
-def test_no_twin_for_small_runs_traces_batches_or_hooks(model, small_runs, monkeypatch):
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_batches_alternate_between_the_twin_and_this_process(small_runs, model, batch_size):
+    g, x = model
+    plan = chunked(g)
+    with_twin = plan.run(x, batch_size=batch_size)
+    assert len(twins_of(plan)) == 1
+    same_bits(with_twin, plan.run(x, batch_size=batch_size, processes=False))
+
+
+def test_no_twin_for_small_runs_traces_or_hooks(model, small_runs, monkeypatch):
     g, x = model
     plan = chunked(g)
     plan.run(x, trace=True)
-    plan.run(x, batch_size=2)
     plan.run(x, tensor_hooks={g.outputs[0]: lambda a: a})
     plan.run(x, on_tensor=lambda name, a: a)
     plan.run(x[:1])
     assert twins_of(plan) == []
     monkeypatch.setattr(plan_module, "TWIN_MIN_VALUES", 7 * plan.values_per_image + 1)
     plan.run(x)
+    monkeypatch.setattr(plan_module, "TWIN_MIN_VALUES", 4 * plan.values_per_image + 1)
+    plan.run(x, batch_size=2)       # batches too small for the round trips
     assert twins_of(plan) == []
 
 
@@ -127,38 +137,53 @@ def test_integer_run_with_a_twin_equals_one_process(small_runs, model, monkeypat
         "max_abs_acc"] for k, s in stats_second.items())
 
 
-def test_an_error_in_the_twins_half_is_raised_as_without_it(small_runs, model):
+@pytest.mark.parametrize("batch_size", [None, 2])
+@pytest.mark.parametrize("bad_images", [[0], [6], [0, 6]])
+def test_an_error_in_either_share_is_raised_as_without_the_twin(small_runs, model, batch_size,
+                                                                  bad_images):
+    """Image 0 is in the twin's share, image 6 in this process's: the first error in batch order
+    is raised, as the threads raise it."""
     g, x = model
     plan = chunked(g)
     bad = x.copy()
-    bad[6] = 3e38
+    bad[bad_images] = 3e38
     with np.errstate(all="raise"):
         with pytest.raises(FloatingPointError) as with_twin:
-            plan.run(bad)
+            plan.run(bad, batch_size=batch_size)
         with pytest.raises(FloatingPointError) as threads:
-            plan.run(bad, processes=False)
+            plan.run(bad, batch_size=batch_size, processes=False)
     assert str(with_twin.value) == str(threads.value)
     assert len(twins_of(plan)) == 1      # still serving
-    same_bits(plan.run(x), plan.run(x, processes=False))
+    same_bits(plan.run(x, batch_size=batch_size),
+              plan.run(x, batch_size=batch_size, processes=False))
 
 
-def test_a_hook_error_in_the_twins_half(small_runs, model):
+@pytest.mark.parametrize("batch_size", [None, 2])
+@pytest.mark.parametrize("bad_images", [[0], [6], [0, 6]])
+def test_a_hook_error_in_either_share(small_runs, model, batch_size, bad_images):
+    """The message names the chunk's largest value, so it tells which chunk raised: the first in
+    batch order, as without the twin."""
     g, x = model
     plan = chunked(g)
 
     def hook(a):
         if np.abs(a).max() > 1e30:
-            raise ValueError("hook refuses a value above 1e30")
+            raise ValueError(f"hook refuses {np.abs(a).max():.0e}")
         return a
 
     bad = x.copy()
-    bad[6] = 1e35                       # in the last chunk, the twin's
+    for i in bad_images:
+        bad[i] = 1e35 * (i + 1)
     hooks = {g.inputs[0].name: hook}
-    with pytest.raises(ValueError, match="above 1e30"):
-        plan.run(bad, processes=True, tensor_hooks=hooks)
+    errors = []
+    for processes in (True, False):
+        with pytest.raises(ValueError, match="hook refuses") as e:
+            plan.run(bad, batch_size=batch_size, processes=processes, tensor_hooks=hooks)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] == f"hook refuses {1e35 * (bad_images[0] + 1):.0e}"
     assert len(twins_of(plan)) == 1
-    same_bits(plan.run(x, processes=True, tensor_hooks=hooks),
-              plan.run(x, processes=False, tensor_hooks=hooks))
+    same_bits(plan.run(x, batch_size=batch_size, processes=True, tensor_hooks=hooks),
+              plan.run(x, batch_size=batch_size, processes=False, tensor_hooks=hooks))
 
 
 def test_a_warning_in_the_twins_half_reaches_the_caller(small_runs, model):
@@ -228,3 +253,48 @@ def test_a_twin_ends_when_its_pipe_closes_even_after_a_later_fork(small_runs, mo
         os.write(w, b"x")
         os.waitpid(child, 0)
         mate._conn = None
+
+
+@pytest.mark.parametrize("bad_images", [[0], [6], [0, 6]])
+def test_an_integer_run_raises_as_without_the_twin(small_runs, model, monkeypatch, bad_images):
+    g, x = model
+    folded, _ = fold_batch_norms(g)
+    sim = QuantSim(folded, "per_channel", scheme="minmax")
+    sim.compute_encodings([x])
+    ip = IntPlan(lower(sim, "tflite"))
+    ip.plan.chunk_images = 2
+    bad = x.copy()
+    bad[bad_images] = np.nan
+    errors = []
+    for limit in (0, 1 << 62):
+        monkeypatch.setattr(plan_module, "TWIN_MIN_VALUES", limit)
+        with pytest.raises(refq.errors.RefqError) as e:
+            ip.run(bad)
+        errors.append((type(e.value), str(e.value)))
+    assert errors[0] == errors[1]
+    assert len(twins_of(ip)) == 1
+
+
+def test_without_a_fork_the_run_is_computed_here(small_runs, model, monkeypatch):
+    g, x = model
+    plan = chunked(g)
+
+    def no_fork():
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    same_bits(plan.run(x), plan.run(x, processes=False))
+    assert twins_of(plan) == []
+
+
+def test_a_larger_batch_gets_a_larger_shared_region(small_runs, model):
+    g, x = model
+    plan = chunked(g)
+    small = plan.run(x[:4])
+    (first,) = twins_of(plan)
+    big = np.concatenate([x] * 3)
+    same_bits(plan.run(big), plan.run(big, processes=False))
+    (second,) = twins_of(plan)
+    assert second.capacity > first.capacity and gone(first.pid)
+    same_bits(plan.run(x[:4]), small)     # the larger twin serves smaller batches
+    assert twins_of(plan) == [second]

@@ -291,7 +291,7 @@ class IntPlan:
 
         mate = twin.for_owner(self, skip, lambda: share,
                               shared_bytes=sum(v[:b].nbytes for v in feeds.values()))
-        if not mate.acquire():
+        if mate is None or not mate.acquire():
             return self._run_here(feeds, False, None, quiet, skip, None)
         mate.submit([feeds[k][:b] for k in names])
         second, error = None, None
