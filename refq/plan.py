@@ -172,7 +172,7 @@ class Plan:
             *, tensor_hooks: dict | None = None, inplace_hooks: dict | None = None,
             input_hooks: dict | None = None, on_tensor=None, on_input=None, call=None,
             threads: int | None = None, step_times: list | None = None,
-            processes: bool | None = None) -> dict:
+            processes: bool | None = None, effects: tuple | None = None) -> dict:
         """{output name: array} (with trace=True, every tensor by name; with trace a collection of
         tensor names, those tensors) of the graph on `feeds` ({input name: array}, or one array
         for a single-input graph); see `refq.runtime.run` and the module docstring.
@@ -181,7 +181,11 @@ class Plan:
         runtime's own cost). threads: how many threads compute batch chunks; None:
         `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks that may not be
         thread-safe); any other number promises the hooks are. processes: False never uses a
-        twin process; True allows one with hooks (module docstring, A twin process)."""
+        twin process; True allows one with hooks (module docstring, A twin process). effects:
+        (take, give) for hooks that record something (statistics) in this process: take()
+        returns what they recorded since the last call and forgets it, give(recorded) adds it
+        to what this process holds; a twin calls take() after its chunks and the run passes the
+        result to give(), so that hooks whose records merge in any order may run in the twin."""
         feeds = _check_feeds(self, feeds)
         trace = self._check_trace(trace)
         if batch_size is not None and batch_size <= 0:
@@ -211,10 +215,12 @@ class Plan:
             rounds = _rounds(chunks, batch_size)
             size = max(sum(v[s:e].nbytes for v in arrays)
                        for s, e in ((c[0][0], c[-1][1]) for c, _ in rounds))
-            mate = twin.for_owner(self, tuple(map(id, own)), lambda: self._twin_fn(steps, hooks),
-                                  keep=own, shared_bytes=size)
+            take, give = effects or (None, None)
+            mate = twin.for_owner(self, tuple(map(id, own)) + (id(take),),
+                                  lambda: self._twin_fn(steps, hooks, take), keep=own + (take,),
+                                  shared_bytes=size)
         if mate is not None and mate.acquire():
-            found = _with_twin(mate, one, rounds, arrays)
+            found = _with_twin(mate, one, rounds, arrays, give)
         else:
             found = parallel.map_threads(one, chunks, threads)
         parts = list(progress(found, total=len(chunks), desc="run", quiet=quiet, unit="batch"))
@@ -232,12 +238,15 @@ class Plan:
         return n * self.values_per_image >= TWIN_MIN_VALUES and twin.available() and \
             (not batch_size or 2 * batch_size * self.values_per_image >= TWIN_MIN_VALUES)
 
-    def _twin_fn(self, steps, hooks):
-        """What a twin computes: the outputs of chunks [(start, end)] of the rows of the feeds it
-        is sent."""
+    def _twin_fn(self, steps, hooks, take):
+        """What a twin computes: (the outputs of chunks [(start, end)] of the rows of the feeds
+        it is sent, what the hooks recorded meanwhile (`take()`, or None))."""
         def chunks_of(arrays, chunks):
-            return [self._forward([v[s:e] for v in arrays], steps, False, hooks, None)
-                    for s, e in chunks]
+            if take is not None:
+                take()   # forget what a request that failed left
+            parts = [self._forward([v[s:e] for v in arrays], steps, False, hooks, None)
+                     for s, e in chunks]
+            return parts, None if take is None else take()
         return chunks_of
 
     def _check_trace(self, trace):
@@ -298,12 +307,12 @@ def _rounds(chunks, batch_size) -> list:
     return [(chunks[:k], chunks[k:])]
 
 
-def _with_twin(mate, one, rounds, arrays):
+def _with_twin(mate, one, rounds, arrays, give=None):
     """Yield one(chunk) for every chunk, in order, on one BLAS thread: in each round the twin
     `mate` (reserved by the caller) computes its chunks while this process computes its own; the
     twin's are computed here too when it gives no result (`refq.twin`: the same error or
     warning is then raised here). An error of this process's chunks is raised after the twin's
-    chunks of its round, which come first."""
+    chunks of its round, which come first. give: receives what the twin's hooks recorded."""
     with parallel.single_blas_thread():
         for theirs, ours in rounds:
             s, e = theirs[0][0], theirs[-1][1]
@@ -315,7 +324,13 @@ def _with_twin(mate, one, rounds, arrays):
                 error = ex
             finally:
                 remote = mate.result()   # always read: the next request finds the pipe empty
-            yield from remote if remote is not None else map(one, theirs)
+            if remote is None:
+                yield from map(one, theirs)
+            else:
+                parts, recorded = remote
+                if give is not None:
+                    give(recorded)
+                yield from parts
             if error is not None:
                 raise error
             yield from local

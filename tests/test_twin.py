@@ -298,3 +298,33 @@ def test_a_larger_batch_gets_a_larger_shared_region(small_runs, model):
     assert second.capacity > first.capacity and gone(first.pid)
     same_bits(plan.run(x[:4]), small)     # the larger twin serves smaller batches
     assert twins_of(plan) == [second]
+
+
+def test_calibration_with_a_twin_gives_the_same_encodings(small_runs, model, monkeypatch):
+    """The observers' statistics of the twin's chunks come back with its outputs and are merged
+    here: the encodings equal those of a calibration on one process."""
+    g, x = model
+    folded, _ = fold_batch_norms(g)
+    batches = [x, x[::-1] * 1.5, x[:3] * 0.5]
+    sims, forked = [], []
+    real_twin = twin.Twin
+
+    def counted(*args, **kwargs):
+        forked.append(1)
+        return real_twin(*args, **kwargs)
+
+    monkeypatch.setattr(twin, "Twin", counted)
+    monkeypatch.setattr(plan_module, "CHUNK_BYTES", 1)   # one image per chunk
+    for limit in (0, 1 << 62):
+        monkeypatch.setattr(plan_module, "TWIN_MIN_VALUES", limit)
+        sim = QuantSim(folded, "per_tensor", scheme="minmax")
+        sim.compute_encodings(batches)
+        sims.append(sim)
+        assert len(forked) == 1   # the first calibration used a twin, the second none
+    names = sorted(n for n, q in sims[0].quantizers.items() if q.kind != "param")
+    assert names
+    for name in names:
+        a, b = sims[0]._encoding(name), sims[1]._encoding(name)
+        assert a.scale.tobytes() == b.scale.tobytes() and \
+            a.zero_point.tobytes() == b.zero_point.tobytes(), name
+    same_bits(sims[0].run(x), sims[1].run(x))

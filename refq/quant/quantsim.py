@@ -232,10 +232,12 @@ class QuantSim:
                      if q.kind != "param" and q.fixed_range is None and q.name not in self.frozen}
 
         # Analyzers whose statistics do not depend on how the batch is cut (min/max) take the
-        # statistics of batch chunks computed on several threads, merged one at a time; the
-        # others see each calibration batch whole, in order.
+        # statistics of batch chunks computed on several threads or in a twin process
+        # (`refq.plan`), recorded, then merged after each batch; the others see each calibration
+        # batch whole, in order.
         invariant = all(a.chunk_invariant for a in analyzers.values())
         lock = threading.Lock()
+        recorded: dict = {}   # {quantizer: [statistics of a chunk]}, merged after each run
 
         def observer(name):
             a = analyzers[name]
@@ -244,11 +246,22 @@ class QuantSim:
                 if invariant:
                     stats = a.statistics(x)
                     with lock:
-                        a.merge(stats)
+                        recorded.setdefault(name, []).append(stats)
                 else:
                     a.update(x)
                 return x
             return observe
+
+        def take() -> dict:
+            with lock:
+                taken = dict(recorded)
+                recorded.clear()
+            return taken
+
+        def give(taken: dict):
+            for name, parts in taken.items():
+                for stats in parts:
+                    analyzers[name].merge(stats)
 
         tensor_hooks = {t: observer(n) for t, n in tq.items() if n in analyzers}
         input_hooks = {k: observer(n) for k, n in iq.items() if n in analyzers}
@@ -263,7 +276,9 @@ class QuantSim:
                 n = max((len(v) for v in feeds.values() if np.ndim(v)), default=0)
                 plan.run(feeds, batch_size=None if invariant else max(n, 1),
                          tensor_hooks=tensor_hooks, input_hooks=input_hooks,
-                         threads=None if invariant else 1)
+                         threads=None if invariant else 1, processes=invariant,
+                         effects=(take, give))
+                give(take())
             except InputError as e:
                 raise InputError(f"{where}: {e}") from None
             seen += 1
