@@ -36,14 +36,14 @@ bound):
   concatenation in batch order. For a given chunking the result is the same bit for bit, from run
   to run and whatever the threads; BLAS may round the last bits differently for another row
   count, so another chunking (another batch size) may change the last bits.
-- A twin process. A run large enough (at least TWIN_MIN_VALUES activation values in all) without
-  trace or hooks with effects sends the first half of its chunks (with batch_size: every other
-  batch) to a forked twin of this process (`refq.twin`, kept with the plan for later runs) and
-  computes the rest itself, one chunk after the other, both on one BLAS thread: the same chunks
-  and the same functions, hence the same result bit for bit, without the GIL hand-overs that
-  slow two threads on short passes. Hooks go to the twin only with processes=True (the caller's
-  promise that they are functions of their argument alone and that the same hook dicts are not
-  changed later).
+- A twin process. A run large enough (at least TWIN_MIN_VALUES activation values in all), after the
+  plan's first run (TWIN_AFTER_RUNS), without trace or hooks with effects sends the first half of
+  its chunks (with batch_size: every other batch) to a forked twin of this process (`refq.twin`,
+  kept with the plan for later runs) and computes the rest itself, one chunk after the other, both
+  on one BLAS thread: the same chunks and the same functions, hence the same result bit for bit,
+  without the GIL hand-overs that slow two threads on short passes. Hooks go to the twin only with
+  processes=True (the caller's promise that they are functions of their argument alone and that the
+  same hook dicts are not changed later).
 Memory: a tensor is released as soon as its last reader has run (unless traced), so memory is
 bounded by the live activations of the chunks in flight.
 
@@ -85,6 +85,11 @@ CHUNK_MULTIPLE = 2
 #: image) for part of it to go to a twin process (speed only: a smaller run loses more to the
 #: transfer of its feeds than it gains).
 TWIN_MIN_VALUES = 1 << 22
+#: Runs of a plan before it forks a twin, unless one run has at least 8 batches (speed only: in a
+#: plan's first run both processes pay for their first use of memory, so that a twin forked then
+#: makes that run slower, e.g. 656 against 623 ms for MobileNetV2-1.0 at batch 32; it pays off
+#: from the second run on: 320 against 470 ms).
+TWIN_AFTER_RUNS = 1
 
 
 
@@ -150,6 +155,7 @@ class Plan:
         self.chunk_images = max(1, CHUNK_BYTES // (per_image * np.dtype(dtype).itemsize))
         self.values_per_image = sum(math.prod(d or 1 for d in s[1:]) for s in shapes.values())
         self._twins: dict = {}   # {hook ids: (refq.twin.Twin, hooks)}
+        self._runs = 0           # runs started
         names = [s.name for s in self.inputs] + [n.outputs[0] for n in self.order]
         self.slot = {t: i for i, t in enumerate(names)}
         self._cache: dict = {}
@@ -207,11 +213,12 @@ class Plan:
 
         if threads is None:
             threads = 1 if every_node else parallel.threads()
+        worthy, self._runs = self.twin_worthy(n, batch_size), self._runs + 1
         own = (tensor_hooks, inplace_hooks, input_hooks)
         mate = None
         if processes is not False and threads >= 2 and len(chunks) >= 2 \
                 and not (trace or every_node or step_times is not None) \
-                and (processes or not hooks.any) and self.twin_worthy(n, batch_size):
+                and (processes or not hooks.any) and worthy:
             rounds = _rounds(chunks, batch_size)
             size = max(sum(v[s:e].nbytes for v in arrays)
                        for s, e in ((c[0][0], c[-1][1]) for c, _ in rounds))
@@ -234,9 +241,12 @@ class Plan:
 
     def twin_worthy(self, n: int, batch_size: int | None = None) -> bool:
         """A run over n images (in batches of batch_size) is large enough for a twin process (a
-        batch at least half of TWIN_MIN_VALUES), and one can be forked."""
+        batch at least half of TWIN_MIN_VALUES), comes after TWIN_AFTER_RUNS runs of this plan
+        or has 8 batches or more, and a twin can be forked."""
+        many = bool(batch_size) and -(-n // batch_size) >= 8
         return n * self.values_per_image >= TWIN_MIN_VALUES and twin.available() and \
-            (not batch_size or 2 * batch_size * self.values_per_image >= TWIN_MIN_VALUES)
+            (not batch_size or 2 * batch_size * self.values_per_image >= TWIN_MIN_VALUES) and \
+            (self._runs >= TWIN_AFTER_RUNS or many)
 
     def _twin_fn(self, steps, hooks, take):
         """What a twin computes: (the outputs of chunks [(start, end)] of the rows of the feeds

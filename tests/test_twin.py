@@ -51,6 +51,7 @@ def gone(pid: int) -> bool:
 def small_runs(monkeypatch):
     """Every run is large enough for a twin, and both cores are used."""
     monkeypatch.setattr(plan_module, "TWIN_MIN_VALUES", 0)
+    monkeypatch.setattr(plan_module, "TWIN_AFTER_RUNS", 0)
     monkeypatch.setattr(refq.parallel, "WORKERS", 2)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
 
@@ -328,3 +329,18 @@ def test_calibration_with_a_twin_gives_the_same_encodings(small_runs, model, mon
         assert a.scale.tobytes() == b.scale.tobytes() and \
             a.zero_point.tobytes() == b.zero_point.tobytes(), name
     same_bits(sims[0].run(x), sims[1].run(x))
+
+
+def test_a_plan_forks_its_twin_on_its_second_run_or_for_many_batches(small_runs, model,
+                                                                     monkeypatch):
+    g, x = model
+    monkeypatch.setattr(plan_module, "TWIN_AFTER_RUNS", 1)
+    plan = chunked(g)
+    first = plan.run(x)
+    assert twins_of(plan) == []      # a first run is computed on the threads
+    same_bits(plan.run(x), first)
+    assert len(twins_of(plan)) == 1
+    many = chunked(g)
+    big = np.concatenate([x, x])
+    same_bits(many.run(big, batch_size=1), plan.run(big, batch_size=1, processes=False))
+    assert len(twins_of(many)) == 1  # 14 batches: worth a twin from the first run
