@@ -35,9 +35,10 @@ calibration on 64 and on 256 images beside that of a float forward at batch 32: 
 batch means the two calibration peaks are about equal.
 
 Times are the minimum over --repeats runs (after one warm-up run unless --quick), each run
-starting SETTLE seconds after the previous one ends. A full run takes
-about 6-10 minutes on this 2-CPU machine; --quick (one repeat, no warm-up, fewer batch-1 runs)
-about 2.
+starting SETTLE seconds after the previous one ends. From its second run on, a plan computes half
+of a large batch in a forked twin process (`refq.plan`, `refq.twin`): the warm-up run is the
+first, so the timed runs use the twin. A full run takes about 5-10 minutes on this 2-CPU machine;
+--quick (one repeat, no warm-up, fewer batch-1 runs) about 2.
 This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which force slower BLAS kernels;
 --native-blas re-executes this script with both removed from its own environment; the header says
 which environment was used.
