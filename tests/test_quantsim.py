@@ -637,6 +637,25 @@ def test_non_finite_calibration_data(bad):
     assert "'x'" in str(err.value) and "batch 1" in str(err.value)
 
 
+def test_a_tensor_without_a_finite_value_in_part_of_a_batch(monkeypatch):
+    """The batch's finite values count, however the batch is cut into chunks: image 1 overflows
+    y to +inf, image 0 does not; only a batch without any finite value is an error."""
+    import refq.plan
+
+    monkeypatch.setattr(refq.plan, "CHUNK_BYTES", 1)   # one image per chunk
+
+    def sim():
+        return QuantSim(Graph([TensorSpec("x", (None, 1))], ["y"],
+                              [dense("fc", "x", "y", [[1e30]])]), cfg())
+
+    x = np.array([[1], [1e9]], f32)
+    with np.errstate(over="ignore"):
+        both, first = sim().compute_encodings(x), sim().compute_encodings(x[:1])
+        assert both.encodings["y"] == first.encodings["y"]
+        with pytest.raises(QuantError, match="holds no finite value"):
+            sim().compute_encodings(x[1:])
+
+
 @pytest.mark.parametrize("shape", [(3, 3), (3,), (3, 2, 1)])
 def test_wrong_input_shape_in_calibration_data(shape):
     with pytest.raises(InputError, match="shape"):

@@ -57,6 +57,11 @@ class MinMaxAnalyzer(Analyzer):
         """(min, max) per channel of the finite values of one batch."""
         return finite_extremes(self.rows(x), f"{self.kind} analyzer")
 
+    def block_statistics(self, x):
+        """`statistics` of a part of a batch, (+inf, −inf) for a channel with no finite value
+        there: the batch's are the min and max of its parts' (`check_finite_extremes` then)."""
+        return finite_extremes(self.rows(x), f"{self.kind} analyzer", allow_empty=True)
+
     def merge(self, stats) -> None:
         mn, mx = stats
         if self.min is None:

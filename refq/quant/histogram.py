@@ -37,8 +37,9 @@ __all__ = ["HistogramObserver", "finite_extremes"]
 _F32 = np.float32
 
 
-def finite_extremes(rows: np.ndarray, what: str):
-    """Per-row (min, max) over the finite values of a float32 (C, n) array; QuantError if a row has none.
+def finite_extremes(rows: np.ndarray, what: str, allow_empty: bool = False):
+    """Per-row (min, max) over the finite values of a float32 (C, n) array; QuantError if a row has
+    none, or with allow_empty (+inf, −inf) for it (`check_finite_extremes` raises the error later).
 
     The plain min and max come first: NaN propagates through them and ±inf is an extreme, so
     when both are finite every value is, and they are the answer (two passes instead of four)."""
@@ -47,12 +48,18 @@ def finite_extremes(rows: np.ndarray, what: str):
         return mn, mx
     finite = np.isfinite(rows)
     if not finite.all(axis=1).all():
-        bad = np.flatnonzero(~finite.any(axis=1))
-        if bad.size:
-            raise QuantError(f"{what}: channel {int(bad[0])} of the batch holds no finite value")
+        if not allow_empty:
+            check_finite_extremes(np.where(finite.any(axis=1), 0, np.inf), what)
         return (np.where(finite, rows, np.inf).min(axis=1).astype(np.float32),
                 np.where(finite, rows, -np.inf).max(axis=1).astype(np.float32))
     return rows.min(axis=1), rows.max(axis=1)
+
+
+def check_finite_extremes(mn: np.ndarray, what: str):
+    """QuantError naming the first row whose min over the finite values is +inf (none there)."""
+    bad = np.flatnonzero(np.asarray(mn) == np.inf)
+    if bad.size:
+        raise QuantError(f"{what}: channel {int(bad[0])} of the batch holds no finite value")
 
 
 def _edges(lo: np.ndarray, hi: np.ndarray, num_bins: int) -> np.ndarray:

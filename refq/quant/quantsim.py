@@ -33,8 +33,6 @@ written, read and checked key by key by `refq.quant.sim_section`.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..data_io import iterate_batches
@@ -46,6 +44,7 @@ from .analyzers import ANALYZERS, blocked_encoding, make_analyzer
 from .config import ONNX_TYPE, QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     quantize_dequantize
+from .observers import Observers
 from .overflow_protection import protect_overflow
 from .placement import (QuantizerSpec, blockwise_weights, integer_model_kind,
                         place_quantizers, require_float_model, weight_input_axis)
@@ -231,40 +230,8 @@ class QuantSim:
                      for q in self.quantizers.values()
                      if q.kind != "param" and q.fixed_range is None and q.name not in self.frozen}
 
-        # Analyzers whose statistics do not depend on how the batch is cut (min/max) take the
-        # statistics of batch chunks computed on several threads or in a twin process
-        # (`refq.plan`), recorded, then merged after each batch; the others see each calibration
-        # batch whole, in order.
-        invariant = all(a.chunk_invariant for a in analyzers.values())
-        lock = threading.Lock()
-        recorded: dict = {}   # {quantizer: [statistics of a chunk]}, merged after each run
-
-        def observer(name):
-            a = analyzers[name]
-
-            def observe(x):
-                if invariant:
-                    stats = a.statistics(x)
-                    with lock:
-                        recorded.setdefault(name, []).append(stats)
-                else:
-                    a.update(x)
-                return x
-            return observe
-
-        def take() -> dict:
-            with lock:
-                taken = dict(recorded)
-                recorded.clear()
-            return taken
-
-        def give(taken: dict):
-            for name, parts in taken.items():
-                for stats in parts:
-                    analyzers[name].merge(stats)
-
-        tensor_hooks = {t: observer(n) for t, n in tq.items() if n in analyzers}
-        input_hooks = {k: observer(n) for k, n in iq.items() if n in analyzers}
+        observers = Observers(analyzers, tq, iq)
+        invariant = observers.invariant
         plan = Plan(self.graph, self.numerics.dtype.type, params=params, fold_batch_norms=False)
         seen = 0
         for k, feeds in enumerate(progress(iterate_batches(data, self.graph, batch_size),
@@ -275,10 +242,10 @@ class QuantSim:
             try:
                 n = max((len(v) for v in feeds.values() if np.ndim(v)), default=0)
                 plan.run(feeds, batch_size=None if invariant else max(n, 1),
-                         tensor_hooks=tensor_hooks, input_hooks=input_hooks,
                          threads=None if invariant else 1, processes=invariant,
-                         effects=(take, give))
-                give(take())
+                         effects=observers.effects, **observers.hooks)
+                if invariant:
+                    observers.end_batch()
             except InputError as e:
                 raise InputError(f"{where}: {e}") from None
             seen += 1
