@@ -19,6 +19,7 @@ from refq.algorithms import fold_batch_norms
 from refq.fixedpoint.lowering import lower
 from refq.fixedpoint.run import IntPlan
 from refq.plan import Plan
+from refq.quant import observers
 from refq.quant.quantsim import QuantSim
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -321,6 +322,7 @@ def test_calibration_with_a_twin_gives_the_same_encodings(small_runs, model, mon
 
     monkeypatch.setattr(twin, "Twin", counted)
     monkeypatch.setattr(plan_module, "CHUNK_BYTES", 1)   # one image per chunk
+    monkeypatch.setattr(observers, "TWIN_AFTER_BATCHES", 1)
     for limit in (0, 1 << 62):
         monkeypatch.setattr(plan_module, "TWIN_MIN_VALUES", limit)
         sim = QuantSim(folded, "per_tensor", scheme="minmax")

@@ -242,7 +242,8 @@ class QuantSim:
             try:
                 n = max((len(v) for v in feeds.values() if np.ndim(v)), default=0)
                 plan.run(feeds, batch_size=None if invariant else max(n, 1),
-                         threads=None if invariant else 1, processes=invariant,
+                         threads=None if invariant else 1,
+                         processes=observers.in_twin(k),
                          effects=observers.effects, **observers.hooks)
                 if invariant:
                     observers.end_batch()
