@@ -318,32 +318,19 @@ def _rounds(chunks, batch_size) -> list:
 
 
 def _with_twin(mate, one, rounds, arrays, give=None):
-    """Yield one(chunk) for every chunk, in order, on one BLAS thread: in each round the twin
-    `mate` (reserved by the caller) computes its chunks while this process computes its own; the
-    twin's are computed here too when it gives no result (`refq.twin`: the same error or
-    warning is then raised here). An error of this process's chunks is raised after the twin's
-    chunks of its round, which come first. give: receives what the twin's hooks recorded."""
-    with parallel.single_blas_thread():
-        for theirs, ours in rounds:
-            s, e = theirs[0][0], theirs[-1][1]
-            mate.submit([v[s:e] for v in arrays], [(a - s, b - s) for a, b in theirs])
-            local, error = [], None
-            try:
-                local = [one(chunk) for chunk in ours]
-            except Exception as ex:
-                error = ex
-            finally:
-                remote = mate.result()   # always read: the next request finds the pipe empty
-            if remote is None:
-                yield from map(one, theirs)
-            else:
-                parts, recorded = remote
-                if give is not None:
-                    give(recorded)
-                yield from parts
-            if error is not None:
-                raise error
-            yield from local
+    """Yield one(chunk) for every chunk, in order: in each round the twin `mate` (reserved by the
+    caller) computes its chunks while this process computes its own (`refq.twin.alongside`:
+    here too when the twin gives no result, errors raised in batch order). give: receives what
+    the twin's hooks recorded."""
+    for theirs, ours in rounds:
+        s, e = theirs[0][0], theirs[-1][1]
+        (parts, recorded), local = twin.alongside(
+            mate, [v[s:e] for v in arrays], ([(a - s, b - s) for a, b in theirs],),
+            lambda: ([one(c) for c in theirs], None), lambda: [one(c) for c in ours])
+        if give is not None and recorded is not None:
+            give(recorded)
+        yield from parts
+        yield from local
 
 
 def _donate(values, xs, step) -> bool:

@@ -41,7 +41,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["Twin", "available", "for_owner", "MAX_TWINS"]
+__all__ = ["Twin", "alongside", "available", "for_owner", "MAX_TWINS"]
 
 #: Live twin processes at most (the benchmark alternates four plans; each twin holds the working
 #: memory of its share of a batch).
@@ -157,6 +157,30 @@ class Twin:
             pass
         if self._region is not None:
             self._region.close()
+
+
+def alongside(mate, arrays: list, args: tuple, theirs, ours):
+    """(their result, our result): the twin `mate` (reserved with `acquire`) computes
+    fn(arrays, *args) while this process computes ours(), both on one BLAS thread; theirs()
+    computes the twin's part here when it gives no result (module docstring). The twin's part
+    comes first in batch order, so an error of ours() is raised after theirs() had its turn to
+    raise; the twin's reply is always read, so that the next request finds the pipe empty."""
+    from .parallel import single_blas_thread
+
+    mate.submit(arrays, *args)
+    result, error = None, None
+    with single_blas_thread():
+        try:
+            result = ours()
+        except Exception as e:
+            error = e
+        finally:
+            theirs_value = mate.result()
+        if theirs_value is None:
+            theirs_value = theirs()
+    if error is not None:
+        raise error
+    return theirs_value, result
 
 
 def for_owner(owner, key, make_fn, keep=(), shared_bytes: int = 0):

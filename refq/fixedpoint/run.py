@@ -72,7 +72,7 @@ import numpy as np
 
 from ..errors import FixedPointError, InputError
 from .. import twin
-from ..parallel import single_blas_thread, threads
+from ..parallel import threads
 from ..plan import Plan
 from ..feeds import feeds_dict
 from .kernels import NARROW
@@ -293,21 +293,11 @@ class IntPlan:
                               shared_bytes=sum(v[:b].nbytes for v in feeds.values()))
         if mate is None or not mate.acquire():
             return self._run_here(feeds, False, None, quiet, skip, None)
-        mate.submit([feeds[k][:b] for k in names])
-        second, error = None, None
-        with single_blas_thread():
-            try:
-                second = self._run_here({k: v[b:] for k, v in feeds.items()}, False, None, quiet,
-                                        skip, 1)
-            except Exception as e:   # raised after the twin's images, which come first
-                error = e
-            finally:
-                first = mate.result()
-            if first is None:
-                first = share([feeds[k][:b] for k in names])
-        if error is not None:
-            raise error
-        (out, stats), (out2, stats2) = first, second
+        first = [feeds[k][:b] for k in names]
+        (out, stats), (out2, stats2) = twin.alongside(
+            mate, first, (), lambda: share(first),
+            lambda: self._run_here({k: v[b:] for k, v in feeds.items()}, False, None, quiet,
+                                   skip, 1))
         for name, s2 in stats2.items():
             s = stats.setdefault(name, s2)
             s["max_abs_acc"] = max(s["max_abs_acc"], s2["max_abs_acc"])
