@@ -56,6 +56,9 @@ Hooks (for the quantization simulator and the integer runtime):
 - inplace_hooks {tensor: fn(array) -> None}: like tensor_hooks for a function of each element
   alone that overwrites its argument (fake quantization with a per-tensor encoding): it runs as
   the last epilogue of a fused producer, block by block in cache, or on the tensor's own buffer.
+  In an epilogue, a hook with `then`/`after` may fuse with the steps beside it into one
+  (`refq.quant.fq_chain`: a fake quantization, a clamp and another one, proven equal on every
+  code when the plan is built).
   Hooks must not depend on the order in which chunks run: they run on several threads.
 - on_tensor(name, array), on_input(node, index, array), call(node, op, inputs, params): called for
   every tensor / input / node (see `refq.runtime.run`); with any of them the plan runs node by

@@ -106,8 +106,8 @@ def fused_steps(plan, hooks):
                 names.append(nxt.name)
                 skip.add(nxt.name)
                 last = nxt
-            steps.append(Step(_producer(get_op(node.op).forward_fused, p, a, epilogue,
-                                         len(slots)), slots + extra,
+            steps.append(Step(_producer(get_op(node.op).forward_fused, p, a,
+                                         _fused_chains(epilogue), len(slots)), slots + extra,
                                plan.slot[last.outputs[0]], tuple(names),
                                hooked=hook is not None))
             ready.add(steps[-1].out)
@@ -123,6 +123,27 @@ def fused_steps(plan, hooks):
         steps.append(step)
         ready.add(step.out)
     return steps
+
+
+def _fused_chains(epilogue):
+    """The epilogue with in-place hooks fused with their neighbours (`refq.quant.fq_chain`): a
+    hook that has `then`, the step after it and the hook after that replaced by
+    hook.then(step, next hook) (a fake quantization, a clamp and another one), else a step and
+    a hook after it that has `after` by hook.after(step) (a clamp, then a fake quantization),
+    where those fuse."""
+    out = []
+    for f in epilogue:
+        out.append(f)
+        then = getattr(out[-3], "then", None) if len(out) >= 3 else None
+        fused = then(out[-2], out[-1]) if then is not None else None
+        if fused is not None:
+            out[-3:] = [fused]
+            continue
+        after = getattr(out[-1], "after", None) if len(out) >= 2 else None
+        fused = after(out[-2]) if after is not None else None
+        if fused is not None:
+            out[-2:] = [fused]
+    return out
 
 
 def _foldable_batch_norm(plan, node, hooks, private, readers):

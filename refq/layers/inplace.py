@@ -23,24 +23,44 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["relu", "relu6", "clip", "hard_swish"]
+__all__ = ["Clamp", "relu", "relu6", "clip", "hard_swish"]
 
 _BLOCK = 1 << 16   # elements of hard_swish's scratch block
 
 
+class Clamp:
+    """The in-place step a = clip(a, lo, hi) of relu (np.maximum(a, 0), hi None), relu6 and clip
+    (np.clip; a bound None is absent). `monotone`: the step is a non-decreasing function of each
+    element, which lets the fake quantizations on either side of it fuse
+    (`refq.quant.fq_chain`)."""
+
+    monotone = True
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def __call__(self, a):
+        if self.hi is None:
+            np.maximum(a, self.lo, out=a)
+        else:
+            np.clip(a, self.lo, self.hi, out=a)
+
+
 def relu(params, attrs, dtype):
-    return lambda a: np.maximum(a, 0, out=a)
+    return Clamp(0, None)
 
 
 def relu6(params, attrs, dtype):
-    return lambda a: np.clip(a, 0, 6, out=a)
+    return Clamp(0, 6)
 
 
 def clip(params, attrs, dtype):
     lo, hi = (None if attrs[k] is None else dtype(attrs[k]) for k in ("min", "max"))
     if lo is None and hi is None:   # the forward copies: nothing to do in place
         return lambda a: None
-    return lambda a: np.clip(a, lo, hi, out=a)
+    if hi is None:
+        return lambda a: np.clip(a, lo, None, out=a)
+    return Clamp(lo, hi)
 
 
 def hard_swish(params, attrs, dtype):

@@ -22,7 +22,8 @@ from ..errors import QuantError
 from .grid import Encoding
 from .numerics import AIMET_V2, EncodingNumerics, round_half_away, round_half_even
 
-__all__ = ["quantize", "dequantize", "quantize_dequantize", "fake_quantize_inplace"]
+__all__ = ["quantize", "dequantize", "quantize_dequantize", "fake_quantize_inplace",
+           "InplaceFakeQuant"]
 
 _F32 = np.float32
 
@@ -84,7 +85,23 @@ def dequantize(q, enc: Encoding, numerics: EncodingNumerics = AIMET_V2) -> np.nd
     return (q.astype(np.int64) - zp).astype(dt) * scale.astype(dt)
 
 
-_BLOCK = 1 << 16  # elements per block: the passes of one block stay in cache
+BLOCK = 1 << 16  # elements per block: the passes of one block stay in cache
+
+
+class HalfEvenFactors:
+    """The constants of the half-even fake quantization of x with `enc` (integer clamp), in the
+    numerics dtype dt: `apply(x, factor)` is x·fl(1/s) (reciprocal_float32) or x/s (divide), then
+    codes in [lo, hi] = [qmin − zp, qmax − zp] (exact: integers below 2^24), dequantized by
+    `scale` (module docstring of `_fake_quant_half_even`)."""
+
+    def __init__(self, enc: Encoding, numerics: EncodingNumerics, x):
+        dt = self.dtype = numerics.dtype
+        scale32, zp = _broadcast(enc, x, dt)
+        self.scale = scale32.astype(dt)
+        self.factor = (_F32(1) / scale32).astype(dt) \
+            if numerics.fake_quant == "reciprocal_float32" else self.scale
+        self.apply = np.multiply if numerics.fake_quant == "reciprocal_float32" else np.divide
+        self.lo, self.hi = dt.type(enc.qmin) - zp, dt.type(enc.qmax) - zp
 
 
 def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumerics,
@@ -99,28 +116,22 @@ def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumeri
     clipping at the shifted bounds; larger |rint(v)| saturate in both; NaN stays NaN. The one
     difference is the sign of a zero code: −0 + zp − zp is +0, which the final `+ 0` restores
     (c·s is never a zero of another sign: s > 0 and |c| >= 1 otherwise). Five passes for six."""
-    dt = numerics.dtype
-    scale32, zp = _broadcast(enc, x, dt)
-    scale = scale32.astype(dt)
-    factor = (_F32(1) / scale32).astype(dt) if numerics.fake_quant == "reciprocal_float32" \
-        else scale
-    apply = np.multiply if numerics.fake_quant == "reciprocal_float32" else np.divide
-    lo, hi = dt.type(enc.qmin) - zp, dt.type(enc.qmax) - zp   # exact: integers below 2^24
+    k = HalfEvenFactors(enc, numerics, x)
     if enc.axis is None:
         x = np.ascontiguousarray(x)
-        out = np.empty(x.shape, dtype=dt) if out is None else out
+        out = np.empty(x.shape, dtype=k.dtype) if out is None else out
         flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-        blocks = [(i, i + _BLOCK) for i in range(0, flat_x.size, _BLOCK)]
+        blocks = [(i, i + BLOCK) for i in range(0, flat_x.size, BLOCK)]
     else:
         if out is None:
-            out = np.empty(np.broadcast_shapes(x.shape, scale.shape), dtype=dt)
+            out = np.empty(np.broadcast_shapes(x.shape, k.scale.shape), dtype=k.dtype)
         blocks = None
     for start, end in blocks or [(None, None)]:
         v = out if blocks is None else flat_out[start:end]
-        apply(x if blocks is None else flat_x[start:end], factor, out=v)
+        k.apply(x if blocks is None else flat_x[start:end], k.factor, out=v)
         np.rint(v, out=v)
-        np.clip(v, lo, hi, out=v)
-        v *= scale
+        np.clip(v, k.lo, k.hi, out=v)
+        v *= k.scale
         v += 0   # a zero code is +0, as (code − zp)·s gives it
     return out
 
@@ -154,3 +165,26 @@ def fake_quantize_inplace(a: np.ndarray, enc: Encoding,
         _fake_quant_half_even(a, enc, numerics, out=a)
     else:
         a[...] = quantize_dequantize(a, enc, numerics)
+
+
+class InplaceFakeQuant:
+    """`fake_quantize_inplace(a, enc, numerics)` as an in-place hook that keeps its encoding, so
+    that a chain of it, a monotone step and another such hook can fuse (`then`)."""
+
+    def __init__(self, enc: Encoding, numerics: EncodingNumerics = AIMET_V2):
+        self.enc, self.numerics = enc, numerics
+
+    def __call__(self, a: np.ndarray) -> None:
+        fake_quantize_inplace(a, self.enc, self.numerics)
+
+    def then(self, step, nxt):
+        """One in-place step equal to self, then `step`, then `nxt` (`refq.quant.fq_chain`), or
+        None when they do not fuse."""
+        from .fq_chain import fuse_chain
+        return fuse_chain(self, step, nxt)
+
+    def after(self, step):
+        """One in-place step equal to the clamp `step`, then self (`refq.quant.fq_chain`), or
+        None when they do not fuse."""
+        from .fq_chain import fuse_clamp
+        return fuse_clamp(step, self)

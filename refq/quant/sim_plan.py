@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..plan import Plan
 from .encoding import quantize_dequantize
-from .fakequant import fake_quantize_inplace
+from .fakequant import InplaceFakeQuant
 
 __all__ = ["SimPlan"]
 
@@ -13,7 +13,8 @@ class SimPlan:
     returns. It holds a `refq.Plan` of the graph with the fake-quantized parameters of the enabled
     parameter quantizers, and the hooks that fake-quantize the enabled tensor and input
     quantizers' tensors with their encodings (per-tensor encodings in place, in the epilogue of the
-    step that produces the tensor; `refq.plan`). The hooks are pure functions fixed when the
+    step that produces the tensor, where a quantized tensor, a clamp and its quantized output fuse
+    into one step: `refq.quant.fq_chain`; `refq.plan`). The hooks are pure functions fixed when the
     SimPlan is built, so a large run may send half its batch to a twin process."""
 
     def __init__(self, sim, enabled: dict):
@@ -25,15 +26,12 @@ class SimPlan:
         def fake_quant(name):
             return lambda x: quantize_dequantize(x, encs[name], num)
 
-        def fake_quant_inplace(name):
-            return lambda a: fake_quantize_inplace(a, encs[name], num)
-
         per_tensor = {t for t, n in tq.items() if encs[n].axis is None}
         self.plan = Plan(sim.graph, num.dtype.type, params=sim.sim_params(enabled),
                          fold_batch_norms=False)
         self.hooks = {"tensor_hooks": {t: fake_quant(n) for t, n in tq.items()
                                        if t not in per_tensor},
-                      "inplace_hooks": {t: fake_quant_inplace(tq[t]) for t in per_tensor},
+                      "inplace_hooks": {t: InplaceFakeQuant(encs[tq[t]], num) for t in per_tensor},
                       "input_hooks": {k: fake_quant(n) for k, n in iq.items()}}
 
     def run(self, feeds, *, trace=False, batch_size: int | None = None,
