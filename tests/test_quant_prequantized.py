@@ -41,3 +41,68 @@ def test_dead_channel_gets_minimum_scale():
     w[2, :3] = [2, -3, 1]
     s = detect_prequantized(w, 8, axis=0)
     assert s.tolist() == [f32(0.25), f32(2.0 ** -23), f32(1.0)]
+
+
+def _choose_k_one_block(x, u, kmax):
+    """Steps 2–4 of the module docstring for one non-zero block, written out block by block."""
+    a = np.abs(x)
+    absmax = a.max()
+    nonzero = np.unique(a[a > 0])
+    estimates = [absmax / nonzero[0]]
+    if nonzero.size > 1:
+        estimates.append(absmax / np.diff(nonzero).min())
+    ks = {1, kmax}
+    for e in estimates:
+        centre = int(np.rint(e)) if np.isfinite(e) and e < 4 * kmax else kmax + 3
+        ks.update(range(centre - 2, centre + 3))
+    ks = np.array(sorted(k for k in ks if 1 <= k <= kmax), dtype=np.float64)
+    r = x[None, :] / (absmax / ks)[:, None]
+    dev = np.abs(r - np.rint(r))
+    off = (dev > 3 * u * np.abs(r)).mean(axis=1)
+    mean_dev = dev.mean(axis=1)
+    keep = off <= off.min() + 0.005
+    keep &= mean_dev <= 1.5 * mean_dev[keep].min()
+    i = np.flatnonzero(keep)[0]
+    return ks[i], off[i]
+
+
+def test_the_divisor_choice_of_all_blocks_at_once_equals_the_one_block_definition():
+    """`_choose_ks` (every block of a group at once) against steps 2–4 block by block: the same
+    k and off-grid fraction, bit for bit, on grids with and without noise, one distinct
+    magnitude, tiny blocks and both grid sizes."""
+    from refq.quant.prequantized import _choose_ks
+
+    rng = np.random.default_rng(7)
+    for trial in range(120):
+        n = int(rng.choice([1, 2, 5, 9, 50, 300]))
+        x = rng.integers(-127, 128, (7, n)) * rng.uniform(0.001, 0.1, (7, 1))
+        if trial % 3 == 1:
+            x = x + rng.standard_normal(x.shape) * 1e-6
+        if trial % 3 == 2:
+            x = np.sign(x) * 0.25 + (x == 0)        # one magnitude
+        x[:, 0] += 1e-9                              # no all-zero block
+        for kmax in (7, 127):
+            ks, offs = _choose_ks(x, 2.0 ** -20, kmax)
+            for c in range(len(x)):
+                assert (ks[c], offs[c]) == _choose_k_one_block(x[c], 2.0 ** -20, kmax)
+
+
+def test_detection_stops_early_with_the_same_answer(monkeypatch):
+    """Groups of blocks stop once too many are rejected: a tensor whose last blocks are off grid
+    gets the same answer whatever the group sizes, and an all-on-grid one is accepted."""
+    import refq.quant.prequantized as pq
+
+    rng = np.random.default_rng(8)
+    ints = rng.integers(-127, 128, size=(100, 60)).astype(np.float64)
+    ints[:, 0] = 127
+    for bad in (0, 5, 10, 11, 40):
+        w = (ints * 0.02).astype(f32)
+        if bad:
+            w[-bad:] = rng.standard_normal((bad, 60)).astype(f32)
+        answers = []
+        for cap in (1, 60 * 12 * 3, 1 << 21):
+            monkeypatch.setattr(pq, "CHOOSE_VALUES", cap)
+            s = detect_prequantized(w, 8, axis=0)
+            answers.append(None if s is None else s.tobytes())
+        assert answers[0] == answers[1] == answers[2]
+        assert (answers[0] is None) == (bad > 0)

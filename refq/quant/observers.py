@@ -22,10 +22,11 @@ from .histogram import check_finite_extremes
 __all__ = ["Observers", "TWIN_AFTER_BATCHES"]
 
 #: Calibration batches computed on threads before the others may go to a twin process (speed
-#: only: calibration builds its plan anew each call, and forking the twin costs one to two
-#: batches' time, measured 0.12 s on MobileNetV2-0.35 with 64 images per batch, against a gain
-#: of about 0.03 s per batch after).
-TWIN_AFTER_BATCHES = 4
+#: only), as a plan forks its twin from its second run (`refq.plan.TWIN_AFTER_RUNS`): a one-batch
+#: calibration does not pay for the fork. Measured on MobileNetV2-0.35, 256 images in 64-image
+#: batches, 2 CPUs, least of 7: 528-638 ms from the second batch, 554-636 ms from the first,
+#: 618-682 ms on threads alone, with and without TensorFlow loaded in the process.
+TWIN_AFTER_BATCHES = 1
 
 
 class Observers:

@@ -15,6 +15,8 @@ The notes fix the following; refq's choices for what they leave open are marked 
 4. Per block: keep the k whose off-grid fraction is within 0.005 of the best, then those whose mean
    deviation mean|r − round(r)| is within 1.5× the best of those, and take the smallest k. The block is
    accepted if that k leaves at most 5% of its elements off grid. All-zero blocks are accepted.
+   (refq) Steps 2–4 run on groups of blocks at once (8, 16, 32, ... blocks; `_choose_ks`), the
+   same arithmetic on each block, and stop once too many blocks are rejected for step 5's 90%.
 5. Tensor: ≥ 90% of the blocks accepted, the codes not all zero, and the relative RMS error
    ‖x − s·q‖/‖x‖ ≤ max(5u, 1e-3).
 6. Scale per block: s0 = median of |x|/|q| over the non-zero codes q = round(x/s_k); then 4
@@ -46,35 +48,64 @@ def _blocks(w: np.ndarray, axis):
 
 
 def _too_many_magnitudes(blocks: np.ndarray, limit: int) -> bool:
-    head = np.abs(blocks[:64, :2 * limit])
-    return any(np.unique(row).size > limit for row in head)
+    """Step 1: some block of the first 64 has more than `limit` distinct magnitudes among its
+    first 2·limit values (the sorted magnitudes of each: 1 + the number of rises)."""
+    head = np.sort(np.abs(blocks[:64, :2 * limit]), axis=1)
+    return bool((np.count_nonzero(np.diff(head, axis=1), axis=1) + 1 > limit).any())
+
+
+#: Values of the (blocks, divisors, block length) arrays `_choose_ks` forms at once (memory only).
+CHOOSE_VALUES = 1 << 21
 
 
 def _divisors(a: np.ndarray, kmax: int) -> np.ndarray:
-    absmax = a.max()
-    nonzero = np.unique(a[a > 0])
-    estimates = [absmax / nonzero[0]]
-    if nonzero.size > 1:
-        estimates.append(absmax / np.diff(nonzero).min())
-    ks = {1, kmax}
-    for e in estimates:
-        centre = int(np.rint(e)) if np.isfinite(e) and e < 4 * kmax else kmax + 3
-        ks.update(range(centre - 2, centre + 3))
-    return np.array(sorted(k for k in ks if 1 <= k <= kmax), dtype=np.float64)
+    """Step 2 for each row of the magnitudes `a` (C, n) of non-zero blocks: (C, 12) divisors k,
+    each row's sorted ascending and each k once, the unused places after them holding 0."""
+    s = np.sort(a, axis=1)
+    absmax = s[:, -1]
+    smallest = np.where(s > 0, s, np.inf).min(axis=1)
+    rises = np.diff(s, axis=1)
+    gap = np.where((s[:, :-1] > 0) & (rises > 0), rises, np.inf).min(axis=1, initial=np.inf)
+    windows = []
+    for e, present in ((absmax / smallest, True), (absmax / gap, np.isfinite(gap))):
+        centre = np.where(np.isfinite(e) & (e < 4 * kmax),
+                          np.rint(np.where(np.isfinite(e), e, 0)), kmax + 3)
+        w = centre[:, None] + np.arange(-2, 3)
+        windows.append(np.where(np.asarray(present)[..., None], w, 0))   # 0: no k (dropped)
+    cand = np.concatenate([np.ones((len(a), 1)), np.full((len(a), 1), kmax)] + windows, axis=1)
+    cand = np.where((cand >= 1) & (cand <= kmax), cand, np.inf)
+    cand.sort(axis=1)
+    cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = np.inf
+    cand.sort(axis=1)
+    return np.where(np.isfinite(cand), cand, 0)
 
 
-def _choose_k(x: np.ndarray, u: float, kmax: int):
-    """(k, off-grid fraction) of one non-zero block (module docstring, steps 2–4)."""
+def _choose_ks(x: np.ndarray, u: float, kmax: int):
+    """(k, off-grid fraction) of each row of x (C, n), non-zero blocks (module docstring, steps
+    2–4)."""
     a = np.abs(x)
     ks = _divisors(a, kmax)
-    r = x[None, :] / (a.max() / ks)[:, None]                        # (K, n)
+    used = ks > 0
+    step = a.max(axis=1)[:, None] / np.where(used, ks, 1)
+    r = x[:, None, :] / step[:, :, None]                                  # (C, K, n)
     dev = np.abs(r - np.rint(r))
-    off = (dev > 3 * u * np.abs(r)).mean(axis=1)
-    mean_dev = dev.mean(axis=1)
-    keep = off <= off.min() + 0.005
-    keep &= mean_dev <= 1.5 * mean_dev[keep].min()
-    i = np.flatnonzero(keep)[0]                                     # ks is sorted: the smallest k
-    return ks[i], off[i]
+    off = np.where(used, (dev > 3 * u * np.abs(r)).mean(axis=2), np.inf)
+    mean_dev = np.where(used, dev.mean(axis=2), np.inf)
+    keep = off <= off.min(axis=1, keepdims=True) + 0.005
+    keep &= mean_dev <= 1.5 * np.where(keep, mean_dev, np.inf).min(axis=1, keepdims=True)
+    i = np.argmax(keep, axis=1)                                          # the smallest such k
+    rows = np.arange(len(x))
+    return ks[rows, i], off[rows, i]
+
+
+def _groups(n: int, values_per_row: int):
+    """(start, end) of groups of rows: 8 rows, then twice as many each time, at most about
+    CHOOSE_VALUES / values_per_row."""
+    cap, start, size = max(1, CHOOSE_VALUES // values_per_row), 0, 8
+    while start < n:
+        end = min(n, start + min(size, cap))
+        yield start, end
+        start, size = end, 2 * size
 
 
 def _refine(x: np.ndarray, s0: float, qmin: int, qmax: int) -> float:
@@ -109,17 +140,14 @@ def detect_prequantized(w, bitwidth: int, *, axis: int | None = None, strict: bo
     ms = float(minimum_scale(qmax - qmin))
     # steps 2-4 for every block first: the scales (step 6) only for a tensor that can pass step 5
     divisor = np.zeros(blocks.shape[0])   # k of each non-zero block; 0 for an all-zero block
-    accepted = 0
-    for c, x in enumerate(blocks):
-        if accepted + blocks.shape[0] - c < 0.9 * blocks.shape[0]:
+    nonzero = np.flatnonzero(np.any(blocks, axis=1))
+    accepted = blocks.shape[0] - nonzero.size
+    for g0, g1 in _groups(nonzero.size, 12 * blocks.shape[1]):
+        rows = nonzero[g0:g1]
+        divisor[rows], off = _choose_ks(blocks[rows], u, limit - 1)
+        accepted += int(np.count_nonzero(off <= 0.05))
+        if accepted + nonzero.size - g1 < 0.9 * blocks.shape[0]:
             return None   # too many blocks rejected already: step 5 fails whatever follows
-        if not np.any(x):
-            accepted += 1
-            continue
-        divisor[c], off = _choose_k(x, u, limit - 1)
-        accepted += off <= 0.05
-    if accepted < 0.9 * blocks.shape[0]:
-        return None
     scales = np.full(blocks.shape[0], ms)
     codes_nonzero, err2 = False, 0.0
     for c in np.flatnonzero(divisor):
