@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 from refq.layers.inplace import Clamp
 from refq.quant import EncodingNumerics, encoding_from_min_max
-from refq.quant.fakequant import InplaceFakeQuant
-from refq.quant.fq_chain import FusedFakeQuantChain, fuse_chain, fuse_clamp
+from refq.quant.fq_chain import FusedFakeQuantChain, InplaceFakeQuant, fuse_chain, fuse_clamp
 
 NUMERICS = [EncodingNumerics(), EncodingNumerics(fake_quant="divide"),
             EncodingNumerics(dtype=np.dtype(np.float64))]

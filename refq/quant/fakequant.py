@@ -22,8 +22,7 @@ from ..errors import QuantError
 from .grid import Encoding
 from .numerics import AIMET_V2, EncodingNumerics, round_half_away, round_half_even
 
-__all__ = ["quantize", "dequantize", "quantize_dequantize", "fake_quantize_inplace",
-           "InplaceFakeQuant"]
+__all__ = ["quantize", "dequantize", "quantize_dequantize", "fake_quantize_inplace"]
 
 _F32 = np.float32
 
@@ -166,25 +165,3 @@ def fake_quantize_inplace(a: np.ndarray, enc: Encoding,
     else:
         a[...] = quantize_dequantize(a, enc, numerics)
 
-
-class InplaceFakeQuant:
-    """`fake_quantize_inplace(a, enc, numerics)` as an in-place hook that keeps its encoding, so
-    that a chain of it, a monotone step and another such hook can fuse (`then`)."""
-
-    def __init__(self, enc: Encoding, numerics: EncodingNumerics = AIMET_V2):
-        self.enc, self.numerics = enc, numerics
-
-    def __call__(self, a: np.ndarray) -> None:
-        fake_quantize_inplace(a, self.enc, self.numerics)
-
-    def then(self, step, nxt):
-        """One in-place step equal to self, then `step`, then `nxt` (`refq.quant.fq_chain`), or
-        None when they do not fuse."""
-        from .fq_chain import fuse_chain
-        return fuse_chain(self, step, nxt)
-
-    def after(self, step):
-        """One in-place step equal to the clamp `step`, then self (`refq.quant.fq_chain`), or
-        None when they do not fuse."""
-        from .fq_chain import fuse_clamp
-        return fuse_clamp(step, self)

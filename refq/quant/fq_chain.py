@@ -39,12 +39,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fakequant import BLOCK, HalfEvenFactors, InplaceFakeQuant
+from .fakequant import BLOCK, HalfEvenFactors, fake_quantize_inplace
+from .grid import Encoding
+from .numerics import AIMET_V2, EncodingNumerics
 
-__all__ = ["FusedFakeQuantChain", "fuse_chain", "fuse_clamp"]
+__all__ = ["InplaceFakeQuant", "FusedFakeQuantChain", "fuse_chain", "fuse_clamp"]
 
 #: Units in the last place tried either side of each candidate constant k.
 K_NEIGHBOURS = 4
+
+
+class InplaceFakeQuant:
+    """`fake_quantize_inplace(a, enc, numerics)` as an in-place hook that keeps its encoding, so
+    that it can fuse with the steps beside it in a plan's epilogue (`then`, `after`)."""
+
+    def __init__(self, enc: Encoding, numerics: EncodingNumerics = AIMET_V2):
+        self.enc, self.numerics = enc, numerics
+
+    def __call__(self, a: np.ndarray) -> None:
+        fake_quantize_inplace(a, self.enc, self.numerics)
+
+    def then(self, step, nxt):
+        """One in-place step equal to self, then `step`, then `nxt` (`fuse_chain`), or None."""
+        return fuse_chain(self, step, nxt)
+
+    def after(self, step):
+        """One in-place step equal to the clamp `step`, then self (`fuse_clamp`), or None."""
+        return fuse_clamp(step, self)
 
 
 def _fusable(hook) -> bool:

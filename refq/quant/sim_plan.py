@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..plan import Plan
 from .encoding import quantize_dequantize
-from .fakequant import InplaceFakeQuant
+from .fq_chain import InplaceFakeQuant
 
 __all__ = ["SimPlan"]
 
