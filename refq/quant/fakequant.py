@@ -104,7 +104,8 @@ class HalfEvenFactors:
 
 
 def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumerics,
-                          out: np.ndarray | None = None) -> np.ndarray:
+                          out: np.ndarray | None = None,
+                          k: HalfEvenFactors | None = None) -> np.ndarray:
     """`quantize_dequantize` for integer clamping and half-even rounding, in place on one output
     buffer (`out`, which may be x itself, else a new array), per-tensor encodings block by block:
 
@@ -114,8 +115,9 @@ def _fake_quant_half_even(x: np.ndarray, enc: Encoding, numerics: EncodingNumeri
     2^24 − 2^16 every step on integers is exact, so adding zp, clipping and subtracting it again is
     clipping at the shifted bounds; larger |rint(v)| saturate in both; NaN stays NaN. The one
     difference is the sign of a zero code: −0 + zp − zp is +0, which the final `+ 0` restores
-    (c·s is never a zero of another sign: s > 0 and |c| >= 1 otherwise). Five passes for six."""
-    k = HalfEvenFactors(enc, numerics, x)
+    (c·s is never a zero of another sign: s > 0 and |c| >= 1 otherwise). Five passes for six.
+    k: the constants, when the caller keeps them (a per-tensor encoding's do not depend on x)."""
+    k = HalfEvenFactors(enc, numerics, x) if k is None else k
     if enc.axis is None:
         x = np.ascontiguousarray(x)
         out = np.empty(x.shape, dtype=k.dtype) if out is None else out

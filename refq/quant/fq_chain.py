@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fakequant import BLOCK, HalfEvenFactors, fake_quantize_inplace
+from .fakequant import BLOCK, HalfEvenFactors, _fake_quant_half_even, fake_quantize_inplace
 from .grid import Encoding
 from .numerics import AIMET_V2, EncodingNumerics
 
@@ -55,9 +55,15 @@ class InplaceFakeQuant:
 
     def __init__(self, enc: Encoding, numerics: EncodingNumerics = AIMET_V2):
         self.enc, self.numerics = enc, numerics
+        # a per-tensor encoding's constants, formed once (the same for every block)
+        self.factors = HalfEvenFactors(enc, numerics, np.zeros(1, numerics.dtype)) \
+            if _fusable(self) else None
 
     def __call__(self, a: np.ndarray) -> None:
-        fake_quantize_inplace(a, self.enc, self.numerics)
+        if self.factors is not None and a.flags.c_contiguous and a.dtype == self.numerics.dtype:
+            _fake_quant_half_even(a, self.enc, self.numerics, out=a, k=self.factors)
+        else:
+            fake_quantize_inplace(a, self.enc, self.numerics)
 
     def then(self, step, nxt):
         """One in-place step equal to self, then `step`, then `nxt` (`fuse_chain`), or None."""
@@ -69,6 +75,7 @@ class InplaceFakeQuant:
 
 
 def _fusable(hook) -> bool:
+    """A per-tensor, integer-clamped, half-even `InplaceFakeQuant`."""
     n, e = hook.numerics, hook.enc
     return isinstance(hook, InplaceFakeQuant) and n.clamp == "integer" and \
         n.rounding == "half_even" and e.axis is None and not e.is_blocked and \
