@@ -144,6 +144,10 @@ def test_a_plan_epilogue_fuses_what_it_can():
     out = _fused_chains(other)
     assert out[0] is other[0] and out[-1] is relu6 and len(out) == 3 and out[1].k is not None
     assert _fused_chains([h1]) == [h1] and _fused_chains([h1, relu6]) == [h1, relu6]
+    relu = Clamp(0, None)
+    out = _fused_chains([h3, relu6, relu, relu6, h1])   # no hook after the first clamp
+    assert out[:3] == [h3, relu6, relu] and len(out) == 4 and out[3].k is None
+    assert fuse_chain(h3, relu6, relu) is None and fuse_chain(relu6, relu6, h3) is None
 
 
 def test_what_does_not_fuse():

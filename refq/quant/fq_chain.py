@@ -76,10 +76,11 @@ class InplaceFakeQuant:
 
 def _fusable(hook) -> bool:
     """A per-tensor, integer-clamped, half-even `InplaceFakeQuant`."""
+    if not isinstance(hook, InplaceFakeQuant):
+        return False
     n, e = hook.numerics, hook.enc
-    return isinstance(hook, InplaceFakeQuant) and n.clamp == "integer" and \
-        n.rounding == "half_even" and e.axis is None and not e.is_blocked and \
-        not e.is_pass_through
+    return n.clamp == "integer" and n.rounding == "half_even" and e.axis is None and \
+        not e.is_blocked and not e.is_pass_through
 
 
 def fuse_chain(first, step, second):
