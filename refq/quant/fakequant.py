@@ -166,4 +166,3 @@ def fake_quantize_inplace(a: np.ndarray, enc: Encoding,
         _fake_quant_half_even(a, enc, numerics, out=a)
     else:
         a[...] = quantize_dequantize(a, enc, numerics)
-
