@@ -204,3 +204,22 @@ def test_a_simulated_plan_with_fused_chains_equals_the_unfused_one(monkeypatch):
     want = sim.plan().run({"x": x})["p"]
     assert got.tobytes() == want.tobytes()
     assert got.tobytes() == sim.run({"x": x}, trace=True)["p"].tobytes()
+
+
+@pytest.mark.parametrize("op, attrs", [("relu", {}), ("relu6", {}), ("clip", {"min": -0.25}),
+                                       ("clip", {"max": 0.5}), ("clip", {"min": -1.0, "max": 1.5})])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clamp_steps_equal_their_forwards_and_report_in_place(op, attrs, dtype):
+    """relu, relu6 and clip in place: the forward's bits (NaN, ±0, ±inf included), and None, which
+    the plan reads as "computed in place" (else it computes the node again)."""
+    from refq.layers import REGISTRY
+    from refq.plan_steps import inplace_step
+
+    x = np.array([-np.inf, -3.0, -0.5, -0.0, 0.0, 0.25, 0.5, 1.5, 6.0, 7.0, np.inf, np.nan],
+                 dtype)[None]
+    full = {**{k: a.default for k, a in REGISTRY[op].attrs.items()}, **attrs}
+    want = REGISTRY[op].forward([x], {}, full)
+    step = inplace_step(op, {}, full, np.dtype(dtype).type)
+    a = x.copy()
+    assert step(a) is None and getattr(step, "monotone", False)
+    assert a.tobytes() == want.tobytes()

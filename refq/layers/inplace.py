@@ -40,7 +40,7 @@ class Clamp:
         self.lo, self.hi = lo, hi
 
     def __call__(self, a):
-        if self.hi is None:
+        if self.hi is None:   # what np.clip(a, lo, None) runs
             np.maximum(a, self.lo, out=a)
         else:
             np.clip(a, self.lo, self.hi, out=a)
@@ -58,8 +58,6 @@ def clip(params, attrs, dtype):
     lo, hi = (None if attrs[k] is None else dtype(attrs[k]) for k in ("min", "max"))
     if lo is None and hi is None:   # the forward copies: nothing to do in place
         return lambda a: None
-    if hi is None:
-        return lambda a: np.clip(a, lo, None, out=a)
     return Clamp(lo, hi)
 
 
