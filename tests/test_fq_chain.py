@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from refq.layers.inplace import Clamp
 from refq.quant import EncodingNumerics, encoding_from_min_max
+from refq.quant.fakequant import fake_quantize_inplace
 from refq.quant.fq_chain import FusedFakeQuantChain, InplaceFakeQuant, fuse_chain, fuse_clamp
 
 NUMERICS = [EncodingNumerics(), EncodingNumerics(fake_quant="divide"),
@@ -32,9 +33,14 @@ def _grid(encs, dt):
 
 
 def _steps(x, *steps):
+    """x after the steps, each in place; an InplaceFakeQuant runs as the definition's
+    `fake_quantize_inplace` (the reference), any other step as itself."""
     a = x.copy()
     for f in steps:
-        f(a)
+        if type(f) is InplaceFakeQuant:
+            fake_quantize_inplace(a, f.enc, f.numerics)
+        else:
+            f(a)
     return a
 
 
@@ -108,6 +114,56 @@ def test_fused_chains_on_random_encodings(lo, width, lo2, width2, bits, symmetri
         if fused is not None:
             assert _steps(x, fused).tobytes() == want.tobytes()
         assert _steps(x, fuse_clamp(clamp, h2)).tobytes() == _steps(x, clamp, h2).tobytes()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value")
+@pytest.mark.parametrize("numerics", NUMERICS, ids=["reciprocal", "divide", "float64"])
+def test_an_inplace_hook_equals_fake_quantize_inplace(numerics):
+    """InplaceFakeQuant's constants formed once give fake_quantize_inplace's bits; a
+    non-contiguous block, another dtype and a per-channel encoding take fake_quantize_inplace
+    itself."""
+    for r in RANGES:
+        e = _encoding(*r, numerics)
+        h = InplaceFakeQuant(e, numerics)
+        assert h.factors is not None
+        x = _grid([e], numerics.dtype)
+        a = x.copy()
+        h(a)
+        assert a.tobytes() == _steps(x, h).tobytes()
+        strided = np.stack([x, x], axis=1)
+        h(strided[:, 1])
+        assert strided[:, 1].tobytes() == a.tobytes()
+    per_channel = encoding_from_min_max(np.array([-1.0, -2.0], np.float32),
+                                        np.array([1.0, 2.0], np.float32), 8, False, axis=1,
+                                        numerics=numerics)
+    h = InplaceFakeQuant(per_channel, numerics)
+    assert h.factors is None
+    x = np.linspace(-3, 3, 40, dtype=numerics.dtype).reshape(20, 2)
+    a = x.copy()
+    h(a)
+    assert a.tobytes() == _steps(x, h).tobytes()
+
+
+def test_fake_quantize_inplace_on_a_view_or_another_dtype():
+    """A view that no flat view covers (every other column of a block) and a float64 array
+    under float32 numerics get quantize_dequantize's values (before, the first was left
+    unchanged and the second computed in float64)."""
+    from refq.quant.fakequant import quantize_dequantize
+
+    e = _encoding(-1.0, 3.0, 8, False, EncodingNumerics())
+    x = np.linspace(-2, 4, 60, dtype=np.float32).reshape(5, 6, 2)
+    a = x.copy()
+    fake_quantize_inplace(a[:, :3, 0], e)
+    assert a[:, :3, 0].tobytes() == quantize_dequantize(x[:, :3, 0], e).tobytes()
+    assert a[:, 3:].tobytes() == x[:, 3:].tobytes() and a[:, :, 1].tobytes() == x[:, :, 1].tobytes()
+    b = np.linspace(-2, 4, 61)   # float64; float32 numerics
+    want = quantize_dequantize(b, e).astype(np.float64)
+    fake_quantize_inplace(b, e)
+    assert b.tobytes() == want.tobytes()
+    h = InplaceFakeQuant(e)
+    c = x.copy()
+    h(c[:, :3, 0])
+    assert c.tobytes() == a.tobytes()
 
 
 def test_values_beyond_the_first_quantizers_range_give_its_end_codes():

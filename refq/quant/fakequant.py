@@ -159,10 +159,11 @@ def quantize_dequantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2)
 def fake_quantize_inplace(a: np.ndarray, enc: Encoding,
                           numerics: EncodingNumerics = AIMET_V2) -> None:
     """a[...] = quantize_dequantize(a, enc, numerics), computed in a's own buffer where the
-    numerics allow it (a: C-contiguous, of numerics.dtype), bit-identical to `quantize_dequantize`.
-    """
+    numerics and a allow it (a: C-contiguous, of numerics.dtype), bit-identical to
+    `quantize_dequantize`; any other array is assigned quantize_dequantize's result (for another
+    dtype, its values cast to a's)."""
     if numerics.clamp == "integer" and numerics.rounding == "half_even" and a.ndim \
-            and not enc.is_pass_through:
+            and not enc.is_pass_through and a.flags.c_contiguous and a.dtype == numerics.dtype:
         _fake_quant_half_even(a, enc, numerics, out=a)
     else:
         a[...] = quantize_dequantize(a, enc, numerics)
