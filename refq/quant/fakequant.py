@@ -157,13 +157,15 @@ def quantize_dequantize(x, enc: Encoding, numerics: EncodingNumerics = AIMET_V2)
 
 
 def fake_quantize_inplace(a: np.ndarray, enc: Encoding,
-                          numerics: EncodingNumerics = AIMET_V2) -> None:
+                          numerics: EncodingNumerics = AIMET_V2,
+                          factors: HalfEvenFactors | None = None) -> None:
     """a[...] = quantize_dequantize(a, enc, numerics), computed in a's own buffer where the
     numerics and a allow it (a: C-contiguous, of numerics.dtype), bit-identical to
     `quantize_dequantize`; any other array is assigned quantize_dequantize's result (for another
-    dtype, its values cast to a's)."""
+    dtype, its values cast to a's). factors: the encoding's `HalfEvenFactors`, when the caller
+    keeps them (a per-tensor encoding's do not depend on a), else formed here."""
     if numerics.clamp == "integer" and numerics.rounding == "half_even" and a.ndim \
             and not enc.is_pass_through and a.flags.c_contiguous and a.dtype == numerics.dtype:
-        _fake_quant_half_even(a, enc, numerics, out=a)
+        _fake_quant_half_even(a, enc, numerics, out=a, k=factors)
     else:
         a[...] = quantize_dequantize(a, enc, numerics)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fakequant import BLOCK, HalfEvenFactors, _fake_quant_half_even, fake_quantize_inplace
+from .fakequant import BLOCK, HalfEvenFactors, fake_quantize_inplace
 from .grid import Encoding
 from .numerics import AIMET_V2, EncodingNumerics
 
@@ -60,10 +60,7 @@ class InplaceFakeQuant:
             if _fusable(self) else None
 
     def __call__(self, a: np.ndarray) -> None:
-        if self.factors is not None and a.flags.c_contiguous and a.dtype == self.numerics.dtype:
-            _fake_quant_half_even(a, self.enc, self.numerics, out=a, k=self.factors)
-        else:
-            fake_quantize_inplace(a, self.enc, self.numerics)
+        fake_quantize_inplace(a, self.enc, self.numerics, self.factors)
 
     def then(self, step, nxt):
         """One in-place step equal to self, then `step`, then `nxt` (`fuse_chain`), or None."""
@@ -91,10 +88,7 @@ def fuse_chain(first, step, second):
     if not (_fusable(first) and _fusable(second) and first.numerics == second.numerics
             and getattr(step, "monotone", False)):
         return None
-    dt = first.numerics.dtype
-    one = np.zeros(1, dt)
-    f1, f2 = HalfEvenFactors(first.enc, first.numerics, one), \
-        HalfEvenFactors(second.enc, second.numerics, one)
+    dt, f1, f2 = first.numerics.dtype, first.factors, second.factors
     codes = np.arange(int(f1.lo), int(f1.hi) + 1).astype(dt)
     chain = codes * f1.scale + dt.type(0)     # fq1's output for each code
     step(chain)
@@ -105,7 +99,7 @@ def fuse_chain(first, step, second):
         np.clip(fused, lo, hi, out=fused)
         fused *= f2.scale
         fused += 0
-        if np.array_equal(fused.view(_bits(dt)), chain.view(_bits(dt))):
+        if fused.tobytes() == chain.tobytes():
             return FusedFakeQuantChain(f1, k, lo, hi, f2.scale)
     return None
 
@@ -115,18 +109,13 @@ def fuse_clamp(step, hook):
     `hook` (module docstring), or None when the hook is not fusable or step is no Clamp."""
     if not (_fusable(hook) and getattr(step, "monotone", False) and hasattr(step, "lo")):
         return None
-    dt = hook.numerics.dtype
-    f = HalfEvenFactors(hook.enc, hook.numerics, np.zeros(1, dt))
+    dt, f = hook.numerics.dtype, hook.factors
     ends = np.array([-np.inf if step.lo is None else step.lo,
                      np.inf if step.hi is None else step.hi], dt)
     f.apply(ends, f.factor, out=ends)
     np.rint(ends, out=ends)
     lo, hi = np.clip(ends, f.lo, f.hi)
     return FusedFakeQuantChain(f, None, lo, hi, f.scale)
-
-
-def _bits(dt):
-    return np.uint32 if dt.itemsize == 4 else np.uint64
 
 
 def _candidates(s1, f2, dt):
