@@ -58,9 +58,10 @@ def _too_many_magnitudes(blocks: np.ndarray, limit: int) -> bool:
 CHOOSE_VALUES = 1 << 21
 
 
-def _divisors(a: np.ndarray, kmax: int) -> np.ndarray:
-    """Step 2 for each row of the magnitudes `a` (C, n) of non-zero blocks: (C, 12) divisors k,
-    each row's sorted ascending and each k once, the unused places after them holding 0."""
+def _divisors(a: np.ndarray, kmax: int):
+    """Step 2 for each row of the magnitudes `a` (C, n) of non-zero blocks: ((C, 12) divisors k,
+    each row's sorted ascending and each k once, the unused places after them holding 0; the
+    rows' maxima)."""
     s = np.sort(a, axis=1)
     absmax = s[:, -1]
     smallest = np.where(s > 0, s, np.inf).min(axis=1)
@@ -77,16 +78,16 @@ def _divisors(a: np.ndarray, kmax: int) -> np.ndarray:
     cand.sort(axis=1)
     cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = np.inf
     cand.sort(axis=1)
-    return np.where(np.isfinite(cand), cand, 0)
+    return np.where(np.isfinite(cand), cand, 0), absmax
 
 
 def _choose_ks(x: np.ndarray, u: float, kmax: int):
     """(k, off-grid fraction) of each row of x (C, n), non-zero blocks (module docstring, steps
     2–4)."""
     a = np.abs(x)
-    ks = _divisors(a, kmax)
+    ks, absmax = _divisors(a, kmax)
     used = ks > 0
-    step = a.max(axis=1)[:, None] / np.where(used, ks, 1)
+    step = absmax[:, None] / np.where(used, ks, 1)
     r = x[:, None, :] / step[:, :, None]                                  # (C, K, n)
     dev = np.abs(r - np.rint(r))
     off = np.where(used, (dev > 3 * u * np.abs(r)).mean(axis=2), np.inf)
