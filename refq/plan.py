@@ -251,6 +251,15 @@ class Plan:
             (not batch_size or 2 * batch_size * self.values_per_image >= TWIN_MIN_VALUES) and \
             (self._runs >= TWIN_AFTER_RUNS or many)
 
+    def twin_share(self, n: int):
+        """The end of the images a twin computes in a run over n images without batch_size and
+        without hooks (the first half of its chunks, `_rounds`), or None when such a run keeps
+        to this process: fewer than two chunks or threads, or not `twin_worthy`."""
+        chunks = self.chunk_bounds(n)
+        if len(chunks) < 2 or parallel.threads() < 2 or not self.twin_worthy(n):
+            return None
+        return _rounds(chunks, None)[0][0][-1][1]
+
     def _twin_fn(self, steps, hooks, take):
         """What a twin computes: (the outputs of chunks [(start, end)] of the rows of the feeds
         it is sent, what the hooks recorded meanwhile (`take()`, or None))."""

@@ -264,11 +264,9 @@ class IntPlan:
                              {n.name for n in deq.values()})
         feeds = feeds_dict(graph, feeds)
         n = next(iter(feeds.values())).shape[0] if feeds else 0
-        chunks = self.plan.chunk_bounds(n)
-        if not trace and not batch_size and len(chunks) >= 2 and threads() >= 2 \
-                and self.plan.twin_worthy(n):
-            out, stats = self._run_halves(feeds, chunks[(len(chunks) + 1) // 2 - 1][1], skip,
-                                          quiet)
+        b = None if trace or batch_size else self.plan.twin_share(n)
+        if b is not None:
+            out, stats = self._run_halves(feeds, b, skip, quiet)
         else:
             out, stats = self._run_here(feeds, trace, batch_size, quiet, skip, None)
         for s in stats.values():
