@@ -8,8 +8,8 @@ parts may be computed on several threads or, from batch TWIN_AFTER_BATCHES on, i
 (`refq.plan`, `refq.twin`): their statistics are recorded where they are computed (`take` hands them
 over, `give` receives them), then merged into the analyzers after each batch (`end_batch`). The min
 and max of the parts are the batch's exactly, whatever the parts and their order; a channel with no
-finite value in the whole batch is the error `finite_extremes` raises. The other analyzers see each
-batch whole, in order, on one thread.
+finite value in the whole batch is the error `check_finite_extremes` raises. The other analyzers
+see each batch whole, in order, on one thread.
 """
 from __future__ import annotations
 
