@@ -21,7 +21,10 @@ process exits, or on SIGKILL; it never runs this process's exit handlers.
 The twin is an accelerator only: `result()` returns None instead of a value whenever the child
 could not give exactly what this process would compute — fn raised, a warning was issued, the
 child died, the reply could not be read — and the caller then computes that part itself, which
-raises the same error or warning, under the caller's own filters. Each request carries NumPy's
+raises the same error or warning, under the caller's own filters. A twin that has not replied
+long after this process finished its own share (REPLY_WAIT_FACTOR times as long, and at least
+REPLY_WAIT_SECONDS) is taken for hung — a child forked while another thread held a lock it then
+needs waits forever — and is closed; its share is computed here. Each request carries NumPy's
 error state of the caller (`np.geterr()`), which the child applies. fn must be deterministic and
 free of side effects that the caller relies on (it runs in another process).
 
@@ -36,6 +39,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 import weakref
 
@@ -46,6 +50,11 @@ __all__ = ["Twin", "alongside", "available", "for_owner", "MAX_TWINS"]
 #: Live twin processes at most (the benchmark alternates four plans; each twin holds the working
 #: memory of its share of a batch).
 MAX_TWINS = 6
+
+#: How long `alongside` waits for the twin's reply once its own share is done: this many times
+#: the time its own share took, and at least REPLY_WAIT_SECONDS.
+REPLY_WAIT_FACTOR = 8.0
+REPLY_WAIT_SECONDS = 20.0
 
 _LIVE: list = []   # live twins, least recently used first
 _LOCK = threading.Lock()
@@ -118,14 +127,17 @@ class Twin:
             del view   # no view may outlive the request: the region is closed with the twin
         return [(at, a.shape, a.dtype.str) for a, at in zip(arrays, offsets)]
 
-    def result(self):
+    def result(self, timeout: float | None = None):
         """fn(arrays, *args) of the last request, or None (module docstring). Releases the
-        reservation.
+        reservation. With `timeout` (seconds), a twin that has not replied by then is closed.
         An interrupt while waiting closes the twin (its reply would come out of turn)."""
         try:
             if not self._pending or self._conn is None:
                 return None
             self._pending = False
+            if timeout is not None and not self._conn.poll(timeout):
+                self.close()
+                return None
             status, value = self._conn.recv()
         except Exception:
             self.close()
@@ -164,18 +176,21 @@ def alongside(mate, arrays: list, args: tuple, theirs, ours):
     fn(arrays, *args) while this process computes ours(), both on one BLAS thread; theirs()
     computes the twin's part here when it gives no result (module docstring). The twin's part
     comes first in batch order, so an error of ours() is raised after theirs() had its turn to
-    raise; the twin's reply is always read, so that the next request finds the pipe empty."""
+    raise; the twin's reply is always read (or the twin closed), so that the next request finds
+    the pipe empty."""
     from .parallel import single_blas_thread
 
     mate.submit(arrays, *args)
     result, error = None, None
     with single_blas_thread():
+        started = time.perf_counter()
         try:
             result = ours()
         except Exception as e:
             error = e
         finally:
-            theirs_value = mate.result()
+            took = time.perf_counter() - started
+            theirs_value = mate.result(max(REPLY_WAIT_SECONDS, REPLY_WAIT_FACTOR * took))
         if theirs_value is None:
             theirs_value = theirs()
     if error is not None:
