@@ -95,15 +95,26 @@ def map_threads(fn, items: list, workers: int):
     """Yield fn(item) for every item, in order, computed on `workers` threads (NumPy releases the
     GIL in its loops) with one BLAS thread each, in a copy of the caller's context (NumPy's error
     state); in this thread when workers < 2 or there is one item. fn must not depend on the order
-    in which items are computed."""
+    in which items are computed. When an item raises, or the caller stops early, the items not
+    started are cancelled and those running are waited for: no work of the call goes on after it
+    (a fork while another thread is inside BLAS can deadlock the child or OpenBLAS itself)."""
     if workers < 2 or len(items) < 2:
         yield from map(fn, items)
         return
+    import concurrent.futures as cf
     import contextvars
 
     context = contextvars.copy_context()   # e.g. np.errstate, which threads do not inherit
     with single_blas_thread():
-        yield from _pool(workers).map(lambda item: context.copy().run(fn, item), items)
+        pool = _pool(workers)
+        futures = [pool.submit(context.copy().run, fn, item) for item in items]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+            cf.wait(futures)
 
 
 _POOLS: dict = {}   # {workers: ThreadPoolExecutor} of this process, kept across calls

@@ -140,3 +140,26 @@ def test_loop_lines_only_for_loops_that_last(capsys, monkeypatch):
             "calibration: 1 batch, 1 sample"
     finally:
         pg.loop_lines(False)
+
+
+def test_map_threads_leaves_no_item_running_after_an_error():
+    """An item that raises while another one still runs: the call raises only after the running
+    one has finished, and the items not started never start."""
+    import time
+
+    started, finished = [], []
+
+    def fn(i):
+        started.append(i)
+        if i == 0:
+            raise ValueError("item 0")
+        time.sleep(0.3)
+        finished.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="item 0"):
+        list(par.map_threads(fn, list(range(40)), 2))
+    done = list(finished)
+    time.sleep(0.5)
+    assert finished == done and set(finished) == set(started) - {0}
+    assert len(started) < 40

@@ -148,17 +148,6 @@ def test_integer_run_with_a_twin_equals_one_process(small_runs, model, sim, monk
 
 
 @pytest.mark.parametrize("batch_size", [None, 2])
-def test_a_twin_that_never_replies_is_closed_and_its_share_computed_here(monkeypatch):
-    monkeypatch.setattr(twin, "REPLY_WAIT_SECONDS", 0.3)
-    mate = twin.Twin(lambda arrays: time.sleep(3600))
-    assert mate.acquire()
-    started = time.perf_counter()
-    theirs, ours = twin.alongside(mate, [np.zeros(3)], (), lambda: "theirs, here", lambda: "ours")
-    assert (theirs, ours) == ("theirs, here", "ours")
-    assert time.perf_counter() - started < 10
-    assert not mate.alive and gone(mate.pid)
-
-
 @pytest.mark.parametrize("bad_images", [[0], [6], [0, 6]])
 def test_an_error_in_either_share_is_raised_as_without_the_twin(small_runs, model, batch_size,
                                                                   bad_images):
@@ -180,17 +169,6 @@ def test_an_error_in_either_share_is_raised_as_without_the_twin(small_runs, mode
 
 
 @pytest.mark.parametrize("batch_size", [None, 2])
-def test_a_twin_that_never_replies_is_closed_and_its_share_computed_here(monkeypatch):
-    monkeypatch.setattr(twin, "REPLY_WAIT_SECONDS", 0.3)
-    mate = twin.Twin(lambda arrays: time.sleep(3600))
-    assert mate.acquire()
-    started = time.perf_counter()
-    theirs, ours = twin.alongside(mate, [np.zeros(3)], (), lambda: "theirs, here", lambda: "ours")
-    assert (theirs, ours) == ("theirs, here", "ours")
-    assert time.perf_counter() - started < 10
-    assert not mate.alive and gone(mate.pid)
-
-
 @pytest.mark.parametrize("bad_images", [[0], [6], [0, 6]])
 def test_a_hook_error_in_either_share(small_runs, model, batch_size, bad_images):
     """The message names the chunk's largest value, so it tells which chunk raised: the first in

@@ -4,8 +4,9 @@ batch by batch, into its analyzer.
 Analyzers whose statistics do not depend on how a batch is cut (`chunk_invariant`: min/max) take the
 statistics of its parts: blocks of the per-tensor quantizers' tensors while they are in cache
 (in-place hooks of `refq.plan`, which leave the blocks unchanged), whole chunks of the others'. The
-parts may be computed on several threads or, from batch TWIN_AFTER_BATCHES on, in a twin process
-(`refq.plan`, `refq.twin`): their statistics are recorded where they are computed (`take` hands them
+parts may be computed on several threads or, once TWIN_AFTER_BATCHES batches have run (counted
+over the calibrations that reuse these observers, `reset`), in a twin process (`refq.plan`,
+`refq.twin`): their statistics are recorded where they are computed (`take` hands them
 over, `give` receives them), then merged into the analyzers after each batch (`end_batch`). The min
 and max of the parts are the batch's exactly, whatever the parts and their order; a channel with no
 finite value in the whole batch is the error `check_finite_extremes` raises. The other analyzers
@@ -48,15 +49,24 @@ class Observers:
                              if n in analyzers and t not in per_tensor},
             "input_hooks": {k: self._observer(n) for k, n in iq.items() if n in analyzers}}
         self.effects = (self.take, self.give)
+        self.batches = 0            # batches merged (`end_batch`) since these observers were made
 
-    def in_twin(self, k: int) -> bool:
-        """Batch k (from 0) may go in part to a twin process (`refq.plan`'s processes=True)."""
-        return self.invariant and k >= TWIN_AFTER_BATCHES
+    def reset(self, analyzers: dict) -> None:
+        """Observe into `analyzers` from now on (the same quantizers, analyzers of the same kinds:
+        a new calibration with these hooks), with nothing recorded yet."""
+        assert analyzers.keys() == self.analyzers.keys()
+        self.analyzers = analyzers
+        with self._lock:
+            self._recorded.clear()
+        self._batch.clear()
+
+    def in_twin(self) -> bool:
+        """The next batch may go in part to a twin process (`refq.plan`'s processes=True)."""
+        return self.invariant and self.batches >= TWIN_AFTER_BATCHES
 
     def _observer(self, name: str, in_place: bool = False):
-        a = self.analyzers[name]
-
         def observe(x):
+            a = self.analyzers[name]
             if self.invariant:
                 stats = a.block_statistics(x)
                 with self._lock:
@@ -88,3 +98,4 @@ class Observers:
             check_finite_extremes(mn, f"{self.analyzers[name].kind} analyzer")
             self.analyzers[name].merge((mn, mx))
         self._batch.clear()
+        self.batches += 1

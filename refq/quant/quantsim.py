@@ -38,13 +38,12 @@ import numpy as np
 from ..data_io import iterate_batches
 from ..errors import InputError, QuantError
 from ..graph import Graph
-from ..plan import Plan
 from ..progress import progress
 from .analyzers import ANALYZERS, blocked_encoding, make_analyzer
 from .config import ONNX_TYPE, QuantsimConfig, load_config, parse_config
 from .encoding import AIMET_V2, Encoding, EncodingNumerics, encoding_from_min_max, \
     quantize_dequantize
-from .observers import Observers
+from .calibration_run import calibration_run
 from .overflow_protection import protect_overflow
 from .placement import (QuantizerSpec, blockwise_weights, integer_model_kind,
                         place_quantizers, require_float_model, weight_input_axis)
@@ -134,6 +133,13 @@ class QuantSim:
         self.encodings: dict = {}
         self.enabled = {q.name: True for q in specs}
         self.frozen: set = set()   # quantizers whose encoding calibration does not change
+        self._calibration = None   # the last calibration's plan and hooks (`calibration_run`)
+
+    def __getstate__(self):
+        """A copy (copy.deepcopy) leaves the kept calibration plan behind: it holds a process."""
+        state = dict(self.__dict__)
+        state["_calibration"] = None
+        return state
 
     # ---- lookups ----------------------------------------------------------------------------
     def _by_kind(self, kind):
@@ -230,9 +236,10 @@ class QuantSim:
                      for q in self.quantizers.values()
                      if q.kind != "param" and q.fixed_range is None and q.name not in self.frozen}
 
-        observers = Observers(analyzers, tq, iq)
+        self._calibration = calibration_run(self._calibration, self.graph,
+                                            self.numerics.dtype, params, tq, iq, analyzers)
+        plan, observers = self._calibration.plan, self._calibration.observers
         invariant = observers.invariant
-        plan = Plan(self.graph, self.numerics.dtype.type, params=params, fold_batch_norms=False)
         seen = 0
         for k, feeds in enumerate(progress(iterate_batches(data, self.graph, batch_size),
                                            desc="calibration", quiet=quiet)):
@@ -243,7 +250,7 @@ class QuantSim:
                 n = max((len(v) for v in feeds.values() if np.ndim(v)), default=0)
                 plan.run(feeds, batch_size=None if invariant else max(n, 1),
                          threads=None if invariant else 1,
-                         processes=observers.in_twin(k),
+                         processes=observers.in_twin(),
                          effects=observers.effects, **observers.hooks)
                 if invariant:
                     observers.end_batch()

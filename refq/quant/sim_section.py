@@ -189,6 +189,7 @@ def sim_from_section(cls, graph: Graph, doc: dict, source: str):
     sim.detect_prequantized = s["detect_prequantized"]
     sim.placement = doc["placement"]
     sim.quantizers, sim.enabled, sim.encodings, sim.frozen = {}, {}, {}, set()
+    sim._calibration = None
     for i, qd in enumerate(doc["quantizers"]):
         qd = dict(qd)
         enabled, enc = qd.pop("enabled"), qd.pop("encoding")
