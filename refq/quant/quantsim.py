@@ -9,7 +9,9 @@ Placement follows `refq.quant.placement` (AIMET 2.42's rules). Calibration (aime
    a symmetric weight that already is integer × scale keeps that scale (AIMET 2.42's pre-quantized
    weight detection, `refq.quant.prequantized`; `detect_prequantized=False` turns it off);
 2. every batch runs with quantize-dequantized weights and *float* activations, while each activation
-   quantizer's analyzer observes its tensors (a shared quantizer observes all of them);
+   quantizer's analyzer observes its tensors (a shared quantizer observes all of them); the plan
+   and its hooks are kept for the next calibration that would build the same ones
+   (`refq.quant.calibration_run`);
 3. activation encodings are finalised (a config's `encoding_constraints` fix the range with the
    min/max rule); then 4. AIMET's overflow protection re-snaps the weight scales of conv2d, dense,
    conv_transpose2d and gemm (AIMET's QuantizedConv*, QuantizedConvTranspose*, QuantizedLinear;
