@@ -83,9 +83,9 @@ def test_a_disabled_weight_quantizer_or_another_scheme_gets_a_new_plan(model):
 def test_a_copy_leaves_the_calibration_plan_behind(model):
     g, x = model
     sim = fresh(g, [x])
-    twin_copy = copy.deepcopy(sim)
-    assert twin_copy._calibration is None and sim._calibration is not None
-    assert encodings_of(twin_copy.compute_encodings([x])) == encodings_of(sim)
+    copied = copy.deepcopy(sim)
+    assert copied._calibration is None and sim._calibration is not None
+    assert encodings_of(copied.compute_encodings([x])) == encodings_of(sim)
 
 
 @pytest.mark.skipif(not twin.available(), reason="needs os.fork")

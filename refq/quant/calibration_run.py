@@ -28,15 +28,13 @@ class CalibrationRun:
     """A calibration's plan and observers, with what they were built from."""
 
     def __init__(self, graph, dtype, params: dict, tq: dict, iq: dict, analyzers: dict):
-        self.graph, self.dtype = graph, np.dtype(dtype)
-        self.placement = (dict(tq), dict(iq))
-        self.kinds = _kinds(analyzers)
-        self.plan = Plan(graph, self.dtype.type, params=params, fold_batch_norms=False)
+        self.graph, self.placement, self.kinds = graph, (dict(tq), dict(iq)), _kinds(analyzers)
+        self.plan = Plan(graph, dtype, params=params, fold_batch_norms=False)
         self.observers = Observers(analyzers, tq, iq)
 
     def serves(self, graph, dtype, params: dict, tq: dict, iq: dict, analyzers: dict) -> bool:
         """Whether this pair computes what one built from these arguments would."""
-        if graph is not self.graph or np.dtype(dtype) != self.dtype or \
+        if graph is not self.graph or np.dtype(dtype).type is not self.plan.dtype or \
                 self.placement != (tq, iq) or self.kinds != _kinds(analyzers):
             return False
         for node in graph.nodes:
