@@ -264,16 +264,23 @@ def test_a_simulated_plan_with_fused_chains_equals_the_unfused_one(monkeypatch):
 
 
 @pytest.mark.parametrize("op, attrs", [("relu", {}), ("relu6", {}), ("clip", {"min": -0.25}),
-                                       ("clip", {"max": 0.5}), ("clip", {"min": -1.0, "max": 1.5})])
+                                       ("clip", {"max": 0.5}), ("clip", {"min": -1.0, "max": 1.5}),
+                                       ("clip", {"min": 0.0}), ("clip", {"min": -0.0})])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_clamp_steps_equal_their_forwards_and_report_in_place(op, attrs, dtype):
-    """relu, relu6 and clip in place: the forward's bits (NaN, ±0, ±inf included), and None, which
-    the plan reads as "computed in place" (else it computes the node again)."""
+    """relu, relu6 and clip in place: the forward's bits (NaN of either sign, ±0, ±inf,
+    subnormals included, at every offset of a vector register and in the vectorised body of a
+    long array), and None, which the plan reads as "computed in place" (else it computes the
+    node again)."""
     from refq.layers import REGISTRY
     from refq.plan_steps import inplace_step
 
-    x = np.array([-np.inf, -3.0, -0.5, -0.0, 0.0, 0.25, 0.5, 1.5, 6.0, 7.0, np.inf, np.nan],
-                 dtype)[None]
+    tiny = np.finfo(dtype).smallest_subnormal
+    special = np.array([-np.inf, -3.0, -0.5, -0.0, 0.0, 0.25, 0.5, 1.5, 6.0, 7.0, np.inf, np.nan,
+                        -np.nan, tiny, -tiny, -0.25, 0.0, -0.0], dtype)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([special[k:] for k in range(len(special))] +
+                       [rng.standard_normal(1000).astype(dtype) * 4, special])[None]
     full = {**{k: a.default for k, a in REGISTRY[op].attrs.items()}, **attrs}
     want = REGISTRY[op].forward([x], {}, full)
     step = inplace_step(op, {}, full, np.dtype(dtype).type)

@@ -5,9 +5,9 @@ contiguous slice and together they cover y once, in order: groups of whole image
 has fewer than `target` output pixels, else row bands of one image. Parts are `target`'s worth
 (the last one what is left), or with even=True of even sizes: the fewest parts of at most that
 size, cut as evenly as whole rows or images allow. `rows_in_blocks` adds a bias and applies an
-elementwise epilogue to an [..., O] output ROWS rows at a time. `l2_cache_bytes()` is the size of
-the machine's per-core L2 cache, which sizes blocks that are walked many times. Speed only: the
-blocking changes no number.
+elementwise epilogue to an [..., O] output ROWS rows at a time; `Bias` adds a bias to blocks of
+whole rows. `l2_cache_bytes()` is the size of the machine's per-core L2 cache, which sizes blocks
+that are walked many times. Speed only: the blocking changes no number.
 """
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ import functools
 import glob
 import os
 
-__all__ = ["blocks", "rows_in_blocks", "ROWS", "l2_cache_bytes"]
+import numpy as np
+
+__all__ = ["blocks", "rows_in_blocks", "Bias", "ROWS", "l2_cache_bytes"]
 
 ROWS = 4096   # rows of O values per block of rows_in_blocks (speed only)
+PERIOD = 8192   # least length of the rows a bias is added over (`Bias`; speed only)
 #: The L2 size assumed where the machine does not say (speed only).
 DEFAULT_L2_BYTES = 1 << 20
 _CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
@@ -77,9 +80,33 @@ def rows_in_blocks(y, b, epilogue, rows: int = ROWS):
     if b is None and epilogue is None:
         return
     flat = y.reshape(-1, y.shape[-1])
+    bias = None if b is None else Bias(b)
     for r0 in range(0, flat.shape[0], rows):
         block = flat[r0:r0 + rows]
-        if b is not None:
-            block += b
+        if bias is not None:
+            bias.add_to(block)
         if epilogue is not None:
             epilogue(block)
+
+
+class Bias:
+    """A bias b [O] added to blocks of whole rows [..., O]: `add_to(block)` is block += b, the
+    same additions, run over rows of `period` values (b repeated, a multiple of O of at least
+    PERIOD). Speed only: NumPy adds a short row broadcast down many rows at about half the
+    speed of a long one (0.22 against 0.11 ns per float32 value)."""
+
+    def __init__(self, b):
+        self.b = b
+        self.row = np.tile(b, max(1, -(-PERIOD // b.size))) if b.size else b
+
+    def add_to(self, block):
+        n = self.row.size
+        if not (block.flags.c_contiguous and block.dtype == self.row.dtype and n and
+                block.shape[-1:] == self.b.shape and block.size >= n):
+            block += self.b
+            return
+        flat = block.reshape(-1)
+        k = flat.size - flat.size % n   # the tail starts a row: a prefix of self.row
+        head = flat[:k].reshape(-1, n)
+        np.add(head, self.row, out=head)
+        np.add(flat[k:], self.row[:flat.size - k], out=flat[k:])

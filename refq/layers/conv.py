@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Attr, Op, Traits
-from .blocking import blocks, rows_in_blocks
+from .blocking import Bias, blocks, rows_in_blocks
 from .conv_geometry import (BLOCK_BYTES, BLOCK_ROWS, PADDINGS, check, pad_hw, weight,
                             window_geometry, windows)
 from .conv_vjp import conv2d_vjp
@@ -83,6 +83,7 @@ def _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue=None):
     w_u = [w[:, u].reshape(o, k).T for u in range(kh)]
     taps = [((u * dh) % sh, (u * dh) // sh) for u in range(kh)]
     extra = {}
+    bias = None if b is None else Bias(b)
     for p, r0 in taps:
         extra[p] = max(extra.get(p, 0), r0)
     for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, ROWFOLD_ROWS):
@@ -106,8 +107,8 @@ def _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue=None):
                 out[:m] += tmp
         if nb > 1:  # drop the scratch rows (and add the bias on the way)
             np.add(out.reshape(nb, rr, ow, o)[:, :r], 0 if b is None else b, out=y[n0:n1, i0:i1])
-        elif b is not None:
-            out += b
+        elif bias is not None:
+            bias.add_to(out)
         if epilogue is not None:
             epilogue(y[n0:n1, i0:i1])
 
@@ -119,6 +120,7 @@ def _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue=None):
     (sh, sw), (dh, dw) = strides, dil
     w_g = w.reshape(g, o // g, kh * kw * cg).transpose(0, 2, 1)
     rows = max(BLOCK_ROWS, BLOCK_BYTES // (kh * kw * cg * g * xp.itemsize))
+    bias = None if b is None else Bias(b)
     for n0, n1, i0, i1 in blocks(xp.shape[0], oh, ow, rows):
         nb, r = n1 - n0, i1 - i0
         cols = np.empty((g, nb, r, ow, kh, kw, cg), xp.dtype)
@@ -131,8 +133,8 @@ def _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue=None):
             np.matmul(a[0], w_g[0], out=out.reshape(nb * r * ow, o))
         else:
             out[...] = np.matmul(a, w_g).transpose(1, 0, 2).reshape(nb, r, ow, o)
-        if b is not None:
-            out += b
+        if bias is not None:
+            bias.add_to(out)
         if epilogue is not None:
             epilogue(out)
 

@@ -9,7 +9,7 @@ result is identical bit for bit:
 
 | op          | forward                          | in place on a                                      |
 |-------------|----------------------------------|----------------------------------------------------|
-| relu        | max(x, 0)                        | np.maximum(a, 0, out=a)                            |
+| relu        | max(x, 0)                        | np.clip(a, 0, inf, out=a); a += 0 (see Clamp)      |
 | relu6       | clip(x, 0, 6)                    | np.clip(a, 0, 6, out=a)                            |
 | clip        | clip(x, min, max)                | np.clip(a, min, max, out=a) (no bound: nothing)    |
 | batch_norm  | x·s, then + t (channels last)    | a *= s; a += t  (s, t of `scale_and_shift`)        |
@@ -40,10 +40,17 @@ class Clamp:
         self.lo, self.hi = lo, hi
 
     def __call__(self, a):
-        if self.hi is None:   # what np.clip(a, lo, None) runs
-            np.maximum(a, self.lo, out=a)
-        else:
+        if self.hi is not None:
             np.clip(a, self.lo, self.hi, out=a)
+        elif self.lo == 0 and not np.signbit(self.lo):
+            # = np.maximum(a, 0) (what np.clip(a, 0, None) runs) bit for bit, in two passes that
+            # NumPy vectorises (about 0.3 ns per value against 0.5 for np.maximum with a scalar):
+            # clip to [0, inf] keeps a −0 that maximum turns into its second operand, +0, and
+            # a + 0 is a for every other a (NaN payloads included) and +0 for a = −0
+            np.clip(a, 0, np.inf, out=a)
+            a += 0
+        else:
+            np.maximum(a, self.lo, out=a)
 
 
 def relu(params, attrs, dtype):
