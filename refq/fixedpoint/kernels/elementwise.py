@@ -13,6 +13,7 @@ from .common import (ACT_ATTRS, ACT_ZP_RANGE, DTYPE_RANGES, REQUANT_ATTRS, REQUA
                      act_dtype, cached_table, check_act, check_float_scales, check_requant,
                      check_zp, int_input,
                      int_values, output_dtype, requant, requantizer)
+from .byte_table import ByteTable
 from .qdq import dequantize32, f32, quantize32
 from .requant_fast import BLOCK
 
@@ -149,10 +150,20 @@ def _code_table(xdtype, params, attrs, dtype):
         return None
 
 
+def _byte_table(table):
+    """`table` as a lookup: a `ByteTable` when its entries are byte-sized, else np.take on the
+    index bytes; None stays None."""
+    if table is None:
+        return None
+    if table.itemsize == 1:
+        return ByteTable(table)
+    return lambda x: np.take(table, x.view(np.uint8))
+
+
 def requant_narrow(inputs, params, attrs, memo=None, dtype=None):
     """(int_requantize's y as an array of `dtype`, None): for a byte-sized x and per-tensor
     parameters, a lookup in `_code_table` (the definition on each of the 256 values;
-    `cached_table`); else the node's `Requantizer` on x with the offset input_zp, its
+    `cached_table`; two values per lookup through `ByteTable` when the output is byte-sized too); else the node's `Requantizer` on x with the offset input_zp, its
     bounds those of x's dtype (int8, uint8, int16) or its min and max; the plain path when those
     do not prove the preconditions. dtype None: `act_dtype`."""
     x = int_values(inputs[0], "int_requantize input")
@@ -164,9 +175,9 @@ def requant_narrow(inputs, params, attrs, memo=None, dtype=None):
     izp = attrs["input_zp"]
     if x.itemsize == 1 and x.size and _per_tensor(params, attrs):
         table = cached_table("int_requantize", params, attrs, (x.dtype.str, np.dtype(dtype).str),
-                             lambda: _code_table(x.dtype, params, attrs, dtype))
+                             lambda: _byte_table(_code_table(x.dtype, params, attrs, dtype)))
         if table is not None:
-            return np.take(table, x.view(np.uint8)), None
+            return table(x), None
     if attrs["mode"] == "qdq":
         return _requant_qdq(x, params, attrs).astype(dtype, copy=False), None
     if x.dtype.itemsize <= 2:
