@@ -24,6 +24,12 @@ bound):
   This is the one fused form that changes numbers, in the last bits of float32: frameworks run
   their float32 inference the same way. Float64 plans, traced runs and runs that hook the
   producer's output never fold, so they give the definition exactly.
+- Winograd in float32. A float32 plan (unless built with winograd=False) evaluates each conv2d
+  of kernel 3x3, stride 1, no dilation, one group and at least 64 input and output channels by
+  Winograd F(2x2, 3x3) when its input is finite (`refq.layers.winograd`: 2.25 times fewer
+  multiplications; its module docstring states how far its rounding may go from the exact sum,
+  about as far as the direct sum's in practice). Every run of the plan does, traced or not, so
+  that its tensors are the same whatever it returns; float64 plans never do.
 - In place. An elementwise node (the ops above, and add) whose input is not used again writes
   its result into that input's buffer, when the runtime holds the only reference to it (checked at
   run time with `sys.getrefcount`: a feed, a view of another tensor or an array a hook kept is
@@ -137,12 +143,13 @@ class Plan:
     """An executable snapshot of `graph` in compute dtype `dtype` (module docstring)."""
 
     def __init__(self, graph: Graph, dtype=np.float64, params: dict | None = None,
-                 fold_batch_norms: bool | None = None):
+                 fold_batch_norms: bool | None = None, winograd: bool | None = None):
         dtype = np.dtype(dtype).type
         if dtype not in (np.float64, np.float32):
             raise InputError(f"run: dtype must be float64 or float32, got {np.dtype(dtype).name}")
         self.fold_batch_norms = dtype is np.float32 if fold_batch_norms is None \
             else bool(fold_batch_norms)
+        self.winograd = dtype is np.float32 and (winograd is None or bool(winograd))
         shapes = graph.validated_shapes()
         self.shapes = {t: tuple(d) for t, d in shapes.items()}
         self.name, self.dtype = graph.name, dtype

@@ -4,9 +4,12 @@ float32 batch-norm folds, pads into convolutions, elementwise ops in place), and
 (`set_lifetimes`)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .layers.normalization import fold_into_producer
+from .layers.winograd import TransformedWeights
 from .ops import get_op
 
 __all__ = ["Step", "plain_steps", "fused_steps", "set_lifetimes", "inplace_step"]
@@ -27,12 +30,15 @@ class Step:
 
 
 def plain_steps(plan, call):
-    """One step per node: `op.forward` on its parameters, or `call(node, op, xs, params)`."""
+    """One step per node: `op.forward` on its parameters (a conv2d's with the plan's Winograd
+    choice, `forward_fused`), or `call(node, op, xs, params)`."""
     steps = []
     for node in plan.order:
         op, p, a = get_op(node.op), plan.params[node.name], plan.attrs[node.name]
         fn = (lambda xs, op=op, p=p, a=a: op.forward(xs, p, a)) if call is None else \
             (lambda xs, node=node, op=op, p=p: call(node, op, xs, p))
+        if call is None and node.op == "conv2d" and plan.winograd:
+            fn = lambda xs, f=forward_fused(plan, node.op), p=p, a=a: f(xs, p, a, None)  # noqa: E731
         steps.append(Step(fn, [plan.slot[t] for t in node.inputs], plan.slot[node.outputs[0]],
                            (node.name,)))
     return steps
@@ -106,7 +112,7 @@ def fused_steps(plan, hooks):
                 names.append(nxt.name)
                 skip.add(nxt.name)
                 last = nxt
-            steps.append(Step(_producer(get_op(node.op).forward_fused, p, a,
+            steps.append(Step(_producer(forward_fused(plan, node.op), p, a,
                                          _fused_chains(epilogue), len(slots)), slots + extra,
                                plan.slot[last.outputs[0]], tuple(names),
                                hooked=hook is not None))
@@ -123,6 +129,15 @@ def fused_steps(plan, hooks):
         steps.append(step)
         ready.add(step.out)
     return steps
+
+
+def forward_fused(plan, op: str):
+    """The `forward_fused` of op `op` in `plan`: a conv2d's with the plan's Winograd choice (its
+    own `TransformedWeights`, kept by the step)."""
+    f = get_op(op).forward_fused
+    if op == "conv2d" and plan.winograd:
+        return functools.partial(f, winograd=TransformedWeights())
+    return f
 
 
 def _fused_chains(epilogue):

@@ -28,12 +28,14 @@ Errors
 
 Evaluation (not part of the definition; the paths differ only in the order of the sums): a 1x1
 group-1 convolution is one matmul on a reshape; depthwise is a vectorised multiply-accumulate per
-kernel tap (`refq.layers.depthwise`); a group-1 convolution with kh > 1, kw·C >= 128 and a tall output ("row-fold") copies
-the kw taps of each output pixel side by side, [pixels, kw·C], and accumulates kh matmuls on
-row-shifted views of that matrix; the rest is im2col with one matmul batched over the groups. Work
-is cut into blocks of a few thousand output pixels (BLOCK_ROWS, ROWFOLD_ROWS, BLOCK_BYTES) so that
-a block stays in cache. `python bench/forward.py --formulations` times row-fold, im2col and kh·kw
-accumulated matmuls.
+kernel tap (`refq.layers.depthwise`); a group-1 convolution with kh > 1, kw·C >= 128 and a tall
+output ("row-fold") copies the kw taps of each output pixel side by side, [pixels, kw·C], and
+accumulates kh matmuls on row-shifted views of that matrix; the rest is im2col with one matmul
+batched over the groups. Work is cut into blocks of a few thousand output pixels (BLOCK_ROWS,
+ROWFOLD_ROWS, BLOCK_BYTES) so that a block stays in cache. `python bench/forward.py
+--formulations` times row-fold, im2col and kh·kw accumulated matmuls. A float32 plan may ask for
+Winograd F(2x2, 3x3) on 3x3 stride-1 layers of at least 64 channels (`forward_fused`'s winograd;
+`refq.layers.winograd`, which states how its rounding differs).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from .conv_geometry import (BLOCK_BYTES, BLOCK_ROWS, PADDINGS, check, pad_hw, we
                             window_geometry, windows)
 from .conv_vjp import conv2d_vjp
 from .depthwise import depthwise_conv
+from .winograd import applies, winograd_conv
 
 __all__ = ["forward_fused", "conv2d_vjp", "window_geometry", "pad_hw", "PADDINGS", "OPS"]
 
@@ -143,16 +146,23 @@ def _forward(inputs, params, attrs):
     return forward_fused(inputs, params, attrs, None)
 
 
-def forward_fused(inputs, params, attrs, epilogue):
+def forward_fused(inputs, params, attrs, epilogue, winograd=None):
     """conv2d's forward followed by `epilogue` (None or a callable modifying an output block in
     place: the elementwise ops fused after the convolution, `refq.plan`), applied once to every
-    block of the output right after its bias, while the block is in cache."""
+    block of the output right after its bias, while the block is in cache. winograd: None, or a
+    `refq.layers.winograd.TransformedWeights` of this node, which lets a float32 3x3 convolution
+    that `winograd.applies` to be evaluated by Winograd F(2x2, 3x3) (a float32 plan's choice;
+    its rounding differs from the direct sum's within the bound of that module)."""
     x = inputs[0]
     pads, (oh, ow), (o, kh, kw, cg) = check(x.shape, attrs, params)
     w = params["weight"].astype(x.dtype, copy=False)
     strides, dil, groups = attrs["strides"], attrs["dilations"], attrs["groups"]
     n, c = x.shape[0], x.shape[3]
     b = params["bias"].astype(x.dtype, copy=False) if "bias" in params else None
+    if winograd is not None and applies(x, w, attrs):
+        y = np.empty((n, oh, ow, o), x.dtype)
+        winograd_conv(np.ascontiguousarray(pad_hw(x, pads)), winograd.of(w), b, y, epilogue)
+        return y
     if cg == 1 and groups == c and not (kh == kw == 1 and groups == 1):
         y = np.empty((n, oh, ow, o), x.dtype)
         depthwise_conv(x, pads, w, b, y, oh, ow, strides, dil, epilogue)  # pads block by block
