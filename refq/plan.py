@@ -170,6 +170,7 @@ class Plan:
         self.slot = {t: i for i, t in enumerate(names)}
         self._cache: dict = {}
         self._folded: dict = {}
+        self._winograd: dict = {}   # {conv2d node name: its TransformedWeights}
 
     def _steps(self, hooks: _Hooks, fused: bool, trace, call):
         """The steps of a run: cached when the run has no hooks (they depend on its hooks)."""

@@ -38,7 +38,7 @@ def plain_steps(plan, call):
         fn = (lambda xs, op=op, p=p, a=a: op.forward(xs, p, a)) if call is None else \
             (lambda xs, node=node, op=op, p=p: call(node, op, xs, p))
         if call is None and node.op == "conv2d" and plan.winograd:
-            fn = lambda xs, f=forward_fused(plan, node.op), p=p, a=a: f(xs, p, a, None)  # noqa: E731
+            fn = lambda xs, f=forward_fused(plan, node), p=p, a=a: f(xs, p, a, None)  # noqa: E731
         steps.append(Step(fn, [plan.slot[t] for t in node.inputs], plan.slot[node.outputs[0]],
                            (node.name,)))
     return steps
@@ -112,7 +112,7 @@ def fused_steps(plan, hooks):
                 names.append(nxt.name)
                 skip.add(nxt.name)
                 last = nxt
-            steps.append(Step(_producer(forward_fused(plan, node.op), p, a,
+            steps.append(Step(_producer(forward_fused(plan, node), p, a,
                                          _fused_chains(epilogue), len(slots)), slots + extra,
                                plan.slot[last.outputs[0]], tuple(names),
                                hooked=hook is not None))
@@ -131,12 +131,13 @@ def fused_steps(plan, hooks):
     return steps
 
 
-def forward_fused(plan, op: str):
-    """The `forward_fused` of op `op` in `plan`: a conv2d's with the plan's Winograd choice (its
-    own `TransformedWeights`, kept by the step)."""
-    f = get_op(op).forward_fused
-    if op == "conv2d" and plan.winograd:
-        return functools.partial(f, winograd=TransformedWeights())
+def forward_fused(plan, node):
+    """The `forward_fused` of `node`'s op in `plan`: a conv2d's with the plan's Winograd choice
+    and the node's `TransformedWeights`, which the plan keeps for all its runs."""
+    f = get_op(node.op).forward_fused
+    if node.op == "conv2d" and plan.winograd:
+        kept = plan._winograd.setdefault(node.name, TransformedWeights())
+        return functools.partial(f, winograd=kept)
     return f
 
 

@@ -365,3 +365,21 @@ def test_run_int_narrow_threaded_equals_traced_plain(tiny_int_graphs, profile, m
         assert st1 == st_plain
         assert all(v.dtype == np.int64 for k, v in traced.items()
                    if k not in [i.name for i in g.inputs] and v.dtype.kind in "iu")
+
+
+@pytest.mark.parametrize("adt, odt", [("int8", "int8"), ("uint8", "uint8"), ("int8", "int16")])
+def test_add_narrow_over_several_blocks(adt, odt):
+    """Inputs longer than a block, the output byte-sized (one lookup of s and y packed) or not:
+    the definition's values and accumulator extremes."""
+    rng = np.random.default_rng(11)
+    lo, hi = ACT[adt]
+    olo, ohi = ACT[odt]
+    a, b = (rng.integers(lo, hi + 1, size=(3, 250_000)) for _ in range(2))
+    a[2, -1], b[2, -1] = hi, hi        # the largest sum in the last block
+    params = add_params(0.02, 0.05, 0.04, "tflite_double")
+    attrs = norm("int_add", {"a_zp": 3, "b_zp": -1, "output_zp": 5, "act_min": olo,
+                             "act_max": ohi, "scheme": "tflite_double", "add": "tflite"})
+    want = INT_REGISTRY["int_add"].accumulate([a, b], params, attrs)
+    got = kadd.add_narrow([a.astype(adt), b.astype(adt)], params, attrs, {})
+    assert got[0].dtype == np.dtype(odt)
+    same(got, want)

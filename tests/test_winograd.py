@@ -139,7 +139,26 @@ def test_transformed_weights_follow_the_weight_array():
     kept = TransformedWeights()
     u1 = kept.of(w1)
     assert kept.of(w1) is u1
-    assert kept.of(w2).tobytes() == transformed_weights(w2).tobytes()
+    u2 = kept.of(w2)
+    assert u2.tobytes() == transformed_weights(w2).tobytes()
+    assert kept.of(w1) is u1 and kept.of(w2) is u2   # a node's own and folded weights
+    kept.of(w1.copy())
+    assert kept.of(w1) is not u1 and kept.of(w1).tobytes() == u1.tobytes()
+
+
+def test_a_plan_with_hooks_transforms_its_weights_once(monkeypatch):
+    """Steps with hooks are built for every run; the transformed weights stay with the plan."""
+    from refq.layers import winograd
+
+    made = []
+    real = winograd.transformed_weights
+    monkeypatch.setattr(winograd, "transformed_weights", lambda w: made.append(1) or real(w))
+    plan = refq.Plan(_graph(), np.float32)
+    x = np.random.default_rng(9).standard_normal((2, 10, 10, 64)).astype(np.float32)
+    hooks = {"inplace_hooks": {"a": lambda a: None}}
+    first = plan.run(x, **hooks)["y"]
+    assert plan.run(x, **hooks)["y"].tobytes() == first.tobytes()
+    assert len(made) == 2   # two convolutions, once each
 
 
 def _graph():

@@ -39,6 +39,8 @@ Blocking: tiles are taken in bands of whole tile rows (`blocking.blocks` on the 
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .blocking import Bias, blocks
@@ -77,18 +79,28 @@ def transformed_weights(w) -> np.ndarray:
 
 
 class TransformedWeights:
-    """`transformed_weights` of one node's weight, formed on first use and kept while the node
-    is given the same weight array (a plan's parameters are fixed when it is built)."""
+    """`transformed_weights` of one node's weight arrays, formed on first use and kept with the
+    array they come from (the last two: a plan's node may run with its own weight and with one
+    that a batch norm was folded into; a plan's parameters are fixed when it is built)."""
 
     def __init__(self):
-        self.w = self.u = None
+        self.kept = []   # [(weight array, its transformed weights)], the latest last
+        self.lock = threading.Lock()   # the threads of a run's chunks form them once
 
     def of(self, w):
-        found = self.u
-        if found is None or self.w is not w:
-            found = transformed_weights(w)
-            self.w, self.u = w, found
-        return found
+        with self.lock:
+            for v, u in self.kept:
+                if v is w:
+                    return u
+            u = transformed_weights(w)
+            self.kept = self.kept[-1:] + [(w, u)]
+            return u
+
+    def __getstate__(self):   # copies and pickles hold what was formed, with a lock of their own
+        return {"kept": self.kept}
+
+    def __setstate__(self, state):
+        self.kept, self.lock = state["kept"], threading.Lock()
 
 
 def winograd_conv(xp, u, b, y, epilogue=None):

@@ -195,7 +195,13 @@ def _add_values(xa, xb, params, attrs, keep_s: bool = False):
 class _PairTable:
     """int_add on every pair of byte-sized codes: y[256·u + v] and s[256·u + v] for the input
     values whose bit patterns are the bytes u, v (`_add_values` on the 65536 pairs: the values of
-    the definition, elementwise), or ok False when the definition raises on some pair."""
+    the definition, elementwise), or ok False when the definition raises on some pair.
+
+    `packed` (for a byte-sized y and s within int32, else None) holds both in one int64 per pair,
+    s·256 + (y's bits as 0..255), so that one lookup gives both (speed only: a lookup costs
+    about the same per index whatever the entry's width): y is the packed value modulo 256 (the
+    cast to y's unsigned view), and the min (max) of s over a block is floor(min (max) / 256),
+    since floor((s·256 + r) / 256) = s for 0 <= r < 256 and the packing is increasing in s."""
 
     def __init__(self, da, db, params, attrs, dtype):
         va, vb = (np.arange(256, dtype=np.uint8).view(d).astype(np.int64) for d in (da, db))
@@ -207,6 +213,10 @@ class _PairTable:
             return
         small = s.size and INT32_MIN <= s.min() and s.max() <= INT32_MAX
         self.ok, self.y, self.s = True, y.astype(dtype), s.astype(np.int32) if small else s
+        self.packed = None
+        if small and np.dtype(dtype).itemsize == 1:
+            bits = self.y.view(np.uint8).astype(np.int64)
+            self.packed = (s.astype(np.int64) << 8) | bits
 
 
 def add_narrow(inputs, params, attrs, memo=None, dtype=None):
@@ -235,19 +245,25 @@ def add_narrow(inputs, params, attrs, memo=None, dtype=None):
         ua, ub = np.ascontiguousarray(ua), np.ascontiguousarray(ub)
     y = np.empty(ua.shape, dtype)
     fa, fb, fy = ua.reshape(-1), ub.reshape(-1), y.reshape(-1)
-    pair, idx = np.empty(min(fa.size, BLOCK), np.uint16), np.empty(min(fa.size, BLOCK), np.intp)
-    s = np.empty(idx.size, table.s.dtype)
+    packed = table.packed
+    pair = np.empty(min(fa.size, BLOCK), np.uint16)
+    s = np.empty(pair.size, table.s.dtype if packed is None else np.int64)
     lo, hi = [], []
     for i in range(0, fa.size, BLOCK):
         n = min(BLOCK, fa.size - i)
-        p, k, sb = pair[:n], idx[:n], s[:n]
+        p, sb = pair[:n], s[:n]
         np.left_shift(fa[i:i + n], 8, out=p, dtype=np.uint16)
-        p |= fb[i:i + n]
-        np.copyto(k, p)
-        np.take(table.y, k, out=fy[i:i + n])
-        np.take(table.s, k, out=sb)
-        lo.append(int(sb.min()))
-        hi.append(int(sb.max()))
+        p |= fb[i:i + n]   # every uint16 is an index of the tables: mode "clip" changes none
+        if packed is None:
+            np.take(table.y, p, out=fy[i:i + n], mode="clip")
+            np.take(table.s, p, out=sb, mode="clip")
+            lo.append(int(sb.min()))
+            hi.append(int(sb.max()))
+        else:
+            np.take(packed, p, out=sb, mode="clip")
+            np.copyto(fy[i:i + n].view(np.uint8), sb, casting="unsafe")   # modulo 256
+            lo.append(int(sb.min()) >> 8)
+            hi.append(int(sb.max()) >> 8)
     bounds = [(min(lo), max(hi))]
     if attrs["add"] in ("tflite", "tosa"):
         shift = attrs["left_shift"]
