@@ -21,10 +21,11 @@ Rounding (what differs from the direct sum): U is formed in float64 and rounded 
     u = 2^−24, each output differs from the exact value by at most
         (C + 6)·u·E + u·|y|,   E = |Aᵀ| (Σ_c |U[c, o]| ⊙ |Bᵀ| |d_c| |B|) |A|,
     the same expression on absolute values (`error_bound`, which the tests check output by
-    output). E is at most 2.25·4·9 = 81 times Σ over the tile's 4×4×C window of |x|·max|w|; on
-    data of one sign it is within a small factor of the direct sum's own bound (C·9)·u·Σ|x||w|.
-    Measured on ResNet-50's 3×3 layers with random data the largest error against float64 is
-    the direct float32 path's (2–3·10^−6 for outputs of magnitude 1).
+    output). Since |U| <= 2.25·max|w|, each V entry sums 4 distinct inputs of the window and
+    Aᵀ·A picks 9 of the 16 positions, E <= 20.25·max|w|·Σ|x| over the tile's 4×4×C input
+    window; the direct sum's own first-order bound is 9C·u·Σ|x|·|w| over its 3×3×C window.
+    Measured on ResNet-50's 3×3 layer shapes with random data, the largest error against
+    float64 is about the direct float32 path's (2–3·10^−6 on outputs of magnitude 1).
 
 When (`applies`): float32 input and weight, kh = kw = 3, strides (1, 1), dilations (1, 1), one
     group, at least MIN_CHANNELS input and output channels (below that the transforms cost more
@@ -32,6 +33,9 @@ When (`applies`): float32 input and weight, kh = kw = 3, strides (1, 1), dilatio
     infinities spread over a whole tile in the transforms, and huge values could overflow where
     the direct sum does not): other inputs take the direct path, which gives the definition's
     NaN and infinity results. Float64 never takes it: float64 plans are the reference.
+
+Memory: the transformed weights of a layer take 16/9 of its weight's memory; a plan keeps them
+    for all its runs (`TransformedWeights`).
 
 Blocking: tiles are taken in bands of whole tile rows (`blocking.blocks` on the tile grid) of
     about TILES tiles, so that V, M and the output band stay in the last-level cache and the
