@@ -6,8 +6,8 @@ reference precision; float32 to compare with float32 frameworks) once. Later cha
 do not reach the plan: build a new one. `refq.run(graph, feeds)` builds a plan and runs it once.
 
 Evaluation (each form is tested bit for bit against the plain one, which evaluates `op.forward`
-node by node on fresh arrays; the float32 batch-norm fold alone changes last bits, within a stated
-bound):
+node by node on fresh arrays; the float32 batch-norm fold and Winograd convolutions alone change
+last bits, within stated bounds):
 - Fusion. A conv2d or dense node whose output feeds only a chain of elementwise nodes (batch_norm
   on the channel axis, relu, relu6, clip, hard_swish; `refq.layers.inplace`) runs them as an
   epilogue on each output block while it is in cache, in place. A zero_pad2d read only by a
@@ -21,15 +21,17 @@ bound):
   batch_norm on the channel axis into the conv2d or dense layer before it when that fusion
   applies: one layer with weight s·w and bias s·b + t, formed in float64 and rounded once
   (`refq.layers.normalization.fold_into_producer`, which states the bound of the difference).
-  This is the one fused form that changes numbers, in the last bits of float32: frameworks run
-  their float32 inference the same way. Float64 plans, traced runs and runs that hook the
-  producer's output never fold, so they give the definition exactly.
+  This fused form changes numbers, in the last bits of float32: frameworks run their float32
+  inference the same way. Float64 plans, traced runs and runs that hook the producer's output
+  never fold.
 - Winograd in float32. A float32 plan (unless built with winograd=False) evaluates each conv2d
   of kernel 3x3, stride 1, no dilation, one group and at least 64 input and output channels by
   Winograd F(2x2, 3x3) when its input is finite (`refq.layers.winograd`: 2.25 times fewer
   multiplications; its module docstring states how far its rounding may go from the exact sum,
   about as far as the direct sum's in practice). Every run of the plan does, traced or not, so
-  that its tensors are the same whatever it returns; float64 plans never do.
+  that its tensors are the same whatever it returns (a `call` hook evaluates nodes its own way);
+  float64 plans never do. A float32 plan built with fold_batch_norms=False and winograd=False
+  gives the definition exactly, as float64 plans always do.
 - In place. An elementwise node (the ops above, and add) whose input is not used again writes
   its result into that input's buffer, when the runtime holds the only reference to it (checked at
   run time with `sys.getrefcount`: a feed, a view of another tensor or an array a hook kept is

@@ -1,7 +1,8 @@
 """The steps of a `refq.Plan`: one per node (`plain_steps`), or with the fused and in-place forms
 its docstring describes (`fused_steps`: epilogues of a conv2d or dense layer, residual adds,
 float32 batch-norm folds, pads into convolutions, elementwise ops in place), and their lifetimes
-(`set_lifetimes`)."""
+(`set_lifetimes`). Either way a float32 plan's conv2d steps carry its Winograd choice
+(`forward_fused`)."""
 from __future__ import annotations
 
 import functools

@@ -163,9 +163,10 @@ def _byte_table(table):
 def requant_narrow(inputs, params, attrs, memo=None, dtype=None):
     """(int_requantize's y as an array of `dtype`, None): for a byte-sized x and per-tensor
     parameters, a lookup in `_code_table` (the definition on each of the 256 values;
-    `cached_table`; two values per lookup through `ByteTable` when the output is byte-sized too); else the node's `Requantizer` on x with the offset input_zp, its
-    bounds those of x's dtype (int8, uint8, int16) or its min and max; the plain path when those
-    do not prove the preconditions. dtype None: `act_dtype`."""
+    `cached_table`; two values per lookup through `ByteTable` when the output is byte-sized
+    too); else the node's `Requantizer` on x with the offset input_zp, its bounds those of x's
+    dtype (int8, uint8, int16) or its min and max; the plain path when those do not prove the
+    preconditions. dtype None: `act_dtype`."""
     x = int_values(inputs[0], "int_requantize input")
     if memo is None or "checked" not in memo:
         _requant_shape([x.shape], attrs, params)
