@@ -76,10 +76,13 @@ def applies(x, w, attrs) -> bool:
 def transformed_weights(w) -> np.ndarray:
     """U [4, 4, C, O] float32: G g Gᵀ of every g = w[o, :, :, c] of w [O, 3, 3, C], formed in
     float64 and rounded once."""
-    g = w.astype(np.float64)
-    rows = np.einsum("au,ouvc->oavc", _G, g)             # G g, [O, 4, 3, C]
-    u = np.einsum("oavc,bv->abco", rows, _G)             # (G g) Gᵀ, [4, 4, C, O]
-    return np.ascontiguousarray(u, dtype=np.float32)
+    o, _, _, c = w.shape
+    g = np.ascontiguousarray(w.transpose(1, 2, 3, 0), dtype=np.float64)   # [3, 3, C, O]
+    rows = (_G @ g.reshape(3, -1)).reshape(4, 3, c * o)      # G g: [4, 3, C·O]
+    u = np.empty((4, 4, c * o), np.float32)
+    for a in range(4):                                       # (G g) Gᵀ, one 2-D product each
+        np.copyto(u[a], _G @ rows[a], casting="same_kind")
+    return u.reshape(4, 4, c, o)
 
 
 class TransformedWeights:
