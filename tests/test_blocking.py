@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refq.layers.blocking import DEFAULT_L2_BYTES, blocks, l2_cache_bytes, rows_in_blocks
+from refq.layers.blocking import (DEFAULT_L2_BYTES, Bias, blocks, l2_cache_bytes,
+                                  matmul_in_bands)
 
 
 @pytest.mark.parametrize("n,oh,ow,target,even", [
@@ -23,11 +24,31 @@ def test_blocks_cover_the_output_once_in_order(n, oh, ow, target, even):
     assert (seen == 1).all()
 
 
-def test_rows_in_blocks_adds_the_bias_and_applies_the_epilogue_to_every_row():
-    y = np.arange(30.0).reshape(2, 5, 3)
-    want = np.maximum(y + [1.0, -40.0, 2.0], 0)
-    rows_in_blocks(y, np.array([1.0, -40.0, 2.0]), lambda a: np.maximum(a, 0, out=a), rows=3)
+@pytest.mark.parametrize("band_bytes", [24, 70, 1 << 22])
+def test_matmul_in_bands_adds_the_bias_and_applies_the_epilogue_to_every_row(band_bytes):
+    """Bands of 1, of 4 (the last of 2) and of all 10 rows; integer values, so every product is
+    exact whatever the band."""
+    a = np.arange(40.0).reshape(10, 4) - 17
+    wt = np.arange(12.0).reshape(4, 3) - 5
+    want = np.maximum(a @ wt + [1.0, -40.0, 2.0], 0)
+    y = matmul_in_bands(a, wt, np.array([1.0, -40.0, 2.0]), lambda v: np.maximum(v, 0, out=v),
+                        band_bytes)
     assert np.array_equal(y, want)
+    assert np.array_equal(matmul_in_bands(a, wt, None, None, band_bytes), a @ wt)
+    assert matmul_in_bands(a[:0], wt, np.zeros(3), None).shape == (0, 3)
+
+
+@pytest.mark.parametrize("o, rows", [(3, 1), (3, 5000), (5, 4000), (8192, 2), (1000, 9)])
+def test_bias_adds_what_block_plus_b_adds(o, rows):
+    """Over long rows of the repeated bias, the tail a prefix of them, or (a view, another dtype)
+    as block += b: the same bits."""
+    rng = np.random.default_rng(o * rows)
+    b = rng.standard_normal(o).astype(np.float32)
+    block = rng.standard_normal((rows, o)).astype(np.float32)
+    for target in (block.copy(), block.copy()[::2], block.astype(np.float64)):
+        want = target + b
+        Bias(b).add_to(target)
+        assert target.tobytes() == want.tobytes()
 
 
 def _cache(tmp_path, entries):

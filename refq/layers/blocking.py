@@ -4,9 +4,10 @@
 contiguous slice and together they cover y once, in order: groups of whole images when one image
 has fewer than `target` output pixels, else row bands of one image. Parts are `target`'s worth
 (the last one what is left), or with even=True of even sizes: the fewest parts of at most that
-size, cut as evenly as whole rows or images allow. `rows_in_blocks` adds a bias and applies an
-elementwise epilogue to an [..., O] output ROWS rows at a time; `Bias` adds a bias to blocks of
-whole rows. `l2_cache_bytes()` is the size of the machine's per-core L2 cache, which sizes blocks
+size, cut as evenly as whole rows or images allow. `matmul_in_bands` computes a matrix product
+(a dense layer, a 1x1 convolution) band by band of rows and adds a bias and applies an
+elementwise epilogue to each band while it is in cache; `Bias` adds a bias to blocks of whole
+rows. `l2_cache_bytes()` is the size of the machine's per-core L2 cache, which sizes blocks
 that are walked many times. Speed only: the blocking changes no number.
 """
 from __future__ import annotations
@@ -17,9 +18,9 @@ import os
 
 import numpy as np
 
-__all__ = ["blocks", "rows_in_blocks", "Bias", "ROWS", "l2_cache_bytes"]
+__all__ = ["blocks", "matmul_in_bands", "Bias", "BAND_BYTES", "l2_cache_bytes"]
 
-ROWS = 4096   # rows of O values per block of rows_in_blocks (speed only)
+BAND_BYTES = 1 << 22   # output bytes per band of `matmul_in_bands` (speed only)
 PERIOD = 8192   # least length of the rows a bias is added over (`Bias`; speed only)
 #: The L2 size assumed where the machine does not say (speed only).
 DEFAULT_L2_BYTES = 1 << 20
@@ -74,19 +75,24 @@ def _part(total: int, most: int, even: bool) -> int:
     return -(-total // parts)
 
 
-def rows_in_blocks(y, b, epilogue, rows: int = ROWS):
-    """Add the bias `b` (or None) to y [..., O] and apply `epilogue` (or None) block by block of
-    `rows` rows of O values, so that each block stays in cache between the two."""
+def matmul_in_bands(a, wt, b, epilogue, band_bytes: int = BAND_BYTES):
+    """a [M, K] @ wt [K, O] plus the bias b [O] (or None), then `epilogue` (None or an in-place
+    elementwise step): with a bias or an epilogue, in bands of rows of about `band_bytes` of
+    output (as even as whole rows allow), each finished while in cache; else one product."""
+    m, o = a.shape[0], wt.shape[1]
     if b is None and epilogue is None:
-        return
-    flat = y.reshape(-1, y.shape[-1])
+        return np.matmul(a, wt)
+    y = np.empty((m, o), np.result_type(a, wt))
     bias = None if b is None else Bias(b)
-    for r0 in range(0, flat.shape[0], rows):
-        block = flat[r0:r0 + rows]
+    rows = -(-m // max(1, m * o * y.itemsize // band_bytes)) if m else 1
+    for r0 in range(0, m, rows):
+        band = y[r0:r0 + rows]
+        np.matmul(a[r0:r0 + rows], wt, out=band)
         if bias is not None:
-            bias.add_to(block)
+            bias.add_to(band)
         if epilogue is not None:
-            epilogue(block)
+            epilogue(band)
+    return y
 
 
 class Bias:

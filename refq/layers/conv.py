@@ -27,7 +27,7 @@ Errors
     explicit pad is < 0, or the effective kernel is larger than the padded input.
 
 Evaluation (not part of the definition; the paths differ only in the order of the sums): a 1x1
-group-1 convolution is one matmul on a reshape; depthwise is a vectorised multiply-accumulate per
+group-1 convolution is a matmul on a reshape (`blocking.matmul_in_bands`); depthwise is a vectorised multiply-accumulate per
 kernel tap (`refq.layers.depthwise`); a group-1 convolution with kh > 1, kw·C >= 128 and a tall
 output ("row-fold") copies the kw taps of each output pixel side by side, [pixels, kw·C], and
 accumulates kh matmuls on row-shifted views of that matrix; the rest is im2col with one matmul
@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Attr, Op, Traits
-from .blocking import Bias, blocks
+from .blocking import Bias, blocks, matmul_in_bands
 from .conv_geometry import (BLOCK_BYTES, BLOCK_ROWS, PADDINGS, check, pad_hw, weight,
                             window_geometry, windows)
 from .conv_vjp import conv2d_vjp
@@ -52,7 +52,6 @@ from .winograd import applies, winograd_conv
 __all__ = ["forward_fused", "conv2d_vjp", "window_geometry", "pad_hw", "PADDINGS", "OPS"]
 
 ROWFOLD_ROWS = 16384   # output pixels per row-fold block (speed only)
-POINTWISE_BYTES = 1 << 22   # output bytes per band of a 1x1 convolution (speed only)
 
 def _infer_shape(in_shapes, attrs, params):
     _, (oh, ow), wshape = check(tuple(in_shapes[0]), attrs, params)
@@ -171,33 +170,13 @@ def forward_fused(inputs, params, attrs, epilogue, winograd=None):
     xp = np.ascontiguousarray(pad_hw(x, pads))
     if kh == kw == 1 and groups == 1:
         xs = xp[:, :(oh - 1) * strides[0] + 1:strides[0], :(ow - 1) * strides[1] + 1:strides[1]]
-        return _pointwise(xs.reshape(-1, c), w.reshape(o, c).T, b, epilogue).reshape(n, oh, ow, o)
+        y = matmul_in_bands(xs.reshape(-1, c), w.reshape(o, c).T, b, epilogue)
+        return y.reshape(n, oh, ow, o)
     y = np.empty((n, oh, ow, o), x.dtype)  # the paths add the bias block by block, in cache
     if groups == 1 and _use_rowfold(w.shape, oh, strides, dil):
         _rowfold(xp, w, b, y, oh, ow, strides, dil, epilogue)
     else:
         _im2col(xp, w, b, y, oh, ow, strides, dil, groups, epilogue)
-    return y
-
-
-def _pointwise(a, wt, b, epilogue):
-    """a [M, C] @ wt [C, O] plus the bias b (or None), then `epilogue`: with a bias or an
-    epilogue, in bands of rows of about POINTWISE_BYTES of output, each finished while in cache
-    (the bands as even as whole rows allow), else one product."""
-    m, o = a.shape[0], wt.shape[1]
-    if b is None and epilogue is None:
-        return np.matmul(a, wt)
-    y = np.empty((m, o), a.dtype)
-    bias = None if b is None else Bias(b)
-    bands = max(1, m * o * a.itemsize // POINTWISE_BYTES)
-    rows = -(-m // bands)
-    for r0 in range(0, m, rows):
-        band = y[r0:r0 + rows]
-        np.matmul(a[r0:r0 + rows], wt, out=band)
-        if bias is not None:
-            bias.add_to(band)
-        if epilogue is not None:
-            epilogue(band)
     return y
 
 

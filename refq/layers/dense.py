@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ParamError, ShapeError
 from .base import Op, Traits
-from .blocking import rows_in_blocks
+from .blocking import matmul_in_bands
 
 
 def _weight_shape(params):
@@ -71,14 +71,13 @@ def _forward(inputs, params, attrs):
 
 def forward_fused(inputs, params, attrs, epilogue):
     """dense's forward, then the bias and `epilogue` (None or an in-place elementwise step,
-    `refq.plan`) block by block of rows (`refq.layers.blocking.rows_in_blocks`)."""
+    `refq.plan`), band by band of rows (`refq.layers.blocking.matmul_in_bands`)."""
     x = inputs[0]
     _infer_shape([x.shape], attrs, params)
     w = params["weight"].astype(x.dtype, copy=False)
-    y = np.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (w.shape[0],))
     b = params["bias"].astype(x.dtype, copy=False) if "bias" in params else None
-    rows_in_blocks(y, b, epilogue)
-    return y
+    y = matmul_in_bands(x.reshape(-1, x.shape[-1]), w.T, b, epilogue)
+    return y.reshape(x.shape[:-1] + (w.shape[0],))
 
 
 def _vjp(inputs, params, attrs, y, gy, inputs_grad: bool = True):
