@@ -49,8 +49,8 @@ import numpy as np
 
 from .blocking import Bias, blocks
 
-__all__ = ["applies", "transformed_weights", "TransformedWeights", "winograd_conv", "error_bound",
-           "MIN_CHANNELS", "LIMIT", "TILES"]
+__all__ = ["applies", "transformed_weights", "TransformedWeights", "on_tile_grid", "winograd_conv",
+           "error_bound", "MIN_CHANNELS", "LIMIT", "TILES"]
 
 #: Fewest input and output channels for which the transforms pay (speed only).
 MIN_CHANNELS = 64
@@ -110,17 +110,26 @@ class TransformedWeights:
         self.kept, self.lock = state["kept"], threading.Lock()
 
 
-def winograd_conv(xp, u, b, y, epilogue=None):
-    """Write the convolution of the padded input xp [N, OH + 2, OW + 2, C] by the transformed
-    weights u [4, 4, C, O] (`transformed_weights`) plus the bias b [O] (or None) into y
-    [N, OH, OW, O], float32, then run `epilogue` (None or an in-place step) on each band of y."""
+def on_tile_grid(x, pads, oh, ow):
+    """x [N, H, W, C] padded with zeros by pads (top, bottom, left, right), and below and to the
+    right with more zeros up to the 2·⌈OH/2⌉ + 2 rows and 2·⌈OW/2⌉ + 2 columns the tiles of an
+    [OH, OW] output read (odd sizes: the rows no kept output reads), in one copy."""
+    n, h, w, c = x.shape
+    t, _, l, _ = pads
+    xp = np.zeros((n, 2 * -(-oh // 2) + 2, 2 * -(-ow // 2) + 2, c), x.dtype)
+    xp[:, t:t + h, l:l + w] = x
+    return xp
+
+
+def winograd_conv(x, pads, u, b, y, epilogue=None):
+    """Write the convolution of x [N, H, W, C] padded by pads (top, bottom, left, right) by the
+    transformed weights u [4, 4, C, O] (`transformed_weights`) plus the bias b [O] (or None)
+    into y [N, OH, OW, O], float32, then run `epilogue` (None or an in-place step) on each band
+    of y."""
     n, oh, ow, o = y.shape
-    c = xp.shape[3]
+    c = x.shape[3]
     th, tw = -(-oh // 2), -(-ow // 2)
-    if 2 * th + 2 > xp.shape[1] or 2 * tw + 2 > xp.shape[2]:   # odd sizes: zero rows below
-        grown = np.zeros((n, 2 * th + 2, 2 * tw + 2, c), xp.dtype)
-        grown[:, :xp.shape[1], :xp.shape[2]] = xp
-        xp = grown
+    xp = on_tile_grid(x, pads, oh, ow)
     uf = u.reshape(16, c, o)
     bias = None if b is None else Bias(b)
     for n0, n1, t0, t1 in blocks(n, th, tw, TILES):
@@ -177,13 +186,12 @@ def _output_transform(m, band):
                 dest -= q[3]
 
 
-def error_bound(xp, w, oh, ow):
+def error_bound(x, pads, w, oh, ow):
     """The first-order bound of the module docstring without its u·|y| term, (C + 6)·u·E, as a
     float64 array [N, OH, OW, O] (for the tests)."""
-    n, _, _, c = xp.shape
+    n, _, _, c = x.shape
     th, tw = -(-oh // 2), -(-ow // 2)
-    a = np.zeros((n, 2 * th + 2, 2 * tw + 2, c))
-    a[:, :xp.shape[1], :xp.shape[2]] = np.abs(xp.astype(np.float64))
+    a = on_tile_grid(np.abs(x.astype(np.float64)), pads, oh, ow)
     bt = np.abs(np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float))
     at = np.abs(np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float))
     patches = np.stack([np.stack([a[:, i:i + 2 * th:2, j:j + 2 * tw:2] for j in range(4)], -2)
