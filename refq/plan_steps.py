@@ -36,10 +36,12 @@ def plain_steps(plan, call):
     steps = []
     for node in plan.order:
         op, p, a = get_op(node.op), plan.params[node.name], plan.attrs[node.name]
-        fn = (lambda xs, op=op, p=p, a=a: op.forward(xs, p, a)) if call is None else \
-            (lambda xs, node=node, op=op, p=p: call(node, op, xs, p))
-        if call is None and node.op == "conv2d" and plan.winograd:
+        if call is not None:
+            fn = lambda xs, node=node, op=op, p=p: call(node, op, xs, p)  # noqa: E731
+        elif node.op == "conv2d" and plan.winograd:
             fn = lambda xs, f=forward_fused(plan, node), p=p, a=a: f(xs, p, a, None)  # noqa: E731
+        else:
+            fn = lambda xs, op=op, p=p, a=a: op.forward(xs, p, a)  # noqa: E731
         steps.append(Step(fn, [plan.slot[t] for t in node.inputs], plan.slot[node.outputs[0]],
                            (node.name,)))
     return steps
