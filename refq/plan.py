@@ -101,6 +101,8 @@ TWIN_MIN_VALUES = 1 << 22
 #: makes that run slower, e.g. 656 against 623 ms for MobileNetV2-1.0 at batch 32; it pays off
 #: from the second run on: 320 against 470 ms).
 TWIN_AFTER_RUNS = 1
+#: Steps kept for runs with hooks promised fixed (`Plan._steps`).
+HOOKED_STEPS = 4
 
 
 
@@ -171,19 +173,37 @@ class Plan:
         names = [s.name for s in self.inputs] + [n.outputs[0] for n in self.order]
         self.slot = {t: i for i, t in enumerate(names)}
         self._cache: dict = {}
+        self._hooked: dict = {}  # {(fused, trace, call, hook dict ids): (steps, hook dicts)}
         self._folded: dict = {}
         self._winograd: dict = {}   # {conv2d node name: its TransformedWeights}
 
-    def _steps(self, hooks: _Hooks, fused: bool, trace, call):
-        """The steps of a run: cached when the run has no hooks (they depend on its hooks)."""
+    def _steps(self, hooks: _Hooks, fused: bool, trace, call, fixed=None):
+        """The steps of a run. They depend on its hooks: cached when it has none, or when
+        `fixed` holds its hook dicts, which the caller promises are not changed later
+        (processes=True): then under their ids, with the dicts kept alive so that no other
+        dict takes those ids (the last HOOKED_STEPS such entries)."""
         key = (fused, trace, call)
-        if not hooks.any and key in self._cache:
-            return self._cache[key]
-        steps = fused_steps(self, hooks) if fused else plain_steps(self, call)
-        keep = {self.slot[t] for t in self._returned(trace)}
-        set_lifetimes(steps, keep)
-        if not hooks.any and call is None:
+        if hooks.any:
+            if fixed is None or call is not None:
+                return self._new_steps(hooks, fused, trace, call)
+            key += tuple(map(id, fixed))
+            entry = self._hooked.pop(key, None)
+            if entry is None:
+                entry = (self._new_steps(hooks, fused, trace, call), fixed)
+            self._hooked[key] = entry   # the most recent last
+            while len(self._hooked) > HOOKED_STEPS:
+                del self._hooked[next(iter(self._hooked))]
+            return entry[0]
+        if key not in self._cache:
+            steps = self._new_steps(hooks, fused, trace, call)
+            if call is not None:
+                return steps
             self._cache[key] = steps
+        return self._cache[key]
+
+    def _new_steps(self, hooks: _Hooks, fused: bool, trace, call):
+        steps = fused_steps(self, hooks) if fused else plain_steps(self, call)
+        set_lifetimes(steps, {self.slot[t] for t in self._returned(trace)})
         return steps
 
     # ---- running ---------------------------------------------------------------------------
@@ -200,7 +220,8 @@ class Plan:
         runtime's own cost). threads: how many threads compute batch chunks; None:
         `refq.parallel.threads()`, or 1 with on_tensor, on_input or call (hooks that may not be
         thread-safe); any other number promises the hooks are. processes: False never uses a
-        twin process; True allows one with hooks (module docstring, A twin process). effects:
+        twin process; True allows one with hooks (module docstring, A twin process) and keeps
+        the steps built for these hook dicts for the next runs with them (`_steps`). effects:
         (take, give) for hooks that record something (statistics) in this process: take()
         returns what they recorded since the last call and forgets it, give(recorded) adds it
         to what this process holds; a twin calls take() after its chunks and the run passes the
@@ -215,7 +236,9 @@ class Plan:
                                  f"'{self.name}' does not have")
         hooks = _Hooks(self, tensor_hooks, inplace_hooks, input_hooks, on_tensor, on_input)
         every_node = on_tensor is not None or on_input is not None or call is not None
-        steps = self._steps(hooks, not (trace or every_node), trace, call)
+        own = (tensor_hooks, inplace_hooks, input_hooks)
+        steps = self._steps(hooks, not (trace or every_node), trace, call,
+                            own if processes and not every_node else None)
         n = next(iter(feeds.values())).shape[0] if feeds else 0
         chunks = self.chunk_bounds(n, batch_size)
         arrays = list(feeds.values())
@@ -227,7 +250,6 @@ class Plan:
         if threads is None:
             threads = 1 if every_node else parallel.threads()
         worthy, self._runs = self.twin_worthy(n, batch_size), self._runs + 1
-        own = (tensor_hooks, inplace_hooks, input_hooks)
         mate = None
         if processes is not False and threads >= 2 and len(chunks) >= 2 \
                 and not (trace or every_node or step_times is not None) \

@@ -189,6 +189,29 @@ def test_requantize_table_is_keyed_by_values():
     np.testing.assert_array_equal(y1b, y1)
 
 
+def test_tables_kept_in_the_node_memo(monkeypatch):
+    """With a memo (one node during a run) the lookup table is looked up by value once: later
+    calls take it from the memo, and give the same values."""
+    from refq.fixedpoint.kernels import common
+    looked = []
+    real = common.TABLES.get
+    monkeypatch.setattr(common.TABLES, "get", lambda *a: looked.append(a[0]) or real(*a))
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 256, 1)
+    attrs = norm("int_requantize", {"input_zp": 0, "output_zp": 0, "act_min": -128,
+                                    "act_max": 127, "scheme": "tflite_double"})
+    params = requant_params("tflite_double", [0.5])
+    add_attrs = norm("int_add", {"a_zp": 0, "b_zp": 0, "output_zp": 0, "act_min": -128,
+                                 "act_max": 127, "scheme": "tflite_double", "add": "tflite"})
+    add_p = add_params(0.02, 0.05, 0.04, "tflite_double")
+    memo, add_memo = {}, {}
+    for _ in range(3):
+        np.testing.assert_array_equal(kel.requant_narrow([x], params, attrs, memo)[0],
+                                      kel.requant_plain([x], params, attrs))
+        same(kadd.add_narrow([x, x[:, ::-1]], add_p, add_attrs, add_memo),
+             INT_REGISTRY["int_add"].accumulate([x, x[:, ::-1]], add_p, add_attrs))
+    assert sorted(looked) == ["int_add", "int_requantize"]
+
+
 # ---- int_add -------------------------------------------------------------------------------------
 ADD_CASES = [("tflite_double", "tflite"), ("single_round", "tflite"), ("tosa_double", "tosa"),
              ("float_rne", "float"), ("float32_rne", "float"), ("float_half_away", "float")]

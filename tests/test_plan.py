@@ -282,6 +282,35 @@ def test_hooks_see_what_the_plain_forward_gives_and_their_arrays_are_kept():
     assert np.array_equal(seen["c"], trace["c"]) and np.array_equal(seen["e1"], trace["e1"])
 
 
+def test_steps_kept_for_hook_dicts_promised_fixed(monkeypatch):
+    """With processes=True (the hook dicts are not changed later) the steps built for a run's
+    hooks are kept for the next run with the same dicts: the same values; without it, or with
+    other dicts, they are built again; at most HOOKED_STEPS are kept."""
+    import refq.plan as plan_module
+    producer, cin, cout, hw = CONVS["rowfold"]()
+    g = chain_graph(producer, cout, ["relu6"], hw + (cin,))
+    x = RNG.normal(size=(2,) + hw + (cin,)).astype(np.float32)
+    built = []
+    real = plan_module.fused_steps
+    monkeypatch.setattr(plan_module, "fused_steps", lambda *a: built.append(1) or real(*a))
+    halve = lambda a: np.multiply(a, 0.5, out=a)  # noqa: E731
+    hooks = {"inplace_hooks": {"c": halve}}
+    plan = Plan(g, np.float32)
+    want = plain(g, x, np.float32, on_tensor=lambda t, a: a * np.float32(0.5) if t == "c" else a)
+    for _ in range(3):
+        same_bits(plan.run(x, processes=True, **hooks), want)
+    assert len(built) == 1
+    plan.run(x, **hooks)                       # no promise: built for this run alone
+    plan.run(x, processes=True, inplace_hooks=dict(hooks["inplace_hooks"]))
+    assert len(built) == 3
+    others = [{"c": halve} for _ in range(plan_module.HOOKED_STEPS)]
+    for d in others:
+        plan.run(x, processes=True, inplace_hooks=d)
+    assert len(plan._hooked) == plan_module.HOOKED_STEPS
+    plan.run(x, processes=True, **hooks)       # pushed out by the others: built again
+    assert len(built) == 4 + plan_module.HOOKED_STEPS
+
+
 def test_input_hooks_apply_to_that_node_only():
     producer, cin, cout, hw = CONVS["depthwise"]()
     g = chain_graph(producer, cout, ["relu"], hw + (cin,))

@@ -197,11 +197,12 @@ class _PairTable:
     values whose bit patterns are the bytes u, v (`_add_values` on the 65536 pairs: the values of
     the definition, elementwise), or ok False when the definition raises on some pair.
 
-    `packed` (for a byte-sized y and s within int32, else None) holds both in one int64 per pair,
-    s·256 + (y's bits as 0..255), so that one lookup gives both (speed only: a lookup costs
-    about the same per index whatever the entry's width): y is the packed value modulo 256 (the
-    cast to y's unsigned view), and the min (max) of s over a block is floor(min (max) / 256),
-    since floor((s·256 + r) / 256) = s for 0 <= r < 256 and the packing is increasing in s."""
+    `packed` (for a byte-sized y, else None) holds both in one uint32 per pair, rank·256 + (y's
+    bits as 0..255), where rank is the index of s in `levels`, the distinct values of s in
+    increasing order (at most 65536, so packed < 2^24), so that one lookup gives both (speed
+    only: one lookup, of 4 bytes, instead of two): y is the packed value modulo 256 (the cast to
+    y's unsigned view), and the min (max) of s over a block is levels[min (max) >> 8], since
+    (rank·256 + r) >> 8 = rank for 0 <= r < 256 and the packing is increasing in s."""
 
     def __init__(self, da, db, params, attrs, dtype):
         va, vb = (np.arange(256, dtype=np.uint8).view(d).astype(np.int64) for d in (da, db))
@@ -213,10 +214,10 @@ class _PairTable:
             return
         small = s.size and INT32_MIN <= s.min() and s.max() <= INT32_MAX
         self.ok, self.y, self.s = True, y.astype(dtype), s.astype(np.int32) if small else s
-        self.packed = None
-        if small and np.dtype(dtype).itemsize == 1:
-            bits = self.y.view(np.uint8).astype(np.int64)
-            self.packed = (s.astype(np.int64) << 8) | bits
+        self.packed = self.levels = None
+        if np.dtype(dtype).itemsize == 1:
+            self.levels, rank = np.unique(s, return_inverse=True)
+            self.packed = (rank.astype(np.uint32) << 8) | self.y.view(np.uint8)
 
 
 def add_narrow(inputs, params, attrs, memo=None, dtype=None):
@@ -235,7 +236,7 @@ def add_narrow(inputs, params, attrs, memo=None, dtype=None):
     if xa.itemsize == xb.itemsize == 1 and xa.size and xb.size:
         table = cached_table("int_add", params, attrs, (xa.dtype.str, xb.dtype.str,
                                                         np.dtype(dtype).str),
-                             lambda: _PairTable(xa.dtype, xb.dtype, params, attrs, dtype))
+                             lambda: _PairTable(xa.dtype, xb.dtype, params, attrs, dtype), memo)
     if table is None or not table.ok:
         y, m = _add_accumulate(inputs, params, attrs)
         return y.astype(dtype, copy=False), m
@@ -247,7 +248,7 @@ def add_narrow(inputs, params, attrs, memo=None, dtype=None):
     fa, fb, fy = ua.reshape(-1), ub.reshape(-1), y.reshape(-1)
     packed = table.packed
     pair = np.empty(min(fa.size, BLOCK), np.uint16)
-    s = np.empty(pair.size, table.s.dtype if packed is None else np.int64)
+    s = np.empty(pair.size, table.s.dtype if packed is None else np.uint32)
     lo, hi = [], []
     for i in range(0, fa.size, BLOCK):
         n = min(BLOCK, fa.size - i)
@@ -262,8 +263,8 @@ def add_narrow(inputs, params, attrs, memo=None, dtype=None):
         else:
             np.take(packed, p, out=sb, mode="clip")
             np.copyto(fy[i:i + n].view(np.uint8), sb, casting="unsafe")   # modulo 256
-            lo.append(int(sb.min()) >> 8)
-            hi.append(int(sb.max()) >> 8)
+            lo.append(int(table.levels[int(sb.min()) >> 8]))
+            hi.append(int(table.levels[int(sb.max()) >> 8]))
     bounds = [(min(lo), max(hi))]
     if attrs["add"] in ("tflite", "tosa"):
         shift = attrs["left_shift"]

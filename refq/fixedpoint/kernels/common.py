@@ -356,11 +356,18 @@ TABLES = _ValueCache(64)
 REQUANTIZERS = _ValueCache(160)
 
 
-def cached_table(kind: str, params, attrs, extra, build):
+def cached_table(kind: str, params, attrs, extra, build, memo=None):
     """build(), a lookup table of a kernel that is a function of the values of `params` (small
-    arrays), `attrs` and `extra` alone, kept in `TABLES` under those values."""
-    return TABLES.get(kind, {"params": sorted(params.items()), "attrs": sorted(attrs.items()),
-                             "extra": extra}, build)
+    arrays), `attrs` and `extra` alone, kept in `TABLES` under those values, and in `memo` (the
+    node's dict during a run, or None) under `extra`."""
+    key = ("table", extra)
+    if memo is not None and key in memo:
+        return memo[key]
+    table = TABLES.get(kind, {"params": sorted(params.items()), "attrs": sorted(attrs.items()),
+                              "extra": extra}, build)
+    if memo is not None:
+        memo[key] = table
+    return table
 
 
 def shifted_absmax(x, zp: int) -> int:

@@ -176,7 +176,8 @@ def requant_narrow(inputs, params, attrs, memo=None, dtype=None):
     izp = attrs["input_zp"]
     if x.itemsize == 1 and x.size and _per_tensor(params, attrs):
         table = cached_table("int_requantize", params, attrs, (x.dtype.str, np.dtype(dtype).str),
-                             lambda: _byte_table(_code_table(x.dtype, params, attrs, dtype)))
+                             lambda: _byte_table(_code_table(x.dtype, params, attrs, dtype)),
+                             memo)
         if table is not None:
             return table(x), None
     if attrs["mode"] == "qdq":
