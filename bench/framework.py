@@ -2,6 +2,7 @@
 models, as ratios against baselines measured in the same run.
 
     python bench/framework.py [--native-blas] [--quick] [--models NAME ...] [--repeats R]
+                              [--min-seconds S]
 
 Models (bench/architectures.py, random weights, non-trivial batch norms): MobileNetV2-1.0 at 224,
 ResNet50 at 224, MobileNetV2-0.35 at 96; inputs N(0, 1) float32 from np.random.default_rng(0).
@@ -34,8 +35,9 @@ images / one float32 forward over the same images (target <= 2), and the tracema
 calibration on 64 and on 256 images beside that of a float forward at batch 32: bounded by one
 batch means the two calibration peaks are about equal.
 
-Times are the minimum over --repeats runs (after one warm-up run unless --quick), each run
-starting SETTLE seconds after the previous one ends. From its second run on, a plan computes half
+Times are the minimum over --repeats runs, or more for a fast callable: its runs go on until
+they add up to --min-seconds (default 1 s; at most MAX_REPEATS runs), after one warm-up run unless
+--quick, each run starting SETTLE seconds after the previous one ends. From its second run on, a plan computes half
 of a large batch in a forked twin process (`refq.plan`, `refq.twin`): the warm-up run is the
 first, so the timed runs use the twin. A full run takes about 5-10 minutes on this 2-CPU machine;
 --quick (one repeat, no warm-up, fewer batch-1 runs) about 2.
@@ -86,26 +88,35 @@ CALIB_MODEL, CALIB_IMAGES, CALIB_SMALL = "mobilenet_v2_0.35_96", 256, 64
 #: 0.10 s of CPU in a 0.5 s sleep after a 2048^3 matmul), which would take a core from the next
 #: figure timed, whichever it is.
 SETTLE = 0.2
+#: Timed calls of a callable go on past --repeats until they add up to this many seconds
+#: (--min-seconds; 0 with --quick), up to MAX_REPEATS calls (`alternate`).
+MIN_SECONDS, MAX_REPEATS = 1.0, 25
 
 
 def alternate(fns: dict, repeats: dict, warmup: bool) -> dict:
     """{name: min wall time} of the callables in `fns`, run in rotation (one call of each per round,
-    while its `repeats[name]` calls are not done), so that all see the same load on this machine."""
+    while its calls are not done), so that all see the same load on this machine. A callable's
+    calls are done after its `repeats[name]` calls once they add up to MIN_SECONDS or reach
+    MAX_REPEATS: a fast one is timed more often, so that its minimum is as stable as a slow one's."""
     if warmup:
         for fn in fns.values():
             fn()
-    left, best = dict(repeats), {k: float("inf") for k in fns}
+    need, best = dict(repeats), {k: float("inf") for k in fns}
+    count, spent = dict.fromkeys(fns, 0), dict.fromkeys(fns, 0.0)
     if "mm" in fns:  # the baseline is cheap: always warm and at least 3 samples
         fns["mm"]()
-        left["mm"] = max(3, left["mm"])
-    while any(left.values()):
+        need["mm"] = max(3, need["mm"])
+
+    def left(k):
+        return count[k] < need[k] or (spent[k] < MIN_SECONDS and count[k] < MAX_REPEATS)
+    while any(left(k) for k in fns):
         for k, fn in fns.items():
-            if left[k]:
+            if left(k):
                 time.sleep(SETTLE)
                 t = time.perf_counter()
                 fn()
-                best[k] = min(best[k], time.perf_counter() - t)
-                left[k] -= 1
+                t = time.perf_counter() - t
+                best[k], count[k], spent[k] = min(best[k], t), count[k] + 1, spent[k] + t
     return best
 
 
@@ -447,6 +458,7 @@ def print_summary(results):
 
 
 def main(argv=None):
+    global MIN_SECONDS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--native-blas", action="store_true",
                     help="re-execute with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")
@@ -458,15 +470,21 @@ def main(argv=None):
                     help="skip the Keras and LiteRT comparisons even where they are installed")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per figure (default 3, "
                     "--quick 1)")
+    ap.add_argument("--min-seconds", type=float, default=None,
+                    help=f"timed seconds per figure and callable, beyond --repeats (default "
+                    f"{MIN_SECONDS:g}, --quick 0; at most {MAX_REPEATS} runs)")
     args = ap.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
+    MIN_SECONDS = args.min_seconds if args.min_seconds is not None else \
+        (0.0 if args.quick else MIN_SECONDS)
     args.warmup = not args.quick
     args.batch1_runs = 5 if args.quick else 20
     args.calib_batches, args.calib_size = (1, 8) if args.quick else (2, 16)
 
     print(blas_header(args.native_blas))
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; repeats "
-          f"{args.repeats}, {'no warm-up' if not args.warmup else 'one warm-up run'} per figure")
+          f"{args.repeats} (and up to {MAX_REPEATS} within {MIN_SECONDS:g} s), "
+          f"{'no warm-up' if not args.warmup else 'one warm-up run'} per figure")
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     results = [bench_model(name, args, rng) for name in args.models]
