@@ -183,12 +183,12 @@ def quantize(graph, res, calib_batches, calib_size, rng):
     return sim, int_graph, steps
 
 
-def quantized_modes(graph, sim, int_graph, res, repeats, warmup, rng):
+def quantized_modes(graph, sim, int_plan, res, repeats, warmup, rng):
     """Batch-32 times of the float32 forward of the model as given and of its BN-folded graph (the
     one the simulation runs), the simulated and the integer forwards, timed alternately."""
     x = images(rng, BATCH, res)
     plan, folded = refq.Plan(graph, np.float32), refq.Plan(sim.graph, np.float32)
-    int_plan, sim_plan = IntPlan(int_graph), sim.plan()
+    sim_plan = sim.plan()
     fns = {"float": lambda: plan.run(x),
            "folded": lambda: folded.run(x),
            "sim": lambda: sim_plan.run(x),
@@ -324,15 +324,16 @@ def keras_side_by_side(arch, graph, macs, repeats, warmup, rng):
     return {"keras": ratio, "keras_ms": keras_t * 1e3, "keras_share": share}
 
 
-def litert_side_by_side(arch, graph, int_graph, rng):
+def litert_side_by_side(arch, graph, int_plan, rng):
     """LiteRT's reference kernels (BUILTIN_REF) / refq's integer forward, per image at batch 32,
     on the same model (`_keras_model`) converted to a fully integer .tflite by TFLite's converter
     (calibrated on 8 random images); or None
     with a line saying why not. The Keras model ends at its logits (classifier_activation=None):
     LiteRT's reference int8 SOFTMAX aborts the process on 1000 classes (ai-edge-litert 2.3.0).
     One timed LiteRT call after one untimed call (a reference-kernel call takes seconds to
-    minutes); refq's integer time is the least of three calls after one untimed call, as the
-    other figures' (the second call of a plan starts its twin process, `refq.plan`)."""
+    minutes); refq's integer time is the least of three calls or more (`alternate`) of the
+    integer plan the quantized modes ran (`int_plan`, whose twin process has started,
+    `refq.plan`), as a compiled model is run."""
     try:
         with _quiet_fds():
             import tensorflow as tf
@@ -359,7 +360,6 @@ def litert_side_by_side(arch, graph, int_graph, rng):
         interp.resize_tensor_input(inp["index"], [BATCH, res, res, 3])
         interp.allocate_tensors()
         interp.set_tensor(inp["index"], np.zeros((BATCH, res, res, 3), np.int8))
-        int_plan = IntPlan(int_graph)
         t = alternate({"litert": interp.invoke, "int": lambda: int_plan.run(x)},
                       {"litert": 1, "int": 3}, True)
     except Exception as e:
@@ -398,7 +398,8 @@ def bench_model(name, args, rng):
     print("   quantized: BN fold {fold:.2f} s, QuantSim per_channel minmax calibration "
           "{calibrate:.2f} s".format(**steps) + f" ({args.calib_batches} x {args.calib_size} "
           f"images), lower tflite {steps['lower']:.2f} s", flush=True)
-    q = quantized_modes(graph, sim, int_graph, res, args.repeats, args.warmup, rng)
+    int_plan = IntPlan(int_graph)
+    q = quantized_modes(graph, sim, int_plan, res, args.repeats, args.warmup, rng)
     r["sim"], r["int"] = q["sim"] / q["float"], q["int"] / q["float"]
     print(f"   batch {BATCH}: float32 {q['float'] * 1e3:.0f} ms (BN-folded graph "
           f"{q['folded'] * 1e3:.0f} ms), sim {q['sim'] * 1e3:.0f} ms, int {q['int'] * 1e3:.0f} ms")
@@ -408,7 +409,7 @@ def bench_model(name, args, rng):
           f"graph: sim {q['sim'] / q['folded']:.2f}, int {q['int'] / q['folded']:.2f}", flush=True)
     if not args.no_frameworks:
         r.update(keras_side_by_side(arch, graph, macs, args.repeats, args.warmup, rng) or {})
-        r.update(litert_side_by_side(arch, graph, int_graph, rng) or {})
+        r.update(litert_side_by_side(arch, graph, int_plan, rng) or {})
     if name == CALIB_MODEL:
         c = calibration(graph, sim, res, args.repeats, args.warmup, rng)
         r["calib"] = c
