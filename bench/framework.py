@@ -37,9 +37,12 @@ batch means the two calibration peaks are about equal.
 
 Times are the minimum over --repeats runs, or more for a fast callable: its runs go on until
 they add up to --min-seconds (default 1 s; at most MAX_REPEATS runs), after one warm-up run unless
---quick, each run starting SETTLE seconds after the previous one ends. From its second run on, a plan computes half
-of a large batch in a forked twin process (`refq.plan`, `refq.twin`): the warm-up run is the
-first, so the timed runs use the twin. A full run takes about 5-10 minutes on this 2-CPU machine;
+--quick, each run starting SETTLE seconds after the previous one ends. The ratios against targets
+are ratios of those minima; beside the quantized modes and Keras the median of the ratios within
+a round is printed too (the two runs back to back: robust to this machine's speed drifting
+between rounds). From its second run on, a plan computes half of a large batch in a forked twin
+process (`refq.plan`, `refq.twin`): the warm-up run is the first, so the timed runs use the
+twin. A full run takes about 5-10 minutes on this 2-CPU machine;
 --quick (one repeat, no warm-up, fewer batch-1 runs) about 2.
 This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which force slower BLAS kernels;
 --native-blas re-executes this script with both removed from its own environment; the header says
@@ -93,30 +96,41 @@ SETTLE = 0.2
 MIN_SECONDS, MAX_REPEATS = 1.0, 25
 
 
-def alternate(fns: dict, repeats: dict, warmup: bool) -> dict:
-    """{name: min wall time} of the callables in `fns`, run in rotation (one call of each per round,
-    while its calls are not done), so that all see the same load on this machine. A callable's
-    calls are done after its `repeats[name]` calls once they add up to MIN_SECONDS or reach
-    MAX_REPEATS: a fast one is timed more often, so that its minimum is as stable as a slow one's."""
+class Timings(dict):
+    """{name: min wall time} of `alternate`, with `samples` {name: every time, in round order}."""
+
+    def paired(self, a: str, b: str) -> float:
+        """The median over the rounds that ran both of time(a) / time(b) in that round: each round
+        runs them back to back, so a drift of this machine's speed between rounds cancels."""
+        n = min(len(self.samples[a]), len(self.samples[b]))
+        return float(np.median([u / v for u, v in zip(self.samples[a][:n], self.samples[b][:n])]))
+
+
+def alternate(fns: dict, repeats: dict, warmup: bool) -> Timings:
+    """`Timings` of the callables in `fns`, run in rotation (one call of each per round, while its
+    calls are not done), so that all see the same load on this machine. A callable's calls are
+    done after its `repeats[name]` calls once they add up to MIN_SECONDS or reach MAX_REPEATS: a
+    fast one is timed more often, so that its minimum is as stable as a slow one's."""
     if warmup:
         for fn in fns.values():
             fn()
-    need, best = dict(repeats), {k: float("inf") for k in fns}
-    count, spent = dict.fromkeys(fns, 0), dict.fromkeys(fns, 0.0)
+    need, samples = dict(repeats), {k: [] for k in fns}
     if "mm" in fns:  # the baseline is cheap: always warm and at least 3 samples
         fns["mm"]()
         need["mm"] = max(3, need["mm"])
 
     def left(k):
-        return count[k] < need[k] or (spent[k] < MIN_SECONDS and count[k] < MAX_REPEATS)
+        n = len(samples[k])
+        return n < need[k] or (sum(samples[k]) < MIN_SECONDS and n < MAX_REPEATS)
     while any(left(k) for k in fns):
         for k, fn in fns.items():
             if left(k):
                 time.sleep(SETTLE)
                 t = time.perf_counter()
                 fn()
-                t = time.perf_counter() - t
-                best[k], count[k], spent[k] = min(best[k], t), count[k] + 1, spent[k] + t
+                samples[k].append(time.perf_counter() - t)
+    best = Timings({k: min(v) for k, v in samples.items()})
+    best.samples = samples
     return best
 
 
@@ -320,7 +334,8 @@ def keras_side_by_side(arch, graph, macs, repeats, warmup, rng):
           f"{np.mean(ref.argmax(-1) == got.argmax(-1)):.0%}): eager {t['eager'] * 1e3:.0f} ms, "
           f"tf.function {t['function'] * 1e3:.0f} ms, {share:.0%} of matmul GFLOP/s; refq "
           f"{t['refq'] * 1e3:.0f} ms; refq / Keras = {ratio:.2f} (target <= {TARGETS['keras']:g}) "
-          f"{mark(ratio <= TARGETS['keras'])}", flush=True)
+          f"{mark(ratio <= TARGETS['keras'])}; median of refq / tf.function within a round "
+          f"({len(t.samples['refq'])} rounds): {t.paired('refq', 'function'):.2f}", flush=True)
     return {"keras": ratio, "keras_ms": keras_t * 1e3, "keras_share": share}
 
 
@@ -406,7 +421,9 @@ def bench_model(name, args, rng):
     print(f"   sim / float = {r['sim']:.2f} (target <= {TARGETS['sim']:g}) "
           f"{mark(r['sim'] <= TARGETS['sim'])}; int / float = {r['int']:.2f} (target <= "
           f"{TARGETS['int']:g}) {mark(r['int'] <= TARGETS['int'])}; against the BN-folded float "
-          f"graph: sim {q['sim'] / q['folded']:.2f}, int {q['int'] / q['folded']:.2f}", flush=True)
+          f"graph: sim {q['sim'] / q['folded']:.2f}, int {q['int'] / q['folded']:.2f}; medians "
+          f"of the ratios within a round ({len(q.samples['int'])} rounds): sim "
+          f"{q.paired('sim', 'float'):.2f}, int {q.paired('int', 'float'):.2f}", flush=True)
     if not args.no_frameworks:
         r.update(keras_side_by_side(arch, graph, macs, args.repeats, args.warmup, rng) or {})
         r.update(litert_side_by_side(arch, graph, int_plan, rng) or {})
