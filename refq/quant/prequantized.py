@@ -15,8 +15,9 @@ The notes fix the following; refq's choices for what they leave open are marked 
 4. Per block: keep the k whose off-grid fraction is within 0.005 of the best, then those whose mean
    deviation mean|r − round(r)| is within 1.5× the best of those, and take the smallest k. The block is
    accepted if that k leaves at most 5% of its elements off grid. All-zero blocks are accepted.
-   (refq) Steps 2–4 run on groups of blocks at once (8, 16, 32, ... blocks; `_choose_ks`), the
-   same arithmetic on each block, and stop once too many blocks are rejected for step 5's 90%.
+   (refq) Steps 2–4 run on groups of blocks at once (`_choose_ks`; the first group the fewest
+   blocks whose rejection alone fails step 5, at least 8, then twice as many each time), the same
+   arithmetic on each block, and stop once too many blocks are rejected for step 5's 90%.
 5. Tensor: ≥ 90% of the blocks accepted, the codes not all zero, and the relative RMS error
    ‖x − s·q‖/‖x‖ ≤ max(5u, 1e-3).
 6. Scale per block: s0 = median of |x|/|q| over the non-zero codes q = round(x/s_k); then 4
@@ -99,10 +100,10 @@ def _choose_ks(x: np.ndarray, u: float, kmax: int):
     return ks[rows, i], off[rows, i]
 
 
-def _groups(n: int, values_per_row: int):
-    """(start, end) of groups of rows: 8 rows, then twice as many each time, at most about
+def _groups(n: int, values_per_row: int, first: int = 8):
+    """(start, end) of groups of rows: `first` rows, then twice as many each time, at most about
     CHOOSE_VALUES / values_per_row."""
-    cap, start, size = max(1, CHOOSE_VALUES // values_per_row), 0, 8
+    cap, start, size = max(1, CHOOSE_VALUES // values_per_row), 0, first
     while start < n:
         end = min(n, start + min(size, cap))
         yield start, end
@@ -143,7 +144,9 @@ def detect_prequantized(w, bitwidth: int, *, axis: int | None = None, strict: bo
     divisor = np.zeros(blocks.shape[0])   # k of each non-zero block; 0 for an all-zero block
     nonzero = np.flatnonzero(np.any(blocks, axis=1))
     accepted = blocks.shape[0] - nonzero.size
-    for g0, g1 in _groups(nonzero.size, 12 * blocks.shape[1]):
+    # the first group: the fewest blocks whose rejection alone leaves fewer than 90% accepted
+    first = max(8, int(0.1 * blocks.shape[0]) + 1)
+    for g0, g1 in _groups(nonzero.size, 12 * blocks.shape[1], first):
         rows = nonzero[g0:g1]
         divisor[rows], off = _choose_ks(blocks[rows], u, limit - 1)
         accepted += int(np.count_nonzero(off <= 0.05))
