@@ -173,33 +173,29 @@ class Plan:
         names = [s.name for s in self.inputs] + [n.outputs[0] for n in self.order]
         self.slot = {t: i for i, t in enumerate(names)}
         self._cache: dict = {}
-        self._hooked: dict = {}  # {(fused, trace, call, hook dict ids): (steps, hook dicts)}
+        self._hooked: dict = {}  # {(fused, trace, hook dict ids): (steps, hook dicts)}
         self._folded: dict = {}
         self._winograd: dict = {}   # {conv2d node name: its TransformedWeights}
 
     def _steps(self, hooks: _Hooks, fused: bool, trace, call, fixed=None):
-        """The steps of a run. They depend on its hooks: cached when it has none, or when
-        `fixed` holds its hook dicts, which the caller promises are not changed later
-        (processes=True): then under their ids, with the dicts kept alive so that no other
-        dict takes those ids (the last HOOKED_STEPS such entries)."""
-        key = (fused, trace, call)
-        if hooks.any:
-            if fixed is None or call is not None:
-                return self._new_steps(hooks, fused, trace, call)
-            key += tuple(map(id, fixed))
-            entry = self._hooked.pop(key, None)
-            if entry is None:
-                entry = (self._new_steps(hooks, fused, trace, call), fixed)
-            self._hooked[key] = entry   # the most recent last
-            while len(self._hooked) > HOOKED_STEPS:
-                del self._hooked[next(iter(self._hooked))]
-            return entry[0]
-        if key not in self._cache:
-            steps = self._new_steps(hooks, fused, trace, call)
-            if call is not None:
-                return steps
-            self._cache[key] = steps
-        return self._cache[key]
+        """The steps of a run. They depend on its hooks and `call`: built for this run alone
+        with a `call`, or with hooks unless `fixed` holds the run's hook dicts, which the caller
+        promises are not changed later (processes=True); those are kept under the dicts' ids,
+        with the dicts kept alive so that no other dict takes those ids (the last HOOKED_STEPS
+        such entries); the steps of runs without hooks are kept too."""
+        if call is not None or (hooks.any and fixed is None):
+            return self._new_steps(hooks, fused, trace, call)
+        key = (fused, trace)
+        if not hooks.any:
+            if key not in self._cache:
+                self._cache[key] = self._new_steps(hooks, fused, trace, None)
+            return self._cache[key]
+        key += tuple(map(id, fixed))
+        entry = self._hooked.pop(key, None) or (self._new_steps(hooks, fused, trace, None), fixed)
+        self._hooked[key] = entry   # the most recent last
+        while len(self._hooked) > HOOKED_STEPS:
+            del self._hooked[next(iter(self._hooked))]
+        return entry[0]
 
     def _new_steps(self, hooks: _Hooks, fused: bool, trace, call):
         steps = fused_steps(self, hooks) if fused else plain_steps(self, call)
