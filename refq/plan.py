@@ -37,13 +37,14 @@ last bits, within stated bounds):
   run time with `sys.getrefcount`: a feed, a view of another tensor or an array a hook kept is
   never overwritten).
 - Batch chunks on both cores. Without `batch_size`, the batch is cut into chunks of about
-  `CHUNK_BYTES` of activations per tensor (at least one image), and independent chunks run on
-  `refq.parallel.threads()` threads, each calling BLAS on one thread (`single_blas_thread`):
-  NumPy releases the GIL in its loops, so the elementwise and depthwise work that BLAS does not
-  do runs on both cores, and time per image does not grow with the batch. The result is the
-  concatenation in batch order. For a given chunking the result is the same bit for bit, from run
-  to run and whatever the threads; BLAS may round the last bits differently for another row
-  count, so another chunking (another batch size) may change the last bits.
+  `CHUNK_BYTES` of activations per tensor (at least one image; `refq.plan_chunks`), and
+  independent chunks run on `refq.parallel.threads()` threads, each calling BLAS on one thread
+  (`single_blas_thread`): NumPy releases the GIL in its loops, so the elementwise and depthwise
+  work that BLAS does not do runs on both cores, and time per image does not grow with the
+  batch. The result is the concatenation in batch order. For a given chunking the result is the
+  same bit for bit, from run to run and whatever the threads; BLAS may round the last bits
+  differently for another row count, so another chunking (another batch size) may change the
+  last bits.
 - A twin process. A run large enough (at least TWIN_MIN_VALUES activation values in all), after the
   plan's first run (TWIN_AFTER_RUNS), without trace or hooks with effects sends the first half of
   its chunks (with batch_size: every other batch) to a forked twin of this process (`refq.twin`,
@@ -83,6 +84,7 @@ from .errors import GraphError, InputError
 from .feeds import _check_feeds
 from .graph import Graph
 from . import parallel, twin
+from .plan_chunks import batch_chunks, twin_rounds, with_twin
 from .plan_steps import fused_steps, plain_steps, set_lifetimes
 from .progress import progress
 
@@ -90,8 +92,6 @@ __all__ = ["Plan", "CHUNK_BYTES"]
 
 #: Target bytes of the largest activation of one batch chunk (speed only; at least one image).
 CHUNK_BYTES = 32 << 20
-#: The number of chunks is a multiple of this, so that both threads have work (speed only).
-CHUNK_MULTIPLE = 2
 #: Least number of activation values of a run (the batch times the values of every tensor of one
 #: image) for part of it to go to a twin process (speed only: a smaller run loses more to the
 #: transfer of its feeds than it gains).
@@ -103,7 +103,6 @@ TWIN_MIN_VALUES = 1 << 22
 TWIN_AFTER_RUNS = 1
 #: Steps kept for runs with hooks promised fixed (`Plan._steps`).
 HOOKED_STEPS = 4
-
 
 
 class _Hooks:
@@ -250,7 +249,7 @@ class Plan:
         if processes is not False and threads >= 2 and len(chunks) >= 2 \
                 and not (trace or every_node or step_times is not None) \
                 and (processes or not hooks.any) and worthy:
-            rounds = _rounds(chunks, batch_size)
+            rounds = twin_rounds(chunks, batch_size)
             size = max(sum(v[s:e].nbytes for v in arrays)
                        for s, e in ((c[0][0], c[-1][1]) for c, _ in rounds))
             take, give = effects or (None, None)
@@ -258,7 +257,7 @@ class Plan:
                                   lambda: self._twin_fn(steps, hooks, take), keep=own + (take,),
                                   shared_bytes=size)
         if mate is not None and mate.acquire():
-            found = _with_twin(mate, one, rounds, arrays, give)
+            found = with_twin(mate, one, rounds, arrays, give)
         else:
             found = parallel.map_threads(one, chunks, threads)
         parts = list(progress(found, total=len(chunks), desc="run", quiet=quiet, unit="batch"))
@@ -268,7 +267,7 @@ class Plan:
 
     def chunk_bounds(self, n: int, batch_size: int | None = None) -> list:
         """[(start, end)] of the batch chunks of a run over n images (module docstring)."""
-        return _chunks(n, batch_size, self.chunk_images)
+        return batch_chunks(n, batch_size, self.chunk_images)
 
     def twin_worthy(self, n: int, batch_size: int | None = None) -> bool:
         """A run over n images (in batches of batch_size) is large enough for a twin process (a
@@ -281,12 +280,12 @@ class Plan:
 
     def twin_share(self, n: int):
         """The end of the images a twin computes in a run over n images without batch_size and
-        without hooks (the first half of its chunks, `_rounds`), or None when such a run keeps
+        without hooks (the first half of its chunks, `twin_rounds`), or None when such a run keeps
         to this process: fewer than two chunks or threads, or not `twin_worthy`."""
         chunks = self.chunk_bounds(n)
         if len(chunks) < 2 or parallel.threads() < 2 or not self.twin_worthy(n):
             return None
-        return _rounds(chunks, None)[0][0][-1][1]
+        return twin_rounds(chunks, None)[0][0][-1][1]
 
     def _twin_fn(self, steps, hooks, take):
         """What a twin computes: (the outputs of chunks [(start, end)] of the rows of the feeds
@@ -346,33 +345,6 @@ class Plan:
         return tuple(trace) if trace else tuple(self.outputs)
 
 
-def _rounds(chunks, batch_size) -> list:
-    """[(the twin's chunks, this process's chunks)] of a run with a twin: without batch_size, the
-    first half of the chunks (the larger ones, and the odd one, since this process also sends the
-    twin its feeds) and the rest; with batch_size, the batches two by two, so that memory stays
-    bounded by two batches."""
-    if batch_size:
-        return [(chunks[i:i + 1], chunks[i + 1:i + 2]) for i in range(0, len(chunks), 2)]
-    k = (len(chunks) + 1) // 2
-    return [(chunks[:k], chunks[k:])]
-
-
-def _with_twin(mate, one, rounds, arrays, give=None):
-    """Yield one(chunk) for every chunk, in order: in each round the twin `mate` (reserved by the
-    caller) computes its chunks while this process computes its own (`refq.twin.alongside`:
-    here too when the twin gives no result, errors raised in batch order). give: receives what
-    the twin's hooks recorded."""
-    for theirs, ours in rounds:
-        s, e = theirs[0][0], theirs[-1][1]
-        (parts, recorded), local = twin.alongside(
-            mate, [v[s:e] for v in arrays], ([(a - s, b - s) for a, b in theirs],),
-            lambda: ([one(c) for c in theirs], None), lambda: [one(c) for c in ours])
-        if give is not None and recorded is not None:
-            give(recorded)
-        yield from parts
-        yield from local
-
-
 def _donate(values, xs, step) -> bool:
     """Run `step.inplace` on its first input when the runtime holds the only reference to that
     array (sys.getrefcount, module docstring); True when it did (the result is then xs[0])."""
@@ -387,22 +359,6 @@ def _donate(values, xs, step) -> bool:
         return True
     values[d] = a
     return False
-
-
-def _chunks(n: int, batch_size, chunk_images: int) -> list:
-    """[(start, end)] of the batch chunks: `batch_size` rows each when given; else the fewest
-    chunks of at most `chunk_images` rows whose count is a multiple of CHUNK_MULTIPLE (while
-    there are rows enough), of near-equal sizes, earlier chunks one row larger. The chunking
-    depends on the batch and the graph only, never on the machine or the hooks."""
-    if n == 0:
-        return [(0, 0)]
-    if batch_size:
-        return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    k = -(-n // chunk_images)
-    k = min(n, -(-k // CHUNK_MULTIPLE) * CHUNK_MULTIPLE)
-    sizes = [n // k + (i < n % k) for i in range(k)]
-    starts = np.cumsum([0] + sizes)
-    return [(int(s), int(e)) for s, e in zip(starts[:-1], starts[1:])]
 
 
 def _as_compute(v, dtype):

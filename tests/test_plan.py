@@ -12,7 +12,8 @@ import refq
 from refq import parallel
 from refq.errors import InputError
 from refq.graph import Graph, Node, TensorSpec
-from refq.plan import CHUNK_MULTIPLE, Plan, _chunks
+from refq.plan import Plan
+from refq.plan_chunks import CHUNK_MULTIPLE, batch_chunks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from architectures import ARCHITECTURES  # noqa: E402
@@ -352,10 +353,10 @@ def test_hook_on_an_unknown_tensor():
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 32, 33, 128])
 @pytest.mark.parametrize("chunk", [1, 3, 6, 100])
 def test_chunks_cover_the_batch_evenly(n, chunk):
-    parts = _chunks(n, None, chunk)
+    parts = batch_chunks(n, None, chunk)
     assert parts[0][0] == 0 and parts[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
     sizes = [e - s for s, e in parts]
     assert max(sizes) <= chunk and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
     assert n == 1 or len(parts) % CHUNK_MULTIPLE == 0 or len(parts) == n
-    assert _chunks(n, 4, chunk) == [(s, min(s + 4, n)) for s in range(0, n, 4)]
+    assert batch_chunks(n, 4, chunk) == [(s, min(s + 4, n)) for s in range(0, n, 4)]

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import GraphError, InputError
 from ..layers import get_op
 from .. import parallel
-from ..plan import Plan, _chunks
+from ..plan import Plan
 from ..feeds import feeds_dict
 
 __all__ = ["value_and_grad", "param_names"]
@@ -104,7 +104,7 @@ def value_and_grad(graph, feeds, loss, targets=None, *, output: str | None = Non
         return part, c, mine
 
     total, count = 0.0, 0
-    chunks = _chunks(n, batch_size, plan.chunk_images) if n else [(0, 0)]
+    chunks = plan.chunk_bounds(n, batch_size)
     for part, c, mine in parallel.map_threads(one, chunks, parallel.threads()):
         total, count = total + part, count + c   # summed in chunk order, whatever the threads
         for node, per in mine.items():
