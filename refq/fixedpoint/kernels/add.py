@@ -195,9 +195,11 @@ def _add_values(xa, xb, params, attrs, keep_s: bool = False):
 class _PairTable:
     """int_add on every pair of byte-sized codes: y[256·u + v] and s[256·u + v] for the input
     values whose bit patterns are the bytes u, v (`_add_values` on the 65536 pairs: the values of
-    the definition, elementwise), or ok False when the definition raises on some pair.
+    the definition, elementwise), or ok False when the definition raises on some pair. For a y
+    of more than one byte they are kept as the arrays `y` and `s` (`packed` None); for a
+    byte-sized y as `packed` and `levels` alone (`y` and `s` None):
 
-    `packed` (for a byte-sized y, else None) holds both in one uint32 per pair, rank·256 + (y's
+    `packed` holds both in one uint32 per pair, rank·256 + (y's
     bits as 0..255), where rank is the index of s in `levels`, the distinct values of s in
     increasing order (at most 65536, so packed < 2^24), so that one lookup gives both (speed
     only: one lookup, of 4 bytes, instead of two): y is the packed value modulo 256 (the cast to
@@ -212,12 +214,15 @@ class _PairTable:
         except FixedPointError:
             self.ok = False
             return
-        small = s.size and INT32_MIN <= s.min() and s.max() <= INT32_MAX
-        self.ok, self.y, self.s = True, y.astype(dtype), s.astype(np.int32) if small else s
-        self.packed = self.levels = None
-        if np.dtype(dtype).itemsize == 1:
+        self.ok, y = True, y.astype(dtype)
+        if y.itemsize == 1:
             self.levels, rank = np.unique(s, return_inverse=True)
-            self.packed = (rank.astype(np.uint32) << 8) | self.y.view(np.uint8)
+            self.packed = (rank.astype(np.uint32) << 8) | y.view(np.uint8)
+            self.y = self.s = None
+        else:
+            small = s.size and INT32_MIN <= s.min() and s.max() <= INT32_MAX
+            self.y, self.s = y, s.astype(np.int32) if small else s
+            self.packed = self.levels = None
 
 
 def add_narrow(inputs, params, attrs, memo=None, dtype=None):
